@@ -1,0 +1,327 @@
+//! `CoreEngine`: the Python class over `crate::Engine`. Each method converts its arguments, runs
+//! the core through `detach::run` and converts the result.
+
+use super::convert::{int, texts, u32_arg};
+use super::detach::run;
+use super::error::{to_pyerr, to_pyobject};
+use super::results::*;
+use crate::engine::{Engine, Stock};
+use crate::error::CoreError;
+use arc_swap::ArcSwap;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use std::sync::Arc;
+
+#[pyclass(subclass, module = "cardsvc._core")]
+pub struct CoreEngine {
+    inner: ArcSwap<Engine>,
+}
+
+fn stock_dict<'py>(py: Python<'py>, s: &Stock) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("available", s.available)?;
+    d.set_item("expired", s.expired)?;
+    d.set_item("held", s.held)?;
+    d.set_item("allocated", s.allocated)?;
+    d.set_item("redeemed", s.redeemed)?;
+    d.set_item("frozen", s.frozen)?;
+    d.set_item("void", s.void)?;
+    d.set_item("total", s.total())?;
+    Ok(d)
+}
+
+fn opt_u32(v: Option<i64>, field: &'static str) -> Result<Option<u32>, CoreError> {
+    v.map(|x| u32_arg(x, field)).transpose()
+}
+
+fn ids_arg(ids: Vec<i64>) -> Result<Vec<u64>, CoreError> {
+    ids.into_iter()
+        .map(|i| u64::try_from(i).map_err(|_| CoreError::CodeNotFound { code_id: None }))
+        .collect()
+}
+
+impl CoreEngine {
+    fn eng(&self) -> arc_swap::Guard<Arc<Engine>> {
+        self.inner.load()
+    }
+}
+
+#[pymethods]
+impl CoreEngine {
+    #[new]
+    #[pyo3(signature = (lookup_key, snapshot=None))]
+    fn new(py: Python<'_>, lookup_key: &[u8], snapshot: Option<&[u8]>) -> PyResult<Self> {
+        let engine = run(py, || match snapshot {
+            Some(data) => Engine::from_snapshot(lookup_key, data),
+            None => Engine::new(lookup_key),
+        })?;
+        Ok(CoreEngine { inner: ArcSwap::from_pointee(engine) })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.eng().now_ms()
+    }
+
+    #[pyo3(signature = (now_ms))]
+    fn set_clock_ms(&self, now_ms: Option<u64>) {
+        self.eng().set_clock_ms(now_ms)
+    }
+
+    #[pyo3(signature = (sku, uses_per_code=1, redeem_requires_sale=true, validity_days_after_sale=None))]
+    fn create_sku(&self, py: Python<'_>, sku: &str, uses_per_code: i64, redeem_requires_sale: bool, validity_days_after_sale: Option<i64>) -> PyResult<()> {
+        let e = self.eng();
+        let uses = u32::try_from(uses_per_code).unwrap_or(0);
+        let days = validity_days_after_sale.map(|d| u32::try_from(d).unwrap_or(u32::MAX));
+        run(py, || e.create_sku(sku, uses, redeem_requires_sale, days))
+    }
+
+    fn skus(&self) -> Vec<String> {
+        self.eng().skus()
+    }
+
+    #[pyo3(signature = (sku, codes, pool=0, pins=None, valid_from=None, valid_until=None, batch=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn import_codes(
+        &self,
+        py: Python<'_>,
+        sku: &str,
+        codes: &Bound<'_, PyAny>,
+        pool: i64,
+        pins: Option<&Bound<'_, PyAny>>,
+        valid_from: Option<i64>,
+        valid_until: Option<i64>,
+        batch: i64,
+    ) -> PyResult<(Vec<u32>, Vec<usize>)> {
+        let e = self.eng();
+        let prep = || -> Result<_, CoreError> {
+            let codes = texts(codes, false, "codes")?;
+            let pins = pins.map(|p| texts(p, true, "pins")).transpose()?;
+            Ok((codes, pins, u32_arg(pool, "pool")?, opt_u32(valid_from, "valid_from")?, opt_u32(valid_until, "valid_until")?, u32_arg(batch, "batch")?))
+        };
+        let (codes, pins, pool, from, until, batch) = prep().map_err(|err| to_pyerr(py, err))?;
+        run(py, || e.import_codes(sku, &codes, pins.as_ref(), pool, from, until, batch))
+    }
+
+    #[pyo3(signature = (sku, qty, order_ref, pool=0))]
+    fn allocate(&self, py: Python<'_>, sku: &str, qty: &Bound<'_, PyAny>, order_ref: &str, pool: i64) -> PyResult<Vec<u32>> {
+        let e = self.eng();
+        let qty = int(qty, "quantity").map_err(|err| to_pyerr(py, err))?;
+        let pool = u32_arg(pool, "pool").map_err(|err| to_pyerr(py, err))?;
+        run(py, || e.allocate(sku, qty, order_ref, pool))
+    }
+
+    /// One result per request: a list of code ids or a CardsvcError instance.
+    fn allocate_many<'py>(&self, py: Python<'py>, requests: Vec<(String, i64, String, i64)>) -> PyResult<Bound<'py, PyList>> {
+        let e = self.eng();
+        let results = py.detach(|| {
+            requests
+                .iter()
+                .map(|(sku, qty, order_ref, pool)| {
+                    let pool = u32_arg(*pool, "pool")?;
+                    e.allocate(sku, *qty, order_ref, pool)
+                })
+                .collect::<Vec<_>>()
+        });
+        let out = PyList::empty(py);
+        for r in results {
+            match r {
+                Ok(ids) => out.append(ids)?,
+                Err(err) => out.append(to_pyobject(py, &err)?)?,
+            }
+        }
+        Ok(out)
+    }
+
+    fn order_codes(&self, py: Python<'_>, order_ref: &str) -> PyResult<Vec<u32>> {
+        let e = self.eng();
+        run(py, || e.order_code_ids(order_ref))
+    }
+
+    fn order_code_ids(&self, py: Python<'_>, order_ref: &str) -> PyResult<Vec<u32>> {
+        self.order_codes(py, order_ref)
+    }
+
+    #[pyo3(signature = (sku, qty, hold_ref, ttl_ms, pool=0))]
+    fn hold_ms(&self, py: Python<'_>, sku: &str, qty: &Bound<'_, PyAny>, hold_ref: &str, ttl_ms: &Bound<'_, PyAny>, pool: i64) -> PyResult<Hold> {
+        let e = self.eng();
+        let args = || -> Result<_, CoreError> { Ok((int(qty, "quantity")?, int(ttl_ms, "ttl")?, u32_arg(pool, "pool")?)) };
+        let (qty, ttl, pool) = args().map_err(|err| to_pyerr(py, err))?;
+        run(py, || e.hold(sku, qty, hold_ref, ttl, pool)).map(Hold::from)
+    }
+
+    fn get_hold(&self, py: Python<'_>, hold_ref: &str) -> PyResult<Hold> {
+        let e = self.eng();
+        run(py, || e.get_hold(hold_ref)).map(Hold::from)
+    }
+
+    fn confirm_hold(&self, py: Python<'_>, hold_ref: &str, order_ref: &str) -> PyResult<Vec<u32>> {
+        let e = self.eng();
+        run(py, || e.confirm_hold(hold_ref, order_ref))
+    }
+
+    fn release_hold(&self, py: Python<'_>, hold_ref: &str) -> PyResult<usize> {
+        let e = self.eng();
+        run(py, || e.release_hold(hold_ref))
+    }
+
+    fn expire_holds(&self, py: Python<'_>) -> PyResult<usize> {
+        let e = self.eng();
+        run(py, || Ok(e.expire_holds()))
+    }
+
+    fn move_stock(&self, py: Python<'_>, sku: &str, qty: &Bound<'_, PyAny>, from_pool: i64, to_pool: i64) -> PyResult<Vec<u32>> {
+        let e = self.eng();
+        let args = || -> Result<_, CoreError> { Ok((int(qty, "quantity")?, u32_arg(from_pool, "from_pool")?, u32_arg(to_pool, "to_pool")?)) };
+        let (qty, from, to) = args().map_err(|err| to_pyerr(py, err))?;
+        run(py, || e.move_stock(sku, qty, from, to))
+    }
+
+    fn lookup(&self, py: Python<'_>, code: &str) -> PyResult<u32> {
+        let e = self.eng();
+        run(py, || e.lookup(code).map(|(id, _)| id))
+    }
+
+    #[pyo3(signature = (code, pin=None))]
+    fn verify(&self, py: Python<'_>, code: &str, pin: Option<&str>) -> PyResult<Verification> {
+        let e = self.eng();
+        run(py, || e.verify(code, pin)).map(Verification::from)
+    }
+
+    #[pyo3(signature = (codes, pins=None))]
+    fn verify_many(&self, py: Python<'_>, codes: &Bound<'_, PyAny>, pins: Option<&Bound<'_, PyAny>>) -> PyResult<VerifyBatch> {
+        let e = self.eng();
+        let prep = || -> Result<_, CoreError> { Ok((texts(codes, false, "codes")?, pins.map(|p| texts(p, true, "pins")).transpose()?)) };
+        let (codes, pins) = prep().map_err(|err| to_pyerr(py, err))?;
+        run(py, || e.verify_many(&codes, pins.as_ref())).map(|results| VerifyBatch { results })
+    }
+
+    #[pyo3(signature = (code, request_id, terminal, pin=None))]
+    fn redeem(&self, py: Python<'_>, code: &str, request_id: &str, terminal: &str, pin: Option<&str>) -> PyResult<Redemption> {
+        let e = self.eng();
+        run(py, || e.redeem(code, request_id, terminal, pin)).map(Redemption::from)
+    }
+
+    #[pyo3(signature = (codes, request_ids, terminal, pins=None))]
+    fn redeem_many(&self, py: Python<'_>, codes: &Bound<'_, PyAny>, request_ids: &Bound<'_, PyAny>, terminal: &str, pins: Option<&Bound<'_, PyAny>>) -> PyResult<RedeemBatch> {
+        let e = self.eng();
+        let prep = || -> Result<_, CoreError> {
+            Ok((texts(codes, false, "codes")?, texts(request_ids, false, "request_ids")?, pins.map(|p| texts(p, true, "pins")).transpose()?))
+        };
+        let (codes, rids, pins) = prep().map_err(|err| to_pyerr(py, err))?;
+        run(py, || e.redeem_many(&codes, &rids, terminal, pins.as_ref())).map(|results| RedeemBatch { results })
+    }
+
+    fn rollback(&self, py: Python<'_>, redemption_id: &Bound<'_, PyAny>, reason: &str) -> PyResult<Redemption> {
+        let e = self.eng();
+        let rid = int(redemption_id, "redemption_id").and_then(|v| u64::try_from(v).map_err(|_| CoreError::RedemptionNotFound { redemption_id: 0 }));
+        let rid = rid.map_err(|err| to_pyerr(py, err))?;
+        run(py, || e.rollback(rid, reason)).map(Redemption::from)
+    }
+
+    fn get_redemption(&self, py: Python<'_>, redemption_id: u64) -> PyResult<Redemption> {
+        let e = self.eng();
+        run(py, || e.get_redemption(redemption_id)).map(Redemption::from)
+    }
+
+    fn freeze(&self, py: Python<'_>, code_ids: Vec<i64>) -> PyResult<(usize, usize)> {
+        let e = self.eng();
+        run(py, || e.freeze(&ids_arg(code_ids)?))
+    }
+
+    fn unfreeze(&self, py: Python<'_>, code_ids: Vec<i64>) -> PyResult<(usize, usize)> {
+        let e = self.eng();
+        run(py, || e.unfreeze(&ids_arg(code_ids)?))
+    }
+
+    fn void(&self, py: Python<'_>, code_ids: Vec<i64>) -> PyResult<(usize, usize)> {
+        let e = self.eng();
+        run(py, || e.void(&ids_arg(code_ids)?))
+    }
+
+    fn batch_code_ids(&self, py: Python<'_>, batch: i64) -> PyResult<Vec<u32>> {
+        let e = self.eng();
+        run(py, || Ok(e.batch_code_ids(u32_arg(batch, "batch")?)))
+    }
+
+    fn code_info(&self, py: Python<'_>, code_id: i64) -> PyResult<CodeInfo> {
+        let e = self.eng();
+        let id = u64::try_from(code_id).map_err(|_| to_pyerr(py, CoreError::CodeNotFound { code_id: None }))?;
+        run(py, || e.code_info(id)).map(CodeInfo::from)
+    }
+
+    #[pyo3(signature = (sku, pool=None))]
+    fn stock<'py>(&self, py: Python<'py>, sku: &str, pool: Option<i64>) -> PyResult<Bound<'py, PyDict>> {
+        let e = self.eng();
+        let pool = opt_u32(pool, "pool").map_err(|err| to_pyerr(py, err))?;
+        let s = run(py, || e.stock(sku, pool))?;
+        stock_dict(py, &s)
+    }
+
+    fn stock_by_pool<'py>(&self, py: Python<'py>, sku: &str) -> PyResult<Bound<'py, PyDict>> {
+        let e = self.eng();
+        let by_pool = run(py, || e.stock_by_pool(sku))?;
+        let d = PyDict::new(py);
+        for (p, s) in &by_pool {
+            d.set_item(p, stock_dict(py, s)?)?;
+        }
+        Ok(d)
+    }
+
+    fn code_count(&self, py: Python<'_>) -> usize {
+        let e = self.eng();
+        py.detach(|| e.code_count())
+    }
+
+    fn memory_bytes(&self, py: Python<'_>) -> usize {
+        let e = self.eng();
+        py.detach(|| e.memory_bytes())
+    }
+
+    /// Raises AssertionError naming the first broken invariant.
+    fn check_invariants(&self, py: Python<'_>) -> PyResult<()> {
+        let e = self.eng();
+        py.detach(|| e.check_invariants()).map_err(pyo3::exceptions::PyAssertionError::new_err)
+    }
+
+    fn journal_len(&self, py: Python<'_>) -> u64 {
+        let e = self.eng();
+        py.detach(|| e.journal_len())
+    }
+
+    fn next_seq(&self, py: Python<'_>) -> u64 {
+        let e = self.eng();
+        py.detach(|| e.next_seq())
+    }
+
+    fn drain_journal<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let e = self.eng();
+        let data = py.detach(|| e.drain_journal());
+        PyBytes::new(py, &data)
+    }
+
+    fn apply_journal(&self, py: Python<'_>, data: &[u8]) -> PyResult<usize> {
+        let e = self.eng();
+        run(py, || e.apply_journal(data))
+    }
+
+    fn snapshot<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let e = self.eng();
+        let data = py.detach(|| e.snapshot());
+        PyBytes::new(py, &data)
+    }
+
+    /// Replaces the whole state with a snapshot's (start-up only: calls in flight finish on the
+    /// old state). Raises SNAPSHOT_CORRUPT.
+    fn restore(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let e = self.eng();
+        let engine = run(py, || e.reopen_from_snapshot(data))?;
+        self.inner.store(Arc::new(engine));
+        Ok(())
+    }
+
+    fn state_digest<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let e = self.eng();
+        let d = py.detach(|| e.state_digest());
+        PyBytes::new(py, &d)
+    }
+}

@@ -1,0 +1,234 @@
+//! Result objects returned to Python. Batch results keep the core's compact results and build
+//! per-item objects only when indexed.
+
+use super::error::to_pyobject;
+use crate::engine::{CodeInfo as CoreCodeInfo, HoldView, RedemptionView, Verification as CoreVerification};
+use crate::error::CoreResult;
+use pyo3::exceptions::PyIndexError;
+use pyo3::prelude::*;
+
+#[pyclass(frozen, get_all, module = "cardsvc._core")]
+pub struct Hold {
+    pub hold_ref: String,
+    pub sku: String,
+    pub pool: u32,
+    pub code_ids: Vec<u32>,
+    pub expires_at_ms: u64,
+    pub state: &'static str,
+    pub order_ref: Option<String>,
+}
+
+impl From<HoldView> for Hold {
+    fn from(h: HoldView) -> Hold {
+        Hold {
+            hold_ref: h.hold_ref,
+            sku: h.sku,
+            pool: h.pool,
+            code_ids: h.ids,
+            expires_at_ms: h.expires_at_ms,
+            state: h.state.name(),
+            order_ref: h.order_ref,
+        }
+    }
+}
+
+#[pymethods]
+impl Hold {
+    fn __repr__(&self) -> String {
+        format!("Hold(hold_ref={:?}, sku={:?}, qty={}, state={:?})", self.hold_ref, self.sku, self.code_ids.len(), self.state)
+    }
+}
+
+#[pyclass(frozen, get_all, module = "cardsvc._core")]
+pub struct Verification {
+    pub code_id: u32,
+    pub status: &'static str,
+    pub sku: String,
+    pub uses_left: u16,
+    pub valid_from: Option<u32>,
+    pub valid_until: Option<u32>,
+}
+
+impl From<CoreVerification> for Verification {
+    fn from(v: CoreVerification) -> Verification {
+        Verification {
+            code_id: v.code_id,
+            status: v.status,
+            sku: v.sku.into(),
+            uses_left: v.uses_left,
+            valid_from: v.valid_from,
+            valid_until: v.valid_until,
+        }
+    }
+}
+
+#[pymethods]
+impl Verification {
+    fn __repr__(&self) -> String {
+        format!("Verification(code_id={}, status={:?}, sku={:?}, uses_left={})", self.code_id, self.status, self.sku, self.uses_left)
+    }
+}
+
+#[pyclass(frozen, get_all, module = "cardsvc._core")]
+pub struct Redemption {
+    pub redemption_id: u64,
+    pub request_id: String,
+    pub code_id: u32,
+    pub sku: String,
+    pub terminal: String,
+    pub uses_left: u16,
+    pub redeemed_at_ms: u64,
+    pub rolled_back_at_ms: Option<u64>,
+    pub rollback_reason: Option<String>,
+}
+
+impl From<RedemptionView> for Redemption {
+    fn from(r: RedemptionView) -> Redemption {
+        Redemption {
+            redemption_id: r.redemption_id,
+            request_id: r.request_id,
+            code_id: r.code_id,
+            sku: r.sku.into(),
+            terminal: r.terminal,
+            uses_left: r.uses_left,
+            redeemed_at_ms: r.redeemed_at_ms,
+            rolled_back_at_ms: r.rolled_back_at_ms,
+            rollback_reason: r.rollback_reason,
+        }
+    }
+}
+
+#[pymethods]
+impl Redemption {
+    /// `redeemed_at_ms` as an aware UTC datetime.
+    #[getter]
+    fn redeemed_at<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let dt = py.import("datetime")?;
+        let utc = dt.getattr("timezone")?.getattr("utc")?;
+        dt.getattr("datetime")?.call_method1("fromtimestamp", (self.redeemed_at_ms as f64 / 1000.0, utc))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Redemption(redemption_id={}, sku={:?}, uses_left={}, redeemed_at_ms={})", self.redemption_id, self.sku, self.uses_left, self.redeemed_at_ms)
+    }
+}
+
+#[pyclass(frozen, get_all, module = "cardsvc._core")]
+pub struct CodeInfo {
+    pub code_id: u32,
+    pub sku: String,
+    pub pool: u32,
+    pub batch: u32,
+    pub state: &'static str,
+    pub frozen_from: Option<&'static str>,
+    pub uses_left: u16,
+    pub has_pin: bool,
+    pub valid_from: Option<u32>,
+    pub valid_until: Option<u32>,
+    pub order_ref: Option<String>,
+    pub hold_ref: Option<String>,
+    pub redemption_ids: Vec<u64>,
+}
+
+impl From<CoreCodeInfo> for CodeInfo {
+    fn from(c: CoreCodeInfo) -> CodeInfo {
+        CodeInfo {
+            code_id: c.code_id,
+            sku: c.sku,
+            pool: c.pool,
+            batch: c.batch,
+            state: c.state.name(),
+            frozen_from: c.frozen_from.map(|s| s.name()),
+            uses_left: c.uses_left,
+            has_pin: c.has_pin,
+            valid_from: c.valid_from,
+            valid_until: c.valid_until,
+            order_ref: c.order_ref,
+            hold_ref: c.hold_ref,
+            redemption_ids: c.redemption_ids,
+        }
+    }
+}
+
+#[pymethods]
+impl CodeInfo {
+    fn __repr__(&self) -> String {
+        format!("CodeInfo(code_id={}, sku={:?}, pool={}, state={:?}, uses_left={})", self.code_id, self.sku, self.pool, self.state, self.uses_left)
+    }
+}
+
+fn index(len: usize, i: isize) -> PyResult<usize> {
+    let j = if i < 0 { i + len as isize } else { i };
+    if j < 0 || j as usize >= len {
+        return Err(PyIndexError::new_err("batch index out of range"));
+    }
+    Ok(j as usize)
+}
+
+fn item<'py, T, P>(py: Python<'py>, r: &CoreResult<T>) -> PyResult<Bound<'py, PyAny>>
+where
+    T: Clone,
+    P: From<T> + pyo3::PyClass + Into<pyo3::PyClassInitializer<P>>,
+{
+    match r {
+        Ok(v) => Ok(Bound::new(py, P::from(v.clone()))?.into_any()),
+        Err(e) => to_pyobject(py, e),
+    }
+}
+
+fn codes<T>(results: &[CoreResult<T>]) -> Vec<&'static str> {
+    results.iter().map(|r| r.as_ref().err().map_or("", |e| e.code())).collect()
+}
+
+#[pyclass(frozen, module = "cardsvc._core")]
+pub struct RedeemBatch {
+    pub results: Vec<CoreResult<RedemptionView>>,
+}
+
+#[pymethods]
+impl RedeemBatch {
+    #[getter]
+    fn ok_count(&self) -> usize {
+        self.results.iter().filter(|r| r.is_ok()).count()
+    }
+    fn __len__(&self) -> usize {
+        self.results.len()
+    }
+    fn __getitem__<'py>(&self, py: Python<'py>, i: isize) -> PyResult<Bound<'py, PyAny>> {
+        item::<RedemptionView, Redemption>(py, &self.results[index(self.results.len(), i)?])
+    }
+    fn error_codes(&self) -> Vec<&'static str> {
+        codes(&self.results)
+    }
+    fn redemption_ids(&self) -> Vec<Option<u64>> {
+        self.results.iter().map(|r| r.as_ref().ok().map(|v| v.redemption_id)).collect()
+    }
+    fn uses_left(&self) -> Vec<Option<u16>> {
+        self.results.iter().map(|r| r.as_ref().ok().map(|v| v.uses_left)).collect()
+    }
+}
+
+#[pyclass(frozen, module = "cardsvc._core")]
+pub struct VerifyBatch {
+    pub results: Vec<CoreResult<CoreVerification>>,
+}
+
+#[pymethods]
+impl VerifyBatch {
+    #[getter]
+    fn ok_count(&self) -> usize {
+        self.results.iter().filter(|r| r.is_ok()).count()
+    }
+    fn __len__(&self) -> usize {
+        self.results.len()
+    }
+    fn __getitem__<'py>(&self, py: Python<'py>, i: isize) -> PyResult<Bound<'py, PyAny>> {
+        item::<CoreVerification, Verification>(py, &self.results[index(self.results.len(), i)?])
+    }
+    fn error_codes(&self) -> Vec<&'static str> {
+        codes(&self.results)
+    }
+    fn statuses(&self) -> Vec<&'static str> {
+        self.results.iter().map(|r| r.as_ref().map_or("", |v| v.status)).collect()
+    }
+}

@@ -1,0 +1,684 @@
+//! One SKU's state: its code records, free pools, orders, holds and redemptions, and the
+//! in-memory journal buffer of the mutations applied to it.
+//!
+//! Every mutation goes through `ShardState::apply`, for live calls and for journal replay alike,
+//! so replay cannot diverge from what the live call did. Live calls validate first and then apply;
+//! a failure inside `apply` on a live call is a bug and panics (it is never caught to carry on).
+//! Replay turns the same failure into JOURNAL_CORRUPT.
+
+use crate::directory::Directory;
+use crate::journal::Rec;
+use crate::types::*;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+/// A SKU's fixed settings.
+#[derive(Debug, Clone)]
+pub struct SkuConfig {
+    pub name: Box<str>,
+    pub uses_per_code: u16,
+    pub redeem_requires_sale: bool,
+    /// 0 = none; else a sold code's `valid_until` is capped at sale time + this many days.
+    pub validity_days_after_sale: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub order_ref: Box<str>,
+    pub pool: u32,
+    pub ids: Box<[u32]>,
+    /// The hold this order was confirmed from, or NO_SLOT.
+    pub hold: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HoldState {
+    Open = 0,
+    Confirmed = 1,
+    Released = 2,
+    Expired = 3,
+}
+
+impl HoldState {
+    pub fn from_u8(v: u8) -> Option<HoldState> {
+        Some(match v {
+            0 => HoldState::Open,
+            1 => HoldState::Confirmed,
+            2 => HoldState::Released,
+            3 => HoldState::Expired,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HoldState::Open => "open",
+            HoldState::Confirmed => "confirmed",
+            HoldState::Released => "released",
+            HoldState::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRec {
+    pub hold_ref: Box<str>,
+    pub pool: u32,
+    pub ids: Box<[u32]>,
+    pub deadline_ms: u64,
+    pub state: HoldState,
+    /// The order it was confirmed into, or NO_SLOT.
+    pub order: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedemptionRec {
+    pub code: u32,
+    pub request_id: Box<str>,
+    pub terminal: Box<str>,
+    pub at_ms: u64,
+    /// Uses left right after this redemption (what the original response reported).
+    pub uses_after: u16,
+    pub rollback: Option<Box<(u64, Box<str>)>>,
+}
+
+/// Why a record could not be applied (only reachable through replay of a foreign or corrupt
+/// journal; a live call that gets one has a bug).
+pub type ApplyError = &'static str;
+
+pub struct ShardState {
+    pub ix: u32,
+    pub config: SkuConfig,
+    /// Record chunks in the order this shard took them; `chunk_ids[i]` is chunk i's global number.
+    pub chunks: Vec<Vec<CodeRecord>>,
+    pub chunk_ids: Vec<u32>,
+    pub validities: Vec<(u32, u32)>,
+    validity_ix: HashMap<(u32, u32), u32>,
+    pub pools: BTreeMap<u32, Pool>,
+    pub orders: Vec<Order>,
+    pub holds: Vec<HoldRec>,
+    deadlines: BinaryHeap<Reverse<(u64, u32)>>,
+    pub redemptions: Vec<RedemptionRec>,
+    pub code_redemptions: HashMap<u32, Vec<u32>>,
+    /// `[len u32][payload]` of records applied since the last drain.
+    pub journal: Vec<u8>,
+    pub journal_records: u64,
+}
+
+impl ShardState {
+    pub fn new(ix: u32, config: SkuConfig) -> ShardState {
+        let mut s = ShardState {
+            ix,
+            config,
+            chunks: Vec::new(),
+            chunk_ids: Vec::new(),
+            validities: Vec::new(),
+            validity_ix: HashMap::new(),
+            pools: BTreeMap::new(),
+            orders: Vec::new(),
+            holds: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            redemptions: Vec::new(),
+            code_redemptions: HashMap::new(),
+            journal: Vec::new(),
+            journal_records: 0,
+        };
+        s.validity(0, NO_END);
+        s
+    }
+
+    /// The index of a validity window, added on first use.
+    pub fn validity(&mut self, from: u32, until: u32) -> u32 {
+        if let Some(&ix) = self.validity_ix.get(&(from, until)) {
+            return ix;
+        }
+        let ix = self.validities.len() as u32;
+        self.validities.push((from, until));
+        self.validity_ix.insert((from, until), ix);
+        ix
+    }
+
+    #[inline]
+    pub fn window(&self, rec: &CodeRecord) -> (u32, u32) {
+        self.validities.get(rec.validity as usize).copied().unwrap_or((0, NO_END))
+    }
+
+    #[inline]
+    fn slot_of(&self, dir: &Directory, id: u32) -> Option<(usize, usize)> {
+        let (shard, local) = dir.locate(id)?;
+        if shard != self.ix {
+            return None;
+        }
+        let off = id as usize & (CHUNK - 1);
+        let chunk = self.chunks.get(local as usize)?;
+        (off < chunk.len()).then_some((local as usize, off))
+    }
+
+    /// The record of `id` if this shard owns it.
+    #[inline]
+    pub fn rec(&self, dir: &Directory, id: u32) -> Option<&CodeRecord> {
+        let (c, o) = self.slot_of(dir, id)?;
+        Some(&self.chunks[c][o])
+    }
+
+    #[inline]
+    fn rec_mut(&mut self, dir: &Directory, id: u32) -> Result<&mut CodeRecord, ApplyError> {
+        let (c, o) = self.slot_of(dir, id).ok_or("code id not in this shard")?;
+        Ok(&mut self.chunks[c][o])
+    }
+
+    /// The next `n` free code ids of this shard, in order, taking new chunks from the directory
+    /// as needed. None when the engine's id space is full (the caller checked capacity first).
+    pub fn reserve_ids(&mut self, dir: &Directory, n: usize) -> Option<Vec<u32>> {
+        let mut ids = Vec::with_capacity(n);
+        let mut fill = self.chunks.last().map_or(CHUNK, Vec::len);
+        let mut g = self.chunk_ids.last().copied().unwrap_or(0);
+        while ids.len() < n {
+            if fill == CHUNK {
+                g = dir.take_chunk(self.ix, self.chunks.len() as u32)?;
+                self.chunks.push(Vec::new());
+                self.chunk_ids.push(g);
+                fill = 0;
+            }
+            ids.push((g << CHUNK_BITS) | fill as u32);
+            fill += 1;
+        }
+        Some(ids)
+    }
+
+    pub fn pool_mut(&mut self, pool: u32) -> &mut Pool {
+        self.pools.entry(pool).or_default()
+    }
+
+    /// Sellable codes of `pool` at `now_s`.
+    pub fn sellable(&self, pool: u32, now_s: u32) -> u64 {
+        self.pools.get(&pool).map_or(0, |p| p.sellable(now_s))
+    }
+
+    /// Chooses `qty` sellable codes of `pool` FEFO without changing anything: the last entries
+    /// of the earliest unexpired buckets, in the order `apply` will pop them.
+    pub fn pick(&self, pool: u32, qty: usize, now_s: u32) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(qty);
+        let Some(p) = self.pools.get(&pool) else { return ids };
+        for (_, stack) in p.buckets.range(now_s..) {
+            let mut pos = stack.len();
+            while pos > 0 && ids.len() < qty {
+                pos -= 1;
+                if let Some(id) = stack.get(pos) {
+                    ids.push(id);
+                }
+            }
+            if ids.len() == qty {
+                break;
+            }
+        }
+        ids
+    }
+
+    // ----- record-level moves, each keeping pool positions and counts exact -----
+
+    fn count(&mut self, pool: u32, from: Option<State>, to: Option<State>) {
+        let p = self.pool_mut(pool);
+        if let Some(s) = from {
+            p.counts[s as usize] -= 1;
+        }
+        if let Some(s) = to {
+            p.counts[s as usize] += 1;
+        }
+    }
+
+    /// Takes an available code out of its pool bucket (state unchanged; caller sets it).
+    fn unstock(&mut self, dir: &Directory, id: u32) -> Result<(), ApplyError> {
+        let rec = *self.rec_mut(dir, id)?;
+        if rec.state() != State::Available {
+            return Err("code is not available");
+        }
+        let until = self.window(&rec).1;
+        let pool = self.pools.get_mut(&rec.pool).ok_or("pool missing")?;
+        let stack = pool.buckets.get_mut(&until).ok_or("bucket missing")?;
+        if stack.get(rec.slot as usize) != Some(id) {
+            return Err("pool position mismatch");
+        }
+        let moved = stack.swap_remove(rec.slot as usize);
+        if stack.is_empty() {
+            pool.buckets.remove(&until);
+        }
+        if let Some(m) = moved {
+            self.rec_mut(dir, m)?.slot = rec.slot;
+        }
+        self.rec_mut(dir, id)?.slot = NO_SLOT;
+        Ok(())
+    }
+
+    /// Puts a code (not currently in a bucket) into its pool's bucket and marks it available.
+    fn restock(&mut self, dir: &Directory, id: u32) -> Result<(), ApplyError> {
+        let rec = *self.rec_mut(dir, id)?;
+        let until = self.window(&rec).1;
+        let pos = self.pool_mut(rec.pool).buckets.entry(until).or_default().push(id);
+        let r = self.rec_mut(dir, id)?;
+        r.slot = pos;
+        r.state = State::Available as u8;
+        Ok(())
+    }
+
+    /// Moves `id` from `from` to `to` in the counts and the record (no pool bucket changes).
+    fn set_state(&mut self, dir: &Directory, id: u32, to: State, slot: u32) -> Result<(), ApplyError> {
+        let r = self.rec_mut(dir, id)?;
+        let from = r.state();
+        let pool = r.pool;
+        r.state = to as u8;
+        r.slot = slot;
+        self.count(pool, Some(from), Some(to));
+        Ok(())
+    }
+
+    fn cap_validity(&mut self, dir: &Directory, id: u32, sale_until: u32) -> Result<(), ApplyError> {
+        if sale_until == 0 {
+            return Ok(());
+        }
+        let rec = *self.rec_mut(dir, id)?;
+        let (from, until) = self.window(&rec);
+        if sale_until < until {
+            let v = self.validity(from, sale_until);
+            self.rec_mut(dir, id)?.validity = v;
+        }
+        Ok(())
+    }
+
+    /// Takes `ids` (all available, in `pool`) out of stock into `to` with `slot`.
+    fn take_stock(&mut self, dir: &Directory, ids: &[u32], pool: u32, to: State, slot: u32) -> Result<(), ApplyError> {
+        for &id in ids {
+            if self.rec_mut(dir, id)?.pool != pool {
+                return Err("code is in another pool");
+            }
+            self.unstock(dir, id)?;
+            self.set_state(dir, id, to, slot)?;
+        }
+        Ok(())
+    }
+
+    fn return_stock(&mut self, dir: &Directory, ids: &[u32]) -> Result<(), ApplyError> {
+        for &id in ids {
+            let r = *self.rec_mut(dir, id)?;
+            self.count(r.pool, Some(r.state()), Some(State::Available));
+            self.restock(dir, id)?;
+        }
+        Ok(())
+    }
+
+    // ----- the one mutation entry point -----
+
+    /// Applies one record to this shard and appends it to the shard's journal buffer.
+    pub fn apply(&mut self, dir: &Directory, rec: &Rec<'_>) -> Result<(), ApplyError> {
+        self.apply_inner(dir, rec)?;
+        rec.append_to(&mut self.journal);
+        self.journal_records += 1;
+        Ok(())
+    }
+
+    pub(crate) fn apply_inner(&mut self, dir: &Directory, rec: &Rec<'_>) -> Result<(), ApplyError> {
+        match rec {
+            Rec::CreateSku { .. } => Err("catalog record applied to a shard"),
+            Rec::Import { pool, batch, valid_from, valid_until, entries, .. } => {
+                let v = self.validity(*valid_from, *valid_until);
+                for &(id, key, pin) in entries {
+                    self.place(dir, id, key)?;
+                    let mut r = CodeRecord {
+                        pin_hash: [0, 0],
+                        pool: *pool,
+                        batch: *batch,
+                        slot: NO_SLOT,
+                        validity: v,
+                        uses_left: self.config.uses_per_code,
+                        state: State::Available as u8,
+                        frozen_from: 0,
+                    };
+                    r.set_pin(pin);
+                    let (c, _) = self.slot_of_new(dir, id)?;
+                    self.chunks[c].push(r);
+                    self.count(*pool, None, Some(State::Available));
+                    self.restock(dir, id)?;
+                }
+                Ok(())
+            }
+            Rec::Allocate { order_ref, pool, sale_until, ids, .. } => {
+                let order = self.orders.len() as u32;
+                self.take_stock(dir, ids, *pool, State::Allocated, order)?;
+                for &id in ids {
+                    self.cap_validity(dir, id, *sale_until)?;
+                }
+                self.orders.push(Order { order_ref: (*order_ref).into(), pool: *pool, ids: ids.clone().into(), hold: NO_SLOT });
+                Ok(())
+            }
+            Rec::Hold { hold_ref, pool, deadline_ms, ids, .. } => {
+                let hold = self.holds.len() as u32;
+                self.take_stock(dir, ids, *pool, State::Held, hold)?;
+                self.holds.push(HoldRec {
+                    hold_ref: (*hold_ref).into(),
+                    pool: *pool,
+                    ids: ids.clone().into(),
+                    deadline_ms: *deadline_ms,
+                    state: HoldState::Open,
+                    order: NO_SLOT,
+                });
+                self.deadlines.push(Reverse((*deadline_ms, hold)));
+                Ok(())
+            }
+            Rec::Confirm { hold, order_ref, sale_until, .. } => {
+                let h = self.open_hold(*hold)?;
+                let order = self.orders.len() as u32;
+                for &id in h.ids.iter() {
+                    if self.rec_mut(dir, id)?.state() != State::Held {
+                        return Err("held code is not held");
+                    }
+                    self.set_state(dir, id, State::Allocated, order)?;
+                    self.cap_validity(dir, id, *sale_until)?;
+                }
+                self.orders.push(Order { order_ref: (*order_ref).into(), pool: h.pool, ids: h.ids.clone(), hold: *hold });
+                let hr = &mut self.holds[*hold as usize];
+                hr.state = HoldState::Confirmed;
+                hr.order = order;
+                Ok(())
+            }
+            Rec::Release { hold, .. } | Rec::Expire { hold, .. } => {
+                let h = self.open_hold(*hold)?;
+                for &id in h.ids.iter() {
+                    if self.rec_mut(dir, id)?.state() != State::Held {
+                        return Err("held code is not held");
+                    }
+                }
+                self.return_stock(dir, &h.ids)?;
+                self.holds[*hold as usize].state =
+                    if matches!(rec, Rec::Release { .. }) { HoldState::Released } else { HoldState::Expired };
+                Ok(())
+            }
+            Rec::Move { to_pool, ids, .. } => {
+                for &id in ids {
+                    let from = self.rec_mut(dir, id)?.pool;
+                    if from == *to_pool {
+                        return Err("move within one pool");
+                    }
+                    self.unstock(dir, id)?;
+                    self.count(from, Some(State::Available), None);
+                    self.rec_mut(dir, id)?.pool = *to_pool;
+                    self.count(*to_pool, None, Some(State::Available));
+                    self.restock(dir, id)?;
+                }
+                Ok(())
+            }
+            Rec::Redeem { code, request_id, terminal, at_ms, .. } => {
+                let r = *self.rec_mut(dir, *code)?;
+                if r.uses_left == 0 {
+                    return Err("redeem of a code with no uses left");
+                }
+                match r.state() {
+                    State::Available => {
+                        self.unstock(dir, *code)?;
+                        self.set_state(dir, *code, State::Allocated, NO_SLOT)?;
+                    }
+                    State::Allocated => {}
+                    _ => return Err("redeem of a code that is not sold"),
+                }
+                let rm = self.rec_mut(dir, *code)?;
+                rm.uses_left -= 1;
+                let uses_after = rm.uses_left;
+                let slot = rm.slot;
+                if uses_after == 0 {
+                    self.set_state(dir, *code, State::Redeemed, slot)?;
+                }
+                let ix = self.redemptions.len() as u32;
+                self.redemptions.push(RedemptionRec {
+                    code: *code,
+                    request_id: (*request_id).into(),
+                    terminal: (*terminal).into(),
+                    at_ms: *at_ms,
+                    uses_after,
+                    rollback: None,
+                });
+                self.code_redemptions.entry(*code).or_default().push(ix);
+                Ok(())
+            }
+            Rec::Rollback { redemption, at_ms, reason, .. } => {
+                let rd = self.redemptions.get(*redemption as usize).ok_or("unknown redemption")?;
+                if rd.rollback.is_some() {
+                    return Err("redemption already rolled back");
+                }
+                let code = rd.code;
+                let r = *self.rec_mut(dir, code)?;
+                if r.uses_left >= self.config.uses_per_code {
+                    return Err("rollback beyond the code's uses");
+                }
+                match r.state() {
+                    State::Redeemed => self.set_state(dir, code, State::Allocated, r.slot)?,
+                    State::Allocated => {}
+                    _ => return Err("rollback of a frozen or void code"),
+                }
+                self.rec_mut(dir, code)?.uses_left += 1;
+                self.redemptions[*redemption as usize].rollback = Some(Box::new((*at_ms, (*reason).into())));
+                Ok(())
+            }
+            Rec::Freeze { ids, .. } => {
+                for &id in ids {
+                    let r = *self.rec_mut(dir, id)?;
+                    match r.state() {
+                        State::Available => {
+                            self.unstock(dir, id)?;
+                        }
+                        State::Allocated | State::Redeemed => {}
+                        _ => return Err("freeze of a held, frozen or void code"),
+                    }
+                    let slot = self.rec_mut(dir, id)?.slot;
+                    self.set_state(dir, id, State::Frozen, slot)?;
+                    self.rec_mut(dir, id)?.frozen_from = r.state;
+                }
+                Ok(())
+            }
+            Rec::Unfreeze { ids, .. } => {
+                for &id in ids {
+                    let r = *self.rec_mut(dir, id)?;
+                    if r.state() != State::Frozen {
+                        return Err("unfreeze of a code that is not frozen");
+                    }
+                    let back = State::from_u8(r.frozen_from).ok_or("bad frozen_from")?;
+                    self.rec_mut(dir, id)?.frozen_from = 0;
+                    if back == State::Available {
+                        self.count(r.pool, Some(State::Frozen), Some(State::Available));
+                        self.restock(dir, id)?;
+                    } else {
+                        self.set_state(dir, id, back, r.slot)?;
+                    }
+                }
+                Ok(())
+            }
+            Rec::Void { ids, .. } => {
+                for &id in ids {
+                    let r = *self.rec_mut(dir, id)?;
+                    match r.state() {
+                        State::Available => self.unstock(dir, id)?,
+                        State::Allocated | State::Redeemed | State::Frozen => {}
+                        _ => return Err("void of a held or void code"),
+                    }
+                    let slot = self.rec_mut(dir, id)?.slot;
+                    self.set_state(dir, id, State::Void, slot)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn open_hold(&self, hold: u32) -> Result<HoldRec, ApplyError> {
+        let h = self.holds.get(hold as usize).ok_or("unknown hold")?;
+        if h.state != HoldState::Open {
+            return Err("hold is not open");
+        }
+        Ok(h.clone())
+    }
+
+    /// Makes sure `id`'s chunk belongs to this shard (publishing it when replaying onto an empty
+    /// directory) and writes its key.
+    fn place(&mut self, dir: &Directory, id: u32, key: u128) -> Result<(), ApplyError> {
+        let g = id >> CHUNK_BITS;
+        match dir.locate(id) {
+            Some((s, _)) if s == self.ix => {}
+            Some(_) => return Err("code id belongs to another shard"),
+            None => {
+                if !dir.publish_chunk(g, self.ix, self.chunks.len() as u32) {
+                    return Err("chunk already taken");
+                }
+                self.chunks.push(Vec::new());
+                self.chunk_ids.push(g);
+            }
+        }
+        dir.set_key(id, key);
+        Ok(())
+    }
+
+    /// The (local chunk, offset) a new code `id` goes to; it must be the chunk's next slot.
+    fn slot_of_new(&self, dir: &Directory, id: u32) -> Result<(usize, usize), ApplyError> {
+        let (_, local) = dir.locate(id).ok_or("chunk missing")?;
+        let chunk = self.chunks.get(local as usize).ok_or("chunk missing")?;
+        if chunk.len() != id as usize & (CHUNK - 1) {
+            return Err("code ids out of order");
+        }
+        Ok((local as usize, chunk.len()))
+    }
+
+    /// Holds whose deadline is `<= now_ms` and still open, earliest first (consumed from the heap).
+    pub fn due_holds(&mut self, now_ms: u64) -> Vec<u32> {
+        let mut due = Vec::new();
+        while let Some(&Reverse((deadline, hold))) = self.deadlines.peek() {
+            if deadline > now_ms {
+                break;
+            }
+            self.deadlines.pop();
+            if self.holds.get(hold as usize).is_some_and(|h| h.state == HoldState::Open) {
+                due.push(hold);
+            }
+        }
+        due
+    }
+
+    /// Rebuilds the deadline heap from the open holds (after restore).
+    pub fn rebuild_deadlines(&mut self) {
+        self.deadlines = self
+            .holds
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.state == HoldState::Open)
+            .map(|(i, h)| Reverse((h.deadline_ms, i as u32)))
+            .collect();
+    }
+
+    /// Re-inserts the validity index after restore.
+    pub fn rebuild_validity_index(&mut self) {
+        self.validity_ix = self.validities.iter().enumerate().map(|(i, w)| (*w, i as u32)).collect();
+    }
+
+    /// Rebuilds pools (buckets and counts) from the records, in id order (after restore).
+    pub fn rebuild_pools(&mut self, dir: &Directory) -> Result<(), ApplyError> {
+        self.pools.clear();
+        let mut ids = Vec::new();
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let base = self.chunk_ids[c] << CHUNK_BITS;
+            for (o, r) in chunk.iter().enumerate() {
+                ids.push((base | o as u32, r.pool, r.state()));
+            }
+        }
+        for (id, pool, state) in ids {
+            self.count(pool, None, Some(state));
+            if state == State::Available {
+                self.restock(dir, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every code id of this shard in id order.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.chunks.iter().enumerate().flat_map(move |(c, chunk)| {
+            let base = self.chunk_ids[c] << CHUNK_BITS;
+            (0..chunk.len() as u32).map(move |o| base | o)
+        })
+    }
+
+    pub fn code_count(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    /// Checks every invariant of this shard; returns the first violation.
+    pub fn check(&self, dir: &Directory) -> Result<(), String> {
+        let mut counts: BTreeMap<u32, [u64; STATE_COUNT]> = BTreeMap::new();
+        for id in self.ids() {
+            let r = self.rec(dir, id).ok_or_else(|| format!("id {id} unreachable"))?;
+            counts.entry(r.pool).or_default()[r.state as usize] += 1;
+            let until = self.window(r).1;
+            match r.state() {
+                State::Available => {
+                    let at = self.pools.get(&r.pool).and_then(|p| p.buckets.get(&until)).and_then(|s| s.get(r.slot as usize));
+                    if at != Some(id) {
+                        return Err(format!("available code {id} not at its pool position"));
+                    }
+                }
+                State::Held => {
+                    let h = self.holds.get(r.slot as usize).ok_or(format!("held code {id} has no hold"))?;
+                    if h.state != HoldState::Open || !h.ids.contains(&id) {
+                        return Err(format!("held code {id} not in an open hold"));
+                    }
+                }
+                State::Allocated | State::Redeemed => {
+                    if r.slot != NO_SLOT {
+                        let o = self.orders.get(r.slot as usize).ok_or(format!("code {id} has no order"))?;
+                        if !o.ids.contains(&id) {
+                            return Err(format!("code {id} not in its order"));
+                        }
+                    }
+                    if (r.state() == State::Redeemed) != (r.uses_left == 0) {
+                        return Err(format!("code {id} state disagrees with uses left"));
+                    }
+                }
+                State::Frozen | State::Void => {}
+            }
+            if r.uses_left > self.config.uses_per_code {
+                return Err(format!("code {id} has more uses than its SKU allows"));
+            }
+        }
+        for (pool, p) in &self.pools {
+            let want = counts.get(pool).copied().unwrap_or_default();
+            if p.counts != want {
+                return Err(format!("pool {pool} counts {:?} but codes by state are {:?}", p.counts, want));
+            }
+            let in_buckets: u64 = p.buckets.values().map(|s| s.len() as u64).sum();
+            if in_buckets != p.counts[State::Available as usize] {
+                return Err(format!("pool {pool} buckets hold {in_buckets} codes, count says otherwise"));
+            }
+        }
+        for (pool, c) in &counts {
+            if !self.pools.contains_key(pool) && c.iter().any(|&n| n > 0) {
+                return Err(format!("pool {pool} has codes but no counts"));
+            }
+        }
+        for (i, h) in self.holds.iter().enumerate() {
+            if h.state == HoldState::Open {
+                for &id in h.ids.iter() {
+                    let r = self.rec(dir, id).ok_or("hold code unreachable")?;
+                    if r.state() != State::Held || r.slot != i as u32 {
+                        return Err(format!("open hold {i} lost code {id}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        let recs: usize = self.chunks.iter().map(|c| c.capacity() * std::mem::size_of::<CodeRecord>()).sum();
+        let pools: usize = self.pools.values().flat_map(|p| p.buckets.values()).map(IdStack::memory_bytes).sum();
+        let orders: usize = self.orders.iter().map(|o| 64 + o.order_ref.len() + o.ids.len() * 4).sum();
+        let holds: usize = self.holds.iter().map(|h| 80 + h.hold_ref.len() + h.ids.len() * 4).sum();
+        let reds: usize =
+            self.redemptions.iter().map(|r| 64 + r.request_id.len() + r.terminal.len()).sum::<usize>()
+                + self.code_redemptions.len() * 48;
+        recs + pools + orders + holds + reds + self.journal.capacity()
+    }
+}

@@ -1,0 +1,79 @@
+"""The typed face of the Rust engine: the only module that imports ``cardsvc._core``.
+
+``Engine`` subclasses the Rust class, so every hot-path method is the Rust method itself with no
+Python frame in between; this module only adds conveniences whose cost is off the hot path.
+
+Example::
+
+    from cardsvc.engine import Engine
+    eng = Engine(lookup_key=os.urandom(32))
+    eng.create_sku("VIP", uses_per_code=1, redeem_requires_sale=True)
+    ids, duplicates = eng.import_codes("VIP", ["CODE1", "CODE2"])
+    eng.allocate("VIP", 1, order_ref="o-1")
+    r = eng.redeem("CODE1", request_id="r-1", terminal="t-1")
+"""
+
+from __future__ import annotations
+
+from cardsvc import _core
+from cardsvc._core import (
+    CodeInfo,
+    Hold,
+    RedeemBatch,
+    Redemption,
+    Verification,
+    VerifyBatch,
+)
+
+__all__ = [
+    "CodeInfo",
+    "Engine",
+    "Hold",
+    "RedeemBatch",
+    "Redemption",
+    "Verification",
+    "VerifyBatch",
+    "STATES",
+    "core_error_codes",
+    "normalise_code",
+]
+
+STATES: list[str] = list(_core.STATES)
+LOOKUP_KEY_LEN = 32
+
+
+def core_error_codes() -> list[str]:
+    """Every error code the Rust core can raise (for the drift test and the HTTP table)."""
+    return list(_core.error_codes())
+
+
+def normalise_code(code: str) -> str:
+    """The canonical text of a code (see ``_core.normalise_code``)."""
+    return _core.normalise_code(code)
+
+
+class Engine(_core.CoreEngine):
+    """The in-memory code table, pools, holds and redemption table.
+
+    ``lookup_key`` (32 bytes) keys the hash under which codes are found; the plaintext of a code
+    is never stored in the engine. All methods are thread-safe and release the GIL.
+    """
+
+    def hold(
+        self, sku: str, qty: int, *, hold_ref: str, ttl_seconds: float, pool: int = 0
+    ) -> Hold:
+        """Reserve ``qty`` codes of ``sku`` from ``pool`` until ``ttl_seconds`` from now.
+
+        Idempotent on ``hold_ref``. Raises OUT_OF_STOCK, SKU_NOT_FOUND, QUANTITY_MUST_BE_POSITIVE,
+        LIMIT_EXCEEDED, INVALID_ARGUMENT (ttl not positive) or IDEMPOTENCY_KEY_REUSED.
+        """
+        return self.hold_ms(sku, qty, hold_ref, _seconds_to_ms(ttl_seconds), pool)
+
+
+def _seconds_to_ms(seconds: float) -> int:
+    # Reject NaN/inf and bools early; the core checks the range and raises INVALID_ARGUMENT.
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError("ttl_seconds must be a number")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return -1
+    return int(seconds * 1000)

@@ -1,0 +1,145 @@
+"""The one list of stable error codes, and the exception classes that carry them.
+
+Every failure anywhere in cardsvc, core or domain, is a ``CardsvcError`` subclass carrying:
+
+* ``code``: an UPPER_SNAKE statement about the request, never renamed or reused once shipped;
+* ``message``: a human sentence that never contains a full code or PIN;
+* ``details``: a JSON-safe dict (masked values only).
+
+The Rust core raises these same classes: ``core/src/py/error.rs`` converts each ``CoreError``
+variant by calling :func:`from_core`, and the drift test checks that ``_core.error_codes()`` is a
+subset of :class:`ErrorCode`. The HTTP status of each code lives in ``api/errors.py`` alone.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """Every stable error code, core and domain. Append only."""
+
+    # Bad input (the request is malformed whatever the state).
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    INVALID_CODE = "INVALID_CODE"
+    INVALID_PIN = "INVALID_PIN"
+    QUANTITY_MUST_BE_POSITIVE = "QUANTITY_MUST_BE_POSITIVE"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    # Unknown objects.
+    SKU_NOT_FOUND = "SKU_NOT_FOUND"
+    CODE_NOT_FOUND = "CODE_NOT_FOUND"
+    HOLD_NOT_FOUND = "HOLD_NOT_FOUND"
+    ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
+    REDEMPTION_NOT_FOUND = "REDEMPTION_NOT_FOUND"
+    # State conflicts.
+    SKU_EXISTS = "SKU_EXISTS"
+    PIN_MISMATCH = "PIN_MISMATCH"
+    ALREADY_REDEEMED = "ALREADY_REDEEMED"
+    EXPIRED = "EXPIRED"
+    NOT_YET_VALID = "NOT_YET_VALID"
+    FROZEN = "FROZEN"
+    VOID = "VOID"
+    NOT_SOLD = "NOT_SOLD"
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+    HOLD_EXPIRED = "HOLD_EXPIRED"
+    HOLD_RELEASED = "HOLD_RELEASED"
+    HOLD_ALREADY_CONFIRMED = "HOLD_ALREADY_CONFIRMED"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    # Persistence.
+    SNAPSHOT_CORRUPT = "SNAPSHOT_CORRUPT"
+    JOURNAL_CORRUPT = "JOURNAL_CORRUPT"
+    # Anything unexpected; reveals no internals.
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class CardsvcError(Exception):
+    """Base of every cardsvc error. ``code`` is stable; ``message`` is for humans."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.details: dict[str, Any] = details if details is not None else {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code.value!r}, details={self.details!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error envelope body of DESIGN.md: ``{"code", "message", "details"}``."""
+        return {"code": self.code.value, "message": self.message, "details": self.details}
+
+
+class BadInput(CardsvcError, ValueError):
+    """The request is malformed or out of bounds; nothing was changed."""
+
+
+class NotFound(CardsvcError, LookupError):
+    """The request names something that does not exist."""
+
+
+class Conflict(CardsvcError):
+    """The request is well formed but the current state forbids it."""
+
+
+class Corruption(CardsvcError):
+    """Persisted state failed its checksum or structure checks."""
+
+
+class InternalError(CardsvcError):
+    """A failure that is not the caller's fault."""
+
+
+_CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
+    ErrorCode.INVALID_ARGUMENT: BadInput,
+    ErrorCode.INVALID_CODE: BadInput,
+    ErrorCode.INVALID_PIN: BadInput,
+    ErrorCode.QUANTITY_MUST_BE_POSITIVE: BadInput,
+    ErrorCode.LIMIT_EXCEEDED: BadInput,
+    ErrorCode.SKU_NOT_FOUND: NotFound,
+    ErrorCode.CODE_NOT_FOUND: NotFound,
+    ErrorCode.HOLD_NOT_FOUND: NotFound,
+    ErrorCode.ORDER_NOT_FOUND: NotFound,
+    ErrorCode.REDEMPTION_NOT_FOUND: NotFound,
+    ErrorCode.SKU_EXISTS: Conflict,
+    ErrorCode.PIN_MISMATCH: Conflict,
+    ErrorCode.ALREADY_REDEEMED: Conflict,
+    ErrorCode.EXPIRED: Conflict,
+    ErrorCode.NOT_YET_VALID: Conflict,
+    ErrorCode.FROZEN: Conflict,
+    ErrorCode.VOID: Conflict,
+    ErrorCode.NOT_SOLD: Conflict,
+    ErrorCode.OUT_OF_STOCK: Conflict,
+    ErrorCode.HOLD_EXPIRED: Conflict,
+    ErrorCode.HOLD_RELEASED: Conflict,
+    ErrorCode.HOLD_ALREADY_CONFIRMED: Conflict,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: Conflict,
+    ErrorCode.SNAPSHOT_CORRUPT: Corruption,
+    ErrorCode.JOURNAL_CORRUPT: Corruption,
+    ErrorCode.INTERNAL_ERROR: InternalError,
+}
+
+
+def error_class(code: ErrorCode) -> type[CardsvcError]:
+    """The exception class that carries ``code``."""
+    return _CLASS_OF[code]
+
+
+def make_error(code: str, message: str, details: dict[str, Any] | None = None) -> CardsvcError:
+    """Build the exception for a stable ``code`` (raises KeyError-free: unknown codes are a bug)."""
+    error_code = ErrorCode(code)
+    return _CLASS_OF[error_code](message, code=error_code, details=details)
+
+
+def from_core(code: str, message: str, details: dict[str, Any]) -> CardsvcError:
+    """Called by the Rust binding to turn a ``CoreError`` into its Python exception."""
+    return make_error(code, message, details)
