@@ -9,7 +9,6 @@
 use crate::types::{CHUNK, CHUNKS_MAX, CHUNK_BITS};
 use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -172,7 +171,7 @@ impl Index {
 pub const REGISTRY_PARTS: usize = 64;
 
 /// An idempotency registry: string key → value, split in 64 locked parts by the key's hash.
-type RegistryPart<V> = Padded<Mutex<HashMap<Box<str>, V>>>;
+type RegistryPart<V> = Padded<Mutex<hashbrown::HashMap<Box<str>, V>>>;
 
 pub struct Registry<V> {
     parts: Box<[RegistryPart<V>]>,
@@ -188,7 +187,7 @@ impl<V: Copy> Default for Registry<V> {
 impl<V: Copy> Registry<V> {
     pub fn new() -> Registry<V> {
         Registry {
-            parts: (0..REGISTRY_PARTS).map(|_| Padded(Mutex::new(HashMap::new()))).collect(),
+            parts: (0..REGISTRY_PARTS).map(|_| Padded(Mutex::new(hashbrown::HashMap::new()))).collect(),
             hasher: hashbrown::DefaultHashBuilder::default(),
         }
     }
@@ -196,7 +195,7 @@ impl<V: Copy> Registry<V> {
     /// The locked part that holds `key`. Callers keep the guard across their check-and-insert so
     /// two requests with one key cannot both act.
     #[inline]
-    pub fn lock(&self, key: &str) -> parking_lot::MutexGuard<'_, HashMap<Box<str>, V>> {
+    pub fn lock(&self, key: &str) -> parking_lot::MutexGuard<'_, hashbrown::HashMap<Box<str>, V>> {
         let h = self.hasher.hash_one(key);
         self.parts[(h as usize) % REGISTRY_PARTS].0.lock()
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// One SKU: its index and its locked state.
 pub struct Shard {
     pub ix: u32,
-    pub name: Box<str>,
+    pub name: Arc<str>,
     pub state: Mutex<ShardState>,
 }
 
@@ -108,7 +108,7 @@ pub struct HoldView {
 pub struct Verification {
     pub code_id: u32,
     pub status: &'static str,
-    pub sku: Box<str>,
+    pub sku: Arc<str>,
     pub uses_left: u16,
     pub valid_from: Option<u32>,
     pub valid_until: Option<u32>,
@@ -120,7 +120,7 @@ pub struct RedemptionView {
     pub redemption_id: u64,
     pub request_id: String,
     pub code_id: u32,
-    pub sku: Box<str>,
+    pub sku: Arc<str>,
     pub terminal: String,
     pub uses_left: u16,
     pub redeemed_at_ms: u64,
@@ -561,7 +561,7 @@ impl Engine {
         }
     }
 
-    fn hold_shard(&self, reg: &HashMap<Box<str>, (u32, u32)>, hold_ref: &str) -> CoreResult<(Arc<Shard>, u32)> {
+    fn hold_shard(&self, reg: &hashbrown::HashMap<Box<str>, (u32, u32)>, hold_ref: &str) -> CoreResult<(Arc<Shard>, u32)> {
         let &(s, h) = reg.get(hold_ref).ok_or_else(|| CoreError::HoldNotFound { hold_ref: hold_ref.to_string() })?;
         let shard = self.shard_by_ix(s).unwrap_or_else(|| bug("hold", "registry names a missing shard"));
         Ok((shard, h))
@@ -769,11 +769,11 @@ impl Engine {
             Status::NotYetValid(valid_from) => return Err(CoreError::NotYetValid { valid_from }),
             Status::Expired(valid_until) => return Err(CoreError::Expired { valid_until }),
             Status::Redeemed => {
-                let last = st.code_redemptions.get(&id).and_then(|v| v.last().copied());
+                let last = st.code_redemptions.get(&id).copied();
                 let (rid, at, term) = last
                     .map(|ix| {
                         let r = &st.redemptions[ix as usize];
-                        (redemption_id(shard.ix, ix), r.at_ms, r.terminal.to_string())
+                        (redemption_id(shard.ix, ix), r.at_ms, st.terminal(r.terminal).to_string())
                     })
                     .unwrap_or((0, 0, String::new()));
                 return Err(CoreError::AlreadyRedeemed { redemption_id: rid, redeemed_at_ms: at, terminal: term });
@@ -805,7 +805,7 @@ impl Engine {
             request_id: r.request_id.to_string(),
             code_id: r.code,
             sku: shard.name.clone(),
-            terminal: r.terminal.to_string(),
+            terminal: st.terminal(r.terminal).to_string(),
             uses_left: r.uses_after,
             redeemed_at_ms: r.at_ms,
             rolled_back_at_ms: r.rollback.as_ref().map(|b| b.0),
@@ -974,11 +974,7 @@ impl Engine {
             valid_until: (until != NO_END).then_some(until),
             order_ref,
             hold_ref,
-            redemption_ids: st
-                .code_redemptions
-                .get(&id)
-                .map(|v| v.iter().map(|&ix| redemption_id(shard.ix, ix)).collect())
-                .unwrap_or_default(),
+            redemption_ids: st.redemptions_of(id).into_iter().map(|ix| redemption_id(shard.ix, ix)).collect(),
         })
     }
 

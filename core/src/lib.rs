@@ -17,3 +17,6 @@ mod py;
 
 pub use engine::{CodeInfo, Engine, HoldView, RedemptionView, Stock, Texts, Verification};
 pub use error::{CoreError, CoreResult};
+
+#[cfg(test)]
+mod tests;

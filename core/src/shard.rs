@@ -75,8 +75,11 @@ pub struct HoldRec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedemptionRec {
     pub code: u32,
+    /// The previous redemption of the same code, or NO_SLOT.
+    pub prev: u32,
     pub request_id: Box<str>,
-    pub terminal: Box<str>,
+    /// Index into the shard's interned terminal ids.
+    pub terminal: u32,
     pub at_ms: u64,
     /// Uses left right after this redemption (what the original response reported).
     pub uses_after: u16,
@@ -100,7 +103,10 @@ pub struct ShardState {
     pub holds: Vec<HoldRec>,
     deadlines: BinaryHeap<Reverse<(u64, u32)>>,
     pub redemptions: Vec<RedemptionRec>,
-    pub code_redemptions: HashMap<u32, Vec<u32>>,
+    /// The latest redemption of each redeemed code (earlier ones are chained through `prev`).
+    pub code_redemptions: hashbrown::HashMap<u32, u32>,
+    pub terminals: Vec<Box<str>>,
+    terminal_ix: hashbrown::HashMap<Box<str>, u32>,
     /// `[len u32][payload]` of records applied since the last drain.
     pub journal: Vec<u8>,
     pub journal_records: u64,
@@ -120,7 +126,9 @@ impl ShardState {
             holds: Vec::new(),
             deadlines: BinaryHeap::new(),
             redemptions: Vec::new(),
-            code_redemptions: HashMap::new(),
+            code_redemptions: hashbrown::HashMap::new(),
+            terminals: Vec::new(),
+            terminal_ix: hashbrown::HashMap::new(),
             journal: Vec::new(),
             journal_records: 0,
         };
@@ -427,16 +435,8 @@ impl ShardState {
                 if uses_after == 0 {
                     self.set_state(dir, *code, State::Redeemed, slot)?;
                 }
-                let ix = self.redemptions.len() as u32;
-                self.redemptions.push(RedemptionRec {
-                    code: *code,
-                    request_id: (*request_id).into(),
-                    terminal: (*terminal).into(),
-                    at_ms: *at_ms,
-                    uses_after,
-                    rollback: None,
-                });
-                self.code_redemptions.entry(*code).or_default().push(ix);
+                let terminal = self.terminal_id(terminal);
+                self.push_redemption(*code, request_id, terminal, *at_ms, uses_after, None);
                 Ok(())
             }
             Rec::Rollback { redemption, at_ms, reason, .. } => {
@@ -505,6 +505,48 @@ impl ShardState {
                 Ok(())
             }
         }
+    }
+
+    /// The interned index of a terminal id.
+    pub fn terminal_id(&mut self, terminal: &str) -> u32 {
+        if let Some(&ix) = self.terminal_ix.get(terminal) {
+            return ix;
+        }
+        let ix = self.terminals.len() as u32;
+        self.terminals.push(terminal.into());
+        self.terminal_ix.insert(terminal.into(), ix);
+        ix
+    }
+
+    pub fn terminal(&self, ix: u32) -> &str {
+        self.terminals.get(ix as usize).map_or("", |t| t)
+    }
+
+    /// Appends a redemption record and links it into its code's chain.
+    pub fn push_redemption(
+        &mut self,
+        code: u32,
+        request_id: &str,
+        terminal: u32,
+        at_ms: u64,
+        uses_after: u16,
+        rollback: Option<Box<(u64, Box<str>)>>,
+    ) {
+        let ix = self.redemptions.len() as u32;
+        let prev = self.code_redemptions.insert(code, ix).unwrap_or(NO_SLOT);
+        self.redemptions.push(RedemptionRec { code, prev, request_id: request_id.into(), terminal, at_ms, uses_after, rollback });
+    }
+
+    /// Every redemption of `code`, oldest first.
+    pub fn redemptions_of(&self, code: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut at = self.code_redemptions.get(&code).copied().unwrap_or(NO_SLOT);
+        while at != NO_SLOT {
+            out.push(at);
+            at = self.redemptions.get(at as usize).map_or(NO_SLOT, |r| r.prev);
+        }
+        out.reverse();
+        out
     }
 
     fn open_hold(&self, hold: u32) -> Result<HoldRec, ApplyError> {
@@ -677,8 +719,8 @@ impl ShardState {
         let orders: usize = self.orders.iter().map(|o| 64 + o.order_ref.len() + o.ids.len() * 4).sum();
         let holds: usize = self.holds.iter().map(|h| 80 + h.hold_ref.len() + h.ids.len() * 4).sum();
         let reds: usize =
-            self.redemptions.iter().map(|r| 64 + r.request_id.len() + r.terminal.len()).sum::<usize>()
-                + self.code_redemptions.len() * 48;
+            self.redemptions.iter().map(|r| 64 + r.request_id.len()).sum::<usize>()
+                + self.code_redemptions.capacity() * 9;
         recs + pools + orders + holds + reds + self.journal.capacity()
     }
 }

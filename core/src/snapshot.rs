@@ -9,7 +9,7 @@
 use crate::engine::{Catalog, Engine};
 use crate::error::{CoreError, CoreResult};
 use crate::journal::{frame, read_frames, Rec};
-use crate::shard::{HoldRec, HoldState, Order, RedemptionRec, ShardState};
+use crate::shard::{HoldRec, HoldState, Order, ShardState};
 use crate::types::*;
 use crate::wire::{Put, Reader, Short};
 use parking_lot::MutexGuard;
@@ -30,6 +30,8 @@ fn frame_buffer(out: &mut Vec<u8>, next_seq: &mut u64, buf: &mut Vec<u8>) {
         *next_seq += 1;
     }
     buf.clear();
+    // A bulk import can leave a buffer of hundreds of MB; keep only a working size.
+    buf.shrink_to(1 << 16);
 }
 
 fn corrupt(reason: impl Into<String>) -> CoreError {
@@ -231,7 +233,7 @@ impl Engine {
         for r in &st.redemptions {
             b.put_u32(r.code);
             b.put_str(&r.request_id);
-            b.put_str(&r.terminal);
+            b.put_str(st.terminal(r.terminal));
             b.put_u64(r.at_ms);
             b.put_u16(r.uses_after);
             match &r.rollback {
@@ -388,18 +390,18 @@ impl Engine {
             st.holds.push(HoldRec { hold_ref, pool, ids, deadline_ms, state, order });
         }
         let n = r.u32("redemption count").map_err(short)?;
-        for i in 0..n {
+        for _ in 0..n {
             let code = r.u32("code").map_err(short)?;
-            let request_id = r.str("request id").map_err(short)?.into();
-            let terminal = r.str("terminal").map_err(short)?.into();
+            let request_id = r.str("request id").map_err(short)?;
+            let terminal = r.str("terminal").map_err(short)?;
             let at_ms = r.u64("time").map_err(short)?;
             let uses_after = r.u16("uses").map_err(short)?;
             let rollback = match r.u8("rollback flag").map_err(short)? {
                 0 => None,
                 _ => Some(Box::new((r.u64("rollback time").map_err(short)?, r.str("reason").map_err(short)?.into()))),
             };
-            st.redemptions.push(RedemptionRec { code, request_id, terminal, at_ms, uses_after, rollback });
-            st.code_redemptions.entry(code).or_default().push(i);
+            let terminal = st.terminal_id(terminal);
+            st.push_redemption(code, request_id, terminal, at_ms, uses_after, rollback);
         }
         Ok(())
     }

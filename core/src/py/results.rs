@@ -54,7 +54,7 @@ impl From<CoreVerification> for Verification {
         Verification {
             code_id: v.code_id,
             status: v.status,
-            sku: v.sku.into(),
+            sku: v.sku.to_string(),
             uses_left: v.uses_left,
             valid_from: v.valid_from,
             valid_until: v.valid_until,
@@ -88,7 +88,7 @@ impl From<RedemptionView> for Redemption {
             redemption_id: r.redemption_id,
             request_id: r.request_id,
             code_id: r.code_id,
-            sku: r.sku.into(),
+            sku: r.sku.to_string(),
             terminal: r.terminal,
             uses_left: r.uses_left,
             redeemed_at_ms: r.redeemed_at_ms,

@@ -1,0 +1,253 @@
+//! Engine-level tests in plain Rust: each operation's contract, exactly-once redemption and no
+//! oversell under threads, and journal/snapshot round trips (digest equality).
+//!
+//! Method: small deterministic scenarios with a manual clock; thread tests start together on a
+//! barrier and check the totals and the engine's own invariant checker afterwards.
+
+use crate::engine::{Engine, Texts};
+use crate::error::CoreError;
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+
+const T0: u64 = 1_800_000_000_000;
+
+fn engine() -> Engine {
+    let e = Engine::new(&[7u8; 32]).unwrap();
+    e.set_clock_ms(Some(T0));
+    e
+}
+
+fn texts(items: &[String]) -> Texts {
+    items.iter().map(String::as_str).collect()
+}
+
+fn codes(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:06}")).collect()
+}
+
+fn import(e: &Engine, sku: &str, list: &[String], pool: u32, until: Option<u32>) -> Vec<u32> {
+    let (ids, dups) = e.import_codes(sku, &texts(list), None, pool, None, until, 0).unwrap();
+    assert!(dups.is_empty());
+    ids
+}
+
+fn code(_: &Engine, r: Result<impl Sized, CoreError>) -> &'static str {
+    r.err().map_or("OK", |err| err.code())
+}
+
+#[test]
+fn import_reports_duplicates_within_and_across_batches() {
+    let e = engine();
+    e.create_sku("A", 1, true, None).unwrap();
+    e.create_sku("B", 1, true, None).unwrap();
+    let first = vec!["AAA-1".to_string(), "aaa1".to_string(), "BBB".to_string()];
+    let (ids, dups) = e.import_codes("A", &texts(&first), None, 0, None, None, 1).unwrap();
+    assert_eq!((ids.len(), dups), (2, vec![1]));
+    let (ids, dups) = e.import_codes("B", &texts(&["bbb".to_string(), "CCC".to_string()]), None, 0, None, None, 2).unwrap();
+    assert_eq!((ids.len(), dups), (1, vec![0]));
+    assert_eq!(e.stock("A", None).unwrap().available, 2);
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn allocation_is_fefo_all_or_nothing_and_idempotent() {
+    let e = engine();
+    e.create_sku("A", 1, true, None).unwrap();
+    let now_s = (T0 / 1000) as u32;
+    let late = import(&e, "A", &codes("late", 3), 0, Some(now_s + 1000));
+    let none = import(&e, "A", &codes("none", 3), 0, None);
+    let early = import(&e, "A", &codes("early", 2), 0, Some(now_s + 10));
+    let _expired = import(&e, "A", &codes("old", 2), 0, Some(now_s - 10));
+    let got = e.allocate("A", 4, "o1", 0).unwrap();
+    let set: HashSet<u32> = got.iter().copied().collect();
+    assert!(early.iter().all(|id| set.contains(id)));
+    assert_eq!(set.iter().filter(|id| late.contains(id)).count(), 2);
+    assert!(none.iter().all(|id| !set.contains(id)));
+    assert_eq!(e.allocate("A", 4, "o1", 0).unwrap(), got);
+    assert_eq!(code(&e, e.allocate("A", 3, "o1", 0)), "IDEMPOTENCY_KEY_REUSED");
+    let before = e.state_digest();
+    match e.allocate("A", 5, "o2", 0) {
+        Err(CoreError::OutOfStock { available, .. }) => assert_eq!(available, 4),
+        other => panic!("expected OUT_OF_STOCK, got {other:?}"),
+    }
+    assert_eq!(e.state_digest(), before, "a refused allocation changed state");
+    let s = e.stock("A", None).unwrap();
+    assert_eq!((s.available, s.expired, s.allocated), (4, 2, 4));
+    assert_eq!(code(&e, e.allocate("A", 0, "o3", 0)), "QUANTITY_MUST_BE_POSITIVE");
+    assert_eq!(code(&e, e.allocate("NOPE", 1, "o3", 0)), "SKU_NOT_FOUND");
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn holds_confirm_release_and_expire() {
+    let e = engine();
+    e.create_sku("A", 1, true, None).unwrap();
+    import(&e, "A", &codes("c", 5), 0, None);
+    let h = e.hold("A", 2, "h1", 1_000, 0).unwrap();
+    assert_eq!(e.stock("A", None).unwrap().held, 2);
+    assert_eq!(e.confirm_hold("h1", "o1").unwrap(), h.ids);
+    assert_eq!(e.confirm_hold("h1", "o1").unwrap(), h.ids);
+    assert_eq!(code(&e, e.confirm_hold("h1", "o2")), "HOLD_ALREADY_CONFIRMED");
+    e.hold("A", 2, "h2", 1_000, 0).unwrap();
+    assert_eq!(e.release_hold("h2").unwrap(), 2);
+    assert_eq!(e.release_hold("h2").unwrap(), 0);
+    assert_eq!(code(&e, e.confirm_hold("h2", "o3")), "HOLD_RELEASED");
+    e.hold("A", 3, "h3", 1_000, 0).unwrap();
+    assert_eq!(code(&e, e.hold("A", 1, "h4", 1_000, 0)), "OUT_OF_STOCK");
+    e.set_clock_ms(Some(T0 + 1_000));
+    assert_eq!(e.stock("A", None).unwrap().available, 3, "an expired hold returns its codes");
+    assert_eq!(code(&e, e.confirm_hold("h3", "o4")), "HOLD_EXPIRED");
+    assert_eq!(code(&e, e.confirm_hold("nope", "o4")), "HOLD_NOT_FOUND");
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn redemption_precedence_and_rollback() {
+    let e = engine();
+    e.create_sku("A", 2, true, None).unwrap();
+    let list = vec!["PINNED".to_string(), "PLAIN".to_string()];
+    let mut pin_texts = Texts::default();
+    pin_texts.push(Some("1234"));
+    pin_texts.push(None);
+    e.import_codes("A", &texts(&list), Some(&pin_texts), 0, None, None, 0).unwrap();
+    assert_eq!(code(&e, e.redeem("PLAIN", "r0", "t", None)), "NOT_SOLD");
+    e.allocate("A", 2, "o1", 0).unwrap();
+    assert_eq!(code(&e, e.redeem("PINNED", "r1", "t", Some("9999"))), "PIN_MISMATCH");
+    assert_eq!(code(&e, e.redeem("PINNED", "r1", "t", None)), "PIN_MISMATCH");
+    assert_eq!(code(&e, e.redeem("NOSUCH", "r1", "t", None)), "CODE_NOT_FOUND");
+    let r1 = e.redeem("pinned", "r1", "t", Some("1234")).unwrap();
+    assert_eq!(r1.uses_left, 1);
+    assert_eq!(e.redeem("PINNED", "r1", "t", Some("1234")).unwrap(), r1);
+    assert_eq!(code(&e, e.redeem("PINNED", "r1", "t2", Some("1234"))), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(code(&e, e.redeem("PLAIN", "r1", "t", None)), "IDEMPOTENCY_KEY_REUSED");
+    let r2 = e.redeem("PINNED", "r2", "t", Some("1234")).unwrap();
+    assert_eq!(r2.uses_left, 0);
+    match e.redeem("PINNED", "r3", "t9", Some("1234")) {
+        Err(CoreError::AlreadyRedeemed { redemption_id, terminal, .. }) => {
+            assert_eq!((redemption_id, terminal.as_str()), (r2.redemption_id, "t"));
+        }
+        other => panic!("expected ALREADY_REDEEMED, got {other:?}"),
+    }
+    let rb = e.rollback(r2.redemption_id, "delivery failed").unwrap();
+    assert!(rb.rolled_back_at_ms.is_some());
+    assert_eq!(e.rollback(r2.redemption_id, "again").unwrap(), rb, "rollback is idempotent");
+    assert_eq!(e.verify("PINNED", Some("1234")).unwrap().uses_left, 1);
+    assert_eq!(e.redeem("PINNED", "r4", "t", Some("1234")).unwrap().uses_left, 0);
+    assert_eq!(code(&e, e.rollback(999, "x")), "REDEMPTION_NOT_FOUND");
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn freeze_unfreeze_void_by_id() {
+    let e = engine();
+    e.create_sku("A", 1, true, None).unwrap();
+    let ids = import(&e, "A", &codes("c", 4), 0, None);
+    let sold = e.allocate("A", 1, "o", 0).unwrap();
+    let all: Vec<u64> = ids.iter().map(|&i| u64::from(i)).collect();
+    assert_eq!(e.freeze(&all).unwrap(), (4, 0));
+    assert_eq!(e.verify("c-000000", None).unwrap().status, "frozen");
+    assert_eq!(e.freeze(&all).unwrap(), (0, 4));
+    assert_eq!(e.unfreeze(&all).unwrap(), (4, 0));
+    assert_eq!(e.stock("A", None).unwrap().available, 3);
+    assert_eq!(e.code_info(u64::from(sold[0])).unwrap().order_ref.as_deref(), Some("o"));
+    assert_eq!(e.void(&all[..1]).unwrap(), (1, 0));
+    assert_eq!(code(&e, e.freeze(&[u64::from(u32::MAX - 5)])), "CODE_NOT_FOUND");
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn sixteen_threads_redeem_one_single_use_code_once() {
+    let e = Arc::new(engine());
+    e.create_sku("A", 1, false, None).unwrap();
+    import(&e, "A", &["ONLY-ONE".to_string()], 0, None);
+    let barrier = Arc::new(Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|t| {
+            let (e, b) = (Arc::clone(&e), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                b.wait();
+                e.redeem("ONLY-ONE", &format!("req-{t}"), "term", None).map_err(|err| err.code())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|c| *c == "ALREADY_REDEEMED"));
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn racing_orders_never_share_a_code() {
+    let e = Arc::new(engine());
+    e.create_sku("A", 1, true, None).unwrap();
+    import(&e, "A", &codes("c", 1_000), 0, None);
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let (e, b) = (Arc::clone(&e), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                b.wait();
+                let mut got = Vec::new();
+                for i in 0..400 {
+                    if let Ok(ids) = e.allocate("A", 3, &format!("o-{t}-{i}"), 0) {
+                        got.extend(ids);
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().unwrap());
+    }
+    let unique: HashSet<u32> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "a code went to two orders");
+    assert_eq!(all.len(), 999);
+    let s = e.stock("A", None).unwrap();
+    assert_eq!((s.allocated, s.available), (999, 1));
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn journal_replay_and_snapshot_reproduce_the_state() {
+    let e = engine();
+    e.create_sku("A", 3, false, Some(30)).unwrap();
+    e.create_sku("B", 1, true, None).unwrap();
+    import(&e, "A", &codes("a", 50), 0, None);
+    import(&e, "B", &codes("b", 50), 2, Some((T0 / 1000) as u32 + 100));
+    e.allocate("A", 5, "oa", 0).unwrap();
+    e.hold("B", 4, "hb", 5_000, 2).unwrap();
+    e.hold("B", 2, "hb2", 5_000, 2).unwrap();
+    e.confirm_hold("hb", "ob").unwrap();
+    e.move_stock("A", 10, 0, 7).unwrap();
+    let r = e.redeem("a-000000", "r1", "t", None).unwrap();
+    e.redeem("a-000001", "r2", "t", None).unwrap();
+    e.rollback(r.redemption_id, "x").unwrap();
+    e.freeze(&[3, 4]).unwrap();
+    e.void(&[5]).unwrap();
+    let journal = e.drain_journal();
+    let replayed = Engine::new(&[7u8; 32]).unwrap();
+    replayed.apply_journal(&journal).unwrap();
+    assert_eq!(replayed.state_digest(), e.state_digest());
+    replayed.check_invariants().unwrap();
+
+    let snap = e.snapshot();
+    e.set_clock_ms(Some(T0 + 10_000));
+    e.allocate("B", 1, "ob2", 2).unwrap();
+    let tail = e.drain_journal();
+    let restored = Engine::from_snapshot(&[7u8; 32], &snap).unwrap();
+    restored.set_clock_ms(Some(T0 + 10_000));
+    assert_eq!(restored.apply_journal(&tail).unwrap(), 2, "hold expiry + allocation");
+    assert_eq!(restored.state_digest(), e.state_digest());
+    assert_eq!(restored.apply_journal(&tail).unwrap(), 0, "replaying twice applies nothing");
+
+    let mut bad = snap.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    assert_eq!(Engine::from_snapshot(&[7u8; 32], &bad).err().map(|x| x.code()), Some("SNAPSHOT_CORRUPT"));
+    assert_eq!(Engine::from_snapshot(&[8u8; 32], &snap).err().map(|x| x.code()), Some("SNAPSHOT_CORRUPT"));
+    let mut torn = tail.clone();
+    torn.truncate(tail.len() - 1);
+    assert_eq!(restored.apply_journal(&torn).err().map(|x| x.code()), Some("JOURNAL_CORRUPT"));
+}
