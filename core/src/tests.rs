@@ -251,3 +251,38 @@ fn journal_replay_and_snapshot_reproduce_the_state() {
     torn.truncate(tail.len() - 1);
     assert_eq!(restored.apply_journal(&torn).err().map(|x| x.code()), Some("JOURNAL_CORRUPT"));
 }
+
+/// Rough per-operation cost of the core alone (no Python); run with
+/// `cargo test --release -- --ignored core_op_costs --nocapture`.
+#[test]
+#[ignore]
+fn core_op_costs() {
+    let e = Engine::new(&[7u8; 32]).unwrap();
+    e.create_sku("A", 1, false, None).unwrap();
+    let n = 1_000_000;
+    let list = codes("CODE", n);
+    import(&e, "A", &list, 0, None);
+    e.drain_journal();
+    let rids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let m = 300_000;
+    let t = std::time::Instant::now();
+    for c in &list[..m] {
+        e.lookup(c).unwrap();
+    }
+    println!("lookup {:?}/op", t.elapsed() / m as u32);
+    let t = std::time::Instant::now();
+    for c in &list[..m] {
+        e.verify(c, None).unwrap();
+    }
+    println!("verify {:?}/op", t.elapsed() / m as u32);
+    let t = std::time::Instant::now();
+    for (c, r) in list.iter().zip(&rids).take(m) {
+        e.redeem(c, r, "t1", None).unwrap();
+    }
+    println!("redeem {:?}/op", t.elapsed() / m as u32);
+    let t = std::time::Instant::now();
+    for r in &rids[m..2 * m] {
+        e.allocate("A", 1, r, 0).unwrap();
+    }
+    println!("allocate {:?}/op", t.elapsed() / m as u32);
+}

@@ -5,8 +5,9 @@ Only ``cardsvc.engine`` imports ``cardsvc._core``; everything else uses ``cardsv
 
 Conventions
 -----------
-* Times are integers: ``*_ms`` are Unix milliseconds, ``valid_from``/``valid_until`` are Unix seconds.
-* Code ids are dense integers assigned at import; they are never reused.
+* Times are integers: ``*_ms`` are Unix milliseconds; ``valid_from``/``valid_until`` are Unix
+  seconds.
+* Code ids are integers assigned at import, never reused; each SKU takes ids in chunks of 4096.
 * Every failure raises a ``cardsvc.errors.CardsvcError`` subclass whose ``.code`` is a stable string
   from ``error_codes()``; a failed call changes nothing.
 """
@@ -15,16 +16,37 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import final
 
+from typing_extensions import disjoint_base
+
 from cardsvc.errors import CardsvcError
 
 def error_codes() -> list[str]:
     """Every stable error code the core can raise."""
 
 def normalise_code(code: str) -> str:
-    """The canonical form of a code text: ASCII whitespace and '-' removed, ASCII letters uppercased.
+    """The canonical code text: ASCII whitespace and '-' removed, ASCII letters uppercased.
 
     Raises INVALID_CODE when the result is empty, too long or not printable ASCII.
     """
+
+__all__ = [
+    "BATCH_ITEMS_MAX",
+    "CODE_LEN_MAX",
+    "HOLD_TTL_MS_MAX",
+    "ORDER_QTY_MAX",
+    "PIN_LEN_MAX",
+    "REF_LEN_MAX",
+    "STATES",
+    "CodeInfo",
+    "CoreEngine",
+    "Hold",
+    "RedeemBatch",
+    "Redemption",
+    "Verification",
+    "VerifyBatch",
+    "error_codes",
+    "normalise_code",
+]
 
 STATES: list[str]
 """Code states, in the core's numbering: available, held, allocated, redeemed, frozen, void."""
@@ -95,10 +117,10 @@ class RedeemBatch:
 
     ok_count: int
     def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> Redemption | CardsvcError: ...
+    def __getitem__(self, index: int, /) -> Redemption | CardsvcError: ...
     def error_codes(self) -> list[str]: ...
-    def redemption_ids(self) -> list[int]: ...
-    def uses_left(self) -> list[int]: ...
+    def redemption_ids(self) -> list[int | None]: ...
+    def uses_left(self) -> list[int | None]: ...
 
 @final
 class VerifyBatch:
@@ -106,14 +128,15 @@ class VerifyBatch:
 
     ok_count: int
     def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> Verification | CardsvcError: ...
+    def __getitem__(self, index: int, /) -> Verification | CardsvcError: ...
     def error_codes(self) -> list[str]: ...
     def statuses(self) -> list[str]: ...
 
+@disjoint_base
 class CoreEngine:
     """The in-memory code table. Thread-safe: calls release the GIL and lock per SKU shard."""
 
-    def __new__(cls, lookup_key: bytes) -> CoreEngine: ...
+    def __new__(cls, lookup_key: bytes, snapshot: bytes | None = None) -> CoreEngine: ...
     # clock
     def now_ms(self) -> int: ...
     def set_clock_ms(self, now_ms: int | None) -> None: ...
@@ -185,4 +208,5 @@ class CoreEngine:
     def apply_journal(self, data: bytes) -> int: ...
     def snapshot(self) -> bytes: ...
     def restore(self, data: bytes) -> None: ...
+    def next_seq(self) -> int: ...
     def state_digest(self) -> bytes: ...

@@ -26,6 +26,7 @@ from cardsvc._core import (
 )
 
 __all__ = [
+    "STATES",
     "CodeInfo",
     "Engine",
     "Hold",
@@ -33,7 +34,6 @@ __all__ = [
     "Redemption",
     "Verification",
     "VerifyBatch",
-    "STATES",
     "core_error_codes",
     "normalise_code",
 ]

@@ -1,0 +1,99 @@
+"""The ``cardsvc`` command line.
+
+Each subcommand is one :class:`Command` in :data:`COMMANDS`: a name, a one-line help, a function
+that declares its arguments and a function that runs it. Later issues add ``serve``, ``keys``,
+``snapshot``, ``recover``, ``journal``, ``import``, ``export``, ``audit`` and ``reconcile`` by
+appending to that tuple; ``main`` needs no change.
+
+Output goes through ``rich``. Codes are shown masked (:func:`cardsvc.masking.mask_code`), never in
+full, and an error is printed as its stable code and message, with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.markup import escape
+
+import cardsvc
+from cardsvc.errors import CardsvcError
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # a CardsvcError reached the command line
+EXIT_USAGE = 2  # argparse's own status for bad arguments
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``run`` gets the parsed arguments and a console and returns an exit code."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Console], int]
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def _run_version(args: argparse.Namespace, console: Console) -> int:
+    del args
+    console.print(f"cardsvc {cardsvc.__version__}", highlight=False)
+    return EXIT_OK
+
+
+def _run_demo(args: argparse.Namespace, console: Console) -> int:
+    del args
+    # Imported here so that commands that do not need the Rust extension (``version``) work
+    # even before it is built.
+    from cardsvc.demo import run_demo
+
+    run_demo(console)
+    return EXIT_OK
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("version", "print the cardsvc version", _no_arguments, _run_version),
+    Command(
+        "demo",
+        "walk through the engine in memory: import, allocate, hold, redeem, rollback, stock",
+        _no_arguments,
+        _run_demo,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per entry of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="cardsvc",
+        description="cardsvc: sell and redeem digital codes (card keys, vouchers, gift codes).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        subparser = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(subparser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code.
+
+    Bad arguments exit with status 2 (argparse). A ``CardsvcError`` is printed to stderr as
+    ``error: CODE: message`` and gives status 1; anything else propagates, since it is a bug.
+    """
+    args = build_parser().parse_args(argv)
+    out = console if console is not None else Console(highlight=False)
+    by_name = {command.name: command for command in COMMANDS}
+    command = by_name[str(args.command)]
+    try:
+        return command.run(args, out)
+    except CardsvcError as error:
+        err = Console(file=sys.stderr, highlight=False)
+        err.print(f"[bold red]error:[/] {error.code.value}: {escape(error.message)}")
+        return EXIT_ERROR
