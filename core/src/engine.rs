@@ -11,7 +11,7 @@ use crate::journal::Rec;
 use crate::shard::{HoldState, ShardState, SkuConfig};
 use crate::types::*;
 use arc_swap::ArcSwap;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -199,6 +199,11 @@ pub struct Engine {
     pub(crate) import_lock: Mutex<()>,
     pub(crate) drain: Mutex<DrainState>,
     clock_ms: AtomicU64,
+    /// Records ever appended (a record's ticket is this count right after it was appended).
+    pub(crate) appended: Arc<AtomicU64>,
+    /// The highest ticket the journal sink has made durable, and its waiters.
+    durable: Mutex<u64>,
+    durable_changed: Condvar,
 }
 
 /// What verify reports and what decides redeem's error.
@@ -276,7 +281,61 @@ impl Engine {
             import_lock: Mutex::new(()),
             drain: Mutex::new(DrainState { next_seq: 1, ready: Vec::new() }),
             clock_ms: AtomicU64::new(0),
+            appended: Arc::new(AtomicU64::new(0)),
+            durable: Mutex::new(0),
+            durable_changed: Condvar::new(),
         }
+    }
+
+    // ----- durability tickets (group commit) -----
+
+    /// Records appended so far. Every mutation's record gets the next ticket; a caller that wants
+    /// to report an effect waits until `durable() >= ticket`.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::SeqCst)
+    }
+
+    /// The ticket of the last record appended by the calling thread (0 if none).
+    pub fn last_ticket() -> u64 {
+        crate::shard::LAST_TICKET.with(|c| c.get())
+    }
+
+    /// The highest ticket known durable.
+    pub fn durable(&self) -> u64 {
+        *self.durable.lock()
+    }
+
+    /// Called by the journal writer after its sink made every record up to `ticket` durable.
+    pub fn mark_durable(&self, ticket: u64) {
+        let mut d = self.durable.lock();
+        if ticket > *d {
+            *d = ticket;
+            self.durable_changed.notify_all();
+        }
+    }
+
+    /// Blocks until `durable() >= ticket` or `timeout_ms` passes; returns whether it was reached.
+    pub fn wait_durable(&self, ticket: u64, timeout_ms: u64) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        let mut d = self.durable.lock();
+        while *d < ticket {
+            if self.durable_changed.wait_until(&mut d, deadline).timed_out() {
+                return *d >= ticket;
+            }
+        }
+        true
+    }
+
+    /// Blocks until `durable()` differs from `seen` or `timeout_ms` passes; returns `durable()`.
+    pub fn wait_durable_change(&self, seen: u64, timeout_ms: u64) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        let mut d = self.durable.lock();
+        while *d == seen {
+            if self.durable_changed.wait_until(&mut d, deadline).timed_out() {
+                break;
+            }
+        }
+        *d
     }
 
     // ----- clock -----
@@ -360,10 +419,12 @@ impl Engine {
             validity_days_after_sale: *validity_days,
         };
         t.by_name.insert((*name).into(), *ix);
-        t.shards.push(Arc::new(Shard { ix: *ix, name: (*name).into(), state: Mutex::new(ShardState::new(*ix, config)) }));
+        let state = ShardState::new(*ix, config, Arc::clone(&self.appended));
+        t.shards.push(Arc::new(Shard { ix: *ix, name: (*name).into(), state: Mutex::new(state) }));
         self.skus.store(Arc::new(t));
         rec.append_to(&mut cat.journal);
         cat.records += 1;
+        crate::shard::take_ticket(&self.appended);
         Ok(())
     }
 

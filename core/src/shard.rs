@@ -11,6 +11,8 @@ use crate::journal::Rec;
 use crate::types::*;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A SKU's fixed settings.
 #[derive(Debug, Clone)]
@@ -86,6 +88,18 @@ pub struct RedemptionRec {
     pub rollback: Option<Box<(u64, Box<str>)>>,
 }
 
+/// What a snapshot needs of a shard, shared with the live state (see `ShardState::capture`).
+pub struct ShardCapture {
+    pub config: SkuConfig,
+    pub validities: Vec<(u32, u32)>,
+    pub terminals: Vec<Box<str>>,
+    pub chunk_ids: Vec<u32>,
+    pub chunks: Vec<Arc<Vec<CodeRecord>>>,
+    pub orders: CowVec<Order>,
+    pub holds: CowVec<HoldRec>,
+    pub redemptions: CowVec<RedemptionRec>,
+}
+
 /// Why a record could not be applied (only reachable through replay of a foreign or corrupt
 /// journal; a live call that gets one has a bug).
 pub type ApplyError = &'static str;
@@ -94,15 +108,15 @@ pub struct ShardState {
     pub ix: u32,
     pub config: SkuConfig,
     /// Record chunks in the order this shard took them; `chunk_ids[i]` is chunk i's global number.
-    pub chunks: Vec<Vec<CodeRecord>>,
+    pub chunks: Vec<Arc<Vec<CodeRecord>>>,
     pub chunk_ids: Vec<u32>,
     pub validities: Vec<(u32, u32)>,
     validity_ix: HashMap<(u32, u32), u32>,
     pub pools: BTreeMap<u32, Pool>,
-    pub orders: Vec<Order>,
-    pub holds: Vec<HoldRec>,
+    pub orders: CowVec<Order>,
+    pub holds: CowVec<HoldRec>,
     deadlines: BinaryHeap<Reverse<(u64, u32)>>,
-    pub redemptions: Vec<RedemptionRec>,
+    pub redemptions: CowVec<RedemptionRec>,
     /// The latest redemption of each redeemed code (earlier ones are chained through `prev`).
     pub code_redemptions: hashbrown::HashMap<u32, u32>,
     pub terminals: Vec<Box<str>>,
@@ -110,10 +124,25 @@ pub struct ShardState {
     /// `[len u32][payload]` of records applied since the last drain.
     pub journal: Vec<u8>,
     pub journal_records: u64,
+    /// The engine-wide count of records ever appended (see `Engine::appended`).
+    appended: Arc<AtomicU64>,
+}
+
+thread_local! {
+    /// The ticket of the last record this thread appended (see `Engine::last_ticket`).
+    pub static LAST_TICKET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one appended record and remembers its ticket for this thread. Called while the lock
+/// that guards the journal buffer is held, which is what makes `Engine::drain` exact.
+pub fn take_ticket(appended: &AtomicU64) -> u64 {
+    let t = appended.fetch_add(1, Ordering::SeqCst) + 1;
+    LAST_TICKET.with(|c| c.set(t));
+    t
 }
 
 impl ShardState {
-    pub fn new(ix: u32, config: SkuConfig) -> ShardState {
+    pub fn new(ix: u32, config: SkuConfig, appended: Arc<AtomicU64>) -> ShardState {
         let mut s = ShardState {
             ix,
             config,
@@ -122,15 +151,16 @@ impl ShardState {
             validities: Vec::new(),
             validity_ix: HashMap::new(),
             pools: BTreeMap::new(),
-            orders: Vec::new(),
-            holds: Vec::new(),
+            orders: CowVec::default(),
+            holds: CowVec::default(),
             deadlines: BinaryHeap::new(),
-            redemptions: Vec::new(),
+            redemptions: CowVec::default(),
             code_redemptions: hashbrown::HashMap::new(),
             terminals: Vec::new(),
             terminal_ix: hashbrown::HashMap::new(),
             journal: Vec::new(),
             journal_records: 0,
+            appended,
         };
         s.validity(0, NO_END);
         s
@@ -173,19 +203,19 @@ impl ShardState {
     #[inline]
     fn rec_mut(&mut self, dir: &Directory, id: u32) -> Result<&mut CodeRecord, ApplyError> {
         let (c, o) = self.slot_of(dir, id).ok_or("code id not in this shard")?;
-        Ok(&mut self.chunks[c][o])
+        Ok(&mut Arc::make_mut(&mut self.chunks[c])[o])
     }
 
     /// The next `n` free code ids of this shard, in order, taking new chunks from the directory
     /// as needed. None when the engine's id space is full (the caller checked capacity first).
     pub fn reserve_ids(&mut self, dir: &Directory, n: usize) -> Option<Vec<u32>> {
         let mut ids = Vec::with_capacity(n);
-        let mut fill = self.chunks.last().map_or(CHUNK, Vec::len);
+        let mut fill = self.chunks.last().map_or(CHUNK, |c| c.len());
         let mut g = self.chunk_ids.last().copied().unwrap_or(0);
         while ids.len() < n {
             if fill == CHUNK {
                 g = dir.take_chunk(self.ix, self.chunks.len() as u32)?;
-                self.chunks.push(Vec::new());
+                self.chunks.push(Arc::new(Vec::new()));
                 self.chunk_ids.push(g);
                 fill = 0;
             }
@@ -322,6 +352,7 @@ impl ShardState {
         self.apply_inner(dir, rec)?;
         rec.append_to(&mut self.journal);
         self.journal_records += 1;
+        take_ticket(&self.appended);
         Ok(())
     }
 
@@ -344,7 +375,7 @@ impl ShardState {
                     };
                     r.set_pin(pin);
                     let (c, _) = self.slot_of_new(dir, id)?;
-                    self.chunks[c].push(r);
+                    Arc::make_mut(&mut self.chunks[c]).push(r);
                     self.count(*pool, None, Some(State::Available));
                     self.restock(dir, id)?;
                 }
@@ -568,7 +599,7 @@ impl ShardState {
                 if !dir.publish_chunk(g, self.ix, self.chunks.len() as u32) {
                     return Err("chunk already taken");
                 }
-                self.chunks.push(Vec::new());
+                self.chunks.push(Arc::new(Vec::new()));
                 self.chunk_ids.push(g);
             }
         }
@@ -584,6 +615,21 @@ impl ShardState {
             return Err("code ids out of order");
         }
         Ok((local as usize, chunk.len()))
+    }
+
+    /// A consistent copy of this shard's persistent state, taken in O(chunks): record chunks and
+    /// tables are shared, not copied, until a later write copies the chunk it touches.
+    pub fn capture(&self) -> ShardCapture {
+        ShardCapture {
+            config: self.config.clone(),
+            validities: self.validities.clone(),
+            terminals: self.terminals.clone(),
+            chunk_ids: self.chunk_ids.clone(),
+            chunks: self.chunks.clone(),
+            orders: self.orders.clone(),
+            holds: self.holds.clone(),
+            redemptions: self.redemptions.clone(),
+        }
     }
 
     /// Holds whose deadline is `<= now_ms` and still open, earliest first (consumed from the heap).
@@ -645,7 +691,7 @@ impl ShardState {
     }
 
     pub fn code_count(&self) -> usize {
-        self.chunks.iter().map(Vec::len).sum()
+        self.chunks.iter().map(|c| c.len()).sum()
     }
 
     /// Checks every invariant of this shard; returns the first violation.

@@ -9,12 +9,13 @@
 use crate::engine::{Catalog, Engine};
 use crate::error::{CoreError, CoreResult};
 use crate::journal::{frame, read_frames, Rec};
-use crate::shard::{HoldRec, HoldState, Order, ShardState};
+use crate::shard::{HoldRec, HoldState, Order, ShardCapture, ShardState};
 use crate::types::*;
 use crate::wire::{Put, Reader, Short};
 use parking_lot::MutexGuard;
 use siphasher::sip128::{Hasher128, SipHasher24};
 use std::hash::Hasher;
+use std::sync::atomic::Ordering;
 
 const MAGIC: &[u8; 8] = b"CSVCSNAP";
 const VERSION: u32 = 1;
@@ -52,11 +53,21 @@ impl Engine {
 
     /// Takes every pending journal record, framed with global sequence numbers, catalog first.
     pub fn drain_journal(&self) -> Vec<u8> {
+        self.drain().0
+    }
+
+    /// Like `drain_journal`, and also returns a ticket T such that every record with a ticket
+    /// `<= T` is in the returned bytes or was handed out earlier: once the bytes are durable, the
+    /// writer calls `mark_durable(T)`.
+    pub fn drain(&self) -> (Vec<u8>, u64) {
         let mut d = self.drain.lock();
         let mut cat = self.catalog.lock();
+        // Read before taking any journal lock: a record whose ticket is at most this was appended
+        // in a critical section that completes before the locks below are granted.
+        let covered = self.appended.load(Ordering::SeqCst);
         let mut out = std::mem::take(&mut d.ready);
         self.drain_into(&mut out, &mut d.next_seq, &mut cat);
-        out
+        (out, covered)
     }
 
     fn drain_into(&self, out: &mut Vec<u8>, next_seq: &mut u64, cat: &mut MutexGuard<'_, Catalog>) {
@@ -94,6 +105,8 @@ impl Engine {
             d.next_seq += 1;
             applied += 1;
         }
+        // Replayed records came from the sink: they are durable by definition.
+        self.mark_durable(self.appended());
         Ok(applied)
     }
 
@@ -135,22 +148,25 @@ impl Engine {
 
     /// A consistent snapshot of the whole state. Pending journal records are drained first (into
     /// the buffer `drain_journal` hands out next), so the snapshot covers exactly the records up
-    /// to its `last_seq`.
+    /// to its `last_seq`. Shards are locked only while their state is captured (O(chunks)); the
+    /// encoding runs after every lock is released.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut d = self.drain.lock();
-        let mut cat = self.catalog.lock();
-        let shards = self.skus.load().shards.clone();
-        let mut guards: Vec<_> = shards.iter().map(|s| s.state.lock()).collect();
-        let mut ready = std::mem::take(&mut d.ready);
-        frame_buffer(&mut ready, &mut d.next_seq, &mut cat.journal);
-        cat.records = 0;
-        for st in guards.iter_mut() {
-            frame_buffer(&mut ready, &mut d.next_seq, &mut st.journal);
-            st.journal_records = 0;
-        }
-        d.ready = ready;
-        let last_seq = d.next_seq - 1;
-        let mut out = self.encode_guards(last_seq, &guards);
+        let (last_seq, captures) = {
+            let mut d = self.drain.lock();
+            let mut cat = self.catalog.lock();
+            let shards = self.skus.load().shards.clone();
+            let mut guards: Vec<_> = shards.iter().map(|s| s.state.lock()).collect();
+            let mut ready = std::mem::take(&mut d.ready);
+            frame_buffer(&mut ready, &mut d.next_seq, &mut cat.journal);
+            cat.records = 0;
+            for st in guards.iter_mut() {
+                frame_buffer(&mut ready, &mut d.next_seq, &mut st.journal);
+                st.journal_records = 0;
+            }
+            d.ready = ready;
+            (d.next_seq - 1, guards.iter().map(|g| g.capture()).collect::<Vec<_>>())
+        };
+        let mut out = self.encode_captures(last_seq, &captures);
         let crc = crc32fast::hash(&out);
         out.put_u32(crc);
         out
@@ -158,34 +174,33 @@ impl Engine {
 
     /// A 128-bit hash of the canonical state (no clock, no journal position, no pool order).
     pub fn state_digest(&self) -> [u8; 16] {
-        let _cat = self.catalog.lock();
-        let body = self.encode_state(0);
+        let captures = {
+            let _cat = self.catalog.lock();
+            let shards = self.skus.load().shards.clone();
+            let guards: Vec<_> = shards.iter().map(|s| s.state.lock()).collect();
+            guards.iter().map(|g| g.capture()).collect::<Vec<_>>()
+        };
+        let body = self.encode_captures(0, &captures);
         let mut h = SipHasher24::new_with_keys(0, 0);
         h.write(&body);
         u128::from(h.finish128()).to_le_bytes()
     }
 
-    fn encode_state(&self, last_seq: u64) -> Vec<u8> {
-        let shards = self.skus.load().shards.clone();
-        let guards: Vec<_> = shards.iter().map(|s| s.state.lock()).collect();
-        self.encode_guards(last_seq, &guards)
-    }
-
-    fn encode_guards(&self, last_seq: u64, guards: &[MutexGuard<'_, ShardState>]) -> Vec<u8> {
-        let codes: usize = guards.iter().map(|g| g.code_count()).sum();
+    fn encode_captures(&self, last_seq: u64, captures: &[ShardCapture]) -> Vec<u8> {
+        let codes: usize = captures.iter().map(|c| c.chunks.iter().map(|k| k.len()).sum::<usize>()).sum();
         let mut b = Vec::with_capacity(64 + codes * 52);
         b.extend_from_slice(MAGIC);
         b.put_u32(VERSION);
         b.put_u64(self.hashing.fingerprint());
         b.put_u64(last_seq);
-        b.put_u32(guards.len() as u32);
-        for st in guards {
-            self.encode_shard(&mut b, st);
+        b.put_u32(captures.len() as u32);
+        for c in captures {
+            self.encode_shard(&mut b, c);
         }
         b
     }
 
-    fn encode_shard(&self, b: &mut Vec<u8>, st: &ShardState) {
+    fn encode_shard(&self, b: &mut Vec<u8>, st: &ShardCapture) {
         let c = &st.config;
         b.put_str(&c.name);
         b.put_u16(c.uses_per_code);
@@ -214,14 +229,14 @@ impl Engine {
             }
         }
         b.put_u32(st.orders.len() as u32);
-        for o in &st.orders {
+        for o in st.orders.iter() {
             b.put_str(&o.order_ref);
             b.put_u32(o.pool);
             b.put_u32(o.hold);
             b.put_ids(&o.ids);
         }
         b.put_u32(st.holds.len() as u32);
-        for h in &st.holds {
+        for h in st.holds.iter() {
             b.put_str(&h.hold_ref);
             b.put_u32(h.pool);
             b.put_u64(h.deadline_ms);
@@ -230,10 +245,10 @@ impl Engine {
             b.put_ids(&h.ids);
         }
         b.put_u32(st.redemptions.len() as u32);
-        for r in &st.redemptions {
+        for r in st.redemptions.iter() {
             b.put_u32(r.code);
             b.put_str(&r.request_id);
-            b.put_str(st.terminal(r.terminal));
+            b.put_str(st.terminals.get(r.terminal as usize).map_or("", |t| t));
             b.put_u64(r.at_ms);
             b.put_u16(r.uses_after);
             match &r.rollback {
@@ -292,6 +307,7 @@ impl Engine {
             return Err(corrupt("trailing bytes"));
         }
         eng.drain.lock().next_seq = last_seq + 1;
+        eng.mark_durable(eng.appended());
         eng.check_invariants().map_err(|e| corrupt(format!("restored state is inconsistent: {e}")))
     }
 
@@ -349,7 +365,7 @@ impl Engine {
                 recs.push(rec);
                 ids.push(id);
             }
-            st.chunks.push(recs);
+            st.chunks.push(std::sync::Arc::new(recs));
             st.chunk_ids.push(g);
         }
         Self::load_tables(r, &mut st)?;

@@ -207,3 +207,84 @@ mod tests {
         assert!(s.is_empty());
     }
 }
+
+/// A vector stored as shared chunks, so a snapshot can take a consistent copy in O(len / 1024)
+/// under the shard lock (cloning chunk pointers) and encode it after the lock is released. A
+/// write to a chunk that a snapshot still shares copies that chunk first (`Arc::make_mut`).
+#[derive(Debug)]
+pub struct CowVec<T> {
+    chunks: Vec<std::sync::Arc<Vec<T>>>,
+    len: usize,
+}
+
+const COW_CHUNK: usize = 1024;
+
+impl<T> Default for CowVec<T> {
+    fn default() -> Self {
+        CowVec { chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Clone for CowVec<T> {
+    /// Shares every chunk (cheap); see the type's documentation.
+    fn clone(&self) -> Self {
+        CowVec { chunks: self.chunks.clone(), len: self.len }
+    }
+}
+
+impl<T: Clone> CowVec<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, v: T) {
+        if self.len == self.chunks.len() * COW_CHUNK {
+            self.chunks.push(std::sync::Arc::new(Vec::with_capacity(COW_CHUNK)));
+        }
+        let last = self.chunks.len() - 1;
+        std::sync::Arc::make_mut(&mut self.chunks[last]).push(v);
+        self.len += 1;
+    }
+
+    pub fn get(&self, i: usize) -> Option<&T> {
+        if i >= self.len {
+            return None;
+        }
+        self.chunks[i / COW_CHUNK].get(i % COW_CHUNK)
+    }
+
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        if i >= self.len {
+            return None;
+        }
+        std::sync::Arc::make_mut(&mut self.chunks[i / COW_CHUNK]).get_mut(i % COW_CHUNK)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+}
+
+impl<T: Clone> std::ops::Index<usize> for CowVec<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        match self.get(i) {
+            Some(v) => v,
+            None => panic!("CowVec index {i} out of range {}", self.len),
+        }
+    }
+}
+
+impl<T: Clone> std::ops::IndexMut<usize> for CowVec<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        let len = self.len;
+        match self.get_mut(i) {
+            Some(v) => v,
+            None => panic!("CowVec index {i} out of range {len}"),
+        }
+    }
+}

@@ -293,6 +293,44 @@ impl CoreEngine {
         py.detach(|| e.next_seq())
     }
 
+    /// Records ever appended; every mutation's record takes the next ticket.
+    fn appended(&self) -> u64 {
+        self.eng().appended()
+    }
+
+    /// The ticket of the last record this thread appended (0 if none).
+    #[staticmethod]
+    fn last_ticket() -> u64 {
+        Engine::last_ticket()
+    }
+
+    fn durable(&self) -> u64 {
+        self.eng().durable()
+    }
+
+    fn mark_durable(&self, ticket: u64) {
+        self.eng().mark_durable(ticket)
+    }
+
+    /// Blocks (GIL released) until `durable() >= ticket` or the timeout; returns whether reached.
+    fn wait_durable(&self, py: Python<'_>, ticket: u64, timeout_ms: u64) -> bool {
+        let e = self.eng();
+        py.detach(|| e.wait_durable(ticket, timeout_ms))
+    }
+
+    /// Blocks (GIL released) until `durable()` differs from `seen` or the timeout; returns it.
+    fn wait_durable_change(&self, py: Python<'_>, seen: u64, timeout_ms: u64) -> u64 {
+        let e = self.eng();
+        py.detach(|| e.wait_durable_change(seen, timeout_ms))
+    }
+
+    /// `(framed records, covered ticket)`: see `Engine::drain`.
+    fn drain<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, u64) {
+        let e = self.eng();
+        let (data, covered) = py.detach(|| e.drain());
+        (PyBytes::new(py, &data), covered)
+    }
+
     fn drain_journal<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         let e = self.eng();
         let data = py.detach(|| e.drain_journal());
