@@ -201,9 +201,12 @@ pub struct Engine {
     clock_ms: AtomicU64,
     /// Records ever appended (a record's ticket is this count right after it was appended).
     pub(crate) appended: Arc<AtomicU64>,
-    /// The highest ticket the journal sink has made durable, and its waiters.
-    durable: Mutex<u64>,
+    /// The highest ticket the journal sink has made durable, the highest ticket anyone is
+    /// waiting for, and the two condition variables: waiters sleep on `durable_changed`, the
+    /// journal writer sleeps on `demand` until someone wants more than is durable.
+    durable: Mutex<Durability>,
     durable_changed: Condvar,
+    demand: Condvar,
 }
 
 /// What verify reports and what decides redeem's error.
@@ -230,6 +233,13 @@ impl Status {
             Status::Expired(_) => "expired",
         }
     }
+}
+
+/// Durability watermarks (see `Engine::durable`).
+#[derive(Default)]
+struct Durability {
+    durable: u64,
+    wanted: u64,
 }
 
 /// Redemption ids carry their shard so a rollback finds it without a lookup.
@@ -282,8 +292,9 @@ impl Engine {
             drain: Mutex::new(DrainState { next_seq: 1, ready: Vec::new() }),
             clock_ms: AtomicU64::new(0),
             appended: Arc::new(AtomicU64::new(0)),
-            durable: Mutex::new(0),
+            durable: Mutex::new(Durability::default()),
             durable_changed: Condvar::new(),
+            demand: Condvar::new(),
         }
     }
 
@@ -302,25 +313,44 @@ impl Engine {
 
     /// The highest ticket known durable.
     pub fn durable(&self) -> u64 {
-        *self.durable.lock()
+        self.durable.lock().durable
     }
 
     /// Called by the journal writer after its sink made every record up to `ticket` durable.
     pub fn mark_durable(&self, ticket: u64) {
         let mut d = self.durable.lock();
-        if ticket > *d {
-            *d = ticket;
+        if ticket > d.durable {
+            d.durable = ticket;
             self.durable_changed.notify_all();
         }
     }
 
+    /// Asks the journal writer to make `ticket` durable soon, without waiting.
+    pub fn request_durable(&self, ticket: u64) {
+        let mut d = self.durable.lock();
+        if ticket > d.wanted {
+            d.wanted = ticket;
+        }
+        if d.wanted > d.durable {
+            self.demand.notify_one();
+        }
+    }
+
     /// Blocks until `durable() >= ticket` or `timeout_ms` passes; returns whether it was reached.
+    /// Signals the journal writer first, so one flush serves every caller waiting at that time.
     pub fn wait_durable(&self, ticket: u64, timeout_ms: u64) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
         let mut d = self.durable.lock();
-        while *d < ticket {
+        if d.durable >= ticket {
+            return true;
+        }
+        if ticket > d.wanted {
+            d.wanted = ticket;
+            self.demand.notify_one();
+        }
+        while d.durable < ticket {
             if self.durable_changed.wait_until(&mut d, deadline).timed_out() {
-                return *d >= ticket;
+                return d.durable >= ticket;
             }
         }
         true
@@ -330,12 +360,25 @@ impl Engine {
     pub fn wait_durable_change(&self, seen: u64, timeout_ms: u64) -> u64 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
         let mut d = self.durable.lock();
-        while *d == seen {
+        while d.durable == seen {
             if self.durable_changed.wait_until(&mut d, deadline).timed_out() {
                 break;
             }
         }
-        *d
+        d.durable
+    }
+
+    /// For the journal writer: blocks until some caller wants a ticket beyond `durable()`, or
+    /// `timeout_ms` passes. Returns the highest wanted ticket.
+    pub fn wait_for_demand(&self, timeout_ms: u64) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        let mut d = self.durable.lock();
+        while d.wanted <= d.durable {
+            if self.demand.wait_until(&mut d, deadline).timed_out() {
+                break;
+            }
+        }
+        d.wanted
     }
 
     // ----- clock -----

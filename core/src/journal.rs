@@ -287,6 +287,71 @@ pub fn read_frames(data: &[u8]) -> Result<Vec<Frame<'_>>, CoreError> {
     Ok(frames)
 }
 
+/// What a scan of framed journal bytes found (see `scan_frames`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Bytes of whole, valid frames from the start.
+    pub valid_len: usize,
+    pub records: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Why scanning stopped before the end, if it did.
+    pub error: Option<String>,
+    /// True when the bad part reaches the end of the data (a torn tail: a write cut short by a
+    /// crash, safe to cut); false when valid-looking data follows it (corruption: refuse).
+    pub torn_tail: bool,
+}
+
+/// Scans framed records, stopping at the first bad frame (short header, length out of range,
+/// payload past the end, checksum mismatch, or a sequence number that is not the previous + 1).
+pub fn scan_frames(data: &[u8]) -> Scan {
+    let mut s = Scan { valid_len: 0, records: 0, first_seq: 0, last_seq: 0, error: None, torn_tail: false };
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let rest = &data[pos..];
+        let bad = |s: &mut Scan, why: &str, end: usize| {
+            s.error = Some(why.to_string());
+            s.torn_tail = end >= data.len();
+        };
+        if rest.len() < FRAME_HEADER {
+            bad(&mut s, "torn frame header", data.len());
+            break;
+        }
+        let mut r = Reader::new(rest);
+        let (Ok(len), Ok(seq), Ok(crc)) = (r.u32("len"), r.u64("seq"), r.u32("crc")) else { break };
+        let len = len as usize;
+        if len > PAYLOAD_MAX {
+            bad(&mut s, "frame length out of range", data.len());
+            break;
+        }
+        let end = pos + FRAME_HEADER + len;
+        if end > data.len() {
+            bad(&mut s, "torn frame payload", end);
+            break;
+        }
+        let mut h = crc32fast::Hasher::new();
+        h.update(&seq.to_le_bytes());
+        h.update(&rest[FRAME_HEADER..FRAME_HEADER + len]);
+        if h.finalize() != crc {
+            bad(&mut s, "checksum mismatch", end);
+            break;
+        }
+        if s.records > 0 && seq != s.last_seq + 1 {
+            bad(&mut s, "sequence number out of order", pos);
+            s.torn_tail = false;
+            break;
+        }
+        if s.records == 0 {
+            s.first_seq = seq;
+        }
+        s.last_seq = seq;
+        s.records += 1;
+        pos = end;
+        s.valid_len = pos;
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +389,14 @@ mod tests {
             assert!(read_frames(&bad).is_err(), "flip at {at} undetected");
         }
         assert!(read_frames(&framed[..framed.len() - 1]).is_err());
+
+        let clean = scan_frames(&framed);
+        assert_eq!((clean.records, clean.first_seq, clean.last_seq, clean.error.is_none()), (13, 1, 13, true));
+        let torn = scan_frames(&framed[..framed.len() - 3]);
+        assert_eq!((torn.records, torn.torn_tail), (12, true));
+        let mut mid = framed.clone();
+        mid[FRAME_HEADER + 2] ^= 1; // inside the first record's payload, with records after it
+        let m = scan_frames(&mid);
+        assert_eq!((m.records, m.valid_len, m.torn_tail), (0, 0, false));
     }
 }

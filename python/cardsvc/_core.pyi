@@ -23,6 +23,13 @@ from cardsvc.errors import CardsvcError
 def error_codes() -> list[str]:
     """Every stable error code the core can raise."""
 
+def scan_journal(data: bytes) -> tuple[int, int, int, int, str | None, bool]:
+    """Scans framed journal bytes: ``(valid_len, records, first_seq, last_seq, error, torn_tail)``.
+
+    Stops at the first bad frame; ``torn_tail`` is true when the bad part reaches the end of the
+    data (a write cut short by a crash) and false when more data follows it (corruption).
+    """
+
 def normalise_code(code: str) -> str:
     """The canonical code text: ASCII whitespace and '-' removed, ASCII letters uppercased.
 
@@ -46,6 +53,7 @@ __all__ = [
     "VerifyBatch",
     "error_codes",
     "normalise_code",
+    "scan_journal",
 ]
 
 STATES: list[str]
@@ -210,6 +218,8 @@ class CoreEngine:
     def mark_durable(self, ticket: int) -> None: ...
     def wait_durable(self, ticket: int, timeout_ms: int) -> bool: ...
     def wait_durable_change(self, seen: int, timeout_ms: int) -> int: ...
+    def request_durable(self, ticket: int) -> None: ...
+    def wait_for_demand(self, timeout_ms: int) -> int: ...
     def drain(self) -> tuple[bytes, int]: ...
     # journal and snapshots
     def journal_len(self) -> int: ...

@@ -57,6 +57,31 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _store_commands() -> tuple[Command, ...]:
+    from cardsvc import cli_store
+
+    return (
+        Command(
+            "snapshot",
+            "write a snapshot of the data directory now and trim the journal",
+            cli_store.add_store_arguments,
+            cli_store.run_snapshot,
+        ),
+        Command(
+            "recover",
+            "recover the data directory and report (--check: read only)",
+            cli_store.add_recover_arguments,
+            cli_store.run_recover,
+        ),
+        Command(
+            "journal",
+            "journal statistics: chunks, bytes, snapshots, durability guarantee",
+            cli_store.add_journal_arguments,
+            cli_store.run_journal,
+        ),
+    )
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("version", "print the cardsvc version", _no_arguments, _run_version),
     Command(
@@ -65,6 +90,7 @@ COMMANDS: tuple[Command, ...] = (
         _no_arguments,
         _run_demo,
     ),
+    *_store_commands(),
 )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "VerifyBatch",
     "core_error_codes",
     "normalise_code",
+    "scan_journal",
 ]
 
 STATES: list[str] = list(_core.STATES)
@@ -45,6 +46,11 @@ LOOKUP_KEY_LEN = 32
 def core_error_codes() -> list[str]:
     """Every error code the Rust core can raise (for the drift test and the HTTP table)."""
     return list(_core.error_codes())
+
+
+def scan_journal(data: bytes) -> tuple[int, int, int, int, str | None, bool]:
+    """Scans framed journal bytes (see ``_core.scan_journal``)."""
+    return _core.scan_journal(data)
 
 
 def normalise_code(code: str) -> str:

@@ -49,6 +49,8 @@ class ErrorCode(StrEnum):
     # Persistence.
     SNAPSHOT_CORRUPT = "SNAPSHOT_CORRUPT"
     JOURNAL_CORRUPT = "JOURNAL_CORRUPT"
+    JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"
+    DATA_DIR_LOCKED = "DATA_DIR_LOCKED"
     # Anything unexpected; reveals no internals.
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -95,6 +97,10 @@ class Corruption(CardsvcError):
     """Persisted state failed its checksum or structure checks."""
 
 
+class Unavailable(CardsvcError):
+    """A dependency (the journal sink) cannot confirm durability right now; retry later."""
+
+
 class InternalError(CardsvcError):
     """A failure that is not the caller's fault."""
 
@@ -125,6 +131,8 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.IDEMPOTENCY_KEY_REUSED: Conflict,
     ErrorCode.SNAPSHOT_CORRUPT: Corruption,
     ErrorCode.JOURNAL_CORRUPT: Corruption,
+    ErrorCode.JOURNAL_UNAVAILABLE: Unavailable,
+    ErrorCode.DATA_DIR_LOCKED: Conflict,
     ErrorCode.INTERNAL_ERROR: InternalError,
 }
 

@@ -318,6 +318,16 @@ impl CoreEngine {
         py.detach(|| e.wait_durable(ticket, timeout_ms))
     }
 
+    fn request_durable(&self, ticket: u64) {
+        self.eng().request_durable(ticket)
+    }
+
+    /// For the journal writer: blocks (GIL released) until a caller wants more than is durable.
+    fn wait_for_demand(&self, py: Python<'_>, timeout_ms: u64) -> u64 {
+        let e = self.eng();
+        py.detach(|| e.wait_for_demand(timeout_ms))
+    }
+
     /// Blocks (GIL released) until `durable()` differs from `seen` or the timeout; returns it.
     fn wait_durable_change(&self, py: Python<'_>, seen: u64, timeout_ms: u64) -> u64 {
         let e = self.eng();

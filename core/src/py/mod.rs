@@ -23,11 +23,19 @@ fn normalise_code(py: Python<'_>, code: &str) -> PyResult<String> {
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// Scans framed journal bytes: `(valid_len, records, first_seq, last_seq, error, torn_tail)`.
+#[pyfunction]
+fn scan_journal(py: Python<'_>, data: &[u8]) -> (usize, u64, u64, u64, Option<String>, bool) {
+    let s = py.detach(|| crate::journal::scan_frames(data));
+    (s.valid_len, s.records, s.first_seq, s.last_seq, s.error, s.torn_tail)
+}
+
 #[pymodule(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     use crate::types::*;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_function(wrap_pyfunction!(normalise_code, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_journal, m)?)?;
     m.add("STATES", STATE_NAMES.to_vec())?;
     m.add("CODE_LEN_MAX", crate::hash::CODE_LEN_MAX)?;
     m.add("PIN_LEN_MAX", crate::hash::PIN_LEN_MAX)?;
