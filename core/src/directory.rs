@@ -11,7 +11,7 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// One chunk of the id space: its owner and the lookup keys of its codes.
 pub struct KeyChunk {
@@ -171,7 +171,7 @@ impl Index {
 pub const REGISTRY_PARTS: usize = 64;
 
 /// An idempotency registry: string key → value, split in 64 locked parts by the key's hash.
-type RegistryPart<V> = Padded<Mutex<hashbrown::HashMap<Box<str>, V>>>;
+type RegistryPart<V> = Padded<Mutex<hashbrown::HashMap<Arc<str>, V>>>;
 
 pub struct Registry<V> {
     parts: Box<[RegistryPart<V>]>,
@@ -195,7 +195,7 @@ impl<V: Copy> Registry<V> {
     /// The locked part that holds `key`. Callers keep the guard across their check-and-insert so
     /// two requests with one key cannot both act.
     #[inline]
-    pub fn lock(&self, key: &str) -> parking_lot::MutexGuard<'_, hashbrown::HashMap<Box<str>, V>> {
+    pub fn lock(&self, key: &str) -> parking_lot::MutexGuard<'_, hashbrown::HashMap<Arc<str>, V>> {
         let h = self.hasher.hash_one(key);
         self.parts[(h as usize) % REGISTRY_PARTS].0.lock()
     }
@@ -221,7 +221,7 @@ impl<V: Copy> Registry<V> {
             .iter()
             .map(|p| {
                 let m = p.0.lock();
-                m.capacity() * (std::mem::size_of::<(Box<str>, V)>() + 1)
+                m.capacity() * (std::mem::size_of::<(Arc<str>, V)>() + 1)
                     + m.keys().map(|k| k.len()).sum::<usize>()
             })
             .sum()

@@ -118,10 +118,10 @@ pub struct Verification {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedemptionView {
     pub redemption_id: u64,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub code_id: u32,
     pub sku: Arc<str>,
-    pub terminal: String,
+    pub terminal: Arc<str>,
     pub uses_left: u16,
     pub redeemed_at_ms: u64,
     pub rolled_back_at_ms: Option<u64>,
@@ -398,6 +398,11 @@ impl Engine {
         self.clock_ms.store(now_ms.unwrap_or(0).max(u64::from(now_ms.is_some())), Ordering::Relaxed);
     }
 
+    /// Uses `other`'s clock setting (manual or wall) from now on.
+    pub(crate) fn copy_clock_from(&self, other: &Engine) {
+        self.clock_ms.store(other.clock_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     fn now_s(now_ms: u64) -> u32 {
         (now_ms / 1000).min(u64::from(u32::MAX - 1)) as u32
     }
@@ -627,7 +632,8 @@ impl Engine {
             if s != shard.ix {
                 return Err(CoreError::IdempotencyKeyReused { field: "sku" });
             }
-            let st = shard.state.lock();
+            let mut st = shard.state.lock();
+            self.sweep(&mut st, self.now_ms());
             let hr = &st.holds[h as usize];
             if hr.ids.len() != qty {
                 return Err(CoreError::IdempotencyKeyReused { field: "quantity" });
@@ -665,7 +671,7 @@ impl Engine {
         }
     }
 
-    fn hold_shard(&self, reg: &hashbrown::HashMap<Box<str>, (u32, u32)>, hold_ref: &str) -> CoreResult<(Arc<Shard>, u32)> {
+    fn hold_shard(&self, reg: &hashbrown::HashMap<Arc<str>, (u32, u32)>, hold_ref: &str) -> CoreResult<(Arc<Shard>, u32)> {
         let &(s, h) = reg.get(hold_ref).ok_or_else(|| CoreError::HoldNotFound { hold_ref: hold_ref.to_string() })?;
         let shard = self.shard_by_ix(s).unwrap_or_else(|| bug("hold", "registry names a missing shard"));
         Ok((shard, h))
@@ -887,7 +893,7 @@ impl Engine {
         let r = Rec::Redeem { shard: shard.ix, code: id, request_id, terminal, at_ms: now };
         st.apply(&self.dir, &r).unwrap_or_else(|e| bug("redeem", e));
         let rid = redemption_id(shard.ix, ix);
-        reg.insert(request_id.into(), rid);
+        reg.insert(Arc::clone(&st.redemptions[ix as usize].request_id), rid);
         Ok(Self::redemption_view(&shard, &st, ix))
     }
 
@@ -896,7 +902,7 @@ impl Engine {
         if view.code_id != id {
             return Err(CoreError::IdempotencyKeyReused { field: "code" });
         }
-        if view.terminal != terminal {
+        if &*view.terminal != terminal {
             return Err(CoreError::IdempotencyKeyReused { field: "terminal" });
         }
         Ok(view)
@@ -906,10 +912,10 @@ impl Engine {
         let r = &st.redemptions[ix as usize];
         RedemptionView {
             redemption_id: redemption_id(shard.ix, ix),
-            request_id: r.request_id.to_string(),
+            request_id: Arc::clone(&r.request_id),
             code_id: r.code,
             sku: shard.name.clone(),
-            terminal: st.terminal(r.terminal).to_string(),
+            terminal: st.terminal(r.terminal),
             uses_left: r.uses_after,
             redeemed_at_ms: r.at_ms,
             rolled_back_at_ms: r.rollback.as_ref().map(|b| b.0),

@@ -79,7 +79,7 @@ pub fn normalise_code(text: &str, out: &mut [u8; CODE_LEN_MAX], index: Option<us
     let mut n = 0usize;
     for &b in bytes {
         match b {
-            b' ' | b'\t' | b'\r' | b'\n' | b'-' => continue,
+            b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c | b'-' => continue,
             0x21..=0x7e => {
                 if n == CODE_LEN_MAX {
                     return Err(CoreError::InvalidCode { index, reason: "too long" });

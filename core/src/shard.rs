@@ -79,7 +79,7 @@ pub struct RedemptionRec {
     pub code: u32,
     /// The previous redemption of the same code, or NO_SLOT.
     pub prev: u32,
-    pub request_id: Box<str>,
+    pub request_id: Arc<str>,
     /// Index into the shard's interned terminal ids.
     pub terminal: u32,
     pub at_ms: u64,
@@ -92,7 +92,7 @@ pub struct RedemptionRec {
 pub struct ShardCapture {
     pub config: SkuConfig,
     pub validities: Vec<(u32, u32)>,
-    pub terminals: Vec<Box<str>>,
+    pub terminals: Vec<Arc<str>>,
     pub chunk_ids: Vec<u32>,
     pub chunks: Vec<Arc<Vec<CodeRecord>>>,
     pub orders: CowVec<Order>,
@@ -119,8 +119,8 @@ pub struct ShardState {
     pub redemptions: CowVec<RedemptionRec>,
     /// The latest redemption of each redeemed code (earlier ones are chained through `prev`).
     pub code_redemptions: hashbrown::HashMap<u32, u32>,
-    pub terminals: Vec<Box<str>>,
-    terminal_ix: hashbrown::HashMap<Box<str>, u32>,
+    pub terminals: Vec<Arc<str>>,
+    terminal_ix: hashbrown::HashMap<Arc<str>, u32>,
     /// `[len u32][payload]` of records applied since the last drain.
     pub journal: Vec<u8>,
     pub journal_records: u64,
@@ -544,13 +544,14 @@ impl ShardState {
             return ix;
         }
         let ix = self.terminals.len() as u32;
-        self.terminals.push(terminal.into());
-        self.terminal_ix.insert(terminal.into(), ix);
+        let t: Arc<str> = terminal.into();
+        self.terminals.push(Arc::clone(&t));
+        self.terminal_ix.insert(t, ix);
         ix
     }
 
-    pub fn terminal(&self, ix: u32) -> &str {
-        self.terminals.get(ix as usize).map_or("", |t| t)
+    pub fn terminal(&self, ix: u32) -> Arc<str> {
+        self.terminals.get(ix as usize).cloned().unwrap_or_else(|| "".into())
     }
 
     /// Appends a redemption record and links it into its code's chain.

@@ -248,7 +248,7 @@ impl Engine {
         for r in st.redemptions.iter() {
             b.put_u32(r.code);
             b.put_str(&r.request_id);
-            b.put_str(st.terminals.get(r.terminal as usize).map_or("", |t| t));
+            b.put_str(st.terminals.get(r.terminal as usize).map_or("", |t| &**t));
             b.put_u64(r.at_ms);
             b.put_u16(r.uses_after);
             match &r.rollback {
@@ -274,6 +274,7 @@ impl Engine {
     pub fn reopen_from_snapshot(&self, data: &[u8]) -> CoreResult<Engine> {
         let eng = Engine::with_hashing(self.hashing.clone());
         eng.load_snapshot(data)?;
+        eng.copy_clock_from(self);
         Ok(eng)
     }
 

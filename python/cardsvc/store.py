@@ -19,8 +19,6 @@ reads and changes nothing.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import threading
 import time
@@ -199,10 +197,9 @@ class Store:
         self.last_snapshot_time = time.monotonic()
         self.last_snapshot_pause_ms = 0.0
         self._snapshot_lock = threading.Lock()
-        self._async_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._loop_futures: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
         self._async_lock = threading.Lock()
-        self._async_ids = itertools.count()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requested = 0
         self.guarantee: Guarantee = sink.guarantee()
         self._writer = threading.Thread(
             target=self._write_loop, name="cardsvc-journal", daemon=True
@@ -246,45 +243,55 @@ class Store:
         self.wait(self.engine.appended(), timeout)
 
     async def wait_async(self, ticket: int, timeout: float = WAIT_TIMEOUT_S) -> None:
-        """Suspends until ``ticket`` is durable. Raises JOURNAL_UNAVAILABLE on timeout."""
-        if self.engine.durable() >= ticket:
+        """Suspends until ``ticket`` is durable. Raises JOURNAL_UNAVAILABLE on timeout.
+
+        Waiters share one future per event loop that the notifier thread completes after every
+        flush (and at least every 200 ms), so a wait costs no timer or future of its own.
+        """
+        engine = self.engine
+        if engine.durable() >= ticket:
             return
+        if ticket > self._requested:
+            self._requested = ticket
+            engine.request_durable(ticket)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._async_lock:
-            if self._loop is None:
-                self._loop = loop
-            heapq.heappush(self._async_waiters, (ticket, next(self._async_ids), future))
-            if self._notifier is None:
-                self._notifier = threading.Thread(
-                    target=self._notify_loop, name="cardsvc-durable-notify", daemon=True
-                )
-                self._notifier.start()
-        self.engine.request_durable(ticket)
-        if self.engine.durable() >= ticket:
-            self._resolve(self.engine.durable())
-        try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise self._unavailable(ticket) from None
+        deadline = loop.time() + timeout
+        while True:
+            await self._shared_future(loop)
+            if engine.durable() >= ticket:
+                return
+            if loop.time() >= deadline:
+                raise self._unavailable(ticket)
+            engine.request_durable(ticket)
+
+    def _shared_future(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        future = self._loop_futures.get(loop)
+        if future is None or future.done():
+            future = loop.create_future()
+            self._loop_futures[loop] = future
+        if self._notifier is None:
+            with self._async_lock:
+                if self._notifier is None:
+                    self._notifier = threading.Thread(
+                        target=self._notify_loop, name="cardsvc-durable-notify", daemon=True
+                    )
+                    self._notifier.start()
+        return future
 
     def _notify_loop(self) -> None:
         seen = self.engine.durable()
         while not self._stop.is_set():
-            now = self.engine.wait_durable_change(seen, 200)
-            if now != seen and self._loop is not None:
-                seen = now
+            seen = self.engine.wait_durable_change(seen, 200)
+            for loop in list(self._loop_futures):
                 try:
-                    self._loop.call_soon_threadsafe(self._resolve, now)
-                except RuntimeError:
-                    return  # the event loop is closed
+                    loop.call_soon_threadsafe(self._wake, loop)
+                except RuntimeError:  # that event loop is closed
+                    self._loop_futures.pop(loop, None)
 
-    def _resolve(self, durable: int) -> None:
-        with self._async_lock:
-            while self._async_waiters and self._async_waiters[0][0] <= durable:
-                _, _, future = heapq.heappop(self._async_waiters)
-                if not future.done():
-                    future.set_result(None)
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        future = self._loop_futures.pop(loop, None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def _unavailable(self, ticket: int) -> CardsvcError:
         return make_error(

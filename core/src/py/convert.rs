@@ -4,7 +4,8 @@
 use crate::engine::Texts;
 use crate::error::CoreError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use super::error::to_pyerr;
+use pyo3::types::{PyBool, PyInt, PyList, PyString, PyTuple};
 
 fn push_item(t: &mut Texts, item: &Bound<'_, PyAny>, i: usize, optional: bool, field: &'static str) -> Result<(), CoreError> {
     if optional && item.is_none() {
@@ -25,6 +26,9 @@ fn push_item(t: &mut Texts, item: &Bound<'_, PyAny>, i: usize, optional: bool, f
 /// Copies a list/tuple/iterable of str (or None when `optional`) into a `Texts`.
 pub fn texts(obj: &Bound<'_, PyAny>, optional: bool, field: &'static str) -> Result<Texts, CoreError> {
     let mut t = Texts::default();
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<pyo3::types::PyBytes>() {
+        return Err(CoreError::InvalidArgument { field, reason: "must be a sequence of strings, not one string" });
+    }
     if let Ok(list) = obj.cast::<PyList>() {
         t.spans.reserve(list.len());
         for (i, item) in list.iter().enumerate() {
@@ -44,18 +48,24 @@ pub fn texts(obj: &Bound<'_, PyAny>, optional: bool, field: &'static str) -> Res
     Ok(t)
 }
 
-/// An integer argument as i64; a Python int beyond i64 is LIMIT_EXCEEDED, a non-int is
-/// INVALID_ARGUMENT.
-pub fn int(obj: &Bound<'_, PyAny>, field: &'static str) -> Result<i64, CoreError> {
-    if obj.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(CoreError::InvalidArgument { field, reason: "must be an integer" });
-    }
-    match obj.extract::<i64>() {
-        Ok(v) => Ok(v),
-        Err(_) if obj.is_instance_of::<pyo3::types::PyInt>() => {
-            Err(CoreError::LimitExceeded { field, max: i64::MAX as u64, got: u64::MAX })
+/// An integer argument. Python ints beyond i64 saturate (so a huge quantity is LIMIT_EXCEEDED
+/// and a huge negative one QUANTITY_MUST_BE_POSITIVE, never an OverflowError); a bool or a
+/// non-int is INVALID_ARGUMENT.
+#[derive(Debug, Clone, Copy)]
+pub struct Int(pub i64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Int {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Int> {
+        if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
+            let e = CoreError::InvalidArgument { field: "integer argument", reason: "must be an integer" };
+            return Err(to_pyerr(obj.py(), e));
         }
-        Err(_) => Err(CoreError::InvalidArgument { field, reason: "must be an integer" }),
+        match obj.extract::<i64>() {
+            Ok(v) => Ok(Int(v)),
+            Err(_) => Ok(Int(if obj.lt(0)? { i64::MIN } else { i64::MAX })),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `CoreEngine`: the Python class over `crate::Engine`. Each method converts its arguments, runs
 //! the core through `detach::run` and converts the result.
 
-use super::convert::{int, texts, u32_arg};
+use super::convert::{texts, u32_arg, Int};
 use super::detach::run;
 use super::error::{to_pyerr, to_pyobject};
 use super::results::*;
@@ -30,13 +30,13 @@ fn stock_dict<'py>(py: Python<'py>, s: &Stock) -> PyResult<Bound<'py, PyDict>> {
     Ok(d)
 }
 
-fn opt_u32(v: Option<i64>, field: &'static str) -> Result<Option<u32>, CoreError> {
-    v.map(|x| u32_arg(x, field)).transpose()
+fn opt_u32(v: Option<Int>, field: &'static str) -> Result<Option<u32>, CoreError> {
+    v.map(|x| u32_arg(x.0, field)).transpose()
 }
 
-fn ids_arg(ids: Vec<i64>) -> Result<Vec<u64>, CoreError> {
+fn ids_arg(ids: Vec<Int>) -> Result<Vec<u64>, CoreError> {
     ids.into_iter()
-        .map(|i| u64::try_from(i).map_err(|_| CoreError::CodeNotFound { code_id: None }))
+        .map(|i| u64::try_from(i.0).map_err(|_| CoreError::CodeNotFound { code_id: None }))
         .collect()
 }
 
@@ -63,15 +63,21 @@ impl CoreEngine {
     }
 
     #[pyo3(signature = (now_ms))]
-    fn set_clock_ms(&self, now_ms: Option<u64>) {
-        self.eng().set_clock_ms(now_ms)
+    fn set_clock_ms(&self, py: Python<'_>, now_ms: Option<Int>) -> PyResult<()> {
+        let t = now_ms.map(|t| u64::try_from(t.0)).transpose();
+        let t = t.map_err(|_| to_pyerr(py, CoreError::InvalidArgument { field: "now_ms", reason: "must not be negative" }))?;
+        self.eng().set_clock_ms(t);
+        Ok(())
     }
 
-    #[pyo3(signature = (sku, uses_per_code=1, redeem_requires_sale=true, validity_days_after_sale=None))]
-    fn create_sku(&self, py: Python<'_>, sku: &str, uses_per_code: i64, redeem_requires_sale: bool, validity_days_after_sale: Option<i64>) -> PyResult<()> {
+    #[pyo3(
+        signature = (sku, uses_per_code=Int(1), redeem_requires_sale=true, validity_days_after_sale=None),
+        text_signature = "(self, sku, uses_per_code=1, redeem_requires_sale=True, validity_days_after_sale=None)"
+    )]
+    fn create_sku(&self, py: Python<'_>, sku: &str, uses_per_code: Int, redeem_requires_sale: bool, validity_days_after_sale: Option<Int>) -> PyResult<()> {
         let e = self.eng();
-        let uses = u32::try_from(uses_per_code).unwrap_or(0);
-        let days = validity_days_after_sale.map(|d| u32::try_from(d).unwrap_or(u32::MAX));
+        let uses = u32::try_from(uses_per_code.0).unwrap_or(0);
+        let days = validity_days_after_sale.map(|d| u32::try_from(d.0).unwrap_or(u32::MAX));
         run(py, || e.create_sku(sku, uses, redeem_requires_sale, days))
     }
 
@@ -79,46 +85,49 @@ impl CoreEngine {
         self.eng().skus()
     }
 
-    #[pyo3(signature = (sku, codes, pool=0, pins=None, valid_from=None, valid_until=None, batch=0))]
+    #[pyo3(
+        signature = (sku, codes, pool=Int(0), pins=None, valid_from=None, valid_until=None, batch=Int(0)),
+        text_signature = "(self, sku, codes, pool=0, pins=None, valid_from=None, valid_until=None, batch=0)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn import_codes(
         &self,
         py: Python<'_>,
         sku: &str,
         codes: &Bound<'_, PyAny>,
-        pool: i64,
+        pool: Int,
         pins: Option<&Bound<'_, PyAny>>,
-        valid_from: Option<i64>,
-        valid_until: Option<i64>,
-        batch: i64,
+        valid_from: Option<Int>,
+        valid_until: Option<Int>,
+        batch: Int,
     ) -> PyResult<(Vec<u32>, Vec<usize>)> {
         let e = self.eng();
         let prep = || -> Result<_, CoreError> {
             let codes = texts(codes, false, "codes")?;
             let pins = pins.map(|p| texts(p, true, "pins")).transpose()?;
-            Ok((codes, pins, u32_arg(pool, "pool")?, opt_u32(valid_from, "valid_from")?, opt_u32(valid_until, "valid_until")?, u32_arg(batch, "batch")?))
+            Ok((codes, pins, u32_arg(pool.0, "pool")?, opt_u32(valid_from, "valid_from")?, opt_u32(valid_until, "valid_until")?, u32_arg(batch.0, "batch")?))
         };
         let (codes, pins, pool, from, until, batch) = prep().map_err(|err| to_pyerr(py, err))?;
         run(py, || e.import_codes(sku, &codes, pins.as_ref(), pool, from, until, batch))
     }
 
-    #[pyo3(signature = (sku, qty, order_ref, pool=0))]
-    fn allocate(&self, py: Python<'_>, sku: &str, qty: &Bound<'_, PyAny>, order_ref: &str, pool: i64) -> PyResult<Vec<u32>> {
+    #[pyo3(signature = (sku, qty, order_ref, pool=Int(0)), text_signature = "(self, sku, qty, order_ref, pool=0)")]
+    fn allocate(&self, py: Python<'_>, sku: &str, qty: Int, order_ref: &str, pool: Int) -> PyResult<Vec<u32>> {
         let e = self.eng();
-        let qty = int(qty, "quantity").map_err(|err| to_pyerr(py, err))?;
-        let pool = u32_arg(pool, "pool").map_err(|err| to_pyerr(py, err))?;
+        let qty = qty.0;
+        let pool = u32_arg(pool.0, "pool").map_err(|err| to_pyerr(py, err))?;
         run(py, || e.allocate(sku, qty, order_ref, pool))
     }
 
     /// One result per request: a list of code ids or a CardsvcError instance.
-    fn allocate_many<'py>(&self, py: Python<'py>, requests: Vec<(String, i64, String, i64)>) -> PyResult<Bound<'py, PyList>> {
+    fn allocate_many<'py>(&self, py: Python<'py>, requests: Vec<(String, Int, String, Int)>) -> PyResult<Bound<'py, PyList>> {
         let e = self.eng();
         let results = py.detach(|| {
             requests
                 .iter()
                 .map(|(sku, qty, order_ref, pool)| {
-                    let pool = u32_arg(*pool, "pool")?;
-                    e.allocate(sku, *qty, order_ref, pool)
+                    let pool = u32_arg(pool.0, "pool")?;
+                    e.allocate(sku, qty.0, order_ref, pool)
                 })
                 .collect::<Vec<_>>()
         });
@@ -141,11 +150,11 @@ impl CoreEngine {
         self.order_codes(py, order_ref)
     }
 
-    #[pyo3(signature = (sku, qty, hold_ref, ttl_ms, pool=0))]
-    fn hold_ms(&self, py: Python<'_>, sku: &str, qty: &Bound<'_, PyAny>, hold_ref: &str, ttl_ms: &Bound<'_, PyAny>, pool: i64) -> PyResult<Hold> {
+    #[pyo3(signature = (sku, qty, hold_ref, ttl_ms, pool=Int(0)), text_signature = "(self, sku, qty, hold_ref, ttl_ms, pool=0)")]
+    fn hold_ms(&self, py: Python<'_>, sku: &str, qty: Int, hold_ref: &str, ttl_ms: Int, pool: Int) -> PyResult<Hold> {
         let e = self.eng();
-        let args = || -> Result<_, CoreError> { Ok((int(qty, "quantity")?, int(ttl_ms, "ttl")?, u32_arg(pool, "pool")?)) };
-        let (qty, ttl, pool) = args().map_err(|err| to_pyerr(py, err))?;
+        let (qty, ttl) = (qty.0, ttl_ms.0);
+        let pool = u32_arg(pool.0, "pool").map_err(|err| to_pyerr(py, err))?;
         run(py, || e.hold(sku, qty, hold_ref, ttl, pool)).map(Hold::from)
     }
 
@@ -169,9 +178,9 @@ impl CoreEngine {
         run(py, || Ok(e.expire_holds()))
     }
 
-    fn move_stock(&self, py: Python<'_>, sku: &str, qty: &Bound<'_, PyAny>, from_pool: i64, to_pool: i64) -> PyResult<Vec<u32>> {
+    fn move_stock(&self, py: Python<'_>, sku: &str, qty: Int, from_pool: Int, to_pool: Int) -> PyResult<Vec<u32>> {
         let e = self.eng();
-        let args = || -> Result<_, CoreError> { Ok((int(qty, "quantity")?, u32_arg(from_pool, "from_pool")?, u32_arg(to_pool, "to_pool")?)) };
+        let args = || -> Result<_, CoreError> { Ok((qty.0, u32_arg(from_pool.0, "from_pool")?, u32_arg(to_pool.0, "to_pool")?)) };
         let (qty, from, to) = args().map_err(|err| to_pyerr(py, err))?;
         run(py, || e.move_stock(sku, qty, from, to))
     }
@@ -211,46 +220,46 @@ impl CoreEngine {
         run(py, || e.redeem_many(&codes, &rids, terminal, pins.as_ref())).map(|results| RedeemBatch { results })
     }
 
-    fn rollback(&self, py: Python<'_>, redemption_id: &Bound<'_, PyAny>, reason: &str) -> PyResult<Redemption> {
+    fn rollback(&self, py: Python<'_>, redemption_id: Int, reason: &str) -> PyResult<Redemption> {
         let e = self.eng();
-        let rid = int(redemption_id, "redemption_id").and_then(|v| u64::try_from(v).map_err(|_| CoreError::RedemptionNotFound { redemption_id: 0 }));
-        let rid = rid.map_err(|err| to_pyerr(py, err))?;
+        let rid = u64::try_from(redemption_id.0).map_err(|_| to_pyerr(py, CoreError::RedemptionNotFound { redemption_id: 0 }))?;
         run(py, || e.rollback(rid, reason)).map(Redemption::from)
     }
 
-    fn get_redemption(&self, py: Python<'_>, redemption_id: u64) -> PyResult<Redemption> {
+    fn get_redemption(&self, py: Python<'_>, redemption_id: Int) -> PyResult<Redemption> {
         let e = self.eng();
+        let redemption_id = u64::try_from(redemption_id.0).map_err(|_| to_pyerr(py, CoreError::RedemptionNotFound { redemption_id: 0 }))?;
         run(py, || e.get_redemption(redemption_id)).map(Redemption::from)
     }
 
-    fn freeze(&self, py: Python<'_>, code_ids: Vec<i64>) -> PyResult<(usize, usize)> {
+    fn freeze(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<(usize, usize)> {
         let e = self.eng();
         run(py, || e.freeze(&ids_arg(code_ids)?))
     }
 
-    fn unfreeze(&self, py: Python<'_>, code_ids: Vec<i64>) -> PyResult<(usize, usize)> {
+    fn unfreeze(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<(usize, usize)> {
         let e = self.eng();
         run(py, || e.unfreeze(&ids_arg(code_ids)?))
     }
 
-    fn void(&self, py: Python<'_>, code_ids: Vec<i64>) -> PyResult<(usize, usize)> {
+    fn void(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<(usize, usize)> {
         let e = self.eng();
         run(py, || e.void(&ids_arg(code_ids)?))
     }
 
-    fn batch_code_ids(&self, py: Python<'_>, batch: i64) -> PyResult<Vec<u32>> {
+    fn batch_code_ids(&self, py: Python<'_>, batch: Int) -> PyResult<Vec<u32>> {
         let e = self.eng();
-        run(py, || Ok(e.batch_code_ids(u32_arg(batch, "batch")?)))
+        run(py, || Ok(e.batch_code_ids(u32_arg(batch.0, "batch")?)))
     }
 
-    fn code_info(&self, py: Python<'_>, code_id: i64) -> PyResult<CodeInfo> {
+    fn code_info(&self, py: Python<'_>, code_id: Int) -> PyResult<CodeInfo> {
         let e = self.eng();
-        let id = u64::try_from(code_id).map_err(|_| to_pyerr(py, CoreError::CodeNotFound { code_id: None }))?;
+        let id = u64::try_from(code_id.0).map_err(|_| to_pyerr(py, CoreError::CodeNotFound { code_id: None }))?;
         run(py, || e.code_info(id)).map(CodeInfo::from)
     }
 
     #[pyo3(signature = (sku, pool=None))]
-    fn stock<'py>(&self, py: Python<'py>, sku: &str, pool: Option<i64>) -> PyResult<Bound<'py, PyDict>> {
+    fn stock<'py>(&self, py: Python<'py>, sku: &str, pool: Option<Int>) -> PyResult<Bound<'py, PyDict>> {
         let e = self.eng();
         let pool = opt_u32(pool, "pool").map_err(|err| to_pyerr(py, err))?;
         let s = run(py, || e.stock(sku, pool))?;

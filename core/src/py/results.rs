@@ -69,47 +69,66 @@ impl Verification {
     }
 }
 
-#[pyclass(frozen, get_all, module = "cardsvc._core")]
-pub struct Redemption {
-    pub redemption_id: u64,
-    pub request_id: String,
-    pub code_id: u32,
-    pub sku: String,
-    pub terminal: String,
-    pub uses_left: u16,
-    pub redeemed_at_ms: u64,
-    pub rolled_back_at_ms: Option<u64>,
-    pub rollback_reason: Option<String>,
-}
+/// A redemption; strings stay shared with the core until a field is read.
+#[pyclass(frozen, module = "cardsvc._core")]
+pub struct Redemption(pub RedemptionView);
 
 impl From<RedemptionView> for Redemption {
     fn from(r: RedemptionView) -> Redemption {
-        Redemption {
-            redemption_id: r.redemption_id,
-            request_id: r.request_id,
-            code_id: r.code_id,
-            sku: r.sku.to_string(),
-            terminal: r.terminal,
-            uses_left: r.uses_left,
-            redeemed_at_ms: r.redeemed_at_ms,
-            rolled_back_at_ms: r.rolled_back_at_ms,
-            rollback_reason: r.rollback_reason,
-        }
+        Redemption(r)
     }
 }
 
 #[pymethods]
 impl Redemption {
+    #[getter]
+    fn redemption_id(&self) -> u64 {
+        self.0.redemption_id
+    }
+    #[getter]
+    fn request_id(&self) -> &str {
+        &self.0.request_id
+    }
+    #[getter]
+    fn code_id(&self) -> u32 {
+        self.0.code_id
+    }
+    #[getter]
+    fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    #[getter]
+    fn terminal(&self) -> &str {
+        &self.0.terminal
+    }
+    #[getter]
+    fn uses_left(&self) -> u16 {
+        self.0.uses_left
+    }
+    #[getter]
+    fn redeemed_at_ms(&self) -> u64 {
+        self.0.redeemed_at_ms
+    }
+    #[getter]
+    fn rolled_back_at_ms(&self) -> Option<u64> {
+        self.0.rolled_back_at_ms
+    }
+    #[getter]
+    fn rollback_reason(&self) -> Option<&str> {
+        self.0.rollback_reason.as_deref()
+    }
+
     /// `redeemed_at_ms` as an aware UTC datetime.
     #[getter]
     fn redeemed_at<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let dt = py.import("datetime")?;
         let utc = dt.getattr("timezone")?.getattr("utc")?;
-        dt.getattr("datetime")?.call_method1("fromtimestamp", (self.redeemed_at_ms as f64 / 1000.0, utc))
+        dt.getattr("datetime")?.call_method1("fromtimestamp", (self.0.redeemed_at_ms as f64 / 1000.0, utc))
     }
 
     fn __repr__(&self) -> String {
-        format!("Redemption(redemption_id={}, sku={:?}, uses_left={}, redeemed_at_ms={})", self.redemption_id, self.sku, self.uses_left, self.redeemed_at_ms)
+        let r = &self.0;
+        format!("Redemption(redemption_id={}, sku={:?}, uses_left={}, redeemed_at_ms={})", r.redemption_id, &*r.sku, r.uses_left, r.redeemed_at_ms)
     }
 }
 
