@@ -235,6 +235,13 @@ impl Status {
     }
 }
 
+/// A batch item found in the index: (input position, code id, lookup key).
+type BatchItem = (usize, u32, u128);
+
+/// Most batch items processed under one acquisition of a shard lock, so a large batch never
+/// stalls other callers of that SKU for long (1,024 items is well under a millisecond).
+const LOCK_BLOCK: usize = 1024;
+
 /// Durability watermarks (see `Engine::durable`).
 #[derive(Default)]
 struct Durability {
@@ -810,23 +817,36 @@ impl Engine {
         }
     }
 
+    /// Normalises and hashes a code text. Errors: INVALID_CODE.
+    #[inline]
+    fn key_of(&self, code: &str, index: Option<usize>) -> CoreResult<u128> {
+        let mut buf = [0u8; CODE_LEN_MAX];
+        let len = normalise_code(code, &mut buf, index)?;
+        Ok(self.hashing.lookup_key(&buf[..len]))
+    }
+
     /// Checks a code's state without consuming anything. Errors: INVALID_CODE, INVALID_PIN,
     /// CODE_NOT_FOUND, PIN_MISMATCH.
     pub fn verify(&self, code: &str, pin: Option<&str>) -> CoreResult<Verification> {
         if let Some(p) = pin {
             check_pin(p, None)?;
         }
-        let (id, key) = self.lookup(code)?;
+        let key = self.key_of(code, None)?;
+        let id = self.index.find(&self.dir, key).ok_or(CoreError::CodeNotFound { code_id: None })?;
         let shard = self.code_shard(id)?;
+        let now_s = Self::now_s(self.now_ms());
         let st = shard.state.lock();
+        self.verify_locked(&shard, &st, id, key, pin, now_s)
+    }
+
+    /// The body of `verify`, with the code's shard locked.
+    fn verify_locked(&self, shard: &Shard, st: &ShardState, id: u32, key: u128, pin: Option<&str>, now_s: u32) -> CoreResult<Verification> {
         let rec = *st.rec(&self.dir, id).ok_or(CoreError::CodeNotFound { code_id: None })?;
         self.check_pin_of(&rec, key, pin)?;
-        let now_s = Self::now_s(self.now_ms());
-        let status = Self::status_of(&st, &rec, now_s).name();
         let (from, until) = st.window(&rec);
         Ok(Verification {
             code_id: id,
-            status,
+            status: Self::status_of(st, &rec, now_s).name(),
             sku: shard.name.clone(),
             uses_left: rec.uses_left,
             valid_from: (from != 0).then_some(from),
@@ -834,44 +854,109 @@ impl Engine {
         })
     }
 
-    /// Verifies many codes; one result per item.
-    pub fn verify_many(&self, codes: &Texts, pins: Option<&Texts>) -> CoreResult<Vec<CoreResult<Verification>>> {
-        if pins.is_some_and(|p| p.len() != codes.len()) {
-            return Err(CoreError::InvalidArgument { field: "pins", reason: "must have one entry per code" });
+    fn check_batch(&self, n: usize, others: &[(usize, &'static str)]) -> CoreResult<()> {
+        if n > BATCH_ITEMS_MAX {
+            return Err(CoreError::LimitExceeded { field: "codes", max: BATCH_ITEMS_MAX as u64, got: n as u64 });
         }
-        if codes.len() > BATCH_ITEMS_MAX {
-            return Err(CoreError::LimitExceeded { field: "codes", max: BATCH_ITEMS_MAX as u64, got: codes.len() as u64 });
+        for &(len, field) in others {
+            if len != n {
+                return Err(CoreError::InvalidArgument { field, reason: "must have one entry per code" });
+            }
         }
-        Ok((0..codes.len())
-            .map(|i| {
-                let code = codes.get(i).ok_or(CoreError::InvalidCode { index: None, reason: "missing" })?;
-                self.verify(code, pins.and_then(|p| p.get(i)))
+        Ok(())
+    }
+
+    /// Hashes every code and finds its id, in phases so independent lookups overlap in memory.
+    fn lookup_many(&self, codes: &Texts) -> Vec<CoreResult<(u32, u128)>> {
+        let keys: Vec<CoreResult<u128>> = (0..codes.len())
+            .map(|i| self.key_of(codes.get(i).unwrap_or(""), Some(i)))
+            .collect();
+        let found = self.index.find_many(&self.dir, keys.iter().map(|k| k.as_ref().map_or(0, |k| *k)));
+        keys.into_iter()
+            .zip(found)
+            .map(|(k, id)| {
+                let key = k?;
+                id.map(|id| (id, key)).ok_or(CoreError::CodeNotFound { code_id: None })
             })
-            .collect())
+            .collect()
+    }
+
+    /// Verifies many codes; one result per item, in input order. Items are grouped by shard and
+    /// each shard is locked once per block of `LOCK_BLOCK` items.
+    pub fn verify_many(&self, codes: &Texts, pins: Option<&Texts>) -> CoreResult<Vec<CoreResult<Verification>>> {
+        self.check_batch(codes.len(), &[(pins.map_or(codes.len(), Texts::len), "pins")])?;
+        let now_s = Self::now_s(self.now_ms());
+        let mut out: Vec<Option<CoreResult<Verification>>> = (0..codes.len()).map(|_| None).collect();
+        let mut by_shard: BTreeMap<u32, Vec<BatchItem>> = BTreeMap::new();
+        for (i, f) in self.lookup_many(codes).into_iter().enumerate() {
+            // Same precedence as `verify`: the PIN's shape, then the code.
+            let pin_ok = pins.and_then(|p| p.get(i)).map_or(Ok(&b""[..]), |p| check_pin(p, Some(i)));
+            match pin_ok.and(f) {
+                Ok((id, key)) => match self.dir.locate(id) {
+                    Some((s, _)) => by_shard.entry(s).or_default().push((i, id, key)),
+                    None => out[i] = Some(Err(CoreError::CodeNotFound { code_id: None })),
+                },
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        for (s, items) in by_shard {
+            let shard = self.shard_by_ix(s).unwrap_or_else(|| bug("verify_many", "directory names a missing shard"));
+            for block in items.chunks(LOCK_BLOCK) {
+                let st = shard.state.lock();
+                for &(i, id, key) in block {
+                    out[i] = Some(self.verify_locked(&shard, &st, id, key, pins.and_then(|p| p.get(i)), now_s));
+                }
+            }
+        }
+        Ok(out.into_iter().map(|r| r.unwrap_or_else(|| bug("verify_many", "item without result"))).collect())
     }
 
     /// Redeems one use of a code, exactly once per `request_id`. Errors: see docs/engine.md.
     pub fn redeem(&self, code: &str, request_id: &str, terminal: &str, pin: Option<&str>) -> CoreResult<RedemptionView> {
-        let mut buf = [0u8; CODE_LEN_MAX];
-        let len = normalise_code(code, &mut buf, None)?;
+        let key = self.key_of(code, None)?;
         check_ref("request_id", request_id)?;
         check_ref("terminal", terminal)?;
         if let Some(p) = pin {
             check_pin(p, None)?;
         }
-        let key = self.hashing.lookup_key(&buf[..len]);
         let id = self.index.find(&self.dir, key).ok_or(CoreError::CodeNotFound { code_id: None })?;
         let shard = self.code_shard(id)?;
         let mut reg = self.request_ids.lock(request_id);
+        let now = self.now_ms();
         let mut st = shard.state.lock();
+        self.redeem_locked(&shard, &mut st, &mut reg, (id, key), request_id, terminal, pin, now)
+    }
+
+    /// The body of `redeem`, with the request id's registry part and the code's shard locked.
+    #[allow(clippy::too_many_arguments)]
+    fn redeem_locked(
+        &self,
+        shard: &Shard,
+        st: &mut ShardState,
+        reg: &mut hashbrown::HashMap<Arc<str>, u64>,
+        (id, key): (u32, u128),
+        request_id: &str,
+        terminal: &str,
+        pin: Option<&str>,
+        now: u64,
+    ) -> CoreResult<RedemptionView> {
         let rec = *st.rec(&self.dir, id).ok_or(CoreError::CodeNotFound { code_id: None })?;
         self.check_pin_of(&rec, key, pin)?;
         if let Some(&rid) = reg.get(request_id) {
-            drop(st);
-            return self.replay_redemption(rid, id, terminal);
+            // A different shard means a different code; the same shard is locked already.
+            if (rid >> 32) as u32 != shard.ix {
+                return Err(CoreError::IdempotencyKeyReused { field: "code" });
+            }
+            let view = Self::redemption_view(shard, st, rid as u32);
+            if view.code_id != id {
+                return Err(CoreError::IdempotencyKeyReused { field: "code" });
+            }
+            if &*view.terminal != terminal {
+                return Err(CoreError::IdempotencyKeyReused { field: "terminal" });
+            }
+            return Ok(view);
         }
-        let now = self.now_ms();
-        match Self::status_of(&st, &rec, Self::now_s(now)) {
+        match Self::status_of(st, &rec, Self::now_s(now)) {
             Status::Valid => {}
             Status::Void => return Err(CoreError::Void),
             Status::Frozen => return Err(CoreError::Frozen),
@@ -892,20 +977,16 @@ impl Engine {
         let ix = st.redemptions.len() as u32;
         let r = Rec::Redeem { shard: shard.ix, code: id, request_id, terminal, at_ms: now };
         st.apply(&self.dir, &r).unwrap_or_else(|e| bug("redeem", e));
-        let rid = redemption_id(shard.ix, ix);
-        reg.insert(Arc::clone(&st.redemptions[ix as usize].request_id), rid);
-        Ok(Self::redemption_view(&shard, &st, ix))
+        reg.insert(Arc::clone(&st.redemptions[ix as usize].request_id), redemption_id(shard.ix, ix));
+        Ok(Self::redemption_view(shard, st, ix))
     }
 
-    fn replay_redemption(&self, rid: u64, id: u32, terminal: &str) -> CoreResult<RedemptionView> {
-        let view = self.get_redemption(rid)?;
-        if view.code_id != id {
-            return Err(CoreError::IdempotencyKeyReused { field: "code" });
-        }
-        if &*view.terminal != terminal {
-            return Err(CoreError::IdempotencyKeyReused { field: "terminal" });
-        }
-        Ok(view)
+    /// Whether any code id or request id occurs twice among the grouped batch items.
+    fn has_repeats(groups: &BTreeMap<(usize, u32), Vec<BatchItem>>, request_ids: &Texts) -> bool {
+        let n: usize = groups.values().map(Vec::len).sum();
+        let mut ids = hashbrown::HashSet::with_capacity(n);
+        let mut rqs = hashbrown::HashSet::with_capacity(n);
+        groups.values().flatten().any(|&(i, id, _)| !ids.insert(id) || !rqs.insert(request_ids.get(i).unwrap_or("")))
     }
 
     fn redemption_view(shard: &Shard, st: &ShardState, ix: u32) -> RedemptionView {
@@ -923,21 +1004,65 @@ impl Engine {
         }
     }
 
-    /// Redeems many codes for one terminal; one result per item, items independent.
+    /// Redeems many codes for one terminal; one result per item in input order, items
+    /// independent (as if redeemed one by one in input order). Items are grouped by (request-id
+    /// registry part, shard) so each pair of locks is taken once per block.
     pub fn redeem_many(&self, codes: &Texts, request_ids: &Texts, terminal: &str, pins: Option<&Texts>) -> CoreResult<Vec<CoreResult<RedemptionView>>> {
-        if request_ids.len() != codes.len() || pins.is_some_and(|p| p.len() != codes.len()) {
-            return Err(CoreError::InvalidArgument { field: "request_ids", reason: "must have one entry per code" });
+        let n = codes.len();
+        self.check_batch(n, &[(request_ids.len(), "request_ids"), (pins.map_or(n, Texts::len), "pins")])?;
+        let mut out: Vec<Option<CoreResult<RedemptionView>>> = (0..n).map(|_| None).collect();
+        let mut groups: BTreeMap<(usize, u32), Vec<BatchItem>> = BTreeMap::new();
+        for (i, f) in self.lookup_many(codes).into_iter().enumerate() {
+            let rq = request_ids.get(i).unwrap_or("");
+            // Same precedence as `redeem`: code text, request id, terminal, PIN, then lookup.
+            let checked = match f {
+                Err(e @ CoreError::InvalidCode { .. }) => Err(e),
+                f => (|| {
+                    check_ref("request_id", rq)?;
+                    check_ref("terminal", terminal)?;
+                    if let Some(p) = pins.and_then(|p| p.get(i)) {
+                        check_pin(p, Some(i))?;
+                    }
+                    let found = f?;
+                    let (s, _) = self.dir.locate(found.0).ok_or(CoreError::CodeNotFound { code_id: None })?;
+                    Ok((s, found))
+                })(),
+            };
+            match checked {
+                Ok((s, (id, key))) => groups.entry((self.request_ids.part_of(rq), s)).or_default().push((i, id, key)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
         }
-        if codes.len() > BATCH_ITEMS_MAX {
-            return Err(CoreError::LimitExceeded { field: "codes", max: BATCH_ITEMS_MAX as u64, got: codes.len() as u64 });
+        let now = self.now_ms();
+        if Self::has_repeats(&groups, request_ids) {
+            // A code or request id appears twice: outcomes depend on order, so run the items one
+            // by one in input order (rare: retries normally arrive in separate calls).
+            let mut items: Vec<(usize, (usize, u32), u32, u128)> =
+                groups.into_iter().flat_map(|(g, v)| v.into_iter().map(move |(i, id, key)| (i, g, id, key))).collect();
+            items.sort_unstable_by_key(|it| it.0);
+            groups = BTreeMap::new();
+            for (i, g, id, key) in items {
+                let shard = self.shard_by_ix(g.1).unwrap_or_else(|| bug("redeem_many", "directory names a missing shard"));
+                let mut reg = self.request_ids.lock_part(g.0);
+                let mut st = shard.state.lock();
+                let rq = request_ids.get(i).unwrap_or("");
+                let pin = pins.and_then(|p| p.get(i));
+                out[i] = Some(self.redeem_locked(&shard, &mut st, &mut reg, (id, key), rq, terminal, pin, now));
+            }
         }
-        Ok((0..codes.len())
-            .map(|i| {
-                let code = codes.get(i).ok_or(CoreError::InvalidCode { index: None, reason: "missing" })?;
-                let rid = request_ids.get(i).unwrap_or("");
-                self.redeem(code, rid, terminal, pins.and_then(|p| p.get(i)))
-            })
-            .collect())
+        for ((part, s), items) in groups {
+            let shard = self.shard_by_ix(s).unwrap_or_else(|| bug("redeem_many", "directory names a missing shard"));
+            for block in items.chunks(LOCK_BLOCK) {
+                let mut reg = self.request_ids.lock_part(part);
+                let mut st = shard.state.lock();
+                for &(i, id, key) in block {
+                    let rq = request_ids.get(i).unwrap_or("");
+                    let pin = pins.and_then(|p| p.get(i));
+                    out[i] = Some(self.redeem_locked(&shard, &mut st, &mut reg, (id, key), rq, terminal, pin, now));
+                }
+            }
+        }
+        Ok(out.into_iter().map(|r| r.unwrap_or_else(|| bug("redeem_many", "item without result"))).collect())
     }
 
     /// A redemption by id. Errors: REDEMPTION_NOT_FOUND.
