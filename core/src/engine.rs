@@ -128,6 +128,15 @@ pub struct RedemptionView {
     pub rollback_reason: Option<String>,
 }
 
+/// The compact result of one item of `redeem_many` (`get_redemption` gives the full record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedeemOutcome {
+    pub redemption_id: u64,
+    pub code_id: u32,
+    pub uses_left: u16,
+    pub redeemed_at_ms: u64,
+}
+
 /// Everything the engine knows about one code (no secrets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeInfo {
@@ -924,10 +933,12 @@ impl Engine {
         let mut reg = self.request_ids.lock(request_id);
         let now = self.now_ms();
         let mut st = shard.state.lock();
-        self.redeem_locked(&shard, &mut st, &mut reg, (id, key), request_id, terminal, pin, now)
+        let ix = self.redeem_locked(&shard, &mut st, &mut reg, (id, key), request_id, terminal, pin, now)?;
+        Ok(Self::redemption_view(&shard, &st, ix))
     }
 
     /// The body of `redeem`, with the request id's registry part and the code's shard locked.
+    /// Returns the index (in the shard) of the new or replayed redemption.
     #[allow(clippy::too_many_arguments)]
     fn redeem_locked(
         &self,
@@ -939,7 +950,7 @@ impl Engine {
         terminal: &str,
         pin: Option<&str>,
         now: u64,
-    ) -> CoreResult<RedemptionView> {
+    ) -> CoreResult<u32> {
         let rec = *st.rec(&self.dir, id).ok_or(CoreError::CodeNotFound { code_id: None })?;
         self.check_pin_of(&rec, key, pin)?;
         if let Some(&rid) = reg.get(request_id) {
@@ -947,14 +958,14 @@ impl Engine {
             if (rid >> 32) as u32 != shard.ix {
                 return Err(CoreError::IdempotencyKeyReused { field: "code" });
             }
-            let view = Self::redemption_view(shard, st, rid as u32);
-            if view.code_id != id {
+            let first = &st.redemptions[rid as u32 as usize];
+            if first.code != id {
                 return Err(CoreError::IdempotencyKeyReused { field: "code" });
             }
-            if &*view.terminal != terminal {
+            if &*st.terminal(first.terminal) != terminal {
                 return Err(CoreError::IdempotencyKeyReused { field: "terminal" });
             }
-            return Ok(view);
+            return Ok(rid as u32);
         }
         match Self::status_of(st, &rec, Self::now_s(now)) {
             Status::Valid => {}
@@ -978,7 +989,7 @@ impl Engine {
         let r = Rec::Redeem { shard: shard.ix, code: id, request_id, terminal, at_ms: now };
         st.apply(&self.dir, &r).unwrap_or_else(|e| bug("redeem", e));
         reg.insert(Arc::clone(&st.redemptions[ix as usize].request_id), redemption_id(shard.ix, ix));
-        Ok(Self::redemption_view(shard, st, ix))
+        Ok(ix)
     }
 
     /// Whether any code id or request id occurs twice among the grouped batch items.
@@ -987,6 +998,11 @@ impl Engine {
         let mut ids = hashbrown::HashSet::with_capacity(n);
         let mut rqs = hashbrown::HashSet::with_capacity(n);
         groups.values().flatten().any(|&(i, id, _)| !ids.insert(id) || !rqs.insert(request_ids.get(i).unwrap_or("")))
+    }
+
+    fn outcome(shard: &Shard, st: &ShardState, ix: u32) -> RedeemOutcome {
+        let r = &st.redemptions[ix as usize];
+        RedeemOutcome { redemption_id: redemption_id(shard.ix, ix), code_id: r.code, uses_left: r.uses_after, redeemed_at_ms: r.at_ms }
     }
 
     fn redemption_view(shard: &Shard, st: &ShardState, ix: u32) -> RedemptionView {
@@ -1007,10 +1023,10 @@ impl Engine {
     /// Redeems many codes for one terminal; one result per item in input order, items
     /// independent (as if redeemed one by one in input order). Items are grouped by (request-id
     /// registry part, shard) so each pair of locks is taken once per block.
-    pub fn redeem_many(&self, codes: &Texts, request_ids: &Texts, terminal: &str, pins: Option<&Texts>) -> CoreResult<Vec<CoreResult<RedemptionView>>> {
+    pub fn redeem_many(&self, codes: &Texts, request_ids: &Texts, terminal: &str, pins: Option<&Texts>) -> CoreResult<Vec<CoreResult<RedeemOutcome>>> {
         let n = codes.len();
         self.check_batch(n, &[(request_ids.len(), "request_ids"), (pins.map_or(n, Texts::len), "pins")])?;
-        let mut out: Vec<Option<CoreResult<RedemptionView>>> = (0..n).map(|_| None).collect();
+        let mut out: Vec<Option<CoreResult<RedeemOutcome>>> = (0..n).map(|_| None).collect();
         let mut groups: BTreeMap<(usize, u32), Vec<BatchItem>> = BTreeMap::new();
         for (i, f) in self.lookup_many(codes).into_iter().enumerate() {
             let rq = request_ids.get(i).unwrap_or("");
@@ -1047,7 +1063,8 @@ impl Engine {
                 let mut st = shard.state.lock();
                 let rq = request_ids.get(i).unwrap_or("");
                 let pin = pins.and_then(|p| p.get(i));
-                out[i] = Some(self.redeem_locked(&shard, &mut st, &mut reg, (id, key), rq, terminal, pin, now));
+                let r = self.redeem_locked(&shard, &mut st, &mut reg, (id, key), rq, terminal, pin, now);
+                out[i] = Some(r.map(|ix| Self::outcome(&shard, &st, ix)));
             }
         }
         for ((part, s), items) in groups {
@@ -1058,7 +1075,8 @@ impl Engine {
                 for &(i, id, key) in block {
                     let rq = request_ids.get(i).unwrap_or("");
                     let pin = pins.and_then(|p| p.get(i));
-                    out[i] = Some(self.redeem_locked(&shard, &mut st, &mut reg, (id, key), rq, terminal, pin, now));
+                    let r = self.redeem_locked(&shard, &mut st, &mut reg, (id, key), rq, terminal, pin, now);
+                out[i] = Some(r.map(|ix| Self::outcome(&shard, &st, ix)));
                 }
             }
         }

@@ -240,14 +240,22 @@ impl Rec<'_> {
     }
 }
 
-/// Appends one framed record (`[len][seq][crc][payload]`) to `out`.
-pub fn frame(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
+/// The checksum of a frame: CRC-32 over its length, sequence number and payload, so a damaged
+/// length field is caught like damaged data.
+fn frame_crc(len: u32, seq: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
     h.update(&seq.to_le_bytes());
     h.update(payload);
+    h.finalize()
+}
+
+/// Appends one framed record (`[len][seq][crc][payload]`) to `out`.
+pub fn frame(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
+    let crc = frame_crc(payload.len() as u32, seq, payload);
     out.put_u32(payload.len() as u32);
     out.put_u64(seq);
-    out.put_u32(h.finalize());
+    out.put_u32(crc);
     out.extend_from_slice(payload);
 }
 
@@ -276,10 +284,7 @@ pub fn read_frames(data: &[u8]) -> Result<Vec<Frame<'_>>, CoreError> {
             return Err(corrupt("frame length out of range"));
         }
         let payload = r.bytes(len, "payload").map_err(|_| corrupt("torn frame payload"))?;
-        let mut h = crc32fast::Hasher::new();
-        h.update(&seq.to_le_bytes());
-        h.update(payload);
-        if h.finalize() != crc {
+        if frame_crc(len as u32, seq, payload) != crc {
             return Err(corrupt("checksum mismatch"));
         }
         frames.push(Frame { seq, payload, offset });
@@ -302,52 +307,48 @@ pub struct Scan {
     pub torn_tail: bool,
 }
 
+/// Reads the frame at `data[pos..]` if it is whole and its checksum holds: (seq, end).
+fn valid_frame_at(data: &[u8], pos: usize) -> Option<(u64, usize)> {
+    let rest = data.get(pos..)?;
+    if rest.len() < FRAME_HEADER {
+        return None;
+    }
+    let mut r = Reader::new(rest);
+    let (len, seq, crc) = (r.u32("len").ok()?, r.u64("seq").ok()?, r.u32("crc").ok()?);
+    let end = FRAME_HEADER.checked_add(len as usize)?;
+    if len as usize > PAYLOAD_MAX || end > rest.len() {
+        return None;
+    }
+    (frame_crc(len, seq, &rest[FRAME_HEADER..end]) == crc).then_some((seq, pos + end))
+}
+
 /// Scans framed records, stopping at the first bad frame (short header, length out of range,
 /// payload past the end, checksum mismatch, or a sequence number that is not the previous + 1).
+/// The bad part is a torn tail only if no valid later record can be found anywhere after it
+/// (searched byte by byte); otherwise it is corruption with acknowledged records behind it.
 pub fn scan_frames(data: &[u8]) -> Scan {
     let mut s = Scan { valid_len: 0, records: 0, first_seq: 0, last_seq: 0, error: None, torn_tail: false };
     let mut pos = 0usize;
     while pos < data.len() {
-        let rest = &data[pos..];
-        let bad = |s: &mut Scan, why: &str, end: usize| {
-            s.error = Some(why.to_string());
-            s.torn_tail = end >= data.len();
+        let why = match valid_frame_at(data, pos) {
+            Some((seq, end)) if s.records == 0 || seq == s.last_seq + 1 => {
+                if s.records == 0 {
+                    s.first_seq = seq;
+                }
+                s.last_seq = seq;
+                s.records += 1;
+                pos = end;
+                s.valid_len = pos;
+                continue;
+            }
+            Some(_) => "sequence number out of order",
+            None if data.len() - pos < FRAME_HEADER => "torn frame header",
+            None => "bad frame (length, payload or checksum)",
         };
-        if rest.len() < FRAME_HEADER {
-            bad(&mut s, "torn frame header", data.len());
-            break;
-        }
-        let mut r = Reader::new(rest);
-        let (Ok(len), Ok(seq), Ok(crc)) = (r.u32("len"), r.u64("seq"), r.u32("crc")) else { break };
-        let len = len as usize;
-        if len > PAYLOAD_MAX {
-            bad(&mut s, "frame length out of range", data.len());
-            break;
-        }
-        let end = pos + FRAME_HEADER + len;
-        if end > data.len() {
-            bad(&mut s, "torn frame payload", end);
-            break;
-        }
-        let mut h = crc32fast::Hasher::new();
-        h.update(&seq.to_le_bytes());
-        h.update(&rest[FRAME_HEADER..FRAME_HEADER + len]);
-        if h.finalize() != crc {
-            bad(&mut s, "checksum mismatch", end);
-            break;
-        }
-        if s.records > 0 && seq != s.last_seq + 1 {
-            bad(&mut s, "sequence number out of order", pos);
-            s.torn_tail = false;
-            break;
-        }
-        if s.records == 0 {
-            s.first_seq = seq;
-        }
-        s.last_seq = seq;
-        s.records += 1;
-        pos = end;
-        s.valid_len = pos;
+        s.error = Some(why.to_string());
+        let later = (pos + 1..data.len()).any(|p| valid_frame_at(data, p).is_some_and(|(seq, _)| s.records == 0 || seq > s.last_seq));
+        s.torn_tail = !later && why != "sequence number out of order";
+        break;
     }
     s
 }
@@ -398,5 +399,12 @@ mod tests {
         mid[FRAME_HEADER + 2] ^= 1; // inside the first record's payload, with records after it
         let m = scan_frames(&mid);
         assert_eq!((m.records, m.valid_len, m.torn_tail), (0, 0, false));
+        // A damaged length in the second-to-last frame, pointing past the end: the last frame
+        // is still valid behind it, so this is corruption, not a torn tail.
+        let mut len_hit = framed.clone();
+        let prev_start = frames[frames.len() - 2].offset;
+        len_hit[prev_start + 1] ^= 0x10;
+        let l = scan_frames(&len_hit);
+        assert_eq!((l.records, l.torn_tail), (11, false), "{l:?}");
     }
 }

@@ -200,6 +200,12 @@ impl ShardState {
         Some(&self.chunks[c][o])
     }
 
+    /// A copy of `id`'s record (no copy-on-write of its chunk, unlike `rec_mut`).
+    #[inline]
+    fn rec_copy(&self, dir: &Directory, id: u32) -> Result<CodeRecord, ApplyError> {
+        self.rec(dir, id).copied().ok_or("code id not in this shard")
+    }
+
     #[inline]
     fn rec_mut(&mut self, dir: &Directory, id: u32) -> Result<&mut CodeRecord, ApplyError> {
         let (c, o) = self.slot_of(dir, id).ok_or("code id not in this shard")?;
@@ -268,7 +274,7 @@ impl ShardState {
 
     /// Takes an available code out of its pool bucket (state unchanged; caller sets it).
     fn unstock(&mut self, dir: &Directory, id: u32) -> Result<(), ApplyError> {
-        let rec = *self.rec_mut(dir, id)?;
+        let rec = self.rec_copy(dir, id)?;
         if rec.state() != State::Available {
             return Err("code is not available");
         }
@@ -291,7 +297,7 @@ impl ShardState {
 
     /// Puts a code (not currently in a bucket) into its pool's bucket and marks it available.
     fn restock(&mut self, dir: &Directory, id: u32) -> Result<(), ApplyError> {
-        let rec = *self.rec_mut(dir, id)?;
+        let rec = self.rec_copy(dir, id)?;
         let until = self.window(&rec).1;
         let pos = self.pool_mut(rec.pool).buckets.entry(until).or_default().push(id);
         let r = self.rec_mut(dir, id)?;
@@ -315,7 +321,7 @@ impl ShardState {
         if sale_until == 0 {
             return Ok(());
         }
-        let rec = *self.rec_mut(dir, id)?;
+        let rec = self.rec_copy(dir, id)?;
         let (from, until) = self.window(&rec);
         if sale_until < until {
             let v = self.validity(from, sale_until);
@@ -327,7 +333,7 @@ impl ShardState {
     /// Takes `ids` (all available, in `pool`) out of stock into `to` with `slot`.
     fn take_stock(&mut self, dir: &Directory, ids: &[u32], pool: u32, to: State, slot: u32) -> Result<(), ApplyError> {
         for &id in ids {
-            if self.rec_mut(dir, id)?.pool != pool {
+            if self.rec_copy(dir, id)?.pool != pool {
                 return Err("code is in another pool");
             }
             self.unstock(dir, id)?;
@@ -338,7 +344,7 @@ impl ShardState {
 
     fn return_stock(&mut self, dir: &Directory, ids: &[u32]) -> Result<(), ApplyError> {
         for &id in ids {
-            let r = *self.rec_mut(dir, id)?;
+            let r = self.rec_copy(dir, id)?;
             self.count(r.pool, Some(r.state()), Some(State::Available));
             self.restock(dir, id)?;
         }
@@ -408,7 +414,7 @@ impl ShardState {
                 let h = self.open_hold(*hold)?;
                 let order = self.orders.len() as u32;
                 for &id in h.ids.iter() {
-                    if self.rec_mut(dir, id)?.state() != State::Held {
+                    if self.rec_copy(dir, id)?.state() != State::Held {
                         return Err("held code is not held");
                     }
                     self.set_state(dir, id, State::Allocated, order)?;
@@ -423,7 +429,7 @@ impl ShardState {
             Rec::Release { hold, .. } | Rec::Expire { hold, .. } => {
                 let h = self.open_hold(*hold)?;
                 for &id in h.ids.iter() {
-                    if self.rec_mut(dir, id)?.state() != State::Held {
+                    if self.rec_copy(dir, id)?.state() != State::Held {
                         return Err("held code is not held");
                     }
                 }
@@ -434,7 +440,7 @@ impl ShardState {
             }
             Rec::Move { to_pool, ids, .. } => {
                 for &id in ids {
-                    let from = self.rec_mut(dir, id)?.pool;
+                    let from = self.rec_copy(dir, id)?.pool;
                     if from == *to_pool {
                         return Err("move within one pool");
                     }
@@ -447,7 +453,7 @@ impl ShardState {
                 Ok(())
             }
             Rec::Redeem { code, request_id, terminal, at_ms, .. } => {
-                let r = *self.rec_mut(dir, *code)?;
+                let r = self.rec_copy(dir, *code)?;
                 if r.uses_left == 0 {
                     return Err("redeem of a code with no uses left");
                 }
@@ -476,7 +482,7 @@ impl ShardState {
                     return Err("redemption already rolled back");
                 }
                 let code = rd.code;
-                let r = *self.rec_mut(dir, code)?;
+                let r = self.rec_copy(dir, code)?;
                 if r.uses_left >= self.config.uses_per_code {
                     return Err("rollback beyond the code's uses");
                 }
@@ -491,7 +497,7 @@ impl ShardState {
             }
             Rec::Freeze { ids, .. } => {
                 for &id in ids {
-                    let r = *self.rec_mut(dir, id)?;
+                    let r = self.rec_copy(dir, id)?;
                     match r.state() {
                         State::Available => {
                             self.unstock(dir, id)?;
@@ -499,7 +505,7 @@ impl ShardState {
                         State::Allocated | State::Redeemed => {}
                         _ => return Err("freeze of a held, frozen or void code"),
                     }
-                    let slot = self.rec_mut(dir, id)?.slot;
+                    let slot = self.rec_copy(dir, id)?.slot;
                     self.set_state(dir, id, State::Frozen, slot)?;
                     self.rec_mut(dir, id)?.frozen_from = r.state;
                 }
@@ -507,7 +513,7 @@ impl ShardState {
             }
             Rec::Unfreeze { ids, .. } => {
                 for &id in ids {
-                    let r = *self.rec_mut(dir, id)?;
+                    let r = self.rec_copy(dir, id)?;
                     if r.state() != State::Frozen {
                         return Err("unfreeze of a code that is not frozen");
                     }
@@ -524,13 +530,13 @@ impl ShardState {
             }
             Rec::Void { ids, .. } => {
                 for &id in ids {
-                    let r = *self.rec_mut(dir, id)?;
+                    let r = self.rec_copy(dir, id)?;
                     match r.state() {
                         State::Available => self.unstock(dir, id)?,
                         State::Allocated | State::Redeemed | State::Frozen => {}
                         _ => return Err("void of a held or void code"),
                     }
-                    let slot = self.rec_mut(dir, id)?.slot;
+                    let slot = self.rec_copy(dir, id)?.slot;
                     self.set_state(dir, id, State::Void, slot)?;
                 }
                 Ok(())

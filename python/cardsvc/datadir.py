@@ -74,6 +74,15 @@ def write_file_durably(path: Path, data: bytes, mode: int = 0o600) -> None:
     fsync_dir(path.parent)
 
 
+def instance_id(data_dir: Path) -> str:
+    """A random id for this data directory (``DIR/instance.id``, created on first use). A Redis
+    namespace is bound to the directory that first used it (see ``RedisSink``)."""
+    path = data_dir / "instance.id"
+    if not path.exists():
+        write_file_durably(path, os.urandom(16).hex().encode(), 0o644)
+    return path.read_text().strip()
+
+
 def load_lookup_key(data_dir: Path) -> bytes:
     """The engine's lookup key: from ``$CARDSVC_LOOKUP_KEY_FILE`` if set, else
     ``DIR/lookup.key``, created with 32 random bytes on first start.

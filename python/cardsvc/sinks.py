@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cardsvc.datadir import fsync_dir, write_file_durably
+from cardsvc.engine import scan_journal
 from cardsvc.errors import ErrorCode, make_error
 
 SEGMENT_BYTES_MAX = 64 << 20
@@ -105,6 +106,11 @@ class JournalSink(ABC):
     def drop_snapshot(self, seq: int) -> None: ...
 
     @abstractmethod
+    def quarantine_snapshot(self, seq: int) -> None:
+        """Sets a snapshot that failed its checks aside (kept for inspection, never loaded or
+        counted again)."""
+
+    @abstractmethod
     def trim_journal(self, upto_seq: int) -> int:
         """Removes whole chunks whose records all have seq <= ``upto_seq``; returns how many."""
 
@@ -136,6 +142,10 @@ class FileSink(JournalSink):
         self.segment_bytes_max = segment_bytes_max
         self._fd = -1
         self._size = 0
+        # A crash while writing a snapshot leaves its temporary file; it was never renamed into
+        # place, so it holds nothing recovery needs.
+        for leftover in self.snapshot_dir.glob("*.tmp"):
+            leftover.unlink()
 
     def guarantee(self) -> Guarantee:
         return Guarantee(
@@ -208,6 +218,12 @@ class FileSink(JournalSink):
         (self.snapshot_dir / f"{seq:020d}.snap").unlink(missing_ok=True)
         fsync_dir(self.snapshot_dir)
 
+    def quarantine_snapshot(self, seq: int) -> None:
+        path = self.snapshot_dir / f"{seq:020d}.snap"
+        if path.exists():
+            path.rename(path.with_suffix(".corrupt"))
+            fsync_dir(self.snapshot_dir)
+
     def trim_journal(self, upto_seq: int) -> int:
         segments = self._segments()
         removed = 0
@@ -244,7 +260,7 @@ class RedisSink(JournalSink):
 
     name = "redis"
 
-    def __init__(self, url: str, namespace: str = "cardsvc") -> None:
+    def __init__(self, url: str, namespace: str = "cardsvc", owner: str = "") -> None:
         import redis  # imported here: the file sink needs no Redis client
 
         self._redis_errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
@@ -255,7 +271,25 @@ class RedisSink(JournalSink):
         self._journal = f"{tag}:journal"
         self._snaps = f"{tag}:snaps"
         self._snap_prefix = f"{tag}:snap:"
+        self._owner_key = f"{tag}:owner"
+        self._corrupt_snaps = f"{tag}:snaps:corrupt"
+        self.namespace = namespace
         self.url_for_display = url.split("@")[-1]
+        if owner:
+            self._claim(owner)
+
+    def _claim(self, owner: str) -> None:
+        """Binds the namespace to one data directory (its instance id): a second store from
+        another directory would interleave journals and lose acknowledged effects, so it is
+        refused. The same directory may reopen it at once after a crash."""
+        self._call("claim the namespace", lambda: self._client.set(self._owner_key, owner, nx=True))
+        holder = self._call("claim the namespace", self._client.get, self._owner_key)
+        if holder is not None and holder.decode() != owner:
+            raise make_error(
+                ErrorCode.DATA_DIR_LOCKED,
+                f"Redis namespace {self.namespace!r} belongs to another data directory",
+                {"sink": "redis", "namespace": self.namespace, "owner": holder.decode()},
+            )
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         try:
@@ -304,9 +338,12 @@ class RedisSink(JournalSink):
         try:
             self._client.xadd(self._journal, {"f": frames}, id=f"{last_seq}-1")
         except redis.ResponseError as error:
-            # A retry of a batch whose reply was lost: the entry is already there.
-            top = self._call("read the journal", self._client.xrevrange, self._journal, "+", "-", 1)
-            if top and int(top[0][0].split(b"-")[0]) >= last_seq:
+            # A retry of a batch whose reply was lost: the very same entry is already there.
+            entry_id = f"{last_seq}-1"
+            same = self._call(
+                "read the journal", self._client.xrange, self._journal, entry_id, entry_id
+            )
+            if same and same[0][1].get(b"f") == frames:
                 return
             raise _unavailable("redis", "append to the journal", error) from error
         except self._redis_errors as error:
@@ -331,14 +368,31 @@ class RedisSink(JournalSink):
 
     def cut_tail(self, chunk: JournalChunk, valid_len: int) -> None:
         # Redis stores each batch atomically, so a bad final entry is dropped or rewritten whole.
+        # A stream remembers its highest id even after XDEL and would refuse to re-add it (or any
+        # later batch numbered at or below it), so its last id is set back to the entry before.
         self._call("cut the journal tail", self._client.xdel, self._journal, chunk.source)
+        top = self._call("read the journal", self._client.xrevrange, self._journal, "+", "-", 1)
+        previous = top[0][0].decode() if top else "0-1"
+        self._call(
+            "cut the journal tail",
+            self._client.execute_command,
+            "XSETID",
+            self._journal,
+            previous,
+            "MAXDELETEDID",
+            previous,
+        )
         if valid_len:
+            # The kept part is re-added under its own last sequence number, so the batches that
+            # follow it (numbered from there on) are accepted.
+            kept = chunk.data[:valid_len]
+            kept_last = scan_journal(kept)[3]
             self._call(
                 "cut the journal tail",
                 self._client.xadd,
                 self._journal,
-                {"f": chunk.data[:valid_len]},
-                chunk.source,
+                {"f": kept},
+                f"{kept_last}-1",
             )
 
     def write_snapshot(self, seq: int, data: bytes) -> None:
@@ -362,6 +416,10 @@ class RedisSink(JournalSink):
         keys = [f"{self._snap_prefix}{seq}:{i}" for i in range(n)]
         parts = self._call("read a snapshot", self._client.mget, keys) if keys else []
         return b"".join(p or b"" for p in parts)
+
+    def quarantine_snapshot(self, seq: int) -> None:
+        self._call("set a snapshot aside", self._client.zrem, self._snaps, str(seq))
+        self._call("set a snapshot aside", self._client.zadd, self._corrupt_snaps, {str(seq): seq})
 
     def drop_snapshot(self, seq: int) -> None:
         n = int(self._call("drop a snapshot", self._client.get, f"{self._snap_prefix}{seq}:n") or 0)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cardsvc.datadir import DataDirLock, load_lookup_key
+from cardsvc.datadir import DataDirLock, instance_id, load_lookup_key
 from cardsvc.engine import Engine, scan_journal
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.sinks import SNAPSHOTS_KEPT, FileSink, Guarantee, JournalSink, RedisSink
@@ -93,7 +93,7 @@ def make_sink(config: StoreConfig) -> JournalSink:
                 "the redis sink needs a Redis URL",
                 {"field": "redis_url"},
             )
-        return RedisSink(config.redis_url, config.redis_namespace)
+        return RedisSink(config.redis_url, config.redis_namespace, instance_id(config.data_dir))
     raise make_error(
         ErrorCode.INVALID_ARGUMENT, "journal sink must be file or redis", {"field": "journal"}
     )
@@ -125,12 +125,20 @@ def recover(sink: JournalSink, lookup_key: bytes, *, repair: bool) -> tuple[Engi
                 raise
             report.snapshots_rejected.append({"seq": seq, "reason": error.details.get("reason")})
             log.error("snapshot %d rejected: %s", seq, error.message)
+            if repair:
+                sink.quarantine_snapshot(seq)
     if engine is None:
         engine = Engine(lookup_key)
     expected = report.snapshot_seq + 1
     for chunk in sink.journal_chunks():
         report.journal_chunks += 1
         valid_len, records, first, last, scan_error, torn = scan_journal(chunk.data)
+        if records and first > expected and report.snapshots_rejected and not report.snapshot_seq:
+            raise make_error(
+                ErrorCode.SNAPSHOT_CORRUPT,
+                "every snapshot is corrupt and the journal before them was trimmed",
+                {"rejected": report.snapshots_rejected, "journal_starts_at": first},
+            )
         if records and first > expected:
             raise _corrupt(
                 f"journal records {expected}..{first - 1} are missing before {chunk.source}",

@@ -2,10 +2,10 @@
 
 Goal: prove the persistence half of docs/engine.md: ``snapshot()``/``restore()`` round-trips the
 whole state, ``drain_journal()`` frames are ``[len u32][seq u64][crc32 u32][payload]`` with
-increasing sequence numbers and a CRC over seq and payload, replaying the journal onto an empty
-engine (or onto a restored snapshot, for the records after it) gives an equal ``state_digest()``,
-and any flipped byte or truncation of a snapshot or journal frame raises SNAPSHOT_CORRUPT or
-JOURNAL_CORRUPT and leaves the target engine unchanged.
+increasing sequence numbers and a CRC over length, seq and payload, replaying the journal onto an
+empty engine (or onto a restored snapshot, for the records after it) gives an equal
+``state_digest()``, and any flipped byte or truncation of a snapshot or journal frame raises
+SNAPSHOT_CORRUPT or JOURNAL_CORRUPT and leaves the target engine unchanged.
 
 Method: a fixed history touching every kind of state (SKUs with N uses and no sale, pools, PINs,
 validity windows, open/released/expired/confirmed holds, orders, redemptions, rollbacks, frozen
@@ -59,7 +59,7 @@ def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
         length, seq, crc = FRAME_HEADER.unpack_from(data, offset)
         payload = data[offset + FRAME_HEADER.size : offset + FRAME_HEADER.size + length]
         assert len(payload) == length, f"torn payload at {offset}"
-        assert zlib.crc32(struct.pack("<Q", seq) + payload) == crc, f"bad CRC at {offset}"
+        assert zlib.crc32(struct.pack("<IQ", length, seq) + payload) == crc, f"bad CRC at {offset}"
         frames.append((seq, payload))
         offset += FRAME_HEADER.size + length
     return frames

@@ -2,7 +2,7 @@
 //! the core through `detach::run` and converts the result.
 
 use super::convert::{texts, u32_arg, Int};
-use super::detach::run;
+use super::detach::{run, run_on};
 use super::error::{to_pyerr, to_pyobject};
 use super::results::*;
 use crate::engine::{Engine, Stock};
@@ -78,7 +78,7 @@ impl CoreEngine {
         let e = self.eng();
         let uses = u32::try_from(uses_per_code.0).unwrap_or(0);
         let days = validity_days_after_sale.map(|d| u32::try_from(d.0).unwrap_or(u32::MAX));
-        run(py, || e.create_sku(sku, uses, redeem_requires_sale, days))
+        run_on(py, &e, || e.create_sku(sku, uses, redeem_requires_sale, days))
     }
 
     fn skus(&self) -> Vec<String> {
@@ -108,7 +108,7 @@ impl CoreEngine {
             Ok((codes, pins, u32_arg(pool.0, "pool")?, opt_u32(valid_from, "valid_from")?, opt_u32(valid_until, "valid_until")?, u32_arg(batch.0, "batch")?))
         };
         let (codes, pins, pool, from, until, batch) = prep().map_err(|err| to_pyerr(py, err))?;
-        run(py, || e.import_codes(sku, &codes, pins.as_ref(), pool, from, until, batch))
+        run_on(py, &e, || e.import_codes(sku, &codes, pins.as_ref(), pool, from, until, batch))
     }
 
     #[pyo3(signature = (sku, qty, order_ref, pool=Int(0)), text_signature = "(self, sku, qty, order_ref, pool=0)")]
@@ -116,7 +116,7 @@ impl CoreEngine {
         let e = self.eng();
         let qty = qty.0;
         let pool = u32_arg(pool.0, "pool").map_err(|err| to_pyerr(py, err))?;
-        run(py, || e.allocate(sku, qty, order_ref, pool))
+        run_on(py, &e, || e.allocate(sku, qty, order_ref, pool))
     }
 
     /// One result per request: a list of code ids or a CardsvcError instance.
@@ -131,6 +131,7 @@ impl CoreEngine {
                 })
                 .collect::<Vec<_>>()
         });
+        crate::shard::LAST_TICKET.with(|c| c.set(e.appended()));
         let out = PyList::empty(py);
         for r in results {
             match r {
@@ -143,7 +144,7 @@ impl CoreEngine {
 
     fn order_codes(&self, py: Python<'_>, order_ref: &str) -> PyResult<Vec<u32>> {
         let e = self.eng();
-        run(py, || e.order_code_ids(order_ref))
+        run_on(py, &e, || e.order_code_ids(order_ref))
     }
 
     fn order_code_ids(&self, py: Python<'_>, order_ref: &str) -> PyResult<Vec<u32>> {
@@ -155,45 +156,45 @@ impl CoreEngine {
         let e = self.eng();
         let (qty, ttl) = (qty.0, ttl_ms.0);
         let pool = u32_arg(pool.0, "pool").map_err(|err| to_pyerr(py, err))?;
-        run(py, || e.hold(sku, qty, hold_ref, ttl, pool)).map(Hold::from)
+        run_on(py, &e, || e.hold(sku, qty, hold_ref, ttl, pool)).map(Hold::from)
     }
 
     fn get_hold(&self, py: Python<'_>, hold_ref: &str) -> PyResult<Hold> {
         let e = self.eng();
-        run(py, || e.get_hold(hold_ref)).map(Hold::from)
+        run_on(py, &e, || e.get_hold(hold_ref)).map(Hold::from)
     }
 
     fn confirm_hold(&self, py: Python<'_>, hold_ref: &str, order_ref: &str) -> PyResult<Vec<u32>> {
         let e = self.eng();
-        run(py, || e.confirm_hold(hold_ref, order_ref))
+        run_on(py, &e, || e.confirm_hold(hold_ref, order_ref))
     }
 
     fn release_hold(&self, py: Python<'_>, hold_ref: &str) -> PyResult<usize> {
         let e = self.eng();
-        run(py, || e.release_hold(hold_ref))
+        run_on(py, &e, || e.release_hold(hold_ref))
     }
 
     fn expire_holds(&self, py: Python<'_>) -> PyResult<usize> {
         let e = self.eng();
-        run(py, || Ok(e.expire_holds()))
+        run_on(py, &e, || Ok(e.expire_holds()))
     }
 
     fn move_stock(&self, py: Python<'_>, sku: &str, qty: Int, from_pool: Int, to_pool: Int) -> PyResult<Vec<u32>> {
         let e = self.eng();
         let args = || -> Result<_, CoreError> { Ok((qty.0, u32_arg(from_pool.0, "from_pool")?, u32_arg(to_pool.0, "to_pool")?)) };
         let (qty, from, to) = args().map_err(|err| to_pyerr(py, err))?;
-        run(py, || e.move_stock(sku, qty, from, to))
+        run_on(py, &e, || e.move_stock(sku, qty, from, to))
     }
 
     fn lookup(&self, py: Python<'_>, code: &str) -> PyResult<u32> {
         let e = self.eng();
-        run(py, || e.lookup(code).map(|(id, _)| id))
+        run_on(py, &e, || e.lookup(code).map(|(id, _)| id))
     }
 
     #[pyo3(signature = (code, pin=None))]
     fn verify(&self, py: Python<'_>, code: &str, pin: Option<&str>) -> PyResult<Verification> {
         let e = self.eng();
-        run(py, || e.verify(code, pin)).map(Verification::from)
+        run_on(py, &e, || e.verify(code, pin)).map(Verification::from)
     }
 
     #[pyo3(signature = (codes, pins=None))]
@@ -201,13 +202,13 @@ impl CoreEngine {
         let e = self.eng();
         let prep = || -> Result<_, CoreError> { Ok((texts(codes, false, "codes")?, pins.map(|p| texts(p, true, "pins")).transpose()?)) };
         let (codes, pins) = prep().map_err(|err| to_pyerr(py, err))?;
-        run(py, || e.verify_many(&codes, pins.as_ref())).map(|results| VerifyBatch { results })
+        run_on(py, &e, || e.verify_many(&codes, pins.as_ref())).map(|results| VerifyBatch { results })
     }
 
     #[pyo3(signature = (code, request_id, terminal, pin=None))]
     fn redeem(&self, py: Python<'_>, code: &str, request_id: &str, terminal: &str, pin: Option<&str>) -> PyResult<Redemption> {
         let e = self.eng();
-        run(py, || e.redeem(code, request_id, terminal, pin)).map(Redemption::from)
+        run_on(py, &e, || e.redeem(code, request_id, terminal, pin)).map(Redemption::from)
     }
 
     #[pyo3(signature = (codes, request_ids, terminal, pins=None))]
@@ -217,58 +218,59 @@ impl CoreEngine {
             Ok((texts(codes, false, "codes")?, texts(request_ids, false, "request_ids")?, pins.map(|p| texts(p, true, "pins")).transpose()?))
         };
         let (codes, rids, pins) = prep().map_err(|err| to_pyerr(py, err))?;
-        run(py, || e.redeem_many(&codes, &rids, terminal, pins.as_ref())).map(|results| RedeemBatch { results })
+        let results = run_on(py, &e, || e.redeem_many(&codes, &rids, terminal, pins.as_ref()))?;
+        Ok(RedeemBatch { engine: Arc::clone(&e), results })
     }
 
     fn rollback(&self, py: Python<'_>, redemption_id: Int, reason: &str) -> PyResult<Redemption> {
         let e = self.eng();
         let rid = u64::try_from(redemption_id.0).map_err(|_| to_pyerr(py, CoreError::RedemptionNotFound { redemption_id: 0 }))?;
-        run(py, || e.rollback(rid, reason)).map(Redemption::from)
+        run_on(py, &e, || e.rollback(rid, reason)).map(Redemption::from)
     }
 
     fn get_redemption(&self, py: Python<'_>, redemption_id: Int) -> PyResult<Redemption> {
         let e = self.eng();
         let redemption_id = u64::try_from(redemption_id.0).map_err(|_| to_pyerr(py, CoreError::RedemptionNotFound { redemption_id: 0 }))?;
-        run(py, || e.get_redemption(redemption_id)).map(Redemption::from)
+        run_on(py, &e, || e.get_redemption(redemption_id)).map(Redemption::from)
     }
 
     fn freeze(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<(usize, usize)> {
         let e = self.eng();
-        run(py, || e.freeze(&ids_arg(code_ids)?))
+        run_on(py, &e, || e.freeze(&ids_arg(code_ids)?))
     }
 
     fn unfreeze(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<(usize, usize)> {
         let e = self.eng();
-        run(py, || e.unfreeze(&ids_arg(code_ids)?))
+        run_on(py, &e, || e.unfreeze(&ids_arg(code_ids)?))
     }
 
     fn void(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<(usize, usize)> {
         let e = self.eng();
-        run(py, || e.void(&ids_arg(code_ids)?))
+        run_on(py, &e, || e.void(&ids_arg(code_ids)?))
     }
 
     fn batch_code_ids(&self, py: Python<'_>, batch: Int) -> PyResult<Vec<u32>> {
         let e = self.eng();
-        run(py, || Ok(e.batch_code_ids(u32_arg(batch.0, "batch")?)))
+        run_on(py, &e, || Ok(e.batch_code_ids(u32_arg(batch.0, "batch")?)))
     }
 
     fn code_info(&self, py: Python<'_>, code_id: Int) -> PyResult<CodeInfo> {
         let e = self.eng();
         let id = u64::try_from(code_id.0).map_err(|_| to_pyerr(py, CoreError::CodeNotFound { code_id: None }))?;
-        run(py, || e.code_info(id)).map(CodeInfo::from)
+        run_on(py, &e, || e.code_info(id)).map(CodeInfo::from)
     }
 
     #[pyo3(signature = (sku, pool=None))]
     fn stock<'py>(&self, py: Python<'py>, sku: &str, pool: Option<Int>) -> PyResult<Bound<'py, PyDict>> {
         let e = self.eng();
         let pool = opt_u32(pool, "pool").map_err(|err| to_pyerr(py, err))?;
-        let s = run(py, || e.stock(sku, pool))?;
+        let s = run_on(py, &e, || e.stock(sku, pool))?;
         stock_dict(py, &s)
     }
 
     fn stock_by_pool<'py>(&self, py: Python<'py>, sku: &str) -> PyResult<Bound<'py, PyDict>> {
         let e = self.eng();
-        let by_pool = run(py, || e.stock_by_pool(sku))?;
+        let by_pool = run_on(py, &e, || e.stock_by_pool(sku))?;
         let d = PyDict::new(py);
         for (p, s) in &by_pool {
             d.set_item(p, stock_dict(py, s)?)?;
@@ -358,7 +360,7 @@ impl CoreEngine {
 
     fn apply_journal(&self, py: Python<'_>, data: &[u8]) -> PyResult<usize> {
         let e = self.eng();
-        run(py, || e.apply_journal(data))
+        run_on(py, &e, || e.apply_journal(data))
     }
 
     fn snapshot<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
@@ -371,7 +373,7 @@ impl CoreEngine {
     /// old state). Raises SNAPSHOT_CORRUPT.
     fn restore(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         let e = self.eng();
-        let engine = run(py, || e.reopen_from_snapshot(data))?;
+        let engine = run_on(py, &e, || e.reopen_from_snapshot(data))?;
         self.inner.store(Arc::new(engine));
         Ok(())
     }

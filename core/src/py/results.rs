@@ -2,7 +2,7 @@
 //! per-item objects only when indexed.
 
 use super::error::to_pyobject;
-use crate::engine::{CodeInfo as CoreCodeInfo, HoldView, RedemptionView, Verification as CoreVerification};
+use crate::engine::{CodeInfo as CoreCodeInfo, HoldView, RedeemOutcome, RedemptionView, Verification as CoreVerification};
 use crate::error::CoreResult;
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
@@ -199,9 +199,11 @@ fn codes<T>(results: &[CoreResult<T>]) -> Vec<&'static str> {
     results.iter().map(|r| r.as_ref().err().map_or("", |e| e.code())).collect()
 }
 
+/// Results of `redeem_many`: compact per item; indexing fetches the full redemption.
 #[pyclass(frozen, module = "cardsvc._core")]
 pub struct RedeemBatch {
-    pub results: Vec<CoreResult<RedemptionView>>,
+    pub engine: std::sync::Arc<crate::engine::Engine>,
+    pub results: Vec<CoreResult<RedeemOutcome>>,
 }
 
 #[pymethods]
@@ -214,7 +216,14 @@ impl RedeemBatch {
         self.results.len()
     }
     fn __getitem__<'py>(&self, py: Python<'py>, i: isize) -> PyResult<Bound<'py, PyAny>> {
-        item::<RedemptionView, Redemption>(py, &self.results[index(self.results.len(), i)?])
+        match &self.results[index(self.results.len(), i)?] {
+            Ok(o) => {
+                let (engine, rid) = (&self.engine, o.redemption_id);
+                let full = py.detach(|| engine.get_redemption(rid));
+                item::<RedemptionView, Redemption>(py, &full)
+            }
+            Err(e) => to_pyobject(py, e),
+        }
     }
     fn error_codes(&self) -> Vec<&'static str> {
         codes(&self.results)

@@ -1,0 +1,1 @@
+"""Durability tests: kill -9 crashes, Redis restarts, corrupted journals and snapshots."""
