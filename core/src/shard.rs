@@ -221,7 +221,9 @@ impl ShardState {
         while ids.len() < n {
             if fill == CHUNK {
                 g = dir.take_chunk(self.ix, self.chunks.len() as u32)?;
-                self.chunks.push(Arc::new(Vec::new()));
+                // Sized for what this call will put there, so filling it never reallocates.
+                let want = (n - ids.len()).min(CHUNK);
+                self.chunks.push(Arc::new(Vec::with_capacity(want)));
                 self.chunk_ids.push(g);
                 fill = 0;
             }
