@@ -39,33 +39,46 @@ impl Hold {
     }
 }
 
-#[pyclass(frozen, get_all, module = "cardsvc._core")]
-pub struct Verification {
-    pub code_id: u32,
-    pub status: &'static str,
-    pub sku: String,
-    pub uses_left: u16,
-    pub valid_from: Option<u32>,
-    pub valid_until: Option<u32>,
-}
+/// The result of `verify`; the SKU name stays shared with the core until read.
+#[pyclass(frozen, module = "cardsvc._core")]
+pub struct Verification(pub CoreVerification);
 
 impl From<CoreVerification> for Verification {
     fn from(v: CoreVerification) -> Verification {
-        Verification {
-            code_id: v.code_id,
-            status: v.status,
-            sku: v.sku.to_string(),
-            uses_left: v.uses_left,
-            valid_from: v.valid_from,
-            valid_until: v.valid_until,
-        }
+        Verification(v)
     }
 }
 
 #[pymethods]
 impl Verification {
+    #[getter]
+    fn code_id(&self) -> u32 {
+        self.0.code_id
+    }
+    #[getter]
+    fn status(&self) -> &'static str {
+        self.0.status
+    }
+    #[getter]
+    fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    #[getter]
+    fn uses_left(&self) -> u16 {
+        self.0.uses_left
+    }
+    #[getter]
+    fn valid_from(&self) -> Option<u32> {
+        self.0.valid_from
+    }
+    #[getter]
+    fn valid_until(&self) -> Option<u32> {
+        self.0.valid_until
+    }
+
     fn __repr__(&self) -> String {
-        format!("Verification(code_id={}, status={:?}, sku={:?}, uses_left={})", self.code_id, self.status, self.sku, self.uses_left)
+        let v = &self.0;
+        format!("Verification(code_id={}, status={:?}, sku={:?}, uses_left={})", v.code_id, v.status, &*v.sku, v.uses_left)
     }
 }
 
