@@ -216,6 +216,8 @@ pub struct Engine {
     durable: Mutex<Durability>,
     durable_changed: Condvar,
     demand: Condvar,
+    /// How long the last snapshot held the locks (see `last_snapshot_capture_us`).
+    pub(crate) last_capture_us: AtomicU64,
 }
 
 /// What verify reports and what decides redeem's error.
@@ -311,6 +313,7 @@ impl Engine {
             durable: Mutex::new(Durability::default()),
             durable_changed: Condvar::new(),
             demand: Condvar::new(),
+            last_capture_us: AtomicU64::new(0),
         }
     }
 

@@ -151,6 +151,7 @@ impl Engine {
     /// to its `last_seq`. Shards are locked only while their state is captured (O(chunks)); the
     /// encoding runs after every lock is released.
     pub fn snapshot(&self) -> Vec<u8> {
+        let started = std::time::Instant::now();
         let (last_seq, captures) = {
             let mut d = self.drain.lock();
             let mut cat = self.catalog.lock();
@@ -166,10 +167,16 @@ impl Engine {
             d.ready = ready;
             (d.next_seq - 1, guards.iter().map(|g| g.capture()).collect::<Vec<_>>())
         };
+        self.last_capture_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let mut out = self.encode_captures(last_seq, &captures);
         let crc = crc32fast::hash(&out);
         out.put_u32(crc);
         out
+    }
+
+    /// How long the last `snapshot()` held the engine's locks (capture only), in microseconds.
+    pub fn last_snapshot_capture_us(&self) -> u64 {
+        self.last_capture_us.load(Ordering::Relaxed)
     }
 
     /// A 128-bit hash of the canonical state (no clock, no journal position, no pool order).

@@ -93,7 +93,7 @@ class JournalSink(ABC):
         """Cuts a torn tail: keeps only the first ``valid_len`` bytes of the final chunk."""
 
     @abstractmethod
-    def write_snapshot(self, seq: int, data: bytes) -> None: ...
+    def write_snapshot(self, seq: int, data: bytes | memoryview) -> None: ...
 
     @abstractmethod
     def snapshot_seqs(self) -> list[int]:
@@ -202,7 +202,7 @@ class FileSink(JournalSink):
                 os.close(fd)
         fsync_dir(self.journal_dir)
 
-    def write_snapshot(self, seq: int, data: bytes) -> None:
+    def write_snapshot(self, seq: int, data: bytes | memoryview) -> None:
         try:
             write_file_durably(self.snapshot_dir / f"{seq:020d}.snap", data)
         except OSError as error:
@@ -395,15 +395,17 @@ class RedisSink(JournalSink):
                 f"{kept_last}-1",
             )
 
-    def write_snapshot(self, seq: int, data: bytes) -> None:
-        parts = [
-            data[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)
-        ]
-        pipe = self._client.pipeline(transaction=False)
-        for i, part in enumerate(parts):
-            pipe.set(f"{self._snap_prefix}{seq}:{i}", part)
-        pipe.set(f"{self._snap_prefix}{seq}:n", len(parts))
-        self._call("write a snapshot", pipe.execute)
+    def write_snapshot(self, seq: int, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        starts = range(0, len(view), SNAPSHOT_CHUNK_BYTES)
+        # Four chunks (16 MiB) per round trip: bounded client memory, few round trips.
+        for first in range(0, len(starts), 4):
+            pipe = self._client.pipeline(transaction=False)
+            for i in range(first, min(first + 4, len(starts))):
+                part = bytes(view[starts[i] : starts[i] + SNAPSHOT_CHUNK_BYTES])
+                pipe.set(f"{self._snap_prefix}{seq}:{i}", part)
+            self._call("write a snapshot", pipe.execute)
+        self._call("write a snapshot", self._client.set, f"{self._snap_prefix}{seq}:n", len(starts))
         # Listed only once every chunk is stored, so recovery never sees half a snapshot.
         self._call("write a snapshot", self._client.zadd, self._snaps, {str(seq): seq})
 

@@ -99,9 +99,9 @@ def make_sink(config: StoreConfig) -> JournalSink:
     )
 
 
-def snapshot_seq(data: bytes) -> int:
+def snapshot_seq(data: bytes | memoryview) -> int:
     """The last sequence number a snapshot covers (read from its header)."""
-    return int.from_bytes(data[SNAPSHOT_HEADER_SEQ], "little")
+    return int.from_bytes(bytes(data[SNAPSHOT_HEADER_SEQ]), "little")
 
 
 def _corrupt(message: str, **details: Any) -> CardsvcError:
@@ -204,6 +204,7 @@ class Store:
         self.last_snapshot_seq = report.snapshot_seq
         self.last_snapshot_time = time.monotonic()
         self.last_snapshot_pause_ms = 0.0
+        self.last_snapshot_encode_ms = 0.0
         self._snapshot_lock = threading.Lock()
         self._loop_futures: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
         self._async_lock = threading.Lock()
@@ -361,8 +362,11 @@ class Store:
         older one. Returns the snapshot's sequence number."""
         with self._snapshot_lock:
             started = time.monotonic()
-            data = self.engine.snapshot()
-            self.last_snapshot_pause_ms = (time.monotonic() - started) * 1000
+            data = memoryview(self.engine.snapshot_data())
+            # The pause callers can see: how long the engine held its locks to capture the
+            # state (encoding and writing run after they are released).
+            self.last_snapshot_pause_ms = self.engine.last_snapshot_capture_us() / 1000
+            self.last_snapshot_encode_ms = (time.monotonic() - started) * 1000
             seq = snapshot_seq(data)
             self.sink.write_snapshot(seq, data)
             kept = self.sink.snapshot_seqs()
@@ -388,6 +392,7 @@ class Store:
             "durable": self.engine.durable(),
             "next_seq": self.engine.next_seq(),
             "last_snapshot_seq": self.last_snapshot_seq,
+            "last_snapshot_pause_ms": round(self.last_snapshot_pause_ms, 3),
             "journal_writable": self.last_error is None,
             "last_error": self.last_error,
             "recovery": self.recovery.to_dict(),

@@ -378,6 +378,17 @@ impl CoreEngine {
         Ok(())
     }
 
+    /// Like `snapshot`, returned as a zero-copy buffer (the store writes it in slices).
+    fn snapshot_data(&self, py: Python<'_>) -> SnapshotData {
+        let e = self.eng();
+        SnapshotData { data: py.detach(|| e.snapshot()) }
+    }
+
+    /// How long the last snapshot held the engine's locks, in microseconds.
+    fn last_snapshot_capture_us(&self) -> u64 {
+        self.eng().last_snapshot_capture_us()
+    }
+
     fn state_digest<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         let e = self.eng();
         let d = py.detach(|| e.state_digest());

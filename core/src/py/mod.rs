@@ -50,5 +50,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<results::CodeInfo>()?;
     m.add_class::<results::RedeemBatch>()?;
     m.add_class::<results::VerifyBatch>()?;
+    m.add_class::<results::SnapshotData>()?;
     Ok(())
 }

@@ -273,3 +273,41 @@ impl VerifyBatch {
         self.results.iter().map(|r| r.as_ref().map_or("", |v| v.status)).collect()
     }
 }
+
+/// A snapshot image handed to Python without a copy: a read-only buffer (`memoryview(x)`,
+/// `os.write(fd, x)`), so a snapshot of millions of codes never stalls other threads on a copy
+/// made while attached to the interpreter.
+#[pyclass(frozen, module = "cardsvc._core")]
+pub struct SnapshotData {
+    pub data: Vec<u8>,
+}
+
+#[pymethods]
+impl SnapshotData {
+    fn __len__(&self) -> usize {
+        self.data.len()
+    }
+
+    /// # Safety
+    /// Called by the interpreter with a valid `view`.
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut pyo3::ffi::Py_buffer, flags: std::os::raw::c_int) -> PyResult<()> {
+        let data = &slf.get().data;
+        // SAFETY: the class is frozen, so `data` is never changed or moved while the object
+        // lives, and PyBuffer_FillInfo stores a new reference to the object in `view.obj`, which
+        // keeps it alive until the view is released.
+        let rc = unsafe {
+            pyo3::ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                data.as_ptr() as *mut std::os::raw::c_void,
+                data.len() as pyo3::ffi::Py_ssize_t,
+                1,
+                flags,
+            )
+        };
+        if rc == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+}
