@@ -1,5 +1,8 @@
-"""The HTTP layer of cardsvc (FastAPI): it arrives in issue 4.
+"""The HTTP layer of cardsvc (FastAPI): ``create_app(settings)`` in ``api.app``.
 
-Until then this package is a placeholder, so the import contracts in ``pyproject.toml`` (the
-domain in ``cardsvc`` never imports ``api``) already have both sides to check.
+It imports public ``cardsvc`` modules only and holds no business rules (STYLE.md, Layout):
+routers (``api.routes``) call the domain through dependencies (``api.deps``), and every error
+becomes the envelope of ``api.errors``, whose table is the only place HTTP statuses are chosen.
+``cardsvc serve`` (``api.cli``) runs it on uvicorn. This module imports nothing, so listing the
+command line's commands stays cheap.
 """

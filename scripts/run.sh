@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The run command: make the environment ready (setup.sh), then run `cardsvc demo`, a short walk
-# through the engine in memory (every code masked). Arguments go to the demo command.
-# Later issues turn this into `cardsvc serve`.
+# The run command: make the environment ready (setup.sh), then serve the HTTP API on the embedded
+# defaults: `cardsvc serve` on http://127.0.0.1:8000 with the data directory data/ in the
+# repository and the file journal (no server needed). It prints where it listens, the durability
+# guarantee and the health URLs; stop it with Ctrl-C. Arguments go to `cardsvc serve`, e.g.
+# `scripts/run.sh --port 9000` or `scripts/run.sh --journal redis --redis-url redis://...`.
+# `cardsvc demo` (a walk through the engine in memory) is still there: .venv/bin/cardsvc demo
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 bash scripts/setup.sh
-exec "$root/.venv/bin/cardsvc" demo "$@"
+exec "$root/.venv/bin/cardsvc" serve --data-dir "$root/data" "$@"

@@ -9,6 +9,8 @@
 #   * .venv/.core-hash  hash of the Rust sources (Cargo files, core/**/*.rs, Cargo.lock): when it
 #                       changes, or the built module is missing, `maturin develop --release
 #                       --skip-install` rebuilds the extension in place (python/cardsvc/).
+# It also keeps site-packages/cardsvc-repo.pth naming the repository root, so the top-level `api`
+# package (and with it `cardsvc serve`) imports from anywhere in the environment.
 # Uses python3 from PATH (3.11+; override with CARDSVC_PYTHON) and cargo; needs PyPI and
 # crates.io. Exports nothing.
 set -euo pipefail
@@ -74,6 +76,15 @@ if [[ "$core_now" != "$core_done" ]] || ! extension_built; then
   VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
     "$venv/bin/maturin" develop --release --skip-install --quiet
   printf '%s\n' "$core_now" >"$venv/.core-hash"
+fi
+
+# The HTTP layer `api/` is a top-level package of the repository, beside python/cardsvc, and the
+# editable install puts only python/ on the path. This .pth file adds the repository root, so
+# the `cardsvc` script finds `cardsvc serve` (api.cli, an entry point) from any directory.
+site_dir="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+repo_pth="$site_dir/cardsvc-repo.pth"
+if [[ "$(cat "$repo_pth" 2>/dev/null || true)" != "$root" ]]; then
+  printf '%s\n' "$root" >"$repo_pth"
 fi
 
 extension_built || { log "the extension python/cardsvc/_core*.so was not built"; exit 1; }

@@ -7,6 +7,7 @@ chosen by the test, then search the output for each code in its given and normal
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 from rich.console import Console
 
 import cardsvc
-from cardsvc.cli import COMMANDS, EXIT_OK, main
+from cardsvc import cli
+from cardsvc.cli import COMMANDS, EXIT_ERROR, EXIT_OK, all_commands, main
 from cardsvc.demo import DEMO_CODE_COUNT, generate_codes, run_demo
 from cardsvc.masking import mask_code
 
@@ -32,8 +34,25 @@ def test_version_prints_the_package_version() -> None:
 
 
 def test_every_command_has_a_unique_name() -> None:
-    names = [command.name for command in COMMANDS]
+    names = [command.name for command in all_commands()]
     assert len(names) == len(set(names))
+    assert [command.name for command in COMMANDS] == names[: len(COMMANDS)]
+
+
+def test_a_plugin_that_cannot_be_imported_explains_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken = importlib.metadata.EntryPoint(
+        name="broken", value="no_such_module_xyz:COMMAND", group=cli.PLUGIN_GROUP
+    )
+
+    def entry_points(*, group: str) -> list[importlib.metadata.EntryPoint]:
+        return [broken] if group == cli.PLUGIN_GROUP else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    console, _ = _console()
+    assert "broken" in [command.name for command in all_commands()]
+    assert main(["broken", "--anything"], console=console) == EXIT_ERROR
 
 
 def test_unknown_command_exits_with_usage_status() -> None:

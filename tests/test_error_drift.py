@@ -4,7 +4,8 @@ drift apart (STYLE.md, Errors: one list of codes).
 Method: compare ``core_error_codes()`` with ``ErrorCode``; check that every code maps to a
 ``CardsvcError`` subclass and that ``make_error`` round-trips code, message and details; then
 provoke a few errors in a real engine and check that the binding raised the class of their code.
-The HTTP status table (``api/errors.py``) joins this test in issue 4.
+The HTTP status table ``api.errors.STATUS_OF`` must have exactly the codes of ``ErrorCode``, and
+give each exception class its family of statuses.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ import secrets
 
 import pytest
 
+from api.errors import STATUS_OF
 from cardsvc.engine import LOOKUP_KEY_LEN, Engine, core_error_codes
 from cardsvc.errors import (
     BadInput,
     CardsvcError,
+    Conflict,
+    Corruption,
     ErrorCode,
+    Forbidden,
+    InternalError,
     NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
     error_class,
     make_error,
 )
@@ -60,6 +69,30 @@ def test_make_error_round_trips_code_message_and_details(code: ErrorCode) -> Non
     assert error.message == "a message"
     assert error.details == details
     assert error.to_dict() == {"code": code.value, "message": "a message", "details": details}
+
+
+def test_http_status_table_has_exactly_the_error_codes() -> None:
+    assert set(STATUS_OF) == set(ErrorCode)
+
+
+# Which statuses each exception class may have: a new code whose class and status disagree is
+# probably mis-filed in one of the two tables.
+STATUSES_OF_CLASS: dict[type[CardsvcError], set[int]] = {
+    BadInput: {400, 405, 422},
+    NotFound: {404},
+    Conflict: {409},
+    Corruption: {500},
+    Unavailable: {503},
+    InternalError: {500},
+    Unauthenticated: {401},
+    Forbidden: {403},
+    RateLimited: {429},
+}
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_http_status_fits_the_class_of_the_code(code: ErrorCode) -> None:
+    assert STATUS_OF[code] in STATUSES_OF_CLASS[error_class(code)]
 
 
 def test_make_error_rejects_an_unknown_code() -> None:

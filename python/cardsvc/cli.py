@@ -1,9 +1,14 @@
 """The ``cardsvc`` command line.
 
 Each subcommand is one :class:`Command` in :data:`COMMANDS`: a name, a one-line help, a function
-that declares its arguments and a function that runs it. Later issues add ``serve``, ``keys``,
-``snapshot``, ``recover``, ``journal``, ``import``, ``export``, ``audit`` and ``reconcile`` by
-appending to that tuple; ``main`` needs no change.
+that declares its arguments and a function that runs it. Later issues add ``keys``, ``import``,
+``export``, ``audit`` and ``reconcile`` by appending to that tuple; ``main`` needs no change.
+
+Commands from outside the domain are found through the entry-point group ``cardsvc.commands``
+(:data:`PLUGIN_GROUP`), each entry naming a :class:`Command`. That is how the HTTP layer adds
+``serve`` (``api.cli:SERVE``, registered in ``pyproject.toml``) while the domain never imports
+``api`` (STYLE.md, Layout). A plugin that cannot be imported still appears, and running it
+explains why it is unavailable.
 
 Output goes through ``rich``. Codes are shown masked (:func:`cardsvc.masking.mask_code`), never in
 full, and an error is printed as its stable code and message, with exit status 1.
@@ -12,6 +17,7 @@ full, and an error is printed as its stable code and message, with exit status 1
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,28 +100,84 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one subparser per entry of :data:`COMMANDS`."""
+PLUGIN_GROUP = "cardsvc.commands"
+
+
+def _unavailable_command(name: str, target: str, error: ImportError) -> Command:
+    reason = f"{type(error).__name__}: {error}"
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        # Whatever options the real command takes are accepted, so running it explains itself.
+        parser.set_defaults(accepts_unknown_arguments=True)
+
+    def run(args: argparse.Namespace, console: Console) -> int:
+        del args
+        err = Console(file=sys.stderr, highlight=False)
+        err.print(
+            f"[bold red]error:[/] {name} is unavailable: {target} cannot be imported "
+            f"({escape(reason)}); run scripts/setup.sh in the repository"
+        )
+        return EXIT_ERROR
+
+    return Command(name, f"unavailable: {target} cannot be imported", add_arguments, run)
+
+
+def plugin_commands() -> tuple[Command, ...]:
+    """The commands registered under the entry-point group :data:`PLUGIN_GROUP`, in name order.
+
+    An entry that cannot be imported becomes a command that explains so when run. An entry that
+    names something other than a :class:`Command` is a packaging bug and raises TypeError.
+    """
+    found: list[Command] = []
+    for entry in sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            command = entry.load()
+        except ImportError as error:
+            found.append(_unavailable_command(entry.name, entry.value, error))
+            continue
+        if not isinstance(command, Command):
+            raise TypeError(f"entry point {entry.value} is not a cardsvc.cli.Command")
+        found.append(command)
+    return tuple(found)
+
+
+def all_commands() -> tuple[Command, ...]:
+    """:data:`COMMANDS` followed by the plugin commands whose names they do not already use."""
+    names = {command.name for command in COMMANDS}
+    return (*COMMANDS, *(command for command in plugin_commands() if command.name not in names))
+
+
+def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+    """The argument parser with one subparser per command (default :func:`all_commands`)."""
     parser = argparse.ArgumentParser(
         prog="cardsvc",
         description="cardsvc: sell and redeem digital codes (card keys, vouchers, gift codes).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS:
+    for command in all_commands() if commands is None else commands:
         subparser = subparsers.add_parser(command.name, help=command.help, description=command.help)
         command.add_arguments(subparser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    console: Console | None = None,
+    commands: Sequence[Command] | None = None,
+) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code.
 
-    Bad arguments exit with status 2 (argparse). A ``CardsvcError`` is printed to stderr as
-    ``error: CODE: message`` and gives status 1; anything else propagates, since it is a bug.
+    ``commands`` defaults to :func:`all_commands`. Bad arguments exit with status 2 (argparse).
+    A ``CardsvcError`` is printed to stderr as ``error: CODE: message`` and gives status 1;
+    anything else propagates, since it is a bug.
     """
-    args = build_parser().parse_args(argv)
+    available = all_commands() if commands is None else tuple(commands)
+    parser = build_parser(available)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "accepts_unknown_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     out = console if console is not None else Console(highlight=False)
-    by_name = {command.name: command for command in COMMANDS}
+    by_name = {command.name: command for command in available}
     command = by_name[str(args.command)]
     try:
         return command.run(args, out)

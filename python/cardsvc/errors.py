@@ -53,6 +53,13 @@ class ErrorCode(StrEnum):
     DATA_DIR_LOCKED = "DATA_DIR_LOCKED"
     # Anything unexpected; reveals no internals.
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    # The HTTP layer (issue 4): requests that never reach an operation.
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    RATE_LIMITED = "RATE_LIMITED"
+    ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
 
 
 class CardsvcError(Exception):
@@ -105,6 +112,18 @@ class InternalError(CardsvcError):
     """A failure that is not the caller's fault."""
 
 
+class Unauthenticated(CardsvcError):
+    """The request carries no credentials, or credentials that are not valid."""
+
+
+class Forbidden(CardsvcError):
+    """The credentials are valid but do not allow this request."""
+
+
+class RateLimited(CardsvcError):
+    """The caller sent too many requests; retry later."""
+
+
 _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.INVALID_ARGUMENT: BadInput,
     ErrorCode.INVALID_CODE: BadInput,
@@ -134,6 +153,12 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.JOURNAL_UNAVAILABLE: Unavailable,
     ErrorCode.DATA_DIR_LOCKED: Conflict,
     ErrorCode.INTERNAL_ERROR: InternalError,
+    ErrorCode.VALIDATION_ERROR: BadInput,
+    ErrorCode.UNAUTHENTICATED: Unauthenticated,
+    ErrorCode.FORBIDDEN: Forbidden,
+    ErrorCode.RATE_LIMITED: RateLimited,
+    ErrorCode.ROUTE_NOT_FOUND: NotFound,
+    ErrorCode.METHOD_NOT_ALLOWED: BadInput,
 }
 
 

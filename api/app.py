@@ -1,0 +1,87 @@
+"""The app factory: ``create_app(settings)`` builds the FastAPI application.
+
+The app owns one durable store (``cardsvc.store.Store``): its lifespan opens it (locking the data
+directory, recovering, starting the journal writer) before the first request and closes it
+(flushing the journal) after the last. ``cardsvc serve`` opens the store itself, so that a
+refusal such as ``DATA_DIR_LOCKED`` is reported before the server starts, and hands it over with
+``store=``; the app still closes it at shutdown, because uvicorn ends the process by re-raising
+the stop signal right after its graceful shutdown, before the caller's own clean-up could run.
+
+Every response that is not a 2xx is the error envelope of ``api.errors``. Routes declare response
+models, which FastAPI serialises straight to JSON bytes with pydantic; the envelopes, built from
+dicts, are rendered with orjson.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+
+import cardsvc
+from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope
+from api.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
+from api.routes import health
+from api.settings import Settings
+from cardsvc.store import Store
+
+DESCRIPTION = """\
+Sell and redeem digital codes (card keys, vouchers, gift codes).
+
+Every error is `{"error": {"code", "message", "details"}}` with a stable `code`; statuses: 400 bad
+input, 401/403 authentication, 404 unknown, 409 state conflict, 422 validation, 429 rate limited,
+503 unavailable (retry), 500 internal (reveals nothing). Resource endpoints live under `/v1`.
+"""
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
+    """The application for ``settings``.
+
+    Without ``store`` the lifespan opens one from ``settings.store_config()``; start-up then
+    fails with DATA_DIR_LOCKED, JOURNAL_CORRUPT, SNAPSHOT_CORRUPT or JOURNAL_UNAVAILABLE as
+    ``Store.open`` does. With ``store`` that already open store is used. Either way the lifespan
+    closes the store at shutdown (closing twice is harmless, so the caller may close it too).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Recovery reads the whole journal and closing joins threads: keep the loop free.
+        if store is None:
+            opened = await asyncio.to_thread(Store.open, settings.store_config())
+        else:
+            opened = store
+        app.state.store = opened
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(opened.close)
+
+    app = FastAPI(
+        title="cardsvc",
+        version=cardsvc.__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        # Outermost first: the error net wraps everything, including the body bound.
+        middleware=[
+            Middleware(InternalErrorMiddleware),
+            Middleware(BodySizeLimitMiddleware, max_bytes=settings.request_body_bytes_max),
+        ],
+        # Documents the envelope for every error status, replacing FastAPI's own 422 schema.
+        responses={"default": {"model": ErrorEnvelope, "description": "Error envelope"}},
+    )
+    app.include_router(health.router)
+    # Resource routers (issue 4 onwards) are included with prefix=api.routes.API_PREFIX.
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """``create_app(Settings.from_env())``: for ``uvicorn --factory api.app:create_app_from_env``.
+    Run one worker only: the store locks its data directory."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,108 @@
+"""The HTTP service's settings: where its data lives, which journal sink, where it listens.
+
+``Settings`` is immutable and validated on construction, so a bad value fails at start-up with
+``INVALID_ARGUMENT`` (naming the field) rather than on the first request. ``Settings.from_env``
+reads the same ``CARDSVC_*`` variables as the store commands of the command line
+(``cardsvc.cli_store``), and ``cardsvc serve`` lets its options override them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cardsvc.errors import ErrorCode, make_error
+from cardsvc.store import StoreConfig
+
+JOURNAL_SINKS = ("file", "redis")
+DEFAULT_DATA_DIR = Path("data")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+REQUEST_BODY_BYTES_MAX = 1 << 20
+"""1 MiB. A redeem or order request is well under 4 KiB; 1 MiB leaves room for batch calls
+(about 10,000 codes of 64 characters with their JSON quoting) while bounding what one request can
+make the server buffer: at most this plus one network read (64 KiB) per request in flight."""
+
+ENV_DATA_DIR = "CARDSVC_DATA_DIR"
+ENV_JOURNAL = "CARDSVC_JOURNAL"
+ENV_REDIS_URL = "CARDSVC_REDIS_URL"
+ENV_HOST = "CARDSVC_HOST"
+ENV_PORT = "CARDSVC_PORT"
+ENV_REQUEST_BODY_BYTES_MAX = "CARDSVC_REQUEST_BODY_BYTES_MAX"
+
+
+def _invalid(field: str, message: str) -> Exception:
+    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the service runs.
+
+    ``data_dir`` holds the store (docs/durability.md); ``journal`` is ``"file"`` (embedded, no
+    server needed) or ``"redis"`` (then ``redis_url`` is required); ``host``/``port`` are where
+    ``cardsvc serve`` listens; ``request_body_bytes_max`` bounds every request body.
+    Raises INVALID_ARGUMENT (details: ``field``) when a value is out of range.
+    """
+
+    data_dir: Path
+    journal: str = "file"
+    redis_url: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    request_body_bytes_max: int = REQUEST_BODY_BYTES_MAX
+
+    def __post_init__(self) -> None:
+        if self.journal not in JOURNAL_SINKS:
+            raise _invalid("journal", "journal must be file or redis")
+        if self.journal == "redis" and not self.redis_url:
+            raise _invalid("redis_url", "the redis journal needs a Redis URL")
+        if not self.host:
+            raise _invalid("host", "host must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise _invalid("port", "port must be between 0 and 65535")
+        if self.request_body_bytes_max < 1:
+            raise _invalid("request_body_bytes_max", "request_body_bytes_max must be positive")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``CARDSVC_DATA_DIR``, ``CARDSVC_JOURNAL``, ``CARDSVC_REDIS_URL``,
+        ``CARDSVC_HOST``, ``CARDSVC_PORT`` and ``CARDSVC_REQUEST_BODY_BYTES_MAX`` (``environ``
+        defaults to ``os.environ``), each replaced by the override of the same field name when
+        that is not ``None``. Raises INVALID_ARGUMENT for a malformed or out-of-range value."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {
+            "data_dir": Path(env.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR),
+            "journal": env.get(ENV_JOURNAL) or "file",
+            "redis_url": env.get(ENV_REDIS_URL) or None,
+            "host": env.get(ENV_HOST) or DEFAULT_HOST,
+            "port": _int_from(env, ENV_PORT, "port", DEFAULT_PORT),
+            "request_body_bytes_max": _int_from(
+                env, ENV_REQUEST_BODY_BYTES_MAX, "request_body_bytes_max", REQUEST_BODY_BYTES_MAX
+            ),
+        }
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def store_config(self) -> StoreConfig:
+        """The configuration of the durable store these settings describe."""
+        return StoreConfig(data_dir=self.data_dir, sink=self.journal, redis_url=self.redis_url)
+
+    @property
+    def base_url(self) -> str:
+        """The URL clients reach the service at (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _int_from(env: Mapping[str, str], name: str, field: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _invalid(field, f"{name} must be an integer") from None

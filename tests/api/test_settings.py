@@ -1,0 +1,57 @@
+"""Goal: ``Settings`` take the embedded defaults, read the ``CARDSVC_*`` variables, let explicit
+values override them, and refuse bad values at start-up with ``INVALID_ARGUMENT`` naming the
+field.
+
+Method: ``Settings.from_env`` with explicit environment mappings (never the process's own).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from api.settings import DEFAULT_HOST, DEFAULT_PORT, REQUEST_BODY_BYTES_MAX, Settings
+from cardsvc.errors import BadInput, ErrorCode
+
+
+def test_defaults_are_embedded_and_need_no_server() -> None:
+    settings = Settings.from_env({})
+    assert settings.data_dir == Path("data")
+    assert settings.journal == "file"
+    assert settings.redis_url is None
+    assert (settings.host, settings.port) == (DEFAULT_HOST, DEFAULT_PORT)
+    assert settings.request_body_bytes_max == REQUEST_BODY_BYTES_MAX
+    assert settings.base_url == "http://127.0.0.1:8000"
+
+
+def test_environment_is_read_and_overrides_win() -> None:
+    env = {
+        "CARDSVC_DATA_DIR": "/srv/cardsvc",
+        "CARDSVC_JOURNAL": "redis",
+        "CARDSVC_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "CARDSVC_PORT": "9000",
+    }
+    settings = Settings.from_env(env, port=9100, host=None)
+    assert settings.data_dir == Path("/srv/cardsvc")
+    assert settings.journal == "redis"
+    assert settings.port == 9100
+    assert settings.host == DEFAULT_HOST
+    assert settings.store_config().sink == "redis"
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"CARDSVC_JOURNAL": "tape"}, "journal"),
+        ({"CARDSVC_JOURNAL": "redis"}, "redis_url"),
+        ({"CARDSVC_PORT": "eighty"}, "port"),
+        ({"CARDSVC_PORT": "70000"}, "port"),
+        ({"CARDSVC_REQUEST_BODY_BYTES_MAX": "0"}, "request_body_bytes_max"),
+    ],
+)
+def test_bad_values_are_invalid_argument_naming_the_field(env: dict[str, str], field: str) -> None:
+    with pytest.raises(BadInput) as caught:
+        Settings.from_env(env)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert caught.value.details["field"] == field
