@@ -75,6 +75,34 @@ class Engine(_core.CoreEngine):
         """
         return self.hold_ms(sku, qty, hold_ref, _seconds_to_ms(ttl_seconds), pool)
 
+    # Administration by order and by batch: the ids are looked up, then changed in one call per
+    # SKU. Each change is idempotent (codes already in the target state are skipped), so a retry
+    # after a failure between the two steps is safe. Returns (changed, skipped).
+
+    def freeze_order(self, order_ref: str) -> tuple[int, int]:
+        """Freezes every code of an order. Raises ORDER_NOT_FOUND."""
+        return self.freeze(self.order_code_ids(order_ref))
+
+    def unfreeze_order(self, order_ref: str) -> tuple[int, int]:
+        """Unfreezes every frozen code of an order. Raises ORDER_NOT_FOUND."""
+        return self.unfreeze(self.order_code_ids(order_ref))
+
+    def void_order(self, order_ref: str) -> tuple[int, int]:
+        """Voids every code of an order. Raises ORDER_NOT_FOUND."""
+        return self.void(self.order_code_ids(order_ref))
+
+    def freeze_batch(self, batch: int) -> tuple[int, int]:
+        """Freezes every code imported with ``batch`` (held codes are skipped)."""
+        return self.freeze(self.batch_code_ids(batch))
+
+    def unfreeze_batch(self, batch: int) -> tuple[int, int]:
+        """Unfreezes every frozen code imported with ``batch``."""
+        return self.unfreeze(self.batch_code_ids(batch))
+
+    def void_batch(self, batch: int) -> tuple[int, int]:
+        """Voids every code imported with ``batch`` (held codes are skipped)."""
+        return self.void(self.batch_code_ids(batch))
+
 
 def _seconds_to_ms(seconds: float) -> int:
     # Reject NaN/inf and bools early; the core checks the range and raises INVALID_ARGUMENT.
