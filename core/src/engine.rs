@@ -791,9 +791,7 @@ impl Engine {
 
     /// The code id of a code text. Errors: INVALID_CODE, CODE_NOT_FOUND.
     pub fn lookup(&self, code: &str) -> CoreResult<(u32, u128)> {
-        let mut buf = [0u8; CODE_LEN_MAX];
-        let len = normalise_code(code, &mut buf, None)?;
-        let key = self.hashing.lookup_key(&buf[..len]);
+        let key = self.key_of(code, None)?;
         let id = self.index.find(&self.dir, key).ok_or(CoreError::CodeNotFound { code_id: None })?;
         Ok((id, key))
     }
@@ -843,8 +841,7 @@ impl Engine {
         if let Some(p) = pin {
             check_pin(p, None)?;
         }
-        let key = self.key_of(code, None)?;
-        let id = self.index.find(&self.dir, key).ok_or(CoreError::CodeNotFound { code_id: None })?;
+        let (id, key) = self.lookup(code)?;
         let shard = self.code_shard(id)?;
         let now_s = Self::now_s(self.now_ms());
         let st = shard.state.lock();

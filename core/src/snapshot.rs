@@ -12,7 +12,6 @@ use crate::journal::{frame, read_frames, Rec};
 use crate::shard::{HoldRec, HoldState, Order, ShardCapture, ShardState};
 use crate::types::*;
 use crate::wire::{Put, Reader, Short};
-use parking_lot::MutexGuard;
 use siphasher::sip128::{Hasher128, SipHasher24};
 use std::hash::Hasher;
 use std::sync::atomic::Ordering;
@@ -20,8 +19,9 @@ use std::sync::atomic::Ordering;
 const MAGIC: &[u8; 8] = b"CSVCSNAP";
 const VERSION: u32 = 1;
 
-/// Frames every `[len][payload]` entry of `buf` onto `out` with consecutive sequence numbers.
-fn frame_buffer(out: &mut Vec<u8>, next_seq: &mut u64, buf: &mut Vec<u8>) {
+/// Frames every `[len][payload]` entry of a pending journal buffer onto `out` with consecutive
+/// sequence numbers, and empties the buffer and its record count.
+fn frame_buffer(out: &mut Vec<u8>, next_seq: &mut u64, buf: &mut Vec<u8>, records: &mut u64) {
     let mut r = Reader::new(buf);
     while r.remaining() >= 4 {
         // The buffer is written only by `Rec::append_to`, so the lengths are always whole.
@@ -33,6 +33,15 @@ fn frame_buffer(out: &mut Vec<u8>, next_seq: &mut u64, buf: &mut Vec<u8>) {
     buf.clear();
     // A bulk import can leave a buffer of hundreds of MB; keep only a working size.
     buf.shrink_to(1 << 16);
+    *records = 0;
+}
+
+/// What `Engine::drain` hands the journal writer.
+pub struct Drained {
+    pub bytes: Vec<u8>,
+    pub covered: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }
 
 fn corrupt(reason: impl Into<String>) -> CoreError {
@@ -53,31 +62,33 @@ impl Engine {
 
     /// Takes every pending journal record, framed with global sequence numbers, catalog first.
     pub fn drain_journal(&self) -> Vec<u8> {
-        self.drain().0
+        self.drain().bytes
     }
 
     /// Like `drain_journal`, and also returns a ticket T such that every record with a ticket
-    /// `<= T` is in the returned bytes or was handed out earlier: once the bytes are durable, the
-    /// writer calls `mark_durable(T)`.
-    pub fn drain(&self) -> (Vec<u8>, u64) {
+    /// `<= T` is in the returned bytes or was handed out earlier (once the bytes are durable, the
+    /// writer calls `mark_durable(T)`), and the first and last sequence numbers in the bytes
+    /// (both 0 when there are none).
+    pub fn drain(&self) -> Drained {
         let mut d = self.drain.lock();
         let mut cat = self.catalog.lock();
         // Read before taking any journal lock: a record whose ticket is at most this was appended
         // in a critical section that completes before the locks below are granted.
         let covered = self.appended.load(Ordering::SeqCst);
-        let mut out = std::mem::take(&mut d.ready);
-        self.drain_into(&mut out, &mut d.next_seq, &mut cat);
-        (out, covered)
-    }
-
-    fn drain_into(&self, out: &mut Vec<u8>, next_seq: &mut u64, cat: &mut MutexGuard<'_, Catalog>) {
-        frame_buffer(out, next_seq, &mut cat.journal);
-        cat.records = 0;
+        let mut bytes = std::mem::take(&mut d.ready);
+        let Catalog { journal, records } = &mut *cat;
+        frame_buffer(&mut bytes, &mut d.next_seq, journal, records);
         for shard in self.skus.load().shards.iter() {
-            let mut st = shard.state.lock();
-            frame_buffer(out, next_seq, &mut st.journal);
-            st.journal_records = 0;
+            let st = &mut *shard.state.lock();
+            frame_buffer(&mut bytes, &mut d.next_seq, &mut st.journal, &mut st.journal_records);
         }
+        // Everything numbered so far was handed out before or is in `bytes`, which holds the
+        // numbers from its first frame's up to `next_seq - 1` without a gap.
+        let (first_seq, last_seq) = match bytes.get(4..12) {
+            Some(seq) => (u64::from_le_bytes(seq.try_into().unwrap_or_default()), d.next_seq - 1),
+            None => (0, 0),
+        };
+        Drained { bytes, covered, first_seq, last_seq }
     }
 
     /// The sequence number the next drained record will get.
@@ -158,11 +169,11 @@ impl Engine {
             let shards = self.skus.load().shards.clone();
             let mut guards: Vec<_> = shards.iter().map(|s| s.state.lock()).collect();
             let mut ready = std::mem::take(&mut d.ready);
-            frame_buffer(&mut ready, &mut d.next_seq, &mut cat.journal);
-            cat.records = 0;
+            let Catalog { journal, records } = &mut *cat;
+            frame_buffer(&mut ready, &mut d.next_seq, journal, records);
             for st in guards.iter_mut() {
-                frame_buffer(&mut ready, &mut d.next_seq, &mut st.journal);
-                st.journal_records = 0;
+                let st = &mut **st;
+                frame_buffer(&mut ready, &mut d.next_seq, &mut st.journal, &mut st.journal_records);
             }
             d.ready = ready;
             (d.next_seq - 1, guards.iter().map(|g| g.capture()).collect::<Vec<_>>())

@@ -298,14 +298,18 @@ fn drained_tickets_cover_every_appended_record() {
         std::thread::spawn(move || {
             let mut records = 0usize;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let (bytes, covered) = e.drain();
-                records += crate::journal::read_frames(&bytes).unwrap().len();
-                assert!(records as u64 >= covered, "ticket {covered} claimed with {records} records out");
-                e.mark_durable(covered);
+                let d = e.drain();
+                let frames = crate::journal::read_frames(&d.bytes).unwrap();
+                if let (Some(first), Some(last)) = (frames.first(), frames.last()) {
+                    assert_eq!((first.seq, last.seq), (d.first_seq, d.last_seq));
+                }
+                records += frames.len();
+                assert!(records as u64 >= d.covered, "ticket {} claimed with {records} records out", d.covered);
+                e.mark_durable(d.covered);
             }
-            let (bytes, covered) = e.drain();
-            records += crate::journal::read_frames(&bytes).unwrap().len();
-            e.mark_durable(covered);
+            let d = e.drain();
+            records += crate::journal::read_frames(&d.bytes).unwrap().len();
+            e.mark_durable(d.covered);
             records
         })
     };

@@ -345,11 +345,11 @@ impl CoreEngine {
         py.detach(|| e.wait_durable_change(seen, timeout_ms))
     }
 
-    /// `(framed records, covered ticket)`: see `Engine::drain`.
-    fn drain<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, u64) {
+    /// `(framed records, covered ticket, first seq, last seq)`: see `Engine::drain`.
+    fn drain<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, u64, u64, u64) {
         let e = self.eng();
-        let (data, covered) = py.detach(|| e.drain());
-        (PyBytes::new(py, &data), covered)
+        let d = py.detach(|| e.drain());
+        (PyBytes::new(py, &d.bytes), d.covered, d.first_seq, d.last_seq)
     }
 
     fn drain_journal<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
