@@ -1,8 +1,10 @@
 """The app factory: ``create_app(settings)`` builds the FastAPI application.
 
-The app owns one durable store (``cardsvc.store.Store``): its lifespan opens it (locking the data
-directory, recovering, starting the journal writer) before the first request and closes it
-(flushing the journal) after the last. ``cardsvc serve`` opens the store itself, so that a
+The app owns the service's parts (``cardsvc.services.Services``: the durable store, the SQL
+database, keys, risk state): its lifespan opens them (locking the data directory, recovering the
+core, migrating the database, finishing interrupted batches and orders) before the first request,
+runs the recovery timer for orders left pending, and closes them (flushing the journal) after
+the last. ``cardsvc serve`` opens the store itself, so that a
 refusal such as ``DATA_DIR_LOCKED`` is reported before the server starts, and hands it over with
 ``store=``; the app still closes it at shutdown, because uvicorn ends the process by re-raising
 the stop signal right after its graceful shutdown, before the caller's own clean-up could run.
@@ -15,6 +17,7 @@ dicts, are rendered with orjson.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,11 +25,14 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 import cardsvc
-from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope
+from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
 from api.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
-from api.routes import health
+from api.routes import API_PREFIX, admin, catalog, health, orders, redemption
 from api.settings import Settings
+from cardsvc.services import Services
 from cardsvc.store import Store
+
+log = logging.getLogger("cardsvc.api")
 
 DESCRIPTION = """\
 Sell and redeem digital codes (card keys, vouchers, gift codes).
@@ -49,15 +55,21 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Recovery reads the whole journal and closing joins threads: keep the loop free.
-        if store is None:
-            opened = await asyncio.to_thread(Store.open, settings.store_config())
-        else:
-            opened = store
-        app.state.store = opened
+        try:
+            services = await asyncio.to_thread(
+                Services.open, settings.service_config(), store=store
+            )
+        except BaseException:
+            if store is not None:
+                await asyncio.to_thread(store.close)
+            raise
+        app.state.services = services
+        timer = asyncio.create_task(_recovery_timer(services, settings.recovery_interval_s))
         try:
             yield
         finally:
-            await asyncio.to_thread(opened.close)
+            timer.cancel()
+            await asyncio.to_thread(services.close)
 
     app = FastAPI(
         title="cardsvc",
@@ -77,8 +89,22 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         responses={"default": {"model": ErrorEnvelope, "description": "Error envelope"}},
     )
     app.include_router(health.router)
-    # Resource routers (issue 4 onwards) are included with prefix=api.routes.API_PREFIX.
+    for resource in (redemption, orders, catalog, admin):
+        app.include_router(resource.router, prefix=API_PREFIX)
     return app
+
+
+async def _recovery_timer(services: Services, interval_s: float) -> None:
+    """Re-drives orders a transient failure left pending (``Services.recover_pending``)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            counts = await asyncio.to_thread(services.recover_pending)
+        except Exception as error:  # logged and retried next round; never fatal to serving
+            log_unexpected(error)
+            continue
+        if any(counts.values()):
+            log.info("recovery timer: %s", counts)
 
 
 def create_app_from_env() -> FastAPI:

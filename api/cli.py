@@ -25,13 +25,19 @@ EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (12
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data-dir``, ``--host``, ``--port``, ``--journal``, ``--redis-url``; each defaults to
-    its ``CARDSVC_*`` variable, then to the embedded defaults (``api.settings``)."""
+    """``--data-dir``, ``--host``, ``--port``, ``--journal``, ``--redis-url``, ``--database-url``;
+    each defaults to its ``CARDSVC_*`` variable, then to the embedded defaults
+    (``api.settings``)."""
     parser.add_argument("--data-dir", type=Path, help="data directory (default data)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--journal", choices=JOURNAL_SINKS, help="journal sink (default file)")
     parser.add_argument("--redis-url", help="Redis URL for --journal redis")
+    parser.add_argument(
+        "--database-url",
+        help="SQL database URL, e.g. postgresql://user@host/db (default: a SQLite file in the "
+        "data directory)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -42,6 +48,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         port=args.port,
         journal=args.journal,
         redis_url=args.redis_url,
+        database_url=args.database_url,
     )
 
 
@@ -57,7 +64,8 @@ def print_banner(console: Console, settings: Settings, store: Store) -> None:
         f"  recovered {store.recovery.codes} codes up to journal record {store.recovery.last_seq}",
         f"  health: {url}/healthz   readiness: {url}/readyz",
         f"  API docs: {url}/docs   OpenAPI: {url}/openapi.json",
-        "  API keys arrive with the next release; until then only the probes answer.",
+        "  every /v1 request needs an API key (Authorization: Bearer <key>); create the first",
+        f"  admin key with: cardsvc keys create --data-dir {settings.data_dir} --role admin",
         "  Stop with Ctrl-C.",
     ]
     for line in lines:

@@ -1,21 +1,106 @@
 """Reusable FastAPI dependencies, declared once as ``Annotated`` types so routers stay thin.
 
-``StoreDep`` is the durable store the app's lifespan opened (``api.app.create_app``). Later
-issues add the authenticated caller here (``CurrentKey``) in the same style.
+* ``ServicesDep``: the running service's parts (``cardsvc.services.Services``), opened by the
+  app's lifespan; ``StoreDep`` its durable store.
+* ``CallerDep``: the authenticated caller (``cardsvc.apikeys.Principal``) from
+  ``Authorization: Bearer <key>``; UNAUTHENTICATED (401) without a valid key. Failed attempts
+  count against the client IP's brute-force guard, so key guessing is throttled too.
+* ``require(scope)``: a dependency giving the caller when its key holds ``scope``, else
+  FORBIDDEN (403).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
+from cardsvc.apikeys import Principal
+from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.risk import RiskLimits
+from cardsvc.services import Services
 from cardsvc.store import Store
 
-
-def get_store(request: Request) -> Store:
-    """The app's store, set on ``app.state.store`` by the lifespan before the first request."""
-    return cast(Store, request.app.state.store)
+BEARER = "bearer "
 
 
+async def get_services(request: Request) -> Services:
+    """The app's services, set on ``app.state.services`` by the lifespan."""
+    return cast(Services, request.app.state.services)
+
+
+async def get_store(request: Request) -> Store:
+    """The app's store (``app.state.services.store``)."""
+    return cast(Services, request.app.state.services).store
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def client_ip(request: Request) -> str:
+    """The peer address (the service listens on loopback or behind a proxy that the operator
+    trusts; ``--proxy-headers`` makes uvicorn put the forwarded address here)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+async def get_caller(request: Request) -> Principal:
+    """The caller of a request. Raises UNAUTHENTICATED, or RATE_LIMITED while the client IP is
+    locked out for failed attempts. Runs on the event loop (a dependency declared ``def`` would
+    cost a thread-pool round trip per request); a key not in the cache is read from SQL in a
+    worker thread."""
+    services = cast(Services, request.app.state.services)
+    ip = client_ip(request)
+    limits = services.risk.limits
+    services.risk.admit_auth(ip, limits)
+    header = request.headers.get("authorization", "")
+    try:
+        if header[: len(BEARER)].lower() != BEARER:
+            raise make_error(ErrorCode.UNAUTHENTICATED,
+                             "a valid API key is required (Authorization: Bearer <key>)")
+        text = header[len(BEARER):].strip()
+        cached = services.keys.authenticate_cached(text)
+        if cached is not None:
+            return cached
+        return await asyncio.to_thread(services.keys.authenticate, text)
+    except CardsvcError as error:
+        if error.code == ErrorCode.UNAUTHENTICATED:
+            services.risk.record_failures(None, ip, limits)
+        raise
+
+
+CallerDep = Annotated[Principal, Depends(get_caller)]
+
+
+def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency: the caller, when its key holds ``scope``; FORBIDDEN otherwise."""
+
+    async def check(caller: CallerDep) -> Principal:
+        caller.require(scope)
+        return caller
+
+    check.__name__ = f"require_{scope}"
+    return check
+
+
+AdminDep = Annotated[Principal, Depends(require("admin"))]
+VerifierDep = Annotated[Principal, Depends(require("verify"))]
+RedeemerDep = Annotated[Principal, Depends(require("redeem"))]
+RollbackDep = Annotated[Principal, Depends(require("rollback"))]
+OrdersDep = Annotated[Principal, Depends(require("orders"))]
+HoldsDep = Annotated[Principal, Depends(require("holds"))]
+
+
+def limits_of(services: Services, caller: Principal) -> RiskLimits:
+    """The risk limits in force for the caller's key."""
+    return services.risk.limits_for(caller.key_id, caller.limits)
+
+
+def agent_of(caller: Principal) -> str:
+    """The agent an agent key acts for. Raises FORBIDDEN for a key of another role."""
+    if caller.agent_id is None:
+        raise make_error(ErrorCode.FORBIDDEN, "this needs an agent's key",
+                         {"role": caller.role})
+    return caller.agent_id

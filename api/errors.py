@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.masking import mask_code
+from cardsvc.times import iso
 
 log = logging.getLogger("cardsvc.api")
 
@@ -91,10 +92,25 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.ROUTE_NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    # Catalog, agents and keys.
+    ErrorCode.AGENT_NOT_FOUND: 404,
+    ErrorCode.AGENT_EXISTS: 409,
+    ErrorCode.KEY_NOT_FOUND: 404,
+    ErrorCode.POOL_NOT_FOUND: 404,
+    ErrorCode.POOL_EXISTS: 409,
+    ErrorCode.BATCH_NOT_FOUND: 404,
+    # The SQL database cannot be reached or refused the operation; retrying later may work.
+    ErrorCode.DATABASE_UNAVAILABLE: 503,
+    # A sealed code payload or wrapped data key failed authentication: tampering or the wrong
+    # master key. Retrying will not help, and which key or row failed is the server's business.
+    ErrorCode.PAYLOAD_CORRUPT: 500,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"
-RETRY_AFTER_S: dict[ErrorCode, int] = {ErrorCode.JOURNAL_UNAVAILABLE: 1}
+RETRY_AFTER_S: dict[ErrorCode, int] = {
+    ErrorCode.JOURNAL_UNAVAILABLE: 1,
+    ErrorCode.DATABASE_UNAVAILABLE: 1,
+}
 """``Retry-After`` seconds sent with these codes: the journal writer retries within a second."""
 VALIDATION_ERRORS_SHOWN_MAX = 50
 """A body with thousands of bad items would otherwise make an error as large as itself."""
@@ -156,10 +172,24 @@ def error_response(
     if status == 500:
         message, details = CONCEALED_MESSAGE, None
     all_headers = dict(headers or {})
-    if code in RETRY_AFTER_S:
+    shown = with_iso_times(details or {})
+    retry_after = shown.get("retry_after_s")
+    if isinstance(retry_after, int):
+        all_headers.setdefault("retry-after", str(retry_after))
+    elif code in RETRY_AFTER_S:
         all_headers.setdefault("retry-after", str(RETRY_AFTER_S[code]))
-    body = {"error": {"code": code.value, "message": message, "details": dict(details or {})}}
+    body = {"error": {"code": code.value, "message": message, "details": shown}}
     return OrjsonResponse(body, status_code=status, headers=all_headers or None)
+
+
+def with_iso_times(details: Mapping[str, Any]) -> dict[str, Any]:
+    """``details`` with an RFC 3339 text beside every ``*_at_ms`` time (``redeemed_at`` beside
+    ``redeemed_at_ms``), the form the rest of the API uses for times."""
+    out = dict(details)
+    for name, value in details.items():
+        if name.endswith("_at_ms") and isinstance(value, int) and not isinstance(value, bool):
+            out.setdefault(name[: -len("_ms")], iso(value))
+    return out
 
 
 def internal_error_response() -> Response:

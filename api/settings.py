@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cardsvc.db.database import DATABASE_URL_ENV
 from cardsvc.errors import ErrorCode, make_error
+from cardsvc.risk import RiskLimits
+from cardsvc.services import ServiceConfig
 from cardsvc.store import StoreConfig
 
 JOURNAL_SINKS = ("file", "redis")
@@ -54,6 +57,9 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     request_body_bytes_max: int = REQUEST_BODY_BYTES_MAX
+    database_url: str | None = None
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    recovery_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -83,9 +89,16 @@ class Settings:
             "request_body_bytes_max": _int_from(
                 env, ENV_REQUEST_BODY_BYTES_MAX, "request_body_bytes_max", REQUEST_BODY_BYTES_MAX
             ),
+            "database_url": env.get(DATABASE_URL_ENV) or None,
+            "risk": RiskLimits.from_env(env),
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
+
+    def service_config(self) -> ServiceConfig:
+        """The configuration of the service's parts (store, database, risk limits)."""
+        return ServiceConfig(store=self.store_config(), database_url=self.database_url,
+                             risk=self.risk)
 
     def store_config(self) -> StoreConfig:
         """The configuration of the durable store these settings describe."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -142,3 +144,21 @@ def read_status_kib(field_name: str) -> int:
         if line.startswith(field_name + ":"):
             return int(line.split()[1])
     raise LookupError(field_name)
+
+
+def find_program(env_var: str, script: str, name: str, install: bool) -> str | None:
+    """The path of a program the benchmarks run, or ``None``: ``$env_var`` when it names an
+    executable, then ``scripts/<script>`` (which installs the Debian package providing it and
+    prints its path) when ``install``, then ``PATH``."""
+    configured = os.environ.get(env_var, "")
+    if configured and os.access(configured, os.X_OK):
+        return configured
+    path = REPO / "scripts" / script
+    if install and path.exists():
+        proc = subprocess.run(
+            ["bash", str(path)], capture_output=True, text=True, timeout=900, check=False
+        )
+        lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+        if proc.returncode == 0 and lines and os.access(lines[-1], os.X_OK):
+            return lines[-1]
+    return shutil.which(name)

@@ -33,7 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bench.common import REPO
+from bench.common import find_program
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 PERSISTENCE_MODES = ("none", "everysec", "always")
@@ -60,18 +60,7 @@ def find_redis_server(install: bool = True) -> str | None:
     In order: ``$CARDSVC_REDIS_SERVER`` (``scripts/test.sh`` sets it), ``scripts/ensure_redis.sh``
     (which installs Debian's package if missing) when ``install`` is true, then ``PATH``.
     """
-    configured = os.environ.get("CARDSVC_REDIS_SERVER", "")
-    if configured and os.access(configured, os.X_OK):
-        return configured
-    script = REPO / "scripts" / "ensure_redis.sh"
-    if install and script.exists():
-        proc = subprocess.run(
-            ["bash", str(script)], capture_output=True, text=True, timeout=900, check=False
-        )
-        lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
-        if proc.returncode == 0 and lines and os.access(lines[-1], os.X_OK):
-            return lines[-1]
-    return shutil.which("redis-server")
+    return find_program("CARDSVC_REDIS_SERVER", "ensure_redis.sh", "redis-server", install)
 
 
 def find_redis_benchmark(server_path: str) -> str | None:

@@ -88,6 +88,13 @@ def _store_commands() -> tuple[Command, ...]:
     )
 
 
+def _keys_command() -> Command:
+    from cardsvc import cli_keys
+
+    return Command("keys", "create, list or revoke API keys (works beside a running server)",
+                   cli_keys.add_keys_arguments, cli_keys.run_keys)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("version", "print the cardsvc version", _no_arguments, _run_version),
     Command(
@@ -97,6 +104,7 @@ COMMANDS: tuple[Command, ...] = (
         _run_demo,
     ),
     *_store_commands(),
+    _keys_command(),
 )
 
 

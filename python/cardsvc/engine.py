@@ -26,6 +26,11 @@ from cardsvc._core import (
 )
 
 __all__ = [
+    "BATCH_ITEMS_MAX",
+    "CODE_LEN_MAX",
+    "ORDER_QTY_MAX",
+    "PIN_LEN_MAX",
+    "REF_LEN_MAX",
     "STATES",
     "CodeInfo",
     "Engine",
@@ -40,6 +45,11 @@ __all__ = [
 ]
 
 STATES: list[str] = list(_core.STATES)
+ORDER_QTY_MAX: int = _core.ORDER_QTY_MAX
+REF_LEN_MAX: int = _core.REF_LEN_MAX
+CODE_LEN_MAX: int = _core.CODE_LEN_MAX
+PIN_LEN_MAX: int = _core.PIN_LEN_MAX
+BATCH_ITEMS_MAX: int = _core.BATCH_ITEMS_MAX
 LOOKUP_KEY_LEN = 32
 
 

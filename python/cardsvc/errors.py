@@ -51,6 +51,11 @@ class ErrorCode(StrEnum):
     JOURNAL_CORRUPT = "JOURNAL_CORRUPT"
     JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"
     DATA_DIR_LOCKED = "DATA_DIR_LOCKED"
+    # The SQL store cannot be reached, or could not finish a transaction; retry later.
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    # A sealed code payload or wrapped data key failed authentication (corrupt, moved to another
+    # row, or sealed under a master key that is not loaded).
+    PAYLOAD_CORRUPT = "PAYLOAD_CORRUPT"
     # Anything unexpected; reveals no internals.
     INTERNAL_ERROR = "INTERNAL_ERROR"
     # The HTTP layer (issue 4): requests that never reach an operation.
@@ -60,6 +65,13 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    # Catalog, agents and keys (the SQL store).
+    AGENT_NOT_FOUND = "AGENT_NOT_FOUND"
+    AGENT_EXISTS = "AGENT_EXISTS"
+    KEY_NOT_FOUND = "KEY_NOT_FOUND"
+    POOL_NOT_FOUND = "POOL_NOT_FOUND"
+    POOL_EXISTS = "POOL_EXISTS"
+    BATCH_NOT_FOUND = "BATCH_NOT_FOUND"
 
 
 class CardsvcError(Exception):
@@ -105,7 +117,8 @@ class Corruption(CardsvcError):
 
 
 class Unavailable(CardsvcError):
-    """A dependency (the journal sink) cannot confirm durability right now; retry later."""
+    """A dependency (the journal sink, the SQL database) cannot confirm durability right now;
+    retry later."""
 
 
 class InternalError(CardsvcError):
@@ -152,6 +165,8 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.JOURNAL_CORRUPT: Corruption,
     ErrorCode.JOURNAL_UNAVAILABLE: Unavailable,
     ErrorCode.DATA_DIR_LOCKED: Conflict,
+    ErrorCode.DATABASE_UNAVAILABLE: Unavailable,
+    ErrorCode.PAYLOAD_CORRUPT: Corruption,
     ErrorCode.INTERNAL_ERROR: InternalError,
     ErrorCode.VALIDATION_ERROR: BadInput,
     ErrorCode.UNAUTHENTICATED: Unauthenticated,
@@ -159,6 +174,12 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.RATE_LIMITED: RateLimited,
     ErrorCode.ROUTE_NOT_FOUND: NotFound,
     ErrorCode.METHOD_NOT_ALLOWED: BadInput,
+    ErrorCode.AGENT_NOT_FOUND: NotFound,
+    ErrorCode.AGENT_EXISTS: Conflict,
+    ErrorCode.KEY_NOT_FOUND: NotFound,
+    ErrorCode.POOL_NOT_FOUND: NotFound,
+    ErrorCode.POOL_EXISTS: Conflict,
+    ErrorCode.BATCH_NOT_FOUND: NotFound,
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -19,6 +20,8 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import Settings
+from cardsvc.apikeys import create_key
+from cardsvc.services import Services
 
 
 @pytest.fixture
@@ -42,3 +45,67 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://cardsvc.test") as http:
             yield http
+
+
+# ----- issue 4: callers with API keys, and a small catalog -------------------------------------
+
+CODES = [f"TESTCODE-{i:04d}-ABCD" for i in range(20)]
+"""Codes imported by ``catalog``; tests search every response and log line for them."""
+PINS = [f"{i:06d}" for i in range(20)]
+
+
+class Api:
+    """The client with one key per role, and helpers that assert their own success."""
+
+    def __init__(self, http: httpx.AsyncClient, app: FastAPI) -> None:
+        self.http = http
+        self.app = app
+        self.keys: dict[str, str] = {}
+
+    @property
+    def services(self) -> Services:
+        return cast(Services, self.app.state.services)
+
+    def key(self, role: str, **kwargs: Any) -> str:
+        _, text = create_key(self.services.db, role=role, **kwargs)
+        return text
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    async def call(self, method: str, path: str, key: str, **kwargs: Any) -> httpx.Response:
+        return await self.http.request(method, path, headers=self.auth(key), **kwargs)
+
+    async def admin(self, method: str, path: str, body: Any = None,
+                    expect: int | None = None) -> Any:
+        response = await self.call(method, path, self.keys["admin"], json=body)
+        if expect is not None:
+            assert response.status_code == expect, response.text
+        return response.json()
+
+
+@pytest.fixture
+async def api(client: httpx.AsyncClient, app: FastAPI) -> Api:
+    """Keys: admin, terminal, agent A1 (``agent``) and agent A2 (``agent2``)."""
+    api = Api(client, app)
+    api.keys["admin"] = api.key("admin", name="test admin")
+    api.keys["terminal"] = api.key("terminal", name="till 1")
+    for agent_id, role_name in (("A1", "agent"), ("A2", "agent2")):
+        await api.admin("POST", "/v1/agents", {"agent_id": agent_id, "name": agent_id}, 201)
+        api.keys[role_name] = api.key("agent", agent_id=agent_id)
+    return api
+
+
+@pytest.fixture
+async def catalog(api: Api) -> Api:
+    """SKU ``VIP`` (single use, sold before redeemed) with ``CODES``/``PINS`` in stock, and
+    SKU ``GIFT`` (3 uses, redeemable from stock) with 5 generated codes."""
+    await api.admin("POST", "/v1/skus", {"sku": "VIP", "name": "VIP month"}, 201)
+    await api.admin("POST", "/v1/skus", {"sku": "GIFT", "name": "Gift", "uses_per_code": 3,
+                                          "redeem_requires_sale": False}, 201)
+    pairs = zip(CODES, PINS, strict=True)
+    body = {"sku": "VIP", "codes": [{"code": c, "pin": p} for c, p in pairs]}
+    result = await api.admin("POST", "/v1/batches", body, 201)
+    assert result["imported"] == len(CODES)
+    await api.admin("POST", "/v1/batches", {"sku": "GIFT", "generate": {"count": 5}}, 201)
+    return api

@@ -1,0 +1,143 @@
+"""Admins: agents, API keys, and freezing, unfreezing or voiding codes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, status
+from pydantic import BaseModel, Field
+
+from api.deps import AdminDep, ServicesDep
+from api.models import Strict
+from cardsvc import agents, apikeys
+from cardsvc.apikeys import Principal
+from cardsvc.services import Services
+
+router = APIRouter(tags=["admin"])
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class AgentCreate(Strict):
+    agent_id: Id
+    name: str = Field(min_length=1, max_length=200)
+    parent_id: Id | None = None
+
+
+class AgentOut(BaseModel):
+    agent_id: str
+    name: str
+    parent_id: str | None
+    status: str
+    created_at_ms: int
+
+
+class KeyCreate(Strict):
+    role: str = Field(description="admin, agent or terminal")
+    agent_id: Id | None = None
+    name: str = Field(default="", max_length=200)
+    scopes: list[Annotated[str, Field(max_length=32)]] | None = Field(default=None, max_length=8)
+    skus: list[Id] | None = Field(default=None, max_length=1000)
+    limits: dict[str, int | float] | None = Field(default=None, max_length=32)
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    role: str
+    agent_id: str | None
+    scopes: list[str]
+    skus: list[str] | None
+    name: str
+    created_at_ms: int | None = None
+    revoked_at_ms: int | None = None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the API key; shown once, never stored")
+
+
+class KeyRevoked(BaseModel):
+    key_id: str
+    revoked: bool
+
+
+class CodeTarget(Strict):
+    code: str | None = Field(default=None, min_length=1, max_length=256)
+    order_id: str | None = Field(default=None, min_length=1, max_length=64)
+    batch_id: int | None = Field(default=None, ge=1, le=(1 << 31) - 1)
+
+
+class StateChange(BaseModel):
+    changed: int
+    unchanged: int
+
+
+@router.post("/agents", response_model=AgentOut, status_code=status.HTTP_201_CREATED)
+def create_agent(body: AgentCreate, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Errors: AGENT_EXISTS, AGENT_NOT_FOUND (the parent)."""
+    return agents.create_agent(services.db, body.agent_id, body.name, parent_id=body.parent_id,
+                               actor=caller.key_id, now_ms=services.engine.now_ms())
+
+
+@router.get("/agents", response_model=list[AgentOut])
+def list_agents(caller: AdminDep, services: ServicesDep) -> list[dict[str, Any]]:
+    return agents.list_agents(services.db)
+
+
+@router.get("/agents/{agent_id}", response_model=AgentOut)
+def get_agent(agent_id: Annotated[str, Path(max_length=64)], caller: AdminDep,
+              services: ServicesDep) -> dict[str, Any]:
+    """Errors: AGENT_NOT_FOUND."""
+    return agents.get_agent(services.db, agent_id)
+
+
+@router.post("/keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
+def create_key(body: KeyCreate, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """A new API key, returned once in ``key``. Errors: INVALID_ARGUMENT (role, scopes),
+    AGENT_NOT_FOUND."""
+    if body.limits:
+        services.risk.limits.with_overrides(body.limits)  # INVALID_ARGUMENT for a bad limit
+    principal, text = apikeys.create_key(
+        services.db, role=body.role, agent_id=body.agent_id, name=body.name,
+        scopes=body.scopes, skus=body.skus, limits=body.limits, created_by=caller.key_id,
+        now_ms=services.engine.now_ms())
+    return {**principal.to_dict(), "key": text}
+
+
+@router.get("/keys", response_model=list[KeyOut])
+def list_keys(caller: AdminDep, services: ServicesDep,
+              include_revoked: Annotated[bool, Query()] = False) -> list[dict[str, Any]]:
+    return apikeys.list_keys(services.db, include_revoked=include_revoked)
+
+
+@router.delete("/keys/{key_id}", response_model=KeyRevoked)
+def revoke_key(key_id: Annotated[str, Path(max_length=64)], caller: AdminDep,
+               services: ServicesDep) -> KeyRevoked:
+    """Revokes a key at once (idempotent). Errors: KEY_NOT_FOUND."""
+    services.keys.revoke(key_id, actor=caller.key_id, now_ms=services.engine.now_ms())
+    return KeyRevoked(key_id=key_id, revoked=True)
+
+
+def _change(action: str, body: CodeTarget, caller: Principal, services: Services,
+            ) -> dict[str, Any]:
+    return services.catalog.set_state(action, code=body.code, order_id=body.order_id,
+                                      batch_id=body.batch_id, actor=caller.key_id)
+
+
+@router.post("/codes/freeze", response_model=StateChange)
+def freeze(body: CodeTarget, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Freezes one code, an order's codes or a batch's codes (give exactly one of ``code``,
+    ``order_id``, ``batch_id``): they cannot be sold or redeemed until unfrozen."""
+    return _change("freeze", body, caller, services)
+
+
+@router.post("/codes/unfreeze", response_model=StateChange)
+def unfreeze(body: CodeTarget, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Returns frozen codes to the state they were frozen from."""
+    return _change("unfreeze", body, caller, services)
+
+
+@router.post("/codes/void", response_model=StateChange)
+def void(body: CodeTarget, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Voids codes for good (a void code is never sold or redeemed)."""
+    return _change("void", body, caller, services)

@@ -1,0 +1,220 @@
+"""The HTTP benchmark (issue 4) measures the apps it names and counts only what was checked.
+
+Goal: ``bench.http_bench``'s figures must come from the right app doing correct work: the
+baseline apps behave as their contract says (the dict redeem is single use and idempotent on the
+request id), wrk's report is read correctly (rates, latency units, error counts, and a failed
+wrk is an error, not a zero), the redemption check refuses counts that do not add up, and an end
+to end run serves, loads, checks and reports.
+
+Method: the apps through ``httpx.ASGITransport`` (no server, no network); the parser on wrk
+reports captured on this machine (a clean redeem run, a run of 409s, a run against a server
+that drops connections, a refused connection); the count check on made-up numbers; then
+``main --quick`` against the raw ASGI app and the dict redeem with one second of warm-up and one
+of measurement, when wrk is installed (``scripts/ensure_wrk.sh``; outside CI it is skipped when
+missing, in CI it is installed). Rates are not asserted: one second on a shared machine says
+nothing about speed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from bench import http_bench as hb
+from bench.http_apps import (
+    RAW_APP_HEADER,
+    TITLE_NOOP,
+    bench_code,
+    create_noop_app,
+    create_redeem_app,
+    raw_app,
+)
+from bench.testing import in_ci
+
+pytestmark = pytest.mark.timeout(60)
+
+WRK_REDEEM_OK = """\
+Running 2s test @ http://127.0.0.1:18732/v1/redeem
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     8.69ms   10.42ms 154.94ms   95.93%
+    Req/Sec     4.49k     1.00k    7.24k    77.50%
+  Latency Distribution
+     50%    6.09ms
+     75%    8.60ms
+     90%    8.97ms
+     99%   62.79ms
+  17887 requests in 2.00s, 3.84MB read
+Requests/sec:   8931.16
+Transfer/sec:      1.91MB
+http_bench: threads=2 sent=17950 sent_max=9339 completed=17887 status_errors=0 p50_us=6094 \
+p99_us=62788
+"""
+WRK_REDEEM_409 = """\
+Running 2s test @ http://127.0.0.1:18732/v1/redeem
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     8.34ms   15.46ms 212.60ms   97.10%
+    Req/Sec     5.18k   597.28     5.94k    61.90%
+  Latency Distribution
+     50%    5.58ms
+     75%    6.47ms
+     90%    8.76ms
+     99%   99.98ms
+  21656 requests in 2.10s, 4.24MB read
+  Non-2xx or 3xx responses: 17949
+Requests/sec:  10311.33
+Transfer/sec:      2.02MB
+http_bench: threads=2 sent=21719 sent_max=10947 completed=21656 status_errors=17949 p50_us=5579 \
+p99_us=99979
+"""
+WRK_DROPPED_CONNECTIONS = """\
+Running 5s test @ http://127.0.0.1:18733/
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   512.94us  248.96us 770.00us   51.61%
+    Req/Sec   155.00     21.21   170.00    100.00%
+  Latency Distribution
+     50%  668.00us
+     75%  768.00us
+     90%  768.00us
+     99%  770.00us
+  31 requests in 5.01s, 1.21KB read
+  Socket errors: connect 0, read 15, write 0, timeout 0
+Requests/sec:      6.19
+Transfer/sec:     247.58B
+"""
+WRK_REFUSED = "unable to connect to 127.0.0.1:18799 Connection refused\n"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def redeem_http() -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(create_redeem_app(codes=10)) as http:
+        yield http
+
+
+def client_of(
+    app: FastAPI | Callable[[Scope, Receive, Send], Awaitable[None]],
+) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://bench.test")
+
+
+@pytest.mark.anyio
+async def test_raw_app_answers_ok_to_any_request() -> None:
+    async with client_of(raw_app) as http:
+        for method, path in (("POST", "/"), ("GET", "/anything"), ("POST", "/v1/redeem")):
+            reply = await http.request(method, path, json={"code": bench_code(0)})
+            assert reply.status_code == 200 and reply.json() == {"ok": True}
+            assert reply.headers[RAW_APP_HEADER[0].decode()] == RAW_APP_HEADER[1].decode()
+
+
+@pytest.mark.anyio
+async def test_noop_app_answers_ok_and_names_itself() -> None:
+    async with client_of(create_noop_app()) as http:
+        reply = await http.post("/noop", json={"code": bench_code(0)})
+        assert reply.status_code == 200 and reply.json() == {"ok": True}
+        title = (await http.get("/openapi.json")).json()["info"]["title"]
+        assert title == TITLE_NOOP
+
+
+@pytest.mark.anyio
+async def test_dict_redeem_is_single_use_and_idempotent_on_request_id(
+    redeem_http: httpx.AsyncClient,
+) -> None:
+    body = {"code": bench_code(3), "request_id": "rq-1"}
+    first = await redeem_http.post("/v1/redeem", json=body)
+    assert first.status_code == 200
+    assert first.json()["sku"] == "BENCH" and first.json()["uses_left"] == 0
+    again = await redeem_http.post("/v1/redeem", json=body)
+    assert again.status_code == 200 and again.json() == first.json()
+    other_request = await redeem_http.post("/v1/redeem", json=body | {"request_id": "rq-2"})
+    assert other_request.status_code == 409
+    assert other_request.json()["error"]["code"] == "ALREADY_REDEEMED"
+    other_code = await redeem_http.post("/v1/redeem", json=body | {"code": bench_code(4)})
+    assert other_code.status_code == 409
+    assert other_code.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    unknown = await redeem_http.post("/v1/redeem", json={"code": "NOPE", "request_id": "rq-3"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "CODE_NOT_FOUND"
+    invalid = await redeem_http.post("/v1/redeem", json={"code": bench_code(5)})
+    assert invalid.status_code == 422
+    stats = (await redeem_http.get("/bench/stats")).json()
+    assert stats == {
+        "codes": 10,
+        "redeemed": 1,
+        "replayed": 1,
+        "refused": {"ALREADY_REDEEMED": 1, "IDEMPOTENCY_KEY_REUSED": 1, "CODE_NOT_FOUND": 1},
+    }
+
+
+def test_parse_wrk_reads_rate_latency_and_the_requests_built() -> None:
+    run = hb.parse_wrk(WRK_REDEEM_OK)
+    assert (run.requests, run.duration_s, run.rps) == (17887, 2.0, 8931.16)
+    assert run.latency_ms == {"p50": 6.09, "p75": 8.6, "p90": 8.97, "p99": 62.79}
+    assert run.non_2xx == 0 and run.socket_error_count == 0 and run.ok_responses == 17887
+    assert (run.threads, run.sent, run.sent_max) == (2, 17950, 9339)
+    assert not hb.response_checks(run, "run")
+
+
+def test_parse_wrk_counts_error_statuses_and_socket_errors() -> None:
+    conflicts = hb.parse_wrk(WRK_REDEEM_409)
+    assert conflicts.non_2xx == 17949 and conflicts.ok_responses == 21656 - 17949
+    assert hb.response_checks(conflicts, "run") == ["run: 17949 non-2xx responses"]
+    dropped = hb.parse_wrk(WRK_DROPPED_CONNECTIONS)
+    assert dropped.latency_ms["p50"] == pytest.approx(0.668)
+    assert dropped.socket_errors == {"connect": 0, "read": 15, "write": 0, "timeout": 0}
+    assert dropped.sent is None  # no http_bench line: wrk without our scripts
+    assert hb.response_checks(dropped, "run") == [
+        "run: socket errors " + str(dropped.socket_errors)
+    ]
+
+
+def test_parse_wrk_refuses_a_failed_or_inconsistent_report() -> None:
+    with pytest.raises(ValueError):
+        hb.parse_wrk(WRK_REFUSED)
+    with pytest.raises(ValueError):  # the Lua summary must agree with wrk's own counts
+        hb.parse_wrk(WRK_REDEEM_OK.replace("status_errors=0", "status_errors=3"))
+
+
+def test_redeem_count_check_refuses_counts_that_do_not_add_up() -> None:
+    assert not hb.redeem_count_reasons(redeemed=100, ok=90, sent=100, reached=120, seeded=200)
+    assert hb.redeem_count_reasons(redeemed=89, ok=90, sent=100, reached=120, seeded=200)
+    assert hb.redeem_count_reasons(redeemed=101, ok=90, sent=100, reached=120, seeded=200)
+    assert hb.redeem_count_reasons(redeemed=100, ok=90, sent=100, reached=201, seeded=200)
+
+
+def test_quick_run_serves_loads_checks_and_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrk = hb.find_wrk(install=in_ci())
+    if wrk is None:
+        reason = "wrk not installed: run scripts/ensure_wrk.sh (Debian package wrk)"
+        if in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    out = tmp_path / "http.json"
+    args = [
+        "--quick", "--targets", "raw,dict_redeem", "--duration", "1", "--warmup", "1",
+        "--wrk", wrk, "--out", str(out),
+    ]  # fmt: skip
+    assert hb.main(args) == 0
+    report = json.loads(out.read_text())
+    assert [s["target"] for s in report["samples"]] == ["raw", "dict_redeem"]
+    assert all(s["ok"] and s["run"]["requests"] > 0 for s in report["samples"])
+    checks = report["samples"][1]["checks"]
+    assert checks["ok_responses"] <= checks["redeemed"] <= checks["requests_built"]
+    assert report["ratios_median"]["dict_redeem"]["raw"] > 0
+    assert report["versions"]["wrk"].startswith("wrk ")
+    table = capsys.readouterr().out
+    assert "| raw ASGI |" in table and "| FastAPI redeem (dict, pydantic) |" in table

@@ -1,0 +1,28 @@
+-- Shared by the wrk scripts of bench/http_bench.py; each script loads it with dofile.
+--
+-- setup() gives every thread an id (0, 1, ...) before it starts, so that scripts can derive
+-- request data no other thread uses. done() prints one line the benchmark parses beside wrk's
+-- own report: how many requests the threads built ("sent"; a dynamic script counts them in its
+-- global `sent`) and the most one thread built ("sent_max"), so that the benchmark knows which
+-- codes a run may have touched, including requests still in flight when wrk stopped.
+
+local threads = {}
+
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+
+function done(summary, latency, requests)
+  local sent, sent_max = 0, 0
+  for _, thread in ipairs(threads) do
+    local count = thread:get("sent") or 0
+    sent = sent + count
+    if count > sent_max then sent_max = count end
+  end
+  io.write(string.format(
+    "http_bench: threads=%d sent=%d sent_max=%d completed=%d status_errors=%d"
+      .. " p50_us=%d p99_us=%d\n",
+    #threads, sent, sent_max, summary.requests, summary.errors.status,
+    latency:percentile(50), latency:percentile(99)))
+end

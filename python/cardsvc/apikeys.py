@@ -1,0 +1,341 @@
+"""API keys: creation, authentication, listing and revocation.
+
+A key is ``cs_<key_id>_<secret>``: ``key_id`` (16 hex characters) names the row, ``secret`` is
+256 random bits in URL-safe base64. The SQL store keeps only SHA-256 of the secret, so a copy of
+the database grants nothing; a fast hash is enough because the secret has full entropy (there is
+no password to brute-force).
+
+Every key has a role and scopes:
+
+======== ================================ =============================================
+role     default scopes                   may also hold
+======== ================================ =============================================
+admin    ``admin``                        ``export``
+agent    ``orders``, ``holds``            (bound to one agent: sees only its own orders)
+terminal ``verify``, ``redeem``,          optionally limited to listed SKUs
+         ``rollback``
+======== ================================ =============================================
+
+:class:`KeyRing` authenticates requests from an in-memory cache filled from SQL on a miss and
+refreshed every ``ttl_s`` seconds, so the hot path (verify, redeem) never touches SQL, a key
+created by ``cardsvc keys create`` while the server runs works at once, and a key revoked by
+another process stops working within ``ttl_s``. A revocation through this process is immediate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from cardsvc.db import Database
+from cardsvc.db.models import Agent, ApiKey
+from cardsvc.errors import ErrorCode, make_error
+
+KEY_PREFIX = "cs"
+ROLES = ("admin", "agent", "terminal")
+SCOPES_OF_ROLE: dict[str, tuple[str, ...]] = {
+    "admin": ("admin", "export"),
+    "agent": ("orders", "holds"),
+    "terminal": ("verify", "redeem", "rollback"),
+}
+"""Scopes each role may hold. ``export`` (plaintext export, issue 5) is never a default."""
+DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
+    "admin": ("admin",),
+    "agent": ("orders", "holds"),
+    "terminal": ("verify", "redeem", "rollback"),
+}
+KEY_TEXT_LEN_MAX = 128
+"""A well-formed key is 63 characters; longer input is rejected before any hashing."""
+CACHE_TTL_S = 10.0
+CACHE_ENTRIES_MAX = 100_000
+"""Keys (and unknown key ids) remembered; about 300 bytes each, so at most ~30 MB."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: who it is and what it may do. Immutable and cheap to share."""
+
+    key_id: str
+    role: str
+    agent_id: str | None
+    scopes: frozenset[str]
+    skus: frozenset[str] | None
+    limits: dict[str, Any]
+    name: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def require(self, scope: str) -> None:
+        """Raises FORBIDDEN unless the key holds ``scope`` (``admin`` holds every scope but
+        ``export``, which must be granted explicitly)."""
+        if scope in self.scopes or (self.is_admin and scope != "export"):
+            return
+        raise make_error(
+            ErrorCode.FORBIDDEN,
+            f"this key may not do this (needs scope {scope})",
+            {"scope": scope, "role": self.role},
+        )
+
+    def may_use_sku(self, sku: str) -> bool:
+        """Whether a terminal limited to some SKUs may act on codes of ``sku``."""
+        return self.skus is None or sku in self.skus
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "role": self.role,
+            "agent_id": self.agent_id,
+            "scopes": sorted(self.scopes),
+            "skus": None if self.skus is None else sorted(self.skus),
+            "name": self.name,
+        }
+
+
+def _sha256(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("ascii")).digest()
+
+
+def _invalid(field: str, message: str) -> Exception:
+    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field})
+
+
+def check_key_request(
+    role: str,
+    agent_id: str | None,
+    scopes: Sequence[str] | None,
+    skus: Sequence[str] | None,
+) -> tuple[str, ...]:
+    """The scopes a new key gets, after checking the request's shape. Raises INVALID_ARGUMENT
+    (details: ``field``) for an unknown role, a scope the role may not hold, an agent key without
+    an agent, an agent id on another role, or SKUs on a key that is not a terminal's."""
+    if role not in ROLES:
+        raise _invalid("role", "role must be admin, agent or terminal")
+    if role == "agent" and not agent_id:
+        raise _invalid("agent_id", "an agent key needs agent_id")
+    if role != "agent" and agent_id:
+        raise _invalid("agent_id", "only agent keys belong to an agent")
+    if skus is not None and role != "terminal":
+        raise _invalid("skus", "only terminal keys can be limited to SKUs")
+    granted = tuple(DEFAULT_SCOPES[role]) if scopes is None else tuple(dict.fromkeys(scopes))
+    allowed = SCOPES_OF_ROLE[role]
+    for scope in granted:
+        if scope not in allowed:
+            raise _invalid("scopes", f"a {role} key may hold only: {', '.join(allowed)}")
+    if not granted:
+        raise _invalid("scopes", "a key needs at least one scope")
+    return granted
+
+
+def create_key(
+    db: Database,
+    *,
+    role: str,
+    agent_id: str | None = None,
+    name: str = "",
+    scopes: Sequence[str] | None = None,
+    skus: Sequence[str] | None = None,
+    limits: dict[str, Any] | None = None,
+    created_by: str | None = None,
+    now_ms: int | None = None,
+) -> tuple[Principal, str]:
+    """Creates a key and returns it with its text, which is shown once and never stored.
+
+    Effects: one ``api_keys`` row and one audit entry (``key.create``), in one transaction.
+    Raises INVALID_ARGUMENT (see :func:`check_key_request`) and AGENT_NOT_FOUND when ``agent_id``
+    names no agent.
+    """
+    from cardsvc import audit
+
+    granted = check_key_request(role, agent_id, scopes, skus)
+    key_id = secrets.token_hex(8)
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")
+    at_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with db.write() as session:
+        if agent_id is not None and session.get(Agent, agent_id) is None:
+            raise make_error(
+                ErrorCode.AGENT_NOT_FOUND, "no such agent", {"agent_id": agent_id}
+            )
+        row = ApiKey(
+            key_id=key_id,
+            secret_sha256=_sha256(secret),
+            role=role,
+            agent_id=agent_id,
+            name=name,
+            scopes=list(granted),
+            skus=None if skus is None else sorted(set(skus)),
+            limits=limits,
+            created_at_ms=at_ms,
+            created_by=created_by,
+            revoked_at_ms=None,
+        )
+        session.add(row)
+        session.flush()
+        audit.append(
+            session,
+            actor=created_by or "cli",
+            action="key.create",
+            object_type="api_key",
+            object_id=key_id,
+            details={"role": role, "agent_id": agent_id, "scopes": list(granted), "name": name},
+            at_ms=at_ms,
+        )
+    return principal_of(row), f"{KEY_PREFIX}_{key_id}_{secret}"
+
+
+def principal_of(row: ApiKey) -> Principal:
+    return Principal(
+        key_id=row.key_id,
+        role=row.role,
+        agent_id=row.agent_id,
+        scopes=frozenset(row.scopes),
+        skus=None if row.skus is None else frozenset(row.skus),
+        limits=dict(row.limits or {}),
+        name=row.name,
+    )
+
+
+def list_keys(db: Database, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+    """Every key's public facts (never a secret or its hash), oldest first."""
+    with db.read() as session:
+        query = select(ApiKey).order_by(ApiKey.created_at_ms, ApiKey.key_id)
+        if not include_revoked:
+            query = query.where(ApiKey.revoked_at_ms.is_(None))
+        rows = session.scalars(query).all()
+        return [
+            {
+                **principal_of(row).to_dict(),
+                "created_at_ms": row.created_at_ms,
+                "revoked_at_ms": row.revoked_at_ms,
+            }
+            for row in rows
+        ]
+
+
+def parse_key(text: str) -> tuple[str, str] | None:
+    """``(key_id, secret)`` of a well-formed key text, else None. Pure."""
+    if len(text) > KEY_TEXT_LEN_MAX or not text.isascii():
+        return None
+    parts = text.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 16 or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+@dataclass
+class _Cached:
+    secret_sha256: bytes | None  # None: no such key, or revoked
+    principal: Principal | None
+    fetched_at: float
+
+
+class KeyRing:
+    """Authenticates key texts against the SQL store through a bounded, expiring cache."""
+
+    def __init__(self, db: Database, *, ttl_s: float = CACHE_TTL_S) -> None:
+        self._db = db
+        self._ttl_s = ttl_s
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def authenticate(self, text: str) -> Principal:
+        """The principal of a valid, unrevoked key. Raises UNAUTHENTICATED otherwise (the same
+        error whatever was wrong, so probing learns nothing). May read SQL on a cache miss."""
+        parsed = parse_key(text)
+        if parsed is None:
+            raise _unauthenticated()
+        key_id, secret = parsed
+        now = time.monotonic()
+        entry = self._cache.get(key_id)
+        if entry is None or now - entry.fetched_at > self._ttl_s:
+            entry = self._fetch(key_id, now)
+        if entry.secret_sha256 is None or entry.principal is None:
+            raise _unauthenticated()
+        if not hmac.compare_digest(entry.secret_sha256, _sha256(secret)):
+            raise _unauthenticated()
+        return entry.principal
+
+    def authenticate_cached(self, text: str) -> Principal | None:
+        """:meth:`authenticate` from the cache alone: the principal, or None when the key must
+        be read from SQL (not cached, or cached too long ago). Never blocks on I/O; raises
+        UNAUTHENTICATED for a key known to be invalid."""
+        parsed = parse_key(text)
+        if parsed is None:
+            raise _unauthenticated()
+        key_id, secret = parsed
+        entry = self._cache.get(key_id)
+        if entry is None or time.monotonic() - entry.fetched_at > self._ttl_s:
+            return None
+        if entry.secret_sha256 is None or entry.principal is None:
+            raise _unauthenticated()
+        if not hmac.compare_digest(entry.secret_sha256, _sha256(secret)):
+            raise _unauthenticated()
+        return entry.principal
+
+    def _fetch(self, key_id: str, now: float) -> _Cached:
+        with self._db.read() as session:
+            row = session.get(ApiKey, key_id)
+            if row is None or row.revoked_at_ms is not None:
+                entry = _Cached(None, None, now)
+            else:
+                entry = _Cached(row.secret_sha256, principal_of(row), now)
+        with self._lock:
+            self._cache[key_id] = entry
+            self._cache.move_to_end(key_id)
+            while len(self._cache) > CACHE_ENTRIES_MAX:
+                self._cache.popitem(last=False)
+        return entry
+
+    def revoke(self, key_id: str, *, actor: str, now_ms: int | None = None) -> None:
+        """Revokes a key (idempotent: revoking a revoked key changes nothing). Effects: the row's
+        ``revoked_at_ms``, an audit entry ``key.revoke``, and this process forgets the key at
+        once. Raises KEY_NOT_FOUND."""
+        revoke_key(self._db, key_id, actor=actor, now_ms=now_ms)
+        with self._lock:
+            self._cache.pop(key_id, None)
+
+    def forget(self, key_ids: Iterable[str]) -> None:
+        with self._lock:
+            for key_id in key_ids:
+                self._cache.pop(key_id, None)
+
+
+def revoke_key(db: Database, key_id: str, *, actor: str, now_ms: int | None = None) -> bool:
+    """Marks a key revoked; True if it was active. Raises KEY_NOT_FOUND."""
+    from cardsvc import audit
+
+    at_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with db.write() as session:
+        row = session.get(ApiKey, key_id)
+        if row is None:
+            raise make_error(ErrorCode.KEY_NOT_FOUND, "no such API key", {"key_id": key_id})
+        if row.revoked_at_ms is not None:
+            return False
+        row.revoked_at_ms = at_ms
+        audit.append(
+            session,
+            actor=actor,
+            action="key.revoke",
+            object_type="api_key",
+            object_id=key_id,
+            details={"role": row.role},
+            at_ms=at_ms,
+        )
+    return True
+
+
+def _unauthenticated() -> Exception:
+    return make_error(
+        ErrorCode.UNAUTHENTICATED, "a valid API key is required (Authorization: Bearer <key>)"
+    )

@@ -1,0 +1,9 @@
+"""The SQL store: the schema (``models``), opening it (``database``) and its migrations.
+
+See docs/storage.md for which facts live here and which in the core.
+"""
+
+from cardsvc.db.database import DATABASE_URL_ENV, Database
+from cardsvc.db.models import Base
+
+__all__ = ["DATABASE_URL_ENV", "Base", "Database"]

@@ -1,0 +1,228 @@
+"""The SQL schema: SQLAlchemy 2 declarative models for every fact the SQL store owns.
+
+Which store owns which fact (docs/storage.md has the full table):
+
+* The core (``cardsvc._core``, journaled) owns every code's *state*: available, held, allocated,
+  redeemed, frozen, void; pools, holds, allocations by order reference, redemptions and rollbacks,
+  and the idempotency of allocations (order reference) and redemptions (request id).
+* SQL owns everything else: the catalog (SKUs, pools by name, batches), the *encrypted payload*
+  of each code (the core keeps only a keyed hash), API keys (hashed), agents, orders (the saga
+  record binding an agent's ``client_order_id`` to the core's allocation), and the audit log.
+
+Times are integer milliseconds since the Unix epoch (``*_ms``), the core's unit, so they compare
+across stores and survive every database's timestamp quirks. Money (issue 6) is integer minor
+units. Columns hold no plaintext code or PIN anywhere.
+
+Changes to these models need a new Alembic revision (``python/cardsvc/db/migrations``); a test
+compares the models with the migrated schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints, so Alembic migrations name them the same on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    # Every column, so a unique constraint over (agent_id, client_order_id) is not named as if it
+    # covered agent_id alone (and cannot collide with a later one that does).
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LEN_MAX = 64
+"""SKU, agent, pool and key ids: short, printable, chosen by people or generated."""
+REF_LEN_MAX = 128
+"""Client-chosen idempotency keys (``client_order_id``); the core's reference limit."""
+NAME_LEN_MAX = 200
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[int]: JSON,
+        list[str]: JSON,
+    }
+
+
+class Agent(Base):
+    """A reseller in the agent tree (issue 6 adds grades, credit, quotas and the ledger)."""
+
+    __tablename__ = "agents"
+
+    agent_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN_MAX))
+    parent_id: Mapped[str | None] = mapped_column(
+        String(ID_LEN_MAX), ForeignKey("agents.agent_id"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    """An API key. The key handed out is ``cs_<key_id>_<secret>``; only SHA-256 of the secret is
+    kept (the secret is 256 random bits, so a fast hash is enough: nothing to brute-force)."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    role: Mapped[str] = mapped_column(String(16))  # admin | agent | terminal
+    agent_id: Mapped[str | None] = mapped_column(
+        String(ID_LEN_MAX), ForeignKey("agents.agent_id"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(NAME_LEN_MAX), default="")
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    # Terminal keys may be limited to these SKUs (None: every SKU).
+    skus: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # Per-key overrides of the risk limits (cardsvc.risk.RiskLimits field names).
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Sku(Base):
+    """A product whose codes the core holds (issue 5 adds kind, prices and validity rules)."""
+
+    __tablename__ = "skus"
+
+    sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN_MAX))
+    uses_per_code: Mapped[int] = mapped_column(Integer)
+    redeem_requires_sale: Mapped[bool] = mapped_column(Boolean)
+    validity_days_after_sale: Mapped[int | None] = mapped_column(Integer)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Pool(Base):
+    """A named stock pool. The core numbers pools; pool 0 is ``shared``. Staging pools used
+    while a batch imports (``cardsvc.catalog``) are never named here."""
+
+    __tablename__ = "pools"
+
+    pool_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(ID_LEN_MAX), unique=True)
+    agent_id: Mapped[str | None] = mapped_column(
+        String(ID_LEN_MAX), ForeignKey("agents.agent_id"), index=True
+    )
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Batch(Base):
+    """One import or generation of codes, with its wrapped data key (envelope encryption)."""
+
+    __tablename__ = "batches"
+
+    batch_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("skus.sku"), index=True)
+    pool_id: Mapped[int] = mapped_column(Integer)
+    # importing -> ready, or importing -> failed (recovery voids a batch that never finished).
+    status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))  # import | generate
+    data_key_wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(ID_LEN_MAX))
+    valid_from_ms: Mapped[int | None] = mapped_column(BigInteger)
+    valid_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    submitted: Mapped[int] = mapped_column(Integer, default=0)
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+
+
+class CodePayload(Base):
+    """A code's text and PIN, sealed with its batch's data key (AES-256-GCM, the code id as
+    associated data, so a payload copied onto another code's row fails to open)."""
+
+    __tablename__ = "code_payloads"
+
+    code_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    batch_id: Mapped[int] = mapped_column(Integer, ForeignKey("batches.batch_id"), index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Order(Base):
+    """An agent's order: the saga record (DESIGN.md, Order saga). The core's allocation is keyed
+    by ``order_id``; ``(agent_id, client_order_id)`` is the agent's idempotency key."""
+
+    __tablename__ = "orders"
+    __table_args__ = (UniqueConstraint("agent_id", "client_order_id"),)
+
+    order_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("agents.agent_id"))
+    client_order_id: Mapped[str] = mapped_column(String(REF_LEN_MAX))
+    sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("skus.sku"))
+    quantity: Mapped[int] = mapped_column(Integer)
+    pool_id: Mapped[int] = mapped_column(Integer)
+    hold_id: Mapped[str | None] = mapped_column(String(REF_LEN_MAX))
+    # pending -> fulfilled, or pending -> failed (error_code says why; nothing was allocated).
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    code_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+
+
+Index("ix_orders_status_pending", Order.status, Order.created_at_ms)
+
+
+class AuditEntry(Base):
+    """One entry of the append-only, hash-chained audit log (``cardsvc.audit``):
+    ``entry_hash = SHA-256(prev_hash || canonical JSON of the entry's fields)``."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    actor: Mapped[str] = mapped_column(String(ID_LEN_MAX), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(REF_LEN_MAX))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    entry_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+Index("ix_audit_log_object", AuditEntry.object_type, AuditEntry.object_id)
+
+
+AUDIT_HEAD_ID = 1
+"""The primary key of the one ``audit_head`` row."""
+
+
+class AuditHead(Base):
+    """The head of the audit chain: the last entry's ``seq`` and ``entry_hash`` (``seq`` 0 and 32
+    zero bytes before the first entry; the initial migration inserts that row).
+
+    One row, updated in the same transaction as each append. Appending locks it first
+    (``SELECT ... FOR UPDATE`` on PostgreSQL), so concurrent transactions take turns and the chain
+    cannot fork; verification compares the chain's last entry with it, so deleting entries from
+    the tail is detected too."""
+
+    __tablename__ = "audit_head"
+    __table_args__ = (CheckConstraint(f"head_id = {AUDIT_HEAD_ID}", name="single_row"),)
+
+    head_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    entry_hash: Mapped[bytes] = mapped_column(LargeBinary(32))

@@ -1,0 +1,102 @@
+"""The running service's parts, opened and closed together: the durable core store, the SQL
+database, the master key, API keys, risk state, the catalog and orders.
+
+``Services.open`` is what ``cardsvc serve`` (through the HTTP app's lifespan) runs at start-up:
+
+1. the store: lock the data directory, recover the core from snapshot + journal;
+2. the database: open it and migrate to the current schema;
+3. the master key (``cardsvc.crypto``);
+4. recovery passes that finish or undo what a crash interrupted: batches (the import saga),
+   then pending orders (the order saga).
+
+A recovery timer (:meth:`Services.recover_pending`) re-drives orders left pending by a transient
+failure (the journal unavailable) while the server runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from cardsvc import audit, crypto
+from cardsvc.apikeys import KeyRing
+from cardsvc.catalog import Catalog
+from cardsvc.db import Database
+from cardsvc.orders import Orders
+from cardsvc.risk import RiskGuard, RiskLimits
+from cardsvc.store import Store, StoreConfig
+
+log = logging.getLogger("cardsvc.services")
+
+PENDING_ORDER_AGE_MS = 10_000
+"""The recovery timer leaves younger pending orders alone: their request is still running."""
+
+
+@dataclass
+class ServiceConfig:
+    """Where the service keeps its state and which limits it enforces by default."""
+
+    store: StoreConfig
+    database_url: str | None = None
+    risk: RiskLimits = field(default_factory=RiskLimits.from_env)
+
+
+class Services:
+    """Everything a request may need, opened once per process."""
+
+    def __init__(self, store: Store, db: Database, master: crypto.MasterKey,
+                 risk: RiskGuard) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.db = db
+        self.master = master
+        self.risk = risk
+        self.keys = KeyRing(db)
+        self.catalog = Catalog(store, db, master)
+        self.orders = Orders(store, db, self.catalog, risk)
+        self.recovery: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, config: ServiceConfig, *, store: Store | None = None) -> Services:
+        """Opens (or adopts) the store, the database and the master key, then runs the recovery
+        passes. Raises what ``Store.open`` and ``Database.open`` raise; on failure everything
+        opened so far is closed again."""
+        opened = store if store is not None else Store.open(config.store)
+        try:
+            db = Database.open(config.store.data_dir, config.database_url)
+        except BaseException:
+            opened.close()
+            raise
+        try:
+            master = crypto.MasterKey.load(config.store.data_dir)
+            services = cls(opened, db, master, RiskGuard(config.risk))
+            services.recovery = {
+                "batches": services.catalog.recover(),
+                "orders": services.orders.recover(),
+            }
+        except BaseException:
+            db.close()
+            opened.close()
+            raise
+        log.info("services recovered: %s", services.recovery)
+        return services
+
+    def record(
+        self, *, actor: str, action: str, object_type: str, object_id: str,
+        details: dict[str, Any],
+    ) -> None:
+        """Appends one audit entry in its own transaction (for events of the hot path, such
+        as a rollback or a lockout, whose effect is already journaled in the core)."""
+        with self.db.write() as session:
+            audit.append(session, actor=actor, action=action, object_type=object_type,
+                         object_id=object_id, details=details, at_ms=self.engine.now_ms())
+
+    def recover_pending(self) -> dict[str, int]:
+        """Re-drives orders left pending for PENDING_ORDER_AGE_MS or more."""
+        return self.orders.recover(older_than_ms=PENDING_ORDER_AGE_MS)
+
+    def close(self) -> None:
+        """Closes the database and then the store (flushing the journal). Idempotent."""
+        self.db.close()
+        self.store.close()

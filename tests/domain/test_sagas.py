@@ -1,0 +1,143 @@
+"""Goal: the import saga and the order saga finish or undo whatever a crash interrupted: a
+batch whose payloads never committed is voided (none of its codes can ever be sold), a batch
+whose payloads committed but whose codes never left staging is finished, and a pending order is
+driven to fulfilled (with the codes the core already allocated to it, if any) or failed.
+
+Method: ``Services`` over a temporary data directory; each test runs a saga's steps by hand up
+to a crash point, closes the services (the journal is flushed, as the wait before each SQL step
+guarantees), reopens them (which runs the recovery passes), and checks the result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cardsvc.catalog import STAGING_POOL_BASE, CodeInput
+from cardsvc.db.models import Batch, Order
+from cardsvc.orders import OrderRequest
+from cardsvc.risk import RiskLimits
+from cardsvc.services import ServiceConfig, Services
+from cardsvc.store import StoreConfig
+
+
+def open_services(data_dir: Path) -> Services:
+    return Services.open(ServiceConfig(store=StoreConfig(data_dir=data_dir), risk=RiskLimits()))
+
+
+def seeded(data_dir: Path) -> Services:
+    services = open_services(data_dir)
+    services.catalog.create_sku("VIP", "vip", actor="test")
+    return services
+
+
+def crash_after_core_import(services: Services, codes: list[str]) -> tuple[int, list[int]]:
+    """Saga steps 1 and 2 of an import: the batch row and the codes in staging."""
+    catalog = services.catalog
+    batch_id, data_key = catalog._begin_batch("VIP", 0, None, None, "import", len(codes), "t")
+    ids, _ = services.engine.import_codes("VIP", codes, STAGING_POOL_BASE + batch_id,
+                                          batch=batch_id)
+    services.store.wait_last()
+    return batch_id, data_key and ids
+
+
+def test_batch_without_payloads_is_voided_at_restart(tmp_path: Path) -> None:
+    services = seeded(tmp_path)
+    batch_id, ids = crash_after_core_import(services, ["LOST-0001", "LOST-0002"])
+    services.close()
+    services = open_services(tmp_path)
+    try:
+        assert services.recovery["batches"] == {"failed": 1, "finished": 0}
+        assert services.catalog.get_batch(batch_id)["status"] == "failed"
+        assert {services.engine.code_info(i).state for i in ids} == {"void"}
+        assert services.catalog.stock("VIP")["available"] == 0
+    finally:
+        services.close()
+
+
+def test_batch_with_payloads_but_still_staging_is_finished_at_restart(tmp_path: Path) -> None:
+    services = seeded(tmp_path)
+    codes = ["KEPT-0001", "KEPT-0002", "KEPT-0003"]
+    catalog = services.catalog
+    batch_id, data_key = catalog._begin_batch("VIP", 0, None, None, "import", 3, "t")
+    ids, _ = services.engine.import_codes("VIP", codes, STAGING_POOL_BASE + batch_id,
+                                          batch=batch_id)
+    services.store.wait_last()
+    catalog._store_payloads(batch_id, data_key, ids, [CodeInput(c) for c in codes], 0, "t")
+    services.close()
+    services = open_services(tmp_path)
+    try:
+        assert services.recovery["batches"] == {"failed": 0, "finished": 1}
+        assert services.catalog.stock("VIP")["available"] == 3
+        assert [code for code, _ in services.catalog.reveal(ids)] == codes
+    finally:
+        services.close()
+
+
+def pending_order(services: Services, quantity: int, ref: str = "o-1") -> str:
+    """Saga step 1 of an order: the pending row."""
+    with services.db.write() as session:
+        session.add(Order(order_id=f"ord_{ref}", agent_id="A1", client_order_id=ref, sku="VIP",
+                          quantity=quantity, pool_id=0, hold_id=None, status="pending",
+                          error_code=None, error_details=None, code_ids=None,
+                          created_at_ms=0, updated_at_ms=0, created_by="t"))
+    return f"ord_{ref}"
+
+
+def with_agent_and_stock(tmp_path: Path, count: int) -> Services:
+    from cardsvc.agents import create_agent
+
+    services = seeded(tmp_path)
+    create_agent(services.db, "A1", "a", parent_id=None, actor="t", now_ms=0)
+    services.catalog.import_batch("VIP", [CodeInput(f"STOCK-{i:04d}") for i in range(count)],
+                                  actor="t")
+    return services
+
+
+def test_pending_order_allocated_before_the_crash_keeps_its_codes(tmp_path: Path) -> None:
+    services = with_agent_and_stock(tmp_path, 5)
+    order_id = pending_order(services, 2)
+    allocated = services.engine.allocate("VIP", 2, order_id)
+    services.store.wait_last()
+    services.close()
+    services = open_services(tmp_path)
+    try:
+        assert services.recovery["orders"] == {"fulfilled": 1, "failed": 0, "pending": 0}
+        order = services.orders.find("A1", "o-1")
+        assert order["status"] == "fulfilled"
+        expected = [code for code, _ in services.catalog.reveal(allocated)]
+        assert [c["code"] for c in order["codes"]] == expected
+        assert services.catalog.stock("VIP")["allocated"] == 2
+    finally:
+        services.close()
+
+
+def test_pending_order_never_allocated_is_fulfilled_or_failed(tmp_path: Path) -> None:
+    services = with_agent_and_stock(tmp_path, 3)
+    pending_order(services, 2, "fits")
+    pending_order(services, 2, "too-many")
+    services.close()
+    services = open_services(tmp_path)
+    try:
+        assert services.recovery["orders"] == {"fulfilled": 1, "failed": 1, "pending": 0}
+        statuses = {services.orders.find("A1", ref)["status"] for ref in ("fits", "too-many")}
+        assert statuses == {"fulfilled", "failed"}
+        assert services.catalog.stock("VIP")["allocated"] == 2
+    finally:
+        services.close()
+
+
+def test_order_retry_after_failure_returns_the_same_failure(tmp_path: Path) -> None:
+    services = with_agent_and_stock(tmp_path, 1)
+    try:
+        request = OrderRequest("A1", "big", "VIP", 2)
+        errors = []
+        for _ in range(2):
+            try:
+                services.orders.place(request, actor="t", limits=RiskLimits())
+            except Exception as error:
+                errors.append(error)
+        assert [getattr(e, "code", None) for e in errors] == ["OUT_OF_STOCK"] * 2
+        with services.db.read() as session:
+            assert session.query(Batch).count() == 1
+    finally:
+        services.close()
