@@ -6,14 +6,18 @@ acknowledged only once the core's journal holds it (``cardsvc.catalog``).
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import AdminDep, ServicesDep
 from api.models import Strict
-from cardsvc.catalog import BATCH_CODES_MAX, GENERATE_LENGTH_MAX, GENERATE_LENGTH_MIN, CodeInput
+from cardsvc.batches import LIST_CODES_MAX, BatchMeta, CodeInput
+from cardsvc.catalog import KINDS
+from cardsvc.codegen import CodeFormat
 from cardsvc.errors import ErrorCode, make_error
 
 router = APIRouter(tags=["catalog"])
@@ -23,7 +27,23 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 UnixSeconds = Annotated[int, Field(ge=0, le=(1 << 32) - 1)]
 
 
-class SkuCreate(Strict):
+Money = Annotated[int, Field(ge=0, le=10**15, description="integer minor units")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
+Kind = Annotated[str, Field(description=" | ".join(KINDS))]
+
+
+class SkuEditable(Strict):
+    kind: Kind | None = None
+    currency: Currency | None = None
+    face_value_minor: Money | None = None
+    cost_minor: Money | None = None
+    retail_price_minor: Money | None = None
+    purchase_limit_per_buyer: int | None = Field(default=None, ge=0, le=1_000_000)
+    low_stock_threshold: int | None = Field(default=None, ge=0, le=1 << 31)
+    on_sale: bool | None = None
+
+
+class SkuCreate(SkuEditable):
     sku: Id
     name: Name
     uses_per_code: int = Field(default=1, ge=1, le=1_000_000)
@@ -31,13 +51,26 @@ class SkuCreate(Strict):
     validity_days_after_sale: int | None = Field(default=None, ge=1, le=36_500)
 
 
+class SkuUpdate(SkuEditable):
+    name: Name | None = None
+
+
 class SkuOut(BaseModel):
     sku: str
     name: str
+    kind: str
     uses_per_code: int
     redeem_requires_sale: bool
     validity_days_after_sale: int | None
+    currency: str
+    face_value_minor: int | None
+    cost_minor: int | None
+    retail_price_minor: int | None
+    purchase_limit_per_buyer: int | None
+    low_stock_threshold: int | None
+    on_sale: bool
     created_at_ms: int
+    updated_at_ms: int | None
 
 
 class StockCounts(BaseModel):
@@ -53,6 +86,7 @@ class StockCounts(BaseModel):
 class StockOut(StockCounts):
     sku: str
     by_pool: dict[str, StockCounts]
+    low_stock: bool = Field(description="sellable stock at or below the SKU's threshold")
 
 
 class PoolCreate(Strict):
@@ -72,18 +106,28 @@ class CodeIn(Strict):
 
 
 class Generate(Strict):
-    count: int = Field(ge=1, le=BATCH_CODES_MAX)
-    length: int = Field(default=16, ge=GENERATE_LENGTH_MIN, le=GENERATE_LENGTH_MAX)
-    prefix: str = Field(default="", max_length=16, pattern=r"^[A-Za-z0-9-]*$")
+    count: int = Field(ge=1, le=LIST_CODES_MAX)
+    length: int = Field(default=16, ge=6, le=64, description="random characters")
+    prefix: str = Field(default="", max_length=16, pattern=r"^[A-Za-z0-9]*$")
+    group: int = Field(default=4, ge=0, le=16, description="characters per group; 0: none")
+    check: bool = Field(default=True, description="append a check character")
+    pin_length: int = Field(default=0, ge=0, le=32)
 
 
-class BatchCreate(Strict):
-    sku: Id
-    codes: list[CodeIn] | None = Field(default=None, min_length=1, max_length=BATCH_CODES_MAX)
-    generate: Generate | None = None
+class BatchFacts(Strict):
     pool: Id | None = None
     valid_from: UnixSeconds | None = None
     valid_until: UnixSeconds | None = None
+    supplier: Name | None = None
+    unit_cost_minor: Money | None = None
+    currency: Currency | None = None
+    purchase_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+
+class BatchCreate(BatchFacts):
+    sku: Id
+    codes: list[CodeIn] | None = Field(default=None, min_length=1, max_length=LIST_CODES_MAX)
+    generate: Generate | None = None
 
     @model_validator(mode="after")
     def one_source(self) -> BatchCreate:
@@ -109,27 +153,46 @@ class BatchOut(BaseModel):
     batch_id: int
     sku: str
     pool: str
-    status: str
+    status: str = Field(description="importing, ready, failed or rejected")
     source: str
     submitted: int
+    processed: int
     imported: int
     duplicates: int
     valid_from_ms: int | None
     valid_until_ms: int | None
+    supplier: str | None
+    unit_cost_minor: int | None
+    currency: str | None
+    purchase_date: str | None
+    source_name: str | None
+    error_code: str | None
     created_at_ms: int
     created_by: str | None
 
 
 SkuPath = Annotated[str, Path(min_length=1, max_length=64)]
+BatchId = Annotated[int, Path(ge=1, le=(1 << 31) - 1)]
 
 
 @router.post("/skus", response_model=SkuOut, status_code=status.HTTP_201_CREATED)
 def create_sku(body: SkuCreate, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
     """A new SKU. Errors: SKU_EXISTS."""
+    extra = body.model_dump(include=set(SkuEditable.model_fields), exclude_none=True)
     return services.catalog.create_sku(
         body.sku, body.name, uses_per_code=body.uses_per_code,
         redeem_requires_sale=body.redeem_requires_sale,
-        validity_days_after_sale=body.validity_days_after_sale, actor=caller.key_id)
+        validity_days_after_sale=body.validity_days_after_sale, actor=caller.key_id, **extra)
+
+
+@router.patch("/skus/{sku}", response_model=SkuOut)
+def update_sku(sku: SkuPath, body: SkuUpdate, caller: AdminDep,
+               services: ServicesDep) -> dict[str, Any]:
+    """Changes the given catalog fields (audited with old and new values). Fields the core
+    enforces (uses per code, sale before redemption, validity) cannot change. Errors:
+    SKU_NOT_FOUND."""
+    return services.catalog.update_sku(sku, body.model_dump(exclude_unset=True),
+                                       actor=caller.key_id)
 
 
 @router.get("/skus", response_model=list[SkuOut])
@@ -161,22 +224,34 @@ def create_batch(body: BatchCreate, caller: AdminDep, services: ServicesDep) -> 
     """Imports ``codes`` (or generates ``generate.count`` new ones) as one batch. Duplicates of
     any earlier code are skipped and listed, masked. Errors: SKU_NOT_FOUND, POOL_NOT_FOUND,
     INVALID_CODE / INVALID_PIN (details: ``index``; nothing imported), INVALID_ARGUMENT."""
-    catalog = services.catalog
-    common: dict[str, Any] = {"pool": body.pool, "valid_from": body.valid_from,
-                              "valid_until": body.valid_until, "actor": caller.key_id}
+    batches = services.batches
+    meta = BatchMeta(sku=body.sku, **body.model_dump(include=set(BatchFacts.model_fields)))
     if body.generate is not None:
-        result = catalog.generate_batch(body.sku, body.generate.count,
-                                        length=body.generate.length,
-                                        prefix=body.generate.prefix, **common)
+        spec = body.generate
+        fmt = CodeFormat(length=spec.length, group=spec.group, prefix=spec.prefix,
+                         check=spec.check, pin_length=spec.pin_length)
+        result = batches.generate(meta, fmt, spec.count, actor=caller.key_id)
     else:
         codes = [CodeInput(item.code, item.pin) for item in body.codes or []]
-        result = catalog.import_batch(body.sku, codes, **common)
+        result = batches.import_codes(meta, codes, actor=caller.key_id)
     return {"batch_id": result.batch_id, "imported": result.imported,
             "duplicates": result.duplicates, "status": result.status}
 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut)
-def get_batch(batch_id: Annotated[int, Path(ge=1, le=(1 << 31) - 1)], caller: AdminDep,
-              services: ServicesDep) -> dict[str, Any]:
+def get_batch(batch_id: BatchId, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
     """Errors: BATCH_NOT_FOUND."""
-    return services.catalog.get_batch(batch_id)
+    return services.batches.get(batch_id)
+
+
+@router.get("/batches/{batch_id}/report", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}}}})
+def batch_report(batch_id: BatchId, caller: AdminDep, services: ServicesDep) -> StreamingResponse:
+    """The batch's report as CSV (``line,field,reason,code``): rejected rows and duplicates,
+    codes masked. Errors: BATCH_NOT_FOUND."""
+    services.batches.get(batch_id)
+    lines = (f"{issue.line},{issue.field},{issue.reason},{issue.masked or ''}\n"
+             for issue in services.batches.report(batch_id))
+    return StreamingResponse(
+        chain(["line,field,reason,code\n"], lines), media_type="text/csv",
+        headers={"content-disposition": f'attachment; filename="batch-{batch_id}-report.csv"'})

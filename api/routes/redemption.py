@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import RedeemerDep, RollbackDep, ServicesDep, VerifierDep, client_ip, limits_of
 from api.models import Strict
+from cardsvc import codegen
 from cardsvc.apikeys import Principal
 from cardsvc.engine import Engine, Redemption
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
@@ -133,6 +134,14 @@ def _unknown_code() -> CardsvcError:
     return make_error(ErrorCode.CODE_NOT_FOUND, "no such code")
 
 
+def _check_typed(services: Services, code: str) -> None:
+    """A mistyped generated code (its check character fails) is INVALID_CODE without a
+    lookup; other codes pass (``cardsvc.codegen.check_typed``)."""
+    prefixes = services.batches.prefixes
+    if prefixes:
+        codegen.check_typed(code, prefixes)
+
+
 def _check_sku(engine: Engine, caller: Principal, code: str) -> None:
     """For a terminal limited to some SKUs: a code of another SKU does not exist for it (no
     status, no PIN check, nothing that tells it the code is real). Raises CODE_NOT_FOUND."""
@@ -150,6 +159,7 @@ async def verify(body: VerifyRequest, caller: VerifierDep, services: ServicesDep
     ip = client_ip(request)
     limits = limits_of(services, caller)
     services.risk.admit("verify", caller.key_id, ip, limits)
+    _check_typed(services, body.code)
     try:
         _check_sku(services.engine, caller, body.code)
         result = services.engine.verify(body.code, body.pin)
@@ -173,6 +183,7 @@ async def redeem(body: RedeemRequest, caller: RedeemerDep, services: ServicesDep
     limits = limits_of(services, caller)
     services.risk.admit("redeem", caller.key_id, ip, limits)
     engine = services.engine
+    _check_typed(services, body.code)
     try:
         _check_sku(engine, caller, body.code)
         result = engine.redeem(body.code, body.request_id, caller.key_id, body.pin)
@@ -195,9 +206,10 @@ async def redeem_batch(body: RedeemBatchRequest, caller: RedeemerDep, services: 
     engine = services.engine
     allowed = list(range(len(items)))
     refused: dict[int, CardsvcError] = {}
-    if caller.skus is not None:
+    if caller.skus is not None or services.batches.prefixes:
         for index, item in enumerate(items):
             try:
+                _check_typed(services, item.code)
                 _check_sku(engine, caller, item.code)
             except CardsvcError as error:
                 refused[index] = error

@@ -95,6 +95,17 @@ def _keys_command() -> Command:
                    cli_keys.add_keys_arguments, cli_keys.run_keys)
 
 
+def _records_commands() -> tuple[Command, ...]:
+    from cardsvc import cli_records
+
+    return (
+        Command("export", "write a batch's or an order's codes as watermarked CSV (audited)",
+                cli_records.add_export_arguments, cli_records.run_export),
+        Command("audit", "verify the audit log's hash chain, or list entries",
+                cli_records.add_audit_arguments, cli_records.run_audit),
+    )
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("version", "print the cardsvc version", _no_arguments, _run_version),
     Command(
@@ -105,6 +116,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     *_store_commands(),
     _keys_command(),
+    *_records_commands(),
 )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from cardsvc.batches import Batches
 from cardsvc.catalog import Catalog
 from cardsvc.db import Database
 from cardsvc.db.models import Order
@@ -92,11 +93,13 @@ class OrderRequest:
 class Orders:
     """The order saga and holds over the store, the SQL database and the catalog."""
 
-    def __init__(self, store: Store, db: Database, catalog: Catalog, risk: RiskGuard) -> None:
+    def __init__(self, store: Store, db: Database, catalog: Catalog, batches: Batches,
+                 risk: RiskGuard) -> None:
         self.store = store
         self.engine: Engine = store.engine
         self.db = db
         self.catalog = catalog
+        self.batches = batches
         self.risk = risk
 
     # ----- orders -----
@@ -211,7 +214,7 @@ class Orders:
         """The order as its owner sees it, codes in plaintext (DESIGN.md: delivery)."""
         codes: list[dict[str, Any]] = []
         if row.status == "fulfilled" and row.code_ids:
-            texts = self.catalog.reveal(row.code_ids)
+            texts = self.batches.reveal(row.code_ids)
             for code_id, (code, pin) in zip(row.code_ids, texts, strict=True):
                 info = self.engine.code_info(code_id)
                 codes.append({"code": code, "pin": pin, "valid_until": iso_s(info.valid_until)})

@@ -21,6 +21,7 @@ from typing import Any
 
 from cardsvc import audit, crypto
 from cardsvc.apikeys import KeyRing
+from cardsvc.batches import Batches
 from cardsvc.catalog import Catalog
 from cardsvc.db import Database
 from cardsvc.orders import Orders
@@ -53,8 +54,9 @@ class Services:
         self.master = master
         self.risk = risk
         self.keys = KeyRing(db)
-        self.catalog = Catalog(store, db, master)
-        self.orders = Orders(store, db, self.catalog, risk)
+        self.catalog = Catalog(store, db)
+        self.batches = Batches(store, db, master, self.catalog)
+        self.orders = Orders(store, db, self.catalog, self.batches, risk)
         self.recovery: dict[str, Any] = {}
 
     @classmethod
@@ -72,7 +74,7 @@ class Services:
             master = crypto.MasterKey.load(config.store.data_dir)
             services = cls(opened, db, master, RiskGuard(config.risk))
             services.recovery = {
-                "batches": services.catalog.recover(),
+                "batches": services.batches.recover(),
                 "orders": services.orders.recover(),
             }
         except BaseException:

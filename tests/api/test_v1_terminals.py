@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from cardsvc.catalog import CodeInput
+from cardsvc.batches import BatchMeta, CodeInput
 from tests.api.conftest import CODES, PINS, Api
 
 pytestmark = pytest.mark.anyio
@@ -133,7 +133,8 @@ async def test_racing_redeems_of_one_code_succeed_exactly_once(catalog: Api) -> 
 async def test_multi_use_code_redeems_exactly_its_uses(catalog: Api) -> None:
     api = catalog
     # Generated GIFT codes cannot be read back (by design); import a known one.
-    api.services.catalog.import_batch("GIFT", [CodeInput("GIFT-KNOWN-0001")], actor="test")
+    api.services.batches.import_codes(BatchMeta("GIFT"), [CodeInput("GIFT-KNOWN-0001")],
+                                      actor="test")
     statuses = await asyncio.gather(*(
         api.call("POST", "/v1/redeem", api.keys["terminal"],
                  json={"code": "GIFT-KNOWN-0001", "request_id": f"g-{i}"})

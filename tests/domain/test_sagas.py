@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cardsvc.catalog import STAGING_POOL_BASE, CodeInput
+import pytest
+
+from cardsvc.batches import STAGING_POOL_BASE, BatchMeta, CodeInput
 from cardsvc.db.models import Batch, Order
 from cardsvc.orders import OrderRequest
 from cardsvc.risk import RiskLimits
@@ -31,13 +33,12 @@ def seeded(data_dir: Path) -> Services:
 
 
 def crash_after_core_import(services: Services, codes: list[str]) -> tuple[int, list[int]]:
-    """Saga steps 1 and 2 of an import: the batch row and the codes in staging."""
-    catalog = services.catalog
-    batch_id, data_key = catalog._begin_batch("VIP", 0, None, None, "import", len(codes), "t")
+    """Saga step 1 and the core half of step 2: the batch row and the codes in staging."""
+    batch_id = services.batches.begin(BatchMeta("VIP"), actor="t", submitted=len(codes))
     ids, _ = services.engine.import_codes("VIP", codes, STAGING_POOL_BASE + batch_id,
                                           batch=batch_id)
     services.store.wait_last()
-    return batch_id, data_key and ids
+    return batch_id, ids
 
 
 def test_batch_without_payloads_is_voided_at_restart(tmp_path: Path) -> None:
@@ -47,28 +48,30 @@ def test_batch_without_payloads_is_voided_at_restart(tmp_path: Path) -> None:
     services = open_services(tmp_path)
     try:
         assert services.recovery["batches"] == {"failed": 1, "finished": 0}
-        assert services.catalog.get_batch(batch_id)["status"] == "failed"
+        assert services.batches.get(batch_id)["status"] == "failed"
         assert {services.engine.code_info(i).state for i in ids} == {"void"}
         assert services.catalog.stock("VIP")["available"] == 0
     finally:
         services.close()
 
 
-def test_batch_with_payloads_but_still_staging_is_finished_at_restart(tmp_path: Path) -> None:
+def test_batch_with_payloads_but_still_staging_is_finished_at_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     services = seeded(tmp_path)
     codes = ["KEPT-0001", "KEPT-0002", "KEPT-0003"]
-    catalog = services.catalog
-    batch_id, data_key = catalog._begin_batch("VIP", 0, None, None, "import", 3, "t")
-    ids, _ = services.engine.import_codes("VIP", codes, STAGING_POOL_BASE + batch_id,
-                                          batch=batch_id)
-    services.store.wait_last()
-    catalog._store_payloads(batch_id, data_key, ids, [CodeInput(c) for c in codes], 0, "t")
+    # Crash before step 4: the batch is ready, its codes still in the staging pool.
+    monkeypatch.setattr(services.batches, "_release", lambda *args: 0)
+    result = services.batches.import_codes(BatchMeta("VIP"), [CodeInput(c) for c in codes],
+                                           actor="t")
+    assert services.catalog.stock("VIP")["available"] == 0
+    ids = services.engine.batch_code_ids(result.batch_id)
     services.close()
     services = open_services(tmp_path)
     try:
         assert services.recovery["batches"] == {"failed": 0, "finished": 1}
         assert services.catalog.stock("VIP")["available"] == 3
-        assert [code for code, _ in services.catalog.reveal(ids)] == codes
+        assert [code for code, _ in services.batches.reveal(ids)] == codes
     finally:
         services.close()
 
@@ -88,8 +91,8 @@ def with_agent_and_stock(tmp_path: Path, count: int) -> Services:
 
     services = seeded(tmp_path)
     create_agent(services.db, "A1", "a", parent_id=None, actor="t", now_ms=0)
-    services.catalog.import_batch("VIP", [CodeInput(f"STOCK-{i:04d}") for i in range(count)],
-                                  actor="t")
+    services.batches.import_codes(BatchMeta("VIP"),
+                                  [CodeInput(f"STOCK-{i:04d}") for i in range(count)], actor="t")
     return services
 
 
@@ -104,7 +107,7 @@ def test_pending_order_allocated_before_the_crash_keeps_its_codes(tmp_path: Path
         assert services.recovery["orders"] == {"fulfilled": 1, "failed": 0, "pending": 0}
         order = services.orders.find("A1", "o-1")
         assert order["status"] == "fulfilled"
-        expected = [code for code, _ in services.catalog.reveal(allocated)]
+        expected = [code for code, _ in services.batches.reveal(allocated)]
         assert [c["code"] for c in order["codes"]] == expected
         assert services.catalog.stock("VIP")["allocated"] == 2
     finally:

@@ -35,6 +35,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import true as sa_true
 
 # Named constraints, so Alembic migrations name them the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -101,7 +102,11 @@ class ApiKey(Base):
 
 
 class Sku(Base):
-    """A product whose codes the core holds (issue 5 adds kind, prices and validity rules)."""
+    """A product whose codes the core holds. ``uses_per_code``, ``redeem_requires_sale`` and
+    ``validity_days_after_sale`` are also the core's SKU settings and never change; the rest is
+    the catalog's and may be edited (audited). Money is integer minor units of ``currency``.
+    Validity: ``validity_days_after_sale`` None means each batch's fixed window
+    (``valid_from``/``valid_until``); N means N days from the sale (capped by the window)."""
 
     __tablename__ = "skus"
 
@@ -111,6 +116,15 @@ class Sku(Base):
     redeem_requires_sale: Mapped[bool] = mapped_column(Boolean)
     validity_days_after_sale: Mapped[int | None] = mapped_column(Integer)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16), default="card_key", server_default="card_key")
+    currency: Mapped[str] = mapped_column(String(3), default="CNY", server_default="CNY")
+    face_value_minor: Mapped[int | None] = mapped_column(BigInteger)
+    cost_minor: Mapped[int | None] = mapped_column(BigInteger)
+    retail_price_minor: Mapped[int | None] = mapped_column(BigInteger)
+    purchase_limit_per_buyer: Mapped[int | None] = mapped_column(Integer)
+    low_stock_threshold: Mapped[int | None] = mapped_column(Integer)
+    on_sale: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    updated_at_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Pool(Base):
@@ -147,6 +161,44 @@ class Batch(Base):
     duplicates: Mapped[int] = mapped_column(Integer, default=0)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    # Issue 5: where the codes came from, what they cost, how far an import has got.
+    supplier: Mapped[str | None] = mapped_column(String(NAME_LEN_MAX))
+    unit_cost_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    purchase_date: Mapped[str | None] = mapped_column(String(10))  # ISO date
+    source_name: Mapped[str | None] = mapped_column(String(NAME_LEN_MAX))  # file name
+    processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    code_format: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class BatchIssue(Base):
+    """One line of a batch's downloadable report: a rejected row or a duplicate (by input line
+    or index; the code only masked)."""
+
+    __tablename__ = "batch_issues"
+
+    batch_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("batches.batch_id"), primary_key=True, autoincrement=False
+    )
+    line: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    field: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64))
+    masked: Mapped[str | None] = mapped_column(String(ID_LEN_MAX * 4))
+
+
+class Export(Base):
+    """One export of plaintext codes (``cardsvc export``, ``POST /v1/exports``): who, when, what,
+    how many. The CSV carries ``export_id`` as its watermark."""
+
+    __tablename__ = "exports"
+
+    export_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(ID_LEN_MAX))
+    object_type: Mapped[str] = mapped_column(String(16))  # batch | order
+    object_id: Mapped[str] = mapped_column(String(ID_LEN_MAX))
+    codes: Mapped[int] = mapped_column(Integer)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class CodePayload(Base):

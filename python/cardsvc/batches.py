@@ -1,0 +1,484 @@
+"""Batches of codes: import (a list, or a file streamed in chunks), generation, the batch report,
+recovery of interrupted imports, and decryption for delivery.
+
+A batch touches both stores, so it is a saga (crash-safe at every point):
+
+1. SQL: the batch row, ``importing``, with its wrapped data key (:meth:`Batches.begin`);
+2. per chunk: core ``import_codes`` into the batch's *staging pool* (core pool
+   ``STAGING_POOL_BASE + batch_id``, from which nothing is sold), wait until journaled, then one
+   SQL transaction with the chunk's sealed payloads, its report lines and the progress count;
+3. SQL: the batch ``ready`` with its counts and an audit entry;
+4. core: every code moved from the staging pool into the target pool.
+
+Codes are therefore never sellable before their payloads are stored. A failure in steps 2-3
+voids the batch's codes in the core and marks it ``failed``; recovery at start-up
+(:meth:`Batches.recover`) does the same for a batch a crash left ``importing``, and finishes
+step 4 for a ``ready`` batch whose staging pool still holds codes. The whole file is one batch:
+all or nothing.
+
+Duplicates (of any earlier code, or repeated within the batch) are skipped and listed in the
+batch report (``batch_issues``: input line, masked code). Rows a file reader rejected are
+reported there too, for a batch ``rejected`` before anything was imported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from cardsvc import audit, codegen, crypto
+from cardsvc.catalog import Catalog
+from cardsvc.db import Database
+from cardsvc.db.models import Batch, BatchIssue, CodePayload
+from cardsvc.engine import Engine, normalise_code
+from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.masking import mask_code
+from cardsvc.store import Store
+
+STAGING_POOL_BASE = 1 << 31
+"""Batch ``b`` imports into core pool ``STAGING_POOL_BASE + b``, which no order draws from."""
+CHUNK_CODES = 50_000
+"""Codes per core call and SQL transaction: bounds memory (about 20 MB per chunk in flight) and
+how long one transaction holds SQLite's write lock (about 0.3 s)."""
+LIST_CODES_MAX = 100_000
+"""Codes in one import given as a list (the API's JSON body allows about 10,000); files stream."""
+GENERATE_COUNT_MAX = 10_000_000
+"""Codes one generation makes (a core import call's bound)."""
+GENERATE_RETRIES_MAX = 5
+REPORT_LINES_MAX = 1_000_000
+"""Report lines kept per batch (each about 100 bytes)."""
+CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def _invalid(field_name: str, message: str) -> CardsvcError:
+    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field_name})
+
+
+@dataclass(frozen=True)
+class CodeInput:
+    """One code to import, exactly as given (its text is delivered as is). ``line`` is its place
+    in the input (a file's line, or a list's index) for the report; ``valid_until`` (Unix
+    seconds) overrides the batch's for this code."""
+
+    code: str
+    pin: str | None = None
+    line: int | None = None
+    valid_until: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchMeta:
+    """What a batch is: where its codes go and where they came from."""
+
+    sku: str
+    pool: str | None = None
+    valid_from: int | None = None  # Unix seconds
+    valid_until: int | None = None
+    source: str = "import"  # import | upload | generate
+    supplier: str | None = None
+    unit_cost_minor: int | None = None
+    currency: str | None = None
+    purchase_date: str | None = None  # ISO date
+    source_name: str | None = None
+    code_format: dict[str, Any] | None = None
+
+    def check(self, now_s: int) -> None:
+        """Raises INVALID_ARGUMENT (details: ``field``) for an impossible batch."""
+        if self.valid_until is not None and self.valid_until < now_s:
+            raise _invalid("valid_until", "valid_until is in the past")
+        if (self.valid_from is not None and self.valid_until is not None
+                and self.valid_from > self.valid_until):
+            raise _invalid("valid_from", "valid_from is after valid_until")
+        if self.unit_cost_minor is not None and self.unit_cost_minor < 0:
+            raise _invalid("unit_cost_minor", "unit_cost_minor must not be negative")
+        if self.currency is not None and not CURRENCY.fullmatch(self.currency):
+            raise _invalid("currency", "currency must be three capital letters (ISO 4217)")
+        if self.purchase_date is not None:
+            try:
+                date.fromisoformat(self.purchase_date)
+            except ValueError:
+                raise _invalid("purchase_date", "purchase_date must be YYYY-MM-DD") from None
+
+
+@dataclass
+class BatchResult:
+    batch_id: int
+    imported: int
+    duplicates: list[dict[str, Any]] = field(default_factory=list)  # [{"index", "code"}]
+    status: str = "ready"
+
+
+class Batches:
+    """The import saga over the store (core) and the SQL database."""
+
+    def __init__(self, store: Store, db: Database, master: crypto.MasterKey,
+                 catalog: Catalog) -> None:
+        self.store = store
+        self.engine: Engine = store.engine
+        self.db = db
+        self.master = master
+        self.catalog = catalog
+        self.data_keys = crypto.DataKeyCache()
+        self.prefixes: dict[str, codegen.CodeFormat] = {}
+        """Prefixes of generated codes with their formats (``codegen.check_typed`` reads it):
+        terminals' typos in such codes are refused without a lookup."""
+        with db.read() as session:
+            formats = session.scalars(select(Batch.code_format).where(
+                Batch.source == "generate", Batch.status.in_(("importing", "ready"))))
+            for stored in formats:
+                fmt = codegen.CodeFormat.from_dict(stored) if stored else None
+                if fmt is not None and fmt.prefix:
+                    codegen.register_prefix(self.prefixes, fmt)
+
+    # ----- the saga -----
+
+    def begin(self, meta: BatchMeta, *, actor: str, submitted: int = 0) -> int:
+        """Step 1: the batch row (``importing``). Raises SKU_NOT_FOUND, POOL_NOT_FOUND,
+        INVALID_ARGUMENT."""
+        self.catalog.get_sku(meta.sku)
+        pool_id = self.catalog.pool_id(meta.pool)
+        meta.check(self.engine.now_ms() // 1000)
+        row = Batch(
+            sku=meta.sku, pool_id=pool_id, status="importing", source=meta.source,
+            data_key_wrapped=crypto.wrap_data_key(self.master, crypto.new_data_key()),
+            master_key_id=self.master.key_id,
+            valid_from_ms=None if meta.valid_from is None else meta.valid_from * 1000,
+            valid_until_ms=None if meta.valid_until is None else meta.valid_until * 1000,
+            submitted=submitted, imported=0, duplicates=0, processed=0,
+            created_at_ms=self.engine.now_ms(), created_by=actor, supplier=meta.supplier,
+            unit_cost_minor=meta.unit_cost_minor, currency=meta.currency,
+            purchase_date=meta.purchase_date, source_name=meta.source_name,
+            code_format=meta.code_format,
+        )
+        with self.db.write() as session:
+            session.add(row)
+            session.flush()
+            batch_id = row.batch_id
+        if batch_id >= STAGING_POOL_BASE:
+            raise make_error(ErrorCode.LIMIT_EXCEEDED, "batch ids exhausted",
+                             {"field": "batch_id", "max": STAGING_POOL_BASE - 1, "got": batch_id})
+        return batch_id
+
+    def load(
+        self, batch_id: int, chunks: Iterable[Sequence[CodeInput]], *, actor: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> BatchResult:
+        """Steps 2-4 for a batch :meth:`begin` created. On any failure the batch's codes are
+        voided, the batch is ``failed``, and the error is raised (INVALID_CODE / INVALID_PIN
+        with details ``index``, LIMIT_EXCEEDED, DATABASE_UNAVAILABLE, ...)."""
+        batch = self._row(batch_id)
+        if batch.status != "importing":
+            raise _invalid("batch_id", "the batch is not importing")
+        data_key = crypto.unwrap_data_key(self.master, batch.master_key_id,
+                                          batch.data_key_wrapped)
+        result = BatchResult(batch_id, 0)
+        processed = 0
+        now_s = self.engine.now_ms() // 1000
+        try:
+            for chunk in chunks:
+                for valid_until, group in _by_validity(chunk, batch.valid_until_ms, now_s):
+                    result.imported += self._load_group(batch, data_key, group, processed,
+                                                        valid_until, result)
+                    processed += len(group)
+                if progress is not None:
+                    progress(processed)
+            self._finish(batch, result, processed, actor)
+        except BaseException as error:
+            self._fail(batch_id, error)
+            raise
+        self._release(batch.sku, batch_id, batch.pool_id)
+        return result
+
+    def _release(self, sku: str, batch_id: int, pool_id: int) -> int:
+        """Step 4: moves every sellable code out of the batch's staging pool (a code that
+        expired meanwhile stays there, unsellable anyway). Returns how many moved."""
+        staging = STAGING_POOL_BASE + batch_id
+        counts = self.engine.stock(sku, staging)
+        sellable = counts.get("available", 0) - counts.get("expired", 0)
+        if sellable > 0:
+            self.engine.move_stock(sku, sellable, staging, pool_id)
+            self.store.wait_last()
+        return sellable
+
+    def _load_group(
+        self, batch: Batch, data_key: bytes, group: Sequence[CodeInput], offset: int,
+        valid_until: int | None, result: BatchResult,
+    ) -> int:
+        valid_from = None if batch.valid_from_ms is None else batch.valid_from_ms // 1000
+        if batch.source != "generate" and self.prefixes:
+            self._refuse_reserved(group, offset)
+        try:
+            ids, duplicate_positions = self.engine.import_codes(
+                batch.sku, [item.code for item in group], STAGING_POOL_BASE + batch.batch_id,
+                [item.pin for item in group], valid_from, valid_until, batch.batch_id)
+        except CardsvcError as error:
+            if "index" in error.details:  # the position in the whole input, not the group
+                line = group[int(error.details["index"])].line
+                error.details["index"] = offset + int(error.details["index"])
+                if line is not None:
+                    error.details["line"] = line
+            raise
+        self.store.wait_last()
+        duplicates = set(duplicate_positions)
+        fresh = [item for position, item in enumerate(group) if position not in duplicates]
+        payloads = [{"code_id": code_id, "batch_id": batch.batch_id,
+                     "sealed": crypto.seal_code(data_key, code_id, item.code, item.pin)}
+                    for code_id, item in zip(ids, fresh, strict=True)]
+        issues = []
+        for position in duplicate_positions:
+            item = group[position]
+            line = item.line if item.line is not None else offset + position
+            masked = mask_code(item.code)
+            issues.append({"batch_id": batch.batch_id, "line": line, "field": "code",
+                           "reason": "duplicate", "masked": masked})
+            if len(result.duplicates) < REPORT_LINES_MAX:
+                result.duplicates.append({"index": line, "code": masked})
+        with self.db.write() as session:
+            if payloads:
+                session.execute(insert(CodePayload), payloads)
+            if issues:
+                session.execute(insert(BatchIssue), issues)
+            row = session.get(Batch, batch.batch_id)
+            if row is None:
+                raise AssertionError(f"batch {batch.batch_id} vanished")
+            row.processed += len(group)
+            row.imported += len(ids)
+            row.duplicates += len(issues)
+        return len(ids)
+
+    def _refuse_reserved(self, group: Sequence[CodeInput], offset: int) -> None:
+        """Raises INVALID_CODE (details: ``reason`` reserved_prefix, ``index``, ``line``) for an
+        imported code that starts with a generated format's prefix: a terminal would check it
+        as that format and refuse it."""
+        for position, item in enumerate(group):
+            try:
+                body = normalise_code(item.code)
+            except CardsvcError:
+                continue  # the core reports it with its index
+            if codegen.match_prefix(body, self.prefixes) is not None:
+                raise make_error(ErrorCode.INVALID_CODE,
+                                 "a code uses a prefix reserved for generated codes",
+                                 {"reason": "reserved_prefix", "index": offset + position,
+                                  "line": item.line})
+
+    def _finish(self, batch: Batch, result: BatchResult, processed: int, actor: str) -> None:
+        with self.db.write() as session:
+            row = session.get(Batch, batch.batch_id)
+            if row is None:
+                raise AssertionError(f"batch {batch.batch_id} vanished")
+            row.status = "ready"
+            row.submitted = max(row.submitted, processed)
+            audit.append(session, actor=actor, action="batch.import", object_type="batch",
+                         object_id=str(batch.batch_id),
+                         details={"sku": row.sku, "pool_id": row.pool_id, "source": row.source,
+                                  "imported": row.imported, "duplicates": row.duplicates,
+                                  "supplier": row.supplier, "source_name": row.source_name},
+                         at_ms=self.engine.now_ms())
+
+    def _fail(self, batch_id: int, error: BaseException | None) -> None:
+        """Voids whatever the batch put in the core and marks it failed. Best effort: when the
+        journal or the database is down, recovery at the next start does it."""
+        try:
+            self.engine.void_batch(batch_id)
+            self.store.wait_last()
+            code = error.code.value if isinstance(error, CardsvcError) else "INTERNAL_ERROR"
+            with self.db.write() as session:
+                row = session.get(Batch, batch_id)
+                if row is not None and row.status == "importing":
+                    row.status = "failed"
+                    row.error_code = code
+        except CardsvcError:
+            pass
+
+    def reject(self, batch_id: int, problems: Iterable[dict[str, Any]], *, actor: str,
+               error_code: str = ErrorCode.INVALID_ARGUMENT.value) -> None:
+        """Ends a batch that a file check refused before anything was imported: ``rejected``,
+        with each problem (``line``, ``field``, ``reason``, ``masked``?) in its report."""
+        rows = [{"batch_id": batch_id, "line": p["line"], "field": p["field"],
+                 "reason": p["reason"], "masked": p.get("masked")} for p in problems]
+        with self.db.write() as session:
+            if rows:
+                session.execute(insert(BatchIssue), rows[:REPORT_LINES_MAX])
+            row = session.get(Batch, batch_id)
+            if row is None:
+                raise AssertionError(f"batch {batch_id} vanished")
+            row.status = "rejected"
+            row.error_code = error_code
+            audit.append(session, actor=actor, action="batch.reject", object_type="batch",
+                         object_id=str(batch_id), details={"problems": len(rows)},
+                         at_ms=self.engine.now_ms())
+
+    # ----- conveniences over the saga -----
+
+    def import_codes(self, meta: BatchMeta, codes: Sequence[CodeInput], *,
+                     actor: str) -> BatchResult:
+        """Imports a list of codes as one batch (steps 1-4). Raises as :meth:`begin` and
+        :meth:`load`, and LIMIT_EXCEEDED beyond LIST_CODES_MAX codes."""
+        if len(codes) > LIST_CODES_MAX:
+            raise make_error(ErrorCode.LIMIT_EXCEEDED, "too many codes in one batch",
+                             {"field": "codes", "max": LIST_CODES_MAX, "got": len(codes)})
+        batch_id = self.begin(meta, actor=actor, submitted=len(codes))
+        numbered = [item if item.line is not None else
+                    CodeInput(item.code, item.pin, index, item.valid_until)
+                    for index, item in enumerate(codes)]
+        return self.load(batch_id, _chunked(numbered, CHUNK_CODES), actor=actor)
+
+    def generate(self, meta: BatchMeta, fmt: codegen.CodeFormat, count: int, *, actor: str,
+                 progress: Callable[[int], None] | None = None) -> BatchResult:
+        """Generates ``count`` new codes of ``fmt`` as one batch (``source`` generate, the format
+        kept with the batch). Codes the core already knows are drawn again before the import,
+        so the batch gets exactly ``count`` codes. Raises as :meth:`begin` and :meth:`load`,
+        LIMIT_EXCEEDED beyond GENERATE_COUNT_MAX."""
+        if not 1 <= count <= GENERATE_COUNT_MAX:
+            raise make_error(ErrorCode.LIMIT_EXCEEDED, "count out of range",
+                             {"field": "count", "max": GENERATE_COUNT_MAX, "got": count})
+        meta = replace(meta, source="generate", code_format=fmt.to_dict())
+        if fmt.prefix:
+            # Refuses a prefix taken by another format before anything is created; registered
+            # before the codes exist, so a terminal checks them from the first sale.
+            codegen.register_prefix(dict(self.prefixes), fmt)
+            codegen.register_prefix(self.prefixes, fmt)
+        batch_id = self.begin(meta, actor=actor, submitted=count)
+        chunks = (self._fresh(fmt, min(CHUNK_CODES, count - start), start)
+                  for start in range(0, count, CHUNK_CODES))
+        return self.load(batch_id, chunks, actor=actor, progress=progress)
+
+    def _fresh(self, fmt: codegen.CodeFormat, count: int, offset: int) -> list[CodeInput]:
+        """``count`` generated codes the core does not know. A collision needs two equal draws
+        among 32^16 values at the default format, so the loop runs once in practice."""
+        fresh: dict[str, str | None] = {}
+        for _ in range(GENERATE_RETRIES_MAX):
+            drawn = codegen.generate(fmt, count - len(fresh))
+            found = self.engine.verify_many([code for code, _ in drawn]).error_codes()
+            for (code, pin), error in zip(drawn, found, strict=True):
+                if error == ErrorCode.CODE_NOT_FOUND and code not in fresh:
+                    fresh[code] = pin
+            if len(fresh) >= count:
+                break
+        else:
+            raise make_error(ErrorCode.INTERNAL_ERROR, "could not draw distinct codes",
+                             {"count": count})
+        return [CodeInput(code, pin, offset + index)
+                for index, (code, pin) in enumerate(fresh.items())]
+
+    # ----- reading -----
+
+    def _row(self, batch_id: int) -> Batch:
+        with self.db.read() as session:
+            row = session.get(Batch, batch_id)
+            if row is None:
+                raise make_error(ErrorCode.BATCH_NOT_FOUND, "no such batch",
+                                 {"batch_id": batch_id})
+            return row
+
+    def get(self, batch_id: int) -> dict[str, Any]:
+        """Raises BATCH_NOT_FOUND."""
+        return batch_dict(self._row(batch_id), self.catalog.pool_names())
+
+    def report(self, batch_id: int) -> Iterator[BatchIssue]:
+        """The batch's report lines in line order (streamed). Raises BATCH_NOT_FOUND."""
+        self._row(batch_id)
+        with self.db.read() as session:
+            query = (select(BatchIssue).where(BatchIssue.batch_id == batch_id)
+                     .order_by(BatchIssue.line).execution_options(yield_per=10_000))
+            yield from session.scalars(query)
+
+    def recover(self) -> dict[str, int]:
+        """Finishes or undoes every batch a crash interrupted (module docstring). Returns how
+        many batches were failed and how many finished."""
+        failed = finished = 0
+        with self.db.read() as session:
+            pending = [(row.batch_id, row.sku, row.pool_id, row.status)
+                       for row in session.scalars(
+                           select(Batch).where(Batch.status.in_(("importing", "ready"))))]
+        for batch_id, sku, pool_id, status in pending:
+            if status == "importing":
+                self._fail(batch_id, make_error(ErrorCode.INTERNAL_ERROR, "interrupted"))
+                failed += 1
+                continue
+            if self._release(sku, batch_id, pool_id):
+                finished += 1
+        return {"failed": failed, "finished": finished}
+
+    # ----- delivery -----
+
+    def reveal(self, code_ids: Sequence[int]) -> list[tuple[str, str | None]]:
+        """The plaintext ``(code, pin)`` of each code id, in order. Only order delivery and
+        export call this (DESIGN.md invariant 5). Raises PAYLOAD_CORRUPT when a payload fails
+        authentication, INTERNAL_ERROR when one is missing."""
+        with self.db.read() as session:
+            rows = {
+                row.code_id: (row.batch_id, row.sealed)
+                for row in session.execute(
+                    select(CodePayload.code_id, CodePayload.batch_id, CodePayload.sealed)
+                    .where(CodePayload.code_id.in_(list(code_ids))))
+            }
+            wrapped = {
+                row.batch_id: (row.master_key_id, row.data_key_wrapped)
+                for row in session.execute(
+                    select(Batch.batch_id, Batch.master_key_id, Batch.data_key_wrapped)
+                    .where(Batch.batch_id.in_({batch for batch, _ in rows.values()})))
+            }
+        out: list[tuple[str, str | None]] = []
+        for code_id in code_ids:
+            found = rows.get(code_id)
+            if found is None:
+                raise make_error(ErrorCode.INTERNAL_ERROR, "a code's payload is missing",
+                                 {"code_id": code_id})
+            batch_id, sealed = found
+            master_key_id, data_key_wrapped = wrapped[batch_id]
+            data_key = self.data_keys.get_or_unwrap(batch_id, self.master, master_key_id,
+                                                    data_key_wrapped)
+            out.append(crypto.open_code(data_key, code_id, sealed))
+        return out
+
+
+def _chunked(items: Sequence[CodeInput], size: int) -> Iterator[Sequence[CodeInput]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _by_validity(
+    chunk: Sequence[CodeInput], batch_until_ms: int | None, now_s: int
+) -> Iterator[tuple[int | None, list[CodeInput]]]:
+    """The chunk split by each code's ``valid_until`` (its own, else the batch's), in order of
+    first appearance; one group in the usual case of one validity per batch. Raises
+    INVALID_ARGUMENT (details: ``field``, ``line``) for a code that has already expired."""
+    default = None if batch_until_ms is None else batch_until_ms // 1000
+    groups: dict[int | None, list[CodeInput]] = {}
+    for item in chunk:
+        until = item.valid_until if item.valid_until is not None else default
+        if until is not None and until < now_s:
+            raise make_error(ErrorCode.INVALID_ARGUMENT, "a code's valid_until is in the past",
+                             {"field": "valid_until", "line": item.line})
+        groups.setdefault(until, []).append(item)
+    yield from groups.items()
+
+
+def batch_dict(row: Batch, pool_names: dict[int, str]) -> dict[str, Any]:
+    return {
+        "batch_id": row.batch_id,
+        "sku": row.sku,
+        "pool": pool_names.get(row.pool_id, str(row.pool_id)),
+        "status": row.status,
+        "source": row.source,
+        "submitted": row.submitted,
+        "processed": row.processed,
+        "imported": row.imported,
+        "duplicates": row.duplicates,
+        "valid_from_ms": row.valid_from_ms,
+        "valid_until_ms": row.valid_until_ms,
+        "supplier": row.supplier,
+        "unit_cost_minor": row.unit_cost_minor,
+        "currency": row.currency,
+        "purchase_date": row.purchase_date,
+        "source_name": row.source_name,
+        "error_code": row.error_code,
+        "created_at_ms": row.created_at_ms,
+        "created_by": row.created_by,
+    }

@@ -1,0 +1,106 @@
+"""A code's whole story in one call, to settle disputes ("the card was already used when I got
+it") from the record: its batch and supplier, its import, its order and agent and delivery, each
+redemption (when, which terminal) and rollback, freezes and voids, exports of its batch or
+order — as facts and as one timeline ordered by time.
+
+The story joins both stores: the core's view of the code (state, pool, order, redemptions) and
+SQL's (the batch, the order, the audit log). It never contains the code's text or PIN: the
+code is shown masked. Looking a code up is itself audited (``code.trace``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from cardsvc import audit
+from cardsvc.db.models import AuditEntry, Batch, Order
+from cardsvc.masking import mask_code
+from cardsvc.services import Services
+from cardsvc.times import iso, iso_s
+
+AUDIT_ENTRIES_MAX = 500
+"""Audit entries shown per story (a code's own history is short; a batch's may not be)."""
+
+
+def trace_code(services: Services, code: str, *, actor: str) -> dict[str, Any]:
+    """The story of ``code``. Raises CODE_NOT_FOUND, INVALID_CODE."""
+    engine = services.engine
+    code_id = engine.lookup(code)
+    info = engine.code_info(code_id)
+    services.store.wait_visible()
+    timeline: list[dict[str, Any]] = []
+    redemptions = []
+    for redemption_id in info.redemption_ids:
+        r = engine.get_redemption(redemption_id)
+        redemptions.append({"redemption_id": r.redemption_id, "terminal": r.terminal,
+                            "request_id": r.request_id, "redeemed_at": iso(r.redeemed_at_ms),
+                            "rolled_back_at": iso(r.rolled_back_at_ms),
+                            "rollback_reason": r.rollback_reason})
+        timeline.append({"at_ms": r.redeemed_at_ms, "event": "redeemed",
+                         "redemption_id": r.redemption_id, "terminal": r.terminal})
+        if r.rolled_back_at_ms is not None:
+            timeline.append({"at_ms": r.rolled_back_at_ms, "event": "rolled_back",
+                             "redemption_id": r.redemption_id, "reason": r.rollback_reason})
+    with services.db.write() as session:
+        batch = session.get(Batch, info.batch) if info.batch else None
+        order = session.get(Order, info.order_ref) if info.order_ref else None
+        objects = [AuditEntry.object_type == "code", AuditEntry.object_id == str(code_id)]
+        related = [objects]
+        if batch is not None:
+            related.append([AuditEntry.object_type == "batch",
+                            AuditEntry.object_id == str(batch.batch_id)])
+        if order is not None:
+            related.append([AuditEntry.object_type == "order",
+                            AuditEntry.object_id == order.order_id])
+        related += [[AuditEntry.object_type == "redemption",
+                     AuditEntry.object_id == str(r["redemption_id"])] for r in redemptions]
+        entries = session.scalars(
+            select(AuditEntry).where(or_(*(a & b for a, b in related)))
+            .order_by(AuditEntry.seq).limit(AUDIT_ENTRIES_MAX)).all()
+        story = _story(code, code_id, info, batch, order, redemptions)
+        story["audit"] = [{"seq": e.seq, "at": iso(e.at_ms), "actor": e.actor,
+                           "action": e.action, "object_type": e.object_type,
+                           "object_id": e.object_id, "details": e.details} for e in entries]
+        timeline += [{"at_ms": e.at_ms, "event": e.action, "actor": e.actor,
+                      "seq": e.seq} for e in entries if e.action != "redemption.rollback"]
+        if order is not None:
+            timeline.append({"at_ms": order.created_at_ms, "event": "ordered",
+                             "order_id": order.order_id, "agent_id": order.agent_id})
+            if order.status == "fulfilled":
+                timeline.append({"at_ms": order.updated_at_ms, "event": "delivered",
+                                 "order_id": order.order_id})
+        audit.append(session, actor=actor, action="code.trace", object_type="code",
+                     object_id=str(code_id), details={"code": mask_code(code)},
+                     at_ms=engine.now_ms())
+    timeline.sort(key=lambda event: (event["at_ms"], event.get("seq", 0)))
+    story["timeline"] = [{**event, "at": iso(event["at_ms"])} for event in timeline]
+    return story
+
+
+def _story(code: str, code_id: int, info: Any, batch: Batch | None, order: Order | None,
+           redemptions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "code": mask_code(code),
+        "code_id": code_id,
+        "sku": info.sku,
+        "state": info.state,
+        "frozen_from": info.frozen_from,
+        "uses_left": info.uses_left,
+        "valid_from": iso_s(info.valid_from),
+        "valid_until": iso_s(info.valid_until),
+        "pool": info.pool,
+        "hold": info.hold_ref,
+        "batch": None if batch is None else {
+            "batch_id": batch.batch_id, "source": batch.source, "supplier": batch.supplier,
+            "source_name": batch.source_name, "purchase_date": batch.purchase_date,
+            "unit_cost_minor": batch.unit_cost_minor, "currency": batch.currency,
+            "imported_at": iso(batch.created_at_ms), "imported_by": batch.created_by},
+        "order": None if order is None else {
+            "order_id": order.order_id, "agent_id": order.agent_id,
+            "client_order_id": order.client_order_id, "status": order.status,
+            "ordered_at": iso(order.created_at_ms),
+            "delivered_at": iso(order.updated_at_ms) if order.status == "fulfilled" else None},
+        "redemptions": redemptions,
+    }
