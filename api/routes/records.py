@@ -108,7 +108,7 @@ def trace(body: TraceRequest, caller: AdminDep, services: ServicesDep) -> dict[s
 def export(body: ExportRequest, caller: ExporterDep, services: ServicesDep) -> StreamingResponse:
     """The plaintext codes of a batch or an order as watermarked CSV (needs the ``export``
     scope). Errors: BATCH_NOT_FOUND, ORDER_NOT_FOUND, FORBIDDEN."""
-    result, chunks = exports.export_stream(services.db, services.master, actor=caller.key_id,
+    result, chunks = exports.export_stream(services.db, services.keyring, actor=caller.key_id,
                                            batch_id=body.batch_id, order_id=body.order_id)
     return StreamingResponse((text for text, _ in chunks), media_type="text/csv", headers={
         "content-disposition": f'attachment; filename="{result.export_id}.csv"',

@@ -116,12 +116,12 @@ class BatchResult:
 class Batches:
     """The import saga over the store (core) and the SQL database."""
 
-    def __init__(self, store: Store, db: Database, master: crypto.MasterKey,
+    def __init__(self, store: Store, db: Database, keyring: crypto.Keyring,
                  catalog: Catalog) -> None:
         self.store = store
         self.engine: Engine = store.engine
         self.db = db
-        self.master = master
+        self.keyring = keyring
         self.catalog = catalog
         self.data_keys = crypto.DataKeyCache()
         self.prefixes: dict[str, codegen.CodeFormat] = {}
@@ -145,8 +145,8 @@ class Batches:
         meta.check(self.engine.now_ms() // 1000)
         row = Batch(
             sku=meta.sku, pool_id=pool_id, status="importing", source=meta.source,
-            data_key_wrapped=crypto.wrap_data_key(self.master, crypto.new_data_key()),
-            master_key_id=self.master.key_id,
+            data_key_wrapped=crypto.wrap_data_key(self.keyring.current, crypto.new_data_key()),
+            master_key_id=self.keyring.current.key_id,
             valid_from_ms=None if meta.valid_from is None else meta.valid_from * 1000,
             valid_until_ms=None if meta.valid_until is None else meta.valid_until * 1000,
             submitted=submitted, imported=0, duplicates=0, processed=0,
@@ -174,7 +174,7 @@ class Batches:
         batch = self._row(batch_id)
         if batch.status != "importing":
             raise _invalid("batch_id", "the batch is not importing")
-        data_key = crypto.unwrap_data_key(self.master, batch.master_key_id,
+        data_key = crypto.unwrap_data_key(self.keyring, batch.master_key_id,
                                           batch.data_key_wrapped)
         result = BatchResult(batch_id, 0)
         processed = 0
@@ -432,7 +432,7 @@ class Batches:
                                  {"code_id": code_id})
             batch_id, sealed = found
             master_key_id, data_key_wrapped = wrapped[batch_id]
-            data_key = self.data_keys.get_or_unwrap(batch_id, self.master, master_key_id,
+            data_key = self.data_keys.get_or_unwrap(batch_id, self.keyring, master_key_id,
                                                     data_key_wrapped)
             out.append(crypto.open_code(data_key, code_id, sealed))
         return out

@@ -91,8 +91,12 @@ def _store_commands() -> tuple[Command, ...]:
 def _keys_command() -> Command:
     from cardsvc import cli_keys
 
-    return Command("keys", "create, list or revoke API keys (works beside a running server)",
-                   cli_keys.add_keys_arguments, cli_keys.run_keys)
+    return Command(
+        "keys",
+        "create, list or revoke API keys (beside a running server); rotate-master (stopped)",
+        cli_keys.add_keys_arguments,
+        cli_keys.run_keys,
+    )
 
 
 def _records_commands() -> tuple[Command, ...]:

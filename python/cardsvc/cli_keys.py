@@ -1,8 +1,14 @@
-"""``cardsvc keys``: create, list and revoke API keys in a data directory's SQL store.
+"""``cardsvc keys``: create, list and revoke API keys in a data directory's SQL store, and rotate
+the master key.
 
-These open only the SQL database (not the core's store, whose lock the running service holds),
-so they work beside a live ``cardsvc serve``: a key created here is accepted by the server at
-once, a key revoked here is refused within ``cardsvc.apikeys.CACHE_TTL_S`` seconds.
+``create``, ``list`` and ``revoke`` open only the SQL database (not the core's store, whose lock
+the running service holds), so they work beside a live ``cardsvc serve``: a key created here is
+accepted by the server at once, a key revoked here is refused within
+``cardsvc.apikeys.CACHE_TTL_S`` seconds.
+
+``rotate-master`` (``cardsvc.master_keys``) re-wraps every batch's data key under a new master
+key. It opens the SQL database *and* takes the data directory's lock, so it refuses with
+DATA_DIR_LOCKED beside a running server; it prints key ids and counts, never key material.
 
 ``keys create`` prints the new key as the *last line* of its output, alone, so scripts can take
 it with ``tail -n 1``; the key is shown only this once.
@@ -15,14 +21,15 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from cardsvc import apikeys
+from cardsvc import apikeys, master_keys
 from cardsvc.db import Database
 
 
 def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
-    """``keys create|list|revoke`` with ``--data-dir`` and ``--database-url``."""
+    """``keys create|list|revoke|rotate-master`` with ``--data-dir`` and ``--database-url``."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a key and print it (last line)")
     create.add_argument("--role", required=True, choices=apikeys.ROLES)
@@ -36,7 +43,10 @@ def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--all", action="store_true", help="include revoked keys")
     revoke = actions.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
-    for sub in (create, listing, revoke):
+    rotate = actions.add_parser(
+        "rotate-master",
+        help="re-wrap every batch's data key under a new master key (stop the server first)")
+    for sub in (create, listing, revoke, rotate):
         sub.add_argument("--data-dir", type=Path,
                          default=Path(os.environ.get("CARDSVC_DATA_DIR", "data")))
         sub.add_argument("--database-url", default=None,
@@ -62,6 +72,9 @@ def run_keys(args: argparse.Namespace, console: Console) -> int:
                               ",".join(key["scopes"]), key["name"],
                               "yes" if key["revoked_at_ms"] else "")
             console.print(table)
+        elif args.action == "rotate-master":
+            _print_rotation(master_keys.rotate_master_key(args.data_dir, db, actor="cli"),
+                            args.data_dir, console)
         else:
             changed = apikeys.revoke_key(db, args.key_id, actor="cli")
             console.print(f"key {args.key_id} {'revoked' if changed else 'was already revoked'}",
@@ -69,3 +82,16 @@ def run_keys(args: argparse.Namespace, console: Console) -> int:
     finally:
         db.close()
     return 0
+
+
+def _print_rotation(result: master_keys.RotationResult, data_dir: Path, console: Console) -> None:
+    """The outcome of ``keys rotate-master``: key ids and counts only, never key material."""
+    if result.resumed:
+        console.print("finished a master-key rotation that had been interrupted", highlight=False)
+    console.print(f"master key rotated: {result.old_key_id or '(none)'} -> {result.new_key_id}; "
+                  f"{result.batches_rewrapped} data keys re-wrapped (codes not re-encrypted)",
+                  highlight=False)
+    if result.retired_file is not None:
+        retired = escape(str(data_dir / result.retired_file))
+        console.print(f"the old key is kept as {retired} until you delete "
+                      "it (database backups from before now still need it)", highlight=False)

@@ -45,7 +45,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace, console: Console) -> int:
     db = Database.open(args.data_dir, args.database_url)
     try:
-        keyring = crypto.MasterKey.load(args.data_dir)
+        keyring = crypto.load_keyring(args.data_dir, create=False)
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             result = exports.export_codes(db, keyring, out, actor=args.actor,

@@ -14,9 +14,13 @@ Sealed layouts: ``nonce (12 random bytes) || ciphertext || tag (16 bytes)``. Ass
 endian)`` for a payload. Payload plaintext: ``flags (1 byte: 1 = has a PIN) || code length
 (2 bytes, big endian) || code (UTF-8) || PIN (UTF-8)``.
 
-Several master keys can coexist (each batch names its own), so a future rotation can rewrap data
-keys batch by batch. The engine's lookup-hash key (``DATA_DIR/lookup.key``, cardsvc.datadir) is
-a different key with a different job: it only makes lookup hashes unguessable.
+Several master keys can coexist (each batch names its own), so a rotation rewraps data keys batch
+by batch (``cardsvc keys rotate-master``, cardsvc.master_keys). ``load_keyring`` returns every
+master key the data directory holds (``master.key``, the pending ``master.key.next`` of a rotation
+that has not finished, and retired ``master.key.<key_id>.retired`` keys) with the one that wraps
+new batches, so every batch opens in every state a rotation can be interrupted in. The engine's
+lookup-hash key (``DATA_DIR/lookup.key``, cardsvc.datadir) is a different key with a different
+job: it only makes lookup hashes unguessable.
 
 Failures to open raise PAYLOAD_CORRUPT, whose message and details never contain code text.
 """
@@ -33,6 +37,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -45,6 +51,11 @@ KEY_LEN = 32
 NONCE_LEN = 12
 TAG_LEN = 16
 MASTER_KEY_FILE = "master.key"
+NEXT_MASTER_KEY_FILE = "master.key.next"
+"""A rotation's new master key until it is promoted to ``master.key`` (cardsvc.master_keys)."""
+RETIRED_MASTER_KEY_GLOB = "master.key.*.retired"
+"""Master keys a rotation replaced: ``master.key.<key_id>.retired``, kept until the operator
+deletes them (backups of the database taken before the rotation still need them)."""
 MASTER_KEY_FILE_ENV = "CARDSVC_MASTER_KEY_FILE"
 MASTER_KEY_ENV = "CARDSVC_MASTER_KEY"
 DATA_KEY_AAD = b"cardsvc:data-key:v1"
@@ -84,40 +95,80 @@ class MasterKey:
 
     @classmethod
     def load(cls, data_dir: Path) -> MasterKey:
-        """The service's master key, from the first of:
+        """The master key that wraps new batches: ``load_keyring(data_dir).current`` (see
+        there for where it comes from, what is created and what is raised). Kept for callers
+        that know one key only; they cannot open batches a rotation re-wrapped before it
+        finished, so the service uses ``load_keyring``."""
+        return load_keyring(data_dir).current
 
-        1. ``$CARDSVC_MASTER_KEY_FILE``: a file holding the 32 raw bytes, or their hex or base64
-           text;
-        2. ``$CARDSVC_MASTER_KEY``: the key as hex (64 digits) or base64 text;
-        3. ``data_dir/master.key``: 32 raw bytes, created with random bytes (mode 0600, written
-           durably) on first start. Two processes starting together end up with the same key.
 
-        Raises INVALID_ARGUMENT when both variables are set, the named file is missing, or the
-        key is not 32 bytes.
-        """
-        file_setting = os.environ.get(MASTER_KEY_FILE_ENV) or None
-        text_setting = os.environ.get(MASTER_KEY_ENV) or None
-        if file_setting is not None and text_setting is not None:
+@dataclass(frozen=True)
+class Keyring:
+    """Every master key loaded, by key id (``by_id``, read-only, always holding ``current``),
+    and the one that wraps new batches (``current``). ``pending`` is the new key of a rotation
+    that has not finished (``master.key.next``), None otherwise; ``from_environment`` says the
+    key came from ``$CARDSVC_MASTER_KEY_FILE`` or ``$CARDSVC_MASTER_KEY``."""
+
+    current: MasterKey
+    by_id: Mapping[str, MasterKey]
+    pending: MasterKey | None = None
+    from_environment: bool = False
+
+
+MasterKeys: TypeAlias = Keyring | Mapping[str, MasterKey] | MasterKey
+"""What unwrapping accepts: a keyring, a mapping by key id, or a single key."""
+
+
+def load_keyring(data_dir: Path, *, create: bool = True) -> Keyring:
+    """The master keys, from the first of:
+
+    1. ``$CARDSVC_MASTER_KEY_FILE``: a file holding the 32 raw bytes, or their hex or base64
+       text;
+    2. ``$CARDSVC_MASTER_KEY``: the key as hex (64 digits) or base64 text;
+    3. the data directory: ``master.key`` (current), ``master.key.next`` (pending, while a
+       rotation is unfinished) and every ``master.key.<key_id>.retired``. When neither
+       ``master.key`` nor ``master.key.next`` exists and ``create`` is set, ``master.key`` is
+       created with random bytes (mode 0600, written durably); two processes starting together
+       end up with the same key. With no ``master.key`` but a ``master.key.next`` (a state only
+       an operator's hand makes), the pending key is current.
+
+    An environment key is the keyring's only key (the data directory's files are not read).
+    The data directory's files are read pending key first, so a reader racing a rotation's
+    promotion (which renames ``master.key.next`` to ``master.key``) still finds the new key.
+    Raises INVALID_ARGUMENT when both variables are set, the named file is missing, a key is
+    not 32 bytes, or (``create`` unset) the data directory holds no master key.
+    """
+    from_environment = _master_key_from_environment()
+    if from_environment is not None:
+        return Keyring(
+            current=from_environment,
+            by_id=MappingProxyType({from_environment.key_id: from_environment}),
+            from_environment=True,
+        )
+    current_path = data_dir / MASTER_KEY_FILE
+    pending = read_master_key_file(data_dir / NEXT_MASTER_KEY_FILE)
+    current = read_master_key_file(current_path)
+    if current is None and pending is None:
+        if not create:
             raise make_error(
                 ErrorCode.INVALID_ARGUMENT,
-                f"set only one of {MASTER_KEY_FILE_ENV} and {MASTER_KEY_ENV}",
-                {"field": "master_key"},
+                f"the data directory {data_dir} holds no master key",
+                {"field": "master_key", "data_dir": str(data_dir)},
             )
-        if text_setting is not None:
-            return cls.from_bytes(_decode_key_text(text_setting.encode(), MASTER_KEY_ENV))
-        if file_setting is not None:
-            path = Path(file_setting)
-            if not path.is_file():
-                raise make_error(
-                    ErrorCode.INVALID_ARGUMENT,
-                    f"{MASTER_KEY_FILE_ENV} names a missing file",
-                    {"field": MASTER_KEY_FILE_ENV, "path": str(path)},
-                )
-            return cls.from_bytes(_read_key_file(path))
-        path = data_dir / MASTER_KEY_FILE
-        if not path.exists():
-            _create_key_file(path)
-        return cls.from_bytes(_read_key_file(path))
+        _create_key_file(current_path)
+        current = MasterKey.from_bytes(_read_key_file(current_path))
+    by_id: dict[str, MasterKey] = {}
+    for path in sorted(data_dir.glob(RETIRED_MASTER_KEY_GLOB)):
+        retired = read_master_key_file(path)
+        if retired is not None:
+            by_id[retired.key_id] = retired
+    for key in (pending, current):
+        if key is not None:
+            by_id[key.key_id] = key
+    chosen = current if current is not None else pending
+    if chosen is None:  # one of them was read or created above
+        raise AssertionError("no current master key after loading")
+    return Keyring(current=chosen, by_id=MappingProxyType(by_id), pending=pending)
 
 
 def new_data_key() -> bytes:
@@ -138,17 +189,18 @@ def wrap_data_key(master: MasterKey, data_key: bytes) -> bytes:
     return nonce + AESGCM(master.key).encrypt(nonce, data_key, DATA_KEY_AAD)
 
 
-def unwrap_data_key(
-    master_keys: Mapping[str, MasterKey] | MasterKey, master_key_id: str, wrapped: bytes
-) -> bytes:
+def unwrap_data_key(master_keys: MasterKeys, master_key_id: str, wrapped: bytes) -> bytes:
     """The data key that ``wrap_data_key`` sealed under the master key ``master_key_id``, found
-    in ``master_keys`` (a mapping by key id, or a single key).
+    in ``master_keys`` (a keyring, whose ``by_id`` is searched; a mapping by key id; or a
+    single key).
 
     Raises PAYLOAD_CORRUPT when that master key is not loaded, or the wrapped key fails
     authentication (altered, or sealed under another key).
     """
     if isinstance(master_keys, MasterKey):
         master = master_keys if master_keys.key_id == master_key_id else None
+    elif isinstance(master_keys, Keyring):
+        master = master_keys.by_id.get(master_key_id)
     else:
         master = master_keys.get(master_key_id)
     if master is None:
@@ -239,7 +291,7 @@ class DataKeyCache:
     def get_or_unwrap(
         self,
         batch_id: int,
-        master_keys: Mapping[str, MasterKey] | MasterKey,
+        master_keys: MasterKeys,
         master_key_id: str,
         wrapped: bytes,
     ) -> bytes:
@@ -306,6 +358,52 @@ def _payload_corrupt(code_id: int) -> CardsvcError:
         f"the sealed payload of code id {code_id} failed to open",
         {"code_id": code_id},
     )
+
+
+def _master_key_from_environment() -> MasterKey | None:
+    """The master key ``$CARDSVC_MASTER_KEY_FILE`` or ``$CARDSVC_MASTER_KEY`` supplies, or None
+    when neither is set. Raises INVALID_ARGUMENT when both are set, the named file is missing or
+    the key is not 32 bytes."""
+    file_setting = os.environ.get(MASTER_KEY_FILE_ENV) or None
+    text_setting = os.environ.get(MASTER_KEY_ENV) or None
+    if file_setting is not None and text_setting is not None:
+        raise make_error(
+            ErrorCode.INVALID_ARGUMENT,
+            f"set only one of {MASTER_KEY_FILE_ENV} and {MASTER_KEY_ENV}",
+            {"field": "master_key"},
+        )
+    if text_setting is not None:
+        return MasterKey.from_bytes(_decode_key_text(text_setting.encode(), MASTER_KEY_ENV))
+    if file_setting is None:
+        return None
+    path = Path(file_setting)
+    if not path.is_file():
+        raise make_error(
+            ErrorCode.INVALID_ARGUMENT,
+            f"{MASTER_KEY_FILE_ENV} names a missing file",
+            {"field": MASTER_KEY_FILE_ENV, "path": str(path)},
+        )
+    return MasterKey.from_bytes(_read_key_file(path))
+
+
+def master_key_source() -> str | None:
+    """The environment variable the master key comes from (``CARDSVC_MASTER_KEY_FILE`` or
+    ``CARDSVC_MASTER_KEY``), or None when it comes from the data directory. Reads the
+    environment only; validates nothing."""
+    for name in (MASTER_KEY_FILE_ENV, MASTER_KEY_ENV):
+        if os.environ.get(name):
+            return name
+    return None
+
+
+def read_master_key_file(path: Path) -> MasterKey | None:
+    """The master key in ``path`` (32 raw bytes, or their hex or base64 text), or None when the
+    file does not exist (or vanished while being read: a rotation renamed it). Reads only.
+    Raises INVALID_ARGUMENT when it does not hold a 32-byte key."""
+    try:
+        return MasterKey.from_bytes(_read_key_file(path))
+    except FileNotFoundError:
+        return None
 
 
 def _decode_key_text(text: bytes, source: str) -> bytes:

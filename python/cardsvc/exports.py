@@ -67,7 +67,7 @@ def _code_ids(db: Database, batch_id: int | None, order_id: str | None) -> tuple
 
 def export_codes(
     db: Database,
-    keyring: crypto.MasterKey,
+    keyring: crypto.MasterKeys,
     out: TextIO,
     *,
     actor: str,
@@ -91,7 +91,7 @@ def export_codes(
 
 def export_stream(
     db: Database,
-    keyring: crypto.MasterKey,
+    keyring: crypto.MasterKeys,
     *,
     actor: str,
     batch_id: int | None = None,
@@ -131,7 +131,7 @@ def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
 
 
 def _open(
-    db: Database, keyring: crypto.MasterKey, cache: crypto.DataKeyCache, ids: Sequence[int]
+    db: Database, keyring: crypto.MasterKeys, cache: crypto.DataKeyCache, ids: Sequence[int]
 ) -> Iterator[tuple[int, str, int, str, str | None]]:
     with db.read() as session:
         rows = session.execute(

@@ -5,7 +5,8 @@ database, the master key, API keys, risk state, the catalog and orders.
 
 1. the store: lock the data directory, recover the core from snapshot + journal;
 2. the database: open it and migrate to the current schema;
-3. the master key (``cardsvc.crypto``);
+3. the master keys (``cardsvc.crypto.load_keyring``: the current one wraps new batches' data
+   keys, older ones still open theirs);
 4. recovery passes that finish or undo what a crash interrupted: batches (the import saga),
    then pending orders (the order saga).
 
@@ -46,16 +47,16 @@ class ServiceConfig:
 class Services:
     """Everything a request may need, opened once per process."""
 
-    def __init__(self, store: Store, db: Database, master: crypto.MasterKey,
+    def __init__(self, store: Store, db: Database, keyring: crypto.Keyring,
                  risk: RiskGuard) -> None:
         self.store = store
         self.engine = store.engine
         self.db = db
-        self.master = master
+        self.keyring = keyring
         self.risk = risk
         self.keys = KeyRing(db)
         self.catalog = Catalog(store, db)
-        self.batches = Batches(store, db, master, self.catalog)
+        self.batches = Batches(store, db, keyring, self.catalog)
         self.orders = Orders(store, db, self.catalog, self.batches, risk)
         self.recovery: dict[str, Any] = {}
 
@@ -71,8 +72,8 @@ class Services:
             opened.close()
             raise
         try:
-            master = crypto.MasterKey.load(config.store.data_dir)
-            services = cls(opened, db, master, RiskGuard(config.risk))
+            keyring = crypto.load_keyring(config.store.data_dir)
+            services = cls(opened, db, keyring, RiskGuard(config.risk))
             services.recovery = {
                 "batches": services.batches.recover(),
                 "orders": services.orders.recover(),
