@@ -99,6 +99,19 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.POOL_NOT_FOUND: 404,
     ErrorCode.POOL_EXISTS: 409,
     ErrorCode.BATCH_NOT_FOUND: 404,
+    # Agents, prices and money.
+    ErrorCode.GRADE_NOT_FOUND: 404,
+    ErrorCode.GRADE_EXISTS: 409,
+    ErrorCode.AGENT_CYCLE: 409,
+    ErrorCode.AGENT_SUSPENDED: 409,
+    ErrorCode.NOT_FOR_SALE: 409,
+    ErrorCode.PRICE_BELOW_PARENT: 409,
+    ErrorCode.CURRENCY_MISMATCH: 400,
+    ErrorCode.AMOUNT_MUST_BE_POSITIVE: 400,
+    ErrorCode.INSUFFICIENT_BALANCE: 409,
+    ErrorCode.ACCOUNT_NOT_FOUND: 404,
+    ErrorCode.WITHDRAWAL_NOT_FOUND: 404,
+    ErrorCode.WITHDRAWAL_NOT_PENDING: 409,
     # The SQL database cannot be reached or refused the operation; retrying later may work.
     ErrorCode.DATABASE_UNAVAILABLE: 503,
     # A sealed code payload or wrapped data key failed authentication: tampering or the wrong

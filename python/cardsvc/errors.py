@@ -72,6 +72,19 @@ class ErrorCode(StrEnum):
     POOL_NOT_FOUND = "POOL_NOT_FOUND"
     POOL_EXISTS = "POOL_EXISTS"
     BATCH_NOT_FOUND = "BATCH_NOT_FOUND"
+    # Agents, prices and money (issue 6).
+    GRADE_NOT_FOUND = "GRADE_NOT_FOUND"
+    GRADE_EXISTS = "GRADE_EXISTS"
+    AGENT_CYCLE = "AGENT_CYCLE"
+    AGENT_SUSPENDED = "AGENT_SUSPENDED"
+    NOT_FOR_SALE = "NOT_FOR_SALE"
+    PRICE_BELOW_PARENT = "PRICE_BELOW_PARENT"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    AMOUNT_MUST_BE_POSITIVE = "AMOUNT_MUST_BE_POSITIVE"
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
+    WITHDRAWAL_NOT_FOUND = "WITHDRAWAL_NOT_FOUND"
+    WITHDRAWAL_NOT_PENDING = "WITHDRAWAL_NOT_PENDING"
 
 
 class CardsvcError(Exception):
@@ -180,6 +193,18 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.POOL_NOT_FOUND: NotFound,
     ErrorCode.POOL_EXISTS: Conflict,
     ErrorCode.BATCH_NOT_FOUND: NotFound,
+    ErrorCode.GRADE_NOT_FOUND: NotFound,
+    ErrorCode.GRADE_EXISTS: Conflict,
+    ErrorCode.AGENT_CYCLE: Conflict,
+    ErrorCode.AGENT_SUSPENDED: Conflict,
+    ErrorCode.NOT_FOR_SALE: Conflict,
+    ErrorCode.PRICE_BELOW_PARENT: Conflict,
+    ErrorCode.CURRENCY_MISMATCH: BadInput,
+    ErrorCode.AMOUNT_MUST_BE_POSITIVE: BadInput,
+    ErrorCode.INSUFFICIENT_BALANCE: Conflict,
+    ErrorCode.ACCOUNT_NOT_FOUND: NotFound,
+    ErrorCode.WITHDRAWAL_NOT_FOUND: NotFound,
+    ErrorCode.WITHDRAWAL_NOT_PENDING: Conflict,
 }
 
 

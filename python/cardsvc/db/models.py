@@ -65,7 +65,12 @@ class Base(DeclarativeBase):
 
 
 class Agent(Base):
-    """A reseller in the agent tree (issue 6 adds grades, credit, quotas and the ledger)."""
+    """A reseller in the agent tree (``parent_id`` None: directly under the platform).
+
+    ``grade`` picks its default price list; ``credit_limit_minor`` is how far its available
+    balance may go below zero; ``daily_order_quota`` caps its orders per UTC day (None: the risk
+    default). ``pool_id`` is its channel pool (stock reserved for it) and ``pool_policy`` where
+    its orders draw from: ``own_then_shared``, ``own_only`` or ``shared_only``."""
 
     __tablename__ = "agents"
 
@@ -76,6 +81,14 @@ class Agent(Base):
     )
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    grade: Mapped[str] = mapped_column(String(ID_LEN_MAX), default="standard",
+                                       server_default="standard")
+    currency: Mapped[str] = mapped_column(String(3), default="CNY", server_default="CNY")
+    credit_limit_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    daily_order_quota: Mapped[int | None] = mapped_column(Integer)
+    pool_id: Mapped[int | None] = mapped_column(Integer)
+    pool_policy: Mapped[str] = mapped_column(String(16), default="own_then_shared",
+                                             server_default="own_then_shared")
 
 
 class ApiKey(Base):
@@ -234,6 +247,14 @@ class Order(Base):
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     updated_at_ms: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    # Issue 6: what the agent pays (fixed when the order is placed) and the ledger transactions
+    # of the saga: the debit into escrow (step 1) and the settlement or the refund (step 3).
+    unit_price_minor: Mapped[int | None] = mapped_column(BigInteger)
+    total_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    debit_txn_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    settle_txn_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    pools: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
 
 
 Index("ix_orders_status_pending", Order.status, Order.created_at_ms)
