@@ -83,7 +83,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         # Outermost first: the error net wraps everything, including the body bound.
         middleware=[
             Middleware(InternalErrorMiddleware),
-            Middleware(BodySizeLimitMiddleware, max_bytes=settings.request_body_bytes_max),
+            Middleware(BodySizeLimitMiddleware, max_bytes=settings.request_body_bytes_max,
+                       path_limits={f"{API_PREFIX}/batches/upload": settings.upload_bytes_max}),
         ],
         # Documents the envelope for every error status, replacing FastAPI's own 422 schema.
         responses={"default": {"model": ErrorEnvelope, "description": "Error envelope"}},

@@ -51,24 +51,28 @@ class BodySizeLimitMiddleware:
     with no declared length) has its body counted as the app reads it.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
+        """Bigger bounds for exact paths (file uploads), each still finite."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         length, chunked = _body_headers(scope)
-        if length is not None and length > self.max_bytes:
-            await self._refuse(scope, receive, send, length)
+        if length is not None and length > limit:
+            await self._refuse(scope, receive, send, length, limit)
             return
         if length is not None and not chunked:
             await self.app(scope, receive, send)
             return
-        await self._counted(scope, receive, send)
+        await self._counted(scope, receive, send, limit)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         received = 0
         exceeded = False
         app_started = False
@@ -78,7 +82,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     exceeded = True
                     raise _BodyTooLarge
             return message
@@ -97,13 +101,14 @@ class BodySizeLimitMiddleware:
         with contextlib.suppress(_BodyTooLarge):
             await self.app(scope, counting_receive, guarded_send)
         if exceeded and not app_started:
-            await self._refuse(scope, receive, send, received)
+            await self._refuse(scope, receive, send, received, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, got: int) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, got: int,
+                      limit: int) -> None:
         response = error_response(
             ErrorCode.LIMIT_EXCEEDED,
-            f"the request body is larger than the limit of {self.max_bytes} bytes",
-            {"field": "request_body", "max": self.max_bytes, "got": got},
+            f"the request body is larger than the limit of {limit} bytes",
+            {"field": "request_body", "max": limit, "got": got},
             # The rest of the body is never read, so the connection cannot carry another request.
             {"connection": "close"},
         )

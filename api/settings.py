@@ -29,6 +29,10 @@ REQUEST_BODY_BYTES_MAX = 1 << 20
 (about 10,000 codes of 64 characters with their JSON quoting) while bounding what one request can
 make the server buffer: at most this plus one network read (64 KiB) per request in flight."""
 
+UPLOAD_BYTES_MAX = 1 << 30
+"""1 GiB for ``POST /v1/batches/upload``: about 20 million codes of CSV. The upload is spooled to
+disk as it arrives, so the bound limits disk use, not memory."""
+
 ENV_DATA_DIR = "CARDSVC_DATA_DIR"
 ENV_JOURNAL = "CARDSVC_JOURNAL"
 ENV_REDIS_URL = "CARDSVC_REDIS_URL"
@@ -57,6 +61,7 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     request_body_bytes_max: int = REQUEST_BODY_BYTES_MAX
+    upload_bytes_max: int = UPLOAD_BYTES_MAX
     database_url: str | None = None
     risk: RiskLimits = field(default_factory=RiskLimits)
     recovery_interval_s: float = 30.0

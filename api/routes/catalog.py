@@ -6,19 +6,26 @@ acknowledged only once the core's journal holds it (``cardsvc.catalog``).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 from itertools import chain
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Form, UploadFile, status
+from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import AdminDep, ServicesDep
+from api.errors import log_unexpected
 from api.models import Strict
 from cardsvc.batches import LIST_CODES_MAX, BatchMeta, CodeInput
 from cardsvc.catalog import KINDS
 from cardsvc.codegen import CodeFormat
-from cardsvc.errors import ErrorCode, make_error
+from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.file_import import import_file
 
 router = APIRouter(tags=["catalog"])
 
@@ -171,8 +178,8 @@ class BatchOut(BaseModel):
     created_by: str | None
 
 
-SkuPath = Annotated[str, Path(min_length=1, max_length=64)]
-BatchId = Annotated[int, Path(ge=1, le=(1 << 31) - 1)]
+SkuPath = Annotated[str, PathParam(min_length=1, max_length=64)]
+BatchId = Annotated[int, PathParam(ge=1, le=(1 << 31) - 1)]
 
 
 @router.post("/skus", response_model=SkuOut, status_code=status.HTTP_201_CREATED)
@@ -236,6 +243,56 @@ def create_batch(body: BatchCreate, caller: AdminDep, services: ServicesDep) -> 
         result = batches.import_codes(meta, codes, actor=caller.key_id)
     return {"batch_id": result.batch_id, "imported": result.imported,
             "duplicates": result.duplicates, "status": result.status}
+
+
+@router.post("/batches/upload", response_model=BatchOut,
+             status_code=status.HTTP_202_ACCEPTED)
+async def upload_batch(
+    caller: AdminDep, services: ServicesDep, file: UploadFile,
+    sku: Annotated[str, Form(min_length=1, max_length=64)],
+    pool: Annotated[str | None, Form(max_length=64)] = None,
+    mode: Annotated[str, Form(pattern="^(all_or_nothing|per_row)$")] = "all_or_nothing",
+    supplier: Annotated[str | None, Form(max_length=200)] = None,
+    unit_cost_minor: Annotated[int | None, Form(ge=0, le=10**15)] = None,
+    currency: Annotated[str | None, Form(pattern=r"^[A-Z]{3}$")] = None,
+    purchase_date: Annotated[str | None, Form(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    valid_from: Annotated[int | None, Form(ge=0, le=(1 << 32) - 1)] = None,
+    valid_until: Annotated[int | None, Form(ge=0, le=(1 << 32) - 1)] = None,
+) -> dict[str, Any]:
+    """Uploads a CSV or XLSX file (multipart field ``file``, up to the upload limit) to import
+    as one batch. Answers 202 with the batch (status ``importing``) at once; poll
+    ``GET /v1/batches/{batch_id}`` (``processed`` counts rows as they load) until ``ready``,
+    ``rejected`` (see the report) or ``failed``. Errors before the import starts: SKU_NOT_FOUND,
+    POOL_NOT_FOUND, INVALID_ARGUMENT."""
+    name = Path(file.filename or "upload.csv").name[:200]
+    meta = BatchMeta(sku=sku, pool=pool, valid_from=valid_from, valid_until=valid_until,
+                     source="upload", supplier=supplier, unit_cost_minor=unit_cost_minor,
+                     currency=currency, purchase_date=purchase_date, source_name=name)
+    batches = services.batches
+    batch_id = await asyncio.to_thread(batches.begin, meta, actor=caller.key_id)
+    uploads = services.store.config.data_dir / "uploads"
+    target = uploads / f"batch-{batch_id}{Path(name).suffix.lower()[:8]}"
+    await asyncio.to_thread(_save_upload, file.file, target)
+
+    def job() -> None:
+        try:
+            import_file(batches, target, meta, actor=caller.key_id, mode=mode,
+                        batch_id=batch_id)
+        except Exception as error:  # the batch is failed and says why; the log gets the type
+            if not isinstance(error, CardsvcError):
+                log_unexpected(error)
+        finally:
+            target.unlink(missing_ok=True)
+
+    services.jobs.submit(job)
+    return await asyncio.to_thread(batches.get, batch_id)
+
+
+def _save_upload(source: BinaryIO, target: Path) -> None:
+    target.parent.mkdir(mode=0o700, exist_ok=True)
+    with target.open("wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+    os.chmod(target, 0o600)
 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut)

@@ -30,6 +30,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from cardsvc import audit, codegen, crypto
 from cardsvc.catalog import Catalog
@@ -189,7 +190,7 @@ class Batches:
                     progress(processed)
             self._finish(batch, result, processed, actor)
         except BaseException as error:
-            self._fail(batch_id, error)
+            self.fail(batch_id, error)
             raise
         self._release(batch.sku, batch_id, batch.pool_id)
         return result
@@ -226,8 +227,8 @@ class Batches:
         self.store.wait_last()
         duplicates = set(duplicate_positions)
         fresh = [item for position, item in enumerate(group) if position not in duplicates]
-        payloads = [{"code_id": code_id, "batch_id": batch.batch_id,
-                     "sealed": crypto.seal_code(data_key, code_id, item.code, item.pin)}
+        batch_id = batch.batch_id
+        payloads = [(code_id, batch_id, crypto.seal_code(data_key, code_id, item.code, item.pin))
                     for code_id, item in zip(ids, fresh, strict=True)]
         issues = []
         for position in duplicate_positions:
@@ -240,7 +241,7 @@ class Batches:
                 result.duplicates.append({"index": line, "code": masked})
         with self.db.write() as session:
             if payloads:
-                session.execute(insert(CodePayload), payloads)
+                _insert_payloads(session, payloads)
             if issues:
                 session.execute(insert(BatchIssue), issues)
             row = session.get(Batch, batch.batch_id)
@@ -280,7 +281,21 @@ class Batches:
                                   "supplier": row.supplier, "source_name": row.source_name},
                          at_ms=self.engine.now_ms())
 
-    def _fail(self, batch_id: int, error: BaseException | None) -> None:
+    def note(self, batch_id: int, *, submitted: int,
+             problems: Sequence[dict[str, Any]]) -> None:
+        """Records what a file check found before loading: the row count and the rows skipped
+        (``line``, ``field``, ``reason``), which go to the batch's report."""
+        rows = [{"batch_id": batch_id, "line": p["line"], "field": p["field"],
+                 "reason": p["reason"], "masked": p.get("masked")} for p in problems]
+        with self.db.write() as session:
+            if rows:
+                session.execute(insert(BatchIssue), rows[:REPORT_LINES_MAX])
+            row = session.get(Batch, batch_id)
+            if row is None:
+                raise AssertionError(f"batch {batch_id} vanished")
+            row.submitted = submitted
+
+    def fail(self, batch_id: int, error: BaseException | None) -> None:
         """Voids whatever the batch put in the core and marks it failed. Best effort: when the
         journal or the database is down, recovery at the next start does it."""
         try:
@@ -398,7 +413,7 @@ class Batches:
                            select(Batch).where(Batch.status.in_(("importing", "ready"))))]
         for batch_id, sku, pool_id, status in pending:
             if status == "importing":
-                self._fail(batch_id, make_error(ErrorCode.INTERNAL_ERROR, "interrupted"))
+                self.fail(batch_id, make_error(ErrorCode.INTERNAL_ERROR, "interrupted"))
                 failed += 1
                 continue
             if self._release(sku, batch_id, pool_id):
@@ -436,6 +451,15 @@ class Batches:
                                                     data_key_wrapped)
             out.append(crypto.open_code(data_key, code_id, sealed))
         return out
+
+
+def _insert_payloads(session: Session, rows: list[tuple[int, int, bytes]]) -> None:
+    """One ``executemany`` of the driver: the ORM's bulk insert costs about 11 µs a row, the
+    driver about 1.7 µs (a million-code import spends 10 s less here)."""
+    marker = "?" if session.get_bind().dialect.name == "sqlite" else "%s"
+    session.connection().exec_driver_sql(
+        f"INSERT INTO {CodePayload.__tablename__} (code_id, batch_id, sealed) "
+        f"VALUES ({marker}, {marker}, {marker})", rows)
 
 
 def _chunked(items: Sequence[CodeInput], size: int) -> Iterator[Sequence[CodeInput]]:

@@ -107,7 +107,21 @@ def _records_commands() -> tuple[Command, ...]:
                 cli_records.add_export_arguments, cli_records.run_export),
         Command("audit", "verify the audit log's hash chain, or list entries",
                 cli_records.add_audit_arguments, cli_records.run_audit),
+        Command("import", "import a CSV or XLSX file of codes as one batch (server stopped)",
+                _lazy_import_arguments, _lazy_run_import),
     )
+
+
+def _lazy_import_arguments(parser: argparse.ArgumentParser) -> None:
+    from cardsvc import cli_import
+
+    cli_import.add_import_arguments(parser)
+
+
+def _lazy_run_import(args: argparse.Namespace, console: Console) -> int:
+    from cardsvc import cli_import
+
+    return cli_import.run_import(args, console)
 
 
 COMMANDS: tuple[Command, ...] = (

@@ -17,6 +17,7 @@ failure (the journal unavailable) while the server runs.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,8 @@ class Services:
         self.batches = Batches(store, db, keyring, self.catalog)
         self.orders = Orders(store, db, self.catalog, self.batches, risk)
         self.recovery: dict[str, Any] = {}
+        self.jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-job")
+        """Long admin work (file imports) runs here, one job at a time, off the request path."""
 
     @classmethod
     def open(cls, config: ServiceConfig, *, store: Store | None = None) -> Services:
@@ -100,6 +103,8 @@ class Services:
         return self.orders.recover(older_than_ms=PENDING_ORDER_AGE_MS)
 
     def close(self) -> None:
-        """Closes the database and then the store (flushing the journal). Idempotent."""
+        """Finishes the running job, then closes the database and the store (flushing the
+        journal). Idempotent."""
+        self.jobs.shutdown(wait=True, cancel_futures=True)
         self.db.close()
         self.store.close()

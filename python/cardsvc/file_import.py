@@ -1,0 +1,78 @@
+"""Importing a CSV or XLSX file of codes as one batch: check the whole file, then stream it
+through the import saga (``cardsvc.batches``), memory flat.
+
+Two modes (``cardsvc.codefile.ImportMode``):
+
+* ``all_or_nothing`` (the default): any malformed row rejects the whole file before anything is
+  imported; the batch is ``rejected`` and its report lists every problem by line.
+* ``per_row``: malformed rows are skipped and listed in the report; the rest is one batch.
+
+Either way duplicates (of earlier batches or within the file) are skipped and listed, and the
+batch is all or nothing once loading starts: a failure voids whatever it had imported.
+
+The file should be a private copy (an upload saved by the server, or a file the operator owns):
+it is read twice, and a file changed between the check and the load fails the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from cardsvc import codefile
+from cardsvc.batches import Batches, BatchMeta, BatchResult, CodeInput
+from cardsvc.errors import CardsvcError
+
+
+def import_file(
+    batches: Batches,
+    path: Path,
+    meta: BatchMeta,
+    *,
+    actor: str,
+    mode: str = codefile.ImportMode.ALL_OR_NOTHING,
+    batch_id: int | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> BatchResult:
+    """Imports ``path`` into a new batch (or the ``importing`` batch ``batch_id`` that the
+    caller began, e.g. to answer an upload with its id at once). ``progress(phase, rows)`` is
+    called during the check (``"check"``) and the load (``"load"``).
+
+    Returns the result; a file with problems in ``all_or_nothing`` mode returns status
+    ``rejected`` (the report says why). Raises SKU_NOT_FOUND, POOL_NOT_FOUND, INVALID_ARGUMENT
+    (an unreadable file or header), LIMIT_EXCEEDED (too many rows, a line too long), and what
+    loading raises (the batch is then failed and nothing of it is sellable).
+    """
+    meta = replace(meta, source_name=meta.source_name or path.name)
+
+    def checking(rows: int) -> None:
+        if progress is not None:
+            progress("check", rows)
+
+    if batch_id is None:
+        batch_id = batches.begin(meta, actor=actor)
+    try:
+        report = codefile.scan(path, progress=checking)
+        problems = [{"line": p.line, "field": p.field, "reason": p.reason}
+                    for p in report.problems]
+        try:
+            report.check(mode)
+        except CardsvcError as error:
+            batches.reject(batch_id, problems, actor=actor, error_code=error.code.value)
+            return BatchResult(batch_id, 0, status="rejected")
+        batches.note(batch_id, submitted=report.rows, problems=problems)
+    except BaseException as error:
+        batches.fail(batch_id, error)
+        raise
+
+    def loading(rows: int) -> None:
+        if progress is not None:
+            progress("load", rows)
+
+    return batches.load(batch_id, _inputs(path, mode), actor=actor, progress=loading)
+
+
+def _inputs(path: Path, mode: str) -> Iterator[list[CodeInput]]:
+    for chunk in codefile.read_codes(path, mode=mode):
+        yield [CodeInput(row.code, row.pin, row.line, row.valid_until) for row in chunk]
