@@ -86,7 +86,12 @@ HoldId = Annotated[str, Path(min_length=1, max_length=64)]
 OrderId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-@router.post("/orders", response_model=OrderOut, status_code=status.HTTP_201_CREATED)
+RETRY_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"model": OrderOut, "description": "a retry: the first result, unchanged"}}
+
+
+@router.post("/orders", response_model=OrderOut, status_code=status.HTTP_201_CREATED,
+             responses=RETRY_ANSWER)
 def create_order(body: OrderCreate, caller: OrdersDep, services: ServicesDep,
                  response: Response) -> dict[str, Any]:
     """Buys ``quantity`` codes of ``sku``: 201 with the codes; a retry with the same
@@ -149,7 +154,7 @@ async def get_hold(hold_id: HoldId, caller: HoldsDep, services: ServicesDep) -> 
 
 
 @router.post("/holds/{hold_id}/confirm", response_model=OrderOut,
-             status_code=status.HTTP_201_CREATED)
+             status_code=status.HTTP_201_CREATED, responses=RETRY_ANSWER)
 def confirm_hold(hold_id: HoldId, body: HoldConfirm, caller: HoldsDep, services: ServicesDep,
                  response: Response) -> dict[str, Any]:
     """Turns the hold into an order (as ``POST /v1/orders``, idempotent on

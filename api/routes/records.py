@@ -66,7 +66,7 @@ class ExportRequest(Strict):
         return self
 
 
-Ms = Annotated[int | None, Query(ge=0)]
+Ms = Annotated[int | None, Query(ge=0, le=(1 << 63) - 1)]
 
 
 @router.get("/audit", response_model=AuditPage)

@@ -32,6 +32,8 @@ KINDS = ("card_key", "voucher", "direct_recharge", "link")
 EDITABLE = ("name", "kind", "currency", "face_value_minor", "cost_minor", "retail_price_minor",
             "purchase_limit_per_buyer", "low_stock_threshold", "on_sale")
 """SKU fields an admin may change after creation (the others are the core's)."""
+NOT_NULL = ("name", "kind", "currency", "on_sale")
+"""EDITABLE fields that always have a value (the others may be cleared with null)."""
 MONEY_MINOR_MAX = 10**15
 STATES = ("available", "held", "allocated", "redeemed", "frozen", "void", "expired")
 
@@ -45,6 +47,8 @@ def check_sku_fields(fields: dict[str, Any]) -> None:
     for name, value in fields.items():
         if name not in EDITABLE:
             raise _invalid(name, f"{name} cannot be changed")
+        if value is None and name in NOT_NULL:
+            raise _invalid(name, f"{name} cannot be null")
         if name == "kind" and value not in KINDS:
             raise _invalid(name, f"kind must be one of {', '.join(KINDS)}")
         if name == "currency" and not (isinstance(value, str) and len(value) == 3

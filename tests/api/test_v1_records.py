@@ -41,7 +41,8 @@ async def test_sku_fields_are_kept_and_edits_are_audited_with_before_and_after(a
 
 
 @pytest.mark.parametrize("body", [{"kind": "bitcoin"}, {"currency": "usd"},
-                                  {"cost_minor": -1}, {"uses_per_code": 3}, {"sku": "X"}])
+                                  {"cost_minor": -1}, {"uses_per_code": 3}, {"sku": "X"},
+                                  {"on_sale": None}, {"name": None}])
 async def test_bad_sku_edits_change_nothing(catalog: Api, body: dict[str, object]) -> None:
     before = await catalog.admin("GET", "/v1/skus/VIP")
     response = await catalog.call("PATCH", "/v1/skus/VIP", catalog.keys["admin"], json=body)
