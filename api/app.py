@@ -27,7 +27,17 @@ from starlette.middleware import Middleware
 import cardsvc
 from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
 from api.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
-from api.routes import API_PREFIX, admin, catalog, health, orders, records, redemption
+from api.routes import (
+    API_PREFIX,
+    admin,
+    agents,
+    catalog,
+    health,
+    money,
+    orders,
+    records,
+    redemption,
+)
 from api.settings import Settings
 from cardsvc.services import Services
 from cardsvc.store import Store
@@ -90,7 +100,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         responses={"default": {"model": ErrorEnvelope, "description": "Error envelope"}},
     )
     app.include_router(health.router)
-    for resource in (redemption, orders, catalog, admin, records):
+    for resource in (redemption, orders, catalog, agents, money, admin, records):
         app.include_router(resource.router, prefix=API_PREFIX)
     return app
 

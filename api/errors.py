@@ -112,6 +112,7 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.ACCOUNT_NOT_FOUND: 404,
     ErrorCode.WITHDRAWAL_NOT_FOUND: 404,
     ErrorCode.WITHDRAWAL_NOT_PENDING: 409,
+    ErrorCode.ORDER_NOT_REFUNDABLE: 409,
     # The SQL database cannot be reached or refused the operation; retrying later may work.
     ErrorCode.DATABASE_UNAVAILABLE: 503,
     # A sealed code payload or wrapped data key failed authentication: tampering or the wrong

@@ -1,4 +1,4 @@
-"""Admins: agents, API keys, and freezing, unfreezing or voiding codes."""
+"""Admins: API keys, and freezing, unfreezing or voiding codes."""
 
 from __future__ import annotations
 
@@ -9,27 +9,13 @@ from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, ServicesDep
 from api.models import Strict
-from cardsvc import agents, apikeys
+from cardsvc import apikeys
 from cardsvc.apikeys import Principal
 from cardsvc.services import Services
 
 router = APIRouter(tags=["admin"])
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-
-
-class AgentCreate(Strict):
-    agent_id: Id
-    name: str = Field(min_length=1, max_length=200)
-    parent_id: Id | None = None
-
-
-class AgentOut(BaseModel):
-    agent_id: str
-    name: str
-    parent_id: str | None
-    status: str
-    created_at_ms: int
 
 
 class KeyCreate(Strict):
@@ -70,25 +56,6 @@ class CodeTarget(Strict):
 class StateChange(BaseModel):
     changed: int
     unchanged: int
-
-
-@router.post("/agents", response_model=AgentOut, status_code=status.HTTP_201_CREATED)
-def create_agent(body: AgentCreate, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
-    """Errors: AGENT_EXISTS, AGENT_NOT_FOUND (the parent)."""
-    return agents.create_agent(services.db, body.agent_id, body.name, parent_id=body.parent_id,
-                               actor=caller.key_id, now_ms=services.engine.now_ms())
-
-
-@router.get("/agents", response_model=list[AgentOut])
-def list_agents(caller: AdminDep, services: ServicesDep) -> list[dict[str, Any]]:
-    return agents.list_agents(services.db)
-
-
-@router.get("/agents/{agent_id}", response_model=AgentOut)
-def get_agent(agent_id: Annotated[str, Path(max_length=64)], caller: AdminDep,
-              services: ServicesDep) -> dict[str, Any]:
-    """Errors: AGENT_NOT_FOUND."""
-    return agents.get_agent(services.db, agent_id)
 
 
 @router.post("/keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)

@@ -23,7 +23,8 @@ from api.deps import (
 from api.models import Strict
 from cardsvc.engine import ORDER_QTY_MAX, REF_LEN_MAX, Engine
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.orders import HOLD_TTL_S_MAX, HOLD_TTL_S_MIN, OrderRequest
+from cardsvc.holds import HOLD_TTL_S_MAX, HOLD_TTL_S_MIN
+from cardsvc.orders import OrderRequest
 
 router = APIRouter(tags=["agents"])
 
@@ -47,10 +48,13 @@ class OrderOut(BaseModel):
     order_id: str
     client_order_id: str
     agent_id: str
-    status: str = Field(description="pending, fulfilled or failed")
+    status: str = Field(description="pending, fulfilled, failed or refunded")
     sku: str
     quantity: int
     hold_id: str | None = None
+    unit_price_minor: int | None = None
+    total_minor: int | None = None
+    currency: str | None = None
     created_at: str | None = None
     codes: list[DeliveredCode]
     error: dict[str, Any] | None = None
@@ -137,7 +141,7 @@ async def create_hold(body: HoldCreate, caller: HoldsDep, services: ServicesDep)
     IDEMPOTENCY_KEY_REUSED (a ``client_hold_id`` reused for another hold)."""
     agent_id = agent_of(caller)
     try:
-        hold = services.orders.hold(agent_id, body.sku, body.quantity, body.ttl_seconds,
+        hold = services.holds.hold(agent_id, body.sku, body.quantity, body.ttl_seconds,
                                     buyer_id=body.buyer_id, client_hold_id=body.client_hold_id,
                                     limits=limits_of(services, caller))
     finally:
@@ -148,7 +152,7 @@ async def create_hold(body: HoldCreate, caller: HoldsDep, services: ServicesDep)
 @router.get("/holds/{hold_id}", response_model=HoldOut)
 async def get_hold(hold_id: HoldId, caller: HoldsDep, services: ServicesDep) -> dict[str, Any]:
     """A hold of the calling agent. Errors: HOLD_NOT_FOUND."""
-    hold = services.orders.get_hold(agent_of(caller), hold_id)
+    hold = services.holds.view(agent_of(caller), hold_id)
     await services.store.wait_async(Engine.last_ticket())
     return hold
 
@@ -174,7 +178,7 @@ async def release_hold(hold_id: HoldId, caller: HoldsDep, services: ServicesDep)
     """Returns the hold's codes to stock now (idempotent). Errors: HOLD_NOT_FOUND,
     HOLD_ALREADY_CONFIRMED."""
     try:
-        released = services.orders.release_hold(agent_of(caller), hold_id)
+        released = services.holds.release(agent_of(caller), hold_id)
     finally:
         await services.store.wait_async(Engine.last_ticket())
     return HoldReleased(hold_id=hold_id, released=released)

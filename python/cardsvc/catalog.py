@@ -185,6 +185,25 @@ class Catalog:
         names[0] = SHARED_POOL
         return names
 
+    def move_stock(self, sku: str, quantity: int, from_pool: str, to_pool: str, *,
+                   actor: str) -> dict[str, Any]:
+        """Moves ``quantity`` sellable codes of ``sku`` between named pools (FEFO: the earliest
+        expiring first), e.g. into an agent's channel pool and back. Journaled before it
+        returns; audited (``stock.move``). Raises POOL_NOT_FOUND, SKU_NOT_FOUND, OUT_OF_STOCK
+        (details: ``available``), INVALID_ARGUMENT (the same pool twice)."""
+        self.get_sku(sku)
+        source, target = self.pool_id(from_pool), self.pool_id(to_pool)
+        if source == target:
+            raise _invalid("from_pool", "from_pool and the target pool are the same")
+        moved = self.engine.move_stock(sku, quantity, source, target)
+        self.store.wait_last()
+        now_ms = self.engine.now_ms()
+        with self.db.write() as session:
+            audit.append(session, actor=actor, action="stock.move", object_type="sku",
+                         object_id=sku, details={"from_pool": from_pool, "to_pool": to_pool,
+                                                 "quantity": len(moved)}, at_ms=now_ms)
+        return {"sku": sku, "from_pool": from_pool, "to_pool": to_pool, "moved": len(moved)}
+
     # ----- stock -----
 
     def stock(self, sku: str) -> dict[str, Any]:

@@ -109,7 +109,44 @@ def _records_commands() -> tuple[Command, ...]:
                 cli_records.add_audit_arguments, cli_records.run_audit),
         Command("import", "import a CSV or XLSX file of codes as one batch (server stopped)",
                 _lazy_import_arguments, _lazy_run_import),
+        Command("reconcile", "check that the ledger, orders and stock agree; exit 1 if not "
+                "(server stopped)", _lazy_reconcile_arguments, _lazy_run_reconcile),
     )
+
+
+def _lazy_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
+    from cardsvc.cli_store import add_store_arguments
+
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    add_store_arguments(parser)
+
+
+def _lazy_run_reconcile(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from cardsvc import reconcile
+    from cardsvc.cli_store import store_config
+    from cardsvc.services import ServiceConfig, Services
+
+    services = Services.open(ServiceConfig(store=store_config(args),
+                                           database_url=args.database_url))
+    try:
+        result = reconcile.report(services)
+    finally:
+        services.close()
+    if args.json:
+        console.print(json.dumps(result, indent=2, default=str), highlight=False, soft_wrap=True)
+    if result["ok"]:
+        console.print(f"reconciled: {result['orders_checked']} orders, ledger, escrow and "
+                      "stock agree", highlight=False)
+        return EXIT_OK
+    err = Console(file=sys.stderr, highlight=False)
+    err.print(f"[bold red]RECONCILIATION FAILED[/]: {result['difference_count']} differences")
+    for difference in result["differences"]:
+        err.print(f"  {difference['kind']} {difference['subject']}: {difference['details']}",
+                  markup=False)
+    return EXIT_ERROR
 
 
 def _lazy_import_arguments(parser: argparse.ArgumentParser) -> None:

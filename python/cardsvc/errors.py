@@ -85,6 +85,7 @@ class ErrorCode(StrEnum):
     ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
     WITHDRAWAL_NOT_FOUND = "WITHDRAWAL_NOT_FOUND"
     WITHDRAWAL_NOT_PENDING = "WITHDRAWAL_NOT_PENDING"
+    ORDER_NOT_REFUNDABLE = "ORDER_NOT_REFUNDABLE"
 
 
 class CardsvcError(Exception):
@@ -205,6 +206,7 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.ACCOUNT_NOT_FOUND: NotFound,
     ErrorCode.WITHDRAWAL_NOT_FOUND: NotFound,
     ErrorCode.WITHDRAWAL_NOT_PENDING: Conflict,
+    ErrorCode.ORDER_NOT_REFUNDABLE: Conflict,
 }
 
 

@@ -1,46 +1,51 @@
-"""Orders and holds: the order saga of DESIGN.md and the flash-sale holds in front of it.
+"""Orders: the order saga of DESIGN.md, with the money.
 
 An order touches both stores, so it is a saga keyed by its ``order_id``, every step idempotent:
 
-1. SQL: the order ``pending``, unique per ``(agent_id, client_order_id)`` (issue 6 debits the
-   buyer's balance in this same transaction);
-2. core: ``allocate(sku, qty, order_id)`` (or ``confirm_hold(hold_ref, order_id)``), journaled
-   and idempotent on the order id, then *wait until the journal holds it*: an order must never be
-   marked fulfilled on an allocation a crash could undo;
-3. SQL: the order ``fulfilled`` with its code ids (issue 6 adds the postings here).
+1. SQL (one transaction): the order ``pending``, unique per ``(agent_id, client_order_id)``,
+   with the buyer's price chain fixed (``cardsvc.pricing.price_chain``) and the total debited
+   from the buyer's available balance into its escrow (``cardsvc.settlement.debit_order``;
+   ``INSUFFICIENT_BALANCE`` beyond balance + credit, and then nothing is written at all);
+2. core: ``allocate(sku, qty, order_id, pool)`` over the agent's pools in order (own pool, then
+   shared, as its policy says), or ``confirm_hold(hold_ref, order_id)``, then *wait until the
+   journal holds it*: an order is never settled on an allocation a crash could undo;
+3. SQL (one transaction): the order ``fulfilled`` with its code ids, and the escrow shared out
+   (``cardsvc.settlement.settle_order``: commissions up the chain, revenue, cost of goods).
 
-A definitive refusal in step 2 (``OUT_OF_STOCK``, ``HOLD_EXPIRED``...) marks the order ``failed``
-with that error, and a retry with the same ``client_order_id`` returns the same error: the first
-result. Anything else (the journal unavailable, a crash) leaves it ``pending``;
-:meth:`Orders.recover` re-drives every pending order at start-up and on a timer, and a retry by
-the agent re-drives it too. Re-driving repeats step 2, which returns the same codes when the
-allocation had been made.
+A definitive refusal in step 2 (``OUT_OF_STOCK``, ``HOLD_EXPIRED``...) ends the order ``failed``
+and releases the escrow back to the buyer, in one transaction; a retry with the same
+``client_order_id`` then returns the same error: the first result. Anything else (the journal
+unavailable, a crash) leaves it ``pending``; :meth:`Orders.recover` re-drives every pending order
+at start-up and on a timer, and a retry by the agent re-drives it too. Re-driving repeats step
+2, which returns the same codes when the allocation had been made.
 
-Holds never touch SQL (flash-sale demand stays in memory): a hold's id names its agent in the
-core's hold reference (``<agent_id>/<hold_id>``), so one agent can never see or confirm another's
-hold, and the open-hold caps of :mod:`cardsvc.risk` apply.
+Steps 1 and 3 go through the SQL group commit (``cardsvc.db.batcher``): concurrent orders share
+transactions and fsyncs, each in its own savepoint. A refund (``refund``) voids the order's codes
+in the core, then reverses the settlement.
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from cardsvc import pricing, settlement
 from cardsvc.batches import Batches
-from cardsvc.catalog import Catalog
 from cardsvc.db import Database
-from cardsvc.db.models import Order
-from cardsvc.engine import ORDER_QTY_MAX, REF_LEN_MAX, Engine
+from cardsvc.db.batcher import WriteBatcher
+from cardsvc.db.models import Batch, Order, Sku
+from cardsvc.engine import Engine
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.holds import Holds, hold_ref
 from cardsvc.risk import DAY_MS, RiskGuard, RiskLimits
 from cardsvc.store import Store
 from cardsvc.times import iso, iso_s
+from cardsvc.validation import check_client_ref, check_quantity
 
 FINAL_ERRORS = frozenset({
     ErrorCode.OUT_OF_STOCK,
@@ -55,28 +60,8 @@ FINAL_ERRORS = frozenset({
     ErrorCode.INVALID_ARGUMENT,
 })
 """Core refusals that end an order as ``failed``; any other error leaves it ``pending``."""
-HOLD_TTL_S_MIN = 1
-HOLD_TTL_S_MAX = 86_400
-"""A hold lasts 1 s to 1 day (the core's HOLD_TTL_MS_MAX)."""
-
-
-def _invalid(field: str, message: str) -> CardsvcError:
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field})
-
-
-def check_client_ref(field: str, value: str) -> None:
-    """Raises INVALID_ARGUMENT unless ``value`` is 1..REF_LEN_MAX printable ASCII characters."""
-    if not value or len(value) > REF_LEN_MAX or not value.isascii() or not value.isprintable():
-        raise _invalid(field, f"{field} must be 1 to {REF_LEN_MAX} printable ASCII characters")
-
-
-def check_quantity(quantity: int) -> None:
-    if quantity < 1:
-        raise make_error(ErrorCode.QUANTITY_MUST_BE_POSITIVE, "quantity must be at least 1",
-                         {"field": "quantity"})
-    if quantity > ORDER_QTY_MAX:
-        raise make_error(ErrorCode.LIMIT_EXCEEDED, "quantity is too large",
-                         {"field": "quantity", "max": ORDER_QTY_MAX, "got": quantity})
+COOLING_MS_DEFAULT = 7 * DAY_MS
+"""Commissions stay pending a week (refunds reverse them) before they become available."""
 
 
 @dataclass(frozen=True)
@@ -91,32 +76,42 @@ class OrderRequest:
 
 
 class Orders:
-    """The order saga and holds over the store, the SQL database and the catalog."""
+    """The order saga over the store, the SQL database (through the group commit), pricing and
+    the ledger."""
 
-    def __init__(self, store: Store, db: Database, catalog: Catalog, batches: Batches,
-                 risk: RiskGuard) -> None:
+    def __init__(self, store: Store, db: Database, batches: Batches, holds: Holds,
+                 risk: RiskGuard, batcher: WriteBatcher, *,
+                 cooling_ms: int = COOLING_MS_DEFAULT) -> None:
         self.store = store
         self.engine: Engine = store.engine
         self.db = db
-        self.catalog = catalog
         self.batches = batches
+        self.holds = holds
         self.risk = risk
+        self.batcher = batcher
+        self.cooling_ms = cooling_ms
 
-    # ----- orders -----
+    # ----- placing -----
 
     def place(
         self, request: OrderRequest, *, actor: str, limits: RiskLimits
     ) -> tuple[dict[str, Any], bool]:
         """Runs (or resumes) the saga; returns the delivered order and whether this call created
         it. Raises IDEMPOTENCY_KEY_REUSED (details: ``field``), the order's stored error on a
-        retry of a failed order, the core's refusals (OUT_OF_STOCK with ``available``...),
-        RATE_LIMITED (daily quota), JOURNAL_UNAVAILABLE (the order stays pending)."""
+        retry of a failed order, NOT_FOR_SALE, AGENT_SUSPENDED, INSUFFICIENT_BALANCE, the core's
+        refusals (OUT_OF_STOCK with ``available``...), RATE_LIMITED (daily quota),
+        JOURNAL_UNAVAILABLE / DATABASE_UNAVAILABLE (the order stays pending; retry)."""
         check_client_ref("client_order_id", request.client_order_id)
         if request.hold_id is None:
             check_quantity(request.quantity)
-            self.catalog.get_sku(request.sku)
-        order_id, created = self._begin(request, actor=actor, limits=limits)
-        return self._drive(order_id), created
+        existing = self._find_row(request.agent_id, request.client_order_id)
+        if existing is None:
+            self.risk.admit_order(request.agent_id, limits,
+                                  lambda: self._orders_today(request.agent_id))
+        now_ms = self.engine.now_ms()
+        order_id, created = self.batcher.submit(
+            lambda session: self._begin(session, request, actor, now_ms))
+        return self._drive(order_id, actor), created
 
     def confirm_hold(
         self, agent_id: str, hold_id: str, client_order_id: str, *, actor: str,
@@ -125,100 +120,158 @@ class Orders:
         """Turns an open hold into an order through the same saga. Raises HOLD_NOT_FOUND (also
         for another agent's hold), HOLD_EXPIRED, HOLD_RELEASED, HOLD_ALREADY_CONFIRMED, and as
         :meth:`place`."""
-        hold = self.engine.get_hold(hold_ref(agent_id, hold_id))
+        hold = self.holds.get(agent_id, hold_id)
         request = OrderRequest(agent_id, client_order_id, hold.sku, len(hold.code_ids), hold_id)
         result = self.place(request, actor=actor, limits=limits)
-        self.risk.end_hold(hold.hold_ref)
+        self.holds.ended(agent_id, hold_id)
         return result
 
-    def _begin(
-        self, request: OrderRequest, *, actor: str, limits: RiskLimits
-    ) -> tuple[str, bool]:
-        """Step 1: the pending row, or the existing order of this ``client_order_id``."""
-        existing = self._find_row(request.agent_id, request.client_order_id)
+    def _begin(self, session: Session, request: OrderRequest, actor: str,
+               now_ms: int) -> tuple[str, bool]:
+        """Step 1 (a group-commit unit): the existing order of this ``client_order_id``, or a
+        new pending order with its price chain and the buyer's debit."""
+        existing = session.scalar(select(Order).where(
+            Order.agent_id == request.agent_id,
+            Order.client_order_id == request.client_order_id))
         if existing is not None:
-            return self._same_request(existing, request), False
-        self.risk.admit_order(request.agent_id, limits,
-                              lambda: self._orders_today(request.agent_id))
-        now_ms = self.engine.now_ms()
+            return _same_request(existing, request), False
+        if session.get(Sku, request.sku) is None:
+            raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": request.sku})
+        chain = pricing.price_chain(session, request.agent_id, request.sku)
+        _, currency = pricing.effective_price(session, request.agent_id, request.sku)
+        total = chain[0][1] * request.quantity
         order_id = "ord_" + secrets.token_hex(10)
-        try:
-            with self.db.write() as session:
-                session.add(Order(
-                    order_id=order_id, agent_id=request.agent_id,
-                    client_order_id=request.client_order_id, sku=request.sku,
-                    quantity=request.quantity, pool_id=0, hold_id=request.hold_id,
-                    status="pending", error_code=None, error_details=None, code_ids=None,
-                    created_at_ms=now_ms, updated_at_ms=now_ms, created_by=actor,
-                ))
-        except IntegrityError:
-            # A concurrent request with the same client_order_id committed first.
-            existing = self._find_row(request.agent_id, request.client_order_id)
-            if existing is None:
-                raise
-            return self._same_request(existing, request), False
+        pools = [0] if request.hold_id else pricing.order_pools(session, request.agent_id)
+        session.add(Order(
+            order_id=order_id, agent_id=request.agent_id,
+            client_order_id=request.client_order_id, sku=request.sku,
+            quantity=request.quantity, pool_id=pools[0], hold_id=request.hold_id,
+            status="pending", error_code=None, error_details=None, code_ids=None,
+            created_at_ms=now_ms, updated_at_ms=now_ms, created_by=actor,
+            unit_price_minor=chain[0][1], total_minor=total, currency=currency, pools=pools,
+            price_chain=[list(link) for link in chain]))
+        session.flush()
+        debit = settlement.debit_order(session, order_id, request.agent_id, total, currency,
+                                       actor, now_ms)
+        row = session.get(Order, order_id)
+        if row is None:
+            raise AssertionError(f"order {order_id} vanished")
+        row.debit_txn_id = debit.txn_id
         return order_id, True
 
-    @staticmethod
-    def _same_request(existing: Order, request: OrderRequest) -> str:
-        for field, old, new in (("sku", existing.sku, request.sku),
-                                ("quantity", existing.quantity, request.quantity),
-                                ("hold_id", existing.hold_id, request.hold_id)):
-            if old != new:
-                raise make_error(ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                                 "client_order_id was used for a different order",
-                                 {"field": field, "client_order_id": request.client_order_id})
-        return existing.order_id
+    # ----- driving -----
 
-    def _drive(self, order_id: str) -> dict[str, Any]:
-        """Steps 2 and 3 for a pending order (nothing for a finished one); the delivered order."""
+    def _drive(self, order_id: str, actor: str) -> dict[str, Any]:
+        """Steps 2 and 3 for a pending order (nothing for a finished one); the delivered order.
+        Raises the stored error of a failed order."""
         row = self._row(order_id)
+        if row.status == "pending":
+            try:
+                ids = self._allocate(row)
+            except CardsvcError as error:
+                if error.code in FINAL_ERRORS:
+                    self._finish(order_id, None, error, actor)
+                raise
+            self.store.wait_last()
+            row = self._finish(order_id, ids, None, actor)
         if row.status == "failed":
             stored = row.error_details or {}
             raise make_error(row.error_code or ErrorCode.INTERNAL_ERROR,
                              str(stored.get("message", "the order failed")),
                              dict(stored.get("details", {})))
-        if row.status == "pending":
-            try:
-                if row.hold_id is not None:
-                    ids = self.engine.confirm_hold(hold_ref(row.agent_id, row.hold_id), order_id)
-                else:
-                    ids = self.engine.allocate(row.sku, row.quantity, order_id, row.pool_id)
-            except CardsvcError as error:
-                if error.code in FINAL_ERRORS:
-                    self._finish(order_id, None, error)
-                raise
-            self.store.wait_last()
-            row = self._finish(order_id, ids, None)
         return self._deliver(row)
 
-    def _finish(
-        self, order_id: str, ids: Sequence[int] | None, error: CardsvcError | None
-    ) -> Order:
-        with self.db.write() as session:
-            row = session.get(Order, order_id)
-            if row is None:
-                raise AssertionError(f"order {order_id} vanished")
-            if row.status == "pending":
-                row.updated_at_ms = self.engine.now_ms()
-                if error is None:
-                    row.status = "fulfilled"
-                    row.code_ids = list(ids or [])
-                else:
-                    row.status = "failed"
-                    row.error_code = error.code.value
-                    row.error_details = {"message": error.message, "details": error.details}
+    def _allocate(self, row: Order) -> list[int]:
+        """Step 2: the order's codes, allocated now or by an earlier attempt."""
+        engine = self.engine
+        try:
+            return list(engine.order_code_ids(row.order_id))
+        except CardsvcError as error:
+            if error.code != ErrorCode.ORDER_NOT_FOUND:
+                raise  # not allocated yet: allocate below
+        if row.hold_id is not None:
+            return engine.confirm_hold(hold_ref(row.agent_id, row.hold_id), row.order_id)
+        refused: CardsvcError | None = None
+        available = 0
+        for pool in row.pools or [row.pool_id]:
+            try:
+                return engine.allocate(row.sku, row.quantity, row.order_id, pool)
+            except CardsvcError as refusal:
+                if refusal.code != ErrorCode.OUT_OF_STOCK:
+                    raise
+                refused = refusal
+                available += int(refusal.details.get("available", 0))
+        if refused is None:
+            raise AssertionError(f"order {row.order_id} has no pool")
+        raise make_error(ErrorCode.OUT_OF_STOCK, "not enough codes in stock for this order",
+                         {**refused.details, "available": available})
+
+    def _finish(self, order_id: str, ids: Sequence[int] | None, error: CardsvcError | None,
+                actor: str) -> Order:
+        """Step 3 (fulfilled and settled), or the failure with its escrow released."""
+        now_ms = self.engine.now_ms()
+        cost = None if ids is None else self._cost(ids)
+        return self.batcher.submit(
+            lambda session: self._finish_unit(session, order_id, ids, cost, error, actor, now_ms))
+
+    def _finish_unit(self, session: Session, order_id: str, ids: Sequence[int] | None,
+                     cost: int | None, error: CardsvcError | None, actor: str,
+                     now_ms: int) -> Order:
+        row = session.get(Order, order_id)
+        if row is None:
+            raise AssertionError(f"order {order_id} vanished")
+        if row.status != "pending":
             return row
+        row.updated_at_ms = now_ms
+        if error is None:
+            chain = [(str(agent), int(price)) for agent, price in row.price_chain or []]
+            # A cost that does not split evenly over the codes (batches bought at different
+            # prices in one order) is left unknown: all of it then counts as revenue.
+            unit_cost = None if cost is None or cost % row.quantity else cost // row.quantity
+            settled = settlement.settle_order(
+                session, order_id, chain, row.quantity, unit_cost, row.currency or "",
+                self.cooling_ms, actor, now_ms)
+            row.status = "fulfilled"
+            row.code_ids = list(ids or [])
+            row.settle_txn_id = settled.txn_id
+        else:
+            if row.debit_txn_id is not None:
+                settlement.release_order(session, order_id, actor, now_ms)
+            row.status = "failed"
+            row.error_code = error.code.value
+            row.error_details = {"message": error.message, "details": error.details}
+        return row
+
+    def _cost(self, ids: Sequence[int]) -> int | None:
+        """What the order's codes cost the platform: each code's batch unit cost, else the SKU's
+        cost; None when nothing is known (the whole price is then revenue)."""
+        batches: dict[int, int] = {}
+        for code_id in ids:
+            batch = self.engine.code_info(code_id).batch
+            batches[batch] = batches.get(batch, 0) + 1
+        with self.db.read() as session:
+            rows = session.execute(select(Batch.batch_id, Batch.unit_cost_minor, Sku.cost_minor)
+                                   .join(Sku, Sku.sku == Batch.sku)
+                                   .where(Batch.batch_id.in_(list(batches)))).all()
+        total = 0
+        for batch_id, unit, sku_cost in rows:
+            cost = unit if unit is not None else sku_cost
+            if cost is None:
+                return None
+            total += batches[batch_id] * int(cost)
+        return total if rows else None
 
     def _deliver(self, row: Order) -> dict[str, Any]:
         """The order as its owner sees it, codes in plaintext (DESIGN.md: delivery)."""
         codes: list[dict[str, Any]] = []
-        if row.status == "fulfilled" and row.code_ids:
+        if row.status in ("fulfilled", "refunded") and row.code_ids:
             texts = self.batches.reveal(row.code_ids)
             for code_id, (code, pin) in zip(row.code_ids, texts, strict=True):
                 info = self.engine.code_info(code_id)
                 codes.append({"code": code, "pin": pin, "valid_until": iso_s(info.valid_until)})
         return {**order_dict(row), "codes": codes}
+
+    # ----- reading -----
 
     def _row(self, order_id: str) -> Order:
         with self.db.read() as session:
@@ -239,7 +292,7 @@ class Orders:
             return session.scalar(select(func.count()).select_from(Order).where(
                 Order.agent_id == agent_id, Order.created_at_ms >= start)) or 0
 
-    def get(self, order_id: str, *, agent_id: str | None) -> dict[str, Any]:
+    def get(self, order_id: str, *, agent_id: str | None, actor: str = "system") -> dict[str, Any]:
         """An order with its codes; re-drives it when still pending. ``agent_id`` restricts to
         that agent's orders (another agent's order is ORDER_NOT_FOUND, revealing nothing)."""
         row = self._row(order_id)
@@ -247,7 +300,7 @@ class Orders:
             raise make_error(ErrorCode.ORDER_NOT_FOUND, "no such order", {"order_id": order_id})
         if row.status == "failed":
             return {**order_dict(row), "codes": []}
-        return self._drive(order_id)
+        return self._drive(order_id, actor)
 
     def find(self, agent_id: str, client_order_id: str) -> dict[str, Any]:
         """The order an agent placed under ``client_order_id`` (for a request that timed out).
@@ -258,9 +311,11 @@ class Orders:
                              {"client_order_id": client_order_id})
         return self.get(row.order_id, agent_id=agent_id)
 
+    # ----- recovery and refunds -----
+
     def recover(self, *, older_than_ms: int = 0) -> dict[str, int]:
         """Re-drives every pending order created at least ``older_than_ms`` ago; returns counts
-        of orders fulfilled, failed and still pending (the journal unavailable)."""
+        of orders fulfilled, failed and still pending (the journal or database unavailable)."""
         cutoff = self.engine.now_ms() - older_than_ms
         with self.db.read() as session:
             pending = list(session.scalars(select(Order.order_id).where(
@@ -268,71 +323,55 @@ class Orders:
         counts = {"fulfilled": 0, "failed": 0, "pending": 0}
         for order_id in pending:
             try:
-                self._drive(order_id)
+                self._drive(order_id, "recovery")
                 counts["fulfilled"] += 1
             except CardsvcError as error:
                 counts["failed" if error.code in FINAL_ERRORS else "pending"] += 1
         return counts
 
-    # ----- holds -----
+    def refund(self, order_id: str, *, actor: str, reason: str) -> dict[str, Any]:
+        """Refunds a fulfilled order whose codes were never redeemed: its codes are voided in
+        the core (they were delivered, so they can never be sold again), then the settlement is
+        reversed (``settlement.refund_order``) and the order is ``refunded``. Idempotent.
+        Raises ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE (not fulfilled, or a code redeemed)."""
+        row = self._row(order_id)
+        if row.status == "refunded":
+            return {**order_dict(row), "codes": []}
+        if row.status != "fulfilled":
+            raise make_error(ErrorCode.ORDER_NOT_REFUNDABLE, "only a fulfilled order is refunded",
+                             {"order_id": order_id, "status": row.status})
+        redeemed = [code_id for code_id in row.code_ids or []
+                    if self.engine.code_info(code_id).redemption_ids]
+        if redeemed:
+            raise make_error(ErrorCode.ORDER_NOT_REFUNDABLE,
+                             "a code of this order was redeemed", {"order_id": order_id,
+                                                                    "redeemed": len(redeemed)})
+        self.engine.void(list(row.code_ids or []))
+        self.store.wait_last()
+        now_ms = self.engine.now_ms()
 
-    def hold(
-        self, agent_id: str, sku: str, quantity: int, ttl_seconds: int, *,
-        buyer_id: str | None, client_hold_id: str | None, limits: RiskLimits,
-    ) -> dict[str, Any]:
-        """Holds ``quantity`` codes for ``ttl_seconds``. Does not wait for durability: the caller
-        awaits ``Engine.last_ticket()`` (the HTTP layer does so without blocking). A retry with
-        the same ``client_hold_id`` returns the same hold. Raises OUT_OF_STOCK, SKU_NOT_FOUND,
-        RATE_LIMITED (open-hold caps), IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT."""
-        check_quantity(quantity)
-        if not HOLD_TTL_S_MIN <= ttl_seconds <= HOLD_TTL_S_MAX:
-            raise _invalid("ttl_seconds", f"ttl_seconds must be {HOLD_TTL_S_MIN}..{HOLD_TTL_S_MAX}")
-        if client_hold_id is not None:
-            check_client_ref("client_hold_id", client_hold_id)
-            digest = hashlib.sha256(f"{agent_id}\0{client_hold_id}".encode()).hexdigest()
-            hold_id = "hld_" + digest[:20]
-        else:
-            hold_id = "hld_" + secrets.token_hex(10)
-        ref = hold_ref(agent_id, hold_id)
-        expires_at_ms = self.engine.now_ms() + ttl_seconds * 1000
-        self.risk.reserve_hold(ref, agent_id, buyer_id, quantity, expires_at_ms, limits)
-        try:
-            held = self.engine.hold(sku, quantity, hold_ref=ref, ttl_seconds=ttl_seconds)
-        except CardsvcError:
-            self.risk.end_hold(ref)
-            raise
-        return hold_dict(hold_id, held)
+        def unit(session: Session) -> Order:
+            current = session.get(Order, order_id)
+            if current is None:
+                raise AssertionError(f"order {order_id} vanished")
+            if current.status == "fulfilled":
+                settlement.refund_order(session, order_id, actor, now_ms, reason)
+                current.status = "refunded"
+                current.updated_at_ms = now_ms
+            return current
 
-    def get_hold(self, agent_id: str, hold_id: str) -> dict[str, Any]:
-        """Raises HOLD_NOT_FOUND (also for another agent's hold)."""
-        return hold_dict(hold_id, self.engine.get_hold(hold_ref(agent_id, hold_id)))
-
-    def release_hold(self, agent_id: str, hold_id: str) -> int:
-        """Returns a hold's codes to stock; the count returned (0 when already released).
-        The caller awaits durability as for :meth:`hold`. Raises HOLD_NOT_FOUND,
-        HOLD_ALREADY_CONFIRMED."""
-        ref = hold_ref(agent_id, hold_id)
-        released = self.engine.release_hold(ref)
-        self.risk.end_hold(ref)
-        return released
+        return {**order_dict(self.batcher.submit(unit)), "codes": []}
 
 
-def hold_ref(agent_id: str, hold_id: str) -> str:
-    """The core's reference of an agent's hold."""
-    if not hold_id.startswith("hld_") or len(hold_id) > 40:
-        raise make_error(ErrorCode.HOLD_NOT_FOUND, "no such hold", {"hold_id": hold_id[:40]})
-    return f"{agent_id}/{hold_id}"
-
-
-def hold_dict(hold_id: str, held: Any) -> dict[str, Any]:
-    return {
-        "hold_id": hold_id,
-        "sku": held.sku,
-        "quantity": len(held.code_ids),
-        "state": held.state,
-        "expires_at": iso(held.expires_at_ms),
-        "order_id": held.order_ref,
-    }
+def _same_request(existing: Order, request: OrderRequest) -> str:
+    for field, old, new in (("sku", existing.sku, request.sku),
+                            ("quantity", existing.quantity, request.quantity),
+                            ("hold_id", existing.hold_id, request.hold_id)):
+        if old != new:
+            raise make_error(ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                             "client_order_id was used for a different order",
+                             {"field": field, "client_order_id": request.client_order_id})
+    return existing.order_id
 
 
 def order_dict(row: Order) -> dict[str, Any]:
@@ -344,6 +383,9 @@ def order_dict(row: Order) -> dict[str, Any]:
         "sku": row.sku,
         "quantity": row.quantity,
         "hold_id": row.hold_id,
+        "unit_price_minor": row.unit_price_minor,
+        "total_minor": row.total_minor,
+        "currency": row.currency,
         "created_at": iso(row.created_at_ms),
     }
     if row.status == "failed":

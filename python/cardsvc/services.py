@@ -21,17 +21,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cardsvc import audit, crypto
+from cardsvc import agents, audit, crypto, ledger, settlement
 from cardsvc.apikeys import KeyRing
 from cardsvc.batches import Batches
 from cardsvc.catalog import Catalog
 from cardsvc.db import Database
-from cardsvc.orders import Orders
+from cardsvc.db.batcher import WriteBatcher
+from cardsvc.holds import Holds
+from cardsvc.orders import COOLING_MS_DEFAULT, Orders
 from cardsvc.risk import RiskGuard, RiskLimits
 from cardsvc.store import Store, StoreConfig
 
 log = logging.getLogger("cardsvc.services")
 
+COMMISSIONS_PER_ROUND_MAX = 10_000
+"""Commissions released per timer round (the rest wait for the next round)."""
 PENDING_ORDER_AGE_MS = 10_000
 """The recovery timer leaves younger pending orders alone: their request is still running."""
 
@@ -43,13 +47,14 @@ class ServiceConfig:
     store: StoreConfig
     database_url: str | None = None
     risk: RiskLimits = field(default_factory=RiskLimits.from_env)
+    commission_cooling_ms: int = COOLING_MS_DEFAULT
 
 
 class Services:
     """Everything a request may need, opened once per process."""
 
     def __init__(self, store: Store, db: Database, keyring: crypto.Keyring,
-                 risk: RiskGuard) -> None:
+                 risk: RiskGuard, *, cooling_ms: int = COOLING_MS_DEFAULT) -> None:
         self.store = store
         self.engine = store.engine
         self.db = db
@@ -58,7 +63,11 @@ class Services:
         self.keys = KeyRing(db)
         self.catalog = Catalog(store, db)
         self.batches = Batches(store, db, keyring, self.catalog)
-        self.orders = Orders(store, db, self.catalog, self.batches, risk)
+        self.holds = Holds(store.engine, risk)
+        self.batcher = WriteBatcher(db).start()
+        """SQL group commit for the order path (``cardsvc.db.batcher``)."""
+        self.orders = Orders(store, db, self.batches, self.holds, risk, self.batcher,
+                             cooling_ms=cooling_ms)
         self.recovery: dict[str, Any] = {}
         self.jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-job")
         """Long admin work (file imports) runs here, one job at a time, off the request path."""
@@ -76,7 +85,8 @@ class Services:
             raise
         try:
             keyring = crypto.load_keyring(config.store.data_dir)
-            services = cls(opened, db, keyring, RiskGuard(config.risk))
+            services = cls(opened, db, keyring, RiskGuard(config.risk),
+                           cooling_ms=config.commission_cooling_ms)
             services.recovery = {
                 "batches": services.batches.recover(),
                 "orders": services.orders.recover(),
@@ -99,12 +109,42 @@ class Services:
                          object_id=object_id, details=details, at_ms=self.engine.now_ms())
 
     def recover_pending(self) -> dict[str, int]:
-        """Re-drives orders left pending for PENDING_ORDER_AGE_MS or more."""
-        return self.orders.recover(older_than_ms=PENDING_ORDER_AGE_MS)
+        """The timer's round: re-drives orders left pending for PENDING_ORDER_AGE_MS or more,
+        and moves commissions whose cooling period has passed to their earners' balances."""
+        counts = self.orders.recover(older_than_ms=PENDING_ORDER_AGE_MS)
+        now_ms = self.engine.now_ms()
+        with self.db.write() as session:
+            counts["commissions_released"] = len(settlement.release_due_commissions(
+                session, now_ms, COMMISSIONS_PER_ROUND_MAX))
+        return counts
+
+    def create_agent(self, agent_id: str, name: str, *, actor: str,
+                     **fields: Any) -> dict[str, Any]:
+        """A new agent (``cardsvc.agents.create_agent``) with its ledger accounts, in one
+        transaction. Raises as ``create_agent``."""
+        now_ms = self.engine.now_ms()
+        with self.db.write() as session:
+            created = agents.create_agent(session, agent_id, name, actor=actor, now_ms=now_ms,
+                                          **fields)
+            ledger.open_agent_accounts(session, agent_id, created["currency"],
+                                       created["credit_limit_minor"], now_ms)
+        return created
+
+    def create_sub_agent(self, parent_agent_id: str, agent_id: str, name: str, *,
+                         actor: str, **fields: Any) -> dict[str, Any]:
+        """A new sub-agent of ``parent_agent_id`` with its ledger accounts."""
+        now_ms = self.engine.now_ms()
+        with self.db.write() as session:
+            created = agents.create_sub_agent(session, parent_agent_id, agent_id, name,
+                                              actor=actor, now_ms=now_ms, **fields)
+            ledger.open_agent_accounts(session, agent_id, created["currency"],
+                                       created["credit_limit_minor"], now_ms)
+        return created
 
     def close(self) -> None:
         """Finishes the running job, then closes the database and the store (flushing the
         journal). Idempotent."""
         self.jobs.shutdown(wait=True, cancel_futures=True)
+        self.batcher.close()
         self.db.close()
         self.store.close()

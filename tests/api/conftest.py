@@ -52,6 +52,10 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 CODES = [f"TESTCODE-{i:04d}-ABCD" for i in range(20)]
 """Codes imported by ``catalog``; tests search every response and log line for them."""
 PINS = [f"{i:06d}" for i in range(20)]
+PRICE_MINOR = 1_000
+"""What the standard grade pays for a VIP code (GIFT: half)."""
+DEPOSIT_MINOR = 10_000_000
+"""Each test agent's balance: enough for every order the tests place."""
 
 
 class Api:
@@ -99,7 +103,8 @@ async def api(client: httpx.AsyncClient, app: FastAPI) -> Api:
 @pytest.fixture
 async def catalog(api: Api) -> Api:
     """SKU ``VIP`` (single use, sold before redeemed) with ``CODES``/``PINS`` in stock, and
-    SKU ``GIFT`` (3 uses, redeemable from stock) with 5 generated codes."""
+    SKU ``GIFT`` (3 uses, redeemable from stock) with 5 generated codes; both priced for the
+    standard grade, and agents A1 and A2 funded with DEPOSIT_MINOR."""
     await api.admin("POST", "/v1/skus", {"sku": "VIP", "name": "VIP month"}, 201)
     await api.admin("POST", "/v1/skus", {"sku": "GIFT", "name": "Gift", "uses_per_code": 3,
                                           "redeem_requires_sale": False}, 201)
@@ -108,4 +113,11 @@ async def catalog(api: Api) -> Api:
     result = await api.admin("POST", "/v1/batches", body, 201)
     assert result["imported"] == len(CODES)
     await api.admin("POST", "/v1/batches", {"sku": "GIFT", "generate": {"count": 5}}, 201)
+    for sku, price in (("VIP", PRICE_MINOR), ("GIFT", PRICE_MINOR // 2)):
+        await api.admin("PUT", "/v1/prices", {"sku": sku, "grade": "standard",
+                                              "price_minor": price, "currency": "CNY"}, 200)
+    for agent_id in ("A1", "A2"):
+        await api.admin("POST", f"/v1/agents/{agent_id}/deposits",
+                        {"amount_minor": DEPOSIT_MINOR, "currency": "CNY",
+                         "reference": f"seed-{agent_id}"}, 201)
     return api

@@ -124,6 +124,13 @@ def seed_catalog(client: Any, auth: dict[str, str]) -> None:
         response = client.post("/v1/batches", json={"sku": sku, "generate": {"count": 20}},
                                headers=auth)
         assert response.status_code == 201, response.text
+        response = client.put("/v1/prices", json={"sku": sku, "grade": "standard",
+                                                  "price_minor": 100, "currency": "CNY"},
+                              headers=auth)
+        assert response.status_code == 200, response.text
+    response = client.post("/v1/agents/A1/deposits", headers=auth, json={
+        "amount_minor": 10**12, "currency": "CNY", "reference": "contract-seed"})
+    assert response.status_code == 201, response.text
 
 
 KNOWN_BUGS: dict[str, str] = {}
@@ -160,6 +167,8 @@ def new_sku(running: Running, count: int) -> str:
     sku = f"story-{uuid.uuid4().hex[:12]}"
     running.call("POST", "/v1/skus", 201, body={"sku": sku, "name": "story"})
     running.call("POST", "/v1/batches", 201, body={"sku": sku, "generate": {"count": count}})
+    running.call("PUT", "/v1/prices", 200, body={"sku": sku, "grade": "standard",
+                                                 "price_minor": 100, "currency": "CNY"})
     return sku
 
 

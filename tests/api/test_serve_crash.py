@@ -1,9 +1,11 @@
-"""Goal: no effect acknowledged over HTTP is lost when the server is killed with SIGKILL, and
-nothing is sold twice across the crash: every order answered 201/200 comes back after a restart
-with the same codes, every redemption answered 200 is still there (a retry of its request id
-returns it, a new request id is ALREADY_REDEEMED), no code is in two orders, and the stock
-counts equal what the acknowledged effects imply (plus effects that were made but whose answer
-was lost, which the checks allow for explicitly).
+"""Goal: no effect acknowledged over HTTP is lost when the server is killed with SIGKILL, nothing
+is sold twice across the crash, and the order saga leaves money and stock reconciled: every
+order answered 201/200 comes back after a restart with the same codes, every redemption
+answered 200 is still there (a retry of its request id returns it, a new request id is
+ALREADY_REDEEMED), no code is in two orders, the stock counts equal what the acknowledged
+effects imply (plus effects that were made but whose answer was lost, which the checks allow
+for explicitly), and the reconciliation report finds no difference between the ledger, the
+orders and the core.
 
 Method: a real ``cardsvc serve`` process on a free loopback port; a few threads place orders and
 redeem the codes they got, recording each effect only after its 2xx arrived; the server is
@@ -112,6 +114,13 @@ def _check(url: str, admin: str, agent: str, terminal: str, ledger: Ledger) -> N
         # may also have been made (and is then kept, durably, which is allowed).
         assert counts["allocated"] + counts["redeemed"] >= len(seen)
         assert counts["redeemed"] >= len(ledger.redemptions)
+        # Money and stock agree after the crash: every order is fulfilled (with its
+        # settlement) or failed (its debit released); escrow holds exactly the pending orders.
+        http.post("/v1/orders", headers={"authorization": f"Bearer {agent}"},
+                  json={"sku": "VIP", "quantity": 1, "client_order_id": "after-restart"})
+        report = http.get("/v1/reconciliation",
+                          headers={"authorization": f"Bearer {admin}"}).json()
+        assert report.get("ok"), report
 
 
 def test_kill_9_loses_no_acknowledged_order_or_redemption(tmp_path: Path) -> None:
@@ -132,6 +141,12 @@ def test_kill_9_loses_no_acknowledged_order_or_redemption(tmp_path: Path) -> Non
             made = http.post("/v1/batches", headers=auth,
                              json={"sku": "VIP", "generate": {"count": CODES}})
             assert made.json()["imported"] == CODES
+            assert http.put("/v1/prices", headers=auth, json={
+                "sku": "VIP", "grade": "standard", "price_minor": 100,
+                "currency": "CNY"}).status_code == 200
+            assert http.post("/v1/agents/A1/deposits", headers=auth, json={
+                "amount_minor": 10**9, "currency": "CNY",
+                "reference": "seed"}).status_code == 201
         agent = _key(data_dir, "--role", "agent", "--agent", "A1")
         ledger = Ledger()
         rng = random.Random(7)

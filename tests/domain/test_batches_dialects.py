@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cardsvc.agents import create_agent
+from cardsvc import pricing, settlement
 from cardsvc.batches import BatchMeta, CodeInput
 from cardsvc.orders import OrderRequest
 from cardsvc.risk import RiskLimits
@@ -29,7 +29,11 @@ def test_import_reveal_and_deliver_on_each_dialect(tmp_path: Path, database_url:
         ids = services.engine.batch_code_ids(result.batch_id)
         opened = services.batches.reveal(ids)
         assert sorted(opened) == sorted((c.code, c.pin) for c in codes)
-        create_agent(services.db, "A1", "a", parent_id=None, actor="t", now_ms=0)
+        services.create_agent("A1", "a", actor="t")
+        with services.db.write() as session:
+            pricing.set_price(session, sku="VIP", price_minor=100, currency="CNY",
+                              grade="standard", actor="t", now_ms=0)
+            settlement.deposit(session, "A1", 10_000, "CNY", "seed", "t", 0)
         order, created = services.orders.place(OrderRequest("A1", "o-1", "VIP", 5), actor="t",
                                                limits=RiskLimits())
         assert created and len(order["codes"]) == 5

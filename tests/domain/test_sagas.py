@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from cardsvc import ledger, pricing, reconcile, settlement
 from cardsvc.batches import STAGING_POOL_BASE, BatchMeta, CodeInput
-from cardsvc.db.models import Batch, Order
+from cardsvc.db.models import Batch
 from cardsvc.orders import OrderRequest
 from cardsvc.risk import RiskLimits
 from cardsvc.services import ServiceConfig, Services
@@ -77,23 +78,33 @@ def test_batch_with_payloads_but_still_staging_is_finished_at_restart(
 
 
 def pending_order(services: Services, quantity: int, ref: str = "o-1") -> str:
-    """Saga step 1 of an order: the pending row."""
-    with services.db.write() as session:
-        session.add(Order(order_id=f"ord_{ref}", agent_id="A1", client_order_id=ref, sku="VIP",
-                          quantity=quantity, pool_id=0, hold_id=None, status="pending",
-                          error_code=None, error_details=None, code_ids=None,
-                          created_at_ms=0, updated_at_ms=0, created_by="t"))
-    return f"ord_{ref}"
+    """Saga step 1 of an order, run as the service runs it: the pending row with its price
+    chain, and the buyer's debit into escrow."""
+    request = OrderRequest("A1", ref, "VIP", quantity)
+    now_ms = services.engine.now_ms()
+    order_id, created = services.batcher.submit(
+        lambda session: services.orders._begin(session, request, "t", now_ms))
+    assert created
+    return order_id
 
 
 def with_agent_and_stock(tmp_path: Path, count: int) -> Services:
-    from cardsvc.agents import create_agent
-
+    """VIP priced 100 for the standard grade, agent A1 funded with 10,000, ``count`` codes."""
     services = seeded(tmp_path)
-    create_agent(services.db, "A1", "a", parent_id=None, actor="t", now_ms=0)
+    services.create_agent("A1", "a", actor="t")
+    now_ms = services.engine.now_ms()
+    with services.db.write() as session:
+        pricing.set_price(session, sku="VIP", price_minor=100, currency="CNY",
+                          grade="standard", actor="t", now_ms=now_ms)
+        settlement.deposit(session, "A1", 10_000, "CNY", "seed", "t", now_ms)
     services.batches.import_codes(BatchMeta("VIP"),
                                   [CodeInput(f"STOCK-{i:04d}") for i in range(count)], actor="t")
     return services
+
+
+def balance(services: Services) -> dict[str, int]:
+    with services.db.read() as session:
+        return {k: v for k, v in ledger.agent_balances(session, "A1").items() if v}
 
 
 def test_pending_order_allocated_before_the_crash_keeps_its_codes(tmp_path: Path) -> None:
@@ -110,6 +121,8 @@ def test_pending_order_allocated_before_the_crash_keeps_its_codes(tmp_path: Path
         expected = [code for code, _ in services.batches.reveal(allocated)]
         assert [c["code"] for c in order["codes"]] == expected
         assert services.catalog.stock("VIP")["allocated"] == 2
+        assert balance(services) == {"available": 9_800}
+        assert reconcile.report(services)["ok"]
     finally:
         services.close()
 
@@ -125,6 +138,8 @@ def test_pending_order_never_allocated_is_fulfilled_or_failed(tmp_path: Path) ->
         statuses = {services.orders.find("A1", ref)["status"] for ref in ("fits", "too-many")}
         assert statuses == {"fulfilled", "failed"}
         assert services.catalog.stock("VIP")["allocated"] == 2
+        assert balance(services) == {"available": 9_800}  # the failed order's debit released
+        assert reconcile.report(services)["ok"]
     finally:
         services.close()
 

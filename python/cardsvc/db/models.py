@@ -59,6 +59,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         dict[str, Any]: JSON,
+        list[Any]: JSON,
         list[int]: JSON,
         list[str]: JSON,
     }
@@ -255,6 +256,9 @@ class Order(Base):
     debit_txn_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
     settle_txn_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
     pools: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    # [[agent_id, unit price], ...] from the buyer up to the top agent, fixed at step 1 so that
+    # step 3 shares out exactly what step 1 debited, whatever prices do in between.
+    price_chain: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 Index("ix_orders_status_pending", Order.status, Order.created_at_ms)

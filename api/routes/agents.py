@@ -1,0 +1,143 @@
+"""The agent tree: admins create and manage any agent; an agent key creates its own direct
+sub-agents and suspends or reactivates them (their prices: ``PUT /v1/prices``).
+
+Creating an agent opens its ledger accounts in the same transaction (``Services.create_agent``).
+Grade, credit limit, daily quota, pool, pool policy and moves in the tree are admins' alone.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, status
+from pydantic import BaseModel, Field
+
+from api.deps import CallerDep, ServicesDep, agent_of
+from api.models import Strict
+from cardsvc import agents, ledger
+from cardsvc.errors import ErrorCode, make_error
+
+router = APIRouter(tags=["agents"])
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+AgentPath = Annotated[str, Path(min_length=1, max_length=64)]
+POLICIES = "^(own_then_shared|own_only|shared_only)$"
+
+
+class AgentCreate(Strict):
+    agent_id: Id
+    name: str = Field(min_length=1, max_length=200)
+    parent_id: Id | None = None
+    grade: Id | None = None
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    credit_limit_minor: int | None = Field(default=None, ge=0, le=10**15)
+    daily_order_quota: int | None = Field(default=None, ge=0, le=10**9)
+    pool_policy: str | None = Field(default=None, pattern=POLICIES)
+
+
+class AgentChange(Strict):
+    status: str | None = Field(default=None, pattern="^(active|suspended)$")
+    grade: Id | None = None
+    credit_limit_minor: int | None = Field(default=None, ge=0, le=10**15)
+    daily_order_quota: int | None = Field(default=None, ge=0, le=10**9)
+    pool_policy: str | None = Field(default=None, pattern=POLICIES)
+    pool: Id | None = Field(default=None, description="the agent's channel pool (by name)")
+    parent_id: Id | None = Field(default=None, description="move under this agent")
+    to_top: bool = Field(default=False, description="move directly under the platform")
+
+
+class AgentOut(BaseModel):
+    agent_id: str
+    name: str
+    parent_id: str | None
+    status: str
+    grade: str
+    currency: str
+    credit_limit_minor: int
+    daily_order_quota: int | None
+    pool_id: int | None
+    pool_policy: str
+    created_at_ms: int
+
+
+@router.post("/agents", response_model=AgentOut, status_code=status.HTTP_201_CREATED)
+def create_agent(body: AgentCreate, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    """Admins create any agent; an agent key creates a direct sub-agent of its own (which
+    inherits its grade and currency, without credit). Errors: AGENT_EXISTS, AGENT_NOT_FOUND,
+    GRADE_NOT_FOUND, CURRENCY_MISMATCH, AGENT_SUSPENDED, FORBIDDEN."""
+    fields = body.model_dump(exclude={"agent_id", "name"}, exclude_none=True)
+    if caller.is_admin:
+        return services.create_agent(body.agent_id, body.name, actor=caller.key_id, **fields)
+    parent = agent_of(caller)
+    allowed = {"daily_order_quota"}
+    if set(fields) - allowed - {"parent_id"} or fields.get("parent_id", parent) != parent:
+        raise make_error(ErrorCode.FORBIDDEN, "an agent creates only plain sub-agents of its own",
+                         {"fields": sorted(set(fields) - allowed)})
+    return services.create_sub_agent(parent, body.agent_id, body.name, actor=caller.key_id,
+                                     **{k: v for k, v in fields.items() if k in allowed})
+
+
+@router.get("/agents", response_model=list[AgentOut])
+def list_agents(caller: CallerDep, services: ServicesDep) -> list[dict[str, Any]]:
+    """Admins: every agent; an agent: its direct sub-agents."""
+    if caller.is_admin:
+        return agents.list_agents(services.db)
+    with services.db.read() as session:
+        return [agents.agent_dict(row)
+                for row in agents.sub_agents(session, agent_of(caller))]
+
+
+@router.get("/agents/{agent_id}", response_model=AgentOut)
+def get_agent(agent_id: AgentPath, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    """Admins, the agent itself or its parent. Errors: AGENT_NOT_FOUND, FORBIDDEN."""
+    with services.db.read() as session:
+        if not caller.is_admin:
+            own = agent_of(caller)
+            if own != agent_id and not agents.may_manage(session, own, agent_id):
+                raise make_error(ErrorCode.FORBIDDEN, "not your agent", {"agent_id": agent_id})
+        return agents.agent_dict(agents.require_agent(session, agent_id))
+
+
+@router.patch("/agents/{agent_id}", response_model=AgentOut)
+def change_agent(agent_id: AgentPath, body: AgentChange, caller: CallerDep,
+                 services: ServicesDep) -> dict[str, Any]:
+    """Changes an agent: admins anything; a parent only ``status`` of its direct sub-agents.
+    Errors: AGENT_NOT_FOUND, AGENT_CYCLE (a move under its own subtree), PRICE_BELOW_PARENT (a
+    grade or move that would invert prices), GRADE_NOT_FOUND, POOL_NOT_FOUND, FORBIDDEN."""
+    changes = body.model_dump(exclude_unset=True)
+    now_ms = services.engine.now_ms()
+    actor = caller.key_id
+    if not caller.is_admin:
+        if set(changes) - {"status"}:
+            raise make_error(ErrorCode.FORBIDDEN, "an agent changes only its sub-agents' status",
+                             {"fields": sorted(set(changes) - {"status"})})
+        with services.db.write() as session:
+            return agents.set_status(session, agent_id, changes["status"], actor=actor,
+                                     now_ms=now_ms, actor_agent_id=agent_of(caller))
+    pool_id = None
+    if changes.get("pool") is not None:
+        pool_id = services.catalog.pool_id(changes["pool"])
+    with services.db.write() as session:
+        result = agents.get_agent(session, agent_id)
+        if "status" in changes:
+            result = agents.set_status(session, agent_id, changes["status"], actor=actor,
+                                       now_ms=now_ms)
+        if "grade" in changes:
+            result = agents.set_grade(session, agent_id, changes["grade"], actor=actor,
+                                      now_ms=now_ms)
+        if "credit_limit_minor" in changes:
+            result = agents.set_credit_limit(session, agent_id, changes["credit_limit_minor"],
+                                             actor=actor, now_ms=now_ms,
+                                             apply=ledger.set_credit_limit)
+        if "daily_order_quota" in changes:
+            result = agents.set_daily_quota(session, agent_id, changes["daily_order_quota"],
+                                            actor=actor, now_ms=now_ms)
+        if "pool_policy" in changes:
+            result = agents.set_pool_policy(session, agent_id, changes["pool_policy"],
+                                            actor=actor, now_ms=now_ms)
+        if "pool" in changes:
+            result = agents.assign_pool(session, agent_id, pool_id, actor=actor, now_ms=now_ms)
+        if "parent_id" in changes or changes.get("to_top"):
+            result = agents.move_agent(session, agent_id, changes.get("parent_id"), actor=actor,
+                                       now_ms=now_ms)
+        return result

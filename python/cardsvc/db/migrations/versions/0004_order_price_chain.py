@@ -1,0 +1,31 @@
+"""Orders keep their price chain
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-22
+
+The buyer's and its ancestors' unit prices, fixed when the order is placed (saga step 1), so the
+settlement (step 3) shares out exactly what was debited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("price_chain", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.drop_column("price_chain")

@@ -1,0 +1,833 @@
+"""The double-entry ledger (issue 6): accounts, immutable transactions whose postings sum to
+zero, balances derived from postings, and floors that no spending can cross.
+
+Every function takes an open ``Session`` whose transaction the caller owns (``Database.write()``
+to change, ``Database.read()`` to look); none commits. docs/money.md describes the accounts, the
+flows built on this mechanism (``cardsvc.settlement``) and every posting they make.
+
+Accounts (ids are stable text; an account's currency never changes):
+
+* ``agent:<agent_id>:available`` (floor ``-credit_limit``), ``agent:<agent_id>:escrow``,
+  ``agent:<agent_id>:pending`` and ``agent:<agent_id>:withdrawing`` (floor 0), all in the agent's
+  one currency;
+* ``platform:revenue:<CUR>``, ``platform:cost_of_goods:<CUR>``, ``platform:deposits:<CUR>`` and
+  ``platform:payouts:<CUR>``, one set per currency, unbounded (floor None).
+
+Sign convention (cardsvc.db.money): a posting's ``amount_minor`` is added to its account's
+balance and a transaction's postings sum to zero. ``accounts.balance_minor`` caches the sum of
+the account's postings and is changed only by :func:`post`, in the same transaction as the
+postings; :func:`check_ledger` proves cached = derived.
+
+Concurrency: :func:`post` locks the accounts it touches before it reads their balances
+(PostgreSQL: ``SELECT ... FOR UPDATE`` in account id order, so two transactions never wait for
+each other in a cycle; SQLite: the database's single writer). Two transactions spending one
+balance therefore take turns, and the second sees what the first left.
+
+Writes go through SQLAlchemy Core (bulk inserts, one UPDATE per touched account in one
+executemany): an ``Account`` ORM object loaded earlier in the same session does not see them;
+read balances with :func:`balance`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO, cast
+
+from sqlalchemy import Select, Table, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cardsvc.db.models import ID_LEN_MAX, Agent
+from cardsvc.db.money import Account, LedgerTransaction, Posting
+from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.times import iso
+
+AGENT_ACCOUNT_KINDS = ("available", "escrow", "pending", "withdrawing")
+"""An agent's accounts: spendable money, orders in flight, commissions cooling, withdrawals
+waiting for finance."""
+HARD_FLOOR_KINDS = ("escrow", "pending", "withdrawing")
+"""Kinds whose floor (0) nothing may ever cross, not even a refund's clawback: a balance below it
+means the ledger is wrong. ``available`` may end below its floor through a clawback or a credit
+cut (docs/money.md), which :func:`over_limit_accounts` lists."""
+PLATFORM_ACCOUNT_KINDS = ("revenue", "cost_of_goods", "deposits", "payouts")
+"""The platform's side, one set per currency: its margin, what the goods cost, cash received
+from agents (negative: money in), cash paid out to agents (positive: money out)."""
+
+AMOUNT_MINOR_MAX = 10**15
+"""The largest posting, credit limit or flow amount (10^13 in major units of a two-decimal
+currency). A balance would need 9,000 maximal postings in one direction to leave BIGINT."""
+LEGS_MAX = 64
+"""Postings per transaction: a settlement has one per ancestor in the agent chain plus three."""
+REFERENCE_LEN_MAX = 256
+"""``ledger_transactions.reference`` is String(256): a prefix plus a client key of up to 128."""
+KIND_LEN_MAX = 32
+PAGE_SIZE_MAX = 1000
+"""Statement entries one query reads at most (~200 bytes each in memory)."""
+PROBLEMS_MAX = 100
+"""Problems :func:`check_ledger` reports per check: enough to diagnose, bounded in memory."""
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_ACCOUNTS = cast(Table, Account.__table__)
+_TXNS = cast(Table, LedgerTransaction.__table__)
+_POSTINGS = cast(Table, Posting.__table__)
+# The order path runs these thousands of times a second: built once, executed on the session's
+# connection (Core, no ORM bookkeeping), with lists of parameters where there are several rows.
+_UPDATE_BALANCE = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.account_id == bindparam("b_account_id"))
+    .values(balance_minor=_ACCOUNTS.c.balance_minor + bindparam("b_delta"))
+)
+_LOCK_ACCOUNTS: dict[int, Select[Any]] = {}
+"""SELECT ... FOR UPDATE of n accounts (n <= LEGS_MAX), one statement per n with plain
+parameters ``b_0``... (an expanding IN would be re-rendered on every call)."""
+_FIND_TRANSACTION = (
+    select(_TXNS.c.txn_id, _TXNS.c.kind, _TXNS.c.actor, _TXNS.c.details, _TXNS.c.created_at_ms,
+           _POSTINGS.c.account_id, _POSTINGS.c.amount_minor, _POSTINGS.c.currency)
+    .select_from(_TXNS.outerjoin(_POSTINGS, _POSTINGS.c.txn_id == _TXNS.c.txn_id))
+    .where(_TXNS.c.reference == bindparam("b_reference"))
+    .order_by(_POSTINGS.c.account_id)
+)
+_INSERT_TRANSACTION = insert(_TXNS)
+_INSERT_POSTINGS = insert(_POSTINGS)
+
+
+# ----- values --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One posting of a transaction about to be made: ``amount_minor`` (non-zero) is added to
+    ``account_id``'s balance.
+
+    A debit (negative amount) may not take the balance below the account's floor. ``floor_minor``
+    raises that floor for this posting only (a withdrawal may not spend credit: 0); ``force``
+    skips the floor check (a refund's clawback of a commission already released). Neither is
+    stored or compared by idempotent retries."""
+
+    account_id: str
+    amount_minor: int
+    floor_minor: int | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    """The transaction of a reference, and whether this call created it (False: a retry)."""
+
+    txn_id: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """An account as stored; ``balance_minor`` is the cached balance."""
+
+    account_id: str
+    kind: str
+    agent_id: str | None
+    currency: str
+    floor_minor: int | None
+    balance_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionInfo:
+    """A stored transaction with its postings ``(account_id, amount_minor)`` in account order."""
+
+    txn_id: str
+    reference: str
+    kind: str
+    actor: str
+    currency: str
+    created_at_ms: int
+    details: dict[str, Any]
+    legs: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One inconsistency found by a check: what kind, which transaction or account, the
+    numbers."""
+
+    kind: str
+    subject: str
+    details: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "subject": self.subject, "details": self.details}
+
+
+# ----- account ids ---------------------------------------------------------------------------
+
+
+def agent_account(agent_id: str, kind: str) -> str:
+    """``agent:<agent_id>:<kind>`` for a kind in AGENT_ACCOUNT_KINDS. Pure. Raises
+    INVALID_ARGUMENT for another kind."""
+    if kind not in AGENT_ACCOUNT_KINDS:
+        raise _invalid("kind", f"an agent account kind is one of {AGENT_ACCOUNT_KINDS}")
+    return f"agent:{agent_id}:{kind}"
+
+
+def platform_account(kind: str, currency: str) -> str:
+    """``platform:<kind>:<currency>`` for a kind in PLATFORM_ACCOUNT_KINDS. Pure. Raises
+    INVALID_ARGUMENT for another kind or a currency that is not three capital letters."""
+    if kind not in PLATFORM_ACCOUNT_KINDS:
+        raise _invalid("kind", f"a platform account kind is one of {PLATFORM_ACCOUNT_KINDS}")
+    check_currency(currency)
+    return f"platform:{kind}:{currency}"
+
+
+def check_currency(currency: object) -> str:
+    """``currency`` if it is an ISO 4217-shaped code (three capital letters). Raises
+    INVALID_ARGUMENT otherwise."""
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+        raise _invalid("currency", "a currency is three capital letters, e.g. CNY")
+    return currency
+
+
+def check_amount(field: str, amount: object, *, positive: bool = True) -> int:
+    """``amount`` if it is an int (not a bool) of at most AMOUNT_MINOR_MAX in magnitude and, with
+    ``positive``, above zero (else at least zero). Raises AMOUNT_MUST_BE_POSITIVE (or
+    INVALID_ARGUMENT for a negative credit limit), INVALID_ARGUMENT for a non-integer,
+    LIMIT_EXCEEDED above the bound."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise _invalid(field, f"{field} must be an integer number of minor units")
+    if positive and amount <= 0:
+        raise make_error(ErrorCode.AMOUNT_MUST_BE_POSITIVE, f"{field} must be positive",
+                         {"field": field})
+    if not positive and amount < 0:
+        raise _invalid(field, f"{field} must not be negative")
+    if abs(amount) > AMOUNT_MINOR_MAX:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} is too large",
+                         {"field": field, "max": AMOUNT_MINOR_MAX})
+    return amount
+
+
+# ----- opening accounts ----------------------------------------------------------------------
+
+
+def ensure_platform_accounts(session: Session, currency: str, now_ms: int) -> list[str]:
+    """The platform's accounts in ``currency``, created when missing (idempotent, safe when two
+    transactions do it at once). Returns their ids. Raises INVALID_ARGUMENT for a bad currency.
+    """
+    check_currency(currency)
+    rows = [
+        {"account_id": platform_account(kind, currency), "kind": kind, "agent_id": None,
+         "currency": currency, "floor_minor": None, "balance_minor": 0, "created_at_ms": now_ms}
+        for kind in PLATFORM_ACCOUNT_KINDS
+    ]
+    _insert_missing(session, rows)
+    return [platform_account(kind, currency) for kind in PLATFORM_ACCOUNT_KINDS]
+
+
+def open_agent_accounts(
+    session: Session, agent_id: str, currency: str, credit_limit_minor: int, now_ms: int
+) -> list[str]:
+    """The agent's four accounts in ``currency`` (and the platform's in that currency), created
+    when missing, with the available floor at ``-credit_limit_minor``. Idempotent; called again it
+    sets the credit limit as :func:`set_credit_limit`. Returns the agent's account ids.
+
+    Preconditions: the agent row exists with this currency (an agent has one currency). Effects:
+    inserts the missing accounts; sets ``agents.credit_limit_minor`` and the available floor.
+    Raises AGENT_NOT_FOUND, CURRENCY_MISMATCH (the agent or its existing accounts have another
+    currency), INVALID_ARGUMENT (bad currency, negative limit), LIMIT_EXCEEDED.
+    """
+    check_currency(currency)
+    check_amount("credit_limit_minor", credit_limit_minor, positive=False)
+    agent = _require_agent(session, agent_id)
+    if agent.currency != currency:
+        raise _currency_mismatch(f"agent:{agent_id}", agent.currency, currency)
+    ensure_platform_accounts(session, currency, now_ms)
+    ids = [agent_account(agent_id, kind) for kind in AGENT_ACCOUNT_KINDS]
+    _insert_missing(session, [
+        {"account_id": account_id, "kind": kind, "agent_id": agent_id, "currency": currency,
+         "floor_minor": -credit_limit_minor if kind == "available" else 0, "balance_minor": 0,
+         "created_at_ms": now_ms}
+        for account_id, kind in zip(ids, AGENT_ACCOUNT_KINDS, strict=True)
+    ])
+    for info in lock_accounts(session, ids).values():
+        if info.currency != currency:
+            raise _currency_mismatch(info.account_id, info.currency, currency)
+    set_credit_limit(session, agent_id, credit_limit_minor)
+    return ids
+
+
+def set_credit_limit(session: Session, agent_id: str, credit_limit_minor: int) -> None:
+    """Sets how far the agent's available balance may go below zero: ``agents.credit_limit_minor``
+    and the available account's floor, together. Lowering it below what the agent already uses
+    is allowed (the agent can then spend nothing until its balance is back above the floor).
+
+    Locks the available account first, so a concurrent debit sees either the old floor or the
+    new one, never a mix. Not audited here: the caller (an admin action) audits it. Raises
+    AGENT_NOT_FOUND, ACCOUNT_NOT_FOUND (accounts never opened), INVALID_ARGUMENT (negative or not
+    an integer), LIMIT_EXCEEDED.
+    """
+    check_amount("credit_limit_minor", credit_limit_minor, positive=False)
+    agent = _require_agent(session, agent_id)
+    available = agent_account(agent_id, "available")
+    if available not in lock_accounts(session, [available]):
+        raise _account_not_found(available)
+    session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.account_id == available)
+                    .values(floor_minor=-credit_limit_minor))
+    agent.credit_limit_minor = credit_limit_minor
+
+
+def lock_accounts(session: Session, account_ids: Iterable[str]) -> dict[str, AccountInfo]:
+    """The named accounts that exist, locked until the transaction ends (PostgreSQL: ``FOR
+    UPDATE`` in account id order; SQLite: the writer already excludes all others). Lock every
+    account a multi-step transaction will touch up front, in one call, to keep lock order global.
+    """
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    if len(ids) > LEGS_MAX:  # a batch: one expanding IN, rendered per call
+        rows = session.connection().execute(_lock_statement(None), {"b_ids": ids})
+    else:
+        statement = _LOCK_ACCOUNTS.get(len(ids))
+        if statement is None:
+            statement = _LOCK_ACCOUNTS.setdefault(len(ids), _lock_statement(len(ids)))
+        rows = session.connection().execute(
+            statement, {f"b_{index}": account_id for index, account_id in enumerate(ids)})
+    return {row.account_id: _account_info(row) for row in rows}
+
+
+def _lock_statement(count: int | None) -> Select[Any]:
+    """The lock query for ``count`` ids (None: any number, as the expanding ``b_ids``)."""
+    a = _ACCOUNTS.c
+    ids = (bindparam("b_ids", expanding=True) if count is None
+           else [bindparam(f"b_{index}") for index in range(count)])
+    return (select(a.account_id, a.kind, a.agent_id, a.currency, a.floor_minor, a.balance_minor)
+            .where(a.account_id.in_(ids))
+            .order_by(a.account_id)
+            .with_for_update())
+
+
+# ----- posting -------------------------------------------------------------------------------
+
+
+def post(
+    session: Session,
+    *,
+    reference: str,
+    kind: str,
+    actor: str,
+    currency: str,
+    legs: Sequence[Leg],
+    details: dict[str, Any],
+    now_ms: int,
+    under_lock: Callable[[], None] | None = None,
+) -> PostResult:
+    """Records one immutable transaction, or finds the one ``reference`` already names.
+
+    Checks, in this order of precedence: the arguments (INVALID_ARGUMENT: empty or overlong
+    text, a bad currency, no legs, a zero or non-integer amount, an account twice, legs that do
+    not sum to zero; LIMIT_EXCEEDED: over LEGS_MAX legs or an amount over AMOUNT_MINOR_MAX);
+    then the reference: taken by the same kind, currency and legs returns that transaction with
+    ``created`` False, taken by anything else raises IDEMPOTENCY_KEY_REUSED (details ``field``:
+    ``kind``, ``currency`` or ``legs``); then ACCOUNT_NOT_FOUND, CURRENCY_MISMATCH (an account
+    in another currency), and INSUFFICIENT_BALANCE (details ``account_id``, ``agent_id``,
+    ``available_minor`` = balance - floor, ``needed_minor``, ``currency``) when a debit would
+    take an account below its floor (see :class:`Leg`).
+
+    ``under_lock``, if given, runs once the accounts are locked and before the reference is
+    looked up: a precondition on other state that must hold while the balances cannot move
+    (a settlement checks its order was not released); whatever it raises propagates.
+
+    Effects: locks the touched accounts (module doc), inserts the transaction and its postings,
+    adds each amount to its account's cached balance. An error changes nothing. On PostgreSQL, a
+    concurrent transaction committing the same reference over other accounts makes this insert
+    fail with IntegrityError (the whole transaction rolls back; a retry then finds it).
+    """
+    _check_post_args(reference, kind, actor, currency, legs, now_ms)
+    accounts = lock_accounts(session, (leg.account_id for leg in legs))
+    if under_lock is not None:
+        under_lock()
+    existing = find_transaction(session, reference)
+    if existing is not None:
+        _require_same(existing, kind, currency, legs)
+        return PostResult(existing.txn_id, created=False)
+    _check_accounts(accounts, legs, currency)
+    txn_id = "txn_" + secrets.token_hex(12)
+    connection = session.connection()
+    connection.execute(_INSERT_TRANSACTION, {
+        "txn_id": txn_id, "reference": reference, "kind": kind, "actor": actor,
+        "details": details, "created_at_ms": now_ms,
+    })
+    connection.execute(_INSERT_POSTINGS, [
+        {"txn_id": txn_id, "account_id": leg.account_id, "amount_minor": leg.amount_minor,
+         "currency": currency, "created_at_ms": now_ms}
+        for leg in legs
+    ])
+    connection.execute(_UPDATE_BALANCE, [
+        {"b_account_id": leg.account_id, "b_delta": leg.amount_minor} for leg in legs
+    ])
+    return PostResult(txn_id, created=True)
+
+
+def find_transaction(session: Session, reference: str) -> TransactionInfo | None:
+    """The transaction recorded under ``reference``, with its postings; None if there is none.
+    Reads only."""
+    rows = session.connection().execute(_FIND_TRANSACTION, {"b_reference": reference}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    legs = tuple((row.account_id, row.amount_minor) for row in rows if row.account_id is not None)
+    return TransactionInfo(
+        txn_id=first.txn_id, reference=reference, kind=first.kind, actor=first.actor,
+        currency=first.currency or "", created_at_ms=first.created_at_ms,
+        details=dict(first.details), legs=legs,
+    )
+
+
+def _check_post_args(
+    reference: str, kind: str, actor: str, currency: str, legs: Sequence[Leg], now_ms: int
+) -> None:
+    _check_text("reference", reference, REFERENCE_LEN_MAX)
+    _check_text("kind", kind, KIND_LEN_MAX)
+    _check_text("actor", actor, ID_LEN_MAX)
+    check_currency(currency)
+    if isinstance(now_ms, bool) or not isinstance(now_ms, int) or now_ms < 0:
+        raise _invalid("now_ms", "now_ms must be a non-negative integer")
+    if not legs:
+        raise _invalid("legs", "a transaction needs at least one posting")
+    if len(legs) > LEGS_MAX:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"at most {LEGS_MAX} postings per transaction",
+                         {"field": "legs", "max": LEGS_MAX})
+    seen: set[str] = set()
+    for index, leg in enumerate(legs):
+        amount = leg.amount_minor
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
+            raise _invalid("legs", "every posting's amount is a non-zero integer", index=index)
+        if abs(amount) > AMOUNT_MINOR_MAX:
+            raise make_error(ErrorCode.LIMIT_EXCEEDED, "a posting's amount is too large",
+                             {"field": "legs", "index": index, "max": AMOUNT_MINOR_MAX})
+        if leg.account_id in seen:
+            raise _invalid("legs", "an account appears twice in one transaction", index=index)
+        seen.add(leg.account_id)
+    total = sum(leg.amount_minor for leg in legs)
+    if total != 0:
+        raise make_error(ErrorCode.INVALID_ARGUMENT, "the postings do not sum to zero",
+                         {"field": "legs", "sum_minor": total})
+
+
+def _require_same(
+    existing: TransactionInfo, kind: str, currency: str, legs: Sequence[Leg]
+) -> None:
+    wanted = tuple(sorted((leg.account_id, leg.amount_minor) for leg in legs))
+    for field, old, new in (("kind", existing.kind, kind),
+                            ("currency", existing.currency, currency),
+                            ("legs", existing.legs, wanted)):
+        if old != new:
+            raise make_error(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                "the reference was used for a different transaction",
+                {"field": field, "reference": existing.reference, "txn_id": existing.txn_id},
+            )
+
+
+def _check_accounts(accounts: dict[str, AccountInfo], legs: Sequence[Leg], currency: str) -> None:
+    """ACCOUNT_NOT_FOUND, then CURRENCY_MISMATCH, then INSUFFICIENT_BALANCE, each for the first
+    offending account in id order."""
+    ordered = sorted(legs, key=lambda leg: leg.account_id)
+    for leg in ordered:
+        if leg.account_id not in accounts:
+            raise _account_not_found(leg.account_id)
+    for leg in ordered:
+        info = accounts[leg.account_id]
+        if info.currency != currency:
+            raise _currency_mismatch(info.account_id, info.currency, currency)
+    for leg in ordered:
+        if leg.amount_minor >= 0 or leg.force:
+            continue
+        info = accounts[leg.account_id]
+        floor = _effective_floor(info.floor_minor, leg.floor_minor)
+        if floor is not None and info.balance_minor + leg.amount_minor < floor:
+            raise make_error(
+                ErrorCode.INSUFFICIENT_BALANCE,
+                "the balance (with credit, where allowed) does not cover this amount",
+                {"account_id": info.account_id, "agent_id": info.agent_id,
+                 "available_minor": max(info.balance_minor - floor, 0),
+                 "needed_minor": -leg.amount_minor, "currency": currency},
+            )
+
+
+def _effective_floor(account_floor: int | None, leg_floor: int | None) -> int | None:
+    if leg_floor is None:
+        return account_floor
+    return leg_floor if account_floor is None else max(account_floor, leg_floor)
+
+
+# ----- balances and checks -------------------------------------------------------------------
+
+
+def account_info(session: Session, account_id: str) -> AccountInfo:
+    """The account as stored (cached balance). Reads only. Raises ACCOUNT_NOT_FOUND."""
+    row = session.execute(
+        select(_ACCOUNTS.c.account_id, _ACCOUNTS.c.kind, _ACCOUNTS.c.agent_id,
+               _ACCOUNTS.c.currency, _ACCOUNTS.c.floor_minor, _ACCOUNTS.c.balance_minor)
+        .where(_ACCOUNTS.c.account_id == account_id)
+    ).one_or_none()
+    if row is None:
+        raise _account_not_found(account_id)
+    return _account_info(row)
+
+
+def balance(session: Session, account_id: str) -> int:
+    """The cached balance. Reads only. Raises ACCOUNT_NOT_FOUND."""
+    return account_info(session, account_id).balance_minor
+
+
+def derived_balance(session: Session, account_id: str) -> int:
+    """The sum of the account's postings (what the cached balance must equal). Reads only.
+    Raises ACCOUNT_NOT_FOUND."""
+    account_info(session, account_id)
+    total = session.scalar(select(func.coalesce(func.sum(_POSTINGS.c.amount_minor), 0))
+                           .where(_POSTINGS.c.account_id == account_id))
+    return int(total or 0)
+
+
+def agent_balances(session: Session, agent_id: str) -> dict[str, int]:
+    """The agent's cached balances by account kind (``available``, ``escrow``, ``pending``,
+    ``withdrawing``); an agent without accounts gets an empty dict. Reads only."""
+    rows = session.execute(select(_ACCOUNTS.c.kind, _ACCOUNTS.c.balance_minor)
+                           .where(_ACCOUNTS.c.agent_id == agent_id))
+    return {row.kind: row.balance_minor for row in rows}
+
+
+def check_ledger(session: Session, *, limit: int = PROBLEMS_MAX) -> list[Problem]:
+    """Every inconsistency of the ledger itself, at most ``limit`` per check (empty: consistent):
+
+    * ``unbalanced_transaction``: a transaction whose postings do not sum to zero in a currency;
+    * ``empty_transaction``: a transaction without postings;
+    * ``posting_currency_mismatch``: a posting in another currency than its account;
+    * ``cached_balance_mismatch``: an account whose cached balance is not the sum of its postings;
+    * ``below_floor``: an escrow, pending or withdrawing balance below its floor (available
+      balances may legitimately end below theirs: :func:`over_limit_accounts`).
+
+    Reads only, with aggregate queries the database streams (memory independent of the number
+    of postings). Run it in a read transaction, so every check sees one snapshot.
+    """
+    return [
+        *_unbalanced_problems(session, limit),
+        *_empty_transaction_problems(session, limit),
+        *_posting_currency_problems(session, limit),
+        *_cached_balance_problems(session, limit),
+        *_below_floor_problems(session, limit),
+    ]
+
+
+def _unbalanced_problems(session: Session, limit: int) -> list[Problem]:
+    p = _POSTINGS.c
+    total = func.sum(p.amount_minor)
+    rows = session.execute(select(p.txn_id, p.currency, total.label("total"))
+                           .group_by(p.txn_id, p.currency).having(total != 0)
+                           .order_by(p.txn_id).limit(limit))
+    return [Problem("unbalanced_transaction", row.txn_id,
+                    {"currency": row.currency, "sum_minor": int(row.total)}) for row in rows]
+
+
+def _empty_transaction_problems(session: Session, limit: int) -> list[Problem]:
+    p, t = _POSTINGS.c, _TXNS.c
+    has_postings = select(p.posting_id).where(p.txn_id == t.txn_id).exists()
+    rows = session.execute(select(t.txn_id, t.reference).where(~has_postings)
+                           .order_by(t.txn_id).limit(limit))
+    return [Problem("empty_transaction", row.txn_id, {"reference": row.reference})
+            for row in rows]
+
+
+def _posting_currency_problems(session: Session, limit: int) -> list[Problem]:
+    p, a = _POSTINGS.c, _ACCOUNTS.c
+    rows = session.execute(select(p.posting_id, p.txn_id, p.account_id, p.currency,
+                                  a.currency.label("account_currency"))
+                           .join(_ACCOUNTS, a.account_id == p.account_id)
+                           .where(p.currency != a.currency)
+                           .order_by(p.posting_id).limit(limit))
+    return [Problem("posting_currency_mismatch", row.account_id, {
+        "posting_id": row.posting_id, "txn_id": row.txn_id, "currency": row.currency,
+        "account_currency": row.account_currency}) for row in rows]
+
+
+def _below_floor_problems(session: Session, limit: int) -> list[Problem]:
+    a = _ACCOUNTS.c
+    rows = session.execute(select(a.account_id, a.balance_minor, a.floor_minor)
+                           .where(a.kind.in_(HARD_FLOOR_KINDS), a.floor_minor.is_not(None),
+                                  a.balance_minor < a.floor_minor)
+                           .order_by(a.account_id).limit(limit))
+    return [Problem("below_floor", row.account_id,
+                    {"balance_minor": row.balance_minor, "floor_minor": row.floor_minor})
+            for row in rows]
+
+
+def _cached_balance_problems(session: Session, limit: int) -> list[Problem]:
+    p, a = _POSTINGS.c, _ACCOUNTS.c
+    sums = (select(p.account_id, func.sum(p.amount_minor).label("total"))
+            .group_by(p.account_id).subquery())
+    derived = func.coalesce(sums.c.total, 0)
+    rows = session.execute(
+        select(a.account_id, a.balance_minor, derived.label("derived"))
+        .select_from(_ACCOUNTS.outerjoin(sums, sums.c.account_id == a.account_id))
+        .where(a.balance_minor != derived)
+        .order_by(a.account_id).limit(limit)
+    )
+    return [Problem("cached_balance_mismatch", row.account_id,
+                    {"cached_minor": row.balance_minor, "derived_minor": int(row.derived)})
+            for row in rows]
+
+
+def over_limit_accounts(session: Session, *, limit: int = PROBLEMS_MAX) -> list[AccountInfo]:
+    """Available accounts below their floor: agents that owe more than their credit allows,
+    after a refund clawed back a released commission or an admin lowered the credit limit. Not
+    an inconsistency (finance collects); such an agent can spend nothing until it deposits.
+    Reads only."""
+    a = _ACCOUNTS.c
+    rows = session.execute(
+        select(a.account_id, a.kind, a.agent_id, a.currency, a.floor_minor, a.balance_minor)
+        .where(a.kind == "available", a.floor_minor.is_not(None), a.balance_minor < a.floor_minor)
+        .order_by(a.account_id).limit(limit)
+    )
+    return [_account_info(row) for row in rows]
+
+
+# ----- statements ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatementEntry:
+    """One posting on a statement and the account's balance right after it."""
+
+    at_ms: int
+    posting_id: int
+    txn_id: str
+    kind: str
+    reference: str
+    amount_minor: int
+    balance_after_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatementPage:
+    """Up to ``limit`` entries of a statement; pass ``next_after`` back for the next page (None:
+    this was the last)."""
+
+    account_id: str
+    currency: str
+    since_ms: int
+    until_ms: int
+    opening_minor: int
+    closing_minor: int
+    entries: list[StatementEntry]
+    next_after: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class Statement:
+    """An account over ``since_ms <= at < until_ms``: the balance before, every posting in
+    (time, posting id) order with the balance after it, the balance at the end. ``entries``
+    streams from the database page by page, each time it is iterated, while the session that
+    made it is open. ``closing_minor`` = ``opening_minor`` + the entries' amounts, and one
+    period's closing is the next period's opening."""
+
+    account_id: str
+    currency: str
+    since_ms: int
+    until_ms: int
+    opening_minor: int
+    closing_minor: int
+    entries: Iterable[StatementEntry]
+
+
+def statement(
+    session: Session, account_id: str, since_ms: int, until_ms: int, *,
+    page_size: int = PAGE_SIZE_MAX,
+) -> Statement:
+    """The account's statement for the period (see :class:`Statement`). Reads only. Raises
+    ACCOUNT_NOT_FOUND, INVALID_ARGUMENT (``since_ms > until_ms``, a page size below 1),
+    LIMIT_EXCEEDED (page size over PAGE_SIZE_MAX)."""
+    _check_limit("page_size", page_size)
+    currency, opening, closing = _period_totals(session, account_id, since_ms, until_ms)
+    head = StatementPage(account_id, currency, since_ms, until_ms, opening, closing, [], None)
+    return Statement(account_id, currency, since_ms, until_ms, opening, closing,
+                     _EntryStream(session, head, page_size))
+
+
+def statement_page(
+    session: Session, account_id: str, since_ms: int, until_ms: int, *,
+    after: tuple[int, int] | None, limit: int,
+) -> StatementPage:
+    """One page of the statement: the entries after the cursor ``after`` (``(at_ms,
+    posting_id)`` of the previous page's last entry; None: from the start). Reads only; three
+    indexed queries. Raises as :func:`statement`."""
+    _check_limit("limit", limit)
+    currency, opening, closing = _period_totals(session, account_id, since_ms, until_ms)
+    p = _POSTINGS.c
+    running = opening
+    if after is not None:
+        running += int(session.scalar(
+            select(func.coalesce(func.sum(p.amount_minor), 0))
+            .where(p.account_id == account_id, p.created_at_ms >= since_ms,
+                   _not_after(after))) or 0)
+    entries = _page_entries(session, account_id, since_ms, until_ms, after, limit, running)
+    last = entries[-1] if entries else None
+    more = last is not None and len(entries) == limit
+    return StatementPage(account_id, currency, since_ms, until_ms, opening, closing, entries,
+                         (last.at_ms, last.posting_id) if more and last else None)
+
+
+def _period_totals(
+    session: Session, account_id: str, since_ms: int, until_ms: int
+) -> tuple[str, int, int]:
+    """(currency, opening balance, closing balance) of the period, in one aggregate query."""
+    for field, value in (("since_ms", since_ms), ("until_ms", until_ms)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _invalid(field, f"{field} must be an integer")
+    if since_ms > until_ms:
+        raise _invalid("since_ms", "since_ms must not be after until_ms")
+    currency = account_info(session, account_id).currency
+    p = _POSTINGS.c
+    before = func.sum(case((p.created_at_ms < since_ms, p.amount_minor), else_=0))
+    opening, closing = session.execute(
+        select(func.coalesce(before, 0), func.coalesce(func.sum(p.amount_minor), 0))
+        .where(p.account_id == account_id, p.created_at_ms < until_ms)
+    ).one()
+    return currency, int(opening), int(closing)
+
+
+def _not_after(after: tuple[int, int]) -> Any:
+    p = _POSTINGS.c
+    return or_(p.created_at_ms < after[0],
+               and_(p.created_at_ms == after[0], p.posting_id <= after[1]))
+
+
+def _page_entries(
+    session: Session, account_id: str, since_ms: int, until_ms: int,
+    after: tuple[int, int] | None, limit: int, running: int,
+) -> list[StatementEntry]:
+    p, t = _POSTINGS.c, _TXNS.c
+    query = (
+        select(p.created_at_ms, p.posting_id, p.txn_id, t.kind, t.reference, p.amount_minor)
+        .join(_TXNS, t.txn_id == p.txn_id)
+        .where(p.account_id == account_id, p.created_at_ms >= since_ms,
+               p.created_at_ms < until_ms)
+        .order_by(p.created_at_ms, p.posting_id).limit(limit)
+    )
+    if after is not None:
+        query = query.where(~_not_after(after))
+    entries: list[StatementEntry] = []
+    for row in session.execute(query):
+        running += row.amount_minor
+        entries.append(StatementEntry(row.created_at_ms, row.posting_id, row.txn_id, row.kind,
+                                      row.reference, row.amount_minor, running))
+    return entries
+
+
+class _EntryStream:
+    """The entries of a statement, read page by page on each iteration (keyset pagination, so
+    memory stays at one page)."""
+
+    def __init__(self, session: Session, first: StatementPage, page_size: int) -> None:
+        self._session = session
+        self._first = first
+        self._page_size = page_size
+
+    def __iter__(self) -> Iterator[StatementEntry]:
+        first = self._first
+        running = first.opening_minor
+        after: tuple[int, int] | None = None
+        while True:
+            entries = _page_entries(self._session, first.account_id, first.since_ms,
+                                    first.until_ms, after, self._page_size, running)
+            yield from entries
+            if len(entries) < self._page_size:
+                return
+            last = entries[-1]
+            running, after = last.balance_after_minor, (last.at_ms, last.posting_id)
+
+
+STATEMENT_CSV_COLUMNS = ("row", "account_id", "currency", "at", "at_ms", "txn_id", "kind",
+                         "reference", "amount_minor", "balance_after_minor")
+
+
+def write_statement_csv(stmt: Statement, out: TextIO) -> int:
+    """Writes the statement as CSV: a header, an ``opening`` row (at ``since_ms``), one ``entry``
+    row per posting, a ``closing`` row (at ``until_ms``). Amounts are integer minor units. Text
+    cells that a spreadsheet would run as a formula (leading ``= + - @``) get a leading ``'``.
+    Returns the rows written, header included. Effects: writes to ``out`` only."""
+    writer = csv.writer(out, lineterminator="\r\n")
+    account, currency = _cell(stmt.account_id), stmt.currency
+    writer.writerow(STATEMENT_CSV_COLUMNS)
+    writer.writerow(["opening", account, currency, iso(stmt.since_ms), stmt.since_ms, "", "", "",
+                     "", stmt.opening_minor])
+    rows = 3
+    for entry in stmt.entries:
+        writer.writerow(["entry", account, currency, iso(entry.at_ms), entry.at_ms,
+                         _cell(entry.txn_id), _cell(entry.kind), _cell(entry.reference),
+                         entry.amount_minor, entry.balance_after_minor])
+        rows += 1
+    writer.writerow(["closing", account, currency, iso(stmt.until_ms), stmt.until_ms, "", "", "",
+                     "", stmt.closing_minor])
+    return rows
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+# ----- helpers -------------------------------------------------------------------------------
+
+
+def _insert_missing(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Inserts account rows whose id is not taken (INSERT ... ON CONFLICT DO NOTHING)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(postgresql.insert(_ACCOUNTS).values(rows)
+                        .on_conflict_do_nothing(index_elements=["account_id"]))
+    else:
+        session.execute(sqlite.insert(_ACCOUNTS).values(rows)
+                        .on_conflict_do_nothing(index_elements=["account_id"]))
+
+
+def _require_agent(session: Session, agent_id: str) -> Agent:
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise make_error(ErrorCode.AGENT_NOT_FOUND, "no such agent", {"agent_id": agent_id})
+    return agent
+
+
+def _account_info(row: Any) -> AccountInfo:
+    return AccountInfo(row.account_id, row.kind, row.agent_id, row.currency, row.floor_minor,
+                       row.balance_minor)
+
+
+def _check_text(field: str, value: object, length_max: int) -> None:
+    if not isinstance(value, str) or not value:
+        raise _invalid(field, f"{field} must be non-empty text")
+    if len(value) > length_max:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} is too long",
+                         {"field": field, "max": length_max})
+
+
+def _check_limit(field: str, limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise _invalid(field, f"{field} must be at least 1")
+    if limit > PAGE_SIZE_MAX:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} may be at most {PAGE_SIZE_MAX}",
+                         {"field": field, "max": PAGE_SIZE_MAX})
+
+
+def _invalid(field: str, message: str, *, index: int | None = None) -> CardsvcError:
+    details: dict[str, Any] = {"field": field}
+    if index is not None:
+        details["index"] = index
+    return make_error(ErrorCode.INVALID_ARGUMENT, message, details)
+
+
+def _account_not_found(account_id: str) -> CardsvcError:
+    return make_error(ErrorCode.ACCOUNT_NOT_FOUND, "no such account", {"account_id": account_id})
+
+
+def _currency_mismatch(subject: str, expected: str, got: str) -> CardsvcError:
+    return make_error(ErrorCode.CURRENCY_MISMATCH, "the currency differs from the account's",
+                      {"account_id": subject, "account_currency": expected, "currency": got})
