@@ -55,6 +55,10 @@ ENV_DATA_DIR = "CARDSVC_DATA_DIR"
 ENV_RISK_LIMITS = "CARDSVC_RISK_LIMITS"
 SETUP_TIMEOUT_S = 30.0
 BATCH_IMPORT_CODES_MAX = 5_000
+UNIT_PRICE_MINOR = 100
+"""What every load-test agent pays per code (the standard grade's price for the run's SKU)."""
+AGENT_DEPOSIT_MINOR = 10**12
+"""Each load-test agent's deposit: enough that the run measures stock, not balances."""
 """Codes per import request: about 250 KiB of JSON, well under the server's 1 MiB body bound."""
 RATE_LIMITED = "RATE_LIMITED"
 
@@ -154,6 +158,10 @@ class Client:
             result = self.expect("POST", "/v1/batches", {"sku": sku, "codes": chunk}, 201)
             if result["imported"] != len(chunk):
                 raise SetupError(f"imported {result['imported']} of {len(chunk)} codes")
+        # Every agent of the standard grade may buy it (orders need a price: NOT_FOR_SALE).
+        self.expect("PUT", "/v1/prices", {"sku": sku, "grade": "standard",
+                                          "price_minor": UNIT_PRICE_MINOR, "currency": "CNY"},
+                    200)
 
     def create_agent_keys(self, prefix: str, count: int) -> list[str]:
         """``count`` new agents with one key each."""
@@ -161,6 +169,10 @@ class Client:
         for _ in range(count):
             agent_id = unique(prefix)
             self.expect("POST", "/v1/agents", {"agent_id": agent_id, "name": agent_id}, 201)
+            # Enough money that the load test measures stock, not balances.
+            self.expect("POST", f"/v1/agents/{agent_id}/deposits",
+                        {"amount_minor": AGENT_DEPOSIT_MINOR, "currency": "CNY",
+                         "reference": f"loadtest-{agent_id}"}, 201)
             created = self.expect("POST", "/v1/keys", {"role": "agent", "agent_id": agent_id,
                                                        "name": agent_id}, 201)
             keys.append(str(created["key"]))
