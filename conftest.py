@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+# The suite-wide watch for leaked codes and PINs (tests/leak_watch.py).
+pytest_plugins = ["tests.leak_watch"]
+
 REDIS_START_TIMEOUT_S = 15.0
 REDIS_STOP_TIMEOUT_S = 10.0
 
