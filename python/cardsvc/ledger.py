@@ -158,6 +158,7 @@ class Problem:
     details: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
+        """The problem as JSON-safe data (for reports and the API)."""
         return {"kind": self.kind, "subject": self.subject, "details": self.details}
 
 

@@ -99,6 +99,9 @@ class SettleResult:
 
 @dataclass(frozen=True, slots=True)
 class CommissionInfo:
+    """A commission row: ``pending`` until ``release_at_ms``, then ``released``, or
+    ``reversed`` by a refund; ``txn_id`` is the last ledger transaction that moved it."""
+
     commission_id: int
     order_id: str
     agent_id: str
@@ -111,6 +114,9 @@ class CommissionInfo:
 
 @dataclass(frozen=True, slots=True)
 class WithdrawalInfo:
+    """A withdrawal row: ``requested`` -> ``approved`` -> ``paid``, or ``rejected`` from either
+    of the first two (docs/money.md)."""
+
     withdrawal_id: str
     agent_id: str
     amount_minor: int
@@ -128,6 +134,7 @@ class WithdrawalInfo:
 
 
 def deposit_reference(agent_id: str, reference: str) -> str:
+    """The ledger reference of an agent's deposit with finance's ``reference``. Pure."""
     return f"deposit:{agent_id}:{reference}"
 
 
@@ -139,10 +146,12 @@ def order_reference(order_id: str, step: str) -> str:
 
 
 def commission_reference(commission_id: int) -> str:
+    """The ledger reference of a commission's release from pending to available. Pure."""
     return f"commission:{commission_id}:release"
 
 
 def withdrawal_reference(withdrawal_id: str, step: str) -> str:
+    """The ledger reference of a withdrawal's ``request``, ``reject`` or ``pay``. Pure."""
     return f"withdrawal:{withdrawal_id}:{step}"
 
 

@@ -55,13 +55,16 @@ Index("ux_prices_sku_grade", Price.sku, Price.grade, unique=True,
       sqlite_where=Price.grade.is_not(None), postgresql_where=Price.grade.is_not(None))
 Index("ux_prices_sku_agent", Price.sku, Price.agent_id, unique=True,
       sqlite_where=Price.agent_id.is_not(None), postgresql_where=Price.agent_id.is_not(None))
+Index("ix_prices_agent_id", Price.agent_id)
+Index("ix_prices_grade", Price.grade)
 
 
 class Account(Base):
     """A ledger account: ``agent:<id>:available``, ``agent:<id>:escrow`` (orders in flight),
     ``agent:<id>:pending`` (commissions cooling), ``agent:<id>:withdrawing``, and the platform's
-    ``platform:revenue``, ``platform:cost_of_goods``, ``platform:deposits``, ``platform:payouts``,
-    ``platform:refunds``. ``floor_minor`` is the lowest balance allowed (None: unbounded)."""
+    ``platform:revenue:<CUR>``, ``platform:cost_of_goods:<CUR>``, ``platform:deposits:<CUR>``,
+    ``platform:payouts:<CUR>`` (refunds reverse the original postings). ``floor_minor`` is the
+    lowest balance allowed (None: unbounded)."""
 
     __tablename__ = "accounts"
 
@@ -106,6 +109,8 @@ class Posting(Base):
 
 
 Index("ix_postings_account_time", Posting.account_id, Posting.posting_id)
+Index("ix_postings_account_created", Posting.account_id, Posting.created_at_ms,
+      Posting.posting_id)
 
 
 class Commission(Base):
