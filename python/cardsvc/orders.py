@@ -26,7 +26,9 @@ in the core, then reverses the settlement.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +62,10 @@ FINAL_ERRORS = frozenset({
     ErrorCode.INVALID_ARGUMENT,
 })
 """Core refusals that end an order as ``failed``; any other error leaves it ``pending``."""
+CRASH_AT = os.environ.get("CARDSVC_CRASH_AT", "")
+"""Fault injection for the saga crash test (tests/api/test_saga_crash.py): the process kills
+itself with SIGKILL at the named point of the saga (CRASH_POINTS). Never set in production."""
+CRASH_POINTS = ("after_debit", "after_allocate", "after_durable", "after_settle")
 COOLING_MS_DEFAULT = 7 * DAY_MS
 """Commissions stay pending a week (refunds reverse them) before they become available."""
 
@@ -111,6 +117,7 @@ class Orders:
         now_ms = self.engine.now_ms()
         order_id, created = self.batcher.submit(
             lambda session: self._begin(session, request, actor, now_ms))
+        _crash_point("after_debit")
         return self._drive(order_id, actor), created
 
     def confirm_hold(
@@ -172,8 +179,11 @@ class Orders:
                 if error.code in FINAL_ERRORS:
                     self._finish(order_id, None, error, actor)
                 raise
+            _crash_point("after_allocate")
             self.store.wait_last()
+            _crash_point("after_durable")
             row = self._finish(order_id, ids, None, actor)
+            _crash_point("after_settle")
         if row.status == "failed":
             stored = row.error_details or {}
             raise make_error(row.error_code or ErrorCode.INTERNAL_ERROR,
@@ -361,6 +371,11 @@ class Orders:
             return current
 
         return {**order_dict(self.batcher.submit(unit)), "codes": []}
+
+
+def _crash_point(name: str) -> None:
+    if name == CRASH_AT:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _same_request(existing: Order, request: OrderRequest) -> str:
