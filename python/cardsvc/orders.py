@@ -26,6 +26,7 @@ in the core, then reverses the settlement.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import signal
@@ -40,7 +41,7 @@ from cardsvc import pricing, settlement
 from cardsvc.batches import Batches
 from cardsvc.db import Database
 from cardsvc.db.batcher import WriteBatcher
-from cardsvc.db.models import Batch, Order, Sku
+from cardsvc.db.models import Agent, Batch, Order, Sku
 from cardsvc.engine import Engine
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.holds import Holds, hold_ref
@@ -112,6 +113,9 @@ class Orders:
             check_quantity(request.quantity)
         existing = self._find_row(request.agent_id, request.client_order_id)
         if existing is None:
+            quota = self._daily_quota(request.agent_id)
+            if quota is not None:
+                limits = dataclasses.replace(limits, orders_per_agent_per_day_max=quota)
             self.risk.admit_order(request.agent_id, limits,
                                   lambda: self._orders_today(request.agent_id))
         now_ms = self.engine.now_ms()
@@ -295,6 +299,16 @@ class Orders:
         with self.db.read() as session:
             return session.scalar(select(Order).where(Order.agent_id == agent_id,
                                                       Order.client_order_id == client_order_id))
+
+    def _daily_quota(self, agent_id: str) -> int | None:
+        """The agent's own daily order quota (``agents.daily_order_quota``; None: the key's risk
+        limit applies). Raises AGENT_NOT_FOUND."""
+        with self.db.read() as session:
+            agent = session.get(Agent, agent_id)
+            if agent is None:
+                raise make_error(ErrorCode.AGENT_NOT_FOUND, "no such agent",
+                                 {"agent_id": agent_id})
+            return agent.daily_order_quota
 
     def _orders_today(self, agent_id: str) -> int:
         start = self.engine.now_ms() // DAY_MS * DAY_MS

@@ -256,3 +256,18 @@ async def test_orders_draw_from_the_agents_own_pool_first(api: Api) -> None:
     stock = await api.admin("GET", "/v1/skus/NF/stock")
     assert stock["by_pool"]["leaf-pool"]["allocated"] == 2
     assert stock["by_pool"]["shared"]["allocated"] == 0
+
+
+async def test_daily_order_quota_of_the_agent_is_enforced(api: Api) -> None:
+    keys = await tree(api)
+    await api.admin("PATCH", "/v1/agents/LEAF", {"daily_order_quota": 2}, 200)
+    statuses = []
+    for i in range(3):
+        response = await api.call("POST", "/v1/orders", keys["LEAF"], json={
+            "sku": "NF", "quantity": 1, "client_order_id": f"q-{i}"})
+        statuses.append(response.status_code)
+    assert statuses == [201, 201, 429]
+    assert response.json()["error"]["details"]["limit"] == "orders_per_agent_per_day_max"
+    retry = await api.call("POST", "/v1/orders", keys["LEAF"], json={
+        "sku": "NF", "quantity": 1, "client_order_id": "q-0"})
+    assert retry.status_code == 200  # a retry is not a new order
