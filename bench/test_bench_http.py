@@ -1,25 +1,32 @@
-"""The HTTP benchmark (issue 4) measures the apps it names and counts only what was checked.
+"""The HTTP benchmark (issues 4 and 6) measures the apps it names and counts only what was
+checked.
 
 Goal: ``bench.http_bench``'s figures must come from the right app doing correct work: the
 baseline apps behave as their contract says (the dict redeem is single use and idempotent on the
-request id), wrk's report is read correctly (rates, latency units, error counts, and a failed
-wrk is an error, not a zero), the redemption check refuses counts that do not add up, and an end
-to end run serves, loads, checks and reports.
+request id), wrk's report is read correctly (rates, latency units, error counts, the orders
+created, and a failed wrk is an error, not a zero), the redemption and order checks refuse counts
+that do not add up and a reconciliation that does not pass, the order targets seed enough codes,
+and an end to end run serves, loads, checks and reports, for orders on SQLite and on PostgreSQL.
 
 Method: the apps through ``httpx.ASGITransport`` (no server, no network); the parser on wrk
 reports captured on this machine (a clean redeem run, a run of 409s, a run against a server
-that drops connections, a refused connection); the count check on made-up numbers; then
-``main --quick`` against the raw ASGI app and the dict redeem with one second of warm-up and one
-of measurement, when wrk is installed (``scripts/ensure_wrk.sh``; outside CI it is skipped when
-missing, in CI it is installed). Rates are not asserted: one second on a shared machine says
-nothing about speed.
+that drops connections, a refused connection, an order run); the count checks and the seed sizes
+on made-up numbers; then ``main --quick`` (one second of warm-up and one of measurement) against
+the raw ASGI app and the dict redeem, and against our API's orders of 10 codes with 8
+connections (few in flight, so that a loaded machine still completes requests within the
+second), when wrk is installed (``scripts/ensure_wrk.sh``; outside CI it is skipped when
+missing, in CI it is installed); the PostgreSQL order target the same way, on a private cluster,
+when PostgreSQL's server programs are there (``scripts/ensure_postgres.sh`` in CI). Rates are
+not asserted: one second on a shared machine says nothing about speed.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +34,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from bench import http_bench as hb
+from bench import pg_server
 from bench.http_apps import (
     RAW_APP_HEADER,
     TITLE_NOOP,
@@ -91,6 +99,23 @@ Requests/sec:      6.19
 Transfer/sec:     247.58B
 """
 WRK_REFUSED = "unable to connect to 127.0.0.1:18799 Connection refused\n"
+WRK_ORDER = """\
+Running 8s test @ http://127.0.0.1:45555/v1/orders
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   436.35ms  112.99ms   1.20s    72.61%
+    Req/Sec    66.49     47.26   232.00     68.46%
+  Latency Distribution
+     50%  419.03ms
+     75%  489.90ms
+     90%  568.70ms
+     99%  878.72ms
+  1439 requests in 8.03s, 626.54KB read
+Requests/sec:    179.14
+Transfer/sec:     78.00KB
+http_bench: threads=2 sent=1503 sent_max=752 completed=1439 status_errors=0 p50_us=419032 \
+p99_us=878720 created=1439
+"""
 
 
 @pytest.fixture
@@ -187,6 +212,89 @@ def test_parse_wrk_refuses_a_failed_or_inconsistent_report() -> None:
         hb.parse_wrk(WRK_REDEEM_OK.replace("status_errors=0", "status_errors=3"))
 
 
+def test_parse_wrk_reads_the_orders_created() -> None:
+    run = hb.parse_wrk(WRK_ORDER)
+    assert (run.requests, run.rps, run.created) == (1439, 179.14, 1439)
+    assert run.latency_ms["p99"] == pytest.approx(878.72)
+    assert hb.parse_wrk(WRK_REDEEM_OK).created is None  # redeem.lua counts no creations
+
+
+def test_order_targets_cover_both_quantities_on_both_databases() -> None:
+    orders = {t.key: (t.quantity, t.database) for t in hb.TARGETS if t.script == "order"}
+    assert orders == {
+        "cardsvc_order_1": (1, "sqlite"),
+        "cardsvc_order_10": (10, "sqlite"),
+        "cardsvc_order_1_pg": (1, "postgresql"),
+        "cardsvc_order_10_pg": (10, "postgresql"),
+    }
+    assert hb.parse_args([]).targets is None  # the default: every target (see main)
+    assert hb.parse_args(["--targets", "cardsvc_order_10,raw"]).targets == [
+        "raw",
+        "cardsvc_order_10",
+    ]
+    with pytest.raises(SystemExit):
+        hb.parse_args(["--targets", "cardsvc_order_3"])
+
+
+def test_postgresql_targets_are_not_measured_without_postgresql(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pg_server, "find_bindir", lambda install=False: None)
+    targets = [t for t in hb.TARGETS if t.key in ("raw", "cardsvc_order_1", "cardsvc_order_1_pg")]
+    not_measured: dict[str, str] = {}
+    with hb.postgres_for(targets, False, not_measured) as cluster:
+        assert cluster is None
+    assert list(not_measured) == ["cardsvc_order_1_pg"]
+    assert "ensure_postgres.sh" in not_measured["cardsvc_order_1_pg"]
+    with hb.postgres_for(targets[:2], False, not_measured) as cluster:  # no PostgreSQL target
+        assert cluster is None
+
+
+def test_order_codes_cover_the_rate_the_quantity_and_the_orders_in_flight() -> None:
+    sizes = hb.FULL  # 64 connections
+    assert hb.order_codes_needed(3_000, 10, 10, sizes) == (30_000 + 64) * 10
+    assert hb.order_codes_needed(0.5, 1, 1, sizes) == 1 + 64
+    order_10 = next(t for t in hb.TARGETS if t.key == "cardsvc_order_10")
+    assert hb.script_args(order_10, 0, sizes, "r0") == [hb.ORDER_SKU, "10", "r0"]
+
+
+def test_order_count_check_refuses_counts_that_do_not_add_up() -> None:
+    good: dict[str, Any] = {
+        "allocated": 1000, "available": 500, "fulfilled": 100, "ok": 90, "created": 90,
+        "sent": 110, "quantity": 10,
+    }  # fmt: skip
+    assert not hb.order_count_reasons(**good)
+    assert not hb.order_count_reasons(**good | {"created": None})  # a script without the count
+    refused = [
+        {"created": 89},  # a 2xx that was a retry (200), not a new order
+        {"allocated": 1001},  # codes allocated by no fulfilled order
+        {"fulfilled": 89, "allocated": 890},  # fewer fulfilled orders than 2xx answers
+        {"fulfilled": 111, "allocated": 1110},  # more than the requests built
+        {"available": 9},  # the stock ran out
+    ]
+    for change in refused:
+        assert hb.order_count_reasons(**good | change), change
+
+
+def test_reconciliation_check_requires_ok_and_only_fulfilled_orders() -> None:
+    report: dict[str, Any] = {
+        "ok": True, "differences": [], "difference_count": 0, "orders_checked": 3,
+        "sales": {"fulfilled": {"CNY": 3 * 10 * hb.UNIT_PRICE_MINOR}},
+        "stock": {hb.ORDER_SKU: {"allocated": 30}},
+    }  # fmt: skip
+    assert not hb.reconciliation_reasons(report, 30)
+    assert hb.sales_orders(report, "fulfilled", 10) == 3
+    assert hb.sales_orders(report, "pending", 10) == 0
+    with pytest.raises(ValueError):  # 3,000 minor units are not whole orders of 7 codes
+        hb.sales_orders(report, "fulfilled", 7)
+    difference = {"kind": "escrow_mismatch", "subject": "BENCH", "details": {}}
+    failing = report | {"ok": False, "differences": [difference], "difference_count": 1}
+    assert hb.reconciliation_reasons(failing, 30)
+    failed_order = report | {"sales": report["sales"] | {"failed": {"CNY": 1000}}}
+    assert hb.reconciliation_reasons(failed_order, 30)
+    assert hb.reconciliation_reasons(report, 40)  # the stock endpoint disagrees
+
+
 def test_redeem_count_check_refuses_counts_that_do_not_add_up() -> None:
     assert not hb.redeem_count_reasons(redeemed=100, ok=90, sent=100, reached=120, seeded=200)
     assert hb.redeem_count_reasons(redeemed=89, ok=90, sent=100, reached=120, seeded=200)
@@ -197,12 +305,7 @@ def test_redeem_count_check_refuses_counts_that_do_not_add_up() -> None:
 def test_quick_run_serves_loads_checks_and_reports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    wrk = hb.find_wrk(install=in_ci())
-    if wrk is None:
-        reason = "wrk not installed: run scripts/ensure_wrk.sh (Debian package wrk)"
-        if in_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
+    wrk = wrk_or_skip()
     out = tmp_path / "http.json"
     args = [
         "--quick", "--targets", "raw,dict_redeem", "--duration", "1", "--warmup", "1",
@@ -218,3 +321,59 @@ def test_quick_run_serves_loads_checks_and_reports(
     assert report["versions"]["wrk"].startswith("wrk ")
     table = capsys.readouterr().out
     assert "| raw ASGI |" in table and "| FastAPI redeem (dict, pydantic) |" in table
+
+
+def wrk_or_skip() -> str:
+    wrk = hb.find_wrk(install=in_ci())
+    if wrk is None:
+        reason = "wrk not installed: run scripts/ensure_wrk.sh (Debian package wrk)"
+        if in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return wrk
+
+
+def run_order_target(key: str, wrk: str, out: Path) -> dict[str, Any]:
+    """``main --quick`` on one order target with 8 connections; its one sample's JSON."""
+    args = [
+        "--quick", "--targets", key, "--connections", "8", "--wrk", wrk, "--out", str(out),
+    ]  # fmt: skip
+    assert hb.main(args) == 0
+    report = json.loads(out.read_text())
+    assert [s["target"] for s in report["samples"]] == [key] and not report["not_measured"]
+    sample: dict[str, Any] = report["samples"][0]
+    assert sample["ok"] and sample["run"]["requests"] > 0, sample["reasons"]
+    checks = sample["checks"]
+    assert checks["created_responses"] == checks["ok_responses"] > 0
+    assert checks["ok_responses"] <= checks["fulfilled_orders"] <= checks["requests_built"]
+    assert checks["reconciliation_ok"] is True and checks["reconciliation_differences"] == 0
+    assert checks["fulfilled_in_database"] == checks["fulfilled_orders"]
+    return sample
+
+
+def test_quick_order_run_checks_stock_and_reconciliation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = run_order_target("cardsvc_order_10", wrk_or_skip(), tmp_path / "orders.json")
+    checks = sample["checks"]
+    assert checks["allocated"] == 10 * checks["fulfilled_orders"]
+    assert checks["database"] == "the data directory's SQLite cardsvc.db"
+    assert sample["database_cpu_us_per_request"] is None  # SQLite runs inside the server
+    table = capsys.readouterr().out
+    assert "| cardsvc POST /v1/orders qty 10 (SQLite) |" in table and "codes/s" in table
+
+
+def test_quick_order_run_on_postgresql(tmp_path: Path) -> None:
+    wrk = wrk_or_skip()
+    if pg_server.find_bindir(install=in_ci()) is None:
+        reason = "PostgreSQL not installed: run scripts/ensure_postgres.sh"
+        if in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    before = set(Path(tempfile.gettempdir()).glob("cardsvc-bench-pg-*"))
+    sample = run_order_target("cardsvc_order_1_pg", wrk, tmp_path / "orders_pg.json")
+    checks = sample["checks"]
+    assert checks["allocated"] == checks["fulfilled_orders"]
+    assert checks["database"] == "PostgreSQL database bench_cardsvc_order_1_pg_r0"
+    assert sample["database_cpu_us_per_request"] > 0
+    assert set(Path(tempfile.gettempdir()).glob("cardsvc-bench-pg-*")) <= before  # removed

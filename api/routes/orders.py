@@ -96,7 +96,7 @@ RETRY_ANSWER: dict[int | str, dict[str, Any]] = {
 
 @router.post("/orders", response_model=OrderOut, status_code=status.HTTP_201_CREATED,
              responses=RETRY_ANSWER)
-def create_order(body: OrderCreate, caller: OrdersDep, services: ServicesDep,
+async def create_order(body: OrderCreate, caller: OrdersDep, services: ServicesDep,
                  response: Response) -> dict[str, Any]:
     """Buys ``quantity`` codes of ``sku``: 201 with the codes; a retry with the same
     ``client_order_id`` returns the same order with 200. Errors: OUT_OF_STOCK (details:
@@ -104,8 +104,8 @@ def create_order(body: OrderCreate, caller: OrdersDep, services: ServicesDep,
     (daily quota), JOURNAL_UNAVAILABLE (retry with the same ``client_order_id``)."""
     agent_id = agent_of(caller)
     request = OrderRequest(agent_id, body.client_order_id, body.sku, body.quantity)
-    order, created = services.orders.place(request, actor=caller.key_id,
-                                           limits=limits_of(services, caller))
+    order, created = await services.orders.place_async(request, actor=caller.key_id,
+                                                       limits=limits_of(services, caller))
     if not created:
         response.status_code = status.HTTP_200_OK
     return order

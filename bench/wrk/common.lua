@@ -4,7 +4,9 @@
 -- request data no other thread uses. done() prints one line the benchmark parses beside wrk's
 -- own report: how many requests the threads built ("sent"; a dynamic script counts them in its
 -- global `sent`) and the most one thread built ("sent_max"), so that the benchmark knows which
--- codes a run may have touched, including requests still in flight when wrk stopped.
+-- codes a run may have touched, including requests still in flight when wrk stopped. A script
+-- that counts created resources in its global `created` (order.lua: 201 answers) gets
+-- "created=N" added to that line.
 
 local threads = {}
 
@@ -14,15 +16,18 @@ function setup(thread)
 end
 
 function done(summary, latency, requests)
-  local sent, sent_max = 0, 0
+  local sent, sent_max, created = 0, 0, nil
   for _, thread in ipairs(threads) do
     local count = thread:get("sent") or 0
     sent = sent + count
     if count > sent_max then sent_max = count end
+    local made = thread:get("created")
+    if made then created = (created or 0) + made end
   end
   io.write(string.format(
     "http_bench: threads=%d sent=%d sent_max=%d completed=%d status_errors=%d"
-      .. " p50_us=%d p99_us=%d\n",
+      .. " p50_us=%d p99_us=%d%s\n",
     #threads, sent, sent_max, summary.requests, summary.errors.status,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99),
+    created and string.format(" created=%d", created) or ""))
 end

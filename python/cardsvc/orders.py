@@ -30,7 +30,7 @@ import dataclasses
 import os
 import secrets
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,21 +108,44 @@ class Orders:
         retry of a failed order, NOT_FOR_SALE, AGENT_SUSPENDED, INSUFFICIENT_BALANCE, the core's
         refusals (OUT_OF_STOCK with ``available``...), RATE_LIMITED (daily quota),
         JOURNAL_UNAVAILABLE / DATABASE_UNAVAILABLE (the order stays pending; retry)."""
+        self._check(request)
+        now_ms = self.engine.now_ms()
+        row, created = self.batcher.submit(
+            lambda session: self._begin(session, request, actor, now_ms, limits))
+        _crash_point("after_debit")
+        return self._drive(row, actor), created
+
+    async def place_async(
+        self, request: OrderRequest, *, actor: str, limits: RiskLimits
+    ) -> tuple[dict[str, Any], bool]:
+        """:meth:`place` for an event loop: the SQL group commit and the journal are awaited,
+        not waited for on a thread, so concurrent orders cost no thread switches. The short
+        reads (the core, the delivery's payloads) run on the loop."""
+        self._check(request)
+        now_ms = self.engine.now_ms()
+        row, created = await self.batcher.submit_async(
+            lambda session: self._begin(session, request, actor, now_ms, limits))
+        _crash_point("after_debit")
+        if row.status == "pending":
+            try:
+                ids = self._allocate(row)
+            except CardsvcError as error:
+                if error.code in FINAL_ERRORS:
+                    await self.batcher.submit_async(self._finish_work(row.order_id, None, error,
+                                                                      actor))
+                raise
+            _crash_point("after_allocate")
+            await self.store.wait_async(Engine.last_ticket())
+            _crash_point("after_durable")
+            row = await self.batcher.submit_async(self._finish_work(row.order_id, ids, None,
+                                                                    actor))
+            _crash_point("after_settle")
+        return self._result(row), created
+
+    def _check(self, request: OrderRequest) -> None:
         check_client_ref("client_order_id", request.client_order_id)
         if request.hold_id is None:
             check_quantity(request.quantity)
-        existing = self._find_row(request.agent_id, request.client_order_id)
-        if existing is None:
-            quota = self._daily_quota(request.agent_id)
-            if quota is not None:
-                limits = dataclasses.replace(limits, orders_per_agent_per_day_max=quota)
-            self.risk.admit_order(request.agent_id, limits,
-                                  lambda: self._orders_today(request.agent_id))
-        now_ms = self.engine.now_ms()
-        order_id, created = self.batcher.submit(
-            lambda session: self._begin(session, request, actor, now_ms))
-        _crash_point("after_debit")
-        return self._drive(order_id, actor), created
 
     def confirm_hold(
         self, agent_id: str, hold_id: str, client_order_id: str, *, actor: str,
@@ -137,15 +160,26 @@ class Orders:
         self.holds.ended(agent_id, hold_id)
         return result
 
-    def _begin(self, session: Session, request: OrderRequest, actor: str,
-               now_ms: int) -> tuple[str, bool]:
+    def _begin(self, session: Session, request: OrderRequest, actor: str, now_ms: int,
+               limits: RiskLimits) -> tuple[Order, bool]:
         """Step 1 (a group-commit unit): the existing order of this ``client_order_id``, or a
-        new pending order with its price chain and the buyer's debit."""
+        new pending order (within the agent's daily quota) with its price chain and the buyer's
+        debit."""
         existing = session.scalar(select(Order).where(
             Order.agent_id == request.agent_id,
             Order.client_order_id == request.client_order_id))
         if existing is not None:
-            return _same_request(existing, request), False
+            _same_request(existing, request)
+            return existing, False
+        agent = session.get(Agent, request.agent_id)
+        if agent is None:
+            raise make_error(ErrorCode.AGENT_NOT_FOUND, "no such agent",
+                             {"agent_id": request.agent_id})
+        if agent.daily_order_quota is not None:
+            limits = dataclasses.replace(limits,
+                                         orders_per_agent_per_day_max=agent.daily_order_quota)
+        self.risk.admit_order(request.agent_id, limits,
+                              lambda: self._orders_today(session, request.agent_id))
         if session.get(Sku, request.sku) is None:
             raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": request.sku})
         chain = pricing.price_chain(session, request.agent_id, request.sku)
@@ -153,41 +187,42 @@ class Orders:
         total = chain[0][1] * request.quantity
         order_id = "ord_" + secrets.token_hex(10)
         pools = [0] if request.hold_id else pricing.order_pools(session, request.agent_id)
-        session.add(Order(
+        row = Order(
             order_id=order_id, agent_id=request.agent_id,
             client_order_id=request.client_order_id, sku=request.sku,
             quantity=request.quantity, pool_id=pools[0], hold_id=request.hold_id,
             status="pending", error_code=None, error_details=None, code_ids=None,
             created_at_ms=now_ms, updated_at_ms=now_ms, created_by=actor,
             unit_price_minor=chain[0][1], total_minor=total, currency=currency, pools=pools,
-            price_chain=[list(link) for link in chain]))
+            price_chain=[list(link) for link in chain])
+        session.add(row)
         session.flush()
         debit = settlement.debit_order(session, order_id, request.agent_id, total, currency,
                                        actor, now_ms)
-        row = session.get(Order, order_id)
-        if row is None:
-            raise AssertionError(f"order {order_id} vanished")
         row.debit_txn_id = debit.txn_id
-        return order_id, True
+        return row, True
 
     # ----- driving -----
 
-    def _drive(self, order_id: str, actor: str) -> dict[str, Any]:
+    def _drive(self, row: Order, actor: str) -> dict[str, Any]:
         """Steps 2 and 3 for a pending order (nothing for a finished one); the delivered order.
         Raises the stored error of a failed order."""
-        row = self._row(order_id)
         if row.status == "pending":
             try:
                 ids = self._allocate(row)
             except CardsvcError as error:
                 if error.code in FINAL_ERRORS:
-                    self._finish(order_id, None, error, actor)
+                    self.batcher.submit(self._finish_work(row.order_id, None, error, actor))
                 raise
             _crash_point("after_allocate")
             self.store.wait_last()
             _crash_point("after_durable")
-            row = self._finish(order_id, ids, None, actor)
+            row = self.batcher.submit(self._finish_work(row.order_id, ids, None, actor))
             _crash_point("after_settle")
+        return self._result(row)
+
+    def _result(self, row: Order) -> dict[str, Any]:
+        """The delivered order, or its stored error raised."""
         if row.status == "failed":
             stored = row.error_details or {}
             raise make_error(row.error_code or ErrorCode.INTERNAL_ERROR,
@@ -220,16 +255,17 @@ class Orders:
         raise make_error(ErrorCode.OUT_OF_STOCK, "not enough codes in stock for this order",
                          {**refused.details, "available": available})
 
-    def _finish(self, order_id: str, ids: Sequence[int] | None, error: CardsvcError | None,
-                actor: str) -> Order:
-        """Step 3 (fulfilled and settled), or the failure with its escrow released."""
+    def _finish_work(self, order_id: str, ids: Sequence[int] | None,
+                     error: CardsvcError | None, actor: str) -> Callable[[Session], Order]:
+        """Step 3 as a group-commit unit: fulfilled and settled, or failed with its escrow
+        released."""
         now_ms = self.engine.now_ms()
-        cost = None if ids is None else self._cost(ids)
-        return self.batcher.submit(
-            lambda session: self._finish_unit(session, order_id, ids, cost, error, actor, now_ms))
+        batches = None if ids is None else self._batches_of(ids)
+        return lambda session: self._finish_unit(session, order_id, ids, batches, error, actor,
+                                                 now_ms)
 
     def _finish_unit(self, session: Session, order_id: str, ids: Sequence[int] | None,
-                     cost: int | None, error: CardsvcError | None, actor: str,
+                     batches: dict[int, int] | None, error: CardsvcError | None, actor: str,
                      now_ms: int) -> Order:
         row = session.get(Order, order_id)
         if row is None:
@@ -239,6 +275,7 @@ class Orders:
         row.updated_at_ms = now_ms
         if error is None:
             chain = [(str(agent), int(price)) for agent, price in row.price_chain or []]
+            cost = self._cost(session, batches or {})
             # A cost that does not split evenly over the codes (batches bought at different
             # prices in one order) is left unknown: all of it then counts as revenue.
             unit_cost = None if cost is None or cost % row.quantity else cost // row.quantity
@@ -256,17 +293,21 @@ class Orders:
             row.error_details = {"message": error.message, "details": error.details}
         return row
 
-    def _cost(self, ids: Sequence[int]) -> int | None:
-        """What the order's codes cost the platform: each code's batch unit cost, else the SKU's
-        cost; None when nothing is known (the whole price is then revenue)."""
+    def _batches_of(self, ids: Sequence[int]) -> dict[int, int]:
+        """How many of the codes come from each batch (the core knows)."""
         batches: dict[int, int] = {}
         for code_id in ids:
             batch = self.engine.code_info(code_id).batch
             batches[batch] = batches.get(batch, 0) + 1
-        with self.db.read() as session:
-            rows = session.execute(select(Batch.batch_id, Batch.unit_cost_minor, Sku.cost_minor)
-                                   .join(Sku, Sku.sku == Batch.sku)
-                                   .where(Batch.batch_id.in_(list(batches)))).all()
+        return batches
+
+    @staticmethod
+    def _cost(session: Session, batches: dict[int, int]) -> int | None:
+        """What the codes cost the platform: each code's batch unit cost, else the SKU's cost;
+        None when either is unknown for some code (the whole price is then revenue)."""
+        rows = session.execute(select(Batch.batch_id, Batch.unit_cost_minor, Sku.cost_minor)
+                               .join(Sku, Sku.sku == Batch.sku)
+                               .where(Batch.batch_id.in_(list(batches)))).all()
         total = 0
         for batch_id, unit, sku_cost in rows:
             cost = unit if unit is not None else sku_cost
@@ -300,21 +341,10 @@ class Orders:
             return session.scalar(select(Order).where(Order.agent_id == agent_id,
                                                       Order.client_order_id == client_order_id))
 
-    def _daily_quota(self, agent_id: str) -> int | None:
-        """The agent's own daily order quota (``agents.daily_order_quota``; None: the key's risk
-        limit applies). Raises AGENT_NOT_FOUND."""
-        with self.db.read() as session:
-            agent = session.get(Agent, agent_id)
-            if agent is None:
-                raise make_error(ErrorCode.AGENT_NOT_FOUND, "no such agent",
-                                 {"agent_id": agent_id})
-            return agent.daily_order_quota
-
-    def _orders_today(self, agent_id: str) -> int:
+    def _orders_today(self, session: Session, agent_id: str) -> int:
         start = self.engine.now_ms() // DAY_MS * DAY_MS
-        with self.db.read() as session:
-            return session.scalar(select(func.count()).select_from(Order).where(
-                Order.agent_id == agent_id, Order.created_at_ms >= start)) or 0
+        return session.scalar(select(func.count()).select_from(Order).where(
+            Order.agent_id == agent_id, Order.created_at_ms >= start)) or 0
 
     def get(self, order_id: str, *, agent_id: str | None, actor: str = "system") -> dict[str, Any]:
         """An order with its codes; re-drives it when still pending. ``agent_id`` restricts to
@@ -324,7 +354,7 @@ class Orders:
             raise make_error(ErrorCode.ORDER_NOT_FOUND, "no such order", {"order_id": order_id})
         if row.status == "failed":
             return {**order_dict(row), "codes": []}
-        return self._drive(order_id, actor)
+        return self._drive(row, actor)
 
     def find(self, agent_id: str, client_order_id: str) -> dict[str, Any]:
         """The order an agent placed under ``client_order_id`` (for a request that timed out).
@@ -347,7 +377,7 @@ class Orders:
         counts = {"fulfilled": 0, "failed": 0, "pending": 0}
         for order_id in pending:
             try:
-                self._drive(order_id, "recovery")
+                self._drive(self._row(order_id), "recovery")
                 counts["fulfilled"] += 1
             except CardsvcError as error:
                 counts["failed" if error.code in FINAL_ERRORS else "pending"] += 1

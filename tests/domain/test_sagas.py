@@ -82,10 +82,10 @@ def pending_order(services: Services, quantity: int, ref: str = "o-1") -> str:
     chain, and the buyer's debit into escrow."""
     request = OrderRequest("A1", ref, "VIP", quantity)
     now_ms = services.engine.now_ms()
-    order_id, created = services.batcher.submit(
-        lambda session: services.orders._begin(session, request, "t", now_ms))
+    row, created = services.batcher.submit(
+        lambda session: services.orders._begin(session, request, "t", now_ms, RiskLimits()))
     assert created
-    return order_id
+    return row.order_id
 
 
 def with_agent_and_stock(tmp_path: Path, count: int) -> Services:

@@ -17,6 +17,7 @@ must not call ``Database.write()`` (they already are inside it).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -71,6 +72,20 @@ class WriteBatcher:
         self._queue.put(_Unit(work, future))
         try:
             return future.result(timeout)
+        except TimeoutError:
+            raise make_error(ErrorCode.DATABASE_UNAVAILABLE,
+                             "the database did not commit in time; the effect may still land",
+                             {"timeout_s": timeout}) from None
+
+    async def submit_async(self, work: Callable[[Session], T],
+                           timeout: float = SUBMIT_TIMEOUT_S) -> T:
+        """:meth:`submit` for an event loop: awaits the commit instead of blocking a thread."""
+        if self._closed:
+            raise make_error(ErrorCode.DATABASE_UNAVAILABLE, "the database writer is closed")
+        future: Future[T] = Future()
+        self._queue.put(_Unit(work, future))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except TimeoutError:
             raise make_error(ErrorCode.DATABASE_UNAVAILABLE,
                              "the database did not commit in time; the effect may still land",
