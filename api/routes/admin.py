@@ -8,14 +8,13 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, ServicesDep
-from api.models import Strict
+from api.models import Id, Strict
 from cardsvc import apikeys
 from cardsvc.apikeys import Principal
 from cardsvc.services import Services
 
 router = APIRouter(tags=["admin"])
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 class KeyCreate(Strict):

@@ -13,13 +13,12 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, ServicesDep, agent_of
-from api.models import Strict
+from api.models import Id, Strict
 from cardsvc import agents, ledger
 from cardsvc.errors import ErrorCode, make_error
 
 router = APIRouter(tags=["agents"])
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 AgentPath = Annotated[str, Path(min_length=1, max_length=64)]
 POLICIES = "^(own_then_shared|own_only|shared_only)$"
 

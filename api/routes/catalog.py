@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from api.deps import AdminDep, ServicesDep
 from api.errors import log_unexpected
-from api.models import Strict
+from api.models import Currency, Id, Money, Name, Strict
 from cardsvc.batches import LIST_CODES_MAX, BatchMeta, CodeInput
 from cardsvc.catalog import KINDS
 from cardsvc.codegen import CodeFormat
@@ -29,13 +29,9 @@ from cardsvc.file_import import import_file
 
 router = APIRouter(tags=["catalog"])
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
 UnixSeconds = Annotated[int, Field(ge=0, le=(1 << 32) - 1)]
 
 
-Money = Annotated[int, Field(ge=0, le=10**15, description="integer minor units")]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
 Kind = Annotated[str, Field(description=" | ".join(KINDS))]
 
 

@@ -18,17 +18,15 @@ from fastapi.responses import PlainTextResponse
 from pydantic import Field, model_validator
 
 from api.deps import AdminDep, CallerDep, ServicesDep, agent_of
-from api.models import Strict
+from api.models import Currency, Id, Money, Strict
 from cardsvc import ledger, pricing, reconcile, settlement
+from cardsvc.agents import require_agent
 from cardsvc.apikeys import Principal
 from cardsvc.errors import ErrorCode, make_error
 
 router = APIRouter(tags=["money"])
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-Money = Annotated[int, Field(ge=0, le=10**15, description="integer minor units")]
 Amount = Annotated[int, Field(ge=1, le=10**15, description="integer minor units, positive")]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
 Reference = Annotated[str, Field(min_length=1, max_length=128)]
 AgentPath = Annotated[str, Path(min_length=1, max_length=64)]
 
@@ -169,8 +167,6 @@ def balance(agent_id: AgentPath, caller: CallerDep, services: ServicesDep) -> di
     ``withdrawing``) and its credit limit."""
     _self_or_admin(caller, agent_id)
     with services.db.read() as session:
-        from cardsvc.agents import require_agent
-
         agent = require_agent(session, agent_id)
         return {"agent_id": agent_id, "currency": agent.currency,
                 "credit_limit_minor": agent.credit_limit_minor,
