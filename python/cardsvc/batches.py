@@ -285,11 +285,8 @@ class Batches:
              problems: Sequence[dict[str, Any]]) -> None:
         """Records what a file check found before loading: the row count and the rows skipped
         (``line``, ``field``, ``reason``), which go to the batch's report."""
-        rows = [{"batch_id": batch_id, "line": p["line"], "field": p["field"],
-                 "reason": p["reason"], "masked": p.get("masked")} for p in problems]
         with self.db.write() as session:
-            if rows:
-                session.execute(insert(BatchIssue), rows[:REPORT_LINES_MAX])
+            _add_issues(session, batch_id, problems)
             row = session.get(Batch, batch_id)
             if row is None:
                 raise AssertionError(f"batch {batch_id} vanished")
@@ -314,18 +311,15 @@ class Batches:
                error_code: str = ErrorCode.INVALID_ARGUMENT.value) -> None:
         """Ends a batch that a file check refused before anything was imported: ``rejected``,
         with each problem (``line``, ``field``, ``reason``, ``masked``?) in its report."""
-        rows = [{"batch_id": batch_id, "line": p["line"], "field": p["field"],
-                 "reason": p["reason"], "masked": p.get("masked")} for p in problems]
         with self.db.write() as session:
-            if rows:
-                session.execute(insert(BatchIssue), rows[:REPORT_LINES_MAX])
+            count = _add_issues(session, batch_id, problems)
             row = session.get(Batch, batch_id)
             if row is None:
                 raise AssertionError(f"batch {batch_id} vanished")
             row.status = "rejected"
             row.error_code = error_code
             audit.append(session, actor=actor, action="batch.reject", object_type="batch",
-                         object_id=str(batch_id), details={"problems": len(rows)},
+                         object_id=str(batch_id), details={"problems": count},
                          at_ms=self.engine.now_ms())
 
     # ----- conveniences over the saga -----
@@ -451,6 +445,16 @@ class Batches:
                                                     data_key_wrapped)
             out.append(crypto.open_code(data_key, code_id, sealed))
         return out
+
+
+def _add_issues(session: Session, batch_id: int, problems: Iterable[dict[str, Any]]) -> int:
+    """Adds report lines (``line``, ``field``, ``reason``, ``masked``?) to the batch's report,
+    at most REPORT_LINES_MAX; returns how many problems there were."""
+    rows = [{"batch_id": batch_id, "line": p["line"], "field": p["field"],
+             "reason": p["reason"], "masked": p.get("masked")} for p in problems]
+    if rows:
+        session.execute(insert(BatchIssue), rows[:REPORT_LINES_MAX])
+    return len(rows)
 
 
 def _insert_payloads(session: Session, rows: list[tuple[int, int, bytes]]) -> None:

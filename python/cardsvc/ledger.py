@@ -45,6 +45,7 @@ from cardsvc.db.models import ID_LEN_MAX, Agent
 from cardsvc.db.money import Account, LedgerTransaction, Posting
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.times import iso
+from cardsvc.validation import check_text
 
 AGENT_ACCOUNT_KINDS = ("available", "escrow", "pending", "withdrawing")
 """An agent's accounts: spendable money, orders in flight, commissions cooling, withdrawals
@@ -387,9 +388,9 @@ def find_transaction(session: Session, reference: str) -> TransactionInfo | None
 def _check_post_args(
     reference: str, kind: str, actor: str, currency: str, legs: Sequence[Leg], now_ms: int
 ) -> None:
-    _check_text("reference", reference, REFERENCE_LEN_MAX)
-    _check_text("kind", kind, KIND_LEN_MAX)
-    _check_text("actor", actor, ID_LEN_MAX)
+    check_text("reference", reference, REFERENCE_LEN_MAX)
+    check_text("kind", kind, KIND_LEN_MAX)
+    check_text("actor", actor, ID_LEN_MAX)
     check_currency(currency)
     if isinstance(now_ms, bool) or not isinstance(now_ms, int) or now_ms < 0:
         raise _invalid("now_ms", "now_ms must be a non-negative integer")
@@ -800,14 +801,6 @@ def _require_agent(session: Session, agent_id: str) -> Agent:
 def _account_info(row: Any) -> AccountInfo:
     return AccountInfo(row.account_id, row.kind, row.agent_id, row.currency, row.floor_minor,
                        row.balance_minor)
-
-
-def _check_text(field: str, value: object, length_max: int) -> None:
-    if not isinstance(value, str) or not value:
-        raise _invalid(field, f"{field} must be non-empty text")
-    if len(value) > length_max:
-        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} is too long",
-                         {"field": field, "max": length_max})
 
 
 def _check_limit(field: str, limit: int) -> None:

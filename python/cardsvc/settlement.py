@@ -57,6 +57,7 @@ from cardsvc.ledger import (
     platform_account,
     post,
 )
+from cardsvc.validation import check_text
 
 CHAIN_LEN_MAX = 32
 """Agents in one settlement chain (buyer and ancestors): an agent tree deeper than this is a
@@ -173,7 +174,7 @@ def deposit(
     """
     check_amount("amount_minor", amount_minor)
     check_currency(currency)
-    _check_text("reference", reference, REF_LEN_MAX)
+    check_text("reference", reference, REF_LEN_MAX)
     details = {"agent_id": agent_id, "amount_minor": amount_minor, "reference": reference}
     result = _post(session, deposit_reference(agent_id, reference), "deposit", actor, currency,
                    [Leg(agent_account(agent_id, "available"), amount_minor),
@@ -296,7 +297,7 @@ def refund_order(
     Raises ORDER_NOT_FOUND (no settlement for this order), LIMIT_EXCEEDED (reason over 200).
     """
     if reason is not None:
-        _check_text("reason", reason, NAME_LEN_MAX)
+        check_text("reason", reason, NAME_LEN_MAX)
     # The commission rows first (the lock a concurrent refund or release waits on), then the
     # order's state as it is once they are ours.
     commissions = _lock_commissions(session, order_id)
@@ -441,7 +442,7 @@ def request_withdrawal(
     """
     check_amount("amount_minor", amount_minor)
     check_currency(currency)
-    _check_text("reference", reference, REF_LEN_MAX)
+    check_text("reference", reference, REF_LEN_MAX)
     available, withdrawing = (agent_account(agent_id, kind)
                               for kind in ("available", "withdrawing"))
     if len(lock_accounts(session, [available, withdrawing])) < 2:
@@ -532,7 +533,7 @@ def _decide(
 ) -> Withdrawal:
     """Locks the row, checks its status is one of ``allowed`` and moves it to ``status``."""
     if note is not None:
-        _check_text("note", note, NAME_LEN_MAX)
+        check_text("note", note, NAME_LEN_MAX)
     row = session.scalar(select(Withdrawal).where(Withdrawal.withdrawal_id == withdrawal_id)
                          .with_for_update().execution_options(populate_existing=True))
     if row is None:
@@ -680,7 +681,7 @@ def _check_chain(chain: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
                          {"field": "chain", "max": CHAIN_LEN_MAX})
     checked: list[tuple[str, int]] = []
     for agent_id, price in chain:
-        _check_text("chain", agent_id, ID_LEN_MAX)
+        check_text("chain", agent_id, ID_LEN_MAX)
         check_amount("chain", price, positive=not checked)
         if any(agent_id == seen for seen, _ in checked):
             raise make_error(ErrorCode.AGENT_CYCLE, "an agent appears twice in the chain",
@@ -750,14 +751,6 @@ def _check_cooling(cooling_ms: object) -> None:
     if cooling_ms > COOLING_MS_MAX:
         raise make_error(ErrorCode.LIMIT_EXCEEDED, "the cooling period is too long",
                          {"field": "cooling_ms", "max": COOLING_MS_MAX})
-
-
-def _check_text(field: str, value: object, length_max: int) -> None:
-    if not isinstance(value, str) or not value:
-        raise _invalid(field, f"{field} must be non-empty text")
-    if len(value) > length_max:
-        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} is too long",
-                         {"field": field, "max": length_max})
 
 
 def _invalid(field: str, message: str) -> CardsvcError:

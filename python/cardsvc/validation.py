@@ -12,6 +12,16 @@ def invalid(field: str, message: str) -> CardsvcError:
     return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field})
 
 
+def check_text(field: str, value: object, length_max: int) -> None:
+    """Raises INVALID_ARGUMENT unless ``value`` is non-empty text, LIMIT_EXCEEDED beyond
+    ``length_max`` characters."""
+    if not isinstance(value, str) or not value:
+        raise invalid(field, f"{field} must be non-empty text")
+    if len(value) > length_max:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} is too long",
+                         {"field": field, "max": length_max})
+
+
 def check_client_ref(field: str, value: str) -> None:
     """Raises INVALID_ARGUMENT unless ``value`` is 1..REF_LEN_MAX printable ASCII characters."""
     if not value or len(value) > REF_LEN_MAX or not value.isascii() or not value.isprintable():

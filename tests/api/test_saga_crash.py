@@ -13,37 +13,20 @@ the stock shows exactly those codes allocated; and the reconciliation report is 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from cardsvc.orders import CRASH_POINTS
-from tests.api.test_serve import _free_loopback_port, _wait_healthy
+from tests.api.test_serve import _free_loopback_port
+from tests.api.test_serve import create_cli_key as _key
+from tests.api.test_serve import start_server as _start
 
 QUANTITY = 3
 PRICE = 100
 DEPOSIT = 10_000
-
-
-def _start(data_dir: Path, port: int, log: Path, crash_at: str = "") -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CARDSVC_RISK_LIMITS": "off", "CARDSVC_CRASH_AT": crash_at}
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cardsvc", "serve", "--data-dir", str(data_dir),
-             "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
-    _wait_healthy(process, f"http://127.0.0.1:{port}")
-    return process
-
-
-def _key(data_dir: Path, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "cardsvc", "keys", "create", "--data-dir",
-                          str(data_dir), *args], check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
 
 
 def _seed(url: str, admin: str) -> None:

@@ -13,6 +13,7 @@ re-raises SIGTERM after its graceful shutdown, so the server ends with that sign
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -58,6 +59,27 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
             process.wait()
             raise
     return int(process.returncode)
+
+
+def start_server(data_dir: Path, port: int, log: Path,
+                 crash_at: str = "") -> subprocess.Popen[bytes]:
+    """``cardsvc serve`` on ``port`` with risk limits off (tests hammer from one IP), its
+    output appended to ``log``; ``crash_at`` names a saga fault-injection point
+    (``cardsvc.orders.CRASH_POINTS``). Returns once it answers its health probe."""
+    env = {**os.environ, "CARDSVC_RISK_LIMITS": "off", "CARDSVC_CRASH_AT": crash_at}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cardsvc", "serve", "--data-dir", str(data_dir),
+             "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    _wait_healthy(process, f"http://127.0.0.1:{port}")
+    return process
+
+
+def create_cli_key(data_dir: Path, *args: str) -> str:
+    """A new API key from ``cardsvc keys create`` (its last output line)."""
+    out = subprocess.run([sys.executable, "-m", "cardsvc", "keys", "create", "--data-dir",
+                          str(data_dir), *args], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
 
 
 def test_serve_is_a_cardsvc_command_found_through_its_entry_point() -> None:

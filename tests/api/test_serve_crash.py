@@ -16,39 +16,21 @@ off, since the test hammers from one IP.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.api.test_serve import _free_loopback_port, _wait_healthy
+from tests.api.test_serve import _free_loopback_port
+from tests.api.test_serve import create_cli_key as _key
+from tests.api.test_serve import start_server as _start
 
 ROUNDS = 3
 CODES = 400
 WORKERS = 4
-
-
-def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CARDSVC_RISK_LIMITS": "off"}
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cardsvc", "serve", "--data-dir", str(data_dir),
-             "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
-        )
-    _wait_healthy(process, f"http://127.0.0.1:{port}")
-    return process
-
-
-def _key(data_dir: Path, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "cardsvc", "keys", "create", "--data-dir",
-                          str(data_dir), *args], check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
 
 
 class Ledger:
