@@ -39,8 +39,8 @@ from api.routes import (
     redemption,
 )
 from api.settings import Settings
+from cardsvc.engine.store import Store
 from cardsvc.services import Services
-from cardsvc.store import Store
 
 log = logging.getLogger("cardsvc.api")
 

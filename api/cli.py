@@ -18,7 +18,7 @@ from rich.console import Console
 
 from api.settings import JOURNAL_SINKS, Settings
 from cardsvc.cli import EXIT_ERROR, EXIT_OK, Command
-from cardsvc.store import Store
+from cardsvc.engine.store import Store
 
 SERVE_HELP = "run the HTTP API (uvicorn, one process) over a data directory"
 EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (128 + SIGINT)

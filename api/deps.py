@@ -18,10 +18,10 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from cardsvc.apikeys import Principal
+from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.risk import RiskLimits
 from cardsvc.services import Services
-from cardsvc.store import Store
 
 BEARER = "bearer "
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from cardsvc.db.database import DATABASE_URL_ENV
+from cardsvc.engine.store import StoreConfig
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.risk import RiskLimits
 from cardsvc.services import ServiceConfig
-from cardsvc.store import StoreConfig
 
 JOURNAL_SINKS = ("file", "redis")
 DEFAULT_DATA_DIR = Path("data")

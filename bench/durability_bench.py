@@ -1,15 +1,14 @@
 """Issue 3's durability benchmark: acknowledged redeems/s, snapshot pause and recovery time.
 
-Goal: measure what "ack after durable" costs, all in one run so that the ratios mean something on
-a shared, noisy machine: redemptions acknowledged only once their journal record is durable,
-through ``cardsvc.store.Store`` with the file sink and with the Redis sink (``appendfsync always``
-and ``everysec``), beside three reference points measured in the same run: the raw write+fsync
-rate of 4 KiB blocks, the Redis + Lua redeemer under the same ``appendfsync`` setting
-(redis-benchmark, 50 clients, pipeline 16) and a single-thread Python dict whose journal is
-group-committed every 1,024 records. Then the longest stall callers see while a snapshot of
-10 million codes is taken, and the time to recover those codes (snapshot plus 1 million journal
-records). Targets are printed with PASS/MISS and the figures kept in
-``bench/results/durability.json``.
+Goal: measure what "ack after durable" costs, all in one run so that the ratios mean something on a
+shared, noisy machine: redemptions acknowledged only once their journal record is durable, through
+``cardsvc.engine.store.Store`` with the file sink and with the Redis sink (``appendfsync always``
+and ``everysec``), beside three reference points measured in the same run: the raw write+fsync rate
+of 4 KiB blocks, the Redis + Lua redeemer under the same ``appendfsync`` setting (redis-benchmark,
+50 clients, pipeline 16) and a single-thread Python dict whose journal is group-committed every
+1,024 records. Then the longest stall callers see while a snapshot of 10 million codes is taken,
+and the time to recover those codes (snapshot plus 1 million journal records). Targets are printed
+with PASS/MISS and the figures kept in ``bench/results/durability.json``.
 
 Method:
 
@@ -80,7 +79,7 @@ from bench.engine_bench import engine_identity, import_all, run_threads, sell_al
 from bench.redis_lua import LuaBench, RedisServer, find_redis_benchmark, find_redis_server
 from bench.run_all import RESULTS_DIR, Target, git_commit, log
 from cardsvc.engine import Engine
-from cardsvc.store import Store, StoreConfig
+from cardsvc.engine.store import Store, StoreConfig
 
 TERMINAL = "T1"
 SKU = "DUR"

@@ -34,9 +34,9 @@ CHILD_TIMEOUT_S = 900.0
 def measure(path: Path, rows: int) -> dict[str, Any]:
     """One import of ``path`` (``rows`` codes) into a fresh data directory, checked."""
     from cardsvc.batches import BatchMeta
+    from cardsvc.engine.store import StoreConfig
     from cardsvc.file_import import import_file
     from cardsvc.services import ServiceConfig, Services
-    from cardsvc.store import StoreConfig
 
     rss_start = read_status_kib("VmRSS")
     with tempfile.TemporaryDirectory(prefix="cardsvc-import-") as tmp:

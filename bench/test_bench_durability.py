@@ -27,7 +27,7 @@ from bench import durability_bench as db
 from bench.common import code_texts, ref_texts
 from bench.redis_lua import LuaBench, RedisServer
 from bench.testing import pedantic
-from cardsvc.store import Store
+from cardsvc.engine.store import Store
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -39,7 +39,8 @@ from sqlalchemy.orm import Session, aliased
 
 from cardsvc import audit
 from cardsvc.db import Database
-from cardsvc.db.models import ID_LEN_MAX, NAME_LEN_MAX, Agent, AuditEntry, Pool
+from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX
+from cardsvc.db.models import Agent, AuditEntry, Pool
 from cardsvc.db.money import Grade
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 

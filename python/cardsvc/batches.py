@@ -34,12 +34,14 @@ from sqlalchemy.orm import Session
 
 from cardsvc import audit, codegen, crypto
 from cardsvc.catalog import Catalog
+from cardsvc.crypto.envelope import DataKeyCache, unwrap_data_key
+from cardsvc.crypto.opening import open_code
 from cardsvc.db import Database
 from cardsvc.db.models import Batch, BatchIssue, CodePayload
 from cardsvc.engine import Engine, normalise_code
+from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.masking import mask_code
-from cardsvc.store import Store
 
 STAGING_POOL_BASE = 1 << 31
 """Batch ``b`` imports into core pool ``STAGING_POOL_BASE + b``, which no order draws from."""
@@ -124,7 +126,7 @@ class Batches:
         self.db = db
         self.keyring = keyring
         self.catalog = catalog
-        self.data_keys = crypto.DataKeyCache()
+        self.data_keys = DataKeyCache()
         self.prefixes: dict[str, codegen.CodeFormat] = {}
         """Prefixes of generated codes with their formats (``codegen.check_typed`` reads it):
         terminals' typos in such codes are refused without a lookup."""
@@ -175,7 +177,7 @@ class Batches:
         batch = self._row(batch_id)
         if batch.status != "importing":
             raise _invalid("batch_id", "the batch is not importing")
-        data_key = crypto.unwrap_data_key(self.keyring, batch.master_key_id,
+        data_key = unwrap_data_key(self.keyring, batch.master_key_id,
                                           batch.data_key_wrapped)
         result = BatchResult(batch_id, 0)
         processed = 0
@@ -443,7 +445,7 @@ class Batches:
             master_key_id, data_key_wrapped = wrapped[batch_id]
             data_key = self.data_keys.get_or_unwrap(batch_id, self.keyring, master_key_id,
                                                     data_key_wrapped)
-            out.append(crypto.open_code(data_key, code_id, sealed))
+            out.append(open_code(data_key, code_id, sealed))
         return out
 
 

@@ -20,8 +20,8 @@ from cardsvc import audit
 from cardsvc.db import Database
 from cardsvc.db.models import Batch, Pool, Sku
 from cardsvc.engine import Engine
+from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
-from cardsvc.store import Store
 
 SHARED_POOL = "shared"
 """Pool 0: the stock every agent may draw from unless configured otherwise."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cardsvc.store import Store, StoreConfig, make_sink, recover_check
+from cardsvc.engine.store import Store, StoreConfig, make_sink, recover_check
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,6 +23,8 @@ from typing import TextIO
 from sqlalchemy import select
 
 from cardsvc import audit, crypto
+from cardsvc.crypto.envelope import DataKeyCache
+from cardsvc.crypto.opening import open_code
 from cardsvc.db import Database
 from cardsvc.db.models import Batch, CodePayload, Export, Order
 from cardsvc.errors import ErrorCode, make_error
@@ -114,7 +116,7 @@ def export_stream(
 
     def chunks() -> Iterator[tuple[str, int]]:
         yield header, 0
-        cache = crypto.DataKeyCache()
+        cache = DataKeyCache()
         for chunk in _chunks(ids, CHUNK_CODES):
             text = io.StringIO()
             writer = csv.writer(text, lineterminator="\n")
@@ -131,7 +133,7 @@ def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
 
 
 def _open(
-    db: Database, keyring: crypto.MasterKeys, cache: crypto.DataKeyCache, ids: Sequence[int]
+    db: Database, keyring: crypto.MasterKeys, cache: DataKeyCache, ids: Sequence[int]
 ) -> Iterator[tuple[int, str, int, str, str | None]]:
     with db.read() as session:
         rows = session.execute(
@@ -142,5 +144,5 @@ def _open(
         ).all()
     for code_id, batch_id, sealed, sku, master_key_id, wrapped in rows:
         data_key = cache.get_or_unwrap(batch_id, keyring, master_key_id, wrapped)
-        code, pin = crypto.open_code(data_key, code_id, sealed)
+        code, pin = open_code(data_key, code_id, sealed)
         yield code_id, sku, batch_id, code, pin

@@ -13,11 +13,11 @@ import hashlib
 import secrets
 from typing import Any
 
+from cardsvc.checks import check_client_ref, check_quantity, invalid
 from cardsvc.engine import Engine, Hold
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.risk import RiskGuard, RiskLimits
 from cardsvc.times import iso
-from cardsvc.validation import check_client_ref, check_quantity, invalid
 
 HOLD_TTL_S_MIN = 1
 HOLD_TTL_S_MAX = 86_400

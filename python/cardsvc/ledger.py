@@ -41,11 +41,12 @@ from sqlalchemy import Select, Table, and_, bindparam, case, func, insert, or_, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cardsvc.db.models import ID_LEN_MAX, Agent
+from cardsvc.checks import check_text
+from cardsvc.db.base import ID_LEN_MAX
+from cardsvc.db.models import Agent
 from cardsvc.db.money import Account, LedgerTransaction, Posting
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.times import iso
-from cardsvc.validation import check_text
 
 AGENT_ACCOUNT_KINDS = ("available", "escrow", "pending", "withdrawing")
 """An agent's accounts: spendable money, orders in flight, commissions cooling, withdrawals

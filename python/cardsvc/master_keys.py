@@ -54,10 +54,12 @@ from sqlalchemy import select
 
 from cardsvc import audit, crypto
 from cardsvc.crypto import MASTER_KEY_FILE, NEXT_MASTER_KEY_FILE, Keyring, MasterKey
-from cardsvc.datadir import DataDirLock, fsync_dir, write_file_durably
+from cardsvc.crypto.envelope import unwrap_data_key
 from cardsvc.db import Database
 from cardsvc.db.models import Batch
+from cardsvc.engine.datadir import DataDirLock
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.files import fsync_dir, write_file_durably
 
 REWRAP_CHUNK_MAX = 500
 """Batches re-wrapped per transaction: about 500 row updates of ~100 bytes each, so a chunk
@@ -266,7 +268,7 @@ def _rewrap(
     """Batch ``batch_id``'s data key wrapped under ``new``, checked to open again (a write is
     verified by reading it back). Raises PAYLOAD_CORRUPT naming the batch."""
     try:
-        data_key = crypto.unwrap_data_key(keyring, master_key_id, bytes(wrapped))
+        data_key = unwrap_data_key(keyring, master_key_id, bytes(wrapped))
     except CardsvcError as error:
         raise make_error(
             ErrorCode.PAYLOAD_CORRUPT,
@@ -275,7 +277,7 @@ def _rewrap(
             {**error.details, "batch_id": batch_id},
         ) from None
     rewrapped = crypto.wrap_data_key(new, data_key)
-    if crypto.unwrap_data_key(new, new.key_id, rewrapped) != data_key:
+    if unwrap_data_key(new, new.key_id, rewrapped) != data_key:
         raise AssertionError(f"batch {batch_id}'s re-wrapped data key does not open")
     return rewrapped
 

@@ -39,16 +39,16 @@ from sqlalchemy.orm import Session
 
 from cardsvc import pricing, settlement
 from cardsvc.batches import Batches
+from cardsvc.checks import check_client_ref, check_quantity
 from cardsvc.db import Database
 from cardsvc.db.batcher import WriteBatcher
 from cardsvc.db.models import Agent, Batch, Order, Sku
 from cardsvc.engine import Engine
+from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.holds import Holds, hold_ref
 from cardsvc.risk import DAY_MS, RiskGuard, RiskLimits
-from cardsvc.store import Store
 from cardsvc.times import iso, iso_s
-from cardsvc.validation import check_client_ref, check_quantity
 
 FINAL_ERRORS = frozenset({
     ErrorCode.OUT_OF_STOCK,

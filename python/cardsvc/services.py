@@ -27,10 +27,10 @@ from cardsvc.batches import Batches
 from cardsvc.catalog import Catalog
 from cardsvc.db import Database
 from cardsvc.db.batcher import WriteBatcher
+from cardsvc.engine.store import Store, StoreConfig
 from cardsvc.holds import Holds
 from cardsvc.orders import COOLING_MS_DEFAULT, Orders
 from cardsvc.risk import RiskGuard, RiskLimits
-from cardsvc.store import Store, StoreConfig
 
 log = logging.getLogger("cardsvc.services")
 

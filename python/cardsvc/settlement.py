@@ -42,7 +42,9 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
-from cardsvc.db.models import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX, Agent
+from cardsvc.checks import check_text
+from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX
+from cardsvc.db.models import Agent
 from cardsvc.db.money import Account, Commission, LedgerTransaction, Posting, Withdrawal
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.ledger import (
@@ -57,7 +59,6 @@ from cardsvc.ledger import (
     platform_account,
     post,
 )
-from cardsvc.validation import check_text
 
 CHAIN_LEN_MAX = 32
 """Agents in one settlement chain (buyer and ancestors): an agent tree deeper than this is a

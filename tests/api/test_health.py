@@ -17,8 +17,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from cardsvc.engine.store import Store
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.store import Store
 
 pytestmark = pytest.mark.anyio
 

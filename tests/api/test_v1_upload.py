@@ -88,8 +88,8 @@ async def test_upload_for_unknown_sku_is_refused_at_once(catalog: Api) -> None:
 
 def test_cli_import_loads_a_file_and_writes_its_report(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
+    from cardsvc.engine.store import StoreConfig
     from cardsvc.services import ServiceConfig, Services
-    from cardsvc.store import StoreConfig
 
     services = Services.open(ServiceConfig(store=StoreConfig(data_dir=data_dir)))
     services.catalog.create_sku("VIP", "vip", actor="test")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from cardsvc import pricing, settlement
 from cardsvc.batches import BatchMeta, CodeInput
+from cardsvc.engine.store import StoreConfig
 from cardsvc.orders import OrderRequest
 from cardsvc.risk import RiskLimits
 from cardsvc.services import ServiceConfig, Services
-from cardsvc.store import StoreConfig
 
 
 def test_import_reveal_and_deliver_on_each_dialect(tmp_path: Path, database_url: str) -> None:

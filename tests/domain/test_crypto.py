@@ -21,19 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from cardsvc import crypto
 from cardsvc.crypto import (
     MASTER_KEY_ENV,
     MASTER_KEY_FILE,
     MASTER_KEY_FILE_ENV,
-    DataKeyCache,
     MasterKey,
     new_data_key,
-    open_code,
     seal_code,
-    unwrap_data_key,
     wrap_data_key,
 )
+from cardsvc.crypto.envelope import DataKeyCache, aead_for, unwrap_data_key
+from cardsvc.crypto.opening import open_code
 from cardsvc.errors import CardsvcError, ErrorCode
 
 CODE = "ABCD-EFGH-IJKL-MNOP"
@@ -251,10 +249,10 @@ def test_data_key_cache_unwraps_each_batch_once_and_evicts_the_least_recent() ->
 
 def test_sealing_reuses_one_aesgcm_object_per_data_key() -> None:
     data_key = new_data_key()
-    misses_before = crypto._aead.cache_info().misses
+    misses_before = aead_for.cache_info().misses
     for code_id in range(1_000):
         seal_code(data_key, code_id, CODE, PIN)
-    assert crypto._aead.cache_info().misses - misses_before == 1
+    assert aead_for.cache_info().misses - misses_before == 1
 
 
 def test_sealing_a_million_codes_takes_seconds() -> None:

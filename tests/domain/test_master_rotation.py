@@ -39,14 +39,14 @@ from cardsvc.crypto import (
     MasterKey,
     load_keyring,
     new_data_key,
-    open_code,
     seal_code,
-    unwrap_data_key,
     wrap_data_key,
 )
-from cardsvc.datadir import DataDirLock
+from cardsvc.crypto.envelope import unwrap_data_key
+from cardsvc.crypto.opening import open_code
 from cardsvc.db import Database
 from cardsvc.db.models import AuditEntry, Batch, CodePayload, Sku
+from cardsvc.engine.datadir import DataDirLock
 from cardsvc.errors import CardsvcError, ErrorCode
 
 T0_MS = 1_700_000_000_000

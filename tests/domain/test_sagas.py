@@ -17,10 +17,10 @@ import pytest
 from cardsvc import ledger, pricing, reconcile, settlement
 from cardsvc.batches import STAGING_POOL_BASE, BatchMeta, CodeInput
 from cardsvc.db.models import Batch
+from cardsvc.engine.store import StoreConfig
 from cardsvc.orders import OrderRequest
 from cardsvc.risk import RiskLimits
 from cardsvc.services import ServiceConfig, Services
-from cardsvc.store import StoreConfig
 
 
 def open_services(data_dir: Path) -> Services:

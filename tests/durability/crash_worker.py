@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cardsvc.engine import Engine
+from cardsvc.engine.store import Store, StoreConfig
 from cardsvc.errors import CardsvcError, ErrorCode
-from cardsvc.store import Store, StoreConfig
 
 WORKER_THREADS = 4
 RUN_SECONDS_MAX = 90.0

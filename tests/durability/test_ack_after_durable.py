@@ -27,11 +27,11 @@ from typing import Protocol
 
 import pytest
 
-from cardsvc.datadir import DataDirLock, load_lookup_key
 from cardsvc.engine import Engine
+from cardsvc.engine.datadir import DataDirLock, load_lookup_key
+from cardsvc.engine.sinks import FileSink
+from cardsvc.engine.store import Store, StoreConfig, recover
 from cardsvc.errors import CardsvcError, ErrorCode
-from cardsvc.sinks import FileSink
-from cardsvc.store import Store, StoreConfig, recover
 
 GATE_TIMEOUT_S = 5.0
 SHORT_WAIT_S = 0.5

@@ -45,8 +45,8 @@ from rich.console import Console
 
 from cardsvc import cli
 from cardsvc.engine import Engine
+from cardsvc.engine.store import RecoveryReport, Store, StoreConfig, recover_check
 from cardsvc.errors import CardsvcError, ErrorCode
-from cardsvc.store import RecoveryReport, Store, StoreConfig, recover_check
 
 from .checks import check_consistency
 
@@ -413,7 +413,7 @@ def test_second_open_of_an_open_data_dir_is_refused_with_data_dir_locked(built: 
 CHILD_HOLDS_LOCK = """
 import sys, time
 from pathlib import Path
-from cardsvc.store import Store, StoreConfig
+from cardsvc.engine.store import Store, StoreConfig
 store = Store.open(StoreConfig(data_dir=Path(sys.argv[1])))
 print("ready", flush=True)
 time.sleep(60)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from cardsvc.store import RecoveryReport, Store
+from cardsvc.engine.store import RecoveryReport, Store
 
 from . import crash_worker
 from .checks import DURABLE_ACK_OPS, check_acknowledged, check_consistency, uses_by_sku

@@ -28,7 +28,7 @@ from typing import Protocol
 import pytest
 
 from cardsvc.engine import Engine
-from cardsvc.store import Store, StoreConfig
+from cardsvc.engine.store import Store, StoreConfig
 
 THREADS = 16
 OPS_PER_THREAD = 100

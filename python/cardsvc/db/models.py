@@ -19,7 +19,7 @@ compares the models with the migrated schema.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -30,39 +30,13 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.expression import true as sa_true
 
-# Named constraints, so Alembic migrations name them the same on SQLite and PostgreSQL.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    # Every column, so a unique constraint over (agent_id, client_order_id) is not named as if it
-    # covered agent_id alone (and cannot collide with a later one that does).
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-ID_LEN_MAX = 64
-"""SKU, agent, pool and key ids: short, printable, chosen by people or generated."""
-REF_LEN_MAX = 128
-"""Client-chosen idempotency keys (``client_order_id``); the core's reference limit."""
-NAME_LEN_MAX = 200
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {
-        dict[str, Any]: JSON,
-        list[Any]: JSON,
-        list[int]: JSON,
-        list[str]: JSON,
-    }
+from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX, Base
 
 
 class Agent(Base):

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db.models import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX, Base
+from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX, Base
 
 
 class Grade(Base):

@@ -16,8 +16,8 @@ from pathlib import Path
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from cardsvc.db.base import Base
 from cardsvc.db.database import DATABASE_URL_ENV, Database
-from cardsvc.db.models import Base
 
 
 def _run(connection: Connection) -> None:

@@ -4,7 +4,7 @@ Layout (file sink)::
 
     DIR/LOCK            held with flock(LOCK_EX) by the one process that has the directory open
     DIR/lookup.key      32 random bytes (mode 0600) keying the engine's code lookup hash
-    DIR/journal/        journal segment files (see cardsvc.sinks.FileSink)
+    DIR/journal/        journal segment files (see cardsvc.engine.sinks.FileSink)
     DIR/snapshots/      snapshot files
 
 The lookup key is separate from any encryption key: it only makes code lookup keys unguessable.
@@ -17,9 +17,10 @@ import fcntl
 import os
 from pathlib import Path
 
+from cardsvc.engine.core import LOOKUP_KEY_LEN
 from cardsvc.errors import ErrorCode, make_error
+from cardsvc.files import write_file_durably
 
-LOOKUP_KEY_LEN = 32
 LOOKUP_KEY_ENV = "CARDSVC_LOOKUP_KEY_FILE"
 
 
@@ -48,42 +49,6 @@ class DataDirLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def fsync_dir(path: Path) -> None:
-    """Makes a directory's entries (created, renamed, removed files) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-SYNC_EVERY_BYTES = 16 << 20
-"""Large files are fdatasync'ed every 16 MiB while written: one fsync of hundreds of MB at the
-end makes the journal's own fdatasync wait behind it for 40-130 ms (measured), 16 MiB steps keep
-that under ~10 ms at the same total write time."""
-
-
-def write_file_durably(path: Path, data: bytes | memoryview, mode: int = 0o600) -> None:
-    """Writes ``data`` to ``path`` atomically: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data).cast("B")
-        unsynced = 0
-        while view:
-            written = os.write(fd, view[:SYNC_EVERY_BYTES])
-            view = view[written:]
-            unsynced += written
-            if unsynced >= SYNC_EVERY_BYTES:
-                os.fdatasync(fd)
-                unsynced = 0
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def instance_id(data_dir: Path) -> str:

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cardsvc.datadir import DataDirLock, instance_id, load_lookup_key
-from cardsvc.engine import Engine, scan_journal
+from cardsvc.engine.core import Engine, scan_journal
+from cardsvc.engine.datadir import DataDirLock, instance_id, load_lookup_key
+from cardsvc.engine.sinks import SNAPSHOTS_KEPT, FileSink, Guarantee, JournalSink, RedisSink
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
-from cardsvc.sinks import SNAPSHOTS_KEPT, FileSink, Guarantee, JournalSink, RedisSink
 
 log = logging.getLogger("cardsvc.store")
 

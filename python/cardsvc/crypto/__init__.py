@@ -1,0 +1,50 @@
+"""Encryption of codes and PINs at rest: master keys, data keys, sealing.
+
+The face exports the sealing side and the master keys. Opening a sealed payload is
+``cardsvc.crypto.opening``, which an import contract allows only the one plaintext exit
+(``cardsvc.delivery.reveal``) and master-key rotation to import.
+"""
+
+from cardsvc.crypto.envelope import (
+    CODE_BYTES_MAX,
+    CODE_ID_MAX,
+    DATA_KEY_CACHE_MAX,
+    new_data_key,
+    seal_code,
+    wrap_data_key,
+)
+from cardsvc.crypto.master_keys import (
+    KEY_LEN,
+    MASTER_KEY_ENV,
+    MASTER_KEY_FILE,
+    MASTER_KEY_FILE_ENV,
+    NEXT_MASTER_KEY_FILE,
+    RETIRED_MASTER_KEY_GLOB,
+    Keyring,
+    MasterKey,
+    MasterKeys,
+    load_keyring,
+    master_key_source,
+    read_master_key_file,
+)
+
+__all__ = [
+    "CODE_BYTES_MAX",
+    "CODE_ID_MAX",
+    "DATA_KEY_CACHE_MAX",
+    "KEY_LEN",
+    "MASTER_KEY_ENV",
+    "MASTER_KEY_FILE",
+    "MASTER_KEY_FILE_ENV",
+    "NEXT_MASTER_KEY_FILE",
+    "RETIRED_MASTER_KEY_GLOB",
+    "Keyring",
+    "MasterKey",
+    "MasterKeys",
+    "load_keyring",
+    "master_key_source",
+    "new_data_key",
+    "read_master_key_file",
+    "seal_code",
+    "wrap_data_key",
+]
