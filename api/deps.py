@@ -2,7 +2,7 @@
 
 * ``ServicesDep``: the running service's parts (``cardsvc.services.Services``), opened by the
   app's lifespan; ``StoreDep`` its durable store.
-* ``CallerDep``: the authenticated caller (``cardsvc.apikeys.Principal``) from
+* ``CallerDep``: the authenticated caller (``cardsvc.access.apikeys.Principal``) from
   ``Authorization: Bearer <key>``; UNAUTHENTICATED (401) without a valid key. Failed attempts
   count against the client IP's brute-force guard, so key guessing is throttled too.
 * ``require(scope)``: a dependency giving the caller when its key holds ``scope``, else
@@ -17,10 +17,10 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from cardsvc.apikeys import Principal
+from cardsvc.access.apikeys import Principal
+from cardsvc.access.risk import RiskLimits
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
-from cardsvc.risk import RiskLimits
 from cardsvc.services import Services
 
 BEARER = "bearer "

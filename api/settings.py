@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cardsvc.access.risk import RiskLimits
 from cardsvc.db.database import DATABASE_URL_ENV
 from cardsvc.engine.store import StoreConfig
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.risk import RiskLimits
 from cardsvc.services import ServiceConfig
 
 JOURNAL_SINKS = ("file", "redis")

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, ServicesDep
 from api.models import Id, Strict
-from cardsvc import apikeys
-from cardsvc.apikeys import Principal
+from cardsvc.access import apikeys
+from cardsvc.access.apikeys import Principal
 from cardsvc.services import Services
 
 router = APIRouter(tags=["admin"])

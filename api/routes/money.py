@@ -20,8 +20,8 @@ from pydantic import Field, model_validator
 from api.deps import AdminDep, CallerDep, ServicesDep, agent_of
 from api.models import Currency, Id, Money, Strict
 from cardsvc import ledger, pricing, reconcile, settlement
+from cardsvc.access.apikeys import Principal
 from cardsvc.agents import require_agent
-from cardsvc.apikeys import Principal
 from cardsvc.errors import ErrorCode, make_error
 
 router = APIRouter(tags=["money"])

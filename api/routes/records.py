@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, model_validator
 from api.deps import AdminDep, ServicesDep, require
 from api.models import Strict
 from cardsvc import audit, exports
-from cardsvc.apikeys import Principal
+from cardsvc.access.apikeys import Principal
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.times import iso
 from cardsvc.trace import trace_code

@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field
 from api.deps import RedeemerDep, RollbackDep, ServicesDep, VerifierDep, client_ip, limits_of
 from api.models import Strict
 from cardsvc import codegen
-from cardsvc.apikeys import Principal
+from cardsvc.access.apikeys import Principal
+from cardsvc.access.risk import RiskLimits
 from cardsvc.engine import Engine, Redemption
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
-from cardsvc.risk import RiskLimits
 from cardsvc.services import Services
 from cardsvc.times import iso, iso_s
 

@@ -38,9 +38,10 @@ from sqlalchemy import CTE, Integer, Select, bindparam, func, literal_column, se
 from sqlalchemy.orm import Session, aliased
 
 from cardsvc import audit
+from cardsvc.audit.tables import AuditEntry
 from cardsvc.db import Database
 from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX
-from cardsvc.db.models import Agent, AuditEntry, Pool
+from cardsvc.db.models import Agent, Pool
 from cardsvc.db.money import Grade
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 
@@ -495,8 +496,8 @@ def set_credit_limit(session: Session, agent_id: str, credit_limit_minor: int, *
 
 def set_daily_quota(session: Session, agent_id: str, daily_order_quota: int | None, *,
                     actor: str, now_ms: int) -> dict[str, Any]:
-    """Sets the agent's orders per UTC day (None: the risk default, cardsvc.risk). Admins only.
-    Effects: the column and an audit entry ``agent.daily_quota``. Errors: INVALID_ARGUMENT
+    """Sets the agent's orders per UTC day (None: the risk default, cardsvc.access.risk). Admins
+    only. Effects: the column and an audit entry ``agent.daily_quota``. Errors: INVALID_ARGUMENT
     (0..2^31-1), AGENT_NOT_FOUND."""
     if daily_order_quota is not None:
         check_int("daily_order_quota", daily_order_quota, 0, DAILY_ORDER_QUOTA_MAX)

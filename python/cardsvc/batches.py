@@ -119,7 +119,7 @@ class BatchResult:
 class Batches:
     """The import saga over the store (core) and the SQL database."""
 
-    def __init__(self, store: Store, db: Database, keyring: crypto.Keyring,
+    def __init__(self, store: Store, db: Database, keyring: crypto.MasterKeyring,
                  catalog: Catalog) -> None:
         self.store = store
         self.engine: Engine = store.engine

@@ -4,7 +4,7 @@ the master key.
 ``create``, ``list`` and ``revoke`` open only the SQL database (not the core's store, whose lock
 the running service holds), so they work beside a live ``cardsvc serve``: a key created here is
 accepted by the server at once, a key revoked here is refused within
-``cardsvc.apikeys.CACHE_TTL_S`` seconds.
+``cardsvc.access.apikeys.CACHE_TTL_S`` seconds.
 
 ``rotate-master`` (``cardsvc.master_keys``) re-wraps every batch's data key under a new master
 key. It opens the SQL database *and* takes the data directory's lock, so it refuses with
@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cardsvc import apikeys, master_keys
+from cardsvc import master_keys
+from cardsvc.access import apikeys
 from cardsvc.db import Database
 
 

@@ -1,9 +1,9 @@
 """Flash-sale holds: codes reserved for a few seconds or minutes while a buyer pays, in memory
 at core speed. Holds never touch SQL, so rejected demand never reaches it.
 
-A hold's id names its agent in the core's hold reference (``<agent_id>/<hold_id>``), so one
-agent can never see, release or confirm another's hold; the open-hold caps of
-:mod:`cardsvc.risk` apply per agent and per buyer. Confirming a hold goes through the order saga
+A hold's id names its agent in the core's hold reference (``<agent_id>/<hold_id>``), so one agent
+can never see, release or confirm another's hold; the open-hold caps of :mod:`cardsvc.access.risk`
+apply per agent and per buyer. Confirming a hold goes through the order saga
 (``cardsvc.orders.Orders.confirm_hold``).
 """
 
@@ -13,10 +13,10 @@ import hashlib
 import secrets
 from typing import Any
 
+from cardsvc.access.risk import RiskGuard, RiskLimits
 from cardsvc.checks import check_client_ref, check_quantity, invalid
 from cardsvc.engine import Engine, Hold
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
-from cardsvc.risk import RiskGuard, RiskLimits
 from cardsvc.times import iso
 
 HOLD_TTL_S_MIN = 1

@@ -53,7 +53,7 @@ from typing import Any
 from sqlalchemy import select
 
 from cardsvc import audit, crypto
-from cardsvc.crypto import MASTER_KEY_FILE, NEXT_MASTER_KEY_FILE, Keyring, MasterKey
+from cardsvc.crypto import MASTER_KEY_FILE, NEXT_MASTER_KEY_FILE, MasterKey, MasterKeyring
 from cardsvc.crypto.envelope import unwrap_data_key
 from cardsvc.db import Database
 from cardsvc.db.models import Batch
@@ -135,7 +135,7 @@ def refuse_external_master_key() -> None:
         )
 
 
-def prepare_next_key(data_dir: Path) -> Keyring:
+def prepare_next_key(data_dir: Path) -> MasterKeyring:
     """Step 1: ``data_dir``'s keyring with a pending key, creating ``master.key.next`` (32
     random bytes, 0600, durable: file and directory fsynced) unless it exists already.
 
@@ -160,7 +160,7 @@ def prepare_next_key(data_dir: Path) -> Keyring:
 
 
 def rewrap_data_keys(
-    db: Database, keyring: Keyring, *, actor: str, chunk_size: int = REWRAP_CHUNK_MAX
+    db: Database, keyring: MasterKeyring, *, actor: str, chunk_size: int = REWRAP_CHUNK_MAX
 ) -> int:
     """Step 2: re-wraps every batch's data key that is not yet under ``keyring.pending``, in
     transactions of ``chunk_size`` batches (batch id order), each with one audit entry; returns
@@ -263,7 +263,7 @@ def promote_next_key(data_dir: Path) -> str | None:
 
 
 def _rewrap(
-    keyring: Keyring, new: MasterKey, batch_id: int, master_key_id: str, wrapped: bytes
+    keyring: MasterKeyring, new: MasterKey, batch_id: int, master_key_id: str, wrapped: bytes
 ) -> bytes:
     """Batch ``batch_id``'s data key wrapped under ``new``, checked to open again (a write is
     verified by reading it back). Raises PAYLOAD_CORRUPT naming the batch."""

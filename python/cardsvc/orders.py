@@ -38,6 +38,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cardsvc import pricing, settlement
+from cardsvc.access.risk import DAY_MS, RiskGuard, RiskLimits
 from cardsvc.batches import Batches
 from cardsvc.checks import check_client_ref, check_quantity
 from cardsvc.db import Database
@@ -47,7 +48,6 @@ from cardsvc.engine import Engine
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.holds import Holds, hold_ref
-from cardsvc.risk import DAY_MS, RiskGuard, RiskLimits
 from cardsvc.times import iso, iso_s
 
 FINAL_ERRORS = frozenset({

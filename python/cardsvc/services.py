@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cardsvc import agents, audit, crypto, ledger, settlement
-from cardsvc.apikeys import KeyRing
+from cardsvc.access.apikeys import KeyAuthenticator
+from cardsvc.access.risk import RiskGuard, RiskLimits
 from cardsvc.batches import Batches
 from cardsvc.catalog import Catalog
 from cardsvc.db import Database
@@ -30,7 +31,6 @@ from cardsvc.db.batcher import WriteBatcher
 from cardsvc.engine.store import Store, StoreConfig
 from cardsvc.holds import Holds
 from cardsvc.orders import COOLING_MS_DEFAULT, Orders
-from cardsvc.risk import RiskGuard, RiskLimits
 
 log = logging.getLogger("cardsvc.services")
 
@@ -53,14 +53,14 @@ class ServiceConfig:
 class Services:
     """Everything a request may need, opened once per process."""
 
-    def __init__(self, store: Store, db: Database, keyring: crypto.Keyring,
+    def __init__(self, store: Store, db: Database, keyring: crypto.MasterKeyring,
                  risk: RiskGuard, *, cooling_ms: int = COOLING_MS_DEFAULT) -> None:
         self.store = store
         self.engine = store.engine
         self.db = db
         self.keyring = keyring
         self.risk = risk
-        self.keys = KeyRing(db)
+        self.keys = KeyAuthenticator(db)
         self.catalog = Catalog(store, db)
         self.batches = Batches(store, db, keyring, self.catalog)
         self.holds = Holds(store.engine, risk)

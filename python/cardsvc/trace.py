@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from cardsvc import audit
-from cardsvc.db.models import AuditEntry, Batch, Order
+from cardsvc.audit.tables import AuditEntry
+from cardsvc.db.models import Batch, Order
 from cardsvc.masking import mask_code
 from cardsvc.services import Services
 from cardsvc.times import iso, iso_s

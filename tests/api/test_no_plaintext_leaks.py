@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cardsvc.risk import RiskLimits
+from cardsvc.access.risk import RiskLimits
 from tests.api.conftest import CODES, PINS, Api
 
 pytestmark = pytest.mark.anyio

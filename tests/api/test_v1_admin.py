@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from cardsvc import audit
-from cardsvc.risk import RiskLimits
+from cardsvc.access.risk import RiskLimits
 from tests.api.conftest import CODES, Api
 
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,7 @@ import io
 import pytest
 from sqlalchemy import update
 
-from cardsvc.db.models import AuditEntry
+from cardsvc.audit.tables import AuditEntry
 from tests.api.conftest import CODES, PINS, Api
 
 pytestmark = pytest.mark.anyio

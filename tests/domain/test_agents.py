@@ -23,8 +23,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cardsvc import agents, pricing
+from cardsvc.audit.tables import AuditEntry
 from cardsvc.db import Database
-from cardsvc.db.models import Agent, AuditEntry, Pool, Sku
+from cardsvc.db.models import Agent, Pool, Sku
 from cardsvc.db.money import Grade, Price
 from cardsvc.errors import CardsvcError, ErrorCode
 

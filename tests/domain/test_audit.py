@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, update
 
-from cardsvc import audit
+from cardsvc.audit import chain as audit
+from cardsvc.audit.tables import AuditEntry, AuditHead
 from cardsvc.db import Database
-from cardsvc.db.models import AuditEntry, AuditHead
 from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.masking import mask_code
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from cardsvc import pricing, settlement
+from cardsvc.access.risk import RiskLimits
 from cardsvc.batches import BatchMeta, CodeInput
 from cardsvc.engine.store import StoreConfig
 from cardsvc.orders import OrderRequest
-from cardsvc.risk import RiskLimits
 from cardsvc.services import ServiceConfig, Services
 
 

@@ -29,14 +29,15 @@ from rich.console import Console
 from sqlalchemy import func, select, update
 
 from cardsvc import audit, crypto, master_keys
+from cardsvc.audit.tables import AuditEntry
 from cardsvc.cli import main
 from cardsvc.crypto import (
     MASTER_KEY_ENV,
     MASTER_KEY_FILE,
     MASTER_KEY_FILE_ENV,
     NEXT_MASTER_KEY_FILE,
-    Keyring,
     MasterKey,
+    MasterKeyring,
     load_keyring,
     new_data_key,
     seal_code,
@@ -45,7 +46,7 @@ from cardsvc.crypto import (
 from cardsvc.crypto.envelope import unwrap_data_key
 from cardsvc.crypto.opening import open_code
 from cardsvc.db import Database
-from cardsvc.db.models import AuditEntry, Batch, CodePayload, Sku
+from cardsvc.db.models import Batch, CodePayload, Sku
 from cardsvc.engine.datadir import DataDirLock
 from cardsvc.errors import CardsvcError, ErrorCode
 
@@ -125,7 +126,7 @@ def _open_all(db: Database, keys: crypto.MasterKeys) -> Codes:
     return opened
 
 
-def _rewrap_by_hand(db: Database, keyring: Keyring, batch_ids: list[int]) -> None:
+def _rewrap_by_hand(db: Database, keyring: MasterKeyring, batch_ids: list[int]) -> None:
     """What step 2 commits for ``batch_ids``: their data keys under the pending key."""
     new = keyring.pending
     assert new is not None

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from cardsvc.access.risk import DAY_MS, RiskGuard, RiskLimits
 from cardsvc.errors import CardsvcError, ErrorCode
-from cardsvc.risk import DAY_MS, RiskGuard, RiskLimits
 
 
 class Clock:

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from cardsvc import ledger, pricing, reconcile, settlement
+from cardsvc.access.risk import RiskLimits
 from cardsvc.batches import STAGING_POOL_BASE, BatchMeta, CodeInput
 from cardsvc.db.models import Batch
 from cardsvc.engine.store import StoreConfig
 from cardsvc.orders import OrderRequest
-from cardsvc.risk import RiskLimits
 from cardsvc.services import ServiceConfig, Services
 
 

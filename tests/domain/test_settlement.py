@@ -25,8 +25,9 @@ from sqlalchemy import func, select, update
 
 from cardsvc import audit, ledger
 from cardsvc import settlement as st
+from cardsvc.audit.tables import AuditHead
 from cardsvc.db import Database
-from cardsvc.db.models import Agent, AuditHead, Order, Sku
+from cardsvc.db.models import Agent, Order, Sku
 from cardsvc.db.money import Account, Commission, LedgerTransaction, Posting, Withdrawal
 from cardsvc.errors import CardsvcError, ErrorCode
 

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cardsvc.crypto.master_keys import KEY_LEN, Keyring, MasterKey, MasterKeys
+from cardsvc.crypto.master_keys import KEY_LEN, MasterKey, MasterKeyring, MasterKeys
 from cardsvc.errors import ErrorCode, make_error
 
 NONCE_LEN = 12
@@ -124,7 +124,7 @@ def unwrap_data_key(master_keys: MasterKeys, master_key_id: str, wrapped: bytes)
     """
     if isinstance(master_keys, MasterKey):
         master = master_keys if master_keys.key_id == master_key_id else None
-    elif isinstance(master_keys, Keyring):
+    elif isinstance(master_keys, MasterKeyring):
         master = master_keys.by_id.get(master_key_id)
     else:
         master = master_keys.get(master_key_id)

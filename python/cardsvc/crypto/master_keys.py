@@ -70,7 +70,7 @@ class MasterKey:
 
 
 @dataclass(frozen=True)
-class Keyring:
+class MasterKeyring:
     """Every master key loaded, by key id (``by_id``, read-only, always holding ``current``),
     and the one that wraps new batches (``current``). ``pending`` is the new key of a rotation
     that has not finished (``master.key.next``), None otherwise; ``from_environment`` says the
@@ -82,11 +82,11 @@ class Keyring:
     from_environment: bool = False
 
 
-MasterKeys: TypeAlias = Keyring | Mapping[str, MasterKey] | MasterKey
+MasterKeys: TypeAlias = MasterKeyring | Mapping[str, MasterKey] | MasterKey
 """What unwrapping accepts: a keyring, a mapping by key id, or a single key."""
 
 
-def load_keyring(data_dir: Path, *, create: bool = True) -> Keyring:
+def load_keyring(data_dir: Path, *, create: bool = True) -> MasterKeyring:
     """The master keys, from the first of:
 
     1. ``$CARDSVC_MASTER_KEY_FILE``: a file holding the 32 raw bytes, or their hex or base64
@@ -107,7 +107,7 @@ def load_keyring(data_dir: Path, *, create: bool = True) -> Keyring:
     """
     from_environment = _master_key_from_environment()
     if from_environment is not None:
-        return Keyring(
+        return MasterKeyring(
             current=from_environment,
             by_id=MappingProxyType({from_environment.key_id: from_environment}),
             from_environment=True,
@@ -135,7 +135,7 @@ def load_keyring(data_dir: Path, *, create: bool = True) -> Keyring:
     chosen = current if current is not None else pending
     if chosen is None:  # one of them was read or created above
         raise AssertionError("no current master key after loading")
-    return Keyring(current=chosen, by_id=MappingProxyType(by_id), pending=pending)
+    return MasterKeyring(current=chosen, by_id=MappingProxyType(by_id), pending=pending)
 
 
 def _master_key_from_environment() -> MasterKey | None:

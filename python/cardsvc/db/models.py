@@ -25,7 +25,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    CheckConstraint,
     ForeignKey,
     Index,
     Integer,
@@ -64,29 +63,6 @@ class Agent(Base):
     pool_id: Mapped[int | None] = mapped_column(Integer)
     pool_policy: Mapped[str] = mapped_column(String(16), default="own_then_shared",
                                              server_default="own_then_shared")
-
-
-class ApiKey(Base):
-    """An API key. The key handed out is ``cs_<key_id>_<secret>``; only SHA-256 of the secret is
-    kept (the secret is 256 random bits, so a fast hash is enough: nothing to brute-force)."""
-
-    __tablename__ = "api_keys"
-
-    key_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
-    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
-    role: Mapped[str] = mapped_column(String(16))  # admin | agent | terminal
-    agent_id: Mapped[str | None] = mapped_column(
-        String(ID_LEN_MAX), ForeignKey("agents.agent_id"), index=True
-    )
-    name: Mapped[str] = mapped_column(String(NAME_LEN_MAX), default="")
-    scopes: Mapped[list[str]] = mapped_column(JSON)
-    # Terminal keys may be limited to these SKUs (None: every SKU).
-    skus: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
-    # Per-key overrides of the risk limits (cardsvc.risk.RiskLimits field names).
-    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    created_at_ms: Mapped[int] = mapped_column(BigInteger)
-    created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
-    revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Sku(Base):
@@ -238,42 +214,3 @@ class Order(Base):
 Index("ix_orders_status_pending", Order.status, Order.created_at_ms)
 
 
-class AuditEntry(Base):
-    """One entry of the append-only, hash-chained audit log (``cardsvc.audit``):
-    ``entry_hash = SHA-256(prev_hash || canonical JSON of the entry's fields)``."""
-
-    __tablename__ = "audit_log"
-
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
-    actor: Mapped[str] = mapped_column(String(ID_LEN_MAX), index=True)
-    action: Mapped[str] = mapped_column(String(64), index=True)
-    object_type: Mapped[str] = mapped_column(String(32))
-    object_id: Mapped[str] = mapped_column(String(REF_LEN_MAX))
-    details: Mapped[dict[str, Any]] = mapped_column(JSON)
-    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    entry_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-
-
-Index("ix_audit_log_object", AuditEntry.object_type, AuditEntry.object_id)
-
-
-AUDIT_HEAD_ID = 1
-"""The primary key of the one ``audit_head`` row."""
-
-
-class AuditHead(Base):
-    """The head of the audit chain: the last entry's ``seq`` and ``entry_hash`` (``seq`` 0 and 32
-    zero bytes before the first entry; the initial migration inserts that row).
-
-    One row, updated in the same transaction as each append. Appending locks it first
-    (``SELECT ... FOR UPDATE`` on PostgreSQL), so concurrent transactions take turns and the chain
-    cannot fork; verification compares the chain's last entry with it, so deleting entries from
-    the tail is detected too."""
-
-    __tablename__ = "audit_head"
-    __table_args__ = (CheckConstraint(f"head_id = {AUDIT_HEAD_ID}", name="single_row"),)
-
-    head_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    entry_hash: Mapped[bytes] = mapped_column(LargeBinary(32))

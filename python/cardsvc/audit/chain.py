@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from cardsvc.audit.tables import AUDIT_HEAD_ID, AuditEntry, AuditHead
 from cardsvc.db.base import ID_LEN_MAX, REF_LEN_MAX
-from cardsvc.db.models import AUDIT_HEAD_ID, AuditEntry, AuditHead
 from cardsvc.errors import ErrorCode, make_error
 
 GENESIS_HASH = bytes(32)

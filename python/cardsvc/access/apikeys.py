@@ -16,8 +16,8 @@ terminal ``verify``, ``redeem``,          optionally limited to listed SKUs
          ``rollback``
 ======== ================================ =============================================
 
-:class:`KeyRing` authenticates requests from an in-memory cache filled from SQL on a miss and
-refreshed every ``ttl_s`` seconds, so the hot path (verify, redeem) never touches SQL, a key
+:class:`KeyAuthenticator` authenticates requests from an in-memory cache filled from SQL on a miss
+and refreshed every ``ttl_s`` seconds, so the hot path (verify, redeem) never touches SQL, a key
 created by ``cardsvc keys create`` while the server runs works at once, and a key revoked by
 another process stops working within ``ttl_s``. A revocation through this process is immediate.
 """
@@ -37,8 +37,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from cardsvc.access.tables import ApiKey
 from cardsvc.db import Database
-from cardsvc.db.models import Agent, ApiKey
+from cardsvc.db.models import Agent
 from cardsvc.errors import ErrorCode, make_error
 
 KEY_PREFIX = "cs"
@@ -240,7 +241,7 @@ class _Cached:
     fetched_at: float
 
 
-class KeyRing:
+class KeyAuthenticator:
     """Authenticates key texts against the SQL store through a bounded, expiring cache."""
 
     def __init__(self, db: Database, *, ttl_s: float = CACHE_TTL_S) -> None:
