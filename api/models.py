@@ -6,6 +6,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cardsvc.checks import CURRENCY_PATTERN, ID_LEN_MAX, ID_PATTERN, MONEY_MINOR_MAX, NAME_LEN_MAX
+
+__all__ = ["CURRENCY_RE", "MONEY_MINOR_MAX", "Currency", "Id", "Money", "Name", "Strict"]
+
 
 class Strict(BaseModel):
     """A request body: types are not coerced (``"2"`` is not a number) and unknown fields are
@@ -14,9 +18,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Id = Annotated[str, Field(min_length=1, max_length=ID_LEN_MAX, pattern=f"^{ID_PATTERN}$")]
 """An identifier chosen by people (SKU, agent, pool, grade): letters, digits, ., _ and -."""
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Money = Annotated[int, Field(ge=0, le=10**15, description="integer minor units")]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_LEN_MAX)]
+Money = Annotated[int, Field(ge=0, le=MONEY_MINOR_MAX, description="integer minor units")]
 """An amount of money: integer minor units (never a float), bounded far above any real sum."""
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
+CURRENCY_RE = f"^{CURRENCY_PATTERN}$"
+"""The request pattern of a currency (``cardsvc.checks.CURRENCY_PATTERN``, anchored)."""
+Currency = Annotated[str, Field(pattern=CURRENCY_RE, description="ISO 4217")]

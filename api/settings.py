@@ -17,7 +17,7 @@ from typing import Any
 from cardsvc.access.risk import RiskLimits
 from cardsvc.db.database import DATABASE_URL_ENV
 from cardsvc.engine.store import StoreConfig
-from cardsvc.errors import ErrorCode, make_error
+from cardsvc.errors import invalid
 from cardsvc.services import ServiceConfig
 
 JOURNAL_SINKS = ("file", "redis")
@@ -41,8 +41,6 @@ ENV_PORT = "CARDSVC_PORT"
 ENV_REQUEST_BODY_BYTES_MAX = "CARDSVC_REQUEST_BODY_BYTES_MAX"
 
 
-def _invalid(field: str, message: str) -> Exception:
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field})
 
 
 @dataclass(frozen=True)
@@ -68,15 +66,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
-            raise _invalid("journal", "journal must be file or redis")
+            raise invalid("journal", "journal must be file or redis")
         if self.journal == "redis" and not self.redis_url:
-            raise _invalid("redis_url", "the redis journal needs a Redis URL")
+            raise invalid("redis_url", "the redis journal needs a Redis URL")
         if not self.host:
-            raise _invalid("host", "host must not be empty")
+            raise invalid("host", "host must not be empty")
         if not 0 <= self.port <= 65535:
-            raise _invalid("port", "port must be between 0 and 65535")
+            raise invalid("port", "port must be between 0 and 65535")
         if self.request_body_bytes_max < 1:
-            raise _invalid("request_body_bytes_max", "request_body_bytes_max must be positive")
+            raise invalid("request_body_bytes_max", "request_body_bytes_max must be positive")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -123,4 +121,4 @@ def _int_from(env: Mapping[str, str], name: str, field: str, default: int) -> in
     try:
         return int(raw)
     except ValueError:
-        raise _invalid(field, f"{name} must be an integer") from None
+        raise invalid(field, f"{name} must be an integer") from None

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, ServicesDep, agent_of
-from api.models import Id, Strict
+from api.models import CURRENCY_RE, MONEY_MINOR_MAX, Id, Strict
 from cardsvc import agents, ledger
 from cardsvc.errors import ErrorCode, make_error
 
@@ -28,8 +28,8 @@ class AgentCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     parent_id: Id | None = None
     grade: Id | None = None
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    credit_limit_minor: int | None = Field(default=None, ge=0, le=10**15)
+    currency: str | None = Field(default=None, pattern=CURRENCY_RE)
+    credit_limit_minor: int | None = Field(default=None, ge=0, le=MONEY_MINOR_MAX)
     daily_order_quota: int | None = Field(default=None, ge=0, le=10**9)
     pool_policy: str | None = Field(default=None, pattern=POLICIES)
 
@@ -37,7 +37,7 @@ class AgentCreate(Strict):
 class AgentChange(Strict):
     status: str | None = Field(default=None, pattern="^(active|suspended)$")
     grade: Id | None = None
-    credit_limit_minor: int | None = Field(default=None, ge=0, le=10**15)
+    credit_limit_minor: int | None = Field(default=None, ge=0, le=MONEY_MINOR_MAX)
     daily_order_quota: int | None = Field(default=None, ge=0, le=10**9)
     pool_policy: str | None = Field(default=None, pattern=POLICIES)
     pool: Id | None = Field(default=None, description="the agent's channel pool (by name)")

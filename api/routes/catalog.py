@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from api.deps import AdminDep, ServicesDep
 from api.errors import log_unexpected
-from api.models import Currency, Id, Money, Name, Strict
+from api.models import CURRENCY_RE, MONEY_MINOR_MAX, Currency, Id, Money, Name, Strict
 from cardsvc.batches import LIST_CODES_MAX, BatchMeta, CodeInput
 from cardsvc.catalog import KINDS
 from cardsvc.codegen import CodeFormat
@@ -249,8 +249,8 @@ async def upload_batch(
     pool: Annotated[str | None, Form(max_length=64)] = None,
     mode: Annotated[str, Form(pattern="^(all_or_nothing|per_row)$")] = "all_or_nothing",
     supplier: Annotated[str | None, Form(max_length=200)] = None,
-    unit_cost_minor: Annotated[int | None, Form(ge=0, le=10**15)] = None,
-    currency: Annotated[str | None, Form(pattern=r"^[A-Z]{3}$")] = None,
+    unit_cost_minor: Annotated[int | None, Form(ge=0, le=MONEY_MINOR_MAX)] = None,
+    currency: Annotated[str | None, Form(pattern=CURRENCY_RE)] = None,
     purchase_date: Annotated[str | None, Form(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
     valid_from: Annotated[int | None, Form(ge=0, le=(1 << 32) - 1)] = None,
     valid_until: Annotated[int | None, Form(ge=0, le=(1 << 32) - 1)] = None,

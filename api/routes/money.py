@@ -18,7 +18,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import Field, model_validator
 
 from api.deps import AdminDep, CallerDep, ServicesDep, agent_of
-from api.models import Currency, Id, Money, Strict
+from api.models import MONEY_MINOR_MAX, Currency, Id, Money, Strict
 from cardsvc import ledger, pricing, reconcile, settlement
 from cardsvc.access.apikeys import Principal
 from cardsvc.agents import require_agent
@@ -26,7 +26,8 @@ from cardsvc.errors import ErrorCode, make_error
 
 router = APIRouter(tags=["money"])
 
-Amount = Annotated[int, Field(ge=1, le=10**15, description="integer minor units, positive")]
+Amount = Annotated[int, Field(ge=1, le=MONEY_MINOR_MAX,
+                              description="integer minor units, positive")]
 Reference = Annotated[str, Field(min_length=1, max_length=128)]
 AgentPath = Annotated[str, Path(min_length=1, max_length=64)]
 

@@ -29,7 +29,6 @@ old state. A refused change raises before it writes anything.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,11 +38,11 @@ from sqlalchemy.orm import Session, aliased
 
 from cardsvc import audit
 from cardsvc.audit.tables import AuditEntry
+from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_id, check_int, check_name
 from cardsvc.db import Database
-from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX
 from cardsvc.db.models import Agent, Pool
 from cardsvc.db.money import Grade
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.errors import ErrorCode, invalid, make_error
 
 AGENT_STATUSES = ("active", "suspended")
 POOL_POLICIES = ("own_then_shared", "own_only", "shared_only")
@@ -59,55 +58,11 @@ tree (a price chain holds at most this many entries) and makes the recursive que
 on corrupt data; real trees are a handful of levels deep."""
 DESCENDANTS_MAX = 10_000
 """Agents ``descendants`` returns at most (LIMIT_EXCEEDED beyond): ~1 KB each as ORM rows."""
-CREDIT_LIMIT_MINOR_MAX = 10**15
-"""The catalog's money bound (cardsvc.catalog.MONEY_MINOR_MAX): far from int64's overflow even
-when summed over many agents."""
 DAILY_ORDER_QUOTA_MAX = (1 << 31) - 1
 """The ``daily_order_quota`` column is a 32-bit integer."""
 TREE_LOCK_KEY = 0x63617264_73766302
 """PostgreSQL ``pg_advisory_xact_lock`` key ("cardsvc" + 2) that tree and price changes take
 first; SQLite's single writer already serialises them."""
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_CURRENCY_RE = re.compile(r"[A-Z]{3}")
-
-
-# ----- checks shared with cardsvc.pricing ----------------------------------------------------
-
-
-def invalid(field: str, message: str, **details: Any) -> CardsvcError:
-    """INVALID_ARGUMENT naming ``field``."""
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field, **details})
-
-
-def check_id(field: str, value: object) -> str:
-    """``value`` if it is an id (letters, digits, ``._-``, starting with a letter or digit).
-    Raises INVALID_ARGUMENT, or LIMIT_EXCEEDED above 64 characters."""
-    if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
-        raise invalid(field, f"{field} must be letters, digits, '.', '_' or '-'")
-    if len(value) > ID_LEN_MAX:
-        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} may be at most {ID_LEN_MAX} long",
-                         {"field": field, "max": ID_LEN_MAX})
-    return value
-
-
-def check_currency(field: str, value: object) -> str:
-    """``value`` if it is three capital letters (ISO 4217). Raises INVALID_ARGUMENT."""
-    if not isinstance(value, str) or _CURRENCY_RE.fullmatch(value) is None:
-        raise invalid(field, f"{field} must be three capital letters (ISO 4217)")
-    return value
-
-
-def check_int(field: str, value: object, low: int, high: int) -> int:
-    """``value`` if it is an int (not a bool) in ``[low, high]``. Raises INVALID_ARGUMENT."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise invalid(field, f"{field} must be an integer from {low} to {high}")
-    return value
-
-
-def check_name(value: object) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= NAME_LEN_MAX:
-        raise invalid("name", f"name must be 1 to {NAME_LEN_MAX} characters")
-    return value
 
 
 def lock_tree(session: Session) -> None:
@@ -331,7 +286,7 @@ def _check_settings(agent_id: str, name: str, grade: str, currency: str | None,
     check_id("grade", grade)
     if currency is not None:
         check_currency("currency", currency)
-    check_int("credit_limit_minor", credit_limit_minor, 0, CREDIT_LIMIT_MINOR_MAX)
+    check_int("credit_limit_minor", credit_limit_minor, 0, MONEY_MINOR_MAX)
     if daily_order_quota is not None:
         check_int("daily_order_quota", daily_order_quota, 0, DAILY_ORDER_QUOTA_MAX)
     _check_policy(pool_policy)
@@ -481,7 +436,7 @@ def set_credit_limit(session: Session, agent_id: str, credit_limit_minor: int, *
     Effects: the column (through ``apply`` if given) and an audit entry ``agent.credit_limit``.
     Errors: INVALID_ARGUMENT (0..10^15), AGENT_NOT_FOUND, and whatever ``apply`` raises.
     """
-    check_int("credit_limit_minor", credit_limit_minor, 0, CREDIT_LIMIT_MINOR_MAX)
+    check_int("credit_limit_minor", credit_limit_minor, 0, MONEY_MINOR_MAX)
     if apply is None:
         return _set_column(session, agent_id, "credit_limit_minor", credit_limit_minor,
                            actor=actor, now_ms=now_ms, action="agent.credit_limit")

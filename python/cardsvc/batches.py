@@ -23,7 +23,6 @@ reported there too, for a batch ``rejected`` before anything was imported.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -34,13 +33,14 @@ from sqlalchemy.orm import Session
 
 from cardsvc import audit, codegen, crypto
 from cardsvc.catalog import Catalog
+from cardsvc.checks import check_currency
 from cardsvc.crypto.envelope import DataKeyCache, unwrap_data_key
 from cardsvc.crypto.opening import open_code
 from cardsvc.db import Database
 from cardsvc.db.models import Batch, BatchIssue, CodePayload
 from cardsvc.engine import Engine, normalise_code
 from cardsvc.engine.store import Store
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 from cardsvc.masking import mask_code
 
 STAGING_POOL_BASE = 1 << 31
@@ -55,11 +55,8 @@ GENERATE_COUNT_MAX = 10_000_000
 GENERATE_RETRIES_MAX = 5
 REPORT_LINES_MAX = 1_000_000
 """Report lines kept per batch (each about 100 bytes)."""
-CURRENCY = re.compile(r"[A-Z]{3}")
 
 
-def _invalid(field_name: str, message: str) -> CardsvcError:
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field_name})
 
 
 @dataclass(frozen=True)
@@ -93,19 +90,19 @@ class BatchMeta:
     def check(self, now_s: int) -> None:
         """Raises INVALID_ARGUMENT (details: ``field``) for an impossible batch."""
         if self.valid_until is not None and self.valid_until < now_s:
-            raise _invalid("valid_until", "valid_until is in the past")
+            raise invalid("valid_until", "valid_until is in the past")
         if (self.valid_from is not None and self.valid_until is not None
                 and self.valid_from > self.valid_until):
-            raise _invalid("valid_from", "valid_from is after valid_until")
+            raise invalid("valid_from", "valid_from is after valid_until")
         if self.unit_cost_minor is not None and self.unit_cost_minor < 0:
-            raise _invalid("unit_cost_minor", "unit_cost_minor must not be negative")
-        if self.currency is not None and not CURRENCY.fullmatch(self.currency):
-            raise _invalid("currency", "currency must be three capital letters (ISO 4217)")
+            raise invalid("unit_cost_minor", "unit_cost_minor must not be negative")
+        if self.currency is not None:
+            check_currency("currency", self.currency)
         if self.purchase_date is not None:
             try:
                 date.fromisoformat(self.purchase_date)
             except ValueError:
-                raise _invalid("purchase_date", "purchase_date must be YYYY-MM-DD") from None
+                raise invalid("purchase_date", "purchase_date must be YYYY-MM-DD") from None
 
 
 @dataclass
@@ -176,7 +173,7 @@ class Batches:
         with details ``index``, LIMIT_EXCEEDED, DATABASE_UNAVAILABLE, ...)."""
         batch = self._row(batch_id)
         if batch.status != "importing":
-            raise _invalid("batch_id", "the batch is not importing")
+            raise invalid("batch_id", "the batch is not importing")
         data_key = unwrap_data_key(self.keyring, batch.master_key_id,
                                           batch.data_key_wrapped)
         result = BatchResult(batch_id, 0)

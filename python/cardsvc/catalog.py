@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from cardsvc import audit
+from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_name
 from cardsvc.db import Database
 from cardsvc.db.models import Batch, Pool, Sku
 from cardsvc.engine import Engine
 from cardsvc.engine.store import Store
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 
 SHARED_POOL = "shared"
 """Pool 0: the stock every agent may draw from unless configured otherwise."""
@@ -34,33 +35,29 @@ EDITABLE = ("name", "kind", "currency", "face_value_minor", "cost_minor", "retai
 """SKU fields an admin may change after creation (the others are the core's)."""
 NOT_NULL = ("name", "kind", "currency", "on_sale")
 """EDITABLE fields that always have a value (the others may be cleared with null)."""
-MONEY_MINOR_MAX = 10**15
 STATES = ("available", "held", "allocated", "redeemed", "frozen", "void", "expired")
 
 
-def _invalid(field: str, message: str) -> CardsvcError:
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field})
 
 
 def check_sku_fields(fields: dict[str, Any]) -> None:
     """Raises INVALID_ARGUMENT (details: ``field``) for an unknown or out-of-range field."""
     for name, value in fields.items():
         if name not in EDITABLE:
-            raise _invalid(name, f"{name} cannot be changed")
+            raise invalid(name, f"{name} cannot be changed")
         if value is None and name in NOT_NULL:
-            raise _invalid(name, f"{name} cannot be null")
+            raise invalid(name, f"{name} cannot be null")
         if name == "kind" and value not in KINDS:
-            raise _invalid(name, f"kind must be one of {', '.join(KINDS)}")
-        if name == "currency" and not (isinstance(value, str) and len(value) == 3
-                                       and value.isascii() and value.isupper()):
-            raise _invalid(name, "currency must be three capital letters (ISO 4217)")
+            raise invalid(name, f"kind must be one of {', '.join(KINDS)}")
+        if name == "currency":
+            check_currency(name, value)
         if name.endswith("_minor") and value is not None and not 0 <= value <= MONEY_MINOR_MAX:
-            raise _invalid(name, f"{name} must be between 0 and {MONEY_MINOR_MAX}")
+            raise invalid(name, f"{name} must be between 0 and {MONEY_MINOR_MAX}")
         if name in ("purchase_limit_per_buyer", "low_stock_threshold") and value is not None \
                 and value < 0:
-            raise _invalid(name, f"{name} must not be negative")
-        if name == "name" and not (isinstance(value, str) and 0 < len(value) <= 200):
-            raise _invalid(name, "name must be 1 to 200 characters")
+            raise invalid(name, f"{name} must not be negative")
+        if name == "name":
+            check_name(value)
 
 
 class Catalog:
@@ -194,7 +191,7 @@ class Catalog:
         self.get_sku(sku)
         source, target = self.pool_id(from_pool), self.pool_id(to_pool)
         if source == target:
-            raise _invalid("from_pool", "from_pool and the target pool are the same")
+            raise invalid("from_pool", "from_pool and the target pool are the same")
         moved = self.engine.move_stock(sku, quantity, source, target)
         self.store.wait_last()
         now_ms = self.engine.now_ms()
@@ -240,7 +237,7 @@ class Catalog:
                    (("code", code), ("order_id", order_id), ("batch_id", batch_id))
                    if value is not None]
         if len(targets) != 1:
-            raise _invalid("code", "give exactly one of code, order_id, batch_id")
+            raise invalid("code", "give exactly one of code, order_id, batch_id")
         engine = self.engine
         if code is not None:
             code_id = engine.lookup(code)

@@ -1,15 +1,103 @@
-"""Small checks of request values shared by the domain modules. Each raises a CardsvcError with
-a stable code and ``details.field``; none ever echoes the value (it may be a code)."""
+"""The shared input rules: ids, names, currencies, amounts, integers, text, client references
+and quantities, each defined once.
+
+Every check raises a CardsvcError with a stable code and ``details.field``; none ever echoes the
+value (it may be a code). The patterns are exported too, so the HTTP layer's request models
+(``api/models.py``) declare the same rules in the OpenAPI schema.
+"""
 
 from __future__ import annotations
 
+import re
+
 from cardsvc.engine import ORDER_QTY_MAX, REF_LEN_MAX
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.errors import ErrorCode, invalid, make_error
+
+__all__ = [
+    "CURRENCY_PATTERN",
+    "ID_LEN_MAX",
+    "ID_PATTERN",
+    "MONEY_MINOR_MAX",
+    "NAME_LEN_MAX",
+    "ORDER_QTY_MAX",
+    "REF_LEN_MAX",
+    "check_amount",
+    "check_client_ref",
+    "check_currency",
+    "check_id",
+    "check_int",
+    "check_name",
+    "check_quantity",
+    "check_text",
+    "invalid",
+]
+
+ID_LEN_MAX = 64
+"""SKU, agent, pool, grade and key ids: short, printable, chosen by people or generated."""
+NAME_LEN_MAX = 200
+"""Display names of SKUs, agents, grades and suppliers."""
+MONEY_MINOR_MAX = 10**15
+"""Every amount of money, price, cost and credit limit, in minor units: far above any real sum
+(10 trillion yuan) and far from int64's overflow even when summed over many rows."""
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+"""An identifier chosen by people: letters, digits, ``.``, ``_`` and ``-``, not starting with
+punctuation."""
+CURRENCY_PATTERN = r"[A-Z]{3}"
+"""A currency: three capital letters (the shape of an ISO 4217 code)."""
+
+_ID = re.compile(ID_PATTERN)
+_CURRENCY = re.compile(CURRENCY_PATTERN)
 
 
-def invalid(field: str, message: str) -> CardsvcError:
-    """INVALID_ARGUMENT naming ``field``."""
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field})
+def check_id(field: str, value: object) -> str:
+    """``value`` if it is an id (``ID_PATTERN``). Raises INVALID_ARGUMENT, or LIMIT_EXCEEDED
+    above ID_LEN_MAX characters."""
+    if not isinstance(value, str) or _ID.fullmatch(value) is None:
+        raise invalid(field, f"{field} must be letters, digits, '.', '_' or '-'")
+    if len(value) > ID_LEN_MAX:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} may be at most {ID_LEN_MAX} long",
+                         {"field": field, "max": ID_LEN_MAX})
+    return value
+
+
+def check_currency(field: str, value: object) -> str:
+    """``value`` if it is three capital letters (``CURRENCY_PATTERN``). Raises
+    INVALID_ARGUMENT."""
+    if not isinstance(value, str) or _CURRENCY.fullmatch(value) is None:
+        raise invalid(field, f"{field} must be three capital letters (ISO 4217)")
+    return value
+
+
+def check_int(field: str, value: object, low: int, high: int) -> int:
+    """``value`` if it is an int (not a bool) in ``[low, high]``. Raises INVALID_ARGUMENT."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(field, f"{field} must be an integer from {low} to {high}")
+    return value
+
+
+def check_name(value: object, field: str = "name") -> str:
+    """``value`` if it is 1 to NAME_LEN_MAX characters. Raises INVALID_ARGUMENT."""
+    if not isinstance(value, str) or not 0 < len(value) <= NAME_LEN_MAX:
+        raise invalid(field, f"{field} must be 1 to {NAME_LEN_MAX} characters")
+    return value
+
+
+def check_amount(field: str, amount: object, *, positive: bool = True) -> int:
+    """``amount`` if it is an int (not a bool) of at most MONEY_MINOR_MAX in magnitude and, with
+    ``positive``, above zero (else at least zero). Raises AMOUNT_MUST_BE_POSITIVE (or
+    INVALID_ARGUMENT for a negative amount where zero is allowed), INVALID_ARGUMENT for a
+    non-integer, LIMIT_EXCEEDED above the bound."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise invalid(field, f"{field} must be an integer number of minor units")
+    if positive and amount <= 0:
+        raise make_error(ErrorCode.AMOUNT_MUST_BE_POSITIVE, f"{field} must be positive",
+                         {"field": field})
+    if not positive and amount < 0:
+        raise invalid(field, f"{field} must not be negative")
+    if abs(amount) > MONEY_MINOR_MAX:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} is too large",
+                         {"field": field, "max": MONEY_MINOR_MAX})
+    return amount
 
 
 def check_text(field: str, value: object, length_max: int) -> None:

@@ -55,7 +55,7 @@ from functools import cache, lru_cache
 from typing import Any, Literal
 
 from cardsvc.engine import CODE_LEN_MAX, PIN_LEN_MAX, normalise_code
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 
 DEFAULT_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 """32 characters without the look-alikes 0/O and 1/I/L."""
@@ -115,8 +115,6 @@ _FIELD_TYPES: dict[str, type] = {
 _FIELDS = tuple(_FIELD_TYPES)
 
 
-def _invalid(field: str, message: str, **extra: Any) -> CardsvcError:
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field, **extra})
 
 
 def _mistyped(reason: str) -> CardsvcError:
@@ -177,7 +175,7 @@ def scheme_for(size: int) -> CheckScheme:
         table = [list(row) for row in _DAMM_10]
         step = [table[s][v] for s in sizes for v in sizes]
         return _scheme("damm10", "table", table, step)
-    raise _invalid("alphabet", f"a check character needs an alphabet of {SUPPORTED_SIZES_TEXT} "
+    raise invalid("alphabet", f"a check character needs an alphabet of {SUPPORTED_SIZES_TEXT} "
                    "characters", supported_sizes=SUPPORTED_SIZES_TEXT)
 
 
@@ -260,12 +258,12 @@ class CodeFormat:
             scheme_for(len(self.alphabet))
         _validate_pin_alphabet(self.pin_alphabet)
         if self.formatted_length > CODE_LEN_MAX:
-            raise _invalid("length", f"the formatted code must be at most {CODE_LEN_MAX} "
+            raise invalid("length", f"the formatted code must be at most {CODE_LEN_MAX} "
                            "characters", formatted_length=self.formatted_length)
         bits = (self.length * math.log2(len(self.alphabet))
                 + self.pin_length * math.log2(len(self.pin_alphabet)))
         if bits < SECRET_BITS_MIN:
-            raise _invalid("length", f"code and PIN must carry at least {SECRET_BITS_MIN} random "
+            raise invalid("length", f"code and PIN must carry at least {SECRET_BITS_MIN} random "
                            "bits", bits=round(bits, 1))
 
     @property
@@ -302,13 +300,13 @@ class CodeFormat:
         code computes for the format."""
         for key in data:
             if key not in _FIELDS and key != "check_scheme":
-                raise _invalid(key, "unknown code format field")
+                raise invalid(key, "unknown code format field")
         for key in (*_FIELDS, "check_scheme"):
             if key not in data:
-                raise _invalid(key, "missing code format field")
+                raise invalid(key, "missing code format field")
         fmt = cls(**{name: data[name] for name in _FIELDS})
         if data["check_scheme"] != fmt.check_scheme:
-            raise _invalid("check_scheme", "the stored check scheme is not this format's",
+            raise invalid("check_scheme", "the stored check scheme is not this format's",
                            expected=fmt.check_scheme)
         return fmt
 
@@ -318,40 +316,40 @@ def _validate_types(fmt: CodeFormat) -> None:
         value = getattr(fmt, name)
         # bool is an int subclass: a JSON true must not pass as a length.
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise _invalid(name, f"{name} must be of type {expected.__name__}")
+            raise invalid(name, f"{name} must be of type {expected.__name__}")
 
 
 def _validate_alphabet(alphabet: str) -> None:
     if not ALPHABET_SIZE_MIN <= len(alphabet) <= ALPHABET_SIZE_MAX:
-        raise _invalid("alphabet", f"the alphabet must have {ALPHABET_SIZE_MIN}.."
+        raise invalid("alphabet", f"the alphabet must have {ALPHABET_SIZE_MIN}.."
                        f"{ALPHABET_SIZE_MAX} characters")
     if len(set(alphabet)) != len(alphabet):
-        raise _invalid("alphabet", "the alphabet's characters must be distinct")
+        raise invalid("alphabet", "the alphabet's characters must be distinct")
     if not (alphabet.isascii() and alphabet.isprintable()) or _normalised(alphabet) != alphabet:
-        raise _invalid("alphabet", "the alphabet must be printable ASCII that code normalisation "
+        raise invalid("alphabet", "the alphabet must be printable ASCII that code normalisation "
                        "keeps unchanged (no lowercase letters, space or '-')")
 
 
 def _validate_separator(separator: str) -> None:
     if not (len(separator) == 1 and separator.isascii() and separator.isprintable()
             and _normalised("0" + separator + "0") == "00"):
-        raise _invalid("separator", "the separator must be one character that code "
+        raise invalid("separator", "the separator must be one character that code "
                        "normalisation removes ('-' or space)")
 
 
 def _validate_bounds(fmt: CodeFormat) -> None:
     if not LENGTH_MIN <= fmt.length <= LENGTH_MAX:
-        raise _invalid("length", f"length must be {LENGTH_MIN}..{LENGTH_MAX}")
+        raise invalid("length", f"length must be {LENGTH_MIN}..{LENGTH_MAX}")
     if not 0 <= fmt.group <= GROUP_MAX:
-        raise _invalid("group", f"group must be 0..{GROUP_MAX}")
+        raise invalid("group", f"group must be 0..{GROUP_MAX}")
     if not 0 <= fmt.pin_length <= PIN_LEN_MAX:
-        raise _invalid("pin_length", f"pin_length must be 0..{PIN_LEN_MAX}")
+        raise invalid("pin_length", f"pin_length must be 0..{PIN_LEN_MAX}")
 
 
 def _validate_prefix(prefix: str, alphabet: str) -> None:
     if len(prefix) > PREFIX_LEN_MAX or not (prefix == "" or (prefix.isascii() and prefix.isalnum()
                                                              and set(prefix) <= set(alphabet))):
-        raise _invalid("prefix", f"the prefix must be up to {PREFIX_LEN_MAX} letters or digits "
+        raise invalid("prefix", f"the prefix must be up to {PREFIX_LEN_MAX} letters or digits "
                        "of the alphabet")
 
 
@@ -359,7 +357,7 @@ def _validate_pin_alphabet(pin_alphabet: str) -> None:
     if not (ALPHABET_SIZE_MIN <= len(pin_alphabet) <= PIN_ALPHABET_SIZE_MAX
             and len(set(pin_alphabet)) == len(pin_alphabet)
             and all(" " < char <= "~" for char in pin_alphabet)):
-        raise _invalid("pin_alphabet", f"the PIN alphabet must be {ALPHABET_SIZE_MIN}.."
+        raise invalid("pin_alphabet", f"the PIN alphabet must be {ALPHABET_SIZE_MIN}.."
                        f"{PIN_ALPHABET_SIZE_MAX} distinct printable ASCII characters, no space")
 
 
@@ -460,7 +458,7 @@ def generate(fmt: CodeFormat, count: int) -> list[tuple[str, str | None]]:
     not give enough distinct codes (a broken random source).
     """
     if not isinstance(count, int) or isinstance(count, bool):
-        raise _invalid("count", "count must be an integer")
+        raise invalid("count", "count must be an integer")
     if count < 1:
         raise make_error(ErrorCode.QUANTITY_MUST_BE_POSITIVE, "count must be positive",
                          {"field": "count"})
@@ -505,9 +503,9 @@ def check_character(fmt: CodeFormat, body: str) -> str:
     random characters of a code, but any length works). Raises INVALID_ARGUMENT when ``fmt`` has
     no check or ``body`` has a character outside the alphabet."""
     if not fmt.check:
-        raise _invalid("check", "the format has no check character")
+        raise invalid("check", "the format has no check character")
     if not set(body) <= set(fmt.alphabet):
-        raise _invalid("body", "the body has characters outside the alphabet")
+        raise invalid("body", "the body has characters outside the alphabet")
     scheme = scheme_for(len(fmt.alphabet))
     state = fold(scheme, [fmt.alphabet.index(char) for char in body])
     return fmt.alphabet[scheme.check_of[state]]
@@ -541,16 +539,16 @@ def register_prefix(registry: dict[str, CodeFormat], fmt: CodeFormat) -> None:
     extends another registered prefix.
     """
     if not fmt.prefix:
-        raise _invalid("prefix", "only a format with a prefix can be registered")
+        raise invalid("prefix", "only a format with a prefix can be registered")
     existing = registry.get(fmt.prefix)
     if existing is not None:
         if _check_key(existing) != _check_key(fmt):
-            raise _invalid("prefix", "the prefix is registered with another format",
+            raise invalid("prefix", "the prefix is registered with another format",
                            conflicts_with=fmt.prefix)
         return
     for other in registry:
         if other.startswith(fmt.prefix) or fmt.prefix.startswith(other):
-            raise _invalid("prefix", "the prefix overlaps a registered prefix",
+            raise invalid("prefix", "the prefix overlaps a registered prefix",
                            conflicts_with=other)
     registry[fmt.prefix] = fmt
 
@@ -567,7 +565,7 @@ def match_prefix(body: str, formats_by_prefix: Mapping[str, CodeFormat]) -> Code
         fmt = formats_by_prefix.get(body[:size])
         if fmt is not None:
             if fmt.prefix != body[:size]:
-                raise _invalid("formats_by_prefix", "a key is not its format's prefix")
+                raise invalid("formats_by_prefix", "a key is not its format's prefix")
             return fmt
     return None
 

@@ -221,6 +221,12 @@ def make_error(code: str, message: str, details: dict[str, Any] | None = None) -
     return _CLASS_OF[error_code](message, code=error_code, details=details)
 
 
+def invalid(field: str, message: str, **details: Any) -> CardsvcError:
+    """INVALID_ARGUMENT naming ``field`` (plus any other ``details``): the one helper for the
+    commonest refusal. ``message`` and ``details`` never hold a code or PIN."""
+    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field, **details})
+
+
 def from_core(code: str, message: str, details: dict[str, Any]) -> CardsvcError:
     """Called by the Rust binding to turn a ``CoreError`` into its Python exception."""
     return make_error(code, message, details)

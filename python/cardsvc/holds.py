@@ -14,9 +14,9 @@ import secrets
 from typing import Any
 
 from cardsvc.access.risk import RiskGuard, RiskLimits
-from cardsvc.checks import check_client_ref, check_quantity, invalid
+from cardsvc.checks import check_client_ref, check_quantity
 from cardsvc.engine import Engine, Hold
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 from cardsvc.times import iso
 
 HOLD_TTL_S_MIN = 1

@@ -31,7 +31,6 @@ read balances with :func:`balance`.
 from __future__ import annotations
 
 import csv
-import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,11 +40,11 @@ from sqlalchemy import Select, Table, and_, bindparam, case, func, insert, or_, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cardsvc.checks import check_text
+from cardsvc.checks import MONEY_MINOR_MAX, check_amount, check_currency, check_text
 from cardsvc.db.base import ID_LEN_MAX
 from cardsvc.db.models import Agent
 from cardsvc.db.money import Account, LedgerTransaction, Posting
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 from cardsvc.times import iso
 
 AGENT_ACCOUNT_KINDS = ("available", "escrow", "pending", "withdrawing")
@@ -59,9 +58,6 @@ PLATFORM_ACCOUNT_KINDS = ("revenue", "cost_of_goods", "deposits", "payouts")
 """The platform's side, one set per currency: its margin, what the goods cost, cash received
 from agents (negative: money in), cash paid out to agents (positive: money out)."""
 
-AMOUNT_MINOR_MAX = 10**15
-"""The largest posting, credit limit or flow amount (10^13 in major units of a two-decimal
-currency). A balance would need 9,000 maximal postings in one direction to leave BIGINT."""
 LEGS_MAX = 64
 """Postings per transaction: a settlement has one per ancestor in the agent chain plus three."""
 REFERENCE_LEN_MAX = 256
@@ -72,7 +68,6 @@ PAGE_SIZE_MAX = 1000
 PROBLEMS_MAX = 100
 """Problems :func:`check_ledger` reports per check: enough to diagnose, bounded in memory."""
 
-_CURRENCY = re.compile(r"[A-Z]{3}")
 _ACCOUNTS = cast(Table, Account.__table__)
 _TXNS = cast(Table, LedgerTransaction.__table__)
 _POSTINGS = cast(Table, Posting.__table__)
@@ -171,7 +166,7 @@ def agent_account(agent_id: str, kind: str) -> str:
     """``agent:<agent_id>:<kind>`` for a kind in AGENT_ACCOUNT_KINDS. Pure. Raises
     INVALID_ARGUMENT for another kind."""
     if kind not in AGENT_ACCOUNT_KINDS:
-        raise _invalid("kind", f"an agent account kind is one of {AGENT_ACCOUNT_KINDS}")
+        raise invalid("kind", f"an agent account kind is one of {AGENT_ACCOUNT_KINDS}")
     return f"agent:{agent_id}:{kind}"
 
 
@@ -179,35 +174,9 @@ def platform_account(kind: str, currency: str) -> str:
     """``platform:<kind>:<currency>`` for a kind in PLATFORM_ACCOUNT_KINDS. Pure. Raises
     INVALID_ARGUMENT for another kind or a currency that is not three capital letters."""
     if kind not in PLATFORM_ACCOUNT_KINDS:
-        raise _invalid("kind", f"a platform account kind is one of {PLATFORM_ACCOUNT_KINDS}")
-    check_currency(currency)
+        raise invalid("kind", f"a platform account kind is one of {PLATFORM_ACCOUNT_KINDS}")
+    check_currency("currency", currency)
     return f"platform:{kind}:{currency}"
-
-
-def check_currency(currency: object) -> str:
-    """``currency`` if it is an ISO 4217-shaped code (three capital letters). Raises
-    INVALID_ARGUMENT otherwise."""
-    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
-        raise _invalid("currency", "a currency is three capital letters, e.g. CNY")
-    return currency
-
-
-def check_amount(field: str, amount: object, *, positive: bool = True) -> int:
-    """``amount`` if it is an int (not a bool) of at most AMOUNT_MINOR_MAX in magnitude and, with
-    ``positive``, above zero (else at least zero). Raises AMOUNT_MUST_BE_POSITIVE (or
-    INVALID_ARGUMENT for a negative credit limit), INVALID_ARGUMENT for a non-integer,
-    LIMIT_EXCEEDED above the bound."""
-    if isinstance(amount, bool) or not isinstance(amount, int):
-        raise _invalid(field, f"{field} must be an integer number of minor units")
-    if positive and amount <= 0:
-        raise make_error(ErrorCode.AMOUNT_MUST_BE_POSITIVE, f"{field} must be positive",
-                         {"field": field})
-    if not positive and amount < 0:
-        raise _invalid(field, f"{field} must not be negative")
-    if abs(amount) > AMOUNT_MINOR_MAX:
-        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} is too large",
-                         {"field": field, "max": AMOUNT_MINOR_MAX})
-    return amount
 
 
 # ----- opening accounts ----------------------------------------------------------------------
@@ -217,7 +186,7 @@ def ensure_platform_accounts(session: Session, currency: str, now_ms: int) -> li
     """The platform's accounts in ``currency``, created when missing (idempotent, safe when two
     transactions do it at once). Returns their ids. Raises INVALID_ARGUMENT for a bad currency.
     """
-    check_currency(currency)
+    check_currency("currency", currency)
     rows = [
         {"account_id": platform_account(kind, currency), "kind": kind, "agent_id": None,
          "currency": currency, "floor_minor": None, "balance_minor": 0, "created_at_ms": now_ms}
@@ -239,7 +208,7 @@ def open_agent_accounts(
     Raises AGENT_NOT_FOUND, CURRENCY_MISMATCH (the agent or its existing accounts have another
     currency), INVALID_ARGUMENT (bad currency, negative limit), LIMIT_EXCEEDED.
     """
-    check_currency(currency)
+    check_currency("currency", currency)
     check_amount("credit_limit_minor", credit_limit_minor, positive=False)
     agent = _require_agent(session, agent_id)
     if agent.currency != currency:
@@ -328,7 +297,7 @@ def post(
 
     Checks, in this order of precedence: the arguments (INVALID_ARGUMENT: empty or overlong
     text, a bad currency, no legs, a zero or non-integer amount, an account twice, legs that do
-    not sum to zero; LIMIT_EXCEEDED: over LEGS_MAX legs or an amount over AMOUNT_MINOR_MAX);
+    not sum to zero; LIMIT_EXCEEDED: over LEGS_MAX legs or an amount over MONEY_MINOR_MAX);
     then the reference: taken by the same kind, currency and legs returns that transaction with
     ``created`` False, taken by anything else raises IDEMPOTENCY_KEY_REUSED (details ``field``:
     ``kind``, ``currency`` or ``legs``); then ACCOUNT_NOT_FOUND, CURRENCY_MISMATCH (an account
@@ -392,11 +361,11 @@ def _check_post_args(
     check_text("reference", reference, REFERENCE_LEN_MAX)
     check_text("kind", kind, KIND_LEN_MAX)
     check_text("actor", actor, ID_LEN_MAX)
-    check_currency(currency)
+    check_currency("currency", currency)
     if isinstance(now_ms, bool) or not isinstance(now_ms, int) or now_ms < 0:
-        raise _invalid("now_ms", "now_ms must be a non-negative integer")
+        raise invalid("now_ms", "now_ms must be a non-negative integer")
     if not legs:
-        raise _invalid("legs", "a transaction needs at least one posting")
+        raise invalid("legs", "a transaction needs at least one posting")
     if len(legs) > LEGS_MAX:
         raise make_error(ErrorCode.LIMIT_EXCEEDED, f"at most {LEGS_MAX} postings per transaction",
                          {"field": "legs", "max": LEGS_MAX})
@@ -404,12 +373,12 @@ def _check_post_args(
     for index, leg in enumerate(legs):
         amount = leg.amount_minor
         if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
-            raise _invalid("legs", "every posting's amount is a non-zero integer", index=index)
-        if abs(amount) > AMOUNT_MINOR_MAX:
+            raise invalid("legs", "every posting's amount is a non-zero integer", index=index)
+        if abs(amount) > MONEY_MINOR_MAX:
             raise make_error(ErrorCode.LIMIT_EXCEEDED, "a posting's amount is too large",
-                             {"field": "legs", "index": index, "max": AMOUNT_MINOR_MAX})
+                             {"field": "legs", "index": index, "max": MONEY_MINOR_MAX})
         if leg.account_id in seen:
-            raise _invalid("legs", "an account appears twice in one transaction", index=index)
+            raise invalid("legs", "an account appears twice in one transaction", index=index)
         seen.add(leg.account_id)
     total = sum(leg.amount_minor for leg in legs)
     if total != 0:
@@ -686,9 +655,9 @@ def _period_totals(
     """(currency, opening balance, closing balance) of the period, in one aggregate query."""
     for field, value in (("since_ms", since_ms), ("until_ms", until_ms)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _invalid(field, f"{field} must be an integer")
+            raise invalid(field, f"{field} must be an integer")
     if since_ms > until_ms:
-        raise _invalid("since_ms", "since_ms must not be after until_ms")
+        raise invalid("since_ms", "since_ms must not be after until_ms")
     currency = account_info(session, account_id).currency
     p = _POSTINGS.c
     before = func.sum(case((p.created_at_ms < since_ms, p.amount_minor), else_=0))
@@ -806,17 +775,10 @@ def _account_info(row: Any) -> AccountInfo:
 
 def _check_limit(field: str, limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise _invalid(field, f"{field} must be at least 1")
+        raise invalid(field, f"{field} must be at least 1")
     if limit > PAGE_SIZE_MAX:
         raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} may be at most {PAGE_SIZE_MAX}",
                          {"field": field, "max": PAGE_SIZE_MAX})
-
-
-def _invalid(field: str, message: str, *, index: int | None = None) -> CardsvcError:
-    details: dict[str, Any] = {"field": field}
-    if index is not None:
-        details["index"] = index
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, details)
 
 
 def _account_not_found(account_id: str) -> CardsvcError:

@@ -48,12 +48,11 @@ from sqlalchemy import Executable, bindparam, event, or_, select
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, object_session
 
 from cardsvc import agents, audit
+from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_id, check_int, check_name
 from cardsvc.db.models import Agent, Sku
 from cardsvc.db.money import Grade, Price
-from cardsvc.errors import ErrorCode, make_error
+from cardsvc.errors import ErrorCode, invalid, make_error
 
-PRICE_MINOR_MAX = 10**15
-"""The catalog's money bound (cardsvc.catalog.MONEY_MINOR_MAX)."""
 PRICE_CACHE_ENTRIES_MAX = 50_000
 """Cached outcomes per engine (oldest dropped first); a chain of a few agents is ~0.5 KB."""
 PRICE_CACHE_TTL_S = 2.0
@@ -426,7 +425,7 @@ def order_pools(session: Session, agent_id: str) -> list[int]:
 
 def _check_limit(limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise agents.invalid("limit", "limit must be at least 1")
+        raise invalid("limit", "limit must be at least 1")
     if limit > LIST_LIMIT_MAX:
         raise make_error(ErrorCode.LIMIT_EXCEEDED, f"limit may be at most {LIST_LIMIT_MAX}",
                          {"field": "limit", "max": LIST_LIMIT_MAX})
@@ -445,8 +444,8 @@ def create_grade(session: Session, grade: str, name: str, *, actor: str,
                  now_ms: int) -> dict[str, Any]:
     """A new, empty price list. Admins only. Effects: the row and an audit entry
     ``grade.create``. Errors: INVALID_ARGUMENT, LIMIT_EXCEEDED, GRADE_EXISTS."""
-    agents.check_id("grade", grade)
-    agents.check_name(name)
+    check_id("grade", grade)
+    check_name(name)
     agents.lock_tree(session)
     if session.get(Grade, grade) is not None:
         raise make_error(ErrorCode.GRADE_EXISTS, "the grade exists", {"grade": grade})
@@ -486,10 +485,10 @@ def set_price(session: Session, *, sku: str, price_minor: int, currency: str,
     ``parent_id``, ``parent_price_minor``: the edge that would invert).
     """
     owner = _check_price_args(sku, grade, agent_id)
-    agents.check_int("price_minor", price_minor, 0, PRICE_MINOR_MAX)
-    agents.check_currency("currency", currency)
+    check_int("price_minor", price_minor, 0, MONEY_MINOR_MAX)
+    check_currency("currency", currency)
     if not isinstance(visible, bool):
-        raise agents.invalid("visible", "visible must be true or false")
+        raise invalid("visible", "visible must be true or false")
     _begin_change(session, sku, agent_id, actor_agent_id)
     by_agent = agent_id is not None
     _require_owner(session, owner, by_agent=by_agent, currency=currency)
@@ -534,12 +533,12 @@ def remove_price(session: Session, *, sku: str, grade: str | None = None,
 def _check_price_args(sku: str, grade: str | None, agent_id: str | None) -> str:
     """The row's owner (grade or agent id). Raises INVALID_ARGUMENT unless exactly one of
     ``grade`` and ``agent_id`` is given, LIMIT_EXCEEDED for an over-long id."""
-    agents.check_id("sku", sku)
+    check_id("sku", sku)
     if grade is not None and agent_id is None:
-        return agents.check_id("grade", grade)
+        return check_id("grade", grade)
     if agent_id is not None and grade is None:
-        return agents.check_id("agent_id", agent_id)
-    raise agents.invalid("grade", "give exactly one of grade and agent_id")
+        return check_id("agent_id", agent_id)
+    raise invalid("grade", "give exactly one of grade and agent_id")
 
 
 def _begin_change(session: Session, sku: str, agent_id: str | None,

@@ -42,18 +42,16 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
-from cardsvc.checks import check_text
+from cardsvc.checks import check_amount, check_currency, check_text
 from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX
 from cardsvc.db.models import Agent
 from cardsvc.db.money import Account, Commission, LedgerTransaction, Posting, Withdrawal
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 from cardsvc.ledger import (
     Leg,
     PostResult,
     Problem,
     agent_account,
-    check_amount,
-    check_currency,
     find_transaction,
     lock_accounts,
     platform_account,
@@ -143,7 +141,7 @@ def deposit_reference(agent_id: str, reference: str) -> str:
 def order_reference(order_id: str, step: str) -> str:
     """``order:<order_id>:<step>`` for a step in ORDER_STEPS."""
     if step not in ORDER_STEPS:
-        raise _invalid("step", f"an order step is one of {ORDER_STEPS}")
+        raise invalid("step", f"an order step is one of {ORDER_STEPS}")
     return f"order:{order_id}:{step}"
 
 
@@ -174,7 +172,7 @@ def deposit(
     ACCOUNT_NOT_FOUND (accounts never opened), CURRENCY_MISMATCH (not the agent's currency).
     """
     check_amount("amount_minor", amount_minor)
-    check_currency(currency)
+    check_currency("currency", currency)
     check_text("reference", reference, REF_LEN_MAX)
     details = {"agent_id": agent_id, "amount_minor": amount_minor, "reference": reference}
     result = _post(session, deposit_reference(agent_id, reference), "deposit", actor, currency,
@@ -386,7 +384,7 @@ def release_due_commissions(
     Raises INVALID_ARGUMENT (limit below 1), LIMIT_EXCEEDED (over RELEASE_BATCH_MAX).
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise _invalid("limit", "limit must be at least 1")
+        raise invalid("limit", "limit must be at least 1")
     if limit > RELEASE_BATCH_MAX:
         raise make_error(ErrorCode.LIMIT_EXCEEDED, f"limit may be at most {RELEASE_BATCH_MAX}",
                          {"field": "limit", "max": RELEASE_BATCH_MAX})
@@ -442,7 +440,7 @@ def request_withdrawal(
     CURRENCY_MISMATCH, INSUFFICIENT_BALANCE (``available_minor``: the balance above 0).
     """
     check_amount("amount_minor", amount_minor)
-    check_currency(currency)
+    check_currency("currency", currency)
     check_text("reference", reference, REF_LEN_MAX)
     available, withdrawing = (agent_account(agent_id, kind)
                               for kind in ("available", "withdrawing"))
@@ -676,7 +674,7 @@ def _settlement_plan(
 
 def _check_chain(chain: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
     if not chain:
-        raise _invalid("chain", "the chain names at least the buyer")
+        raise invalid("chain", "the chain names at least the buyer")
     if len(chain) > CHAIN_LEN_MAX:
         raise make_error(ErrorCode.LIMIT_EXCEEDED, f"at most {CHAIN_LEN_MAX} agents in a chain",
                          {"field": "chain", "max": CHAIN_LEN_MAX})
@@ -748,14 +746,12 @@ def _check_count(field: str, value: object, code: ErrorCode) -> None:
 
 def _check_cooling(cooling_ms: object) -> None:
     if isinstance(cooling_ms, bool) or not isinstance(cooling_ms, int) or cooling_ms < 0:
-        raise _invalid("cooling_ms", "cooling_ms must be a non-negative integer")
+        raise invalid("cooling_ms", "cooling_ms must be a non-negative integer")
     if cooling_ms > COOLING_MS_MAX:
         raise make_error(ErrorCode.LIMIT_EXCEEDED, "the cooling period is too long",
                          {"field": "cooling_ms", "max": COOLING_MS_MAX})
 
 
-def _invalid(field: str, message: str) -> CardsvcError:
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field})
 
 
 def _order_not_found(order_id: str, missing: str) -> CardsvcError:

@@ -40,7 +40,7 @@ from sqlalchemy import select
 from cardsvc.access.tables import ApiKey
 from cardsvc.db import Database
 from cardsvc.db.models import Agent
-from cardsvc.errors import ErrorCode, make_error
+from cardsvc.errors import ErrorCode, invalid, make_error
 
 KEY_PREFIX = "cs"
 ROLES = ("admin", "agent", "terminal")
@@ -108,8 +108,6 @@ def _sha256(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("ascii")).digest()
 
 
-def _invalid(field: str, message: str) -> Exception:
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field})
 
 
 def check_key_request(
@@ -122,20 +120,20 @@ def check_key_request(
     (details: ``field``) for an unknown role, a scope the role may not hold, an agent key without
     an agent, an agent id on another role, or SKUs on a key that is not a terminal's."""
     if role not in ROLES:
-        raise _invalid("role", "role must be admin, agent or terminal")
+        raise invalid("role", "role must be admin, agent or terminal")
     if role == "agent" and not agent_id:
-        raise _invalid("agent_id", "an agent key needs agent_id")
+        raise invalid("agent_id", "an agent key needs agent_id")
     if role != "agent" and agent_id:
-        raise _invalid("agent_id", "only agent keys belong to an agent")
+        raise invalid("agent_id", "only agent keys belong to an agent")
     if skus is not None and role != "terminal":
-        raise _invalid("skus", "only terminal keys can be limited to SKUs")
+        raise invalid("skus", "only terminal keys can be limited to SKUs")
     granted = tuple(DEFAULT_SCOPES[role]) if scopes is None else tuple(dict.fromkeys(scopes))
     allowed = SCOPES_OF_ROLE[role]
     for scope in granted:
         if scope not in allowed:
-            raise _invalid("scopes", f"a {role} key may hold only: {', '.join(allowed)}")
+            raise invalid("scopes", f"a {role} key may hold only: {', '.join(allowed)}")
     if not granted:
-        raise _invalid("scopes", "a key needs at least one scope")
+        raise invalid("scopes", "a key needs at least one scope")
     return granted
 
 

@@ -17,6 +17,10 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, MetaData
 from sqlalchemy.orm import DeclarativeBase
 
+from cardsvc.checks import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX
+
+__all__ = ["ID_LEN_MAX", "NAME_LEN_MAX", "NAMING_CONVENTION", "REF_LEN_MAX", "Base"]
+
 # Named constraints, so Alembic migrations name them the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -28,11 +32,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-ID_LEN_MAX = 64
-"""SKU, agent, pool and key ids: short, printable, chosen by people or generated."""
-REF_LEN_MAX = 128
-"""Client-chosen idempotency keys (``client_order_id``); the core's reference limit."""
-NAME_LEN_MAX = 200
 
 
 class Base(DeclarativeBase):
