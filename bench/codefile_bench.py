@@ -1,9 +1,9 @@
-"""Parsing of batch import files: ``cardsvc.codefile`` on a generated 1M-row CSV.
+"""Parsing of batch import files: ``cardsvc.catalog.codefile`` on a generated 1M-row CSV.
 
 Goal: issue 5's figure "import of 1,000,000 codes from CSV end to end in under 20 s, memory flat"
 gives the parse a small share: 1M rows parsed and validated in at most 3 s. This measures
-:func:`cardsvc.codefile.scan` (parse, validate, in-file duplicate table) and
-:func:`cardsvc.codefile.read_codes` (parse, validate, build ``CodeRow`` chunks) separately.
+:func:`cardsvc.catalog.codefile.scan` (parse, validate, in-file duplicate table) and
+:func:`cardsvc.catalog.codefile.read_codes` (parse, validate, build ``CodeRow`` chunks) separately.
 
 Method: ``python -m bench.codefile_bench [--rows N]`` writes a CSV of N rows (16-character codes
 from a seeded generator, 8-digit PINs, a header) into a temporary directory, streaming, outside
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, read_status_kib
-from cardsvc.codefile import CHUNK_ROWS_DEFAULT, read_codes, scan
+from cardsvc.catalog.codefile import CHUNK_ROWS_DEFAULT, read_codes, scan
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LEN = 16

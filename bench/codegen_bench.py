@@ -1,4 +1,4 @@
-"""Issue 5's generation benchmark: how long ``cardsvc.codegen.generate`` takes for 1,000,000
+"""Issue 5's generation benchmark: how long ``cardsvc.catalog.codegen.generate`` takes for 1,000,000
 codes of the default format (16 random characters of 32, a check character, groups of 4, no
 PIN). Target: under 5 s on the 2-core reference machine. The figure and PASS/MISS are printed and
 kept in ``bench/results/codegen_latest.json``.
@@ -37,7 +37,7 @@ from typing import Any
 
 from bench.common import machine_description, rate
 from bench.run_all import RESULTS_DIR, git_commit, log
-from cardsvc.codegen import CodeFormat, fold, generate, scheme_for
+from cardsvc.catalog.codegen import CodeFormat, fold, generate, scheme_for
 
 TARGET_COUNT = 1_000_000
 TARGET_SECONDS = 5.0

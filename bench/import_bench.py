@@ -2,14 +2,14 @@
 core. Target: 1,000,000 codes in under 20 s on this machine, memory flat.
 
 Method: ``python -m bench.import_bench [--rows N ...]`` writes each CSV (16-character codes,
-8-digit PINs; ``bench.codefile_bench.write_csv``) outside any clock, then runs each size in a
-fresh interpreter (``--measure --file F``) that opens a ``Services`` on an empty data directory
-(SQLite, file journal), creates a SKU and times ``cardsvc.file_import.import_file`` once. The
-child checks the result before it counts (batch ``ready``, every row imported, stock available
-equals the rows, the journal durable, a sample of codes decrypts to the file's text) and reports
-its peak RSS growth (VmHWM - VmRSS at start). "Memory flat" is judged by the peak growth at two
-sizes: a flat import grows by about the same at 250k and at 1M rows. Output: one JSON object per
-size and a verdict line.
+8-digit PINs; ``bench.codefile_bench.write_csv``) outside any clock, then runs each size in a fresh
+interpreter (``--measure --file F``) that opens a ``Services`` on an empty data directory (SQLite,
+file journal), creates a SKU and times ``cardsvc.catalog.file_import.import_file`` once. The child
+checks the result before it counts (batch ``ready``, every row imported, stock available equals the
+rows, the journal durable, a sample of codes decrypts to the file's text) and reports its peak RSS
+growth (VmHWM - VmRSS at start). "Memory flat" is judged by the peak growth at two sizes: a flat
+import grows by about the same at 250k and at 1M rows. Output: one JSON object per size and a
+verdict line.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ CHILD_TIMEOUT_S = 900.0
 
 def measure(path: Path, rows: int) -> dict[str, Any]:
     """One import of ``path`` (``rows`` codes) into a fresh data directory, checked."""
-    from cardsvc.batches import BatchMeta
+    from cardsvc.catalog.batches import BatchMeta
+    from cardsvc.catalog.file_import import import_file
     from cardsvc.engine.store import StoreConfig
-    from cardsvc.file_import import import_file
     from cardsvc.services import ServiceConfig, Services
 
     rss_start = read_status_kib("VmRSS")

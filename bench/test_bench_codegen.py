@@ -22,7 +22,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from bench import codegen_bench
 from bench.codegen_bench import check_batch
 from bench.testing import pedantic
-from cardsvc.codegen import CodeFormat, generate
+from cardsvc.catalog.codegen import CodeFormat, generate
 
 pytestmark = pytest.mark.timeout(120)
 

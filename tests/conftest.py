@@ -214,13 +214,14 @@ class PostgresTestDatabase:
         from sqlalchemy import create_engine, select
         from sqlalchemy.pool import NullPool
 
-        from cardsvc.db import Base, Database
+        from cardsvc.db import Database
         from cardsvc.db.database import resolve_url
+        from cardsvc.migrations.schema import metadata
 
         Database.open(REPO_ROOT, url, migrate=True).close()
         self.url = url
         self._engine = create_engine(resolve_url(REPO_ROOT, url), poolclass=NullPool)
-        self._tables = Base.metadata.sorted_tables
+        self._tables = metadata.sorted_tables
         with self._engine.connect() as connection:
             self._seed = {
                 table.name: [dict(row._mapping) for row in connection.execute(select(table))]

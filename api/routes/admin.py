@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, ServicesDep
 from api.models import Id, Strict
+from cardsvc import agents
 from cardsvc.access import apikeys
 from cardsvc.access.apikeys import Principal
 from cardsvc.services import Services
@@ -63,7 +64,7 @@ def create_key(body: KeyCreate, caller: AdminDep, services: ServicesDep) -> dict
     AGENT_NOT_FOUND."""
     if body.limits:
         services.risk.limits.with_overrides(body.limits)  # INVALID_ARGUMENT for a bad limit
-    principal, text = apikeys.create_key(
+    principal, text = agents.create_key(
         services.db, role=body.role, agent_id=body.agent_id, name=body.name,
         scopes=body.scopes, skus=body.skus, limits=body.limits, created_by=caller.key_id,
         now_ms=services.engine.now_ms())

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, ServicesDep, agent_of
 from api.models import CURRENCY_RE, MONEY_MINOR_MAX, Id, Strict
-from cardsvc import agents, ledger
+from cardsvc import agents
+from cardsvc.access import Principal
 from cardsvc.errors import ErrorCode, make_error
 
 router = APIRouter(tags=["agents"])
@@ -65,15 +66,13 @@ def create_agent(body: AgentCreate, caller: CallerDep, services: ServicesDep) ->
     inherits its grade and currency, without credit). Errors: AGENT_EXISTS, AGENT_NOT_FOUND,
     GRADE_NOT_FOUND, CURRENCY_MISMATCH, AGENT_SUSPENDED, FORBIDDEN."""
     fields = body.model_dump(exclude={"agent_id", "name"}, exclude_none=True)
-    if caller.is_admin:
-        return services.create_agent(body.agent_id, body.name, actor=caller.key_id, **fields)
-    parent = agent_of(caller)
-    allowed = {"daily_order_quota"}
-    if set(fields) - allowed - {"parent_id"} or fields.get("parent_id", parent) != parent:
-        raise make_error(ErrorCode.FORBIDDEN, "an agent creates only plain sub-agents of its own",
-                         {"fields": sorted(set(fields) - allowed)})
-    return services.create_sub_agent(parent, body.agent_id, body.name, actor=caller.key_id,
-                                     **{k: v for k, v in fields.items() if k in allowed})
+    return services.agent_updates.create(body.agent_id, body.name, fields, actor=caller.key_id,
+                                         actor_agent_id=_acting_agent(caller))
+
+
+def _acting_agent(caller: Principal) -> str | None:
+    """None for an admin key, the key's agent for an agent key (FORBIDDEN for a terminal)."""
+    return None if caller.is_admin else agent_of(caller)
 
 
 @router.get("/agents", response_model=list[AgentOut])
@@ -103,40 +102,6 @@ def change_agent(agent_id: AgentPath, body: AgentChange, caller: CallerDep,
     """Changes an agent: admins anything; a parent only ``status`` of its direct sub-agents.
     Errors: AGENT_NOT_FOUND, AGENT_CYCLE (a move under its own subtree), PRICE_BELOW_PARENT (a
     grade or move that would invert prices), GRADE_NOT_FOUND, POOL_NOT_FOUND, FORBIDDEN."""
-    changes = body.model_dump(exclude_unset=True)
-    now_ms = services.engine.now_ms()
-    actor = caller.key_id
-    if not caller.is_admin:
-        if set(changes) - {"status"}:
-            raise make_error(ErrorCode.FORBIDDEN, "an agent changes only its sub-agents' status",
-                             {"fields": sorted(set(changes) - {"status"})})
-        with services.db.write() as session:
-            return agents.set_status(session, agent_id, changes["status"], actor=actor,
-                                     now_ms=now_ms, actor_agent_id=agent_of(caller))
-    pool_id = None
-    if changes.get("pool") is not None:
-        pool_id = services.catalog.pool_id(changes["pool"])
-    with services.db.write() as session:
-        result = agents.get_agent(session, agent_id)
-        if "status" in changes:
-            result = agents.set_status(session, agent_id, changes["status"], actor=actor,
-                                       now_ms=now_ms)
-        if "grade" in changes:
-            result = agents.set_grade(session, agent_id, changes["grade"], actor=actor,
-                                      now_ms=now_ms)
-        if "credit_limit_minor" in changes:
-            result = agents.set_credit_limit(session, agent_id, changes["credit_limit_minor"],
-                                             actor=actor, now_ms=now_ms,
-                                             apply=ledger.set_credit_limit)
-        if "daily_order_quota" in changes:
-            result = agents.set_daily_quota(session, agent_id, changes["daily_order_quota"],
-                                            actor=actor, now_ms=now_ms)
-        if "pool_policy" in changes:
-            result = agents.set_pool_policy(session, agent_id, changes["pool_policy"],
-                                            actor=actor, now_ms=now_ms)
-        if "pool" in changes:
-            result = agents.assign_pool(session, agent_id, pool_id, actor=actor, now_ms=now_ms)
-        if "parent_id" in changes or changes.get("to_top"):
-            result = agents.move_agent(session, agent_id, changes.get("parent_id"), actor=actor,
-                                       now_ms=now_ms)
-        return result
+    return services.agent_updates.change(agent_id, body.model_dump(exclude_unset=True),
+                                         actor=caller.key_id,
+                                         actor_agent_id=_acting_agent(caller))

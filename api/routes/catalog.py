@@ -21,11 +21,11 @@ from pydantic import BaseModel, Field, model_validator
 from api.deps import AdminDep, ServicesDep
 from api.errors import log_unexpected
 from api.models import CURRENCY_RE, MONEY_MINOR_MAX, Currency, Id, Money, Name, Strict
-from cardsvc.batches import LIST_CODES_MAX, BatchMeta, CodeInput
-from cardsvc.catalog import KINDS
-from cardsvc.codegen import CodeFormat
+from cardsvc.catalog.batches import LIST_CODES_MAX, BatchMeta, CodeInput
+from cardsvc.catalog.codegen import CodeFormat
+from cardsvc.catalog.file_import import import_file
+from cardsvc.catalog.skus import KINDS
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
-from cardsvc.file_import import import_file
 
 router = APIRouter(tags=["catalog"])
 
@@ -219,7 +219,8 @@ def get_stock(sku: SkuPath, caller: AdminDep, services: ServicesDep) -> dict[str
 @router.post("/pools", response_model=PoolOut, status_code=status.HTTP_201_CREATED)
 def create_pool(body: PoolCreate, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
     """A named stock pool (``shared`` always exists). Errors: POOL_EXISTS, AGENT_NOT_FOUND."""
-    return services.catalog.create_pool(body.pool, agent_id=body.agent_id, actor=caller.key_id)
+    return services.agent_updates.create_pool(body.pool, agent_id=body.agent_id,
+                                              actor=caller.key_id)
 
 
 @router.post("/batches", response_model=BatchCreated, status_code=status.HTTP_201_CREATED)

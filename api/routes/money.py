@@ -5,7 +5,7 @@ platform's reconciliation.
 Admins reach everything; an agent key reaches its own catalog, balance, statement and
 withdrawals, and the prices of its direct sub-agents. Money is integer minor units with its
 currency (ISO 4217), never a float. Every change is audited by the domain
-(``cardsvc.pricing``, ``cardsvc.settlement``).
+(``cardsvc.agents.pricing``, ``cardsvc.money.settlement``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from pydantic import Field, model_validator
 
 from api.deps import AdminDep, CallerDep, ServicesDep, agent_of
 from api.models import MONEY_MINOR_MAX, Currency, Id, Money, Strict
-from cardsvc import ledger, pricing, reconcile, settlement
+from cardsvc import reconcile
 from cardsvc.access.apikeys import Principal
-from cardsvc.agents import require_agent
+from cardsvc.agents import pricing
+from cardsvc.agents.tree import require_agent
 from cardsvc.errors import ErrorCode, make_error
+from cardsvc.money import ledger, settlement, statements, withdrawals
 
 router = APIRouter(tags=["money"])
 
@@ -188,10 +190,10 @@ def statement(agent_id: AgentPath, caller: CallerDep, services: ServicesDep,
     _self_or_admin(caller, agent_id)
     account_id = ledger.agent_account(agent_id, account)
     with services.db.read() as session:
-        stmt = ledger.statement(session, account_id, since_ms, until_ms)
+        stmt = statements.statement(session, account_id, since_ms, until_ms)
         if format == "csv":
             out = io.StringIO()
-            ledger.write_statement_csv(stmt, out)
+            statements.write_statement_csv(stmt, out)
             return PlainTextResponse(out.getvalue(), media_type="text/csv", headers={
                 "content-disposition":
                     f'attachment; filename="statement-{agent_id}-{account}.csv"'})
@@ -211,7 +213,7 @@ def request_withdrawal(body: WithdrawalRequest, caller: CallerDep, services: Ser
     (never on credit). Idempotent on ``reference``. Errors: INSUFFICIENT_BALANCE."""
     agent_id = agent_of(caller)
     with services.db.write() as session:
-        info, created = settlement.request_withdrawal(
+        info, created = withdrawals.request_withdrawal(
             session, agent_id, body.amount_minor, body.currency, body.reference,
             caller.key_id, services.engine.now_ms())
     if not created:
@@ -223,7 +225,7 @@ def request_withdrawal(body: WithdrawalRequest, caller: CallerDep, services: Ser
 def get_withdrawal(withdrawal_id: Annotated[str, Path(max_length=64)], caller: CallerDep,
                    services: ServicesDep) -> dict[str, Any]:
     with services.db.read() as session:
-        info = settlement.get_withdrawal(session, withdrawal_id)
+        info = withdrawals.get_withdrawal(session, withdrawal_id)
     if not caller.is_admin and caller.agent_id != info.agent_id:
         raise make_error(ErrorCode.WITHDRAWAL_NOT_FOUND, "no such withdrawal",
                          {"withdrawal_id": withdrawal_id})
@@ -236,15 +238,15 @@ def decide_withdrawal(withdrawal_id: Annotated[str, Path(max_length=64)],
                       body: Decision, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
     """Finance approves or rejects a requested withdrawal, then marks an approved one paid.
     Errors: WITHDRAWAL_NOT_FOUND, WITHDRAWAL_NOT_PENDING (not in a state that allows it)."""
-    step = {"approve": settlement.approve_withdrawal, "reject": settlement.reject_withdrawal,
-            "paid": settlement.mark_withdrawal_paid}[decision]
+    step = {"approve": withdrawals.approve_withdrawal, "reject": withdrawals.reject_withdrawal,
+            "paid": withdrawals.mark_withdrawal_paid}[decision]
     with services.db.write() as session:
         info = step(session, withdrawal_id, caller.key_id, services.engine.now_ms(),
                     body.note)
     return _withdrawal(info)
 
 
-def _withdrawal(info: settlement.WithdrawalInfo) -> dict[str, Any]:
+def _withdrawal(info: withdrawals.WithdrawalInfo) -> dict[str, Any]:
     return {"withdrawal_id": info.withdrawal_id, "agent_id": info.agent_id,
             "amount_minor": info.amount_minor, "currency": info.currency,
             "status": info.status, "reference": info.reference, "note": info.note,

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import RedeemerDep, RollbackDep, ServicesDep, VerifierDep, client_ip, limits_of
 from api.models import Strict
-from cardsvc import codegen
 from cardsvc.access.apikeys import Principal
 from cardsvc.access.risk import RiskLimits
+from cardsvc.catalog import codegen
 from cardsvc.engine import Engine, Redemption
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.services import Services
@@ -136,7 +136,7 @@ def _unknown_code() -> CardsvcError:
 
 def _check_typed(services: Services, code: str) -> None:
     """A mistyped generated code (its check character fails) is INVALID_CODE without a
-    lookup; other codes pass (``cardsvc.codegen.check_typed``)."""
+    lookup; other codes pass (``cardsvc.catalog.codegen.check_typed``)."""
     prefixes = services.batches.prefixes
     if prefixes:
         codegen.check_typed(code, prefixes)

@@ -1,5 +1,5 @@
 """``cardsvc import FILE --sku SKU``: import a CSV or XLSX file of codes as one batch, with a
-progress bar, memory flat (``cardsvc.file_import``).
+progress bar, memory flat (``cardsvc.catalog.file_import``).
 
 It opens the data directory as the service does (taking its lock), so it runs while the server
 is stopped; beside a running server it refuses with DATA_DIR_LOCKED, and the file should be
@@ -16,11 +16,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from cardsvc import codefile
-from cardsvc.batches import BatchMeta
+from cardsvc.catalog import codefile
+from cardsvc.catalog.batches import BatchMeta
+from cardsvc.catalog.file_import import import_file
 from cardsvc.cli_store import add_store_arguments, store_config
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.file_import import import_file
 from cardsvc.services import ServiceConfig, Services
 
 

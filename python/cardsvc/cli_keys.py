@@ -6,8 +6,8 @@ the running service holds), so they work beside a live ``cardsvc serve``: a key 
 accepted by the server at once, a key revoked here is refused within
 ``cardsvc.access.apikeys.CACHE_TTL_S`` seconds.
 
-``rotate-master`` (``cardsvc.master_keys``) re-wraps every batch's data key under a new master
-key. It opens the SQL database *and* takes the data directory's lock, so it refuses with
+``rotate-master`` (``cardsvc.catalog.key_rotation``) re-wraps every batch's data key under a new
+master key. It opens the SQL database *and* takes the data directory's lock, so it refuses with
 DATA_DIR_LOCKED beside a running server; it prints key ids and counts, never key material.
 
 ``keys create`` prints the new key as the *last line* of its output, alone, so scripts can take
@@ -24,8 +24,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cardsvc import master_keys
+from cardsvc import agents
 from cardsvc.access import apikeys
+from cardsvc.catalog import key_rotation as master_keys
 from cardsvc.db import Database
 
 
@@ -59,7 +60,7 @@ def run_keys(args: argparse.Namespace, console: Console) -> int:
     db = Database.open(args.data_dir, args.database_url)
     try:
         if args.action == "create":
-            principal, text = apikeys.create_key(
+            principal, text = agents.create_key(
                 db, role=args.role, agent_id=args.agent_id, name=args.name, scopes=args.scopes,
                 skus=args.skus, created_by="cli")
             console.print(f"created {principal.role} key {principal.key_id} "

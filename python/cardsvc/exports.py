@@ -23,10 +23,11 @@ from typing import TextIO
 from sqlalchemy import select
 
 from cardsvc import audit, crypto
+from cardsvc.catalog.tables import Batch, CodePayload
 from cardsvc.crypto.envelope import DataKeyCache
 from cardsvc.crypto.opening import open_code
 from cardsvc.db import Database
-from cardsvc.db.models import Batch, CodePayload, Export, Order
+from cardsvc.db.models import Export, Order
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.times import iso
 

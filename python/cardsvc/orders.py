@@ -3,14 +3,14 @@
 An order touches both stores, so it is a saga keyed by its ``order_id``, every step idempotent:
 
 1. SQL (one transaction): the order ``pending``, unique per ``(agent_id, client_order_id)``,
-   with the buyer's price chain fixed (``cardsvc.pricing.price_chain``) and the total debited
-   from the buyer's available balance into its escrow (``cardsvc.settlement.debit_order``;
+   with the buyer's price chain fixed (``cardsvc.agents.pricing.price_chain``) and the total debited
+   from the buyer's available balance into its escrow (``cardsvc.money.settlement.debit_order``;
    ``INSUFFICIENT_BALANCE`` beyond balance + credit, and then nothing is written at all);
 2. core: ``allocate(sku, qty, order_id, pool)`` over the agent's pools in order (own pool, then
    shared, as its policy says), or ``confirm_hold(hold_ref, order_id)``, then *wait until the
    journal holds it*: an order is never settled on an allocation a crash could undo;
 3. SQL (one transaction): the order ``fulfilled`` with its code ids, and the escrow shared out
-   (``cardsvc.settlement.settle_order``: commissions up the chain, revenue, cost of goods).
+   (``cardsvc.money.settlement.settle_order``: commissions up the chain, revenue, cost of goods).
 
 A definitive refusal in step 2 (``OUT_OF_STOCK``, ``HOLD_EXPIRED``...) ends the order ``failed``
 and releases the escrow back to the buyer, in one transaction; a retry with the same
@@ -37,17 +37,20 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cardsvc import pricing, settlement
 from cardsvc.access.risk import DAY_MS, RiskGuard, RiskLimits
-from cardsvc.batches import Batches
+from cardsvc.agents import pricing
+from cardsvc.agents.tables import Agent
+from cardsvc.catalog.batches import Batches
+from cardsvc.catalog.tables import Batch, Sku
 from cardsvc.checks import check_client_ref, check_quantity
 from cardsvc.db import Database
 from cardsvc.db.batcher import WriteBatcher
-from cardsvc.db.models import Agent, Batch, Order, Sku
+from cardsvc.db.models import Order
 from cardsvc.engine import Engine
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.holds import Holds, hold_ref
+from cardsvc.money import settlement
 from cardsvc.times import iso, iso_s
 
 FINAL_ERRORS = frozenset({

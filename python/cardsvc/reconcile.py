@@ -25,10 +25,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from cardsvc import ledger, settlement
-from cardsvc.db.models import Batch, Order, Sku
-from cardsvc.db.money import Account, Commission, LedgerTransaction, Posting, Withdrawal
+from cardsvc.catalog.tables import Batch, Sku
+from cardsvc.db.models import Order
 from cardsvc.errors import CardsvcError
+from cardsvc.money import ledger, settlement
+from cardsvc.money.tables import Account, Commission, LedgerTransaction, Posting, Withdrawal
 from cardsvc.services import PENDING_ORDER_AGE_MS, Services
 
 ORDERS_CHECKED_MAX = 1_000_000

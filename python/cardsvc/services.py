@@ -21,15 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cardsvc import agents, audit, crypto, ledger, settlement
+from cardsvc import audit, crypto
 from cardsvc.access.apikeys import KeyAuthenticator
 from cardsvc.access.risk import RiskGuard, RiskLimits
-from cardsvc.batches import Batches
-from cardsvc.catalog import Catalog
+from cardsvc.agents import AgentUpdates, PriceCache
+from cardsvc.catalog.batches import Batches
+from cardsvc.catalog.skus import Catalog
 from cardsvc.db import Database
 from cardsvc.db.batcher import WriteBatcher
 from cardsvc.engine.store import Store, StoreConfig
 from cardsvc.holds import Holds
+from cardsvc.money import ledger, settlement
 from cardsvc.orders import COOLING_MS_DEFAULT, Orders
 
 log = logging.getLogger("cardsvc.services")
@@ -62,6 +64,10 @@ class Services:
         self.risk = risk
         self.keys = KeyAuthenticator(db)
         self.catalog = Catalog(store, db)
+        self.price_cache = PriceCache()
+        self.price_cache.attach(db)
+        self.agent_updates = AgentUpdates(db, self.catalog, ledger, store.engine.now_ms)
+        """Creating and changing agents (their ledger accounts through ``money.ledger``)."""
         self.batches = Batches(store, db, keyring, self.catalog)
         self.holds = Holds(store.engine, risk)
         self.batcher = WriteBatcher(db).start()
@@ -117,29 +123,6 @@ class Services:
             counts["commissions_released"] = len(settlement.release_due_commissions(
                 session, now_ms, COMMISSIONS_PER_ROUND_MAX))
         return counts
-
-    def create_agent(self, agent_id: str, name: str, *, actor: str,
-                     **fields: Any) -> dict[str, Any]:
-        """A new agent (``cardsvc.agents.create_agent``) with its ledger accounts, in one
-        transaction. Raises as ``create_agent``."""
-        now_ms = self.engine.now_ms()
-        with self.db.write() as session:
-            created = agents.create_agent(session, agent_id, name, actor=actor, now_ms=now_ms,
-                                          **fields)
-            ledger.open_agent_accounts(session, agent_id, created["currency"],
-                                       created["credit_limit_minor"], now_ms)
-        return created
-
-    def create_sub_agent(self, parent_agent_id: str, agent_id: str, name: str, *,
-                         actor: str, **fields: Any) -> dict[str, Any]:
-        """A new sub-agent of ``parent_agent_id`` with its ledger accounts."""
-        now_ms = self.engine.now_ms()
-        with self.db.write() as session:
-            created = agents.create_sub_agent(session, parent_agent_id, agent_id, name,
-                                              actor=actor, now_ms=now_ms, **fields)
-            ledger.open_agent_accounts(session, agent_id, created["currency"],
-                                       created["credit_limit_minor"], now_ms)
-        return created
 
     def close(self) -> None:
         """Finishes the running job, then closes the database and the store (flushing the

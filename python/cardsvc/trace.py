@@ -16,7 +16,8 @@ from sqlalchemy import or_, select
 
 from cardsvc import audit
 from cardsvc.audit.tables import AuditEntry
-from cardsvc.db.models import Batch, Order
+from cardsvc.catalog.tables import Batch
+from cardsvc.db.models import Order
 from cardsvc.masking import mask_code
 from cardsvc.services import Services
 from cardsvc.times import iso, iso_s

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import Settings
-from cardsvc.access.apikeys import create_key
+from cardsvc.agents.credentials import create_key
 from cardsvc.services import Services
 
 

@@ -44,8 +44,8 @@ from schemathesis.specs.openapi.checks import (
 
 from api.app import create_app
 from api.settings import Settings
-from cardsvc.access.apikeys import create_key
 from cardsvc.access.risk import RiskLimits
+from cardsvc.agents.credentials import create_key
 from cardsvc.services import Services
 
 EXAMPLES_PER_OPERATION_MAX = 50

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cardsvc.db.money import LedgerTransaction, Posting
+from cardsvc.money.tables import LedgerTransaction, Posting
 from tests.api.conftest import Api
 
 pytestmark = pytest.mark.anyio

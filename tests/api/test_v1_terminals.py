@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from cardsvc.batches import BatchMeta, CodeInput
+from cardsvc.catalog.batches import BatchMeta, CodeInput
 from tests.api.conftest import CODES, PINS, Api
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ validated and audited; and every refused change leaves the tables exactly as the
 Method: on SQLite and PostgreSQL (``database`` fixture), call ``cardsvc.agents`` inside
 ``Database.write()`` transactions, as the routes will. Refusals are checked by their error code
 and by comparing snapshots of the agents, prices, grades, pools and audit tables taken before
-and after. Buying is checked through ``cardsvc.pricing.effective_price``. The race holds one
+and after. Buying is checked through ``cardsvc.agents.pricing.effective_price``. The race holds one
 move's transaction open while a second thread tries the opposite move.
 """
 
@@ -22,11 +22,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cardsvc import agents, pricing
+from cardsvc import agents
+from cardsvc.agents import pricing
+from cardsvc.agents.tables import Agent, Grade, Price
 from cardsvc.audit.tables import AuditEntry
+from cardsvc.catalog.tables import Pool, Sku
 from cardsvc.db import Database
-from cardsvc.db.models import Agent, Pool, Sku
-from cardsvc.db.money import Grade, Price
 from cardsvc.errors import CardsvcError, ErrorCode
 
 T0_MS = 1_700_000_000_000
@@ -238,7 +239,7 @@ def test_move_that_would_exceed_the_depth_or_change_currency_is_refused(
     add_agent(database, "DOLLAR", currency="USD")
     add_agent(database, "OFF")
     set_status(database, "OFF", "suspended")
-    monkeypatch.setattr(agents, "AGENT_DEPTH_MAX", 6)
+    monkeypatch.setattr(agents.tree, "AGENT_DEPTH_MAX", 6)
     refused(database, ErrorCode.LIMIT_EXCEEDED, move("T1", "L5"))  # T2 would be 7 deep
     refused(database, ErrorCode.CURRENCY_MISMATCH, move("T1", "DOLLAR"))
     refused(database, ErrorCode.AGENT_SUSPENDED, move("T1", "OFF"))

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cardsvc.agents.tables import Grade
 from cardsvc.db import Database
 from cardsvc.db.batcher import WriteBatcher
-from cardsvc.db.money import Grade
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 
 THREADS = 24

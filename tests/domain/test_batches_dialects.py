@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cardsvc import pricing, settlement
 from cardsvc.access.risk import RiskLimits
-from cardsvc.batches import BatchMeta, CodeInput
+from cardsvc.agents import pricing
+from cardsvc.catalog.batches import BatchMeta, CodeInput
 from cardsvc.engine.store import StoreConfig
+from cardsvc.money import settlement
 from cardsvc.orders import OrderRequest
 from cardsvc.services import ServiceConfig, Services
 
@@ -29,7 +30,7 @@ def test_import_reveal_and_deliver_on_each_dialect(tmp_path: Path, database_url:
         ids = services.engine.batch_code_ids(result.batch_id)
         opened = services.batches.reveal(ids)
         assert sorted(opened) == sorted((c.code, c.pin) for c in codes)
-        services.create_agent("A1", "a", actor="t")
+        services.agent_updates.create_agent("A1", "a", actor="t")
         with services.db.write() as session:
             pricing.set_price(session, sku="VIP", price_minor=100, currency="CNY",
                               grade="standard", actor="t", now_ms=0)

@@ -1,7 +1,7 @@
-"""Goal: prove that ``cardsvc.codefile`` reads batch import files exactly, refuses what the core
-would refuse (row by row, with the line number a spreadsheet shows), finds duplicates within the
-file, keeps codes out of every problem, error and report, streams in flat memory and enforces its
-bounds with LIMIT_EXCEEDED.
+"""Goal: prove that ``cardsvc.catalog.codefile`` reads batch import files exactly, refuses what the
+core would refuse (row by row, with the line number a spreadsheet shows), finds duplicates within
+the file, keeps codes out of every problem, error and report, streams in flat memory and enforces
+its bounds with LIMIT_EXCEEDED.
 
 Method: every file is generated in ``tmp_path`` as exact bytes (CSV: BOM, delimiters, quotes,
 CRLF, blank lines) or written with openpyxl (XLSX: text, integer and float cells, dates, error
@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cardsvc import codefile
-from cardsvc.codefile import (
+from cardsvc.catalog import codefile
+from cardsvc.catalog.codefile import (
     CodeFileLimits,
     CodeRow,
     DuplicateReason,
@@ -39,6 +39,7 @@ from cardsvc.codefile import (
     scan,
     write_report,
 )
+from cardsvc.catalog.codefile.duplicates import DuplicateFinder
 from cardsvc.engine import CODE_LEN_MAX, PIN_LEN_MAX, Engine, normalise_code
 from cardsvc.errors import BadInput, CardsvcError, ErrorCode
 from cardsvc.masking import mask_code
@@ -431,7 +432,7 @@ def test_duplicate_masking_equals_mask_code_of_the_normalised_code(code: str) ->
     row = CodeRow(2, code, None, None)
     expected = mask_code(normalised)
     assert DuplicateRow.of(row, DuplicateReason.DUPLICATE_OF_EARLIER_BATCH).masked_code == expected
-    finder = codefile._DuplicateFinder()
+    finder = DuplicateFinder()
     finder.add(2, normalised)
     finder.add(3, normalised)
     assert finder.finish(10) == (
@@ -580,7 +581,7 @@ def test_streaming_memory_does_not_grow_with_the_row_count(tmp_path: Path) -> No
 def test_progress_is_reported_while_scanning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(codefile, "PROGRESS_EVERY_ROWS", 100)
+    monkeypatch.setattr(codefile.reader, "PROGRESS_EVERY_ROWS", 100)
     seen: list[int] = []
     scan(generated_csv(tmp_path, 450), progress=seen.append)
     assert seen == [100, 200, 300, 400]

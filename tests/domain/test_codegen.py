@@ -1,4 +1,4 @@
-"""Goal: prove that self-issued codes (``cardsvc.codegen``) are what issue 5 promises: every
+"""Goal: prove that self-issued codes (``cardsvc.catalog.codegen``) are what issue 5 promises: every
 single-character substitution and every swap of adjacent distinct characters is caught by the
 check character (so a terminal rejects a mistyped code without a lookup), codes are distinct,
 formatted as configured, uniformly random and survive the core's normalisation however they are
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from cardsvc import codegen
-from cardsvc.codegen import (
+from cardsvc.catalog import codegen
+from cardsvc.catalog.codegen import (
     CHECK_ALPHABET_SIZES,
     COUNT_MAX,
     DEFAULT_ALPHABET,

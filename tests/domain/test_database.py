@@ -28,10 +28,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from cardsvc.db import DATABASE_URL_ENV, Base, Database
+from cardsvc.catalog.tables import Sku
+from cardsvc.db import DATABASE_URL_ENV, Database
 from cardsvc.db.database import DATABASE_FILE, MIGRATIONS_DIR
-from cardsvc.db.models import Sku
 from cardsvc.errors import CardsvcError, ErrorCode
+from cardsvc.migrations.schema import metadata
 
 if TYPE_CHECKING:
     from tests.conftest import PostgresServer
@@ -78,7 +79,7 @@ def test_migrated_schema_equals_the_models(empty_database_url: str, tmp_path: Pa
     try:
         with database.write() as session:
             context = MigrationContext.configure(session.connection(), opts={"compare_type": True})
-            differences = compare_metadata(context, Base.metadata)
+            differences = compare_metadata(context, metadata)
             current = context.get_current_revision()
     finally:
         database.close()
@@ -196,7 +197,7 @@ CHILD_WRITE = """
 import sys
 from pathlib import Path
 from cardsvc.db import Database
-from cardsvc.db.models import Sku
+from cardsvc.catalog.tables import Sku
 database = Database.open(Path(sys.argv[1]), sys.argv[2])
 with database.write() as session:
     session.add(Sku(sku="CHILD", name="child", uses_per_code=1, redeem_requires_sale=True,

@@ -1,4 +1,4 @@
-"""Goal: prove the ledger mechanism (``cardsvc.ledger``) keeps money adding up: every
+"""Goal: prove the ledger mechanism (``cardsvc.money.ledger``) keeps money adding up: every
 transaction's postings sum to zero, cached balances equal the sum of postings, a debit never takes
 an account below its floor (not even when many transactions race for one balance), a reference
 names one transaction forever, bad input changes nothing, ``check_ledger`` finds every kind of
@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from cardsvc import ledger
+from cardsvc.agents.tables import Agent
 from cardsvc.db import Database
-from cardsvc.db.models import Agent
-from cardsvc.db.money import Account, LedgerTransaction, Posting
 from cardsvc.errors import CardsvcError, ErrorCode
-from cardsvc.ledger import Leg
+from cardsvc.money import ledger, statements
+from cardsvc.money.ledger import Leg
+from cardsvc.money.tables import Account, LedgerTransaction, Posting
 
 T0_MS = 1_700_000_000_000
 DEPOSITS = "platform:deposits:CNY"
@@ -511,10 +511,10 @@ def test_statement_ties_opening_entries_and_closing_across_periods(database: Dat
     _history(database)
     periods = [(T0_MS + day * DAY_MS, T0_MS + (day + 1) * DAY_MS) for day in range(4)]
     with database.read() as session:
-        statements = [ledger.statement(session, _available("A"), since, until)
-                      for since, until in periods]
-        entries = [list(stmt.entries) for stmt in statements]
-    assert [(stmt.opening_minor, stmt.closing_minor) for stmt in statements] == [
+        stmts = [statements.statement(session, _available("A"), since, until)
+                 for since, until in periods]
+        entries = [list(stmt.entries) for stmt in stmts]
+    assert [(stmt.opening_minor, stmt.closing_minor) for stmt in stmts] == [
         (0, 100), (100, 75), (75, 115), (115, 115)]
     assert [[(entry.reference, entry.amount_minor, entry.balance_after_minor)
              for entry in day] for day in entries] == [
@@ -524,7 +524,7 @@ def test_statement_ties_opening_entries_and_closing_across_periods(database: Dat
         [],
     ]
     assert entries[1][0].kind == "order_debit"
-    for stmt, day in zip(statements, entries, strict=True):
+    for stmt, day in zip(stmts, entries, strict=True):
         assert stmt.closing_minor == stmt.opening_minor + sum(e.amount_minor for e in day)
 
 
@@ -533,12 +533,12 @@ def test_statement_streams_in_pages_and_pages_resume_from_a_cursor(database: Dat
     for index in range(7):
         _fund(database, "A", index + 1, f"f{index}", at_ms=T0_MS + index // 2)
     with database.read() as session:
-        streamed = list(ledger.statement(session, _available("A"), T0_MS, T0_MS + 10,
+        streamed = list(statements.statement(session, _available("A"), T0_MS, T0_MS + 10,
                                          page_size=3).entries)
         paged: list[ledger.StatementEntry] = []
         after: tuple[int, int] | None = None
         while True:
-            page = ledger.statement_page(session, _available("A"), T0_MS, T0_MS + 10,
+            page = statements.statement_page(session, _available("A"), T0_MS, T0_MS + 10,
                                          after=after, limit=2)
             paged += page.entries
             if page.next_after is None:
@@ -554,8 +554,8 @@ def test_statement_csv_has_opening_entries_closing_and_defuses_formulas(
     _history(database)
     out = io.StringIO()
     with database.read() as session:
-        stmt = ledger.statement(session, _available("A"), T0_MS + DAY_MS, T0_MS + 2 * DAY_MS)
-        rows_written = ledger.write_statement_csv(stmt, out)
+        stmt = statements.statement(session, _available("A"), T0_MS + DAY_MS, T0_MS + 2 * DAY_MS)
+        rows_written = statements.write_statement_csv(stmt, out)
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert rows_written == len(rows) + 1 == 5
     assert [(row["row"], row["reference"], row["amount_minor"], row["balance_after_minor"])
@@ -571,11 +571,11 @@ def test_statement_csv_has_opening_entries_closing_and_defuses_formulas(
 def test_statement_refuses_a_period_that_ends_before_it_starts(database: Database) -> None:
     _history(database)
     with database.read() as session, pytest.raises(CardsvcError) as caught:
-        ledger.statement(session, _available("A"), T0_MS + 1, T0_MS)
+        statements.statement(session, _available("A"), T0_MS + 1, T0_MS)
     assert caught.value.code == ErrorCode.INVALID_ARGUMENT
 
 
 def test_statement_of_unknown_account_is_account_not_found(database: Database) -> None:
     with database.read() as session, pytest.raises(CardsvcError) as caught:
-        ledger.statement(session, "agent:ghost:available", T0_MS, T0_MS + 1)
+        statements.statement(session, "agent:ghost:available", T0_MS, T0_MS + 1)
     assert caught.value.code == ErrorCode.ACCOUNT_NOT_FOUND

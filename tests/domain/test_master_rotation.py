@@ -6,14 +6,13 @@ revealing key material.
 
 Method: on SQLite and PostgreSQL (``database`` fixture), write batches and sealed code payloads
 directly (``wrap_data_key``, ``seal_code``; no core needed) under a data directory's master key,
-then rotate with ``cardsvc.master_keys`` or through ``cardsvc.cli.main``. Crashes are simulated
-by building each intermediate state the protocol passes through: only ``master.key.next``
-written (step 1), a subset of batches re-wrapped by hand (mid step 2), every batch re-wrapped
-with or without the retired key's hard link (before promotion), and a corrupt data key stopping
-the rotation after committed chunks. In each state the keyring must open every code, and a
-re-run must leave every batch under ``master.key`` with no ``.next`` left. Payload bytes are
-compared before and after; key material is searched for (hex, base64) in audit entries and CLI
-output.
+then rotate with ``cardsvc.catalog.key_rotation`` or through ``cardsvc.cli.main``. Crashes are
+simulated by building each intermediate state the protocol passes through: only ``master.key.next``
+written (step 1), a subset of batches re-wrapped by hand (mid step 2), every batch re-wrapped with
+or without the retired key's hard link (before promotion), and a corrupt data key stopping the
+rotation after committed chunks. In each state the keyring must open every code, and a re-run must
+leave every batch under ``master.key`` with no ``.next`` left. Payload bytes are compared before
+and after; key material is searched for (hex, base64) in audit entries and CLI output.
 """
 
 from __future__ import annotations
@@ -28,8 +27,10 @@ import pytest
 from rich.console import Console
 from sqlalchemy import func, select, update
 
-from cardsvc import audit, crypto, master_keys
+from cardsvc import audit, crypto
 from cardsvc.audit.tables import AuditEntry
+from cardsvc.catalog import key_rotation as master_keys
+from cardsvc.catalog.tables import Batch, CodePayload, Sku
 from cardsvc.cli import main
 from cardsvc.crypto import (
     MASTER_KEY_ENV,
@@ -46,7 +47,6 @@ from cardsvc.crypto import (
 from cardsvc.crypto.envelope import unwrap_data_key
 from cardsvc.crypto.opening import open_code
 from cardsvc.db import Database
-from cardsvc.db.models import Batch, CodePayload, Sku
 from cardsvc.engine.datadir import DataDirLock
 from cardsvc.errors import CardsvcError, ErrorCode
 

@@ -37,12 +37,14 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select
 
-from cardsvc import ledger
-from cardsvc import settlement as st
+from cardsvc.agents.tables import Agent
+from cardsvc.catalog.tables import Sku
 from cardsvc.db import Database
-from cardsvc.db.models import Agent, Order, Sku
-from cardsvc.db.money import Account
+from cardsvc.db.models import Order
 from cardsvc.errors import CardsvcError, ErrorCode
+from cardsvc.money import ledger, statements, withdrawals
+from cardsvc.money import settlement as st
+from cardsvc.money.tables import Account
 
 if TYPE_CHECKING:
     from tests.conftest import PostgresTestDatabase
@@ -311,9 +313,9 @@ class MoneyMachine(RuleBasedStateMachine):
         if amount == 0:
             amount = max(self.model.available(agent_id), 1)
 
-        def call() -> st.WithdrawalInfo:
+        def call() -> withdrawals.WithdrawalInfo:
             with self.database.write() as session:
-                return st.request_withdrawal(session, agent_id, amount, CUR, reference,
+                return withdrawals.request_withdrawal(session, agent_id, amount, CUR, reference,
                                              agent_id, self.now)[0]
 
         if self.model.available(agent_id) - amount < 0:  # never on credit
@@ -331,8 +333,9 @@ class MoneyMachine(RuleBasedStateMachine):
         withdrawal_id = withdrawal.withdrawal_id
         allowed = {"approve": ("requested",), "reject": ("requested", "approved"),
                    "pay": ("approved",)}[action]
-        function = {"approve": st.approve_withdrawal, "reject": st.reject_withdrawal,
-                    "pay": st.mark_withdrawal_paid}[action]
+        function = {"approve": withdrawals.approve_withdrawal,
+                    "reject": withdrawals.reject_withdrawal,
+                    "pay": withdrawals.mark_withdrawal_paid}[action]
 
         def call() -> None:
             with self.database.write() as session:
@@ -380,7 +383,7 @@ class MoneyMachine(RuleBasedStateMachine):
             return
         account_id = acct(sorted(self.parent)[0], "available")
         with self.database.read() as session:
-            stmt = ledger.statement(session, account_id, T0_MS, self.now + 1)
+            stmt = statements.statement(session, account_id, T0_MS, self.now + 1)
             entries = list(stmt.entries)
             assert stmt.closing_minor == ledger.balance(session, account_id)
         assert stmt.opening_minor == 0

@@ -26,11 +26,12 @@ import pytest
 from sqlalchemy import event, select, text, update
 from sqlalchemy.orm import Session
 
-from cardsvc import agents, pricing
+from cardsvc import agents
+from cardsvc.agents import PriceCache, pricing
+from cardsvc.agents.tables import Agent, Grade, Price
 from cardsvc.audit.tables import AuditEntry
+from cardsvc.catalog.tables import Pool, Sku
 from cardsvc.db import Database
-from cardsvc.db.models import Agent, Pool, Sku
-from cardsvc.db.money import Grade, Price
 from cardsvc.errors import CardsvcError, ErrorCode
 
 T0_MS = 1_700_000_000_000
@@ -107,8 +108,17 @@ def not_buyable(database: Database, agent_id: str, sku: str = "VIP") -> CardsvcE
 
 
 @pytest.fixture
-def shop(database: Database) -> Database:
-    """SKU VIP on sale at standard 100; agents A > B > C and X, all standard, CNY."""
+def price_cache(database: Database) -> PriceCache:
+    """The price cache attached to the test's database, as the runtime attaches it."""
+    cache = PriceCache()
+    cache.attach(database)
+    return cache
+
+
+@pytest.fixture
+def shop(database: Database, price_cache: PriceCache) -> Database:
+    """SKU VIP on sale at standard 100; agents A > B > C and X, all standard, CNY (prices
+    cached as in the running service)."""
     add_sku(database, "VIP")
     add_agent(database, "A")
     add_agent(database, "B", "A")
@@ -471,12 +481,13 @@ def test_a_transaction_sees_its_own_change_and_a_rollback_leaves_the_old_price(
         assert pricing.price_chain(session, "C", "VIP") == [("C", 100), ("B", 100), ("A", 100)]
 
 
-def test_changes_behind_the_orm_are_seen_after_clear_cache(shop: Database) -> None:
+def test_changes_behind_the_orm_are_seen_after_clear_cache(shop: Database,
+                                                           price_cache: PriceCache) -> None:
     assert chain(shop, "A") == [("A", 100)]
     with shop.write() as session:
         session.execute(text("UPDATE prices SET price_minor = 77"))
     assert chain(shop, "A") == [("A", 100)]  # stale until the TTL or clear_cache
-    pricing.clear_cache()
+    price_cache.clear()
     assert chain(shop, "A") == [("A", 77)]
 
 

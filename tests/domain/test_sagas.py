@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from cardsvc import ledger, pricing, reconcile, settlement
+from cardsvc import reconcile
 from cardsvc.access.risk import RiskLimits
-from cardsvc.batches import STAGING_POOL_BASE, BatchMeta, CodeInput
-from cardsvc.db.models import Batch
+from cardsvc.agents import pricing
+from cardsvc.catalog.batches import STAGING_POOL_BASE, BatchMeta, CodeInput
+from cardsvc.catalog.tables import Batch
 from cardsvc.engine.store import StoreConfig
+from cardsvc.money import ledger, settlement
 from cardsvc.orders import OrderRequest
 from cardsvc.services import ServiceConfig, Services
 
@@ -91,7 +93,7 @@ def pending_order(services: Services, quantity: int, ref: str = "o-1") -> str:
 def with_agent_and_stock(tmp_path: Path, count: int) -> Services:
     """VIP priced 100 for the standard grade, agent A1 funded with 10,000, ``count`` codes."""
     services = seeded(tmp_path)
-    services.create_agent("A1", "a", actor="t")
+    services.agent_updates.create_agent("A1", "a", actor="t")
     now_ms = services.engine.now_ms()
     with services.db.write() as session:
         pricing.set_price(session, sku="VIP", price_minor=100, currency="CNY",

@@ -1,9 +1,9 @@
-"""Goal: prove the money flows of ``cardsvc.settlement`` post exactly what the issue prescribes
-and keep money adding up: the worked example's every posting (a three-level chain, price-
-difference commissions, platform margin, cost of goods), the cooling period and its release,
-refunds before and after release (reversal and clawback), the release of a failed order,
-deposits, and withdrawals through every state; every retry returns the first result, every bad
-input is a clear error that changes nothing, and concurrent orders never overspend a balance.
+"""Goal: prove the money flows of ``cardsvc.money.settlement`` post exactly what the issue
+prescribes and keep money adding up: the worked example's every posting (a three-level chain,
+price- difference commissions, platform margin, cost of goods), the cooling period and its release,
+refunds before and after release (reversal and clawback), the release of a failed order, deposits,
+and withdrawals through every state; every retry returns the first result, every bad input is a
+clear error that changes nothing, and concurrent orders never overspend a balance.
 
 Method: on SQLite and on PostgreSQL (``database`` fixture), the agent tree platform -> A -> B ->
 C is created with its accounts; orders are rows of ``orders`` (the commissions refer to them)
@@ -23,13 +23,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from cardsvc import audit, ledger
-from cardsvc import settlement as st
+from cardsvc import audit
+from cardsvc.agents.tables import Agent
 from cardsvc.audit.tables import AuditHead
+from cardsvc.catalog.tables import Sku
 from cardsvc.db import Database
-from cardsvc.db.models import Agent, Order, Sku
-from cardsvc.db.money import Account, Commission, LedgerTransaction, Posting, Withdrawal
+from cardsvc.db.models import Order
 from cardsvc.errors import CardsvcError, ErrorCode
+from cardsvc.money import ledger, withdrawals
+from cardsvc.money import settlement as st
+from cardsvc.money.tables import Account, Commission, LedgerTransaction, Posting, Withdrawal
 
 T0_MS = 1_700_000_000_000
 COOLING_MS = 7 * 86_400_000
@@ -488,15 +491,15 @@ def test_debit_of_an_unknown_agent_is_agent_not_found(funded: Database) -> None:
 
 
 def _request(database: Database, amount: int, reference: str = "w-1",
-             agent_id: str = "C") -> tuple[st.WithdrawalInfo, bool]:
+             agent_id: str = "C") -> tuple[withdrawals.WithdrawalInfo, bool]:
     with database.write() as session:
-        return st.request_withdrawal(session, agent_id, amount, "CNY", reference, agent_id,
+        return withdrawals.request_withdrawal(session, agent_id, amount, "CNY", reference, agent_id,
                                      T0_MS)
 
 
-def _decide(database: Database, action: str, withdrawal_id: str) -> st.WithdrawalInfo:
-    functions = {"approve": st.approve_withdrawal, "reject": st.reject_withdrawal,
-                 "pay": st.mark_withdrawal_paid}
+def _decide(database: Database, action: str, withdrawal_id: str) -> withdrawals.WithdrawalInfo:
+    functions = {"approve": withdrawals.approve_withdrawal, "reject": withdrawals.reject_withdrawal,
+                 "pay": withdrawals.mark_withdrawal_paid}
     with database.write() as session:
         return functions[action](session, withdrawal_id, "finance", T0_MS + 1, note=action)
 
@@ -513,13 +516,13 @@ def test_withdrawal_requested_approved_paid(funded: Database) -> None:
     assert created
     assert requested.status == "requested"
     wid = requested.withdrawal_id
-    assert _txn_of(funded, st.withdrawal_reference(wid, "request")) == {
+    assert _txn_of(funded, withdrawals.withdrawal_reference(wid, "request")) == {
         acct("C", "available"): -300, acct("C", "withdrawing"): 300}
     assert _decide(funded, "approve", wid).status == "approved"
     assert _balances(funded)[acct("C", "withdrawing")] == 300  # approval moves no money
     paid = _decide(funded, "pay", wid)
     assert (paid.status, paid.decided_by, paid.note) == ("paid", "finance", "pay")
-    assert _txn_of(funded, st.withdrawal_reference(wid, "pay")) == {
+    assert _txn_of(funded, withdrawals.withdrawal_reference(wid, "pay")) == {
         acct("C", "withdrawing"): -300, PAYOUTS: 300}
     assert _balances(funded) == {acct("C", "available"): 700, DEPOSITS: -1000, PAYOUTS: 300}
     assert _audit_actions(funded) == ["money.deposit", "withdrawal.request",
@@ -535,7 +538,7 @@ def test_rejected_withdrawal_returns_the_amount_to_available(
     if approve_first:
         _decide(funded, "approve", wid)
     assert _decide(funded, "reject", wid).status == "rejected"
-    assert _txn_of(funded, st.withdrawal_reference(wid, "reject")) == {
+    assert _txn_of(funded, withdrawals.withdrawal_reference(wid, "reject")) == {
         acct("C", "withdrawing"): -300, acct("C", "available"): 300}
     assert _balances(funded) == {acct("C", "available"): 1000, DEPOSITS: -1000}
     _consistent(funded)

@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from cardsvc import audit
 from cardsvc.access.tables import ApiKey
 from cardsvc.db import Database
-from cardsvc.db.models import Agent
 from cardsvc.errors import ErrorCode, invalid, make_error
 
 KEY_PREFIX = "cs"
@@ -137,8 +138,8 @@ def check_key_request(
     return granted
 
 
-def create_key(
-    db: Database,
+def issue_key(
+    session: Session,
     *,
     role: str,
     agent_id: str | None = None,
@@ -149,47 +150,41 @@ def create_key(
     created_by: str | None = None,
     now_ms: int | None = None,
 ) -> tuple[Principal, str]:
-    """Creates a key and returns it with its text, which is shown once and never stored.
+    """Creates a key in the caller's transaction and returns it with its text, which is shown
+    once and never stored. Precondition: ``agent_id``, when given, names an agent (the agents
+    package checks it: ``cardsvc.agents.create_key``).
 
-    Effects: one ``api_keys`` row and one audit entry (``key.create``), in one transaction.
-    Raises INVALID_ARGUMENT (see :func:`check_key_request`) and AGENT_NOT_FOUND when ``agent_id``
-    names no agent.
+    Effects: one ``api_keys`` row and one audit entry (``key.create``). Raises INVALID_ARGUMENT
+    (see :func:`check_key_request`).
     """
-    from cardsvc import audit
-
     granted = check_key_request(role, agent_id, scopes, skus)
     key_id = secrets.token_hex(8)
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")
     at_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    with db.write() as session:
-        if agent_id is not None and session.get(Agent, agent_id) is None:
-            raise make_error(
-                ErrorCode.AGENT_NOT_FOUND, "no such agent", {"agent_id": agent_id}
-            )
-        row = ApiKey(
-            key_id=key_id,
-            secret_sha256=_sha256(secret),
-            role=role,
-            agent_id=agent_id,
-            name=name,
-            scopes=list(granted),
-            skus=None if skus is None else sorted(set(skus)),
-            limits=limits,
-            created_at_ms=at_ms,
-            created_by=created_by,
-            revoked_at_ms=None,
-        )
-        session.add(row)
-        session.flush()
-        audit.append(
-            session,
-            actor=created_by or "cli",
-            action="key.create",
-            object_type="api_key",
-            object_id=key_id,
-            details={"role": role, "agent_id": agent_id, "scopes": list(granted), "name": name},
-            at_ms=at_ms,
-        )
+    row = ApiKey(
+        key_id=key_id,
+        secret_sha256=_sha256(secret),
+        role=role,
+        agent_id=agent_id,
+        name=name,
+        scopes=list(granted),
+        skus=None if skus is None else sorted(set(skus)),
+        limits=limits,
+        created_at_ms=at_ms,
+        created_by=created_by,
+        revoked_at_ms=None,
+    )
+    session.add(row)
+    session.flush()
+    audit.append(
+        session,
+        actor=created_by or "cli",
+        action="key.create",
+        object_type="api_key",
+        object_id=key_id,
+        details={"role": role, "agent_id": agent_id, "scopes": list(granted), "name": name},
+        at_ms=at_ms,
+    )
     return principal_of(row), f"{KEY_PREFIX}_{key_id}_{secret}"
 
 

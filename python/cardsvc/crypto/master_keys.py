@@ -31,7 +31,8 @@ KEY_LEN = 32
 """AES-256: master keys and data keys are 32 bytes."""
 MASTER_KEY_FILE = "master.key"
 NEXT_MASTER_KEY_FILE = "master.key.next"
-"""A rotation's new master key until it is promoted to ``master.key`` (cardsvc.master_keys)."""
+"""A rotation's new master key until it is promoted to ``master.key``
+(cardsvc.catalog.key_rotation)."""
 RETIRED_MASTER_KEY_GLOB = "master.key.*.retired"
 """Master keys a rotation replaced: ``master.key.<key_id>.retired``, kept until the operator
 deletes them (backups of the database taken before the rotation still need them)."""

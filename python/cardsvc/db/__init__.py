@@ -1,10 +1,13 @@
-"""The SQL store: the schema (``models``), opening it (``database``) and its migrations.
+"""The SQL machinery: opening the database (``database``), the declarative base every package's
+tables share (``base``) and the group commit of the order path (``batcher``).
 
-See docs/storage.md for which facts live here and which in the core.
+The tables themselves live with their packages (``cardsvc.<package>.tables``); the migrations
+(``cardsvc.migrations``) see them all. See docs/storage.md for which facts live here and which
+in the core.
 """
 
-from cardsvc.db import money as _money  # noqa: F401  (registers the money tables on Base)
 from cardsvc.db.base import Base
+from cardsvc.db.batcher import WriteBatcher
 from cardsvc.db.database import DATABASE_URL_ENV, Database
 
-__all__ = ["DATABASE_URL_ENV", "Base", "Database"]
+__all__ = ["DATABASE_URL_ENV", "Base", "Database", "WriteBatcher"]

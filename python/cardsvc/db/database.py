@@ -45,7 +45,9 @@ log = logging.getLogger("cardsvc.db")
 
 DATABASE_URL_ENV = "CARDSVC_DATABASE_URL"
 DATABASE_FILE = "cardsvc.db"
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+"""The Alembic scripts (``cardsvc.migrations``): a path, not an import, since the migrations sit on
+the top floor and see every package's tables."""
 
 BUSY_TIMEOUT_S = 10.0
 """How long a write waits for the database's write lock (SQLite's busy timeout, our own write
@@ -115,6 +117,12 @@ class Database:
             raise
         log.info("database %s open (%s)", database.url, database.dialect)
         return database
+
+    @property
+    def session_factories(self) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
+        """The write and read session factories, for extensions that configure every session
+        of this database (the price cache adds its ``info`` entry and listeners here)."""
+        return self._write_sessions, self._read_sessions
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -6,7 +6,7 @@ Create Date: 2026-11-22
 
 Issue 6: agent grade, currency, credit limit, daily quota, channel pool and pool policy; grades
 (``standard`` seeded) and price lists; accounts, ledger transactions and postings; commissions in
-their cooling period; withdrawals; the money facts of orders (cardsvc.db.money).
+their cooling period; withdrawals; the money facts of orders (cardsvc.money.tables).
 """
 
 from __future__ import annotations

@@ -31,19 +31,20 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from cardsvc import audit, codegen, crypto
-from cardsvc.catalog import Catalog
+from cardsvc import audit, crypto
+from cardsvc.catalog import codegen
+from cardsvc.catalog.skus import STAGING_POOL_MIN, Catalog
+from cardsvc.catalog.tables import Batch, BatchIssue, CodePayload
 from cardsvc.checks import check_currency
 from cardsvc.crypto.envelope import DataKeyCache, unwrap_data_key
 from cardsvc.crypto.opening import open_code
 from cardsvc.db import Database
-from cardsvc.db.models import Batch, BatchIssue, CodePayload
 from cardsvc.engine import Engine, normalise_code
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 from cardsvc.masking import mask_code
 
-STAGING_POOL_BASE = 1 << 31
+STAGING_POOL_BASE = STAGING_POOL_MIN
 """Batch ``b`` imports into core pool ``STAGING_POOL_BASE + b``, which no order draws from."""
 CHUNK_CODES = 50_000
 """Codes per core call and SQL transaction: bounds memory (about 20 MB per chunk in flight) and

@@ -14,21 +14,17 @@ above means no basis for the commissions), and prices never fall going down the 
 splits: each ancestor's commission is its child's price minus its own, never negative.
 
 Who may set which price (``set_price``, ``remove_price``): admins set grade rows and overrides
-for any agent; an agent sets overrides for its direct sub-agents only (``agents.may_manage``),
+for any agent; an agent sets overrides for its direct sub-agents only (``tree.may_manage``),
 for SKUs it can buy itself. For every setter the same rule holds: no change may leave an agent
 with an own price below its parent's (PRICE_BELOW_PARENT): neither a price set too low, nor a
 parent's price raised above a sub-agent's, nor a grade row changed under agents whose parents
-or sub-agents would then invert. Grade and parent changes (``agents.set_grade``,
-``agents.move_agent``) are checked the same way (``check_agent_change``); only a newly created
+or sub-agents would then invert. Grade and parent changes (``updates.set_grade``,
+``updates.move_agent``) are checked the same way (``check_agent_change``); only a newly created
 agent may start below its parent, and then it cannot buy that SKU until it is priced.
 
-Speed: the order path asks for a price chain ~1,500 times a second. Outcomes are cached in
-process per (database engine, agent, SKU), and the whole cache is dropped when any transaction
-that changed an agent, SKU, grade or price ends: SQLAlchemy events mark such a session
-(``mark_changing``), the session itself never reads the cache, and only a transaction that
-began after the last drop may fill it, so a snapshot older than a committed change is never
-cached. Changes made behind the ORM (raw SQL, another process) are seen after
-``PRICE_CACHE_TTL_S``, or at once after ``clear_cache()``. docs/agents.md has worked examples.
+Speed: outcomes are cached per (agent, SKU) for the runtime's database
+(``cardsvc.agents.price_cache``, which says how the cache stays right). docs/agents.md has
+worked examples.
 
 Transactions: as ``cardsvc.agents``, functions take the caller's ``Session``; changes take the
 tree lock first and append their audit entry last.
@@ -37,33 +33,25 @@ tree lock first and append their audit entry last.
 from __future__ import annotations
 
 import itertools
-import threading
-import time
-import weakref
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Executable, bindparam, event, or_, select
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, object_session
+from sqlalchemy import Executable, bindparam, or_, select
+from sqlalchemy.orm import Session
 
-from cardsvc import agents, audit
+from cardsvc import audit
+from cardsvc.agents import tree
+from cardsvc.agents.price_cache import cached, mark_changing
+from cardsvc.agents.tables import Agent, Grade, Price
+from cardsvc.catalog.tables import Sku
 from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_id, check_int, check_name
-from cardsvc.db.models import Agent, Sku
-from cardsvc.db.money import Grade, Price
 from cardsvc.errors import ErrorCode, invalid, make_error
 
-PRICE_CACHE_ENTRIES_MAX = 50_000
-"""Cached outcomes per engine (oldest dropped first); a chain of a few agents is ~0.5 KB."""
-PRICE_CACHE_TTL_S = 2.0
-"""How long a cached outcome is trusted: bounds what a change the ORM events cannot see
-(raw SQL, another process) leaves stale. One miss per (agent, SKU) per TTL costs nothing."""
 LIST_LIMIT_MAX = 1000
 """Entries one ``catalog_view`` or ``list_prices`` page holds at most."""
 IN_CHUNK = 500
 """Ids per ``IN (...)`` when checking many agents at once (far below SQLite's 32,766)."""
-_CHANGING = "cardsvc.pricing.changing"
-_BEGIN_VERSION = "cardsvc.pricing.begin_version"
 
 
 # ----- the pure core: views of rows and the rules over them ----------------------------------
@@ -190,98 +178,6 @@ def first_inversion(nodes: Mapping[str, AgentView], changed: Iterable[str],
     return None
 
 
-# ----- the cache and its invalidation --------------------------------------------------------
-
-
-class _PriceCache:
-    """Outcomes per engine and (agent_id, sku), dropped whole at every ``bump``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._version = 0
-        self._entries: weakref.WeakKeyDictionary[
-            object, dict[tuple[str, str], tuple[float, Outcome]]
-        ] = weakref.WeakKeyDictionary()
-
-    @property
-    def version(self) -> int:
-        return self._version
-
-    def bump(self) -> None:
-        with self._lock:
-            self._version += 1
-            self._entries.clear()
-
-    def get(self, bind: object, key: tuple[str, str]) -> Outcome | None:
-        with self._lock:
-            entries = self._entries.get(bind)
-            item = None if entries is None else entries.get(key)
-        if item is None or time.monotonic() - item[0] >= PRICE_CACHE_TTL_S:
-            return None
-        return item[1]
-
-    def put(self, bind: object, key: tuple[str, str], outcome: Outcome, version: int) -> None:
-        """Stores ``outcome``, read in a transaction that began at ``version``, unless a change
-        has ended since (its snapshot may predate that change)."""
-        now = time.monotonic()
-        with self._lock:
-            if version != self._version:
-                return
-            entries = self._entries.setdefault(bind, {})
-            if key not in entries and len(entries) >= PRICE_CACHE_ENTRIES_MAX:
-                del entries[next(iter(entries))]
-            entries[key] = (now, outcome)
-
-
-_CACHE = _PriceCache()
-_WATCHED = (Agent, Sku, Grade, Price)
-
-
-def clear_cache() -> None:
-    """Drops every cached outcome: for changes made behind the ORM (raw SQL, TRUNCATE in tests,
-    another process)."""
-    _CACHE.bump()
-
-
-def mark_changing(session: Session) -> None:
-    """Marks the session's transaction as changing what prices depend on: the session stops
-    using the cache, and the cache is dropped when the transaction ends (committed or not)."""
-    session.info[_CHANGING] = True
-
-
-@event.listens_for(Session, "after_begin")
-def _on_begin(session: Session, transaction: SessionTransaction, _connection: Any) -> None:
-    if transaction.parent is None:
-        session.info[_BEGIN_VERSION] = _CACHE.version
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _on_end(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:
-        session.info.pop(_BEGIN_VERSION, None)
-        if session.info.pop(_CHANGING, False):
-            _CACHE.bump()
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _on_execute(state: ORMExecuteState) -> None:
-    if (state.is_insert or state.is_update or state.is_delete) and any(
-        mapper.class_ in _WATCHED for mapper in state.all_mappers
-    ):
-        mark_changing(state.session)
-
-
-def _on_flush_row(_mapper: Any, _connection: Any, target: object) -> None:
-    session = object_session(target)
-    if session is not None:
-        mark_changing(session)
-
-
-for _model in _WATCHED:
-    for _name in ("after_insert", "after_update", "after_delete"):
-        event.listen(_model, _name, _on_flush_row)
-
-
 # ----- what an agent pays --------------------------------------------------------------------
 
 
@@ -314,19 +210,7 @@ def _chain(session: Session, agent_id: str, sku: str) -> Chain:
 
 
 def _outcome(session: Session, agent_id: str, sku: str) -> Outcome:
-    session.flush()  # pending changes to agents or prices mark the session first
-    if session.info.get(_CHANGING):
-        return _compute(session, agent_id, sku)
-    bind = session.get_bind()
-    key = (agent_id, sku)
-    cached = _CACHE.get(bind, key)
-    if cached is not None:
-        return cached
-    outcome = _compute(session, agent_id, sku)
-    version = session.info.get(_BEGIN_VERSION)
-    if version is not None and not session.info.get(_CHANGING):
-        _CACHE.put(bind, key, outcome, version)
-    return outcome
+    return cached(session, (agent_id, sku), lambda: _compute(session, agent_id, sku))
 
 
 _CHAIN_PRICES = select(
@@ -342,7 +226,7 @@ _ON_SALE = select(Sku.on_sale).where(Sku.sku == bindparam("sku"))
 
 def _compute(session: Session, agent_id: str, sku: str) -> Outcome:
     """Three queries: the chain (recursive), the SKU's sale flag, the chain's price rows."""
-    chain = [agent_view(row) for row in agents.ancestors(session, agent_id)]
+    chain = [agent_view(row) for row in tree.ancestors(session, agent_id)]
     on_sale = session.scalar(_ON_SALE, {"sku": sku})
     rows = PriceRows({}, {})
     _put_rows(rows, session.execute(_CHAIN_PRICES, {
@@ -388,7 +272,7 @@ def catalog_view(session: Session, agent_id: str, *, after_sku: str | None = Non
     AGENT_SUSPENDED (a suspended agent or subtree sees nothing to buy).
     """
     _check_limit(limit)
-    chain = [agent_view(row) for row in agents.require_active(session, agent_id)]
+    chain = [agent_view(row) for row in tree.require_active(session, agent_id)]
     rows = PriceRows({}, {})
     _add_rows(rows, session, or_(Price.agent_id.in_([agent.agent_id for agent in chain]),
                                  Price.grade.in_({agent.grade for agent in chain})), None)
@@ -415,12 +299,12 @@ def order_pools(session: Session, agent_id: str) -> list[int]:
     """The core pools an order of the agent draws from, in order: ``own_then_shared`` ->
     [own, 0], ``own_only`` -> [own], ``shared_only`` -> [0]; an agent without a pool -> [0].
     Reads only. Raises AGENT_NOT_FOUND."""
-    row = agents.require_agent(session, agent_id)
+    row = tree.require_agent(session, agent_id)
     if row.pool_id is None or row.pool_policy == "shared_only":
-        return [agents.SHARED_POOL_ID]
+        return [tree.SHARED_POOL_ID]
     if row.pool_policy == "own_only":
         return [row.pool_id]
-    return [row.pool_id, agents.SHARED_POOL_ID]
+    return [row.pool_id, tree.SHARED_POOL_ID]
 
 
 def _check_limit(limit: int) -> None:
@@ -446,7 +330,7 @@ def create_grade(session: Session, grade: str, name: str, *, actor: str,
     ``grade.create``. Errors: INVALID_ARGUMENT, LIMIT_EXCEEDED, GRADE_EXISTS."""
     check_id("grade", grade)
     check_name(name)
-    agents.lock_tree(session)
+    tree.lock_tree(session)
     if session.get(Grade, grade) is not None:
         raise make_error(ErrorCode.GRADE_EXISTS, "the grade exists", {"grade": grade})
     row = Grade(grade=grade, name=name, created_at_ms=now_ms)
@@ -544,13 +428,13 @@ def _check_price_args(sku: str, grade: str | None, agent_id: str | None) -> str:
 def _begin_change(session: Session, sku: str, agent_id: str | None,
                   actor_agent_id: str | None) -> None:
     """Takes the tree lock, marks the session, and checks an agent caller's rights."""
-    agents.lock_tree(session)
+    tree.lock_tree(session)
     mark_changing(session)
     if actor_agent_id is not None:
         if agent_id is None:
             raise make_error(ErrorCode.FORBIDDEN, "only admins set grade prices",
                              {"agent_id": actor_agent_id})
-        agents.require_manages(session, actor_agent_id, agent_id)
+        tree.require_manages(session, actor_agent_id, agent_id)
         effective_price(session, actor_agent_id, sku)
     if session.get(Sku, sku) is None:
         raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": sku})
@@ -561,9 +445,9 @@ def _require_owner(session: Session, owner: str, *, by_agent: bool,
     """Raises GRADE_NOT_FOUND, AGENT_NOT_FOUND, CURRENCY_MISMATCH (an override's currency not
     the agent's; ``currency`` None skips that check)."""
     if not by_agent:
-        agents.require_grade(session, owner)
+        tree.require_grade(session, owner)
         return
-    agent = agents.require_agent(session, owner)
+    agent = tree.require_agent(session, owner)
     if currency is not None and currency != agent.currency:
         raise make_error(ErrorCode.CURRENCY_MISMATCH, "an agent's prices are in its currency",
                          {"currency": currency, "agent_currency": agent.currency,
@@ -601,7 +485,7 @@ def check_agent_change(session: Session, agent: Agent, *, grade: str,
                        parent_id: str | None) -> None:
     """Raises PRICE_BELOW_PARENT when giving ``agent`` this grade and parent would leave its
     price below its (new) parent's, or a sub-agent's below its own, for some SKU. Reads only
-    (``agents.set_grade`` and ``agents.move_agent`` call it before they change anything)."""
+    (``updates.set_grade`` and ``updates.move_agent`` call it before they change anything)."""
     changed = agent_view(agent)._replace(grade=grade, parent_id=parent_id)
     nodes = neighbourhood(session, [agent.agent_id], [] if parent_id is None else [parent_id])
     nodes[agent.agent_id] = changed

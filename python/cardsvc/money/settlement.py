@@ -1,6 +1,7 @@
-"""The money flows of the wholesale business as ledger transactions (issue 6): deposits, an
+"""The money flows of the wholesale business as ledger transactions: deposits, an
 order's debit into escrow, its settlement with price-difference commissions, the release of a
-failed order, refunds, the commissions' cooling period, and withdrawals.
+failed order, refunds and the commissions' cooling period (withdrawals:
+``cardsvc.money.withdrawals``).
 
 Every function works in the caller's session and transaction (``Database.write()``), never
 commits, and is idempotent through the reference of the ledger transaction it makes
@@ -27,13 +28,11 @@ in a transaction, after any update of the order row.
 
 Lock order (PostgreSQL), the same in every flow so no two wait for each other in a cycle: the
 commission or withdrawal rows, then the accounts (one ``lock_accounts`` call, in id order), then
-the audit head.
-"""
+the audit he"""
 
 from __future__ import annotations
 
 import itertools
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -42,12 +41,11 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
+from cardsvc.agents.tables import Agent
 from cardsvc.checks import check_amount, check_currency, check_text
 from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX
-from cardsvc.db.models import Agent
-from cardsvc.db.money import Account, Commission, LedgerTransaction, Posting, Withdrawal
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
-from cardsvc.ledger import (
+from cardsvc.money.ledger import (
     Leg,
     PostResult,
     Problem,
@@ -57,6 +55,7 @@ from cardsvc.ledger import (
     platform_account,
     post,
 )
+from cardsvc.money.tables import Account, Commission, LedgerTransaction, Posting, Withdrawal
 
 CHAIN_LEN_MAX = 32
 """Agents in one settlement chain (buyer and ancestors): an agent tree deeper than this is a
@@ -112,24 +111,6 @@ class CommissionInfo:
     txn_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class WithdrawalInfo:
-    """A withdrawal row: ``requested`` -> ``approved`` -> ``paid``, or ``rejected`` from either
-    of the first two (docs/money.md)."""
-
-    withdrawal_id: str
-    agent_id: str
-    amount_minor: int
-    currency: str
-    status: str
-    reference: str
-    requested_by: str
-    decided_by: str | None
-    note: str | None
-    created_at_ms: int
-    updated_at_ms: int
-
-
 # ----- references ----------------------------------------------------------------------------
 
 
@@ -148,11 +129,6 @@ def order_reference(order_id: str, step: str) -> str:
 def commission_reference(commission_id: int) -> str:
     """The ledger reference of a commission's release from pending to available. Pure."""
     return f"commission:{commission_id}:release"
-
-
-def withdrawal_reference(withdrawal_id: str, step: str) -> str:
-    """The ledger reference of a withdrawal's ``request``, ``reject`` or ``pay``. Pure."""
-    return f"withdrawal:{withdrawal_id}:{step}"
 
 
 # ----- deposits and orders -------------------------------------------------------------------
@@ -421,150 +397,6 @@ def order_commissions(session: Session, order_id: str) -> list[CommissionInfo]:
             for row in rows]
 
 
-# ----- withdrawals ---------------------------------------------------------------------------
-
-
-def request_withdrawal(
-    session: Session, agent_id: str, amount_minor: int, currency: str, reference: str,
-    actor: str, now_ms: int,
-) -> tuple[WithdrawalInfo, bool]:
-    """The agent asks to be paid ``amount_minor``: it leaves available for ``withdrawing`` at
-    once, so it cannot be spent or requested twice. A withdrawal may not use credit: the
-    available balance must cover it from its own money (floor 0, not -credit_limit). Returns the
-    withdrawal (``requested``) and whether this call created it; idempotent on (agent,
-    ``reference``).
-
-    Effects: the transaction, the ``withdrawals`` row, an audit entry ``withdrawal.request``.
-    Raises AMOUNT_MUST_BE_POSITIVE, INVALID_ARGUMENT, LIMIT_EXCEEDED, IDEMPOTENCY_KEY_REUSED
-    (field ``amount_minor`` or ``currency``), AGENT_NOT_FOUND, ACCOUNT_NOT_FOUND,
-    CURRENCY_MISMATCH, INSUFFICIENT_BALANCE (``available_minor``: the balance above 0).
-    """
-    check_amount("amount_minor", amount_minor)
-    check_currency("currency", currency)
-    check_text("reference", reference, REF_LEN_MAX)
-    available, withdrawing = (agent_account(agent_id, kind)
-                              for kind in ("available", "withdrawing"))
-    if len(lock_accounts(session, [available, withdrawing])) < 2:
-        raise _missing_account(session, available)
-    existing = session.scalar(select(Withdrawal).where(Withdrawal.agent_id == agent_id,
-                                                       Withdrawal.reference == reference))
-    if existing is not None:
-        for field, old, new in (("amount_minor", existing.amount_minor, amount_minor),
-                                ("currency", existing.currency, currency)):
-            if old != new:
-                raise make_error(ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                                 "the reference was used for a different withdrawal",
-                                 {"field": field, "reference": reference})
-        return _withdrawal_info(existing), False
-    withdrawal_id = "wd_" + secrets.token_hex(10)
-    post(session, reference=withdrawal_reference(withdrawal_id, "request"),
-         kind="withdrawal_request", actor=actor, currency=currency, now_ms=now_ms,
-         legs=[Leg(available, -amount_minor, floor_minor=0), Leg(withdrawing, amount_minor)],
-         details={"withdrawal_id": withdrawal_id, "agent_id": agent_id})
-    row = Withdrawal(withdrawal_id=withdrawal_id, agent_id=agent_id, amount_minor=amount_minor,
-                     currency=currency, status="requested", reference=reference,
-                     requested_by=actor, decided_by=None, note=None, created_at_ms=now_ms,
-                     updated_at_ms=now_ms)
-    session.add(row)
-    session.flush()
-    _audit_withdrawal(session, row, "withdrawal.request", actor, now_ms)
-    return _withdrawal_info(row), True
-
-
-def approve_withdrawal(
-    session: Session, withdrawal_id: str, actor: str, now_ms: int, note: str | None = None
-) -> WithdrawalInfo:
-    """Finance approves a ``requested`` withdrawal (no money moves: it is already withdrawing).
-    Effects: status ``approved``, ``decided_by``, the note, an audit entry
-    ``withdrawal.approve``. Raises WITHDRAWAL_NOT_FOUND, WITHDRAWAL_NOT_PENDING (any other status,
-    including approved: a second approval is refused), LIMIT_EXCEEDED (note over 200)."""
-    row = _decide(session, withdrawal_id, ("requested",), "approved", actor, now_ms, note)
-    _audit_withdrawal(session, row, "withdrawal.approve", actor, now_ms)
-    return _withdrawal_info(row)
-
-
-def reject_withdrawal(
-    session: Session, withdrawal_id: str, actor: str, now_ms: int, note: str | None = None
-) -> WithdrawalInfo:
-    """Finance rejects a ``requested`` or ``approved`` withdrawal: the amount returns from
-    withdrawing to available. Effects: the transaction, status ``rejected``, an audit entry
-    ``withdrawal.reject``. Raises WITHDRAWAL_NOT_FOUND, WITHDRAWAL_NOT_PENDING (paid or rejected),
-    LIMIT_EXCEEDED."""
-    row = _decide(session, withdrawal_id, ("requested", "approved"), "rejected", actor, now_ms,
-                  note)
-    post(session, reference=withdrawal_reference(withdrawal_id, "reject"),
-         kind="withdrawal_reject", actor=actor, currency=row.currency, now_ms=now_ms,
-         legs=[Leg(agent_account(row.agent_id, "withdrawing"), -row.amount_minor),
-               Leg(agent_account(row.agent_id, "available"), row.amount_minor)],
-         details={"withdrawal_id": withdrawal_id})
-    _audit_withdrawal(session, row, "withdrawal.reject", actor, now_ms)
-    return _withdrawal_info(row)
-
-
-def mark_withdrawal_paid(
-    session: Session, withdrawal_id: str, actor: str, now_ms: int, note: str | None = None
-) -> WithdrawalInfo:
-    """Finance records that an ``approved`` withdrawal was paid out: the amount leaves
-    withdrawing for ``platform:payouts:<CUR>``. Effects: the transaction, status ``paid``, an
-    audit entry ``withdrawal.pay``. Raises WITHDRAWAL_NOT_FOUND, WITHDRAWAL_NOT_PENDING (not
-    approved: requested, paid or rejected), LIMIT_EXCEEDED."""
-    row = _decide(session, withdrawal_id, ("approved",), "paid", actor, now_ms, note)
-    post(session, reference=withdrawal_reference(withdrawal_id, "pay"), kind="withdrawal_pay",
-         actor=actor, currency=row.currency, now_ms=now_ms,
-         legs=[Leg(agent_account(row.agent_id, "withdrawing"), -row.amount_minor),
-               Leg(platform_account("payouts", row.currency), row.amount_minor)],
-         details={"withdrawal_id": withdrawal_id})
-    _audit_withdrawal(session, row, "withdrawal.pay", actor, now_ms)
-    return _withdrawal_info(row)
-
-
-def get_withdrawal(session: Session, withdrawal_id: str) -> WithdrawalInfo:
-    """Reads only. Raises WITHDRAWAL_NOT_FOUND."""
-    row = session.get(Withdrawal, withdrawal_id)
-    if row is None:
-        raise _withdrawal_not_found(withdrawal_id)
-    return _withdrawal_info(row)
-
-
-def _decide(
-    session: Session, withdrawal_id: str, allowed: tuple[str, ...], status: str, actor: str,
-    now_ms: int, note: str | None,
-) -> Withdrawal:
-    """Locks the row, checks its status is one of ``allowed`` and moves it to ``status``."""
-    if note is not None:
-        check_text("note", note, NAME_LEN_MAX)
-    row = session.scalar(select(Withdrawal).where(Withdrawal.withdrawal_id == withdrawal_id)
-                         .with_for_update().execution_options(populate_existing=True))
-    if row is None:
-        raise _withdrawal_not_found(withdrawal_id)
-    if row.status not in allowed:
-        raise make_error(ErrorCode.WITHDRAWAL_NOT_PENDING,
-                         f"the withdrawal is {row.status}; this needs {' or '.join(allowed)}",
-                         {"withdrawal_id": withdrawal_id, "status": row.status,
-                          "expected": list(allowed)})
-    row.status = status
-    row.decided_by = actor
-    row.note = note if note is not None else row.note
-    row.updated_at_ms = now_ms
-    session.flush()
-    return row
-
-
-def _audit_withdrawal(
-    session: Session, row: Withdrawal, action: str, actor: str, now_ms: int
-) -> None:
-    audit.append(session, actor=actor, action=action, object_type="withdrawal",
-                 object_id=row.withdrawal_id, at_ms=now_ms,
-                 details={"agent_id": row.agent_id, "amount_minor": row.amount_minor,
-                          "currency": row.currency, "status": row.status, "note": row.note})
-
-
-def _withdrawal_info(row: Withdrawal) -> WithdrawalInfo:
-    return WithdrawalInfo(row.withdrawal_id, row.agent_id, row.amount_minor, row.currency,
-                          row.status, row.reference, row.requested_by, row.decided_by, row.note,
-                          row.created_at_ms, row.updated_at_ms)
-
-
 # ----- ledger-side checks of the sub-ledgers -------------------------------------------------
 
 
@@ -636,11 +468,11 @@ def _post(
                 == {leg.account_id for leg in legs})
             error.details["field"] = legs_field if same_accounts else accounts_field
         elif error.code is ErrorCode.ACCOUNT_NOT_FOUND:
-            raise _missing_account(session, error.details["account_id"]) from None
+            raise missing_account(session, error.details["account_id"]) from None
         raise
 
 
-def _missing_account(session: Session, account_id: str) -> CardsvcError:
+def missing_account(session: Session, account_id: str) -> CardsvcError:
     """AGENT_NOT_FOUND when ``account_id`` is an unknown agent's, else ACCOUNT_NOT_FOUND."""
     if account_id.startswith("agent:"):
         agent_id = account_id[len("agent:"):account_id.rindex(":")]
@@ -752,13 +584,6 @@ def _check_cooling(cooling_ms: object) -> None:
                          {"field": "cooling_ms", "max": COOLING_MS_MAX})
 
 
-
-
 def _order_not_found(order_id: str, missing: str) -> CardsvcError:
     return make_error(ErrorCode.ORDER_NOT_FOUND, f"the ledger holds no {missing} of this order",
                       {"order_id": order_id, "missing": missing})
-
-
-def _withdrawal_not_found(withdrawal_id: str) -> CardsvcError:
-    return make_error(ErrorCode.WITHDRAWAL_NOT_FOUND, "no such withdrawal",
-                      {"withdrawal_id": withdrawal_id})

@@ -1,6 +1,5 @@
-"""The SQL schema of the wholesale business (issue 6): grades and price lists, and the
-double-entry ledger (accounts, transactions, postings), commissions in their cooling period,
-and withdrawals.
+"""The ledger's tables: the double-entry ledger (accounts, transactions, postings), commissions
+in their cooling period, and withdrawals.
 
 Money is integer minor units with a currency on every account and posting; never a float.
 Sign convention: a posting's ``amount_minor`` is added to its account's balance, and the
@@ -8,55 +7,17 @@ postings of one transaction sum to zero per currency. An agent's ``available`` b
 the platform owes it (positive: its money); platform accounts mirror the other side (cash
 received shows negative on ``platform:deposits``). ``accounts.balance_minor`` caches the sum of
 the account's postings and is updated in the same transaction as each posting
-(``cardsvc.ledger`` checks cached = derived).
+(``cardsvc.money.ledger`` checks cached = derived).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX, Base
-
-
-class Grade(Base):
-    """A price tier. Every agent has one (``standard`` exists from the start)."""
-
-    __tablename__ = "grades"
-
-    grade: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
-    name: Mapped[str] = mapped_column(String(NAME_LEN_MAX))
-    created_at_ms: Mapped[int] = mapped_column(BigInteger)
-
-
-class Price(Base):
-    """What an agent pays for one code of a SKU: per grade (set by admins), or per agent (an
-    override set by admins, or by the agent's parent for its sub-agents, never below the parent's
-    own price). ``visible`` False hides the SKU from that grade or agent. Exactly one of
-    ``grade`` and ``agent_id`` is set."""
-
-    __tablename__ = "prices"
-
-    price_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("skus.sku"))
-    grade: Mapped[str | None] = mapped_column(String(ID_LEN_MAX), ForeignKey("grades.grade"))
-    agent_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX),
-                                                 ForeignKey("agents.agent_id"))
-    price_minor: Mapped[int] = mapped_column(BigInteger)
-    currency: Mapped[str] = mapped_column(String(3))
-    visible: Mapped[bool] = mapped_column(Boolean, default=True)
-    set_by: Mapped[str] = mapped_column(String(ID_LEN_MAX))
-    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
-
-
-Index("ux_prices_sku_grade", Price.sku, Price.grade, unique=True,
-      sqlite_where=Price.grade.is_not(None), postgresql_where=Price.grade.is_not(None))
-Index("ux_prices_sku_agent", Price.sku, Price.agent_id, unique=True,
-      sqlite_where=Price.agent_id.is_not(None), postgresql_where=Price.agent_id.is_not(None))
-Index("ix_prices_agent_id", Price.agent_id)
-Index("ix_prices_grade", Price.grade)
 
 
 class Account(Base):
@@ -108,11 +69,6 @@ class Posting(Base):
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
-Index("ix_postings_account_time", Posting.account_id, Posting.posting_id)
-Index("ix_postings_account_created", Posting.account_id, Posting.created_at_ms,
-      Posting.posting_id)
-
-
 class Commission(Base):
     """A commission in its cooling period: ``pending`` until ``release_at_ms`` (then moved to
     the agent's available balance: ``released``), or ``reversed`` by a refund first."""
@@ -128,9 +84,6 @@ class Commission(Base):
     status: Mapped[str] = mapped_column(String(16))  # pending | released | reversed
     release_at_ms: Mapped[int] = mapped_column(BigInteger)
     txn_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
-
-
-Index("ix_commissions_due", Commission.status, Commission.release_at_ms)
 
 
 class Withdrawal(Base):
@@ -152,6 +105,16 @@ class Withdrawal(Base):
     note: Mapped[str | None] = mapped_column(String(NAME_LEN_MAX))
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+Index("ix_postings_account_time", Posting.account_id, Posting.posting_id)
+
+
+Index("ix_postings_account_created", Posting.account_id, Posting.created_at_ms,
+      Posting.posting_id)
+
+
+Index("ix_commissions_due", Commission.status, Commission.release_at_ms)
 
 
 Index("ux_withdrawals_agent_reference", Withdrawal.agent_id, Withdrawal.reference, unique=True)

@@ -2,20 +2,21 @@
 
 The tree: an agent with ``parent_id`` None sits directly under the platform (a *top agent*); any
 agent may have sub-agents, to any depth up to ``AGENT_DEPTH_MAX``. Every agent has a grade (its
-default price list, ``cardsvc.pricing``), one currency (its parent's: prices, balances and
+default price list, ``cardsvc.agents.pricing``), one currency (its parent's: prices, balances and
 commissions along a chain are all in it), a status (``active`` or ``suspended``), a credit limit,
 an optional daily order quota, an optional channel pool and a pool policy (``order_pools`` in
-``cardsvc.pricing`` turns the last two into the pools an order draws from).
+``cardsvc.agents.pricing`` turns the last two into the pools an order draws from).
 
 Who may change what: admins everything; an agent only its *direct* sub-agents, and only by
-creating them (``create_sub_agent``), pricing them (``cardsvc.pricing.set_price``) and
+creating them (``create_sub_agent``), pricing them (``cardsvc.agents.pricing.set_price``) and
 suspending or reactivating them (``set_status``). Grade, credit limit, quota, pool, pool policy
 and moves are admin-only. ``may_manage`` is the one place that answers "may this agent act on
 that one" (docs/agents.md says why direct sub-agents only).
 
 Suspension: an agent whose status, or any ancestor's, is ``suspended`` cannot buy
-(``cardsvc.pricing.effective_price`` raises AGENT_SUSPENDED) and cannot manage its sub-agents;
-the subtree's rows are not touched, so reactivating the agent restores its subtree at once.
+(``cardsvc.agents.pricing.effective_price`` raises AGENT_SUSPENDED) and cannot manage its
+sub-agents; the subtree's rows are not touched, so reactivating the agent restores its subtree at
+once.
 
 Transactions: every function takes a SQLAlchemy ``Session`` and works in the caller's
 transaction (``Database.write()`` for changes, ``read()`` for queries), so a caller can combine
@@ -37,11 +38,11 @@ from sqlalchemy import CTE, Integer, Select, bindparam, func, literal_column, se
 from sqlalchemy.orm import Session, aliased
 
 from cardsvc import audit
+from cardsvc.agents.tables import Agent, Grade
 from cardsvc.audit.tables import AuditEntry
+from cardsvc.catalog.tables import Pool
 from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_id, check_int, check_name
 from cardsvc.db import Database
-from cardsvc.db.models import Agent, Pool
-from cardsvc.db.money import Grade
 from cardsvc.errors import ErrorCode, invalid, make_error
 
 AGENT_STATUSES = ("active", "suspended")
@@ -239,7 +240,7 @@ def create_agent(
     """A new active agent under ``parent_id`` (None: a top agent), created by an admin.
     ``currency`` None means the parent's (``DEFAULT_CURRENCY`` for a top agent). A new leaf
     cannot close a cycle. A new agent whose price list is below its parent's for a SKU cannot
-    buy that SKU until someone prices it (cardsvc.pricing; creation is never refused for it).
+    buy that SKU until someone prices it (cardsvc.agents.pricing; creation is never refused for it).
 
     Effects: the row and an audit entry ``agent.create``. Errors, in this order:
     INVALID_ARGUMENT / LIMIT_EXCEEDED (an argument), AGENT_EXISTS, GRADE_NOT_FOUND,
@@ -310,14 +311,14 @@ def _insert_agent(session: Session, settings: dict[str, Any], parent_id: str | N
     currency = settings["currency"]
     if parent_id is not None:
         chain = require_active(session, parent_id)
-        _check_depth(len(chain) + 1, agent_id)
-        currency = _same_currency(chain[0], currency)
+        check_depth(len(chain) + 1, agent_id)
+        currency = same_currency(chain[0], currency)
     row = Agent(parent_id=parent_id, status="active", created_at_ms=now_ms, pool_id=None,
                 **{**settings, "currency": currency or DEFAULT_CURRENCY})
     session.add(row)
     details = {key: value for key, value in agent_dict(row).items()
                if key not in ("agent_id", "created_at_ms", "status", "pool_id")}
-    _audit(session, actor, "agent.create", agent_id, details, now_ms, by_agent)
+    audit_change(session, actor, "agent.create", agent_id, details, now_ms, by_agent)
     return agent_dict(row)
 
 
@@ -329,14 +330,14 @@ def require_grade(session: Session, grade: str) -> Grade:
     return row
 
 
-def _check_depth(depth: int, agent_id: str) -> None:
+def check_depth(depth: int, agent_id: str) -> None:
     if depth > AGENT_DEPTH_MAX:
         raise make_error(ErrorCode.LIMIT_EXCEEDED,
                          f"the agent tree may be at most {AGENT_DEPTH_MAX} levels deep",
                          {"agent_id": agent_id, "max": AGENT_DEPTH_MAX})
 
 
-def _same_currency(parent: Agent, currency: str | None) -> str:
+def same_currency(parent: Agent, currency: str | None) -> str:
     """The parent's currency, when ``currency`` is None or equal. Raises CURRENCY_MISMATCH."""
     if currency is not None and currency != parent.currency:
         raise make_error(ErrorCode.CURRENCY_MISMATCH,
@@ -346,8 +347,8 @@ def _same_currency(parent: Agent, currency: str | None) -> str:
     return parent.currency
 
 
-def _audit(session: Session, actor: str, action: str, agent_id: str, details: dict[str, Any],
-           now_ms: int, by_agent: str | None) -> None:
+def audit_change(session: Session, actor: str, action: str, agent_id: str,
+                 details: dict[str, Any], now_ms: int, by_agent: str | None) -> None:
     """The change's audit entry (last in the transaction); ``by_agent``: the acting agent."""
     if by_agent is not None:
         details = {**details, "by_agent": by_agent}
@@ -383,8 +384,8 @@ def set_status(session: Session, agent_id: str, status: str, *, actor: str, now_
         raise make_error(ErrorCode.FORBIDDEN, "an admin suspended this agent",
                          {"agent_id": agent_id, "reason": "suspended_by_admin"})
     before, row.status = row.status, status
-    _audit(session, actor, "agent.status", agent_id, {"status": status, "before": before},
-           now_ms, actor_agent_id)
+    audit_change(session, actor, "agent.status", agent_id, {"status": status, "before": before},
+                 now_ms, actor_agent_id)
     return agent_dict(row)
 
 
@@ -399,36 +400,11 @@ def _suspended_by_admin(session: Session, row: Agent) -> bool:
     return details is None or details.get("by_agent") is None
 
 
-def set_grade(session: Session, agent_id: str, grade: str, *, actor: str,
-              now_ms: int) -> dict[str, Any]:
-    """Gives the agent another grade (its default price list). Admins only.
-
-    Refused when it would leave, for some SKU, the agent's price below its parent's or a
-    sub-agent's price below the agent's (set overrides first, cardsvc.pricing). Effects: the
-    column and an audit entry ``agent.grade``. Errors: INVALID_ARGUMENT, AGENT_NOT_FOUND,
-    GRADE_NOT_FOUND, PRICE_BELOW_PARENT (details: ``sku``, ``agent_id``, ``price_minor``,
-    ``parent_id``, ``parent_price_minor``).
-    """
-    from cardsvc import pricing  # pricing imports this module
-
-    check_id("grade", grade)
-    lock_tree(session)
-    row = require_agent(session, agent_id)
-    require_grade(session, grade)
-    if row.grade == grade:
-        return agent_dict(row)
-    pricing.check_agent_change(session, row, grade=grade, parent_id=row.parent_id)
-    before, row.grade = row.grade, grade
-    _audit(session, actor, "agent.grade", agent_id, {"grade": grade, "before": before}, now_ms,
-           None)
-    return agent_dict(row)
-
-
 def set_credit_limit(session: Session, agent_id: str, credit_limit_minor: int, *, actor: str,
                      now_ms: int,
                      apply: Callable[[Session, str, int], None] | None = None) -> dict[str, Any]:
     """Sets how far the agent's available balance may go below zero. Admins only. By default
-    only the Agent column changes; pass ``apply=cardsvc.ledger.set_credit_limit`` to make the
+    only the Agent column changes; pass ``apply=cardsvc.money.ledger.set_credit_limit`` to make the
     change through the ledger instead (the column and the account floor together), which then
     runs before the audit entry: account locks before the audit head, the order every money
     transaction takes them in. The current value again changes nothing.
@@ -444,8 +420,8 @@ def set_credit_limit(session: Session, agent_id: str, credit_limit_minor: int, *
     before = row.credit_limit_minor
     if before != credit_limit_minor:
         apply(session, agent_id, credit_limit_minor)
-        _audit(session, actor, "agent.credit_limit", agent_id,
-               {"credit_limit_minor": credit_limit_minor, "before": before}, now_ms, None)
+        audit_change(session, actor, "agent.credit_limit", agent_id,
+                     {"credit_limit_minor": credit_limit_minor, "before": before}, now_ms, None)
     return agent_dict(row)
 
 
@@ -462,7 +438,7 @@ def set_daily_quota(session: Session, agent_id: str, daily_order_quota: int | No
 
 def set_pool_policy(session: Session, agent_id: str, pool_policy: str, *, actor: str,
                     now_ms: int) -> dict[str, Any]:
-    """Sets where the agent's orders draw from (POOL_POLICIES; cardsvc.pricing.order_pools).
+    """Sets where the agent's orders draw from (POOL_POLICIES; cardsvc.agents.pricing.order_pools).
     Admins only. Effects: the column and an audit entry ``agent.pool_policy``. Errors:
     INVALID_ARGUMENT, AGENT_NOT_FOUND."""
     _check_policy(pool_policy)
@@ -477,8 +453,8 @@ def _set_column(session: Session, agent_id: str, column: str, value: object, *, 
     before = getattr(row, column)
     if before != value:
         setattr(row, column, value)
-        _audit(session, actor, action, agent_id, {column: value, "before": before}, now_ms,
-               None)
+        audit_change(session, actor, action, agent_id, {column: value, "before": before}, now_ms,
+                     None)
     return agent_dict(row)
 
 
@@ -505,8 +481,8 @@ def assign_pool(session: Session, agent_id: str, pool_id: int | None, *, actor: 
     if pool is not None:
         pool.agent_id = agent_id
     row.pool_id = pool_id
-    _audit(session, actor, "agent.pool", agent_id, {"pool_id": pool_id, "before": before},
-           now_ms, None)
+    audit_change(session, actor, "agent.pool", agent_id, {"pool_id": pool_id, "before": before},
+                 now_ms, None)
     return agent_dict(row)
 
 
@@ -520,40 +496,6 @@ def _assignable_pool(session: Session, pool_id: int, agent_id: str) -> Pool:
         raise invalid("pool_id", "another agent owns this pool",
                       reason="owned_by_another_agent", owner_agent_id=pool.agent_id)
     return pool
-
-
-def move_agent(session: Session, agent_id: str, new_parent_id: str | None, *, actor: str,
-               now_ms: int) -> dict[str, Any]:
-    """Moves the agent, with its whole subtree, under ``new_parent_id`` (None: to the top).
-    Admins only. Prices set for the agent stay (its new parent may now change them).
-
-    Errors, in this order: AGENT_NOT_FOUND (either), AGENT_CYCLE (the new parent is the agent
-    itself or below it, at any depth), AGENT_SUSPENDED (the new parent's chain),
-    LIMIT_EXCEEDED (the subtree would reach deeper than AGENT_DEPTH_MAX), CURRENCY_MISMATCH
-    (the new parent's currency differs), PRICE_BELOW_PARENT (the agent's price for a SKU would
-    be below its new parent's; details as ``set_grade``). Effects: ``parent_id`` and an audit
-    entry ``agent.move`` (``parent_id``, ``before``).
-    """
-    from cardsvc import pricing  # pricing imports this module
-
-    lock_tree(session)
-    row = require_agent(session, agent_id)
-    if new_parent_id is not None:
-        parent_chain = ancestors(session, new_parent_id)
-        if any(agent.agent_id == agent_id for agent in parent_chain):
-            raise make_error(ErrorCode.AGENT_CYCLE,
-                             "an agent cannot move under itself or its own sub-agents",
-                             {"agent_id": agent_id, "parent_id": new_parent_id})
-        require_active(session, new_parent_id)
-        _check_depth(len(parent_chain) + 1 + subtree_height(session, agent_id), agent_id)
-        _same_currency(parent_chain[0], row.currency)
-    if row.parent_id == new_parent_id:
-        return agent_dict(row)
-    pricing.check_agent_change(session, row, grade=row.grade, parent_id=new_parent_id)
-    before, row.parent_id = row.parent_id, new_parent_id
-    _audit(session, actor, "agent.move", agent_id, {"parent_id": new_parent_id,
-                                                    "before": before}, now_ms, None)
-    return agent_dict(row)
 
 
 # ----- reading agents ------------------------------------------------------------------------

@@ -16,14 +16,14 @@ from pathlib import Path
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from cardsvc.db.base import Base
 from cardsvc.db.database import DATABASE_URL_ENV, Database
+from cardsvc.migrations.schema import metadata
 
 
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,

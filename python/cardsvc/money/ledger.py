@@ -1,9 +1,9 @@
-"""The double-entry ledger (issue 6): accounts, immutable transactions whose postings sum to
+"""The double-entry ledger: accounts, immutable transactions whose postings sum to
 zero, balances derived from postings, and floors that no spending can cross.
 
 Every function takes an open ``Session`` whose transaction the caller owns (``Database.write()``
 to change, ``Database.read()`` to look); none commits. docs/money.md describes the accounts, the
-flows built on this mechanism (``cardsvc.settlement``) and every posting they make.
+flows built on this mechanism (``cardsvc.money.settlement``) and every posting they make.
 
 Accounts (ids are stable text; an account's currency never changes):
 
@@ -13,7 +13,7 @@ Accounts (ids are stable text; an account's currency never changes):
 * ``platform:revenue:<CUR>``, ``platform:cost_of_goods:<CUR>``, ``platform:deposits:<CUR>`` and
   ``platform:payouts:<CUR>``, one set per currency, unbounded (floor None).
 
-Sign convention (cardsvc.db.money): a posting's ``amount_minor`` is added to its account's
+Sign convention (cardsvc.money.tables): a posting's ``amount_minor`` is added to its account's
 balance and a transaction's postings sum to zero. ``accounts.balance_minor`` caches the sum of
 the account's postings and is changed only by :func:`post`, in the same transaction as the
 postings; :func:`check_ledger` proves cached = derived.
@@ -30,22 +30,20 @@ read balances with :func:`balance`.
 
 from __future__ import annotations
 
-import csv
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO, cast
+from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from cardsvc.agents.tables import Agent
 from cardsvc.checks import MONEY_MINOR_MAX, check_amount, check_currency, check_text
 from cardsvc.db.base import ID_LEN_MAX
-from cardsvc.db.models import Agent
-from cardsvc.db.money import Account, LedgerTransaction, Posting
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
-from cardsvc.times import iso
+from cardsvc.money.tables import Account, LedgerTransaction, Posting
 
 AGENT_ACCOUNT_KINDS = ("available", "escrow", "pending", "withdrawing")
 """An agent's accounts: spendable money, orders in flight, commissions cooling, withdrawals
@@ -69,8 +67,8 @@ PROBLEMS_MAX = 100
 """Problems :func:`check_ledger` reports per check: enough to diagnose, bounded in memory."""
 
 _ACCOUNTS = cast(Table, Account.__table__)
-_TXNS = cast(Table, LedgerTransaction.__table__)
-_POSTINGS = cast(Table, Posting.__table__)
+TXNS = cast(Table, LedgerTransaction.__table__)
+POSTINGS = cast(Table, Posting.__table__)
 # The order path runs these thousands of times a second: built once, executed on the session's
 # connection (Core, no ORM bookkeeping), with lists of parameters where there are several rows.
 _UPDATE_BALANCE = (
@@ -82,14 +80,14 @@ _LOCK_ACCOUNTS: dict[int, Select[Any]] = {}
 """SELECT ... FOR UPDATE of n accounts (n <= LEGS_MAX), one statement per n with plain
 parameters ``b_0``... (an expanding IN would be re-rendered on every call)."""
 _FIND_TRANSACTION = (
-    select(_TXNS.c.txn_id, _TXNS.c.kind, _TXNS.c.actor, _TXNS.c.details, _TXNS.c.created_at_ms,
-           _POSTINGS.c.account_id, _POSTINGS.c.amount_minor, _POSTINGS.c.currency)
-    .select_from(_TXNS.outerjoin(_POSTINGS, _POSTINGS.c.txn_id == _TXNS.c.txn_id))
-    .where(_TXNS.c.reference == bindparam("b_reference"))
-    .order_by(_POSTINGS.c.account_id)
+    select(TXNS.c.txn_id, TXNS.c.kind, TXNS.c.actor, TXNS.c.details, TXNS.c.created_at_ms,
+           POSTINGS.c.account_id, POSTINGS.c.amount_minor, POSTINGS.c.currency)
+    .select_from(TXNS.outerjoin(POSTINGS, POSTINGS.c.txn_id == TXNS.c.txn_id))
+    .where(TXNS.c.reference == bindparam("b_reference"))
+    .order_by(POSTINGS.c.account_id)
 )
-_INSERT_TRANSACTION = insert(_TXNS)
-_INSERT_POSTINGS = insert(_POSTINGS)
+_INSERT_TRANSACTION = insert(TXNS)
+_INSERT_POSTINGS = insert(POSTINGS)
 
 
 # ----- values --------------------------------------------------------------------------------
@@ -457,8 +455,8 @@ def derived_balance(session: Session, account_id: str) -> int:
     """The sum of the account's postings (what the cached balance must equal). Reads only.
     Raises ACCOUNT_NOT_FOUND."""
     account_info(session, account_id)
-    total = session.scalar(select(func.coalesce(func.sum(_POSTINGS.c.amount_minor), 0))
-                           .where(_POSTINGS.c.account_id == account_id))
+    total = session.scalar(select(func.coalesce(func.sum(POSTINGS.c.amount_minor), 0))
+                           .where(POSTINGS.c.account_id == account_id))
     return int(total or 0)
 
 
@@ -493,7 +491,7 @@ def check_ledger(session: Session, *, limit: int = PROBLEMS_MAX) -> list[Problem
 
 
 def _unbalanced_problems(session: Session, limit: int) -> list[Problem]:
-    p = _POSTINGS.c
+    p = POSTINGS.c
     total = func.sum(p.amount_minor)
     rows = session.execute(select(p.txn_id, p.currency, total.label("total"))
                            .group_by(p.txn_id, p.currency).having(total != 0)
@@ -503,7 +501,7 @@ def _unbalanced_problems(session: Session, limit: int) -> list[Problem]:
 
 
 def _empty_transaction_problems(session: Session, limit: int) -> list[Problem]:
-    p, t = _POSTINGS.c, _TXNS.c
+    p, t = POSTINGS.c, TXNS.c
     has_postings = select(p.posting_id).where(p.txn_id == t.txn_id).exists()
     rows = session.execute(select(t.txn_id, t.reference).where(~has_postings)
                            .order_by(t.txn_id).limit(limit))
@@ -512,7 +510,7 @@ def _empty_transaction_problems(session: Session, limit: int) -> list[Problem]:
 
 
 def _posting_currency_problems(session: Session, limit: int) -> list[Problem]:
-    p, a = _POSTINGS.c, _ACCOUNTS.c
+    p, a = POSTINGS.c, _ACCOUNTS.c
     rows = session.execute(select(p.posting_id, p.txn_id, p.account_id, p.currency,
                                   a.currency.label("account_currency"))
                            .join(_ACCOUNTS, a.account_id == p.account_id)
@@ -535,7 +533,7 @@ def _below_floor_problems(session: Session, limit: int) -> list[Problem]:
 
 
 def _cached_balance_problems(session: Session, limit: int) -> list[Problem]:
-    p, a = _POSTINGS.c, _ACCOUNTS.c
+    p, a = POSTINGS.c, _ACCOUNTS.c
     sums = (select(p.account_id, func.sum(p.amount_minor).label("total"))
             .group_by(p.account_id).subquery())
     derived = func.coalesce(sums.c.total, 0)
@@ -564,190 +562,6 @@ def over_limit_accounts(session: Session, *, limit: int = PROBLEMS_MAX) -> list[
     return [_account_info(row) for row in rows]
 
 
-# ----- statements ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StatementEntry:
-    """One posting on a statement and the account's balance right after it."""
-
-    at_ms: int
-    posting_id: int
-    txn_id: str
-    kind: str
-    reference: str
-    amount_minor: int
-    balance_after_minor: int
-
-
-@dataclass(frozen=True, slots=True)
-class StatementPage:
-    """Up to ``limit`` entries of a statement; pass ``next_after`` back for the next page (None:
-    this was the last)."""
-
-    account_id: str
-    currency: str
-    since_ms: int
-    until_ms: int
-    opening_minor: int
-    closing_minor: int
-    entries: list[StatementEntry]
-    next_after: tuple[int, int] | None
-
-
-@dataclass(frozen=True)
-class Statement:
-    """An account over ``since_ms <= at < until_ms``: the balance before, every posting in
-    (time, posting id) order with the balance after it, the balance at the end. ``entries``
-    streams from the database page by page, each time it is iterated, while the session that
-    made it is open. ``closing_minor`` = ``opening_minor`` + the entries' amounts, and one
-    period's closing is the next period's opening."""
-
-    account_id: str
-    currency: str
-    since_ms: int
-    until_ms: int
-    opening_minor: int
-    closing_minor: int
-    entries: Iterable[StatementEntry]
-
-
-def statement(
-    session: Session, account_id: str, since_ms: int, until_ms: int, *,
-    page_size: int = PAGE_SIZE_MAX,
-) -> Statement:
-    """The account's statement for the period (see :class:`Statement`). Reads only. Raises
-    ACCOUNT_NOT_FOUND, INVALID_ARGUMENT (``since_ms > until_ms``, a page size below 1),
-    LIMIT_EXCEEDED (page size over PAGE_SIZE_MAX)."""
-    _check_limit("page_size", page_size)
-    currency, opening, closing = _period_totals(session, account_id, since_ms, until_ms)
-    head = StatementPage(account_id, currency, since_ms, until_ms, opening, closing, [], None)
-    return Statement(account_id, currency, since_ms, until_ms, opening, closing,
-                     _EntryStream(session, head, page_size))
-
-
-def statement_page(
-    session: Session, account_id: str, since_ms: int, until_ms: int, *,
-    after: tuple[int, int] | None, limit: int,
-) -> StatementPage:
-    """One page of the statement: the entries after the cursor ``after`` (``(at_ms,
-    posting_id)`` of the previous page's last entry; None: from the start). Reads only; three
-    indexed queries. Raises as :func:`statement`."""
-    _check_limit("limit", limit)
-    currency, opening, closing = _period_totals(session, account_id, since_ms, until_ms)
-    p = _POSTINGS.c
-    running = opening
-    if after is not None:
-        running += int(session.scalar(
-            select(func.coalesce(func.sum(p.amount_minor), 0))
-            .where(p.account_id == account_id, p.created_at_ms >= since_ms,
-                   _not_after(after))) or 0)
-    entries = _page_entries(session, account_id, since_ms, until_ms, after, limit, running)
-    last = entries[-1] if entries else None
-    more = last is not None and len(entries) == limit
-    return StatementPage(account_id, currency, since_ms, until_ms, opening, closing, entries,
-                         (last.at_ms, last.posting_id) if more and last else None)
-
-
-def _period_totals(
-    session: Session, account_id: str, since_ms: int, until_ms: int
-) -> tuple[str, int, int]:
-    """(currency, opening balance, closing balance) of the period, in one aggregate query."""
-    for field, value in (("since_ms", since_ms), ("until_ms", until_ms)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise invalid(field, f"{field} must be an integer")
-    if since_ms > until_ms:
-        raise invalid("since_ms", "since_ms must not be after until_ms")
-    currency = account_info(session, account_id).currency
-    p = _POSTINGS.c
-    before = func.sum(case((p.created_at_ms < since_ms, p.amount_minor), else_=0))
-    opening, closing = session.execute(
-        select(func.coalesce(before, 0), func.coalesce(func.sum(p.amount_minor), 0))
-        .where(p.account_id == account_id, p.created_at_ms < until_ms)
-    ).one()
-    return currency, int(opening), int(closing)
-
-
-def _not_after(after: tuple[int, int]) -> Any:
-    p = _POSTINGS.c
-    return or_(p.created_at_ms < after[0],
-               and_(p.created_at_ms == after[0], p.posting_id <= after[1]))
-
-
-def _page_entries(
-    session: Session, account_id: str, since_ms: int, until_ms: int,
-    after: tuple[int, int] | None, limit: int, running: int,
-) -> list[StatementEntry]:
-    p, t = _POSTINGS.c, _TXNS.c
-    query = (
-        select(p.created_at_ms, p.posting_id, p.txn_id, t.kind, t.reference, p.amount_minor)
-        .join(_TXNS, t.txn_id == p.txn_id)
-        .where(p.account_id == account_id, p.created_at_ms >= since_ms,
-               p.created_at_ms < until_ms)
-        .order_by(p.created_at_ms, p.posting_id).limit(limit)
-    )
-    if after is not None:
-        query = query.where(~_not_after(after))
-    entries: list[StatementEntry] = []
-    for row in session.execute(query):
-        running += row.amount_minor
-        entries.append(StatementEntry(row.created_at_ms, row.posting_id, row.txn_id, row.kind,
-                                      row.reference, row.amount_minor, running))
-    return entries
-
-
-class _EntryStream:
-    """The entries of a statement, read page by page on each iteration (keyset pagination, so
-    memory stays at one page)."""
-
-    def __init__(self, session: Session, first: StatementPage, page_size: int) -> None:
-        self._session = session
-        self._first = first
-        self._page_size = page_size
-
-    def __iter__(self) -> Iterator[StatementEntry]:
-        first = self._first
-        running = first.opening_minor
-        after: tuple[int, int] | None = None
-        while True:
-            entries = _page_entries(self._session, first.account_id, first.since_ms,
-                                    first.until_ms, after, self._page_size, running)
-            yield from entries
-            if len(entries) < self._page_size:
-                return
-            last = entries[-1]
-            running, after = last.balance_after_minor, (last.at_ms, last.posting_id)
-
-
-STATEMENT_CSV_COLUMNS = ("row", "account_id", "currency", "at", "at_ms", "txn_id", "kind",
-                         "reference", "amount_minor", "balance_after_minor")
-
-
-def write_statement_csv(stmt: Statement, out: TextIO) -> int:
-    """Writes the statement as CSV: a header, an ``opening`` row (at ``since_ms``), one ``entry``
-    row per posting, a ``closing`` row (at ``until_ms``). Amounts are integer minor units. Text
-    cells that a spreadsheet would run as a formula (leading ``= + - @``) get a leading ``'``.
-    Returns the rows written, header included. Effects: writes to ``out`` only."""
-    writer = csv.writer(out, lineterminator="\r\n")
-    account, currency = _cell(stmt.account_id), stmt.currency
-    writer.writerow(STATEMENT_CSV_COLUMNS)
-    writer.writerow(["opening", account, currency, iso(stmt.since_ms), stmt.since_ms, "", "", "",
-                     "", stmt.opening_minor])
-    rows = 3
-    for entry in stmt.entries:
-        writer.writerow(["entry", account, currency, iso(entry.at_ms), entry.at_ms,
-                         _cell(entry.txn_id), _cell(entry.kind), _cell(entry.reference),
-                         entry.amount_minor, entry.balance_after_minor])
-        rows += 1
-    writer.writerow(["closing", account, currency, iso(stmt.until_ms), stmt.until_ms, "", "", "",
-                     "", stmt.closing_minor])
-    return rows
-
-
-def _cell(text: str) -> str:
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 # ----- helpers -------------------------------------------------------------------------------
 
 
@@ -773,7 +587,7 @@ def _account_info(row: Any) -> AccountInfo:
                        row.balance_minor)
 
 
-def _check_limit(field: str, limit: int) -> None:
+def check_limit(field: str, limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise invalid(field, f"{field} must be at least 1")
     if limit > PAGE_SIZE_MAX:

@@ -53,10 +53,10 @@ from typing import Any
 from sqlalchemy import select
 
 from cardsvc import audit, crypto
+from cardsvc.catalog.tables import Batch
 from cardsvc.crypto import MASTER_KEY_FILE, NEXT_MASTER_KEY_FILE, MasterKey, MasterKeyring
 from cardsvc.crypto.envelope import unwrap_data_key
 from cardsvc.db import Database
-from cardsvc.db.models import Batch
 from cardsvc.engine.datadir import DataDirLock
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.files import fsync_dir, write_file_durably

@@ -1,7 +1,7 @@
 """Importing a CSV or XLSX file of codes as one batch: check the whole file, then stream it
-through the import saga (``cardsvc.batches``), memory flat.
+through the import saga (``cardsvc.catalog.batches``), memory flat.
 
-Two modes (``cardsvc.codefile.ImportMode``):
+Two modes (``cardsvc.catalog.codefile.ImportMode``):
 
 * ``all_or_nothing`` (the default): any malformed row rejects the whole file before anything is
   imported; the batch is ``rejected`` and its report lists every problem by line.
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from cardsvc import codefile
-from cardsvc.batches import Batches, BatchMeta, BatchResult, CodeInput
+from cardsvc.catalog import codefile
+from cardsvc.catalog.batches import Batches, BatchMeta, BatchResult, CodeInput
 from cardsvc.errors import CardsvcError
 
 

@@ -1,5 +1,5 @@
 """The catalog: SKUs (with their prices and sale settings), named pools, stock, and the admin
-actions on codes (freeze, unfreeze, void). Batches of codes are ``cardsvc.batches``.
+actions on codes (freeze, unfreeze, void). Batches of codes are ``cardsvc.catalog.batches``.
 
 A SKU lives in both stores: the core's SKU is created first (journaled), then the SQL row with
 its audit entry. A crash between leaves a core SKU without a row; the retry finds ``SKU_EXISTS``
@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from cardsvc import audit
+from cardsvc.catalog.tables import Batch, Pool, Sku
 from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_name
 from cardsvc.db import Database
-from cardsvc.db.models import Batch, Pool, Sku
 from cardsvc.engine import Engine
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
@@ -27,8 +28,8 @@ from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 SHARED_POOL = "shared"
 """Pool 0: the stock every agent may draw from unless configured otherwise."""
 STAGING_POOL_MIN = 1 << 31
-"""Core pools from here up are batches' staging pools (``cardsvc.batches``): never named, never
-counted in stock."""
+"""Core pools from here up are batches' staging pools (``cardsvc.catalog.batches``): never named,
+never counted in stock."""
 KINDS = ("card_key", "voucher", "direct_recharge", "link")
 EDITABLE = ("name", "kind", "currency", "face_value_minor", "cost_minor", "retail_price_minor",
             "purchase_limit_per_buyer", "low_stock_threshold", "on_sale")
@@ -146,25 +147,12 @@ class Catalog:
 
     # ----- pools -----
 
-    def create_pool(self, name: str, *, agent_id: str | None = None, actor: str) -> dict[str, Any]:
-        """A new named pool (core pools need no creation: a number is enough). Raises
-        POOL_EXISTS, AGENT_NOT_FOUND."""
-        from cardsvc.agents import require_agent
-
+    def create_pool(self, name: str, *, actor: str) -> dict[str, Any]:
+        """A new named pool of no agent (core pools need no creation: a number is enough).
+        Raises POOL_EXISTS. A pool for an agent: ``cardsvc.agents.AgentUpdates.create_pool``."""
         now_ms = self.engine.now_ms()
         with self.db.write() as session:
-            if name == SHARED_POOL or session.scalar(
-                select(Pool.pool_id).where(Pool.name == name)
-            ) is not None:
-                raise make_error(ErrorCode.POOL_EXISTS, "the pool exists", {"pool": name})
-            if agent_id is not None:
-                require_agent(session, agent_id)
-            pool_id = (session.scalar(select(func.max(Pool.pool_id))) or 0) + 1
-            session.add(Pool(pool_id=pool_id, name=name, agent_id=agent_id, created_at_ms=now_ms))
-            audit.append(session, actor=actor, action="pool.create", object_type="pool",
-                         object_id=name, details={"pool_id": pool_id, "agent_id": agent_id},
-                         at_ms=now_ms)
-        return {"pool": name, "pool_id": pool_id, "agent_id": agent_id}
+            return insert_pool(session, name, None, actor=actor, now_ms=now_ms)
 
     def pool_id(self, name: str | None) -> int:
         """The core number of a pool name (``shared`` or None: 0). Raises POOL_NOT_FOUND."""
@@ -266,6 +254,27 @@ class Catalog:
                          object_id=object_id, details={"changed": changed, "codes": len(ids)},
                          at_ms=now_ms)
         return {"changed": changed, "unchanged": unchanged}
+
+
+def check_pool_free(session: Session, name: str) -> None:
+    """Raises POOL_EXISTS when ``name`` is ``shared`` or names a pool already."""
+    if name == SHARED_POOL or session.scalar(
+        select(Pool.pool_id).where(Pool.name == name)
+    ) is not None:
+        raise make_error(ErrorCode.POOL_EXISTS, "the pool exists", {"pool": name})
+
+
+def insert_pool(session: Session, name: str, agent_id: str | None, *, actor: str,
+                now_ms: int) -> dict[str, Any]:
+    """Adds the named pool ``name`` recording ``agent_id`` (which the caller has checked
+    exists), with its audit entry, in the caller's transaction. Raises POOL_EXISTS."""
+    check_pool_free(session, name)
+    pool_id = (session.scalar(select(func.max(Pool.pool_id))) or 0) + 1
+    session.add(Pool(pool_id=pool_id, name=name, agent_id=agent_id, created_at_ms=now_ms))
+    audit.append(session, actor=actor, action="pool.create", object_type="pool",
+                 object_id=name, details={"pool_id": pool_id, "agent_id": agent_id},
+                 at_ms=now_ms)
+    return {"pool": name, "pool_id": pool_id, "agent_id": agent_id}
 
 
 def sku_dict(row: Sku) -> dict[str, Any]:

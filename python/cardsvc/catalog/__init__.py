@@ -1,0 +1,76 @@
+"""The catalog: SKUs, named pools and stock (``skus``), batches of codes and their import saga
+(``batches``, ``file_import``, ``codefile/``), generated codes with check characters
+(``codegen``), master-key rotation over the batches' data keys (``key_rotation``), and their
+tables."""
+
+from cardsvc.catalog.batches import (
+    CHUNK_CODES,
+    GENERATE_COUNT_MAX,
+    GENERATE_RETRIES_MAX,
+    LIST_CODES_MAX,
+    REPORT_LINES_MAX,
+    STAGING_POOL_BASE,
+    Batches,
+    BatchMeta,
+    BatchResult,
+    CodeInput,
+    batch_dict,
+)
+from cardsvc.catalog.codegen import (
+    CodeFormat,
+)
+from cardsvc.catalog.file_import import (
+    import_file,
+)
+from cardsvc.catalog.skus import (
+    EDITABLE,
+    KINDS,
+    NOT_NULL,
+    SHARED_POOL,
+    STAGING_POOL_MIN,
+    STATES,
+    Catalog,
+    check_pool_free,
+    check_sku_fields,
+    insert_pool,
+    sku_dict,
+)
+from cardsvc.catalog.tables import (
+    Batch,
+    BatchIssue,
+    CodePayload,
+    Pool,
+    Sku,
+)
+
+__all__ = [
+    "CHUNK_CODES",
+    "EDITABLE",
+    "GENERATE_COUNT_MAX",
+    "GENERATE_RETRIES_MAX",
+    "KINDS",
+    "LIST_CODES_MAX",
+    "NOT_NULL",
+    "REPORT_LINES_MAX",
+    "SHARED_POOL",
+    "STAGING_POOL_BASE",
+    "STAGING_POOL_MIN",
+    "STATES",
+    "Batch",
+    "BatchIssue",
+    "BatchMeta",
+    "BatchResult",
+    "Batches",
+    "Catalog",
+    "CodeFormat",
+    "CodeInput",
+    "CodePayload",
+    "Pool",
+    "Sku",
+    "batch_dict",
+    "check_pool_free",
+    "check_sku_fields",
+    "import_file",
+    "insert_pool",
+    "sku_dict",
+]

@@ -1,0 +1,117 @@
+"""The catalog's tables: SKUs, named pools, batches with their wrapped data keys, the batches'
+reports, and each code's sealed payload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import true as sa_true
+
+from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, Base
+
+
+class Sku(Base):
+    """A product whose codes the core holds. ``uses_per_code``, ``redeem_requires_sale`` and
+    ``validity_days_after_sale`` are also the core's SKU settings and never change; the rest is
+    the catalog's and may be edited (audited). Money is integer minor units of ``currency``.
+    Validity: ``validity_days_after_sale`` None means each batch's fixed window
+    (``valid_from``/``valid_until``); N means N days from the sale (capped by the window)."""
+
+    __tablename__ = "skus"
+
+    sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN_MAX))
+    uses_per_code: Mapped[int] = mapped_column(Integer)
+    redeem_requires_sale: Mapped[bool] = mapped_column(Boolean)
+    validity_days_after_sale: Mapped[int | None] = mapped_column(Integer)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16), default="card_key", server_default="card_key")
+    currency: Mapped[str] = mapped_column(String(3), default="CNY", server_default="CNY")
+    face_value_minor: Mapped[int | None] = mapped_column(BigInteger)
+    cost_minor: Mapped[int | None] = mapped_column(BigInteger)
+    retail_price_minor: Mapped[int | None] = mapped_column(BigInteger)
+    purchase_limit_per_buyer: Mapped[int | None] = mapped_column(Integer)
+    low_stock_threshold: Mapped[int | None] = mapped_column(Integer)
+    on_sale: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    updated_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Pool(Base):
+    """A named stock pool. The core numbers pools; pool 0 is ``shared``. Staging pools used
+    while a batch imports (``cardsvc.catalog``) are never named here."""
+
+    __tablename__ = "pools"
+
+    pool_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(ID_LEN_MAX), unique=True)
+    agent_id: Mapped[str | None] = mapped_column(
+        String(ID_LEN_MAX), ForeignKey("agents.agent_id"), index=True
+    )
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Batch(Base):
+    """One import or generation of codes, with its wrapped data key (envelope encryption)."""
+
+    __tablename__ = "batches"
+
+    batch_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("skus.sku"), index=True)
+    pool_id: Mapped[int] = mapped_column(Integer)
+    # importing -> ready, or importing -> failed (recovery voids a batch that never finished).
+    status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))  # import | generate
+    data_key_wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(ID_LEN_MAX))
+    valid_from_ms: Mapped[int | None] = mapped_column(BigInteger)
+    valid_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    submitted: Mapped[int] = mapped_column(Integer, default=0)
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    # Issue 5: where the codes came from, what they cost, how far an import has got.
+    supplier: Mapped[str | None] = mapped_column(String(NAME_LEN_MAX))
+    unit_cost_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    purchase_date: Mapped[str | None] = mapped_column(String(10))  # ISO date
+    source_name: Mapped[str | None] = mapped_column(String(NAME_LEN_MAX))  # file name
+    processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    code_format: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class BatchIssue(Base):
+    """One line of a batch's downloadable report: a rejected row or a duplicate (by input line
+    or index; the code only masked)."""
+
+    __tablename__ = "batch_issues"
+
+    batch_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("batches.batch_id"), primary_key=True, autoincrement=False
+    )
+    line: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    field: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64))
+    masked: Mapped[str | None] = mapped_column(String(ID_LEN_MAX * 4))
+
+
+class CodePayload(Base):
+    """A code's text and PIN, sealed with its batch's data key (AES-256-GCM, the code id as
+    associated data, so a payload copied onto another code's row fails to open)."""
+
+    __tablename__ = "code_payloads"
+
+    code_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    batch_id: Mapped[int] = mapped_column(Integer, ForeignKey("batches.batch_id"), index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
