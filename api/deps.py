@@ -1,7 +1,7 @@
 """Reusable FastAPI dependencies, declared once as ``Annotated`` types so routers stay thin.
 
-* ``ServicesDep``: the running service's parts (``cardsvc.services.Services``), opened by the
-  app's lifespan; ``StoreDep`` its durable store.
+* ``RuntimeDep``: the running service's parts and use cases (``cardsvc.runtime.Runtime``),
+  opened by the app's lifespan.
 * ``CallerDep``: the authenticated caller (``cardsvc.access.apikeys.Principal``) from
   ``Authorization: Bearer <key>``; UNAUTHENTICATED (401) without a valid key. Failed attempts
   count against the client IP's brute-force guard, so key guessing is throttled too.
@@ -17,27 +17,19 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from cardsvc.access.apikeys import Principal
-from cardsvc.access.risk import RiskLimits
-from cardsvc.engine.store import Store
+from cardsvc.access import Principal
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
-from cardsvc.services import Services
+from cardsvc.runtime import Runtime
 
 BEARER = "bearer "
 
 
-async def get_services(request: Request) -> Services:
-    """The app's services, set on ``app.state.services`` by the lifespan."""
-    return cast(Services, request.app.state.services)
+async def get_runtime(request: Request) -> Runtime:
+    """The app's runtime, set on ``app.state.runtime`` by the lifespan."""
+    return cast(Runtime, request.app.state.runtime)
 
 
-async def get_store(request: Request) -> Store:
-    """The app's store (``app.state.services.store``)."""
-    return cast(Services, request.app.state.services).store
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]
-StoreDep = Annotated[Store, Depends(get_store)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def client_ip(request: Request) -> str:
@@ -51,23 +43,23 @@ async def get_caller(request: Request) -> Principal:
     locked out for failed attempts. Runs on the event loop (a dependency declared ``def`` would
     cost a thread-pool round trip per request); a key not in the cache is read from SQL in a
     worker thread."""
-    services = cast(Services, request.app.state.services)
+    runtime = cast(Runtime, request.app.state.runtime)
     ip = client_ip(request)
-    limits = services.risk.limits
-    services.risk.admit_auth(ip, limits)
+    limits = runtime.risk.limits
+    runtime.risk.admit_auth(ip, limits)
     header = request.headers.get("authorization", "")
     try:
         if header[: len(BEARER)].lower() != BEARER:
             raise make_error(ErrorCode.UNAUTHENTICATED,
                              "a valid API key is required (Authorization: Bearer <key>)")
         text = header[len(BEARER):].strip()
-        cached = services.keys.authenticate_cached(text)
+        cached = runtime.keys.authenticate_cached(text)
         if cached is not None:
             return cached
-        return await asyncio.to_thread(services.keys.authenticate, text)
+        return await asyncio.to_thread(runtime.keys.authenticate, text)
     except CardsvcError as error:
         if error.code == ErrorCode.UNAUTHENTICATED:
-            services.risk.record_failures(None, ip, limits)
+            runtime.risk.record_failures(None, ip, limits)
         raise
 
 
@@ -93,14 +85,15 @@ OrdersDep = Annotated[Principal, Depends(require("orders"))]
 HoldsDep = Annotated[Principal, Depends(require("holds"))]
 
 
-def limits_of(services: Services, caller: Principal) -> RiskLimits:
-    """The risk limits in force for the caller's key."""
-    return services.risk.limits_for(caller.key_id, caller.limits)
-
-
 def agent_of(caller: Principal) -> str:
     """The agent an agent key acts for. Raises FORBIDDEN for a key of another role."""
     if caller.agent_id is None:
         raise make_error(ErrorCode.FORBIDDEN, "this needs an agent's key",
                          {"role": caller.role})
     return caller.agent_id
+
+
+def acting_agent(caller: Principal) -> str | None:
+    """Who a use case acts for: None for an admin key, the key's agent for an agent key
+    (FORBIDDEN for a terminal key)."""
+    return None if caller.is_admin else agent_of(caller)

@@ -3,7 +3,7 @@ core. Target: 1,000,000 codes in under 20 s on this machine, memory flat.
 
 Method: ``python -m bench.import_bench [--rows N ...]`` writes each CSV (16-character codes,
 8-digit PINs; ``bench.codefile_bench.write_csv``) outside any clock, then runs each size in a fresh
-interpreter (``--measure --file F``) that opens a ``Services`` on an empty data directory (SQLite,
+interpreter (``--measure --file F``) that opens a ``Runtime`` on an empty data directory (SQLite,
 file journal), creates a SKU and times ``cardsvc.catalog.file_import.import_file`` once. The child
 checks the result before it counts (batch ``ready``, every row imported, stock available equals the
 rows, the journal durable, a sample of codes decrypts to the file's text) and reports its peak RSS
@@ -36,11 +36,11 @@ def measure(path: Path, rows: int) -> dict[str, Any]:
     from cardsvc.catalog.batches import BatchMeta
     from cardsvc.catalog.file_import import import_file
     from cardsvc.engine.store import StoreConfig
-    from cardsvc.services import ServiceConfig, Services
+    from cardsvc.runtime import Runtime, ServiceConfig
 
     rss_start = read_status_kib("VmRSS")
     with tempfile.TemporaryDirectory(prefix="cardsvc-import-") as tmp:
-        services = Services.open(ServiceConfig(store=StoreConfig(data_dir=Path(tmp) / "data")))
+        services = Runtime.open(ServiceConfig(store=StoreConfig(data_dir=Path(tmp) / "data")))
         try:
             services.catalog.create_sku("BENCH", "bench", actor="bench")
             started = time.perf_counter()
@@ -65,7 +65,7 @@ def check(services: Any, path: Path, rows: int, batch_id: int) -> None:
         next(handle)
         first = [next(handle).split(",")[0] for _ in range(5)]
     ids = services.engine.batch_code_ids(batch_id)[:5]
-    if [code for code, _ in services.batches.reveal(ids)] != first:
+    if [code for code, _ in services.revealer.reveal(ids)] != first:
         raise AssertionError("decrypted codes differ from the file")
 
 

@@ -21,8 +21,8 @@ SNAPSHOT = Path(__file__).resolve().parent.parent / "tests" / "contracts" / "ope
 
 def current_schema_text() -> str:
     """The app's OpenAPI schema as the snapshot stores it (sorted keys, two-space indent)."""
-    from api.app import create_app
-    from api.settings import Settings
+    from server.app import create_app
+    from server.settings import Settings
 
     schema = create_app(Settings(data_dir=Path("unused"))).openapi()
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -80,7 +80,7 @@ fi
 
 # The HTTP layer `api/` is a top-level package of the repository, beside python/cardsvc, and the
 # editable install puts only python/ on the path. This .pth file adds the repository root, so
-# the `cardsvc` script finds `cardsvc serve` (api.cli, an entry point) from any directory.
+# the `cardsvc` script finds `cardsvc serve` (server.cli, an entry point) from any directory.
 site_dir="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 repo_pth="$site_dir/cardsvc-repo.pth"
 if [[ "$(cat "$repo_pth" 2>/dev/null || true)" != "$root" ]]; then

@@ -94,7 +94,7 @@ def _install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(crypto, "seal_code", watched_seal)
     try:
         import api.errors
-        import api.middleware
+        import server.middleware
     except ImportError:  # the HTTP layer is not importable in this environment
         return
     render = api.errors.error_response
@@ -105,7 +105,7 @@ def _install(monkeypatch: pytest.MonkeyPatch) -> None:
         return response
 
     monkeypatch.setattr(api.errors, "error_response", watched_render)
-    monkeypatch.setattr(api.middleware, "error_response", watched_render)
+    monkeypatch.setattr(server.middleware, "error_response", watched_render)
 
 
 @pytest.fixture(scope="session", autouse=True)

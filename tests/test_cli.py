@@ -18,7 +18,7 @@ from rich.console import Console
 import cardsvc
 from cardsvc import cli
 from cardsvc.cli import COMMANDS, EXIT_ERROR, EXIT_OK, all_commands, main
-from cardsvc.demo import DEMO_CODE_COUNT, generate_codes, run_demo
+from cardsvc.cli.demo import DEMO_CODE_COUNT, generate_codes, run_demo
 from cardsvc.masking import mask_code
 
 

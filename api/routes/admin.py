@@ -7,12 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
-from api.deps import AdminDep, ServicesDep
+from api.deps import AdminDep, RuntimeDep
 from api.models import Id, Strict
-from cardsvc import agents
-from cardsvc.access import apikeys
-from cardsvc.access.apikeys import Principal
-from cardsvc.services import Services
+from cardsvc.access import Principal
+from cardsvc.runtime import Runtime
 
 router = APIRouter(tags=["admin"])
 
@@ -59,52 +57,49 @@ class StateChange(BaseModel):
 
 
 @router.post("/keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
-def create_key(body: KeyCreate, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def create_key(body: KeyCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """A new API key, returned once in ``key``. Errors: INVALID_ARGUMENT (role, scopes),
     AGENT_NOT_FOUND."""
-    if body.limits:
-        services.risk.limits.with_overrides(body.limits)  # INVALID_ARGUMENT for a bad limit
-    principal, text = agents.create_key(
-        services.db, role=body.role, agent_id=body.agent_id, name=body.name,
-        scopes=body.scopes, skus=body.skus, limits=body.limits, created_by=caller.key_id,
-        now_ms=services.engine.now_ms())
+    principal, text = runtime.credentials.create_key(
+        role=body.role, agent_id=body.agent_id, name=body.name, scopes=body.scopes,
+        skus=body.skus, limits=body.limits, actor=caller.key_id)
     return {**principal.to_dict(), "key": text}
 
 
 @router.get("/keys", response_model=list[KeyOut])
-def list_keys(caller: AdminDep, services: ServicesDep,
+def list_keys(caller: AdminDep, runtime: RuntimeDep,
               include_revoked: Annotated[bool, Query()] = False) -> list[dict[str, Any]]:
-    return apikeys.list_keys(services.db, include_revoked=include_revoked)
+    return runtime.credentials.list_keys(include_revoked=include_revoked)
 
 
 @router.delete("/keys/{key_id}", response_model=KeyRevoked)
 def revoke_key(key_id: Annotated[str, Path(max_length=64)], caller: AdminDep,
-               services: ServicesDep) -> KeyRevoked:
+               runtime: RuntimeDep) -> KeyRevoked:
     """Revokes a key at once (idempotent). Errors: KEY_NOT_FOUND."""
-    services.keys.revoke(key_id, actor=caller.key_id, now_ms=services.engine.now_ms())
+    runtime.credentials.revoke(key_id, actor=caller.key_id)
     return KeyRevoked(key_id=key_id, revoked=True)
 
 
-def _change(action: str, body: CodeTarget, caller: Principal, services: Services,
+def _change(action: str, body: CodeTarget, caller: Principal, runtime: Runtime,
             ) -> dict[str, Any]:
-    return services.catalog.set_state(action, code=body.code, order_id=body.order_id,
+    return runtime.catalog.set_state(action, code=body.code, order_id=body.order_id,
                                       batch_id=body.batch_id, actor=caller.key_id)
 
 
 @router.post("/codes/freeze", response_model=StateChange)
-def freeze(body: CodeTarget, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def freeze(body: CodeTarget, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Freezes one code, an order's codes or a batch's codes (give exactly one of ``code``,
     ``order_id``, ``batch_id``): they cannot be sold or redeemed until unfrozen."""
-    return _change("freeze", body, caller, services)
+    return _change("freeze", body, caller, runtime)
 
 
 @router.post("/codes/unfreeze", response_model=StateChange)
-def unfreeze(body: CodeTarget, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def unfreeze(body: CodeTarget, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Returns frozen codes to the state they were frozen from."""
-    return _change("unfreeze", body, caller, services)
+    return _change("unfreeze", body, caller, runtime)
 
 
 @router.post("/codes/void", response_model=StateChange)
-def void(body: CodeTarget, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def void(body: CodeTarget, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Voids codes for good (a void code is never sold or redeemed)."""
-    return _change("void", body, caller, services)
+    return _change("void", body, caller, runtime)

@@ -1,8 +1,9 @@
 """The agent tree: admins create and manage any agent; an agent key creates its own direct
 sub-agents and suspends or reactivates them (their prices: ``PUT /v1/prices``).
 
-Creating an agent opens its ledger accounts in the same transaction (``Services.create_agent``).
-Grade, credit limit, daily quota, pool, pool policy and moves in the tree are admins' alone.
+Each route is one call of ``cardsvc.agents`` (``AgentUpdates``, ``AgentDirectory``), which holds
+who may do what: creating an agent opens its ledger accounts in the same transaction; grade,
+credit limit, daily quota, pool, pool policy and moves in the tree are admins' alone.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
-from api.deps import CallerDep, ServicesDep, agent_of
+from api.deps import CallerDep, RuntimeDep, acting_agent
 from api.models import CURRENCY_RE, MONEY_MINOR_MAX, Id, Strict
-from cardsvc import agents
-from cardsvc.access import Principal
-from cardsvc.errors import ErrorCode, make_error
 
 router = APIRouter(tags=["agents"])
 
@@ -61,47 +59,34 @@ class AgentOut(BaseModel):
 
 
 @router.post("/agents", response_model=AgentOut, status_code=status.HTTP_201_CREATED)
-def create_agent(body: AgentCreate, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+def create_agent(body: AgentCreate, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Admins create any agent; an agent key creates a direct sub-agent of its own (which
     inherits its grade and currency, without credit). Errors: AGENT_EXISTS, AGENT_NOT_FOUND,
     GRADE_NOT_FOUND, CURRENCY_MISMATCH, AGENT_SUSPENDED, FORBIDDEN."""
     fields = body.model_dump(exclude={"agent_id", "name"}, exclude_none=True)
-    return services.agent_updates.create(body.agent_id, body.name, fields, actor=caller.key_id,
-                                         actor_agent_id=_acting_agent(caller))
+    return runtime.agent_updates.create(body.agent_id, body.name, fields, actor=caller.key_id,
+                                         actor_agent_id=acting_agent(caller))
 
-
-def _acting_agent(caller: Principal) -> str | None:
-    """None for an admin key, the key's agent for an agent key (FORBIDDEN for a terminal)."""
-    return None if caller.is_admin else agent_of(caller)
 
 
 @router.get("/agents", response_model=list[AgentOut])
-def list_agents(caller: CallerDep, services: ServicesDep) -> list[dict[str, Any]]:
+def list_agents(caller: CallerDep, runtime: RuntimeDep) -> list[dict[str, Any]]:
     """Admins: every agent; an agent: its direct sub-agents."""
-    if caller.is_admin:
-        return agents.list_agents(services.db)
-    with services.db.read() as session:
-        return [agents.agent_dict(row)
-                for row in agents.sub_agents(session, agent_of(caller))]
+    return runtime.agent_directory.list_for(acting_agent(caller))
 
 
 @router.get("/agents/{agent_id}", response_model=AgentOut)
-def get_agent(agent_id: AgentPath, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+def get_agent(agent_id: AgentPath, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Admins, the agent itself or its parent. Errors: AGENT_NOT_FOUND, FORBIDDEN."""
-    with services.db.read() as session:
-        if not caller.is_admin:
-            own = agent_of(caller)
-            if own != agent_id and not agents.may_manage(session, own, agent_id):
-                raise make_error(ErrorCode.FORBIDDEN, "not your agent", {"agent_id": agent_id})
-        return agents.agent_dict(agents.require_agent(session, agent_id))
+    return runtime.agent_directory.get_for(agent_id, acting_agent(caller))
 
 
 @router.patch("/agents/{agent_id}", response_model=AgentOut)
 def change_agent(agent_id: AgentPath, body: AgentChange, caller: CallerDep,
-                 services: ServicesDep) -> dict[str, Any]:
+                 runtime: RuntimeDep) -> dict[str, Any]:
     """Changes an agent: admins anything; a parent only ``status`` of its direct sub-agents.
     Errors: AGENT_NOT_FOUND, AGENT_CYCLE (a move under its own subtree), PRICE_BELOW_PARENT (a
     grade or move that would invert prices), GRADE_NOT_FOUND, POOL_NOT_FOUND, FORBIDDEN."""
-    return services.agent_updates.change(agent_id, body.model_dump(exclude_unset=True),
+    return runtime.agent_updates.change(agent_id, body.model_dump(exclude_unset=True),
                                          actor=caller.key_id,
-                                         actor_agent_id=_acting_agent(caller))
+                                         actor_agent_id=acting_agent(caller))

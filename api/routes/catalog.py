@@ -7,25 +7,19 @@ acknowledged only once the core's journal holds it (``cardsvc.catalog``).
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from itertools import chain
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
-from api.deps import AdminDep, ServicesDep
-from api.errors import log_unexpected
+from api.deps import AdminDep, RuntimeDep
 from api.models import CURRENCY_RE, MONEY_MINOR_MAX, Currency, Id, Money, Name, Strict
-from cardsvc.catalog.batches import LIST_CODES_MAX, BatchMeta, CodeInput
-from cardsvc.catalog.codegen import CodeFormat
-from cardsvc.catalog.file_import import import_file
-from cardsvc.catalog.skus import KINDS
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.catalog import KINDS, LIST_CODES_MAX, BatchMeta, CodeFormat, CodeInput
+from cardsvc.errors import ErrorCode, make_error
 
 router = APIRouter(tags=["catalog"])
 
@@ -179,10 +173,10 @@ BatchId = Annotated[int, PathParam(ge=1, le=(1 << 31) - 1)]
 
 
 @router.post("/skus", response_model=SkuOut, status_code=status.HTTP_201_CREATED)
-def create_sku(body: SkuCreate, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def create_sku(body: SkuCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """A new SKU. Errors: SKU_EXISTS."""
     extra = body.model_dump(include=set(SkuEditable.model_fields), exclude_none=True)
-    return services.catalog.create_sku(
+    return runtime.catalog.create_sku(
         body.sku, body.name, uses_per_code=body.uses_per_code,
         redeem_requires_sale=body.redeem_requires_sale,
         validity_days_after_sale=body.validity_days_after_sale, actor=caller.key_id, **extra)
@@ -190,45 +184,45 @@ def create_sku(body: SkuCreate, caller: AdminDep, services: ServicesDep) -> dict
 
 @router.patch("/skus/{sku}", response_model=SkuOut)
 def update_sku(sku: SkuPath, body: SkuUpdate, caller: AdminDep,
-               services: ServicesDep) -> dict[str, Any]:
+               runtime: RuntimeDep) -> dict[str, Any]:
     """Changes the given catalog fields (audited with old and new values). Fields the core
     enforces (uses per code, sale before redemption, validity) cannot change. Errors:
     SKU_NOT_FOUND."""
-    return services.catalog.update_sku(sku, body.model_dump(exclude_unset=True),
+    return runtime.catalog.update_sku(sku, body.model_dump(exclude_unset=True),
                                        actor=caller.key_id)
 
 
 @router.get("/skus", response_model=list[SkuOut])
-def list_skus(caller: AdminDep, services: ServicesDep) -> list[dict[str, Any]]:
-    return services.catalog.list_skus()
+def list_skus(caller: AdminDep, runtime: RuntimeDep) -> list[dict[str, Any]]:
+    return runtime.catalog.list_skus()
 
 
 @router.get("/skus/{sku}", response_model=SkuOut)
-def get_sku(sku: SkuPath, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def get_sku(sku: SkuPath, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Errors: SKU_NOT_FOUND."""
-    return services.catalog.get_sku(sku)
+    return runtime.catalog.get_sku(sku)
 
 
 @router.get("/skus/{sku}/stock", response_model=StockOut)
-def get_stock(sku: SkuPath, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def get_stock(sku: SkuPath, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Codes by state, in total and per pool (``expired`` counts unsold codes past their
     ``valid_until``, which are also in ``available``). Errors: SKU_NOT_FOUND."""
-    return services.catalog.stock(sku)
+    return runtime.catalog.stock(sku)
 
 
 @router.post("/pools", response_model=PoolOut, status_code=status.HTTP_201_CREATED)
-def create_pool(body: PoolCreate, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def create_pool(body: PoolCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """A named stock pool (``shared`` always exists). Errors: POOL_EXISTS, AGENT_NOT_FOUND."""
-    return services.agent_updates.create_pool(body.pool, agent_id=body.agent_id,
+    return runtime.agent_updates.create_pool(body.pool, agent_id=body.agent_id,
                                               actor=caller.key_id)
 
 
 @router.post("/batches", response_model=BatchCreated, status_code=status.HTTP_201_CREATED)
-def create_batch(body: BatchCreate, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def create_batch(body: BatchCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Imports ``codes`` (or generates ``generate.count`` new ones) as one batch. Duplicates of
     any earlier code are skipped and listed, masked. Errors: SKU_NOT_FOUND, POOL_NOT_FOUND,
     INVALID_CODE / INVALID_PIN (details: ``index``; nothing imported), INVALID_ARGUMENT."""
-    batches = services.batches
+    batches = runtime.batches
     meta = BatchMeta(sku=body.sku, **body.model_dump(include=set(BatchFacts.model_fields)))
     if body.generate is not None:
         spec = body.generate
@@ -245,7 +239,7 @@ def create_batch(body: BatchCreate, caller: AdminDep, services: ServicesDep) -> 
 @router.post("/batches/upload", response_model=BatchOut,
              status_code=status.HTTP_202_ACCEPTED)
 async def upload_batch(
-    caller: AdminDep, services: ServicesDep, file: UploadFile,
+    caller: AdminDep, runtime: RuntimeDep, file: UploadFile,
     sku: Annotated[str, Form(min_length=1, max_length=64)],
     pool: Annotated[str | None, Form(max_length=64)] = None,
     mode: Annotated[str, Form(pattern="^(all_or_nothing|per_row)$")] = "all_or_nothing",
@@ -265,47 +259,24 @@ async def upload_batch(
     meta = BatchMeta(sku=sku, pool=pool, valid_from=valid_from, valid_until=valid_until,
                      source="upload", supplier=supplier, unit_cost_minor=unit_cost_minor,
                      currency=currency, purchase_date=purchase_date, source_name=name)
-    batches = services.batches
-    batch_id = await asyncio.to_thread(batches.begin, meta, actor=caller.key_id)
-    uploads = services.store.config.data_dir / "uploads"
-    target = uploads / f"batch-{batch_id}{Path(name).suffix.lower()[:8]}"
-    await asyncio.to_thread(_save_upload, file.file, target)
-
-    def job() -> None:
-        try:
-            import_file(batches, target, meta, actor=caller.key_id, mode=mode,
-                        batch_id=batch_id)
-        except Exception as error:  # the batch is failed and says why; the log gets the type
-            if not isinstance(error, CardsvcError):
-                log_unexpected(error)
-        finally:
-            target.unlink(missing_ok=True)
-
-    services.jobs.submit(job)
-    return await asyncio.to_thread(batches.get, batch_id)
-
-
-def _save_upload(source: BinaryIO, target: Path) -> None:
-    target.parent.mkdir(mode=0o700, exist_ok=True)
-    with target.open("wb") as out:
-        shutil.copyfileobj(source, out, 1 << 20)
-    os.chmod(target, 0o600)
+    return await asyncio.to_thread(runtime.file_imports.start, meta, file.file,
+                                   actor=caller.key_id, mode=mode)
 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut)
-def get_batch(batch_id: BatchId, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+def get_batch(batch_id: BatchId, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Errors: BATCH_NOT_FOUND."""
-    return services.batches.get(batch_id)
+    return runtime.batches.get(batch_id)
 
 
 @router.get("/batches/{batch_id}/report", response_class=StreamingResponse,
             responses={200: {"content": {"text/csv": {}}}})
-def batch_report(batch_id: BatchId, caller: AdminDep, services: ServicesDep) -> StreamingResponse:
+def batch_report(batch_id: BatchId, caller: AdminDep, runtime: RuntimeDep) -> StreamingResponse:
     """The batch's report as CSV (``line,field,reason,code``): rejected rows and duplicates,
     codes masked. Errors: BATCH_NOT_FOUND."""
-    services.batches.get(batch_id)
+    runtime.batches.get(batch_id)
     lines = (f"{issue.line},{issue.field},{issue.reason},{issue.masked or ''}\n"
-             for issue in services.batches.report(batch_id))
+             for issue in runtime.batches.report(batch_id))
     return StreamingResponse(
         chain(["line,field,reason,code\n"], lines), media_type="text/csv",
         headers={"content-disposition": f'attachment; filename="batch-{batch_id}-report.csv"'})

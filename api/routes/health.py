@@ -14,7 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from api.deps import StoreDep
+from api.deps import RuntimeDep
 from api.errors import ErrorEnvelope
 from cardsvc.errors import ErrorCode, make_error
 
@@ -80,10 +80,10 @@ async def healthz() -> dict[str, Any]:
     response_model=Ready,
     responses={503: {"model": ErrorEnvelope, "description": "JOURNAL_UNAVAILABLE"}},
 )
-async def readyz(store: StoreDep) -> dict[str, Any]:
+async def readyz(runtime: RuntimeDep) -> dict[str, Any]:
     """Readiness: recovered (the store is open only after recovery) and the journal writable.
     Raises JOURNAL_UNAVAILABLE (503) while the journal writer's last attempt failed."""
-    status = store.status()
+    status = runtime.store.status()
     if not status["journal_writable"]:
         raise make_error(
             ErrorCode.JOURNAL_UNAVAILABLE,

@@ -1,8 +1,8 @@
-"""Agents: orders (the saga of ``cardsvc.orders``) and holds (flash sales).
+"""Agents: orders (the saga of ``cardsvc.sales.Orders``) and holds (flash sales).
 
-Orders touch SQL, so their handlers are plain functions that FastAPI runs in its thread pool;
-holds stay in the core and await the journal on the event loop. An agent key sees only its own
-orders and holds; an admin key may read any order.
+Each route awaits one use case of ``cardsvc.sales``, which returns only once the SQL commit and
+the journal hold what it reports, and renders its result (times as RFC 3339). An agent key sees
+only its own orders and holds; an admin key may read any order.
 """
 
 from __future__ import annotations
@@ -12,19 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import (
-    CallerDep,
-    HoldsDep,
-    OrdersDep,
-    ServicesDep,
-    agent_of,
-    limits_of,
-)
+from api.deps import CallerDep, HoldsDep, OrdersDep, RuntimeDep, agent_of
 from api.models import Strict
-from cardsvc.engine import ORDER_QTY_MAX, REF_LEN_MAX, Engine
+from cardsvc.checks import ORDER_QTY_MAX, REF_LEN_MAX
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.holds import HOLD_TTL_S_MAX, HOLD_TTL_S_MIN
-from cardsvc.orders import OrderRequest
+from cardsvc.sales import HOLD_TTL_S_MAX, HOLD_TTL_S_MIN, HoldView, OrderRequest, OrderView
+from cardsvc.times import iso, iso_s
 
 router = APIRouter(tags=["agents"])
 
@@ -94,91 +87,109 @@ RETRY_ANSWER: dict[int | str, dict[str, Any]] = {
     200: {"model": OrderOut, "description": "a retry: the first result, unchanged"}}
 
 
+def order_json(view: OrderView) -> dict[str, Any]:
+    """The order as the API shows it: times as RFC 3339, ``error`` only on a failed order."""
+    out: dict[str, Any] = {
+        "order_id": view.order_id,
+        "client_order_id": view.client_order_id,
+        "agent_id": view.agent_id,
+        "status": view.status,
+        "sku": view.sku,
+        "quantity": view.quantity,
+        "hold_id": view.hold_id,
+        "unit_price_minor": view.unit_price_minor,
+        "total_minor": view.total_minor,
+        "currency": view.currency,
+        "created_at": iso(view.created_at_ms),
+    }
+    if view.error is not None:
+        out["error"] = view.error
+    out["codes"] = [{"code": code.code, "pin": code.pin, "valid_until": iso_s(code.valid_until_s)}
+                    for code in view.codes]
+    return out
+
+
+def hold_json(view: HoldView) -> dict[str, Any]:
+    return {"hold_id": view.hold_id, "sku": view.sku, "quantity": view.quantity,
+            "state": view.state, "expires_at": iso(view.expires_at_ms), "order_id": view.order_id}
+
+
 @router.post("/orders", response_model=OrderOut, status_code=status.HTTP_201_CREATED,
              responses=RETRY_ANSWER)
-async def create_order(body: OrderCreate, caller: OrdersDep, services: ServicesDep,
-                 response: Response) -> dict[str, Any]:
+async def create_order(body: OrderCreate, caller: OrdersDep, runtime: RuntimeDep,
+                       response: Response) -> dict[str, Any]:
     """Buys ``quantity`` codes of ``sku``: 201 with the codes; a retry with the same
     ``client_order_id`` returns the same order with 200. Errors: OUT_OF_STOCK (details:
     ``available``), SKU_NOT_FOUND, IDEMPOTENCY_KEY_REUSED (details: ``field``), RATE_LIMITED
     (daily quota), JOURNAL_UNAVAILABLE (retry with the same ``client_order_id``)."""
-    agent_id = agent_of(caller)
-    request = OrderRequest(agent_id, body.client_order_id, body.sku, body.quantity)
-    order, created = await services.orders.place_async(request, actor=caller.key_id,
-                                                       limits=limits_of(services, caller))
+    request = OrderRequest(agent_of(caller), body.client_order_id, body.sku, body.quantity)
+    order, created = await runtime.orders.place(request, actor=caller.key_id,
+                                                limits=runtime.risk.limits_of(caller))
     if not created:
         response.status_code = status.HTTP_200_OK
-    return order
+    return order_json(order)
 
 
 @router.get("/orders", response_model=OrderOut)
-def find_order(caller: OrdersDep, services: ServicesDep,
-               client_order_id: Annotated[str, Query(min_length=1, max_length=REF_LEN_MAX)],
-               agent_id: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+async def find_order(caller: OrdersDep, runtime: RuntimeDep,
+                     client_order_id: Annotated[str, Query(min_length=1, max_length=REF_LEN_MAX)],
+                     agent_id: Annotated[str | None, Query(max_length=64)] = None,
+                     ) -> dict[str, Any]:
     """The order placed under ``client_order_id`` (for an agent whose request timed out);
     ORDER_NOT_FOUND means the request never took effect. Admins name the agent."""
     if caller.is_admin and caller.agent_id is None:
         if agent_id is None:
             raise make_error(ErrorCode.INVALID_ARGUMENT, "admins must give agent_id",
                              {"field": "agent_id"})
-        return services.orders.find(agent_id, client_order_id)
-    return services.orders.find(agent_of(caller), client_order_id)
+        return order_json(await runtime.orders.find(agent_id, client_order_id))
+    return order_json(await runtime.orders.find(agent_of(caller), client_order_id))
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)
-def get_order(order_id: OrderId, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+async def get_order(order_id: OrderId, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """An order and its codes (its agent's key, or an admin's). Errors: ORDER_NOT_FOUND."""
     if not caller.is_admin:
         caller.require("orders")
     agent_id = None if caller.is_admin else agent_of(caller)
-    return services.orders.get(order_id, agent_id=agent_id)
+    return order_json(await runtime.orders.get(order_id, agent_id=agent_id))
 
 
 @router.post("/holds", response_model=HoldOut, status_code=status.HTTP_201_CREATED)
-async def create_hold(body: HoldCreate, caller: HoldsDep, services: ServicesDep) -> dict[str, Any]:
+async def create_hold(body: HoldCreate, caller: HoldsDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Reserves codes for ``ttl_seconds``; they return to stock by themselves unless confirmed.
     Errors: OUT_OF_STOCK, SKU_NOT_FOUND, RATE_LIMITED (open-hold caps per agent and buyer),
     IDEMPOTENCY_KEY_REUSED (a ``client_hold_id`` reused for another hold)."""
-    agent_id = agent_of(caller)
-    try:
-        hold = services.holds.hold(agent_id, body.sku, body.quantity, body.ttl_seconds,
+    hold = await runtime.holds.hold(agent_of(caller), body.sku, body.quantity, body.ttl_seconds,
                                     buyer_id=body.buyer_id, client_hold_id=body.client_hold_id,
-                                    limits=limits_of(services, caller))
-    finally:
-        await services.store.wait_async(Engine.last_ticket())
-    return hold
+                                    limits=runtime.risk.limits_of(caller))
+    return hold_json(hold)
 
 
 @router.get("/holds/{hold_id}", response_model=HoldOut)
-async def get_hold(hold_id: HoldId, caller: HoldsDep, services: ServicesDep) -> dict[str, Any]:
+async def get_hold(hold_id: HoldId, caller: HoldsDep, runtime: RuntimeDep) -> dict[str, Any]:
     """A hold of the calling agent. Errors: HOLD_NOT_FOUND."""
-    hold = services.holds.view(agent_of(caller), hold_id)
-    await services.store.wait_async(Engine.last_ticket())
-    return hold
+    return hold_json(await runtime.holds.view(agent_of(caller), hold_id))
 
 
 @router.post("/holds/{hold_id}/confirm", response_model=OrderOut,
              status_code=status.HTTP_201_CREATED, responses=RETRY_ANSWER)
-def confirm_hold(hold_id: HoldId, body: HoldConfirm, caller: HoldsDep, services: ServicesDep,
-                 response: Response) -> dict[str, Any]:
+async def confirm_hold(hold_id: HoldId, body: HoldConfirm, caller: HoldsDep,
+                       runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """Turns the hold into an order (as ``POST /v1/orders``, idempotent on
     ``client_order_id``). Errors: HOLD_NOT_FOUND, HOLD_EXPIRED, HOLD_RELEASED,
     HOLD_ALREADY_CONFIRMED."""
     caller.require("orders")
-    order, created = services.orders.confirm_hold(
+    order, created = await runtime.orders.confirm_hold(
         agent_of(caller), hold_id, body.client_order_id, actor=caller.key_id,
-        limits=limits_of(services, caller))
+        limits=runtime.risk.limits_of(caller))
     if not created:
         response.status_code = status.HTTP_200_OK
-    return order
+    return order_json(order)
 
 
 @router.delete("/holds/{hold_id}", response_model=HoldReleased)
-async def release_hold(hold_id: HoldId, caller: HoldsDep, services: ServicesDep) -> HoldReleased:
+async def release_hold(hold_id: HoldId, caller: HoldsDep, runtime: RuntimeDep) -> HoldReleased:
     """Returns the hold's codes to stock now (idempotent). Errors: HOLD_NOT_FOUND,
     HOLD_ALREADY_CONFIRMED."""
-    try:
-        released = services.holds.release(agent_of(caller), hold_id)
-    finally:
-        await services.store.wait_async(Engine.last_ticket())
+    released = await runtime.holds.release(agent_of(caller), hold_id)
     return HoldReleased(hold_id=hold_id, released=released)

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
-from api.settings import Settings
 from cardsvc.agents.credentials import create_key
-from cardsvc.services import Services
+from cardsvc.runtime import Runtime
+from server.app import create_app
+from server.settings import Settings
 
 
 @pytest.fixture
@@ -67,11 +67,11 @@ class Api:
         self.keys: dict[str, str] = {}
 
     @property
-    def services(self) -> Services:
-        return cast(Services, self.app.state.services)
+    def runtime(self) -> Runtime:
+        return cast(Runtime, self.app.state.runtime)
 
     def key(self, role: str, **kwargs: Any) -> str:
-        _, text = create_key(self.services.db, role=role, **kwargs)
+        _, text = create_key(self.runtime.db, role=role, **kwargs)
         return text
 
     def auth(self, key: str) -> dict[str, str]:

@@ -18,9 +18,9 @@ import pytest
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 
-from api.app import create_app
-from api.settings import Settings
 from cardsvc.errors import ErrorCode
+from server.app import create_app
+from server.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -58,7 +58,7 @@ async def _poll_readyz(client: httpx.AsyncClient, status: int) -> httpx.Response
 async def test_readyz_is_503_while_the_journal_fails_and_200_again_after(
     app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store: Store = app.state.services.store
+    store: Store = app.state.runtime.store
 
     def failing_append(frames: bytes, first_seq: int, last_seq: int) -> None:
         del frames, first_seq, last_seq

@@ -52,7 +52,7 @@ def captured() -> Iterator[Capture]:
 
 
 async def story(api: Api) -> list[tuple[str, httpx.Response]]:
-    api.services.risk.limits = RiskLimits(failures_max_per_key=3)
+    api.runtime.risk.limits = RiskLimits(failures_max_per_key=3)
     seen: list[tuple[str, httpx.Response]] = []
 
     async def call(method: str, path: str, role: str, body: object = None) -> httpx.Response:

@@ -42,11 +42,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.app import create_app
-from api.settings import Settings
 from cardsvc.access.risk import RiskLimits
 from cardsvc.agents.credentials import create_key
-from cardsvc.services import Services
+from cardsvc.runtime import Runtime
+from server.app import create_app
+from server.settings import Settings
 
 EXAMPLES_PER_OPERATION_MAX = 50
 """Fuzzed cases per operation (the examples and coverage phases add their own fixed ones): the
@@ -101,7 +101,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     try:
         # Entering the client starts the lifespan, which stays up until shutdown_lifespans.
         with asgi.get_client(cast(Any, app)) as client:
-            services = cast(Services, app.state.services)
+            services = cast(Runtime, app.state.runtime)
             _, admin_key = create_key(services.db, role="admin", name="contract admin")
             auth = {"authorization": f"Bearer {admin_key}"}
             created = client.post("/v1/agents", json={"agent_id": "A1", "name": "A1"},

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cardsvc.orders import CRASH_POINTS
+from cardsvc.sales.orders import CRASH_POINTS
 from tests.api.test_serve import _free_loopback_port
 from tests.api.test_serve import create_cli_key as _key
 from tests.api.test_serve import start_server as _start

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from api.cli import SERVE
 from cardsvc.cli import all_commands
+from server.cli import SERVE
 
 START_DEADLINE_S = 10.0
 STOP_DEADLINE_S = 10.0

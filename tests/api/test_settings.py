@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from api.settings import DEFAULT_HOST, DEFAULT_PORT, REQUEST_BODY_BYTES_MAX, Settings
 from cardsvc.errors import BadInput, ErrorCode
+from server.settings import DEFAULT_HOST, DEFAULT_PORT, REQUEST_BODY_BYTES_MAX, Settings
 
 
 def test_defaults_are_embedded_and_need_no_server() -> None:

@@ -157,7 +157,7 @@ async def test_freeze_blocks_sale_and_unfreeze_restores(catalog: Api) -> None:
     two = await api.call("POST", "/v1/codes/void", api.keys["admin"],
                          json={"code": CODES[0], "batch_id": 1})
     assert two.status_code == 400
-    with api.services.db.read() as session:
+    with api.runtime.db.read() as session:
         actions = [e.action for e in audit.query(session, object_type="code")]
     assert actions == ["code.freeze", "code.unfreeze"]
 
@@ -171,7 +171,7 @@ async def test_void_a_whole_batch(catalog: Api) -> None:
 
 async def test_failed_lookups_lock_the_key_out_and_are_audited(catalog: Api) -> None:
     api = catalog
-    api.services.risk.limits = RiskLimits(failures_max_per_key=5, failures_max_per_ip=1000)
+    api.runtime.risk.limits = RiskLimits(failures_max_per_key=5, failures_max_per_ip=1000)
     key = api.key("terminal", name="guesser")
     statuses = []
     for i in range(8):
@@ -182,7 +182,7 @@ async def test_failed_lookups_lock_the_key_out_and_are_audited(catalog: Api) -> 
     assert response.json()["error"]["details"]["limit"] == "failed_attempts"
     other = await api.call("POST", "/v1/verify", api.keys["terminal"], json={"code": "X-00001"})
     assert other.status_code == 404  # another key is not locked out
-    with api.services.db.read() as session:
+    with api.runtime.db.read() as session:
         entries = audit.query(session, action="risk.lockout")
     assert len(entries) == 1
 

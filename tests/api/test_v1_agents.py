@@ -138,7 +138,7 @@ async def test_hold_then_confirm_delivers_the_held_codes(catalog: Api) -> None:
 
 async def test_expired_hold_returns_stock_and_cannot_be_confirmed(catalog: Api) -> None:
     api = catalog
-    engine = api.services.engine
+    engine = api.runtime.engine
     engine.set_clock_ms(engine.now_ms())
     held = await api.call("POST", "/v1/holds", api.keys["agent"],
                           json={"sku": "VIP", "quantity": 2, "ttl_seconds": 5})

@@ -61,7 +61,7 @@ async def balances(api: Api, agent_id: str) -> dict[str, int]:
 
 
 def postings(api: Api, reference: str) -> dict[str, int]:
-    with api.services.db.read() as session:
+    with api.runtime.db.read() as session:
         rows = session.execute(select(Posting.account_id, Posting.amount_minor)
                                .join(LedgerTransaction,
                                      LedgerTransaction.txn_id == Posting.txn_id)
@@ -229,7 +229,7 @@ async def test_statement_opens_lists_and_closes(api: Api) -> None:
     keys = await tree(api)
     await api.call("POST", "/v1/orders", keys["LEAF"], json={
         "sku": "NF", "quantity": 1, "client_order_id": "st-1"})
-    now = api.services.engine.now_ms()
+    now = api.runtime.engine.now_ms()
     statement = await api.call("GET", "/v1/agents/LEAF/statement", keys["LEAF"],
                                params={"since_ms": 0, "until_ms": now + 1})
     body = statement.json()

@@ -142,7 +142,7 @@ async def test_audit_verify_names_the_first_tampered_entry(catalog: Api) -> None
     api = catalog
     intact = await api.admin("GET", "/v1/audit/verify")
     assert intact["ok"] is True and intact["entries_checked"] > 3
-    with api.services.db.write() as session:
+    with api.runtime.db.write() as session:
         session.execute(update(AuditEntry).where(AuditEntry.seq == 3)
                         .values(actor="someone-else"))
     broken = await api.admin("GET", "/v1/audit/verify")

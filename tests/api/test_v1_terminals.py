@@ -133,7 +133,7 @@ async def test_racing_redeems_of_one_code_succeed_exactly_once(catalog: Api) -> 
 async def test_multi_use_code_redeems_exactly_its_uses(catalog: Api) -> None:
     api = catalog
     # Generated GIFT codes cannot be read back (by design); import a known one.
-    api.services.batches.import_codes(BatchMeta("GIFT"), [CodeInput("GIFT-KNOWN-0001")],
+    api.runtime.batches.import_codes(BatchMeta("GIFT"), [CodeInput("GIFT-KNOWN-0001")],
                                       actor="test")
     statuses = await asyncio.gather(*(
         api.call("POST", "/v1/redeem", api.keys["terminal"],
@@ -191,7 +191,7 @@ async def test_rollback_restores_one_use_once_and_is_audited(catalog: Api) -> No
     assert verify.json()["status"] == "valid"
     from cardsvc import audit
 
-    with api.services.db.read() as session:
+    with api.runtime.db.read() as session:
         entries = audit.query(session, action="redemption.rollback")
     assert [e.object_id for e in entries] == [str(rid)]
 

@@ -89,9 +89,9 @@ async def test_upload_for_unknown_sku_is_refused_at_once(catalog: Api) -> None:
 def test_cli_import_loads_a_file_and_writes_its_report(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     from cardsvc.engine.store import StoreConfig
-    from cardsvc.services import ServiceConfig, Services
+    from cardsvc.runtime import Runtime, ServiceConfig
 
-    services = Services.open(ServiceConfig(store=StoreConfig(data_dir=data_dir)))
+    services = Runtime.open(ServiceConfig(store=StoreConfig(data_dir=data_dir)))
     services.catalog.create_sku("VIP", "vip", actor="test")
     services.close()
     source = tmp_path / "codes.csv"
@@ -102,7 +102,7 @@ def test_cli_import_loads_a_file_and_writes_its_report(tmp_path: Path) -> None:
     assert status == 0
     assert "CLI-00001" not in report.read_text()
     assert report.read_text().count("duplicate") == 1
-    services = Services.open(ServiceConfig(store=StoreConfig(data_dir=data_dir)))
+    services = Runtime.open(ServiceConfig(store=StoreConfig(data_dir=data_dir)))
     try:
         assert services.catalog.stock("VIP")["available"] == 200
     finally:

@@ -40,11 +40,11 @@ from sqlalchemy import select
 from cardsvc.agents.tables import Agent
 from cardsvc.catalog.tables import Sku
 from cardsvc.db import Database
-from cardsvc.db.models import Order
 from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.money import ledger, statements, withdrawals
 from cardsvc.money import settlement as st
 from cardsvc.money.tables import Account
+from cardsvc.sales.tables import Order
 
 if TYPE_CHECKING:
     from tests.conftest import PostgresTestDatabase

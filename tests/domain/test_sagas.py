@@ -3,39 +3,40 @@ batch whose payloads never committed is voided (none of its codes can ever be so
 whose payloads committed but whose codes never left staging is finished, and a pending order is
 driven to fulfilled (with the codes the core already allocated to it, if any) or failed.
 
-Method: ``Services`` over a temporary data directory; each test runs a saga's steps by hand up
+Method: ``Runtime`` over a temporary data directory; each test runs a saga's steps by hand up
 to a crash point, closes the services (the journal is flushed, as the wait before each SQL step
 guarantees), reopens them (which runs the recovery passes), and checks the result.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from cardsvc import reconcile
 from cardsvc.access.risk import RiskLimits
 from cardsvc.agents import pricing
 from cardsvc.catalog.batches import STAGING_POOL_BASE, BatchMeta, CodeInput
 from cardsvc.catalog.tables import Batch
 from cardsvc.engine.store import StoreConfig
 from cardsvc.money import ledger, settlement
-from cardsvc.orders import OrderRequest
-from cardsvc.services import ServiceConfig, Services
+from cardsvc.reports import reconcile
+from cardsvc.runtime import Runtime, ServiceConfig
+from cardsvc.sales.orders import OrderRequest
 
 
-def open_services(data_dir: Path) -> Services:
-    return Services.open(ServiceConfig(store=StoreConfig(data_dir=data_dir), risk=RiskLimits()))
+def open_services(data_dir: Path) -> Runtime:
+    return Runtime.open(ServiceConfig(store=StoreConfig(data_dir=data_dir), risk=RiskLimits()))
 
 
-def seeded(data_dir: Path) -> Services:
+def seeded(data_dir: Path) -> Runtime:
     services = open_services(data_dir)
     services.catalog.create_sku("VIP", "vip", actor="test")
     return services
 
 
-def crash_after_core_import(services: Services, codes: list[str]) -> tuple[int, list[int]]:
+def crash_after_core_import(services: Runtime, codes: list[str]) -> tuple[int, list[int]]:
     """Saga step 1 and the core half of step 2: the batch row and the codes in staging."""
     batch_id = services.batches.begin(BatchMeta("VIP"), actor="t", submitted=len(codes))
     ids, _ = services.engine.import_codes("VIP", codes, STAGING_POOL_BASE + batch_id,
@@ -74,12 +75,12 @@ def test_batch_with_payloads_but_still_staging_is_finished_at_restart(
     try:
         assert services.recovery["batches"] == {"failed": 0, "finished": 1}
         assert services.catalog.stock("VIP")["available"] == 3
-        assert [code for code, _ in services.batches.reveal(ids)] == codes
+        assert [code for code, _ in services.revealer.reveal(ids)] == codes
     finally:
         services.close()
 
 
-def pending_order(services: Services, quantity: int, ref: str = "o-1") -> str:
+def pending_order(services: Runtime, quantity: int, ref: str = "o-1") -> str:
     """Saga step 1 of an order, run as the service runs it: the pending row with its price
     chain, and the buyer's debit into escrow."""
     request = OrderRequest("A1", ref, "VIP", quantity)
@@ -90,7 +91,7 @@ def pending_order(services: Services, quantity: int, ref: str = "o-1") -> str:
     return row.order_id
 
 
-def with_agent_and_stock(tmp_path: Path, count: int) -> Services:
+def with_agent_and_stock(tmp_path: Path, count: int) -> Runtime:
     """VIP priced 100 for the standard grade, agent A1 funded with 10,000, ``count`` codes."""
     services = seeded(tmp_path)
     services.agent_updates.create_agent("A1", "a", actor="t")
@@ -104,7 +105,7 @@ def with_agent_and_stock(tmp_path: Path, count: int) -> Services:
     return services
 
 
-def balance(services: Services) -> dict[str, int]:
+def balance(services: Runtime) -> dict[str, int]:
     with services.db.read() as session:
         return {k: v for k, v in ledger.agent_balances(session, "A1").items() if v}
 
@@ -118,13 +119,13 @@ def test_pending_order_allocated_before_the_crash_keeps_its_codes(tmp_path: Path
     services = open_services(tmp_path)
     try:
         assert services.recovery["orders"] == {"fulfilled": 1, "failed": 0, "pending": 0}
-        order = services.orders.find("A1", "o-1")
-        assert order["status"] == "fulfilled"
-        expected = [code for code, _ in services.batches.reveal(allocated)]
-        assert [c["code"] for c in order["codes"]] == expected
+        order = asyncio.run(services.orders.find("A1", "o-1"))
+        assert order.status == "fulfilled"
+        expected = [code for code, _ in services.revealer.reveal(allocated)]
+        assert [c.code for c in order.codes] == expected
         assert services.catalog.stock("VIP")["allocated"] == 2
         assert balance(services) == {"available": 9_800}
-        assert reconcile.report(services)["ok"]
+        assert reconcile(services.store, services.db, services.catalog)["ok"]
     finally:
         services.close()
 
@@ -137,11 +138,12 @@ def test_pending_order_never_allocated_is_fulfilled_or_failed(tmp_path: Path) ->
     services = open_services(tmp_path)
     try:
         assert services.recovery["orders"] == {"fulfilled": 1, "failed": 1, "pending": 0}
-        statuses = {services.orders.find("A1", ref)["status"] for ref in ("fits", "too-many")}
+        statuses = {asyncio.run(services.orders.find("A1", ref)).status
+                    for ref in ("fits", "too-many")}
         assert statuses == {"fulfilled", "failed"}
         assert services.catalog.stock("VIP")["allocated"] == 2
         assert balance(services) == {"available": 9_800}  # the failed order's debit released
-        assert reconcile.report(services)["ok"]
+        assert reconcile(services.store, services.db, services.catalog)["ok"]
     finally:
         services.close()
 
@@ -153,7 +155,7 @@ def test_order_retry_after_failure_returns_the_same_failure(tmp_path: Path) -> N
         errors = []
         for _ in range(2):
             try:
-                services.orders.place(request, actor="t", limits=RiskLimits())
+                asyncio.run(services.orders.place(request, actor="t", limits=RiskLimits()))
             except Exception as error:
                 errors.append(error)
         assert [getattr(e, "code", None) for e in errors] == ["OUT_OF_STOCK"] * 2

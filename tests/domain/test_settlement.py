@@ -28,11 +28,11 @@ from cardsvc.agents.tables import Agent
 from cardsvc.audit.tables import AuditHead
 from cardsvc.catalog.tables import Sku
 from cardsvc.db import Database
-from cardsvc.db.models import Order
 from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.money import ledger, withdrawals
 from cardsvc.money import settlement as st
 from cardsvc.money.tables import Account, Commission, LedgerTransaction, Posting, Withdrawal
+from cardsvc.sales.tables import Order
 
 T0_MS = 1_700_000_000_000
 COOLING_MS = 7 * 86_400_000

@@ -307,8 +307,6 @@ class KeyAuthenticator:
 
 def revoke_key(db: Database, key_id: str, *, actor: str, now_ms: int | None = None) -> bool:
     """Marks a key revoked; True if it was active. Raises KEY_NOT_FOUND."""
-    from cardsvc import audit
-
     at_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with db.write() as session:
         row = session.get(ApiKey, key_id)

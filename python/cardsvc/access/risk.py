@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cardsvc.access.apikeys import Principal
 from cardsvc.errors import ErrorCode, make_error
 
 RISK_ENV = "CARDSVC_RISK_LIMITS"
@@ -175,6 +176,10 @@ class RiskGuard:
             cached = (marker, self.limits.with_overrides(overrides))
             self._per_key[key_id] = cached
         return cached[1]
+
+    def limits_of(self, caller: Principal) -> RiskLimits:
+        """The limits in force for ``caller``'s key (:meth:`limits_for`)."""
+        return self.limits_for(caller.key_id, caller.limits)
 
     # ----- rate limits and the brute-force guard -----
 

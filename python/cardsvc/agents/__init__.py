@@ -3,11 +3,14 @@ cache ``price_cache``), the changes prices depend on and the use cases that chan
 (``updates``), credentials bound to agents (``credentials``), and their tables."""
 
 from cardsvc.agents.credentials import (
+    Credentials,
     create_key,
 )
+from cardsvc.agents.directory import AgentDirectory
 from cardsvc.agents.price_cache import (
     PriceCache,
 )
+from cardsvc.agents.price_lists import PriceLists
 from cardsvc.agents.tables import (
     Agent,
     Grade,
@@ -70,10 +73,13 @@ __all__ = [
     "TREE_LOCK_KEY",
     "Agent",
     "AgentAccounts",
+    "AgentDirectory",
     "AgentUpdates",
+    "Credentials",
     "Grade",
     "Price",
     "PriceCache",
+    "PriceLists",
     "agent_dict",
     "ancestors",
     "assign_pool",

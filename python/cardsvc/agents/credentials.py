@@ -8,10 +8,17 @@ same transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from cardsvc.access import Principal, check_key_request, issue_key
+from cardsvc.access import (
+    KeyAuthenticator,
+    Principal,
+    RiskLimits,
+    check_key_request,
+    issue_key,
+    list_keys,
+)
 from cardsvc.agents.tree import require_agent
 from cardsvc.db import Database
 
@@ -31,9 +38,12 @@ def create_key(
     """Creates a key and returns it with its text, which is shown once and never stored.
 
     Effects: one ``api_keys`` row and one audit entry (``key.create``), in one transaction.
-    Raises INVALID_ARGUMENT (``cardsvc.access.check_key_request``), then AGENT_NOT_FOUND when
-    ``agent_id`` names no agent.
+    Raises INVALID_ARGUMENT (a risk limit in ``limits`` that does not exist or is out of range,
+    then ``cardsvc.access.check_key_request``), then AGENT_NOT_FOUND when ``agent_id`` names no
+    agent.
     """
+    if limits:
+        RiskLimits().with_overrides(limits)
     check_key_request(role, agent_id, scopes, skus)
     at_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with db.write() as session:
@@ -41,3 +51,28 @@ def create_key(
             require_agent(session, agent_id)
         return issue_key(session, role=role, agent_id=agent_id, name=name, scopes=scopes,
                          skus=skus, limits=limits, created_by=created_by, now_ms=at_ms)
+
+
+class Credentials:
+    """The key use cases of admins: create (checked against the tree), list, revoke (the
+    authenticator forgets a revoked key at once). Times from ``clock`` (Unix ms)."""
+
+    def __init__(self, db: Database, authenticator: KeyAuthenticator,
+                 clock: Callable[[], int]) -> None:
+        self.db = db
+        self.authenticator = authenticator
+        self.clock = clock
+
+    def create_key(self, *, role: str, agent_id: str | None, name: str,
+                   scopes: Sequence[str] | None, skus: Sequence[str] | None,
+                   limits: dict[str, Any] | None, actor: str) -> tuple[Principal, str]:
+        """:func:`create_key` by ``actor``."""
+        return create_key(self.db, role=role, agent_id=agent_id, name=name, scopes=scopes,
+                          skus=skus, limits=limits, created_by=actor, now_ms=self.clock())
+
+    def list_keys(self, *, include_revoked: bool) -> list[dict[str, Any]]:
+        return list_keys(self.db, include_revoked=include_revoked)
+
+    def revoke(self, key_id: str, *, actor: str) -> None:
+        """Revokes a key at once (idempotent). Raises KEY_NOT_FOUND."""
+        self.authenticator.revoke(key_id, actor=actor, now_ms=self.clock())

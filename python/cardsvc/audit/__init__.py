@@ -15,8 +15,11 @@ from cardsvc.audit.chain import (
     append,
     canonical_json,
     chain_hash,
+    list_entries,
     query,
+    record,
     verify,
+    verify_log,
 )
 from cardsvc.audit.tables import AUDIT_HEAD_ID, AuditEntry, AuditHead
 
@@ -33,6 +36,9 @@ __all__ = [
     "append",
     "canonical_json",
     "chain_hash",
+    "list_entries",
     "query",
+    "record",
     "verify",
+    "verify_log",
 ]

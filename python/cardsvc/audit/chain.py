@@ -29,6 +29,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cardsvc.audit.tables import AUDIT_HEAD_ID, AuditEntry, AuditHead
+from cardsvc.db import Database
 from cardsvc.db.base import ID_LEN_MAX, REF_LEN_MAX
 from cardsvc.errors import ErrorCode, make_error
 
@@ -124,6 +125,29 @@ def append(
     )
     session.flush()
     return entry
+
+
+def record(
+    db: Database, *, actor: str, action: str, object_type: str, object_id: str,
+    details: dict[str, Any], at_ms: int,
+) -> None:
+    """Appends one entry in a transaction of its own: for events of the hot path (a rollback, a
+    lockout) whose effect is already journaled in the core. Raises as :func:`append`."""
+    with db.write() as session:
+        append(session, actor=actor, action=action, object_type=object_type,
+               object_id=object_id, details=details, at_ms=at_ms)
+
+
+def list_entries(db: Database, **filters: Any) -> list[AuditEntry]:
+    """:func:`query` in a read transaction of its own (``filters`` as there)."""
+    with db.read() as session:
+        return query(session, **filters)
+
+
+def verify_log(db: Database) -> ChainCheck:
+    """:func:`verify` in a read transaction of its own."""
+    with db.read() as session:
+        return verify(session)
 
 
 def chain_hash(

@@ -20,6 +20,7 @@ from cardsvc.catalog.codegen import (
     CodeFormat,
 )
 from cardsvc.catalog.file_import import (
+    FileImports,
     import_file,
 )
 from cardsvc.catalog.skus import (
@@ -65,6 +66,7 @@ __all__ = [
     "CodeFormat",
     "CodeInput",
     "CodePayload",
+    "FileImports",
     "Pool",
     "Sku",
     "batch_dict",

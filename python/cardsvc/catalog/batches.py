@@ -1,5 +1,5 @@
 """Batches of codes: import (a list, or a file streamed in chunks), generation, the batch report,
-recovery of interrupted imports, and decryption for delivery.
+and recovery of interrupted imports. (Opening codes for delivery is ``cardsvc.delivery.reveal``.)
 
 A batch touches both stores, so it is a saga (crash-safe at every point):
 
@@ -36,8 +36,7 @@ from cardsvc.catalog import codegen
 from cardsvc.catalog.skus import STAGING_POOL_MIN, Catalog
 from cardsvc.catalog.tables import Batch, BatchIssue, CodePayload
 from cardsvc.checks import check_currency
-from cardsvc.crypto.envelope import DataKeyCache, unwrap_data_key
-from cardsvc.crypto.opening import open_code
+from cardsvc.crypto.envelope import unwrap_data_key
 from cardsvc.db import Database
 from cardsvc.engine import Engine, normalise_code
 from cardsvc.engine.store import Store
@@ -124,7 +123,6 @@ class Batches:
         self.db = db
         self.keyring = keyring
         self.catalog = catalog
-        self.data_keys = DataKeyCache()
         self.prefixes: dict[str, codegen.CodeFormat] = {}
         """Prefixes of generated codes with their formats (``codegen.check_typed`` reads it):
         terminals' typos in such codes are refused without a lookup."""
@@ -413,38 +411,6 @@ class Batches:
             if self._release(sku, batch_id, pool_id):
                 finished += 1
         return {"failed": failed, "finished": finished}
-
-    # ----- delivery -----
-
-    def reveal(self, code_ids: Sequence[int]) -> list[tuple[str, str | None]]:
-        """The plaintext ``(code, pin)`` of each code id, in order. Only order delivery and
-        export call this (DESIGN.md invariant 5). Raises PAYLOAD_CORRUPT when a payload fails
-        authentication, INTERNAL_ERROR when one is missing."""
-        with self.db.read() as session:
-            rows = {
-                row.code_id: (row.batch_id, row.sealed)
-                for row in session.execute(
-                    select(CodePayload.code_id, CodePayload.batch_id, CodePayload.sealed)
-                    .where(CodePayload.code_id.in_(list(code_ids))))
-            }
-            wrapped = {
-                row.batch_id: (row.master_key_id, row.data_key_wrapped)
-                for row in session.execute(
-                    select(Batch.batch_id, Batch.master_key_id, Batch.data_key_wrapped)
-                    .where(Batch.batch_id.in_({batch for batch, _ in rows.values()})))
-            }
-        out: list[tuple[str, str | None]] = []
-        for code_id in code_ids:
-            found = rows.get(code_id)
-            if found is None:
-                raise make_error(ErrorCode.INTERNAL_ERROR, "a code's payload is missing",
-                                 {"code_id": code_id})
-            batch_id, sealed = found
-            master_key_id, data_key_wrapped = wrapped[batch_id]
-            data_key = self.data_keys.get_or_unwrap(batch_id, self.keyring, master_key_id,
-                                                    data_key_wrapped)
-            out.append(open_code(data_key, code_id, sealed))
-        return out
 
 
 def _add_issues(session: Session, batch_id: int, problems: Iterable[dict[str, Any]]) -> int:

@@ -3,6 +3,7 @@ the flows of the wholesale business over it (``settlement``: deposits, an order'
 settlement with commissions, releases, refunds), withdrawals (``withdrawals``), and their
 tables."""
 
+from cardsvc.money.accounts import AgentMoney, Deposited
 from cardsvc.money.tables import (
     Account,
     Commission,
@@ -10,11 +11,15 @@ from cardsvc.money.tables import (
     Posting,
     Withdrawal,
 )
+from cardsvc.money.withdrawals import WithdrawalInfo
 
 __all__ = [
     "Account",
+    "AgentMoney",
     "Commission",
+    "Deposited",
     "LedgerTransaction",
     "Posting",
     "Withdrawal",
+    "WithdrawalInfo",
 ]

@@ -25,23 +25,27 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from cardsvc.catalog import Catalog
 from cardsvc.catalog.tables import Batch, Sku
-from cardsvc.db.models import Order
+from cardsvc.db import Database
+from cardsvc.engine import Engine, Store
 from cardsvc.errors import CardsvcError
 from cardsvc.money import ledger, settlement
 from cardsvc.money.tables import Account, Commission, LedgerTransaction, Posting, Withdrawal
-from cardsvc.services import PENDING_ORDER_AGE_MS, Services
+from cardsvc.sales import PENDING_ORDER_AGE_MS
+from cardsvc.sales.tables import Order
 
 ORDERS_CHECKED_MAX = 1_000_000
 """Orders compared with the core in one report (about 2 µs each plus their codes)."""
 DIFFERENCES_LISTED_MAX = 200
 
 
-def report(services: Services) -> dict[str, Any]:
-    """The reconciliation report (module docstring). Reads only."""
-    services.store.wait_visible()
+def report(store: Store, db: Database, catalog: Catalog) -> dict[str, Any]:
+    """The reconciliation report (module docstring) over the core (through ``store``), the
+    database and the catalog's stock. Reads only."""
+    store.wait_visible()
     differences: list[dict[str, Any]] = []
-    with services.db.read() as session:
+    with db.read() as session:
         differences += [p.to_dict() for p in ledger.check_ledger(session)]
         differences += [p.to_dict() for p in settlement.check_settlement(session)]
         orders = _orders(session)
@@ -50,9 +54,9 @@ def report(services: Services) -> dict[str, Any]:
             select(Account.agent_id, Account.balance_minor).where(Account.kind == "escrow"))}
         figures = _figures(session)
     differences += _orders_vs_ledger(orders, txns)
-    differences += _orders_vs_core(services, orders)
+    differences += _orders_vs_core(store.engine, orders)
     differences += _escrow(orders, escrow)
-    figures["stock"] = _stock(services)
+    figures["stock"] = _stock(db, catalog)
     return {"ok": not differences, "differences": differences[:DIFFERENCES_LISTED_MAX],
             "difference_count": len(differences), "orders_checked": len(orders), **figures}
 
@@ -100,9 +104,8 @@ def _orders_vs_ledger(orders: list[Any], txns: dict[str, dict[str, int]]) -> lis
     return problems
 
 
-def _orders_vs_core(services: Services, orders: list[Any]) -> list[dict[str, Any]]:
+def _orders_vs_core(engine: Engine, orders: list[Any]) -> list[dict[str, Any]]:
     problems = []
-    engine = services.engine
     stale_before = engine.now_ms() - PENDING_ORDER_AGE_MS
     for order in orders:
         if order.status in ("fulfilled", "refunded"):
@@ -162,14 +165,14 @@ def _figures(session: Any) -> dict[str, Any]:
     }
 
 
-def _stock(services: Services) -> dict[str, Any]:
+def _stock(db: Database, catalog: Catalog) -> dict[str, Any]:
     """Codes by state per SKU (the core's counts), with the stock's cost at each SKU's cost."""
-    with services.db.read() as session:
+    with db.read() as session:
         rows = session.execute(select(Sku.sku, Sku.cost_minor))
         costs = {row.sku: row.cost_minor for row in rows}
     out = {}
     for sku, cost in costs.items():
-        counts = services.catalog.stock(sku)
+        counts = catalog.stock(sku)
         out[sku] = {state: counts[state] for state in
                     ("available", "held", "allocated", "redeemed", "frozen", "void", "expired")}
         if cost is not None:

@@ -2,7 +2,7 @@
 
 The domain's command line (``cardsvc.cli``) never imports ``api``; it finds :data:`SERVE`
 through the entry-point group ``cardsvc.commands`` declared in ``pyproject.toml``.
-``python -m api`` runs the same command line with ``serve`` included explicitly, for checkouts
+``python -m server`` runs the same command line with ``serve`` included explicitly, for checkouts
 whose installed metadata is stale.
 
 This module imports only the command line's own pieces at import time, so listing commands stays
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from api.settings import JOURNAL_SINKS, Settings
 from cardsvc.cli import EXIT_ERROR, EXIT_OK, Command
-from cardsvc.engine.store import Store
+from cardsvc.engine import Store
+from server.settings import JOURNAL_SINKS, Settings
 
 SERVE_HELP = "run the HTTP API (uvicorn, one process) over a data directory"
 EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (128 + SIGINT)
@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (12
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data-dir``, ``--host``, ``--port``, ``--journal``, ``--redis-url``, ``--database-url``;
     each defaults to its ``CARDSVC_*`` variable, then to the embedded defaults
-    (``api.settings``)."""
+    (``server.settings``)."""
     parser.add_argument("--data-dir", type=Path, help="data directory (default data)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
@@ -82,7 +82,7 @@ def serve(settings: Settings, console: Console) -> int:
     process ends as killed by SIGTERM, as a supervisor expects."""
     import uvicorn
 
-    from api.app import create_app
+    from server.app import create_app
 
     store = Store.open(settings.store_config())
     try:

@@ -1,61 +1,23 @@
-"""``cardsvc export`` and ``cardsvc audit``: the records side of the command line.
-
-Both read the SQL store (and, for export, the master key) only, so they work beside a running
-server. ``export`` writes watermarked CSV and is recorded and audited before its first code is
-written (``cardsvc.exports``); ``audit verify`` checks the hash chain and exits 1 naming the
-first broken entry; ``audit list`` shows entries (never a code: details hold masked forms).
+"""``cardsvc audit``: ``verify`` checks the hash chain and exits 1 naming the first broken entry;
+``list`` shows entries (never a code: details hold masked forms). Both read the SQL store only,
+so they work beside a running server.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from cardsvc import audit, crypto, exports
+from cardsvc import audit
+from cardsvc.cli.database import add_database_arguments
 from cardsvc.db import Database
 from cardsvc.times import iso
 
 EXIT_BROKEN_CHAIN = 1
-
-
-def _add_database(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("CARDSVC_DATA_DIR", "data")))
-    parser.add_argument("--database-url", default=None,
-                        help="SQL database URL (default: CARDSVC_DATABASE_URL, else "
-                             "DATA_DIR/cardsvc.db)")
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--batch", type=int, help="export every code of this batch")
-    target.add_argument("--order", help="export the codes of this order")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="CSV file to write (created 0600; refuses to overwrite)")
-    parser.add_argument("--actor", default="cli", help="who is exporting (for the audit log)")
-    _add_database(parser)
-
-
-def run_export(args: argparse.Namespace, console: Console) -> int:
-    db = Database.open(args.data_dir, args.database_url)
-    try:
-        keyring = crypto.load_keyring(args.data_dir, create=False)
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            result = exports.export_codes(db, keyring, out, actor=args.actor,
-                                          batch_id=args.batch, order_id=args.order)
-    finally:
-        db.close()
-    console.print(f"export {result.export_id}: {result.codes} codes of {result.object_type} "
-                  f"{result.object_id} written to {args.out} (recorded in the audit log)",
-                  highlight=False)
-    return 0
 
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +32,7 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     for sub in (verify, listing):
-        _add_database(sub)
+        add_database_arguments(sub)
 
 
 def run_audit(args: argparse.Namespace, console: Console) -> int:

@@ -19,9 +19,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from cardsvc.catalog import codefile
 from cardsvc.catalog.batches import BatchMeta
 from cardsvc.catalog.file_import import import_file
-from cardsvc.cli_store import add_store_arguments, store_config
+from cardsvc.cli.store import add_store_arguments, store_config
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.services import ServiceConfig, Services
+from cardsvc.runtime import Runtime, ServiceConfig
 
 
 def _unix_seconds(text: str) -> int:
@@ -66,7 +66,7 @@ def run_import(args: argparse.Namespace, console: Console) -> int:
                      valid_until=args.valid_until, source="import", supplier=args.supplier,
                      unit_cost_minor=args.unit_cost, currency=args.currency,
                      purchase_date=args.purchase_date, source_name=args.file.name)
-    services = Services.open(ServiceConfig(store=store_config(args),
+    services = Runtime.open(ServiceConfig(store=store_config(args),
                                            database_url=args.database_url))
     try:
         columns = (TextColumn("{task.description}"), BarColumn(),

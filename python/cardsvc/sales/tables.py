@@ -1,21 +1,5 @@
-"""The SQL schema: SQLAlchemy 2 declarative models for every fact the SQL store owns.
-
-Which store owns which fact (docs/storage.md has the full table):
-
-* The core (``cardsvc._core``, journaled) owns every code's *state*: available, held, allocated,
-  redeemed, frozen, void; pools, holds, allocations by order reference, redemptions and rollbacks,
-  and the idempotency of allocations (order reference) and redemptions (request id).
-* SQL owns everything else: the catalog (SKUs, pools by name, batches), the *encrypted payload*
-  of each code (the core keeps only a keyed hash), API keys (hashed), agents, orders (the saga
-  record binding an agent's ``client_order_id`` to the core's allocation), and the audit log.
-
-Times are integer milliseconds since the Unix epoch (``*_ms``), the core's unit, so they compare
-across stores and survive every database's timestamp quirks. Money (issue 6) is integer minor
-units. Columns hold no plaintext code or PIN anywhere.
-
-Changes to these models need a new Alembic revision (``python/cardsvc/migrations``); a test
-compares the models with the migrated schema.
-"""
+"""The sales tables: orders, the saga records that bind an agent's ``client_order_id`` to the
+core's allocation and to the ledger's debit and settlement."""
 
 from __future__ import annotations
 
@@ -33,20 +17,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cardsvc.db.base import ID_LEN_MAX, REF_LEN_MAX, Base
-
-
-class Export(Base):
-    """One export of plaintext codes (``cardsvc export``, ``POST /v1/exports``): who, when, what,
-    how many. The CSV carries ``export_id`` as its watermark."""
-
-    __tablename__ = "exports"
-
-    export_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
-    actor: Mapped[str] = mapped_column(String(ID_LEN_MAX))
-    object_type: Mapped[str] = mapped_column(String(16))  # batch | order
-    object_id: Mapped[str] = mapped_column(String(ID_LEN_MAX))
-    codes: Mapped[int] = mapped_column(Integer)
-    created_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class Order(Base):
@@ -85,5 +55,3 @@ class Order(Base):
 
 
 Index("ix_orders_status_pending", Order.status, Order.created_at_ms)
-
-

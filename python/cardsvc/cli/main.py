@@ -6,7 +6,7 @@ that declares its arguments and a function that runs it. Later issues add ``keys
 
 Commands from outside the domain are found through the entry-point group ``cardsvc.commands``
 (:data:`PLUGIN_GROUP`), each entry naming a :class:`Command`. That is how the HTTP layer adds
-``serve`` (``api.cli:SERVE``, registered in ``pyproject.toml``) while the domain never imports
+``serve`` (``server.cli:SERVE``, registered in ``pyproject.toml``) while the domain never imports
 ``api`` (STYLE.md, Layout). A plugin that cannot be imported still appears, and running it
 explains why it is unavailable.
 
@@ -57,14 +57,14 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
     del args
     # Imported here so that commands that do not need the Rust extension (``version``) work
     # even before it is built.
-    from cardsvc.demo import run_demo
+    from cardsvc.cli.demo import run_demo
 
     run_demo(console)
     return EXIT_OK
 
 
 def _store_commands() -> tuple[Command, ...]:
-    from cardsvc import cli_store
+    from cardsvc.cli import store as cli_store
 
     return (
         Command(
@@ -89,7 +89,7 @@ def _store_commands() -> tuple[Command, ...]:
 
 
 def _keys_command() -> Command:
-    from cardsvc import cli_keys
+    from cardsvc.cli import keys as cli_keys
 
     return Command(
         "keys",
@@ -100,13 +100,14 @@ def _keys_command() -> Command:
 
 
 def _records_commands() -> tuple[Command, ...]:
-    from cardsvc import cli_records
+    from cardsvc.cli import audit as cli_audit
+    from cardsvc.cli import exports as cli_exports
 
     return (
         Command("export", "write a batch's or an order's codes as watermarked CSV (audited)",
-                cli_records.add_export_arguments, cli_records.run_export),
+                cli_exports.add_export_arguments, cli_exports.run_export),
         Command("audit", "verify the audit log's hash chain, or list entries",
-                cli_records.add_audit_arguments, cli_records.run_audit),
+                cli_audit.add_audit_arguments, cli_audit.run_audit),
         Command("import", "import a CSV or XLSX file of codes as one batch (server stopped)",
                 _lazy_import_arguments, _lazy_run_import),
         Command("reconcile", "check that the ledger, orders and stock agree; exit 1 if not "
@@ -115,7 +116,7 @@ def _records_commands() -> tuple[Command, ...]:
 
 
 def _lazy_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
-    from cardsvc.cli_store import add_store_arguments
+    from cardsvc.cli.store import add_store_arguments
 
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
@@ -125,16 +126,16 @@ def _lazy_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 def _lazy_run_reconcile(args: argparse.Namespace, console: Console) -> int:
     import json
 
-    from cardsvc import reconcile
-    from cardsvc.cli_store import store_config
-    from cardsvc.services import ServiceConfig, Services
+    from cardsvc.cli.store import store_config
+    from cardsvc.reports import reconcile
+    from cardsvc.runtime import Runtime, ServiceConfig
 
-    services = Services.open(ServiceConfig(store=store_config(args),
-                                           database_url=args.database_url))
+    runtime = Runtime.open(ServiceConfig(store=store_config(args),
+                                         database_url=args.database_url))
     try:
-        result = reconcile.report(services)
+        result = reconcile(runtime.store, runtime.db, runtime.catalog)
     finally:
-        services.close()
+        runtime.close()
     if args.json:
         console.print(json.dumps(result, indent=2, default=str), highlight=False, soft_wrap=True)
     if result["ok"]:
@@ -150,13 +151,13 @@ def _lazy_run_reconcile(args: argparse.Namespace, console: Console) -> int:
 
 
 def _lazy_import_arguments(parser: argparse.ArgumentParser) -> None:
-    from cardsvc import cli_import
+    from cardsvc.cli import imports as cli_import
 
     cli_import.add_import_arguments(parser)
 
 
 def _lazy_run_import(args: argparse.Namespace, console: Console) -> int:
-    from cardsvc import cli_import
+    from cardsvc.cli import imports as cli_import
 
     return cli_import.run_import(args, console)
 

@@ -22,14 +22,20 @@ at start-up and on a timer, and a retry by the agent re-drives it too. Re-drivin
 Steps 1 and 3 go through the SQL group commit (``cardsvc.db.batcher``): concurrent orders share
 transactions and fsyncs, each in its own savepoint. A refund (``refund``) voids the order's codes
 in the core, then reverses the settlement.
+
+There is one driver of steps 2 and 3 (:meth:`Orders._drive`), a coroutine: the group commit and
+the journal are awaited, never waited for on a thread, so concurrent orders cost no thread
+switches; callers outside an event loop (recovery at start-up, the command line) run it with
+``asyncio.run``. Every method returns only once the journal and the SQL commit hold what it
+reports. Results are :class:`OrderView` values in domain units (Unix ms, minor units); the HTTP
+layer renders them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import os
 import secrets
-import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,21 +43,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cardsvc.access.risk import DAY_MS, RiskGuard, RiskLimits
-from cardsvc.agents import pricing
-from cardsvc.agents.tables import Agent
-from cardsvc.catalog.batches import Batches
-from cardsvc.catalog.tables import Batch, Sku
+from cardsvc.access import DAY_MS, RiskGuard, RiskLimits
+from cardsvc.agents import Agent, pricing
+from cardsvc.catalog import Batch, Sku
 from cardsvc.checks import check_client_ref, check_quantity
-from cardsvc.db import Database
-from cardsvc.db.batcher import WriteBatcher
-from cardsvc.db.models import Order
-from cardsvc.engine import Engine
-from cardsvc.engine.store import Store
+from cardsvc.db import Database, WriteBatcher
+from cardsvc.delivery import Revealer
+from cardsvc.engine import Engine, Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
-from cardsvc.holds import Holds, hold_ref
 from cardsvc.money import settlement
-from cardsvc.times import iso, iso_s
+from cardsvc.sales.holds import Holds, hold_ref
+from cardsvc.sales.tables import Order
 
 FINAL_ERRORS = frozenset({
     ErrorCode.OUT_OF_STOCK,
@@ -66,10 +68,16 @@ FINAL_ERRORS = frozenset({
     ErrorCode.INVALID_ARGUMENT,
 })
 """Core refusals that end an order as ``failed``; any other error leaves it ``pending``."""
-CRASH_AT = os.environ.get("CARDSVC_CRASH_AT", "")
-"""Fault injection for the saga crash test (tests/api/test_saga_crash.py): the process kills
-itself with SIGKILL at the named point of the saga (CRASH_POINTS). Never set in production."""
 CRASH_POINTS = ("after_debit", "after_allocate", "after_durable", "after_settle")
+"""The points between the saga's steps where a fault can be injected (``Orders(crash=...)``):
+the saga crash test kills the process at each and proves the order ends fulfilled once."""
+
+
+def no_crash(point: str) -> None:
+    """The fault hook of production: nothing happens at any point."""
+PENDING_ORDER_AGE_MS = 10_000
+"""A pending order younger than this may still be driven by its own request: recovery timers
+leave it alone, and reconciliation does not report it as stuck."""
 COOLING_MS_DEFAULT = 7 * DAY_MS
 """Commissions stay pending a week (refunds reverse them) before they become available."""
 
@@ -85,81 +93,83 @@ class OrderRequest:
     hold_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveredCode:
+    """One code of an order as its owner receives it: in the clear (DESIGN.md: delivery)."""
+
+    code: str
+    pin: str | None
+    valid_until_s: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    """An order as the saga left it. ``codes`` is filled only when delivered to its owner;
+    ``error`` is the stored refusal of a failed order (``code``, ``message``, ``details``)."""
+
+    order_id: str
+    client_order_id: str
+    agent_id: str
+    status: str
+    sku: str
+    quantity: int
+    hold_id: str | None
+    unit_price_minor: int | None
+    total_minor: int | None
+    currency: str | None
+    created_at_ms: int
+    codes: tuple[DeliveredCode, ...] = ()
+    error: dict[str, Any] | None = None
+
+
 class Orders:
     """The order saga over the store, the SQL database (through the group commit), pricing and
     the ledger."""
 
-    def __init__(self, store: Store, db: Database, batches: Batches, holds: Holds,
+    def __init__(self, store: Store, db: Database, revealer: Revealer, holds: Holds,
                  risk: RiskGuard, batcher: WriteBatcher, *,
-                 cooling_ms: int = COOLING_MS_DEFAULT) -> None:
+                 cooling_ms: int = COOLING_MS_DEFAULT,
+                 crash: Callable[[str], None] = no_crash) -> None:
         self.store = store
         self.engine: Engine = store.engine
         self.db = db
-        self.batches = batches
+        self.revealer = revealer
         self.holds = holds
         self.risk = risk
         self.batcher = batcher
         self.cooling_ms = cooling_ms
+        self.crash = crash
+        """Called with each CRASH_POINTS name as the saga passes it (fault injection)."""
 
     # ----- placing -----
 
-    def place(
+    async def place(
         self, request: OrderRequest, *, actor: str, limits: RiskLimits
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[OrderView, bool]:
         """Runs (or resumes) the saga; returns the delivered order and whether this call created
         it. Raises IDEMPOTENCY_KEY_REUSED (details: ``field``), the order's stored error on a
         retry of a failed order, NOT_FOR_SALE, AGENT_SUSPENDED, INSUFFICIENT_BALANCE, the core's
         refusals (OUT_OF_STOCK with ``available``...), RATE_LIMITED (daily quota),
         JOURNAL_UNAVAILABLE / DATABASE_UNAVAILABLE (the order stays pending; retry)."""
-        self._check(request)
-        now_ms = self.engine.now_ms()
-        row, created = self.batcher.submit(
-            lambda session: self._begin(session, request, actor, now_ms, limits))
-        _crash_point("after_debit")
-        return self._drive(row, actor), created
-
-    async def place_async(
-        self, request: OrderRequest, *, actor: str, limits: RiskLimits
-    ) -> tuple[dict[str, Any], bool]:
-        """:meth:`place` for an event loop: the SQL group commit and the journal are awaited,
-        not waited for on a thread, so concurrent orders cost no thread switches. The short
-        reads (the core, the delivery's payloads) run on the loop."""
-        self._check(request)
-        now_ms = self.engine.now_ms()
-        row, created = await self.batcher.submit_async(
-            lambda session: self._begin(session, request, actor, now_ms, limits))
-        _crash_point("after_debit")
-        if row.status == "pending":
-            try:
-                ids = self._allocate(row)
-            except CardsvcError as error:
-                if error.code in FINAL_ERRORS:
-                    await self.batcher.submit_async(self._finish_work(row.order_id, None, error,
-                                                                      actor))
-                raise
-            _crash_point("after_allocate")
-            await self.store.wait_async(Engine.last_ticket())
-            _crash_point("after_durable")
-            row = await self.batcher.submit_async(self._finish_work(row.order_id, ids, None,
-                                                                    actor))
-            _crash_point("after_settle")
-        return self._result(row), created
-
-    def _check(self, request: OrderRequest) -> None:
         check_client_ref("client_order_id", request.client_order_id)
         if request.hold_id is None:
             check_quantity(request.quantity)
+        now_ms = self.engine.now_ms()
+        row, created = await self.batcher.submit_async(
+            lambda session: self._begin(session, request, actor, now_ms, limits))
+        self.crash("after_debit")
+        return self._result(await self._drive(row, actor)), created
 
-    def confirm_hold(
+    async def confirm_hold(
         self, agent_id: str, hold_id: str, client_order_id: str, *, actor: str,
         limits: RiskLimits,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[OrderView, bool]:
         """Turns an open hold into an order through the same saga. Raises HOLD_NOT_FOUND (also
         for another agent's hold), HOLD_EXPIRED, HOLD_RELEASED, HOLD_ALREADY_CONFIRMED, and as
         :meth:`place`."""
         hold = self.holds.get(agent_id, hold_id)
         request = OrderRequest(agent_id, client_order_id, hold.sku, len(hold.code_ids), hold_id)
-        result = self.place(request, actor=actor, limits=limits)
+        result = await self.place(request, actor=actor, limits=limits)
         self.holds.ended(agent_id, hold_id)
         return result
 
@@ -207,24 +217,26 @@ class Orders:
 
     # ----- driving -----
 
-    def _drive(self, row: Order, actor: str) -> dict[str, Any]:
-        """Steps 2 and 3 for a pending order (nothing for a finished one); the delivered order.
-        Raises the stored error of a failed order."""
-        if row.status == "pending":
-            try:
-                ids = self._allocate(row)
-            except CardsvcError as error:
-                if error.code in FINAL_ERRORS:
-                    self.batcher.submit(self._finish_work(row.order_id, None, error, actor))
-                raise
-            _crash_point("after_allocate")
-            self.store.wait_last()
-            _crash_point("after_durable")
-            row = self.batcher.submit(self._finish_work(row.order_id, ids, None, actor))
-            _crash_point("after_settle")
-        return self._result(row)
+    async def _drive(self, row: Order, actor: str) -> Order:
+        """Steps 2 and 3 for a pending order (nothing for a finished one): the one driver of the
+        saga. Returns the row as it ended; a definitive refusal ends it failed and is raised."""
+        if row.status != "pending":
+            return row
+        try:
+            ids = self._allocate(row)
+        except CardsvcError as error:
+            if error.code in FINAL_ERRORS:
+                await self.batcher.submit_async(self._finish_work(row.order_id, None, error,
+                                                                  actor))
+            raise
+        self.crash("after_allocate")
+        await self.store.wait_async(Engine.last_ticket())
+        self.crash("after_durable")
+        row = await self.batcher.submit_async(self._finish_work(row.order_id, ids, None, actor))
+        self.crash("after_settle")
+        return row
 
-    def _result(self, row: Order) -> dict[str, Any]:
+    def _result(self, row: Order) -> OrderView:
         """The delivered order, or its stored error raised."""
         if row.status == "failed":
             stored = row.error_details or {}
@@ -319,15 +331,15 @@ class Orders:
             total += batches[batch_id] * int(cost)
         return total if rows else None
 
-    def _deliver(self, row: Order) -> dict[str, Any]:
+    def _deliver(self, row: Order) -> OrderView:
         """The order as its owner sees it, codes in plaintext (DESIGN.md: delivery)."""
-        codes: list[dict[str, Any]] = []
+        codes: list[DeliveredCode] = []
         if row.status in ("fulfilled", "refunded") and row.code_ids:
-            texts = self.batches.reveal(row.code_ids)
+            texts = self.revealer.reveal(row.code_ids)
             for code_id, (code, pin) in zip(row.code_ids, texts, strict=True):
                 info = self.engine.code_info(code_id)
-                codes.append({"code": code, "pin": pin, "valid_until": iso_s(info.valid_until)})
-        return {**order_dict(row), "codes": codes}
+                codes.append(DeliveredCode(code, pin, info.valid_until))
+        return dataclasses.replace(order_view(row), codes=tuple(codes))
 
     # ----- reading -----
 
@@ -349,51 +361,55 @@ class Orders:
         return session.scalar(select(func.count()).select_from(Order).where(
             Order.agent_id == agent_id, Order.created_at_ms >= start)) or 0
 
-    def get(self, order_id: str, *, agent_id: str | None, actor: str = "system") -> dict[str, Any]:
+    async def get(self, order_id: str, *, agent_id: str | None,
+                  actor: str = "system") -> OrderView:
         """An order with its codes; re-drives it when still pending. ``agent_id`` restricts to
         that agent's orders (another agent's order is ORDER_NOT_FOUND, revealing nothing)."""
-        row = self._row(order_id)
+        row = await asyncio.to_thread(self._row, order_id)
         if agent_id is not None and row.agent_id != agent_id:
             raise make_error(ErrorCode.ORDER_NOT_FOUND, "no such order", {"order_id": order_id})
         if row.status == "failed":
-            return {**order_dict(row), "codes": []}
-        return self._drive(row, actor)
+            return order_view(row)
+        return self._result(await self._drive(row, actor))
 
-    def find(self, agent_id: str, client_order_id: str) -> dict[str, Any]:
+    async def find(self, agent_id: str, client_order_id: str) -> OrderView:
         """The order an agent placed under ``client_order_id`` (for a request that timed out).
         Raises ORDER_NOT_FOUND when there is none: the request never reached step 1."""
-        row = self._find_row(agent_id, client_order_id)
+        row = await asyncio.to_thread(self._find_row, agent_id, client_order_id)
         if row is None:
             raise make_error(ErrorCode.ORDER_NOT_FOUND, "no order with that client_order_id",
                              {"client_order_id": client_order_id})
-        return self.get(row.order_id, agent_id=agent_id)
+        return await self.get(row.order_id, agent_id=agent_id)
 
     # ----- recovery and refunds -----
 
-    def recover(self, *, older_than_ms: int = 0) -> dict[str, int]:
+    async def recover(self, *, older_than_ms: int = 0) -> dict[str, int]:
         """Re-drives every pending order created at least ``older_than_ms`` ago; returns counts
         of orders fulfilled, failed and still pending (the journal or database unavailable)."""
         cutoff = self.engine.now_ms() - older_than_ms
-        with self.db.read() as session:
-            pending = list(session.scalars(select(Order.order_id).where(
-                Order.status == "pending", Order.created_at_ms <= cutoff)))
+        pending = await asyncio.to_thread(self._pending_ids, cutoff)
         counts = {"fulfilled": 0, "failed": 0, "pending": 0}
         for order_id in pending:
             try:
-                self._drive(self._row(order_id), "recovery")
+                await self._drive(await asyncio.to_thread(self._row, order_id), "recovery")
                 counts["fulfilled"] += 1
             except CardsvcError as error:
                 counts["failed" if error.code in FINAL_ERRORS else "pending"] += 1
         return counts
 
-    def refund(self, order_id: str, *, actor: str, reason: str) -> dict[str, Any]:
+    def _pending_ids(self, cutoff_ms: int) -> list[str]:
+        with self.db.read() as session:
+            return list(session.scalars(select(Order.order_id).where(
+                Order.status == "pending", Order.created_at_ms <= cutoff_ms)))
+
+    async def refund(self, order_id: str, *, actor: str, reason: str) -> OrderView:
         """Refunds a fulfilled order whose codes were never redeemed: its codes are voided in
         the core (they were delivered, so they can never be sold again), then the settlement is
         reversed (``settlement.refund_order``) and the order is ``refunded``. Idempotent.
         Raises ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE (not fulfilled, or a code redeemed)."""
-        row = self._row(order_id)
+        row = await asyncio.to_thread(self._row, order_id)
         if row.status == "refunded":
-            return {**order_dict(row), "codes": []}
+            return order_view(row)
         if row.status != "fulfilled":
             raise make_error(ErrorCode.ORDER_NOT_REFUNDABLE, "only a fulfilled order is refunded",
                              {"order_id": order_id, "status": row.status})
@@ -404,7 +420,7 @@ class Orders:
                              "a code of this order was redeemed", {"order_id": order_id,
                                                                     "redeemed": len(redeemed)})
         self.engine.void(list(row.code_ids or []))
-        self.store.wait_last()
+        await self.store.wait_async(Engine.last_ticket())
         now_ms = self.engine.now_ms()
 
         def unit(session: Session) -> Order:
@@ -417,12 +433,7 @@ class Orders:
                 current.updated_at_ms = now_ms
             return current
 
-        return {**order_dict(self.batcher.submit(unit)), "codes": []}
-
-
-def _crash_point(name: str) -> None:
-    if name == CRASH_AT:
-        os.kill(os.getpid(), signal.SIGKILL)
+        return order_view(await self.batcher.submit_async(unit))
 
 
 def _same_request(existing: Order, request: OrderRequest) -> str:
@@ -436,20 +447,23 @@ def _same_request(existing: Order, request: OrderRequest) -> str:
     return existing.order_id
 
 
-def order_dict(row: Order) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "order_id": row.order_id,
-        "client_order_id": row.client_order_id,
-        "agent_id": row.agent_id,
-        "status": row.status,
-        "sku": row.sku,
-        "quantity": row.quantity,
-        "hold_id": row.hold_id,
-        "unit_price_minor": row.unit_price_minor,
-        "total_minor": row.total_minor,
-        "currency": row.currency,
-        "created_at": iso(row.created_at_ms),
-    }
+def order_view(row: Order) -> OrderView:
+    """The order's facts (no codes): the stored error of a failed order included."""
+    error = None
     if row.status == "failed":
-        out["error"] = {"code": row.error_code, **(row.error_details or {})}
-    return out
+        error = {"code": row.error_code, **(row.error_details or {})}
+    return OrderView(
+        order_id=row.order_id, client_order_id=row.client_order_id, agent_id=row.agent_id,
+        status=row.status, sku=row.sku, quantity=row.quantity, hold_id=row.hold_id,
+        unit_price_minor=row.unit_price_minor, total_minor=row.total_minor,
+        currency=row.currency, created_at_ms=row.created_at_ms, error=error)
+
+
+def delivered_code_ids(session: Session, order_id: str) -> list[int]:
+    """The code ids a fulfilled order delivered (what its export holds). Raises
+    ORDER_NOT_FOUND for an unknown order or one that is not fulfilled."""
+    order = session.get(Order, order_id)
+    if order is None or order.status != "fulfilled":
+        raise make_error(ErrorCode.ORDER_NOT_FOUND, "no fulfilled order with that id",
+                         {"order_id": order_id})
+    return list(order.code_ids or [])

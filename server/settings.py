@@ -3,7 +3,7 @@
 ``Settings`` is immutable and validated on construction, so a bad value fails at start-up with
 ``INVALID_ARGUMENT`` (naming the field) rather than on the first request. ``Settings.from_env``
 reads the same ``CARDSVC_*`` variables as the store commands of the command line
-(``cardsvc.cli_store``), and ``cardsvc serve`` lets its options override them.
+(``cardsvc.cli.store``), and ``cardsvc serve`` lets its options override them.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cardsvc.access.risk import RiskLimits
-from cardsvc.db.database import DATABASE_URL_ENV
-from cardsvc.engine.store import StoreConfig
+from cardsvc.access import RiskLimits
+from cardsvc.db import DATABASE_URL_ENV
+from cardsvc.engine import StoreConfig
 from cardsvc.errors import invalid
-from cardsvc.services import ServiceConfig
+from cardsvc.runtime import ServiceConfig
 
 JOURNAL_SINKS = ("file", "redis")
 DEFAULT_DATA_DIR = Path("data")
@@ -39,6 +39,9 @@ ENV_REDIS_URL = "CARDSVC_REDIS_URL"
 ENV_HOST = "CARDSVC_HOST"
 ENV_PORT = "CARDSVC_PORT"
 ENV_REQUEST_BODY_BYTES_MAX = "CARDSVC_REQUEST_BODY_BYTES_MAX"
+ENV_CRASH_AT = "CARDSVC_CRASH_AT"
+"""Fault injection for the saga crash test only: the order saga kills the process at the named
+point (``cardsvc.sales.CRASH_POINTS``). Never set in production."""
 
 
 
@@ -63,6 +66,7 @@ class Settings:
     database_url: str | None = None
     risk: RiskLimits = field(default_factory=RiskLimits)
     recovery_interval_s: float = 30.0
+    crash_at: str | None = None
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -94,6 +98,7 @@ class Settings:
             ),
             "database_url": env.get(DATABASE_URL_ENV) or None,
             "risk": RiskLimits.from_env(env),
+            "crash_at": env.get(ENV_CRASH_AT) or None,
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
@@ -101,7 +106,7 @@ class Settings:
     def service_config(self) -> ServiceConfig:
         """The configuration of the service's parts (store, database, risk limits)."""
         return ServiceConfig(store=self.store_config(), database_url=self.database_url,
-                             risk=self.risk)
+                             risk=self.risk, crash_at=self.crash_at)
 
     def store_config(self) -> StoreConfig:
         """The configuration of the durable store these settings describe."""

@@ -1,6 +1,6 @@
 """The app factory: ``create_app(settings)`` builds the FastAPI application.
 
-The app owns the service's parts (``cardsvc.services.Services``: the durable store, the SQL
+The app owns the service's parts (``cardsvc.services.Runtime``: the durable store, the SQL
 database, keys, risk state): its lifespan opens them (locking the data directory, recovering the
 core, migrating the database, finishing interrupted batches and orders) before the first request,
 runs the recovery timer for orders left pending, and closes them (flushing the journal) after
@@ -26,21 +26,11 @@ from starlette.middleware import Middleware
 
 import cardsvc
 from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
-from api.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
-from api.routes import (
-    API_PREFIX,
-    admin,
-    agents,
-    catalog,
-    health,
-    money,
-    orders,
-    records,
-    redemption,
-)
-from api.settings import Settings
-from cardsvc.engine.store import Store
-from cardsvc.services import Services
+from api.routes import API_PREFIX, RESOURCE_ROUTERS, health
+from cardsvc.engine import Store
+from cardsvc.runtime import Runtime
+from server.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
+from server.settings import Settings
 
 log = logging.getLogger("cardsvc.api")
 
@@ -66,20 +56,20 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Recovery reads the whole journal and closing joins threads: keep the loop free.
         try:
-            services = await asyncio.to_thread(
-                Services.open, settings.service_config(), store=store
+            runtime = await asyncio.to_thread(
+                Runtime.open, settings.service_config(), store=store
             )
         except BaseException:
             if store is not None:
                 await asyncio.to_thread(store.close)
             raise
-        app.state.services = services
-        timer = asyncio.create_task(_recovery_timer(services, settings.recovery_interval_s))
+        app.state.runtime = runtime
+        timer = asyncio.create_task(_recovery_timer(runtime, settings.recovery_interval_s))
         try:
             yield
         finally:
             timer.cancel()
-            await asyncio.to_thread(services.close)
+            await asyncio.to_thread(runtime.close)
 
     app = FastAPI(
         title="cardsvc",
@@ -100,17 +90,17 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         responses={"default": {"model": ErrorEnvelope, "description": "Error envelope"}},
     )
     app.include_router(health.router)
-    for resource in (redemption, orders, catalog, agents, money, admin, records):
-        app.include_router(resource.router, prefix=API_PREFIX)
+    for router in RESOURCE_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
     return app
 
 
-async def _recovery_timer(services: Services, interval_s: float) -> None:
-    """Re-drives orders a transient failure left pending (``Services.recover_pending``)."""
+async def _recovery_timer(runtime: Runtime, interval_s: float) -> None:
+    """Re-drives orders a transient failure left pending (``Runtime.recover_pending``)."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            counts = await asyncio.to_thread(services.recover_pending)
+            counts = await runtime.recover_pending()
         except Exception as error:  # logged and retried next round; never fatal to serving
             log_unexpected(error)
             continue
@@ -119,6 +109,7 @@ async def _recovery_timer(services: Services, interval_s: float) -> None:
 
 
 def create_app_from_env() -> FastAPI:
-    """``create_app(Settings.from_env())``: for ``uvicorn --factory api.app:create_app_from_env``.
-    Run one worker only: the store locks its data directory."""
+    """``create_app(Settings.from_env())``, for
+    ``uvicorn --factory server.app:create_app_from_env``. Run one worker only: the store locks
+    its data directory."""
     return create_app(Settings.from_env())

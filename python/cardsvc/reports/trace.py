@@ -17,21 +17,23 @@ from sqlalchemy import or_, select
 from cardsvc import audit
 from cardsvc.audit.tables import AuditEntry
 from cardsvc.catalog.tables import Batch
-from cardsvc.db.models import Order
+from cardsvc.db import Database
+from cardsvc.engine import Store
 from cardsvc.masking import mask_code
-from cardsvc.services import Services
+from cardsvc.sales.tables import Order
 from cardsvc.times import iso, iso_s
 
 AUDIT_ENTRIES_MAX = 500
 """Audit entries shown per story (a code's own history is short; a batch's may not be)."""
 
 
-def trace_code(services: Services, code: str, *, actor: str) -> dict[str, Any]:
-    """The story of ``code``. Raises CODE_NOT_FOUND, INVALID_CODE."""
-    engine = services.engine
+def trace_code(store: Store, db: Database, code: str, *, actor: str) -> dict[str, Any]:
+    """The story of ``code``: the core's view (through ``store``) joined with the database's.
+    Audited as ``code.trace``. Raises CODE_NOT_FOUND, INVALID_CODE."""
+    engine = store.engine
     code_id = engine.lookup(code)
     info = engine.code_info(code_id)
-    services.store.wait_visible()
+    store.wait_visible()
     timeline: list[dict[str, Any]] = []
     redemptions = []
     for redemption_id in info.redemption_ids:
@@ -45,7 +47,7 @@ def trace_code(services: Services, code: str, *, actor: str) -> dict[str, Any]:
         if r.rolled_back_at_ms is not None:
             timeline.append({"at_ms": r.rolled_back_at_ms, "event": "rolled_back",
                              "redemption_id": r.redemption_id, "reason": r.rollback_reason})
-    with services.db.write() as session:
+    with db.write() as session:
         batch = session.get(Batch, info.batch) if info.batch else None
         order = session.get(Order, info.order_ref) if info.order_ref else None
         objects = [AuditEntry.object_type == "code", AuditEntry.object_id == str(code_id)]

@@ -4,20 +4,20 @@ at core speed. Holds never touch SQL, so rejected demand never reaches it.
 A hold's id names its agent in the core's hold reference (``<agent_id>/<hold_id>``), so one agent
 can never see, release or confirm another's hold; the open-hold caps of :mod:`cardsvc.access.risk`
 apply per agent and per buyer. Confirming a hold goes through the order saga
-(``cardsvc.orders.Orders.confirm_hold``).
+(``cardsvc.sales.orders.Orders.confirm_hold``). Every method returns only once the journal holds
+what it reports (a refusal too: it may report state).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any
+from dataclasses import dataclass
 
-from cardsvc.access.risk import RiskGuard, RiskLimits
+from cardsvc.access import RiskGuard, RiskLimits
 from cardsvc.checks import check_client_ref, check_quantity
-from cardsvc.engine import Engine, Hold
+from cardsvc.engine import Engine, Hold, Store
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
-from cardsvc.times import iso
 
 HOLD_TTL_S_MIN = 1
 HOLD_TTL_S_MAX = 86_400
@@ -25,21 +25,43 @@ HOLD_TTL_S_MAX = 86_400
 HOLD_ID_LEN_MAX = 40
 
 
+@dataclass(frozen=True, slots=True)
+class HoldView:
+    """A hold as its agent sees it (times in Unix ms)."""
+
+    hold_id: str
+    sku: str
+    quantity: int
+    state: str
+    expires_at_ms: int | None
+    order_id: str | None
+
+
 class Holds:
     """Holds of agents over the core, with the risk guard's caps."""
 
-    def __init__(self, engine: Engine, risk: RiskGuard) -> None:
-        self.engine = engine
+    def __init__(self, store: Store, risk: RiskGuard) -> None:
+        self.store = store
+        self.engine: Engine = store.engine
         self.risk = risk
 
-    def hold(
+    async def hold(
         self, agent_id: str, sku: str, quantity: int, ttl_seconds: int, *,
         buyer_id: str | None, client_hold_id: str | None, limits: RiskLimits,
-    ) -> dict[str, Any]:
-        """Holds ``quantity`` codes for ``ttl_seconds``. Does not wait for durability: the caller
-        awaits ``Engine.last_ticket()`` (the HTTP layer does so without blocking). A retry with
-        the same ``client_hold_id`` returns the same hold. Raises OUT_OF_STOCK, SKU_NOT_FOUND,
+    ) -> HoldView:
+        """Holds ``quantity`` codes for ``ttl_seconds``. A retry with the same
+        ``client_hold_id`` returns the same hold. Raises OUT_OF_STOCK, SKU_NOT_FOUND,
         RATE_LIMITED (open-hold caps), IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT."""
+        try:
+            return self._hold(agent_id, sku, quantity, ttl_seconds, buyer_id=buyer_id,
+                              client_hold_id=client_hold_id, limits=limits)
+        finally:
+            await self.store.wait_async(Engine.last_ticket())
+
+    def _hold(
+        self, agent_id: str, sku: str, quantity: int, ttl_seconds: int, *,
+        buyer_id: str | None, client_hold_id: str | None, limits: RiskLimits,
+    ) -> HoldView:
         check_quantity(quantity)
         if not HOLD_TTL_S_MIN <= ttl_seconds <= HOLD_TTL_S_MAX:
             raise invalid("ttl_seconds", f"ttl_seconds must be {HOLD_TTL_S_MIN}..{HOLD_TTL_S_MAX}")
@@ -57,23 +79,27 @@ class Holds:
         except CardsvcError:
             self.risk.end_hold(ref)
             raise
-        return hold_dict(hold_id, held)
+        return hold_view(hold_id, held)
 
     def get(self, agent_id: str, hold_id: str) -> Hold:
         """The core's hold. Raises HOLD_NOT_FOUND (also for another agent's hold)."""
         return self.engine.get_hold(hold_ref(agent_id, hold_id))
 
-    def view(self, agent_id: str, hold_id: str) -> dict[str, Any]:
+    async def view(self, agent_id: str, hold_id: str) -> HoldView:
         """Raises HOLD_NOT_FOUND (also for another agent's hold)."""
-        return hold_dict(hold_id, self.get(agent_id, hold_id))
+        held = hold_view(hold_id, self.get(agent_id, hold_id))
+        await self.store.wait_async(Engine.last_ticket())
+        return held
 
-    def release(self, agent_id: str, hold_id: str) -> int:
+    async def release(self, agent_id: str, hold_id: str) -> int:
         """Returns a hold's codes to stock; the count returned (0 when already released).
-        The caller awaits durability as for :meth:`hold`. Raises HOLD_NOT_FOUND,
-        HOLD_ALREADY_CONFIRMED."""
+        Raises HOLD_NOT_FOUND, HOLD_ALREADY_CONFIRMED."""
         ref = hold_ref(agent_id, hold_id)
-        released = self.engine.release_hold(ref)
-        self.risk.end_hold(ref)
+        try:
+            released = self.engine.release_hold(ref)
+            self.risk.end_hold(ref)
+        finally:
+            await self.store.wait_async(Engine.last_ticket())
         return released
 
     def ended(self, agent_id: str, hold_id: str) -> None:
@@ -90,12 +116,6 @@ def hold_ref(agent_id: str, hold_id: str) -> str:
     return f"{agent_id}/{hold_id}"
 
 
-def hold_dict(hold_id: str, held: Hold) -> dict[str, Any]:
-    return {
-        "hold_id": hold_id,
-        "sku": held.sku,
-        "quantity": len(held.code_ids),
-        "state": held.state,
-        "expires_at": iso(held.expires_at_ms),
-        "order_id": held.order_ref,
-    }
+def hold_view(hold_id: str, held: Hold) -> HoldView:
+    return HoldView(hold_id=hold_id, sku=held.sku, quantity=len(held.code_ids), state=held.state,
+                    expires_at_ms=held.expires_at_ms, order_id=held.order_ref)

@@ -1,0 +1,119 @@
+"""The money use cases of agents and finance, one transaction each: deposits, balances,
+statements and withdrawals.
+
+Who sees what: admins (``actor_agent_id`` None) every agent's money; an agent only its own
+(FORBIDDEN otherwise; a withdrawal of another agent is WITHDRAWAL_NOT_FOUND, revealing nothing).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cardsvc.agents import require_agent
+from cardsvc.db import Database
+from cardsvc.errors import ErrorCode, make_error
+from cardsvc.money import ledger, settlement, statements, withdrawals
+from cardsvc.money.ledger import PostResult
+from cardsvc.money.statements import Statement
+from cardsvc.money.withdrawals import WithdrawalInfo
+
+WITHDRAWAL_DECISIONS: dict[str, Callable[..., WithdrawalInfo]] = {
+    "approve": withdrawals.approve_withdrawal,
+    "reject": withdrawals.reject_withdrawal,
+    "paid": withdrawals.mark_withdrawal_paid,
+}
+"""What finance may decide about a withdrawal, and the flow each decision runs."""
+
+
+@dataclass(frozen=True)
+class Deposited:
+    """A deposit's ledger transaction (``created`` False for a retry) and the balances after."""
+
+    result: PostResult
+    balances: dict[str, int]
+
+
+class AgentMoney:
+    """Deposits, balances, statements and withdrawals."""
+
+    def __init__(self, db: Database, clock: Callable[[], int]) -> None:
+        self.db = db
+        self.clock = clock
+
+    def deposit(self, agent_id: str, amount_minor: int, currency: str, reference: str, *,
+                actor: str) -> Deposited:
+        """Finance records money received from an agent (idempotent on ``reference``). Raises
+        as ``settlement.deposit``."""
+        with self.db.write() as session:
+            result = settlement.deposit(session, agent_id, amount_minor, currency, reference,
+                                        actor, self.clock())
+            return Deposited(result, ledger.agent_balances(session, agent_id))
+
+    def balance(self, agent_id: str, *, actor_agent_id: str | None) -> dict[str, Any]:
+        """The agent's balances by account, its currency and credit limit. Raises FORBIDDEN,
+        AGENT_NOT_FOUND."""
+        _self_or_admin(actor_agent_id, agent_id)
+        with self.db.read() as session:
+            agent = require_agent(session, agent_id)
+            return {"agent_id": agent_id, "currency": agent.currency,
+                    "credit_limit_minor": agent.credit_limit_minor,
+                    "balances": ledger.agent_balances(session, agent_id)}
+
+    def statement(self, agent_id: str, account: str, since_ms: int, until_ms: int, *,
+                  actor_agent_id: str | None) -> Statement:
+        """The statement of one of the agent's accounts for ``[since_ms, until_ms)``, its
+        entries read whole. Raises FORBIDDEN, ACCOUNT_NOT_FOUND, INVALID_ARGUMENT."""
+        _self_or_admin(actor_agent_id, agent_id)
+        with self.db.read() as session:
+            stmt = statements.statement(session, ledger.agent_account(agent_id, account),
+                                        since_ms, until_ms)
+            return replace(stmt, entries=list(stmt.entries))
+
+    def statement_csv(self, agent_id: str, account: str, since_ms: int, until_ms: int, *,
+                      actor_agent_id: str | None) -> str:
+        """:meth:`statement` as CSV (``statements.write_statement_csv``)."""
+        _self_or_admin(actor_agent_id, agent_id)
+        with self.db.read() as session:
+            stmt = statements.statement(session, ledger.agent_account(agent_id, account),
+                                        since_ms, until_ms)
+            out = io.StringIO()
+            statements.write_statement_csv(stmt, out)
+            return out.getvalue()
+
+    def request_withdrawal(self, agent_id: str, amount_minor: int, currency: str,
+                           reference: str, *, actor: str) -> tuple[WithdrawalInfo, bool]:
+        """The agent asks to be paid out (idempotent on ``reference``). Raises as
+        ``withdrawals.request_withdrawal``."""
+        with self.db.write() as session:
+            return withdrawals.request_withdrawal(session, agent_id, amount_minor, currency,
+                                                  reference, actor, self.clock())
+
+    def get_withdrawal(self, withdrawal_id: str, *,
+                       actor_agent_id: str | None) -> WithdrawalInfo:
+        """Raises WITHDRAWAL_NOT_FOUND (also for another agent's withdrawal)."""
+        with self.db.read() as session:
+            info = withdrawals.get_withdrawal(session, withdrawal_id)
+        if actor_agent_id is not None and actor_agent_id != info.agent_id:
+            raise make_error(ErrorCode.WITHDRAWAL_NOT_FOUND, "no such withdrawal",
+                             {"withdrawal_id": withdrawal_id})
+        return info
+
+    def decide_withdrawal(self, withdrawal_id: str, decision: str, *, actor: str,
+                          note: str | None) -> WithdrawalInfo:
+        """Finance approves, rejects or marks paid (WITHDRAWAL_DECISIONS). Raises
+        WITHDRAWAL_NOT_FOUND, WITHDRAWAL_NOT_PENDING, INVALID_ARGUMENT (another decision)."""
+        step = WITHDRAWAL_DECISIONS.get(decision)
+        if step is None:
+            raise make_error(ErrorCode.INVALID_ARGUMENT, "unknown decision",
+                             {"field": "decision"})
+        with self.db.write() as session:
+            return step(session, withdrawal_id, actor, self.clock(), note)
+
+
+def _self_or_admin(actor_agent_id: str | None, agent_id: str) -> None:
+    if actor_agent_id is not None and actor_agent_id != agent_id:
+        raise make_error(ErrorCode.FORBIDDEN, "an agent sees only its own money",
+                         {"agent_id": agent_id})

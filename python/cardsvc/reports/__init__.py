@@ -1,0 +1,8 @@
+"""Readers over everything: a code's whole story (``trace``) and the platform's reconciliation
+of ledger, orders and stock (``reconcile``). Dashboards and alerts join them here.
+"""
+
+from cardsvc.reports.reconcile import report as reconcile
+from cardsvc.reports.trace import trace_code
+
+__all__ = ["reconcile", "trace_code"]

@@ -1,0 +1,165 @@
+"""The running service's parts, opened and wired together once per process: the durable core
+store, the SQL database, the master keys, API keys, risk state and every use case.
+
+``Runtime.open`` is what ``cardsvc serve`` (through the server's lifespan) and the commands that
+work on a data directory run at start-up:
+
+1. the store: lock the data directory, recover the core from snapshot + journal;
+2. the database: open it and migrate to the current schema; attach the price cache;
+3. the master keys (``cardsvc.crypto.load_keyring``: the current one wraps new batches' data
+   keys, older ones still open theirs);
+4. recovery passes that finish or undo what a crash interrupted: batches (the import saga),
+   then pending orders (the order saga).
+
+``recover_pending`` is one round of the timer that re-drives orders left pending by a
+transient failure (the journal unavailable) and releases commissions whose cooling period has
+passed, while the server runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from cardsvc import crypto
+from cardsvc.access import KeyAuthenticator, RiskGuard, RiskLimits
+from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
+from cardsvc.catalog import Batches, Catalog, FileImports
+from cardsvc.db import Database, WriteBatcher
+from cardsvc.delivery import Exports, Revealer
+from cardsvc.engine import Store, StoreConfig
+from cardsvc.money import AgentMoney, ledger, settlement
+from cardsvc.redemption import Terminals
+from cardsvc.sales import (
+    COOLING_MS_DEFAULT,
+    CRASH_POINTS,
+    PENDING_ORDER_AGE_MS,
+    Holds,
+    Orders,
+    delivered_code_ids,
+)
+from cardsvc.sales import no_crash as _no_crash
+
+log = logging.getLogger("cardsvc.services")
+
+COMMISSIONS_PER_ROUND_MAX = 10_000
+"""Commissions released per timer round (the rest wait for the next round)."""
+
+
+@dataclass
+class ServiceConfig:
+    """Where the service keeps its state, which limits it enforces by default, and the fault to
+    inject (``crash_at``: one of ``cardsvc.sales.CRASH_POINTS``, for the saga crash test only)."""
+
+    store: StoreConfig
+    database_url: str | None = None
+    risk: RiskLimits = field(default_factory=RiskLimits.from_env)
+    commission_cooling_ms: int = COOLING_MS_DEFAULT
+    crash_at: str | None = None
+
+
+def crash_hook(crash_at: str | None) -> Callable[[str], None]:
+    """The order saga's fault hook: kills this process with SIGKILL at the point named
+    ``crash_at`` (the saga crash test's fault injection), nothing when None."""
+    if not crash_at:
+        return _no_crash
+    if crash_at not in CRASH_POINTS:
+        raise ValueError(f"crash_at must be one of {CRASH_POINTS}")
+
+    def crash(point: str) -> None:
+        if point == crash_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return crash
+
+
+class Runtime:
+    """Everything a request may need, opened once per process."""
+
+    def __init__(self, store: Store, db: Database, keyring: crypto.MasterKeyring,
+                 risk: RiskGuard, *, cooling_ms: int = COOLING_MS_DEFAULT,
+                 crash: Callable[[str], None] = _no_crash) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.db = db
+        self.keyring = keyring
+        self.risk = risk
+        self.keys = KeyAuthenticator(db)
+        self.credentials = Credentials(db, self.keys, store.engine.now_ms)
+        self.catalog = Catalog(store, db)
+        self.price_cache = PriceCache()
+        self.price_cache.attach(db)
+        self.agent_updates = AgentUpdates(db, self.catalog, ledger, store.engine.now_ms)
+        """Creating and changing agents (their ledger accounts through ``money.ledger``)."""
+        self.agent_directory = AgentDirectory(db, store.engine)
+        self.price_lists = PriceLists(db, store.engine.now_ms)
+        self.money = AgentMoney(db, store.engine.now_ms)
+        self.batches = Batches(store, db, keyring, self.catalog)
+        self.revealer = Revealer(db, keyring)
+        self.exports = Exports(db, self.revealer, delivered_code_ids)
+        self.holds = Holds(store, risk)
+        self.batcher = WriteBatcher(db).start()
+        """SQL group commit for the order path (``cardsvc.db.batcher``)."""
+        self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
+                             cooling_ms=cooling_ms, crash=crash)
+        self.terminals = Terminals(store, db, risk, self.batches.prefixes)
+        self.recovery: dict[str, Any] = {}
+        self.jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-job")
+        """Long admin work (file imports) runs here, one job at a time, off the request path."""
+        self.file_imports = FileImports(self.batches, store.config.data_dir / "uploads",
+                                        self.jobs)
+
+    @classmethod
+    def open(cls, config: ServiceConfig, *, store: Store | None = None) -> Runtime:
+        """Opens (or adopts) the store, the database and the master key, then runs the recovery
+        passes. Raises what ``Store.open`` and ``Database.open`` raise; on failure everything
+        opened so far is closed again. Call it outside an event loop (the order recovery runs
+        one of its own)."""
+        opened = store if store is not None else Store.open(config.store)
+        try:
+            db = Database.open(config.store.data_dir, config.database_url)
+        except BaseException:
+            opened.close()
+            raise
+        try:
+            keyring = crypto.load_keyring(config.store.data_dir)
+            runtime = cls(opened, db, keyring, RiskGuard(config.risk),
+                          cooling_ms=config.commission_cooling_ms,
+                          crash=crash_hook(config.crash_at))
+            runtime.recovery = {
+                "batches": runtime.batches.recover(),
+                "orders": asyncio.run(runtime.orders.recover()),
+            }
+        except BaseException:
+            db.close()
+            opened.close()
+            raise
+        log.info("services recovered: %s", runtime.recovery)
+        return runtime
+
+    async def recover_pending(self) -> dict[str, int]:
+        """The timer's round: re-drives orders left pending for PENDING_ORDER_AGE_MS or more,
+        and moves commissions whose cooling period has passed to their earners' balances."""
+        counts = await self.orders.recover(older_than_ms=PENDING_ORDER_AGE_MS)
+        counts["commissions_released"] = await asyncio.to_thread(self._release_commissions)
+        return counts
+
+    def _release_commissions(self) -> int:
+        now_ms = self.engine.now_ms()
+        with self.db.write() as session:
+            return len(settlement.release_due_commissions(session, now_ms,
+                                                          COMMISSIONS_PER_ROUND_MAX))
+
+    def close(self) -> None:
+        """Finishes the running job, then closes the database and the store (flushing the
+        journal). Idempotent."""
+        self.jobs.shutdown(wait=True, cancel_futures=True)
+        self.batcher.close()
+        self.db.close()
+        self.store.close()
