@@ -2,6 +2,7 @@
 //! journal and snapshots. Plain Rust; the Python binding lives in `py/` behind the `python`
 //! feature and holds no logic. See docs/engine.md for the contract.
 
+pub mod batch;
 pub mod directory;
 pub mod engine;
 pub mod error;

@@ -335,3 +335,31 @@ fn drained_tickets_cover_every_appended_record() {
     assert_eq!(records as u64, e.appended(), "every appended record was drained exactly once");
     assert!(!e.wait_durable(e.appended() + 1, 10), "a ticket beyond the journal cannot be durable");
 }
+
+/// Rough cost of `redeem_batch` in the core alone; run with
+/// `cargo test --release -- --ignored batch_costs --nocapture`.
+#[test]
+#[ignore]
+fn batch_costs() {
+    let e = Engine::new(&[7u8; 32]).unwrap();
+    e.create_sku("A", 1, true, None).unwrap();
+    let n = 4_000_000;
+    let list = codes("CODE", n);
+    for chunk in list.chunks(1_000_000) {
+        import(&e, "A", chunk, 0, None);
+    }
+    for i in 0..n / 10_000 {
+        e.allocate("A", 10_000, &format!("o{i}"), 0).unwrap();
+    }
+    e.drain_journal();
+    let batches: Vec<Texts> = list[..2_000_000].chunks(10_000).map(texts).collect();
+    eprintln!("setup done");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    for (i, b) in batches.iter().enumerate() {
+        let r = e.redeem_batch(&format!("b{i}"), b, None, "t1").unwrap();
+        assert!(r.iter().all(|x| x.is_ok()));
+    }
+    let el = t.elapsed();
+    println!("redeem_batch {:?}/code ({:.0} codes/s)", el / 2_000_000, 2e6 / el.as_secs_f64());
+}
