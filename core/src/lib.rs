@@ -6,6 +6,7 @@ pub mod batch;
 pub mod directory;
 pub mod engine;
 pub mod error;
+pub mod fuzzing;
 pub mod hash;
 pub mod journal;
 pub mod shard;
@@ -19,5 +20,7 @@ mod py;
 pub use engine::{CodeInfo, Engine, HoldView, RedemptionView, Stock, Texts, Verification};
 pub use error::{CoreError, CoreResult};
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

@@ -903,6 +903,9 @@ impl ShardState {
                 }
                 State::Frozen | State::Void => {}
             }
+            if matches!(r.state(), State::Available | State::Held) && r.uses_left != self.config.uses_per_code {
+                return Err(format!("code {id} is in stock with uses taken"));
+            }
             if r.was_withdrawn() && matches!(r.state(), State::Available | State::Held | State::Allocated) {
                 return Err(format!("code {id} is marked withdrawn but is {}", r.state().name()));
             }

@@ -168,6 +168,15 @@ impl Engine {
             return Ok(());
         }
         let mut st = shard.state.lock();
+        if let Rec::Import { entries, .. } = rec {
+            // Checked before anything is applied: a key already indexed, or twice in the record.
+            let mut seen = hashbrown::HashSet::with_capacity(entries.len());
+            for &(_, key, _) in entries {
+                if !seen.insert(key) || self.index.find(&self.dir, key).is_some() {
+                    return Err("duplicate lookup key");
+                }
+            }
+        }
         let orders = st.orders.len() as u32;
         let holds = st.holds.len() as u32;
         let redemptions = st.redemptions.len() as u32;
@@ -175,11 +184,6 @@ impl Engine {
         match rec {
             Rec::Import { entries, .. } => {
                 let ids: Vec<u32> = entries.iter().map(|e| e.0).collect();
-                for &id in &ids {
-                    if self.index.find(&self.dir, self.dir.key(id)).is_some() {
-                        return Err("duplicate lookup key");
-                    }
-                }
                 self.index.insert_many(&self.dir, &ids);
             }
             Rec::Allocate { order_ref, .. } | Rec::Confirm { order_ref, .. } => {
