@@ -224,46 +224,57 @@ impl BatchRec {
         96 + self.batch_ref.len() + self.terminal.len() + self.fps.len() * 8 + self.outcomes.capacity() * 8 + self.errors.capacity() * 16
     }
 
-    /// Canonical bytes (snapshot and digest): every field, outcomes as stored.
+    /// Canonical bytes (snapshot and digest): every item's print and outcome in item order, an
+    /// error written in place (so the order in which a live call or a replay recorded the items
+    /// of different shards does not matter).
     pub fn encode(&self, b: &mut Vec<u8>) {
         b.put_str(&self.batch_ref);
         b.put_str(&self.terminal);
         b.put_u64(self.at_ms);
         b.put_u32(self.fps.len() as u32);
-        for (fp, o) in self.fps.iter().zip(&self.outcomes) {
+        for (i, fp) in self.fps.iter().enumerate() {
             b.put_u64(*fp);
-            b.put_u64(*o);
-        }
-        b.put_u32(self.errors.len() as u32);
-        for e in &self.errors {
-            e.encode(b);
+            match self.get(i) {
+                None => b.put_u8(0),
+                Some(Ok(rid)) => {
+                    b.put_u8(1);
+                    b.put_u64(rid);
+                }
+                Some(Err(e)) => {
+                    b.put_u8(2);
+                    e.encode(b);
+                }
+            }
         }
     }
 
-    /// Reads what `encode` wrote, checking that every error reference points at a stored error.
+    /// Reads what `encode` wrote.
     pub fn decode(r: &mut Reader<'_>) -> Result<BatchRec, Short> {
         let batch_ref = r.str("batch ref")?;
         let terminal = r.str("terminal")?;
         let at_ms = r.u64("batch time")?;
         let n = r.u32("batch items")? as usize;
-        if r.remaining() < n.saturating_mul(16) {
+        if r.remaining() < n.saturating_mul(9) {
             return Err(Short { offset: r.pos, what: "batch items" });
         }
-        let mut fps = Vec::with_capacity(n);
-        let mut outcomes = Vec::with_capacity(n);
+        let (mut fps, mut outcomes, mut errors) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::new());
         for _ in 0..n {
             fps.push(r.u64("fingerprint")?);
-            outcomes.push(r.u64("outcome")?);
-        }
-        let ne = r.u32("batch errors")? as usize;
-        if r.remaining() < ne {
-            return Err(Short { offset: r.pos, what: "batch errors" });
-        }
-        let errors = (0..ne).map(|_| ItemError::decode(r)).collect::<Result<Vec<_>, _>>()?;
-        let at = r.pos;
-        for &o in &outcomes {
-            if o != PENDING && o & ERR != 0 && (o & !ERR) as usize >= errors.len() {
-                return Err(Short { offset: at, what: "batch outcome names a missing error" });
+            let at = r.pos;
+            match r.u8("outcome")? {
+                0 => outcomes.push(PENDING),
+                1 => {
+                    let rid = r.u64("redemption id")?;
+                    if rid >= ERR {
+                        return Err(Short { offset: at, what: "redemption id out of range" });
+                    }
+                    outcomes.push(rid);
+                }
+                2 => {
+                    errors.push(ItemError::decode(r)?);
+                    outcomes.push(ERR | (errors.len() as u64 - 1));
+                }
+                _ => return Err(Short { offset: at, what: "batch outcome" }),
             }
         }
         Ok(BatchRec { batch_ref: batch_ref.into(), terminal: terminal.into(), at_ms, fps: fps.into(), outcomes, errors })

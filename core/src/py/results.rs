@@ -238,7 +238,11 @@ impl RedeemBatch {
         match &self.results[index(self.results.len(), i)?] {
             Ok(o) => {
                 let (engine, rid) = (&self.engine, o.redemption_id);
-                let full = py.detach(|| engine.get_redemption(rid));
+                // The record, with the uses left this call reported (true when it returned).
+                let full = py.detach(|| engine.get_redemption(rid)).map(|mut r| {
+                    r.uses_left = o.uses_left;
+                    r
+                });
                 item::<RedemptionView, Redemption>(py, &full)
             }
             Err(e) => to_pyobject(py, e),
