@@ -636,10 +636,11 @@ class ReferenceEngine:
         """A replay: REDEMPTION_ROLLED_BACK if rolled back since, else the first record with the
         uses left now."""
         if first.rolled_back_at_ms is not None:
-            raise ModelError(
-                "REDEMPTION_ROLLED_BACK",
-                {"redemption_id": first.redemption_id, "rolled_back_at_ms": first.rolled_back_at_ms},
-            )
+            details = {
+                "redemption_id": first.redemption_id,
+                "rolled_back_at_ms": first.rolled_back_at_ms,
+            }
+            raise ModelError("REDEMPTION_ROLLED_BACK", details)
         return replace(first, uses_left=self.codes[first.code_id].uses_left)
 
     def redeem_batch(
