@@ -1,8 +1,8 @@
 """The engine measured through its Python API (``cardsvc.engine.Engine``), in one process.
 
 Goal: issue 2's engine figures: single-thread redeem, verify and allocate(qty=1) ops/s; batch
-``verify_many``/``redeem_many``/``redeem_batch`` codes/s; two threads on different SKUs against one thread; bulk
-import codes/s. Memory per code is measured by ``bench.memory`` in a subprocess.
+``verify_many``/``redeem_many``/``redeem_batch`` codes/s; two threads on different SKUs against
+one thread; bulk import codes/s. Memory per code is measured by ``bench.memory`` in a subprocess.
 
 Method: one engine is loaded up front with a SKU per figure (codes to redeem and verify are sold
 first, in ``ORDER_QTY_MAX`` orders), so no measurement sees codes another one consumed. Inputs are

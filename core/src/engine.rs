@@ -1754,6 +1754,7 @@ impl Engine {
             + self.order_refs.memory_bytes()
             + self.hold_refs.memory_bytes()
             + self.request_ids.memory_bytes()
+            + self.batches.memory_bytes()
     }
 
     /// Checks every invariant: per-shard structure and counts, and that the index finds every
