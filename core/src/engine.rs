@@ -1449,7 +1449,9 @@ impl Engine {
         let mut out = Vec::with_capacity(b.fps.len());
         for i in 0..b.fps.len() {
             let r = match b.get(i) {
-                None => bug("redeem_batch", "item still pending after completion"),
+                // Completion runs every pending item whose code exists; one still pending names
+                // no code (only possible in a damaged snapshot), which is the truth to report.
+                None => Err(CoreError::CodeNotFound { code_id: None }),
                 Some(Err(e)) => Err(e.to_error(i, now, |rid| self.redemption_at_terminal(rid))),
                 Some(Ok(rid)) => {
                     let s = (rid >> 32) as u32;

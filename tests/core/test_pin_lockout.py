@@ -140,3 +140,26 @@ def test_threads_racing_wrong_pins_get_at_most_n_failures_before_the_lock(engine
     assert codes.count("CODE_LOCKED") == 180 - 2
     assert len(engine.locked_codes()) == 1
     engine.check_invariants()
+
+
+def test_a_wrong_pin_changes_only_the_codes_failure_count(engine: Engine) -> None:
+    text, code_id = pinned(engine)
+    before = engine.code_info(code_id)
+    stock = engine.stock("P")
+    journal = engine.journal_len()
+    assert code_of(lambda: engine.redeem(text, "r1", "t1", "0000")) == "PIN_MISMATCH"
+    after = engine.code_info(code_id)
+    assert (after.state, after.uses_left, after.redemption_ids) == (
+        before.state,
+        before.uses_left,
+        before.redemption_ids,
+    )
+    assert (before.pin_failures, after.pin_failures) == (0, 1)
+    assert engine.stock("P") == stock
+    assert engine.journal_len() == journal + 1, "one PinFail record"
+    # A refusal during a lockout writes nothing.
+    for _ in range(2):
+        code_of(lambda: engine.verify(text, "0000"))
+    locked_journal = engine.journal_len()
+    assert code_of(lambda: engine.verify(text, "0000")) == "CODE_LOCKED"
+    assert engine.journal_len() == locked_journal
