@@ -942,6 +942,18 @@ impl ShardState {
                 return Err(format!("redemption {i} names an unknown terminal"));
             }
         }
+        // Every use taken is a live (not rolled-back) redemption, and only those.
+        let mut live: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
+        for rd in self.redemptions.iter().filter(|r| r.rollback.is_none()) {
+            *live.entry(rd.code).or_default() += 1;
+        }
+        for id in self.ids() {
+            let r = self.rec(dir, id).ok_or_else(|| format!("id {id} unreachable"))?;
+            let taken = u32::from(self.config.uses_per_code - r.uses_left.min(self.config.uses_per_code));
+            if live.get(&id).copied().unwrap_or(0) != taken {
+                return Err(format!("code {id} has {taken} uses taken but other live redemptions"));
+            }
+        }
         for (&code, g) in &self.pin_guards {
             let r = self.rec(dir, code).ok_or(format!("PIN guard for unknown code {code}"))?;
             if r.pin() == 0 || (g.failures == 0 && g.lockouts == 0) {
