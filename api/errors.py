@@ -118,6 +118,10 @@ STATUS_OF: dict[ErrorCode, int] = {
     # A sealed code payload or wrapped data key failed authentication: tampering or the wrong
     # master key. Retrying will not help, and which key or row failed is the server's business.
     ErrorCode.PAYLOAD_CORRUPT: 500,
+    # A replay of a redemption that was rolled back since: the state changed under the request.
+    ErrorCode.REDEMPTION_ROLLED_BACK: 409,
+    # Too many wrong PINs for the code: slow down (Retry-After from details.retry_after_s).
+    ErrorCode.CODE_LOCKED: 429,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

@@ -1,8 +1,8 @@
 """The engine measured through its Python API (``cardsvc.engine.Engine``), in one process.
 
 Goal: issue 2's engine figures: single-thread redeem, verify and allocate(qty=1) ops/s; batch
-``verify_many``/``redeem_many`` codes/s; two threads on different SKUs against one thread; bulk
-import codes/s. Memory per code is measured by ``bench.memory`` in a subprocess.
+``verify_many``/``redeem_many``/``redeem_batch`` codes/s; two threads on different SKUs against
+one thread; bulk import codes/s. Memory per code is measured by ``bench.memory`` in a subprocess.
 
 Method: one engine is loaded up front with a SKU per figure (codes to redeem and verify are sold
 first, in ``ORDER_QTY_MAX`` orders), so no measurement sees codes another one consumed. Inputs are
@@ -163,6 +163,7 @@ class EngineBench:
             [
                 ("BVERIFY", "EBV", batch_items, True),
                 ("BREDEEM", "EB", batch_items * repeats, True),
+                ("BBATCH", "EBB", batch_items * repeats, True),
             ]
         )
         threads_eng = load_engine(
@@ -262,6 +263,32 @@ class EngineBench:
         assert all(r.ok_count == len(c) for r, c in zip(results, codes, strict=True))
         assert set(results[-1].uses_left()) == {0}
         assert set(self.batch_eng.verify_many(codes[-1]).statuses()) == {"redeemed"}
+        return rate(n, seconds)
+
+    def measure_redeem_batch(self, repeat: int) -> float:
+        """Redeem ``batch_items`` sold codes in ``redeem_batch`` calls of ``batch`` codes, one key
+        per call; returns codes/s. Checks every item, a retry of the last batch (the same
+        redemptions, no new record) and the journal's compactness (records per batch)."""
+        return self._journaled(self.batch_eng, lambda: self._redeem_batch(repeat))
+
+    def _redeem_batch(self, repeat: int) -> float:
+        n = self.batch_items
+        codes = chunked(code_texts("EBB", repeat * n, n), self.batch)
+        keys = ref_texts(f"ebb{repeat}", 0, len(codes))
+        redeem_batch = self.batch_eng.redeem_batch
+        journal_before = self.batch_eng.journal_len()
+        results, seconds = timed(
+            lambda: [redeem_batch(k, c, TERMINAL) for k, c in zip(keys, codes, strict=True)]
+        )
+        assert all(r.ok_count == len(c) for r, c in zip(results, codes, strict=True))
+        assert set(results[-1].uses_left()) == {0}
+        assert set(self.batch_eng.verify_many(codes[-1]).statuses()) == {"redeemed"}
+        records = self.batch_eng.journal_len() - journal_before
+        blocks = sum(-(-len(c) // 1024) for c in codes)
+        assert records == len(codes) + blocks, (records, len(codes), blocks)
+        again = redeem_batch(keys[-1], codes[-1], TERMINAL)
+        assert again.redemption_ids() == results[-1].redemption_ids()
+        assert self.batch_eng.journal_len() - journal_before == records
         return rate(n, seconds)
 
     # --- two threads on different SKUs ------------------------------------------------------

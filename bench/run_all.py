@@ -150,6 +150,10 @@ def run_engine_extras(results: Results, sizes: Sizes, engine: Any) -> None:
     for repeat in range(sizes.repeats):
         results.add("verify_many", "engine", "codes/s", engine.measure_verify_many(repeat))
         results.add("redeem_many", "engine", "codes/s", engine.measure_redeem_many(repeat))
+        results.add("redeem_batch", "engine", "codes/s", engine.measure_redeem_batch(repeat))
+        many = results.by_key[("redeem_many", "engine")].samples[-1]
+        batch = results.by_key[("redeem_batch", "engine")].samples[-1]
+        results.add("redeem_batch / redeem_many", "engine", "x", batch / many)
         for op in ("redeem", "allocate", "verify", "redeem_many"):
             pair = getattr(engine, f"measure_threads_{op}")(repeat)
             results.add(f"{op} 1 thread (2 SKUs)", "engine", "ops/s", pair["one_thread"])
@@ -194,6 +198,7 @@ def targets(results: Results, memory_codes: int) -> list[Target]:
         ratio(op, "engine", "dict", 1.0)
     absolute("verify_many", 5_000_000)
     absolute("redeem_many", 5_000_000)
+    absolute("redeem_batch", 3_000_000)
     absolute("redeem 2 threads / 1 thread", 1.6)
     absolute("allocate 2 threads / 1 thread", 1.6)
     absolute("import_codes", 2_000_000)

@@ -1,6 +1,7 @@
 """Benchmarks of the engine's hot paths through the Python API.
 
-Goal: time redeem, verify, allocate(qty=1), verify_many and redeem_many as a caller sees them, and
+Goal: time redeem, verify, allocate(qty=1), verify_many, redeem_many and redeem_batch as a caller
+sees them, and
 prove each one did its job, so that a fast wrong engine cannot pass.
 
 Method: each test loads a small engine, checks the operation's semantics on a first item (results,
@@ -128,6 +129,25 @@ def test_redeem_many_redeems_every_code_then_is_timed(benchmark: BenchmarkFixtur
     assert eng.verify_many(codes[CHUNK : 2 * CHUNK]).statuses() == ["redeemed"] * CHUNK
 
 
+def test_redeem_batch_redeems_every_code_then_is_timed(benchmark: BenchmarkFixture) -> None:
+    eng = loaded_engine(sold=True)
+    codes = code_texts("TB", 0, CODES)
+    keys = iter(ref_texts("batch", 0, ROUNDS + 2))
+    redeem_batch = eng.redeem_batch
+    first = redeem_batch("batch-first", codes[:CHUNK], TERMINAL)
+    assert first.ok_count == CHUNK
+    again = redeem_batch("batch-first", codes[:CHUNK], TERMINAL)
+    assert again.redemption_ids() == first.redemption_ids(), "a retry returns the first results"
+
+    def run(chunk: list[str]) -> Any:
+        return redeem_batch(next(keys), chunk, TERMINAL)
+
+    result = pedantic(benchmark, run, setup=feeder(codes), rounds=ROUNDS)
+    assert result.ok_count == CHUNK
+    assert set(result.uses_left()) == {0}
+    assert eng.verify_many(codes[CHUNK : 2 * CHUNK]).statuses() == ["redeemed"] * CHUNK
+
+
 def test_engine_bench_measurements_check_their_results() -> None:
     """The run_all measurements themselves, at toy sizes (each asserts its own result)."""
     bench = EngineBench.prepare(
@@ -140,6 +160,7 @@ def test_engine_bench_measurements_check_their_results() -> None:
             bench.measure_allocate,
             bench.measure_verify_many,
             bench.measure_redeem_many,
+            bench.measure_redeem_batch,
             bench.measure_import,
         ):
             assert measure(repeat) > 0

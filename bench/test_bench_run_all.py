@@ -39,6 +39,7 @@ def test_quick_run_reports_every_figure_and_target(
     for name in (
         "verify_many",
         "redeem_many",
+        "redeem_batch",
         "import_codes",
         "redeem 2 threads / 1 thread",
         "allocate 2 threads / 1 thread",
@@ -46,7 +47,7 @@ def test_quick_run_reports_every_figure_and_target(
         "RSS bytes/code",
     ):
         assert (name, "engine") in impls, name
-    assert len(report["targets"]) == (13 if with_redis else 10)
+    assert len(report["targets"]) == (14 if with_redis else 11)
     assert report["implementations"]["engine"]["module"].endswith(".so")
     assert report["memory"]["codes"] == run_all.QUICK.memory_codes
     assert "| target |" in capsys.readouterr().out

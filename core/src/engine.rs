@@ -4,6 +4,7 @@
 //! Lock order, never reversed: import lock → hold registry part → order registry part → request
 //! registry part → SKU shard → index part. Catalog and drain locks are taken before any shard.
 
+use crate::batch::{retry_after_s, BatchRec, BatchTable, ItemError};
 use crate::directory::{Directory, Index, Registry};
 use crate::error::{CoreError, CoreResult};
 use crate::hash::{check_pin, normalise_code, Hashing, CODE_LEN_MAX};
@@ -13,7 +14,7 @@ use crate::types::*;
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// One SKU: its index and its locked state.
@@ -153,6 +154,12 @@ pub struct CodeInfo {
     pub order_ref: Option<String>,
     pub hold_ref: Option<String>,
     pub redemption_ids: Vec<u64>,
+    /// Withdrawn from sale (exported) and not restored: true for a `withdrawn` code and for a
+    /// redeemed, frozen or void one that was withdrawn before.
+    pub was_withdrawn: bool,
+    /// Wrong PINs since the last lockout or right PIN, and the end of the last lockout.
+    pub pin_failures: u16,
+    pub locked_until_ms: Option<u64>,
 }
 
 /// Stock counts of one (SKU, pool) or a sum of pools.
@@ -165,11 +172,12 @@ pub struct Stock {
     pub redeemed: u64,
     pub frozen: u64,
     pub void: u64,
+    pub withdrawn: u64,
 }
 
 impl Stock {
     pub fn total(&self) -> u64 {
-        self.available + self.expired + self.held + self.allocated + self.redeemed + self.frozen + self.void
+        self.available + self.expired + self.held + self.allocated + self.redeemed + self.frozen + self.void + self.withdrawn
     }
 
     fn add(&mut self, o: &Stock) {
@@ -180,6 +188,7 @@ impl Stock {
         self.redeemed += o.redeemed;
         self.frozen += o.frozen;
         self.void += o.void;
+        self.withdrawn += o.withdrawn;
     }
 
     fn of(p: &Pool, now_s: u32) -> Stock {
@@ -192,6 +201,7 @@ impl Stock {
             redeemed: p.counts[State::Redeemed as usize],
             frozen: p.counts[State::Frozen as usize],
             void: p.counts[State::Void as usize],
+            withdrawn: p.counts[State::Withdrawn as usize],
         }
     }
 }
@@ -218,7 +228,27 @@ pub struct Engine {
     demand: Condvar,
     /// How long the last snapshot held the locks (see `last_snapshot_capture_us`).
     pub(crate) last_capture_us: AtomicU64,
+    /// Batches redeemed under one key (`redeem_batch`).
+    pub(crate) batches: BatchTable,
+    /// Journal buffer of batch openings, drained after the catalog's and before any shard's, so
+    /// a batch's opening is durable no later than its first shard record.
+    pub(crate) batch_journal: Mutex<Catalog>,
+    /// Wrong PINs before a lockout, the first lockout's length and the longest lockout.
+    pin_failures_max: AtomicU32,
+    pin_lockout_ms: AtomicU64,
+    pin_lockout_max_ms: AtomicU64,
 }
+
+/// Defaults of the PIN lockout policy (see `Engine::set_pin_policy`).
+pub const PIN_FAILURES_DEFAULT: u32 = 10;
+pub const PIN_LOCKOUT_MS_DEFAULT: u64 = 15 * 60 * 1000;
+pub const PIN_LOCKOUT_MAX_MS_DEFAULT: u64 = 24 * 3600 * 1000;
+/// Bounds of the policy: at most 1,000 failures before a lockout, lockouts of at most 30 days.
+pub const PIN_FAILURES_LIMIT: u32 = 1_000;
+pub const PIN_LOCKOUT_MS_LIMIT: u64 = 30 * 24 * 3600 * 1000;
+/// Most items in one `redeem_batch` call: the batch key's lock is held for the whole call
+/// (about 30 ms at this size) and its record keeps 16 bytes per item.
+pub const REDEEM_BATCH_MAX: usize = 100_000;
 
 /// What verify reports and what decides redeem's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +278,9 @@ impl Status {
 
 /// A batch item found in the index: (input position, code id, lookup key).
 type BatchItem = (usize, u32, u128);
+
+/// `(changed, unchanged, refused)` of withdraw/restore: refused codes with their state.
+pub type WithdrawOutcome = (usize, usize, Vec<(u32, State)>);
 
 /// Most batch items processed under one acquisition of a shard lock, so a large batch never
 /// stalls other callers of that SKU for long (1,024 items is well under a millisecond).
@@ -314,7 +347,52 @@ impl Engine {
             durable_changed: Condvar::new(),
             demand: Condvar::new(),
             last_capture_us: AtomicU64::new(0),
+            batches: BatchTable::new(),
+            batch_journal: Mutex::new(Catalog::default()),
+            pin_failures_max: AtomicU32::new(PIN_FAILURES_DEFAULT),
+            pin_lockout_ms: AtomicU64::new(PIN_LOCKOUT_MS_DEFAULT),
+            pin_lockout_max_ms: AtomicU64::new(PIN_LOCKOUT_MAX_MS_DEFAULT),
         }
+    }
+
+    // ----- PIN lockout policy -----
+
+    /// Sets the PIN lockout policy: after `failures_max` wrong PINs for one code, every PIN
+    /// check of that code is refused (CODE_LOCKED) for `lockout_ms`, doubling with each further
+    /// lockout up to `lockout_max_ms`; a right PIN outside a lockout clears the count. The policy
+    /// is configuration, not state: lockouts already journaled keep their end time. Errors:
+    /// INVALID_ARGUMENT (failures_max outside 1..=1000, lockout_ms outside
+    /// 1..=lockout_max_ms, lockout_max_ms above 30 days).
+    pub fn set_pin_policy(&self, failures_max: u32, lockout_ms: u64, lockout_max_ms: u64) -> CoreResult<()> {
+        if failures_max == 0 || failures_max > PIN_FAILURES_LIMIT {
+            return Err(CoreError::InvalidArgument { field: "pin_failures_max", reason: "must be 1..=1000" });
+        }
+        if lockout_max_ms > PIN_LOCKOUT_MS_LIMIT {
+            return Err(CoreError::InvalidArgument { field: "pin_lockout_max_ms", reason: "must be at most 30 days" });
+        }
+        if lockout_ms == 0 || lockout_ms > lockout_max_ms {
+            return Err(CoreError::InvalidArgument { field: "pin_lockout_ms", reason: "must be 1..=pin_lockout_max_ms" });
+        }
+        self.pin_failures_max.store(failures_max, Ordering::Relaxed);
+        self.pin_lockout_ms.store(lockout_ms, Ordering::Relaxed);
+        self.pin_lockout_max_ms.store(lockout_max_ms, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `(failures_max, lockout_ms, lockout_max_ms)`.
+    pub fn pin_policy(&self) -> (u32, u64, u64) {
+        (
+            self.pin_failures_max.load(Ordering::Relaxed),
+            self.pin_lockout_ms.load(Ordering::Relaxed),
+            self.pin_lockout_max_ms.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn copy_pin_policy_from(&self, other: &Engine) {
+        let (f, l, m) = other.pin_policy();
+        self.pin_failures_max.store(f, Ordering::Relaxed);
+        self.pin_lockout_ms.store(l, Ordering::Relaxed);
+        self.pin_lockout_max_ms.store(m, Ordering::Relaxed);
     }
 
     // ----- durability tickets (group commit) -----
@@ -614,15 +692,15 @@ impl Engine {
 
     fn replay_order(&self, shard: &Shard, s: u32, o: u32, qty: usize, pool: u32) -> CoreResult<Vec<u32>> {
         if s != shard.ix {
-            return Err(CoreError::IdempotencyKeyReused { field: "sku" });
+            return Err(CoreError::IdempotencyKeyReused { field: "sku", index: None });
         }
         let st = shard.state.lock();
         let order = &st.orders[o as usize];
         if order.ids.len() != qty {
-            return Err(CoreError::IdempotencyKeyReused { field: "quantity" });
+            return Err(CoreError::IdempotencyKeyReused { field: "quantity", index: None });
         }
         if order.pool != pool {
-            return Err(CoreError::IdempotencyKeyReused { field: "pool" });
+            return Err(CoreError::IdempotencyKeyReused { field: "pool", index: None });
         }
         Ok(order.ids.to_vec())
     }
@@ -649,16 +727,16 @@ impl Engine {
         let mut reg = self.hold_refs.lock(hold_ref);
         if let Some(&(s, h)) = reg.get(hold_ref) {
             if s != shard.ix {
-                return Err(CoreError::IdempotencyKeyReused { field: "sku" });
+                return Err(CoreError::IdempotencyKeyReused { field: "sku", index: None });
             }
             let mut st = shard.state.lock();
             self.sweep(&mut st, self.now_ms());
             let hr = &st.holds[h as usize];
             if hr.ids.len() != qty {
-                return Err(CoreError::IdempotencyKeyReused { field: "quantity" });
+                return Err(CoreError::IdempotencyKeyReused { field: "quantity", index: None });
             }
             if hr.pool != pool {
-                return Err(CoreError::IdempotencyKeyReused { field: "pool" });
+                return Err(CoreError::IdempotencyKeyReused { field: "pool", index: None });
             }
             return Ok(Self::hold_view(&shard, &st, h));
         }
@@ -732,7 +810,7 @@ impl Engine {
             HoldState::Open => {}
         }
         if oreg.contains_key(order_ref) {
-            return Err(CoreError::IdempotencyKeyReused { field: "order_ref" });
+            return Err(CoreError::IdempotencyKeyReused { field: "order_ref", index: None });
         }
         let order = st.orders.len() as u32;
         let rec = Rec::Confirm { shard: shard.ix, hold: h, order_ref, sale_until: Self::sale_until(&st, now) };
@@ -801,14 +879,48 @@ impl Engine {
         self.shard_by_ix(s).ok_or(CoreError::CodeNotFound { code_id: Some(u64::from(id)) })
     }
 
-    fn check_pin_of(&self, rec: &CodeRecord, key: u128, pin: Option<&str>) -> CoreResult<()> {
+    /// Decides a PIN check without changing anything: CODE_LOCKED while a lockout runs (the PIN
+    /// is not even compared), PIN_MISMATCH for an absent or wrong PIN (or CODE_LOCKED with
+    /// `locked: true` when this failure reaches the limit), else Ok with whether a failure count
+    /// is to be cleared. `Err.1` is the lockout end a failure starts (0: none), `None` when the
+    /// refusal counts no failure (a running lockout).
+    fn pin_check(&self, st: &ShardState, rec: &CodeRecord, id: u32, key: u128, pin: Option<&str>, now_ms: u64) -> Result<bool, (CoreError, Option<u64>)> {
         let stored = rec.pin();
         if stored == 0 {
-            return Ok(());
+            return Ok(false);
         }
-        match pin {
-            Some(p) if self.hashing.pin_hash(key, p.as_bytes()) == stored => Ok(()),
-            _ => Err(CoreError::PinMismatch),
+        let guard = st.pin_guards.get(&id).copied();
+        if let Some(g) = guard.filter(|g| g.locked_until_ms > now_ms) {
+            let (until, after) = (g.locked_until_ms, retry_after_s(g.locked_until_ms, now_ms));
+            return Err((CoreError::CodeLocked { retry_after_s: after, locked_until_ms: until, locked: false }, None));
+        }
+        if pin.is_some_and(|p| self.hashing.pin_hash(key, p.as_bytes()) == stored) {
+            return Ok(guard.is_some());
+        }
+        let g = guard.unwrap_or_default();
+        let (max, first, cap) = self.pin_policy();
+        if u32::from(g.failures) + 1 < max {
+            return Err((CoreError::PinMismatch, Some(0)));
+        }
+        let length = first.saturating_mul(1u64 << u32::from(g.lockouts).min(40)).min(cap.max(first));
+        let until = now_ms.saturating_add(length);
+        Err((CoreError::CodeLocked { retry_after_s: retry_after_s(until, now_ms), locked_until_ms: until, locked: true }, Some(until)))
+    }
+
+    /// `pin_check` for a single call: journals the failure, lockout start or reset it decides.
+    #[allow(clippy::too_many_arguments)]
+    fn pin_gate(&self, shard: u32, st: &mut ShardState, rec: &CodeRecord, id: u32, key: u128, pin: Option<&str>, now_ms: u64) -> CoreResult<()> {
+        match self.pin_check(st, rec, id, key, pin, now_ms) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                st.apply(&self.dir, &Rec::PinReset { shard, code: id }).unwrap_or_else(|e| bug("pin reset", e));
+                Ok(())
+            }
+            Err((e, None)) => Err(e),
+            Err((e, Some(locked_until_ms))) => {
+                st.apply(&self.dir, &Rec::PinFail { shard, code: id, locked_until_ms }).unwrap_or_else(|e| bug("pin failure", e));
+                Err(e)
+            }
         }
     }
 
@@ -843,19 +955,19 @@ impl Engine {
         }
         let (id, key) = self.lookup(code)?;
         let shard = self.code_shard(id)?;
-        let now_s = Self::now_s(self.now_ms());
-        let st = shard.state.lock();
-        self.verify_locked(&shard, &st, id, key, pin, now_s)
+        let now = self.now_ms();
+        let mut st = shard.state.lock();
+        self.verify_locked(&shard, &mut st, id, key, pin, now)
     }
 
-    /// The body of `verify`, with the code's shard locked.
-    fn verify_locked(&self, shard: &Shard, st: &ShardState, id: u32, key: u128, pin: Option<&str>, now_s: u32) -> CoreResult<Verification> {
+    /// The body of `verify`, with the code's shard locked (a PIN check may journal a failure).
+    fn verify_locked(&self, shard: &Shard, st: &mut ShardState, id: u32, key: u128, pin: Option<&str>, now: u64) -> CoreResult<Verification> {
         let rec = *st.rec(&self.dir, id).ok_or(CoreError::CodeNotFound { code_id: None })?;
-        self.check_pin_of(&rec, key, pin)?;
+        self.pin_gate(shard.ix, st, &rec, id, key, pin, now)?;
         let (from, until) = st.window(&rec);
         Ok(Verification {
             code_id: id,
-            status: Self::status_of(st, &rec, now_s).name(),
+            status: Self::status_of(st, &rec, Self::now_s(now)).name(),
             sku: shard.name.clone(),
             uses_left: rec.uses_left,
             valid_from: (from != 0).then_some(from),
@@ -894,7 +1006,7 @@ impl Engine {
     /// each shard is locked once per block of `LOCK_BLOCK` items.
     pub fn verify_many(&self, codes: &Texts, pins: Option<&Texts>) -> CoreResult<Vec<CoreResult<Verification>>> {
         self.check_batch(codes.len(), &[(pins.map_or(codes.len(), Texts::len), "pins")])?;
-        let now_s = Self::now_s(self.now_ms());
+        let now = self.now_ms();
         let mut out: Vec<Option<CoreResult<Verification>>> = (0..codes.len()).map(|_| None).collect();
         let mut by_shard: BTreeMap<u32, Vec<BatchItem>> = BTreeMap::new();
         for (i, f) in self.lookup_many(codes).into_iter().enumerate() {
@@ -911,9 +1023,9 @@ impl Engine {
         for (s, items) in by_shard {
             let shard = self.shard_by_ix(s).unwrap_or_else(|| bug("verify_many", "directory names a missing shard"));
             for block in items.chunks(LOCK_BLOCK) {
-                let st = shard.state.lock();
+                let mut st = shard.state.lock();
                 for &(i, id, key) in block {
-                    out[i] = Some(self.verify_locked(&shard, &st, id, key, pins.and_then(|p| p.get(i)), now_s));
+                    out[i] = Some(self.verify_locked(&shard, &mut st, id, key, pins.and_then(|p| p.get(i)), now));
                 }
             }
         }
@@ -934,7 +1046,7 @@ impl Engine {
         let now = self.now_ms();
         let mut st = shard.state.lock();
         let ix = self.redeem_locked(&shard, &mut st, &mut reg, (id, key), request_id, terminal, pin, now)?;
-        Ok(Self::redemption_view(&shard, &st, ix))
+        Ok(self.redemption_now(&shard, &st, ix))
     }
 
     /// The body of `redeem`, with the request id's registry part and the code's shard locked.
@@ -952,44 +1064,55 @@ impl Engine {
         now: u64,
     ) -> CoreResult<u32> {
         let rec = *st.rec(&self.dir, id).ok_or(CoreError::CodeNotFound { code_id: None })?;
-        self.check_pin_of(&rec, key, pin)?;
+        self.pin_gate(shard.ix, st, &rec, id, key, pin, now)?;
         if let Some(&rid) = reg.get(request_id) {
             // A different shard means a different code; the same shard is locked already.
             if (rid >> 32) as u32 != shard.ix {
-                return Err(CoreError::IdempotencyKeyReused { field: "code" });
+                return Err(CoreError::IdempotencyKeyReused { field: "code", index: None });
             }
             let first = &st.redemptions[rid as u32 as usize];
             if first.code != id {
-                return Err(CoreError::IdempotencyKeyReused { field: "code" });
+                return Err(CoreError::IdempotencyKeyReused { field: "code", index: None });
             }
             if &*st.terminal(first.terminal) != terminal {
-                return Err(CoreError::IdempotencyKeyReused { field: "terminal" });
+                return Err(CoreError::IdempotencyKeyReused { field: "terminal", index: None });
+            }
+            if let Some(rb) = &first.rollback {
+                return Err(CoreError::RedemptionRolledBack { redemption_id: rid, rolled_back_at_ms: rb.0 });
             }
             return Ok(rid as u32);
         }
-        match Self::status_of(st, &rec, Self::now_s(now)) {
-            Status::Valid => {}
-            Status::Void => return Err(CoreError::Void),
-            Status::Frozen => return Err(CoreError::Frozen),
-            Status::NotSold => return Err(CoreError::NotSold),
-            Status::NotYetValid(valid_from) => return Err(CoreError::NotYetValid { valid_from }),
-            Status::Expired(valid_until) => return Err(CoreError::Expired { valid_until }),
-            Status::Redeemed => {
-                let last = st.code_redemptions.get(&id).copied();
-                let (rid, at, term) = last
-                    .map(|ix| {
-                        let r = &st.redemptions[ix as usize];
-                        (redemption_id(shard.ix, ix), r.at_ms, st.terminal(r.terminal).to_string())
-                    })
-                    .unwrap_or((0, 0, String::new()));
-                return Err(CoreError::AlreadyRedeemed { redemption_id: rid, redeemed_at_ms: at, terminal: term });
-            }
-        }
+        self.redeemable(shard, st, &rec, id, now)?;
         let ix = st.redemptions.len() as u32;
         let r = Rec::Redeem { shard: shard.ix, code: id, request_id, terminal, at_ms: now };
         st.apply(&self.dir, &r).unwrap_or_else(|e| bug("redeem", e));
         reg.insert(Arc::clone(&st.redemptions[ix as usize].request_id), redemption_id(shard.ix, ix));
         Ok(ix)
+    }
+
+    /// The error an item's state gives (the same precedence as `redeem` after the PIN check),
+    /// or Ok when one use can be taken.
+    fn redeemable(&self, shard: &Shard, st: &ShardState, rec: &CodeRecord, id: u32, now: u64) -> CoreResult<()> {
+        match Self::status_of(st, rec, Self::now_s(now)) {
+            Status::Valid => Ok(()),
+            Status::Void => Err(CoreError::Void),
+            Status::Frozen => Err(CoreError::Frozen),
+            Status::NotSold => Err(CoreError::NotSold),
+            Status::NotYetValid(valid_from) => Err(CoreError::NotYetValid { valid_from }),
+            Status::Expired(valid_until) => Err(CoreError::Expired { valid_until }),
+            Status::Redeemed => Err(self.already_redeemed(shard, st, id)),
+        }
+    }
+
+    fn already_redeemed(&self, shard: &Shard, st: &ShardState, id: u32) -> CoreError {
+        let (rid, at, term) = st
+            .last_redemption_of(&self.dir, id)
+            .map(|ix| {
+                let r = &st.redemptions[ix as usize];
+                (redemption_id(shard.ix, ix), r.at_ms, st.terminal(r.terminal).to_string())
+            })
+            .unwrap_or((0, 0, String::new()));
+        CoreError::AlreadyRedeemed { redemption_id: rid, redeemed_at_ms: at, terminal: term }
     }
 
     /// Whether any code id or request id occurs twice among the grouped batch items.
@@ -1000,16 +1123,30 @@ impl Engine {
         groups.values().flatten().any(|&(i, id, _)| !ids.insert(id) || !rqs.insert(request_ids.get(i).unwrap_or("")))
     }
 
-    fn outcome(shard: &Shard, st: &ShardState, ix: u32) -> RedeemOutcome {
+    /// A redemption's compact result as true now: `uses_left` is the code's current count (a
+    /// replay must not report uses that a later redemption or rollback changed).
+    fn outcome(&self, shard: &Shard, st: &ShardState, ix: u32) -> RedeemOutcome {
         let r = &st.redemptions[ix as usize];
-        RedeemOutcome { redemption_id: redemption_id(shard.ix, ix), code_id: r.code, uses_left: r.uses_after, redeemed_at_ms: r.at_ms }
+        let uses_left = st.rec(&self.dir, r.code).map_or(r.uses_after, |c| c.uses_left);
+        RedeemOutcome { redemption_id: redemption_id(shard.ix, ix), code_id: r.code, uses_left, redeemed_at_ms: r.at_ms }
     }
 
+    /// What `redeem` reports: the redemption with the code's uses left now.
+    fn redemption_now(&self, shard: &Shard, st: &ShardState, ix: u32) -> RedemptionView {
+        let mut v = Self::redemption_view(shard, st, ix);
+        if let Some(c) = st.rec(&self.dir, v.code_id) {
+            v.uses_left = c.uses_left;
+        }
+        v
+    }
+
+    /// A redemption record as stored (`uses_left` right after it).
     fn redemption_view(shard: &Shard, st: &ShardState, ix: u32) -> RedemptionView {
         let r = &st.redemptions[ix as usize];
+        let request_id = if r.item == NO_SLOT { Arc::clone(&r.request_id) } else { format!("{}#{}", r.request_id, r.item).into() };
         RedemptionView {
             redemption_id: redemption_id(shard.ix, ix),
-            request_id: Arc::clone(&r.request_id),
+            request_id,
             code_id: r.code,
             sku: shard.name.clone(),
             terminal: st.terminal(r.terminal),
@@ -1064,7 +1201,7 @@ impl Engine {
                 let rq = request_ids.get(i).unwrap_or("");
                 let pin = pins.and_then(|p| p.get(i));
                 let r = self.redeem_locked(&shard, &mut st, &mut reg, (id, key), rq, terminal, pin, now);
-                out[i] = Some(r.map(|ix| Self::outcome(&shard, &st, ix)));
+                out[i] = Some(r.map(|ix| self.outcome(&shard, &st, ix)));
             }
         }
         for ((part, s), items) in groups {
@@ -1076,11 +1213,268 @@ impl Engine {
                     let rq = request_ids.get(i).unwrap_or("");
                     let pin = pins.and_then(|p| p.get(i));
                     let r = self.redeem_locked(&shard, &mut st, &mut reg, (id, key), rq, terminal, pin, now);
-                out[i] = Some(r.map(|ix| Self::outcome(&shard, &st, ix)));
+                out[i] = Some(r.map(|ix| self.outcome(&shard, &st, ix)));
                 }
             }
         }
         Ok(out.into_iter().map(|r| r.unwrap_or_else(|| bug("redeem_many", "item without result"))).collect())
+    }
+
+    // ----- batch redemption under one key -----
+
+    /// The fingerprint of a batch item: its code's lookup key (or, for a text that is not a
+    /// code, a hash of the text) and its PIN. Equal items have equal fingerprints; a different
+    /// code or PIN differs except with probability 2^-64.
+    fn item_fingerprint(&self, key: Option<u128>, text: &str, pin: Option<&str>) -> u64 {
+        let base = match key {
+            Some(k) => k as u64 ^ (k >> 64) as u64,
+            None => {
+                let mut raw = Vec::with_capacity(text.len() + 1);
+                raw.push(0xff);
+                raw.extend_from_slice(text.as_bytes());
+                self.hashing.lookup_key(&raw) as u64
+            }
+        };
+        match pin {
+            Some(p) => base ^ self.hashing.pin_hash(key.unwrap_or(0), p.as_bytes()).rotate_left(29),
+            None => base,
+        }
+    }
+
+    /// Redeems one use of each code for `terminal`, exactly once under one key for the whole
+    /// batch: items are addressed by position and give one result each, in input order, as if
+    /// redeemed one by one (items independent). A retry with the same key, terminal and items
+    /// returns the first results item by item (an item whose redemption was rolled back since is
+    /// REDEMPTION_ROLLED_BACK; `uses_left` is always the code's count now); a batch cut short by
+    /// a crash is completed by its retry. Errors (whole call): INVALID_ARGUMENT (empty key or
+    /// terminal, pins of another length), LIMIT_EXCEEDED (key or terminal too long, more than
+    /// `REDEEM_BATCH_MAX` items), IDEMPOTENCY_KEY_REUSED (`field` terminal, or `codes` with the
+    /// first differing `index`). Per item, in redeem's precedence: INVALID_CODE, INVALID_PIN,
+    /// CODE_NOT_FOUND, CODE_LOCKED, PIN_MISMATCH, VOID, FROZEN, ALREADY_REDEEMED, NOT_SOLD,
+    /// NOT_YET_VALID, EXPIRED.
+    pub fn redeem_batch(&self, batch_ref: &str, codes: &Texts, pins: Option<&Texts>, terminal: &str) -> CoreResult<Vec<CoreResult<RedeemOutcome>>> {
+        check_ref("batch_request_id", batch_ref)?;
+        check_ref("terminal", terminal)?;
+        let n = codes.len();
+        if n > REDEEM_BATCH_MAX {
+            return Err(CoreError::LimitExceeded { field: "codes", max: REDEEM_BATCH_MAX as u64, got: n as u64 });
+        }
+        self.check_batch(n, &[(pins.map_or(n, Texts::len), "pins")])?;
+        // Hash every item before any lock: the key (INVALID_CODE), the PIN's shape, the print.
+        let mut keys: Vec<CoreResult<u128>> = Vec::with_capacity(n);
+        let mut fps = Vec::with_capacity(n);
+        for i in 0..n {
+            let text = codes.get(i).unwrap_or("");
+            let pin = pins.and_then(|p| p.get(i));
+            let key = self.key_of(text, Some(i)).and_then(|k| match pin {
+                Some(p) => check_pin(p, Some(i)).map(|_| k),
+                None => Ok(k),
+            });
+            let k = match &key {
+                Ok(k) => Some(*k),
+                Err(CoreError::InvalidPin { .. }) => self.key_of(text, Some(i)).ok(),
+                Err(_) => None,
+            };
+            fps.push(self.item_fingerprint(k, text, pin));
+            keys.push(key);
+        }
+        let mut part = self.batches.lock(batch_ref);
+        let now = self.now_ms();
+        if let Some(existing) = part.get(batch_ref) {
+            Self::same_batch(existing, terminal, &fps)?;
+            let pending: Vec<usize> = (0..n).filter(|&i| existing.get(i).is_none()).collect();
+            if !pending.is_empty() {
+                // A crash cut the first attempt short: run the items it never recorded.
+                let batch = part.get_mut(batch_ref).unwrap_or_else(|| bug("redeem_batch", "batch vanished"));
+                let b = Arc::make_mut(batch);
+                let found = self.lookup_resolved(&keys, &pending);
+                self.run_batch_items(b, found, pins, now, &mut Vec::new());
+            }
+            let b = part.get(batch_ref).unwrap_or_else(|| bug("redeem_batch", "batch vanished"));
+            return Ok(self.batch_results(b, now));
+        }
+        // First attempt: open the batch (fingerprints and the items that reach no code), then
+        // run the rest shard by shard.
+        let all: Vec<usize> = (0..n).collect();
+        let found = self.lookup_resolved(&keys, &all);
+        let mut is_found = vec![false; n];
+        for f in &found {
+            is_found[f.0] = true;
+        }
+        let mut out: Vec<Option<CoreResult<RedeemOutcome>>> = (0..n).map(|_| None).collect();
+        let mut early: Vec<(u32, ItemError)> = Vec::new();
+        for (i, k) in keys.into_iter().enumerate() {
+            let e = match k {
+                Err(e) => e,
+                Ok(_) if !is_found[i] => CoreError::CodeNotFound { code_id: None },
+                Ok(_) => continue,
+            };
+            early.push((i as u32, ItemError::of(&e).unwrap_or_else(|| bug("redeem_batch", "item error not per item"))));
+            out[i] = Some(Err(e));
+        }
+        let open = Rec::BatchOpen { batch_ref, terminal, at_ms: now, fps, errors: early };
+        let mut b = self.open_batch(&open);
+        let mut results = Vec::new();
+        self.run_batch_items(&mut b, found, pins, now, &mut results);
+        for (i, r) in results {
+            out[i] = Some(r);
+        }
+        part.insert(Arc::clone(&b.batch_ref), Arc::new(b));
+        Ok(out.into_iter().map(|r| r.unwrap_or_else(|| bug("redeem_batch", "item without result"))).collect())
+    }
+
+    /// IDEMPOTENCY_KEY_REUSED unless a retry has the first attempt's terminal and items.
+    fn same_batch(b: &BatchRec, terminal: &str, fps: &[u64]) -> CoreResult<()> {
+        if &*b.terminal != terminal {
+            return Err(CoreError::IdempotencyKeyReused { field: "terminal", index: None });
+        }
+        let differs = b.fps.iter().zip(fps).position(|(a, c)| a != c);
+        match differs {
+            Some(i) => Err(CoreError::IdempotencyKeyReused { field: "codes", index: Some(i as u64) }),
+            None if b.fps.len() != fps.len() => {
+                Err(CoreError::IdempotencyKeyReused { field: "codes", index: Some(b.fps.len().min(fps.len()) as u64) })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The items at `wanted` whose text hashed and whose code exists: (position, id, key), in
+    /// input order.
+    fn lookup_resolved(&self, keys: &[CoreResult<u128>], wanted: &[usize]) -> Vec<BatchItem> {
+        let items: Vec<(usize, u128)> = wanted.iter().filter_map(|&i| keys[i].as_ref().ok().map(|k| (i, *k))).collect();
+        let found = self.index.find_many(&self.dir, items.iter().map(|it| it.1));
+        items.into_iter().zip(found).filter_map(|((i, key), id)| id.map(|id| (i, id, key))).collect()
+    }
+
+    /// Journals a batch's opening and builds its record.
+    fn open_batch(&self, open: &Rec<'_>) -> BatchRec {
+        let Rec::BatchOpen { batch_ref, terminal, at_ms, fps, errors } = open else { bug("open_batch", "not an opening") };
+        let mut b = BatchRec::new(batch_ref, terminal, *at_ms, fps.clone());
+        for &(i, e) in errors {
+            b.set(i, Err(e)).unwrap_or_else(|e| bug("open_batch", e));
+        }
+        let mut bj = self.batch_journal.lock();
+        open.append_to(&mut bj.journal);
+        bj.records += 1;
+        crate::shard::take_ticket(&self.appended);
+        b
+    }
+
+    /// Replays a batch opening (journal replay): the batch exists from now on.
+    pub(crate) fn apply_batch_open(&self, rec: &Rec<'_>) -> Result<(), &'static str> {
+        let Rec::BatchOpen { batch_ref, terminal, at_ms, fps, errors } = rec else { return Err("not a batch opening") };
+        check_ref("batch_request_id", batch_ref).map_err(|_| "bad batch ref")?;
+        let mut part = self.batches.lock(batch_ref);
+        if part.contains_key(*batch_ref) {
+            return Err("batch opened twice");
+        }
+        let mut b = BatchRec::new(batch_ref, terminal, *at_ms, fps.clone());
+        for &(i, e) in errors {
+            b.set(i, Err(e))?;
+        }
+        part.insert(Arc::clone(&b.batch_ref), Arc::new(b));
+        Ok(())
+    }
+
+    /// Runs the found items of a batch, grouped by shard in input order, each shard locked once
+    /// per block of `LOCK_BLOCK` items, one journal record per block. Results go to `results`.
+    fn run_batch_items(&self, b: &mut BatchRec, found: Vec<BatchItem>, pins: Option<&Texts>, now: u64, results: &mut Vec<(usize, CoreResult<RedeemOutcome>)>) {
+        let mut by_shard: Vec<(u32, Vec<BatchItem>)> = Vec::new();
+        for (i, id, key) in found {
+            let (s, _) = self.dir.locate(id).unwrap_or_else(|| bug("redeem_batch", "indexed code without a chunk"));
+            match by_shard.iter_mut().find(|g| g.0 == s) {
+                Some(g) => g.1.push((i, id, key)),
+                None => by_shard.push((s, vec![(i, id, key)])),
+            }
+        }
+        results.reserve(b.fps.len());
+        for (s, items) in by_shard {
+            let shard = self.shard_by_ix(s).unwrap_or_else(|| bug("redeem_batch", "directory names a missing shard"));
+            for block in items.chunks(LOCK_BLOCK) {
+                let mut st = shard.state.lock();
+                self.batch_block(&shard, &mut st, b, block, pins, now, results);
+            }
+        }
+    }
+
+    /// One block of a batch's items in one shard: decide each item on the state the earlier
+    /// items left, apply it, then journal the block as one record.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_block(
+        &self,
+        shard: &Shard,
+        st: &mut ShardState,
+        b: &mut BatchRec,
+        block: &[BatchItem],
+        pins: Option<&Texts>,
+        now: u64,
+        results: &mut Vec<(usize, CoreResult<RedeemOutcome>)>,
+    ) {
+        let terminal = st.terminal_id(&b.terminal);
+        let mut items = Vec::with_capacity(block.len());
+        for &(i, id, key) in block {
+            let rec = *st.rec(&self.dir, id).unwrap_or_else(|| bug("redeem_batch", "indexed code missing"));
+            let pin = pins.and_then(|p| p.get(i));
+            let decided = match self.pin_check(st, &rec, id, key, pin, now) {
+                Err((e, _)) => Err(e),
+                Ok(_) => self.redeemable(shard, st, &rec, id, now),
+            };
+            let outcome = decided.as_ref().err().map(|e| ItemError::of(e).unwrap_or_else(|| bug("redeem_batch", "item error not per item")));
+            let applied = st.apply_batch_item(&self.dir, &b.batch_ref, i as u32, id, outcome, terminal, now).unwrap_or_else(|e| bug("redeem_batch", e));
+            let result = match (applied, decided) {
+                (Some(ix), Ok(())) => {
+                    let rid = redemption_id(shard.ix, ix);
+                    b.set(i as u32, Ok(rid)).unwrap_or_else(|e| bug("redeem_batch", e));
+                    let r = &st.redemptions[ix as usize];
+                    Ok(RedeemOutcome { redemption_id: rid, code_id: id, uses_left: r.uses_after, redeemed_at_ms: now })
+                }
+                (_, Err(e)) => {
+                    if let Some(o) = outcome {
+                        b.set(i as u32, Err(o)).unwrap_or_else(|e| bug("redeem_batch", e));
+                    }
+                    Err(e)
+                }
+                (None, Ok(())) => bug("redeem_batch", "a redeemable item was not redeemed"),
+            };
+            items.push((i as u32, id, outcome));
+            results.push((i, result));
+        }
+        let rec = Rec::BatchRedeem { shard: shard.ix, batch_ref: &b.batch_ref, terminal: &b.terminal, at_ms: now, items };
+        st.append(&rec);
+    }
+
+    /// What a retry of a recorded batch reports, item by item, as true now.
+    fn batch_results(&self, b: &BatchRec, now: u64) -> Vec<CoreResult<RedeemOutcome>> {
+        let mut locked: Option<(u32, Arc<Shard>)> = None;
+        let mut out = Vec::with_capacity(b.fps.len());
+        for i in 0..b.fps.len() {
+            let r = match b.get(i) {
+                // Completion runs every pending item whose code exists; one still pending names
+                // no code (only possible in a damaged snapshot), which is the truth to report.
+                None => Err(CoreError::CodeNotFound { code_id: None }),
+                Some(Err(e)) => Err(e.to_error(i, now, |rid| self.redemption_at_terminal(rid))),
+                Some(Ok(rid)) => {
+                    let s = (rid >> 32) as u32;
+                    if locked.as_ref().is_none_or(|l| l.0 != s) {
+                        locked = Some((s, self.shard_by_ix(s).unwrap_or_else(|| bug("redeem_batch", "batch names a missing shard"))));
+                    }
+                    let shard = locked.as_ref().map(|l| Arc::clone(&l.1)).unwrap_or_else(|| bug("redeem_batch", "no shard"));
+                    let st = shard.state.lock();
+                    let ix = rid as u32;
+                    match &st.redemptions[ix as usize].rollback {
+                        Some(rb) => Err(CoreError::RedemptionRolledBack { redemption_id: rid, rolled_back_at_ms: rb.0 }),
+                        None => Ok(self.outcome(&shard, &st, ix)),
+                    }
+                }
+            };
+            out.push(r);
+        }
+        out
+    }
+
+    /// (time, terminal) of a redemption, for a replayed ALREADY_REDEEMED.
+    fn redemption_at_terminal(&self, rid: u64) -> (u64, String) {
+        self.get_redemption(rid).map_or((0, String::new()), |r| (r.redeemed_at_ms, r.terminal.to_string()))
     }
 
     /// A redemption by id. Errors: REDEMPTION_NOT_FOUND.
@@ -1168,7 +1562,7 @@ impl Engine {
     pub fn freeze(&self, ids: &[u64]) -> CoreResult<(usize, usize)> {
         self.admin_op(
             ids,
-            |s| matches!(s, State::Available | State::Allocated | State::Redeemed),
+            |s| matches!(s, State::Available | State::Allocated | State::Redeemed | State::Withdrawn),
             |shard, ids| Rec::Freeze { shard, ids },
         )
     }
@@ -1179,6 +1573,99 @@ impl Engine {
 
     pub fn void(&self, ids: &[u64]) -> CoreResult<(usize, usize)> {
         self.admin_op(ids, |s| !matches!(s, State::Held | State::Void), |shard, ids| Rec::Void { shard, ids })
+    }
+
+    /// Withdraws codes from sale because their plaintext leaves in a file (an export): each
+    /// `available` code becomes `withdrawn` (never allocated or held again, still redeemable
+    /// like a sold code); a `withdrawn` one is unchanged; any other code is refused and listed
+    /// with its state (held codes above all: a hold may be paid for right now). Returns
+    /// `(withdrawn, unchanged, refused)`; every given code not in `refused` is `withdrawn`
+    /// afterwards. Errors: CODE_NOT_FOUND (an unknown id; nothing changes).
+    pub fn withdraw(&self, ids: &[u64]) -> CoreResult<WithdrawOutcome> {
+        self.withdraw_or_restore(ids, true)
+    }
+
+    /// Returns withdrawn codes that were never redeemed (no redemption, even a rolled-back one)
+    /// to their pool. `available` codes are unchanged; any other code (including a withdrawn one
+    /// that was redeemed) is refused and listed with its state. Returns `(restored, unchanged,
+    /// refused)`. Errors: CODE_NOT_FOUND (nothing changes).
+    pub fn restore_to_sale(&self, ids: &[u64]) -> CoreResult<WithdrawOutcome> {
+        self.withdraw_or_restore(ids, false)
+    }
+
+    fn withdraw_or_restore(&self, ids: &[u64], withdraw: bool) -> CoreResult<WithdrawOutcome> {
+        let by_shard = self.group_ids(ids)?;
+        let (mut changed, mut unchanged, mut refused) = (0, 0, Vec::new());
+        let now = self.now_ms();
+        for (s, ids) in by_shard {
+            let Some(shard) = self.shard_by_ix(s) else { continue };
+            let mut st = shard.state.lock();
+            // A due hold ends first, so its codes count as available, as for any sale.
+            self.sweep(&mut st, now);
+            let mut seen = hashbrown::HashSet::new();
+            let mut take = Vec::new();
+            for id in ids {
+                let Some(r) = st.rec(&self.dir, id).copied() else { continue };
+                if !seen.insert(id) {
+                    unchanged += 1;
+                    continue;
+                }
+                let (from, to) = if withdraw { (State::Available, State::Withdrawn) } else { (State::Withdrawn, State::Available) };
+                let state = r.state();
+                let never_redeemed = r.uses_left == st.config.uses_per_code && st.last_redemption_of(&self.dir, id).is_none();
+                if state == to {
+                    unchanged += 1;
+                } else if state == from && (withdraw || never_redeemed) {
+                    take.push(id);
+                } else {
+                    refused.push((id, state));
+                }
+            }
+            if take.is_empty() {
+                continue;
+            }
+            changed += take.len();
+            let rec = if withdraw { Rec::Withdraw { shard: s, ids: take } } else { Rec::Restore { shard: s, ids: take } };
+            st.apply(&self.dir, &rec).unwrap_or_else(|e| bug("withdraw", e));
+        }
+        Ok((changed, unchanged, refused))
+    }
+
+    /// Codes whose lockout runs now: `(code_id, locked_until_ms, lockouts)` in code id order,
+    /// of one SKU or of all. Errors: SKU_NOT_FOUND.
+    pub fn locked_codes(&self, sku: Option<&str>) -> CoreResult<Vec<(u32, u64, u16)>> {
+        let shards = match sku {
+            Some(name) => vec![self.shard_by_name(name)?],
+            None => self.skus.load().shards.clone(),
+        };
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        for shard in shards {
+            let st = shard.state.lock();
+            out.extend(st.sorted_pin_guards().into_iter().filter(|(_, g)| g.locked_until_ms > now).map(|(c, g)| (c, g.locked_until_ms, g.lockouts)));
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Lifts lockouts (and clears the failure counts) of the given codes; codes without
+    /// failures are skipped. Returns `(unlocked, skipped)`. Errors: CODE_NOT_FOUND (nothing
+    /// changes).
+    pub fn unlock(&self, ids: &[u64]) -> CoreResult<(usize, usize)> {
+        let by_shard = self.group_ids(ids)?;
+        let mut changed = 0;
+        for (s, ids) in by_shard {
+            let Some(shard) = self.shard_by_ix(s) else { continue };
+            let mut st = shard.state.lock();
+            let mut seen = hashbrown::HashSet::new();
+            let take: Vec<u32> = ids.into_iter().filter(|id| seen.insert(*id) && st.pin_guards.contains_key(id)).collect();
+            if take.is_empty() {
+                continue;
+            }
+            changed += take.len();
+            st.apply(&self.dir, &Rec::PinUnlock { shard: s, ids: take }).unwrap_or_else(|e| bug("unlock", e));
+        }
+        Ok((changed, ids.len() - changed))
     }
 
     /// Every code id imported with `batch`, in id order.
@@ -1201,11 +1688,12 @@ impl Engine {
         let shard = self.code_shard(id)?;
         let st = shard.state.lock();
         let r = *st.rec(&self.dir, id).ok_or(nf)?;
+        let guard = st.pin_guards.get(&id).copied().unwrap_or_default();
         let (from, until) = st.window(&r);
         let order_of = |slot: u32| st.orders.get(slot as usize).map(|o| o.order_ref.to_string());
         let state = r.state();
         let owner_state = if state == State::Frozen || state == State::Void {
-            State::from_u8(r.frozen_from).filter(|_| state == State::Frozen).unwrap_or(State::Allocated)
+            r.frozen_from().filter(|_| state == State::Frozen).unwrap_or(State::Allocated)
         } else {
             state
         };
@@ -1220,14 +1708,17 @@ impl Engine {
             pool: r.pool,
             batch: r.batch,
             state,
-            frozen_from: if state == State::Frozen { State::from_u8(r.frozen_from) } else { None },
+            frozen_from: if state == State::Frozen { r.frozen_from() } else { None },
             uses_left: r.uses_left,
             has_pin: r.pin() != 0,
             valid_from: (from != 0).then_some(from),
             valid_until: (until != NO_END).then_some(until),
             order_ref,
             hold_ref,
-            redemption_ids: st.redemptions_of(id).into_iter().map(|ix| redemption_id(shard.ix, ix)).collect(),
+            redemption_ids: st.redemptions_of(&self.dir, id).into_iter().map(|ix| redemption_id(shard.ix, ix)).collect(),
+            was_withdrawn: r.was_withdrawn(),
+            pin_failures: guard.failures,
+            locked_until_ms: (guard.locked_until_ms != 0).then_some(guard.locked_until_ms),
         })
     }
 
@@ -1265,6 +1756,7 @@ impl Engine {
             + self.order_refs.memory_bytes()
             + self.hold_refs.memory_bytes()
             + self.request_ids.memory_bytes()
+            + self.batches.memory_bytes()
     }
 
     /// Checks every invariant: per-shard structure and counts, and that the index finds every
@@ -1284,6 +1776,23 @@ impl Engine {
         }
         if self.index.len() != codes {
             return Err(format!("index holds {} keys for {codes} codes", self.index.len()));
+        }
+        self.check_batches()
+    }
+
+    /// Every batch item recorded as a redemption names a redemption of that batch and item.
+    fn check_batches(&self) -> Result<(), String> {
+        let batches = crate::batch::BatchTable::sorted(&self.batches.lock_all());
+        for b in batches {
+            for i in 0..b.fps.len() {
+                let Some(Ok(rid)) = b.get(i) else { continue };
+                let shard = self.shard_by_ix((rid >> 32) as u32).ok_or(format!("batch {:?} names a missing SKU", &*b.batch_ref))?;
+                let st = shard.state.lock();
+                let ok = st.redemptions.get(rid as u32 as usize).is_some_and(|r| r.item == i as u32 && r.request_id == b.batch_ref);
+                if !ok {
+                    return Err(format!("batch {:?} item {i} names redemption {rid} of another request", &*b.batch_ref));
+                }
+            }
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ pub enum Detail {
     Int(i64),
     UInt(u64),
     Str(String),
+    Bool(bool),
     Null,
 }
 
@@ -47,10 +48,17 @@ pub enum CoreError {
     HoldReleased { hold_ref: String },
     HoldAlreadyConfirmed { hold_ref: String },
     /// The idempotency key was used before with different parameters (`field` names the first
-    /// parameter that differs).
-    IdempotencyKeyReused { field: &'static str },
+    /// parameter that differs; for a batch key, `index` names the first item that differs).
+    IdempotencyKeyReused { field: &'static str, index: Option<u64> },
     SnapshotCorrupt { reason: String },
     JournalCorrupt { reason: String, offset: u64 },
+    /// A replayed request id names a redemption that was rolled back since: the use it took was
+    /// given back, so the caller must not treat the request as redeemed.
+    RedemptionRolledBack { redemption_id: u64, rolled_back_at_ms: u64 },
+    /// Too many wrong PINs for this code: every PIN check of it is refused until
+    /// `locked_until_ms`, without saying whether the PIN was right. `locked` is true on the call
+    /// whose wrong PIN started the lockout (so the caller can audit it).
+    CodeLocked { retry_after_s: u64, locked_until_ms: u64, locked: bool },
 }
 
 /// The stable codes, in declaration order (one per variant).
@@ -80,6 +88,8 @@ pub const ALL_CODES: &[&str] = &[
     "IDEMPOTENCY_KEY_REUSED",
     "SNAPSHOT_CORRUPT",
     "JOURNAL_CORRUPT",
+    "REDEMPTION_ROLLED_BACK",
+    "CODE_LOCKED",
 ];
 
 impl CoreError {
@@ -111,6 +121,8 @@ impl CoreError {
             CoreError::IdempotencyKeyReused { .. } => "IDEMPOTENCY_KEY_REUSED",
             CoreError::SnapshotCorrupt { .. } => "SNAPSHOT_CORRUPT",
             CoreError::JournalCorrupt { .. } => "JOURNAL_CORRUPT",
+            CoreError::RedemptionRolledBack { .. } => "REDEMPTION_ROLLED_BACK",
+            CoreError::CodeLocked { .. } => "CODE_LOCKED",
         }
     }
 
@@ -155,12 +167,21 @@ impl CoreError {
             CoreError::HoldAlreadyConfirmed { hold_ref } => {
                 format!("hold {hold_ref:?} is already confirmed")
             }
-            CoreError::IdempotencyKeyReused { field } => {
+            CoreError::IdempotencyKeyReused { field, index: None } => {
                 format!("idempotency key reused with a different {field}")
+            }
+            CoreError::IdempotencyKeyReused { field, index: Some(i) } => {
+                format!("idempotency key reused with a different {field} at position {i}")
             }
             CoreError::SnapshotCorrupt { reason } => format!("snapshot is corrupt: {reason}"),
             CoreError::JournalCorrupt { reason, offset } => {
                 format!("journal is corrupt at byte {offset}: {reason}")
+            }
+            CoreError::RedemptionRolledBack { redemption_id, .. } => {
+                format!("redemption {redemption_id} was rolled back; the use was given back")
+            }
+            CoreError::CodeLocked { retry_after_s, .. } => {
+                format!("too many wrong PINs for this code; retry in {retry_after_s} s")
             }
         }
     }
@@ -215,11 +236,26 @@ impl CoreError {
                 ("hold_ref", Str(hold_ref.clone())),
                 ("expires_at_ms", UInt(*expires_at_ms)),
             ],
-            CoreError::IdempotencyKeyReused { field } => vec![("field", Str((*field).into()))],
+            CoreError::IdempotencyKeyReused { field, index } => {
+                let mut d = vec![("field", Str((*field).into()))];
+                if let Some(i) = index {
+                    d.push(("index", UInt(*i)));
+                }
+                d
+            }
             CoreError::SnapshotCorrupt { reason } => vec![("reason", Str(reason.clone()))],
             CoreError::JournalCorrupt { reason, offset } => {
                 vec![("reason", Str(reason.clone())), ("offset", UInt(*offset))]
             }
+            CoreError::RedemptionRolledBack { redemption_id, rolled_back_at_ms } => vec![
+                ("redemption_id", UInt(*redemption_id)),
+                ("rolled_back_at_ms", UInt(*rolled_back_at_ms)),
+            ],
+            CoreError::CodeLocked { retry_after_s, locked_until_ms, locked } => vec![
+                ("retry_after_s", UInt(*retry_after_s)),
+                ("locked_until_ms", UInt(*locked_until_ms)),
+                ("locked", Bool(*locked)),
+            ],
         }
     }
 }

@@ -5,6 +5,7 @@
 //! assigns global sequence numbers and frames each record as
 //! `[len u32][seq u64][crc32 u32][payload]`, where the CRC-32 covers the seq and payload bytes.
 
+use crate::batch::ItemError;
 use crate::error::CoreError;
 use crate::wire::{Put, Reader, Short};
 
@@ -26,7 +27,18 @@ mod tag {
     pub const FREEZE: u8 = 11;
     pub const UNFREEZE: u8 = 12;
     pub const VOID: u8 = 13;
+    pub const WITHDRAW: u8 = 14;
+    pub const RESTORE: u8 = 15;
+    pub const PIN_FAIL: u8 = 16;
+    pub const PIN_RESET: u8 = 17;
+    pub const PIN_UNLOCK: u8 = 18;
+    pub const BATCH_OPEN: u8 = 19;
+    pub const BATCH_REDEEM: u8 = 20;
 }
+
+/// One item of a `BatchRedeem` record: input position, code id, and None for a redemption or
+/// the error the item got.
+pub type BatchItem = (u32, u32, Option<ItemError>);
 
 /// One imported code as journaled: id, lookup key, PIN hash (0 = none).
 pub type ImportEntry = (u32, u128, u64);
@@ -47,13 +59,30 @@ pub enum Rec<'a> {
     Freeze { shard: u32, ids: Vec<u32> },
     Unfreeze { shard: u32, ids: Vec<u32> },
     Void { shard: u32, ids: Vec<u32> },
+    /// Available codes leave sale (exported); see docs/engine.md.
+    Withdraw { shard: u32, ids: Vec<u32> },
+    /// Withdrawn, never-redeemed codes return to their pool.
+    Restore { shard: u32, ids: Vec<u32> },
+    /// A wrong PIN for `code`; `locked_until_ms` is 0, or the end of the lockout it started.
+    PinFail { shard: u32, code: u32, locked_until_ms: u64 },
+    /// A right PIN: the code's failure count and lockout history are cleared.
+    PinReset { shard: u32, code: u32 },
+    /// An administrator lifted the lockouts of `ids`.
+    PinUnlock { shard: u32, ids: Vec<u32> },
+    /// A batch under one key opens: its terminal, time and item fingerprints, and the items that
+    /// failed before reaching a code (bad text, unknown code). Written before the batch's shard
+    /// records, in the engine-level batch buffer that is drained before any shard's.
+    BatchOpen { batch_ref: &'a str, terminal: &'a str, at_ms: u64, fps: Vec<u64>, errors: Vec<(u32, ItemError)> },
+    /// Items of a batch that reached codes of one shard, in input order: each a redemption or
+    /// the error it got (with its effect on the code's PIN failure count).
+    BatchRedeem { shard: u32, batch_ref: &'a str, terminal: &'a str, at_ms: u64, items: Vec<BatchItem> },
 }
 
 impl Rec<'_> {
     /// The shard the record belongs to (None for catalog records).
     pub fn shard(&self) -> Option<u32> {
         match self {
-            Rec::CreateSku { .. } => None,
+            Rec::CreateSku { .. } | Rec::BatchOpen { .. } => None,
             Rec::Import { shard, .. }
             | Rec::Allocate { shard, .. }
             | Rec::Hold { shard, .. }
@@ -65,7 +94,13 @@ impl Rec<'_> {
             | Rec::Rollback { shard, .. }
             | Rec::Freeze { shard, .. }
             | Rec::Unfreeze { shard, .. }
-            | Rec::Void { shard, .. } => Some(*shard),
+            | Rec::Void { shard, .. }
+            | Rec::Withdraw { shard, .. }
+            | Rec::Restore { shard, .. }
+            | Rec::PinFail { shard, .. }
+            | Rec::PinReset { shard, .. }
+            | Rec::PinUnlock { shard, .. }
+            | Rec::BatchRedeem { shard, .. } => Some(*shard),
         }
     }
 
@@ -152,14 +187,66 @@ impl Rec<'_> {
                 b.put_u64(*at_ms);
                 b.put_str(reason);
             }
-            Rec::Freeze { shard, ids } | Rec::Unfreeze { shard, ids } | Rec::Void { shard, ids } => {
+            Rec::Freeze { shard, ids }
+            | Rec::Unfreeze { shard, ids }
+            | Rec::Void { shard, ids }
+            | Rec::Withdraw { shard, ids }
+            | Rec::Restore { shard, ids }
+            | Rec::PinUnlock { shard, ids } => {
                 b.put_u8(match self {
                     Rec::Freeze { .. } => tag::FREEZE,
                     Rec::Unfreeze { .. } => tag::UNFREEZE,
+                    Rec::Withdraw { .. } => tag::WITHDRAW,
+                    Rec::Restore { .. } => tag::RESTORE,
+                    Rec::PinUnlock { .. } => tag::PIN_UNLOCK,
                     _ => tag::VOID,
                 });
                 b.put_u32(*shard);
                 b.put_ids(ids);
+            }
+            Rec::PinFail { shard, code, locked_until_ms } => {
+                b.put_u8(tag::PIN_FAIL);
+                b.put_u32(*shard);
+                b.put_u32(*code);
+                b.put_u64(*locked_until_ms);
+            }
+            Rec::PinReset { shard, code } => {
+                b.put_u8(tag::PIN_RESET);
+                b.put_u32(*shard);
+                b.put_u32(*code);
+            }
+            Rec::BatchOpen { batch_ref, terminal, at_ms, fps, errors } => {
+                b.put_u8(tag::BATCH_OPEN);
+                b.put_str(batch_ref);
+                b.put_str(terminal);
+                b.put_u64(*at_ms);
+                b.put_u32(fps.len() as u32);
+                b.reserve(fps.len() * 8);
+                for fp in fps {
+                    b.put_u64(*fp);
+                }
+                b.put_u32(errors.len() as u32);
+                for (i, e) in errors {
+                    b.put_u32(*i);
+                    e.encode(b);
+                }
+            }
+            Rec::BatchRedeem { shard, batch_ref, terminal, at_ms, items } => {
+                b.put_u8(tag::BATCH_REDEEM);
+                b.put_u32(*shard);
+                b.put_str(batch_ref);
+                b.put_str(terminal);
+                b.put_u64(*at_ms);
+                b.put_u32(items.len() as u32);
+                b.reserve(items.len() * 9);
+                for (i, code, outcome) in items {
+                    b.put_u32(*i);
+                    b.put_u32(*code);
+                    match outcome {
+                        None => b.put_u8(0),
+                        Some(e) => e.encode(b),
+                    }
+                }
             }
         }
     }
@@ -231,6 +318,13 @@ impl Rec<'_> {
             tag::FREEZE => Rec::Freeze { shard: r.u32("shard")?, ids: r.ids("ids")? },
             tag::UNFREEZE => Rec::Unfreeze { shard: r.u32("shard")?, ids: r.ids("ids")? },
             tag::VOID => Rec::Void { shard: r.u32("shard")?, ids: r.ids("ids")? },
+            tag::WITHDRAW => Rec::Withdraw { shard: r.u32("shard")?, ids: r.ids("ids")? },
+            tag::RESTORE => Rec::Restore { shard: r.u32("shard")?, ids: r.ids("ids")? },
+            tag::PIN_UNLOCK => Rec::PinUnlock { shard: r.u32("shard")?, ids: r.ids("ids")? },
+            tag::PIN_FAIL => Rec::PinFail { shard: r.u32("shard")?, code: r.u32("code")?, locked_until_ms: r.u64("lock end")? },
+            tag::PIN_RESET => Rec::PinReset { shard: r.u32("shard")?, code: r.u32("code")? },
+            tag::BATCH_OPEN => decode_batch_open(&mut r)?,
+            tag::BATCH_REDEEM => decode_batch_redeem(&mut r)?,
             _ => return Err(Short { offset: 0, what: "unknown record type" }),
         };
         if r.remaining() != 0 {
@@ -238,6 +332,50 @@ impl Rec<'_> {
         }
         Ok(rec)
     }
+}
+
+fn decode_batch_open<'a>(r: &mut Reader<'a>) -> Result<Rec<'a>, Short> {
+    let batch_ref = r.str("batch ref")?;
+    let terminal = r.str("terminal")?;
+    let at_ms = r.u64("time")?;
+    let n = r.u32("item count")? as usize;
+    if r.remaining() < n.saturating_mul(8) {
+        return Err(Short { offset: r.pos, what: "fingerprints" });
+    }
+    let fps = (0..n).map(|_| r.u64("fingerprint")).collect::<Result<Vec<_>, _>>()?;
+    let ne = r.u32("error count")? as usize;
+    if r.remaining() < ne.saturating_mul(5) {
+        return Err(Short { offset: r.pos, what: "item errors" });
+    }
+    let mut errors = Vec::with_capacity(ne);
+    for _ in 0..ne {
+        errors.push((r.u32("item")?, ItemError::decode(r)?));
+    }
+    Ok(Rec::BatchOpen { batch_ref, terminal, at_ms, fps, errors })
+}
+
+fn decode_batch_redeem<'a>(r: &mut Reader<'a>) -> Result<Rec<'a>, Short> {
+    let shard = r.u32("shard")?;
+    let batch_ref = r.str("batch ref")?;
+    let terminal = r.str("terminal")?;
+    let at_ms = r.u64("time")?;
+    let n = r.u32("item count")? as usize;
+    if r.remaining() < n.saturating_mul(9) {
+        return Err(Short { offset: r.pos, what: "batch items" });
+    }
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        let i = r.u32("item")?;
+        let code = r.u32("code")?;
+        let outcome = if r.peek_u8() == Some(0) {
+            r.u8("outcome")?;
+            None
+        } else {
+            Some(ItemError::decode(r)?)
+        };
+        items.push((i, code, outcome));
+    }
+    Ok(Rec::BatchRedeem { shard, batch_ref, terminal, at_ms, items })
 }
 
 /// The checksum of a frame: CRC-32 over its length, sequence number and payload, so a damaged
@@ -373,6 +511,25 @@ mod tests {
             Rec::Freeze { shard: 0, ids: vec![1] },
             Rec::Unfreeze { shard: 0, ids: vec![1] },
             Rec::Void { shard: 0, ids: vec![1] },
+            Rec::Withdraw { shard: 0, ids: vec![1, 2] },
+            Rec::Restore { shard: 0, ids: vec![2] },
+            Rec::PinFail { shard: 0, code: 1, locked_until_ms: 99 },
+            Rec::PinReset { shard: 0, code: 1 },
+            Rec::PinUnlock { shard: 0, ids: vec![1] },
+            Rec::BatchOpen {
+                batch_ref: "b",
+                terminal: "t",
+                at_ms: 3,
+                fps: vec![1, 2, 3],
+                errors: vec![(2, ItemError::InvalidCode { reason: 0 })],
+            },
+            Rec::BatchRedeem {
+                shard: 0,
+                batch_ref: "b",
+                terminal: "t",
+                at_ms: 3,
+                items: vec![(0, 1, None), (1, 2, Some(ItemError::AlreadyRedeemed { redemption_id: 4 }))],
+            },
         ];
         let mut framed = Vec::new();
         for (i, rec) in recs.iter().enumerate() {
@@ -392,9 +549,9 @@ mod tests {
         assert!(read_frames(&framed[..framed.len() - 1]).is_err());
 
         let clean = scan_frames(&framed);
-        assert_eq!((clean.records, clean.first_seq, clean.last_seq, clean.error.is_none()), (13, 1, 13, true));
+        assert_eq!((clean.records, clean.first_seq, clean.last_seq, clean.error.is_none()), (20, 1, 20, true));
         let torn = scan_frames(&framed[..framed.len() - 3]);
-        assert_eq!((torn.records, torn.torn_tail), (12, true));
+        assert_eq!((torn.records, torn.torn_tail), (19, true));
         let mut mid = framed.clone();
         mid[FRAME_HEADER + 2] ^= 1; // inside the first record's payload, with records after it
         let m = scan_frames(&mid);
@@ -405,6 +562,6 @@ mod tests {
         let prev_start = frames[frames.len() - 2].offset;
         len_hit[prev_start + 1] ^= 0x10;
         let l = scan_frames(&len_hit);
-        assert_eq!((l.records, l.torn_tail), (11, false), "{l:?}");
+        assert_eq!((l.records, l.torn_tail), (18, false), "{l:?}");
     }
 }

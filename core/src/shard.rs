@@ -7,6 +7,7 @@
 //! Replay turns the same failure into JOURNAL_CORRUPT.
 
 use crate::directory::Directory;
+use crate::batch::ItemError;
 use crate::journal::Rec;
 use crate::types::*;
 use std::cmp::Reverse;
@@ -79,13 +80,28 @@ pub struct RedemptionRec {
     pub code: u32,
     /// The previous redemption of the same code, or NO_SLOT.
     pub prev: u32,
+    /// The request id, or for an item of a batch the batch ref (shared by its items).
     pub request_id: Arc<str>,
+    /// The item's position in its batch, or NO_SLOT for a redemption under its own request id.
+    pub item: u32,
     /// Index into the shard's interned terminal ids.
     pub terminal: u32,
     pub at_ms: u64,
     /// Uses left right after this redemption (what the original response reported).
     pub uses_after: u16,
     pub rollback: Option<Box<(u64, Box<str>)>>,
+}
+
+/// Wrong-PIN accounting of one code (present only for codes with a failure or lockout since
+/// their last right PIN): about 40 bytes per such code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PinGuard {
+    /// Wrong PINs since the last lockout or right PIN.
+    pub failures: u16,
+    /// Lockouts since the last right PIN (each one twice as long as the one before).
+    pub lockouts: u16,
+    /// The end of the current or last lockout (0 = never locked).
+    pub locked_until_ms: u64,
 }
 
 /// What a snapshot needs of a shard, shared with the live state (see `ShardState::capture`).
@@ -98,6 +114,7 @@ pub struct ShardCapture {
     pub orders: CowVec<Order>,
     pub holds: CowVec<HoldRec>,
     pub redemptions: CowVec<RedemptionRec>,
+    pub pin_guards: Vec<(u32, PinGuard)>,
 }
 
 /// Why a record could not be applied (only reachable through replay of a foreign or corrupt
@@ -117,10 +134,14 @@ pub struct ShardState {
     pub holds: CowVec<HoldRec>,
     deadlines: BinaryHeap<Reverse<(u64, u32)>>,
     pub redemptions: CowVec<RedemptionRec>,
-    /// The latest redemption of each redeemed code (earlier ones are chained through `prev`).
-    pub code_redemptions: hashbrown::HashMap<u32, u32>,
+    /// The latest redemption of each code (earlier ones are chained through `prev`), per record
+    /// chunk: NO_SLOT for a code never redeemed; a chunk without redemptions has no array (4
+    /// bytes a code once one of its chunk's codes is redeemed, and no hashing per redemption).
+    last_redemption: Vec<Option<Box<[u32]>>>,
     pub terminals: Vec<Arc<str>>,
     terminal_ix: hashbrown::HashMap<Arc<str>, u32>,
+    /// Codes with wrong PINs since their last right one (see `PinGuard`).
+    pub pin_guards: hashbrown::HashMap<u32, PinGuard>,
     /// `[len u32][payload]` of records applied since the last drain.
     pub journal: Vec<u8>,
     pub journal_records: u64,
@@ -155,9 +176,10 @@ impl ShardState {
             holds: CowVec::default(),
             deadlines: BinaryHeap::new(),
             redemptions: CowVec::default(),
-            code_redemptions: hashbrown::HashMap::new(),
+            last_redemption: Vec::new(),
             terminals: Vec::new(),
             terminal_ix: hashbrown::HashMap::new(),
+            pin_guards: hashbrown::HashMap::new(),
             journal: Vec::new(),
             journal_records: 0,
             appended,
@@ -358,15 +380,21 @@ impl ShardState {
     /// Applies one record to this shard and appends it to the shard's journal buffer.
     pub fn apply(&mut self, dir: &Directory, rec: &Rec<'_>) -> Result<(), ApplyError> {
         self.apply_inner(dir, rec)?;
+        self.append(rec);
+        Ok(())
+    }
+
+    /// Appends a record whose effect the caller has already applied item by item through the
+    /// same functions `apply_inner` uses (`apply_batch_item`), so replay does exactly the same.
+    pub fn append(&mut self, rec: &Rec<'_>) {
         rec.append_to(&mut self.journal);
         self.journal_records += 1;
         take_ticket(&self.appended);
-        Ok(())
     }
 
     pub(crate) fn apply_inner(&mut self, dir: &Directory, rec: &Rec<'_>) -> Result<(), ApplyError> {
         match rec {
-            Rec::CreateSku { .. } => Err("catalog record applied to a shard"),
+            Rec::CreateSku { .. } | Rec::BatchOpen { .. } => Err("engine record applied to a shard"),
             Rec::Import { pool, batch, valid_from, valid_until, entries, .. } => {
                 let v = self.validity(*valid_from, *valid_until);
                 for &(id, key, pin) in entries {
@@ -455,27 +483,8 @@ impl ShardState {
                 Ok(())
             }
             Rec::Redeem { code, request_id, terminal, at_ms, .. } => {
-                let r = self.rec_copy(dir, *code)?;
-                if r.uses_left == 0 {
-                    return Err("redeem of a code with no uses left");
-                }
-                match r.state() {
-                    State::Available => {
-                        self.unstock(dir, *code)?;
-                        self.set_state(dir, *code, State::Allocated, NO_SLOT)?;
-                    }
-                    State::Allocated => {}
-                    _ => return Err("redeem of a code that is not sold"),
-                }
-                let rm = self.rec_mut(dir, *code)?;
-                rm.uses_left -= 1;
-                let uses_after = rm.uses_left;
-                let slot = rm.slot;
-                if uses_after == 0 {
-                    self.set_state(dir, *code, State::Redeemed, slot)?;
-                }
                 let terminal = self.terminal_id(terminal);
-                self.push_redemption(*code, request_id, terminal, *at_ms, uses_after, None);
+                self.redeem_code(dir, *code, (*request_id).into(), NO_SLOT, terminal, *at_ms)?;
                 Ok(())
             }
             Rec::Rollback { redemption, at_ms, reason, .. } => {
@@ -489,8 +498,9 @@ impl ShardState {
                     return Err("rollback beyond the code's uses");
                 }
                 match r.state() {
+                    State::Redeemed if r.was_withdrawn() => self.set_state(dir, code, State::Withdrawn, NO_SLOT)?,
                     State::Redeemed => self.set_state(dir, code, State::Allocated, r.slot)?,
-                    State::Allocated => {}
+                    State::Allocated | State::Withdrawn => {}
                     _ => return Err("rollback of a frozen or void code"),
                 }
                 self.rec_mut(dir, code)?.uses_left += 1;
@@ -504,12 +514,12 @@ impl ShardState {
                         State::Available => {
                             self.unstock(dir, id)?;
                         }
-                        State::Allocated | State::Redeemed => {}
+                        State::Allocated | State::Redeemed | State::Withdrawn => {}
                         _ => return Err("freeze of a held, frozen or void code"),
                     }
                     let slot = self.rec_copy(dir, id)?.slot;
                     self.set_state(dir, id, State::Frozen, slot)?;
-                    self.rec_mut(dir, id)?.frozen_from = r.state;
+                    self.rec_mut(dir, id)?.frozen_from = r.state | (r.frozen_from & FLAG_WITHDRAWN);
                 }
                 Ok(())
             }
@@ -519,8 +529,8 @@ impl ShardState {
                     if r.state() != State::Frozen {
                         return Err("unfreeze of a code that is not frozen");
                     }
-                    let back = State::from_u8(r.frozen_from).ok_or("bad frozen_from")?;
-                    self.rec_mut(dir, id)?.frozen_from = 0;
+                    let back = r.frozen_from().ok_or("bad frozen_from")?;
+                    self.rec_mut(dir, id)?.frozen_from = r.frozen_from & FLAG_WITHDRAWN;
                     if back == State::Available {
                         self.count(r.pool, Some(State::Frozen), Some(State::Available));
                         self.restock(dir, id)?;
@@ -535,7 +545,7 @@ impl ShardState {
                     let r = self.rec_copy(dir, id)?;
                     match r.state() {
                         State::Available => self.unstock(dir, id)?,
-                        State::Allocated | State::Redeemed | State::Frozen => {}
+                        State::Allocated | State::Redeemed | State::Frozen | State::Withdrawn => {}
                         _ => return Err("void of a held or void code"),
                     }
                     let slot = self.rec_copy(dir, id)?.slot;
@@ -543,7 +553,129 @@ impl ShardState {
                 }
                 Ok(())
             }
+            Rec::Withdraw { ids, .. } => {
+                for &id in ids {
+                    self.unstock(dir, id)?;
+                    self.set_state(dir, id, State::Withdrawn, NO_SLOT)?;
+                    self.rec_mut(dir, id)?.frozen_from = FLAG_WITHDRAWN;
+                }
+                Ok(())
+            }
+            Rec::Restore { ids, .. } => {
+                for &id in ids {
+                    let r = self.rec_copy(dir, id)?;
+                    if r.state() != State::Withdrawn || r.uses_left != self.config.uses_per_code || self.last_redemption_of(dir, id).is_some() {
+                        return Err("restore of a code that is not withdrawn or was redeemed");
+                    }
+                    self.rec_mut(dir, id)?.frozen_from = 0;
+                    self.count(r.pool, Some(State::Withdrawn), Some(State::Available));
+                    self.restock(dir, id)?;
+                }
+                Ok(())
+            }
+            Rec::PinFail { code, locked_until_ms, .. } => {
+                if self.rec_copy(dir, *code)?.pin() == 0 {
+                    return Err("PIN failure of a code without a PIN");
+                }
+                self.pin_fail(*code, *locked_until_ms);
+                Ok(())
+            }
+            Rec::PinReset { code, .. } => self.pin_guards.remove(code).map(|_| ()).ok_or("PIN reset of a code without failures"),
+            Rec::PinUnlock { ids, .. } => {
+                for id in ids {
+                    self.pin_guards.remove(id).ok_or("unlock of a code without a lockout")?;
+                }
+                Ok(())
+            }
+            Rec::BatchRedeem { batch_ref, terminal, at_ms, items, .. } => {
+                let terminal = self.terminal_id(terminal);
+                let batch_ref: Arc<str> = (*batch_ref).into();
+                for &(i, code, outcome) in items {
+                    self.apply_batch_item(dir, &batch_ref, i, code, outcome, terminal, *at_ms)?;
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Takes one use of `code` and records the redemption (request id or batch ref + `item`).
+    /// Returns the redemption's index in this shard.
+    fn redeem_code(&mut self, dir: &Directory, code: u32, request_id: Arc<str>, item: u32, terminal: u32, at_ms: u64) -> Result<u32, ApplyError> {
+        let (c, o) = self.slot_of(dir, code).ok_or("code id not in this shard")?;
+        let r = self.chunks[c][o];
+        if r.uses_left == 0 {
+            return Err("redeem of a code with no uses left");
+        }
+        match r.state() {
+            State::Available => {
+                self.unstock(dir, code)?;
+                self.set_state(dir, code, State::Allocated, NO_SLOT)?;
+            }
+            State::Allocated | State::Withdrawn => {}
+            _ => return Err("redeem of a code that is not sold"),
+        }
+        // One copy-on-write check per redemption (each one is a full memory barrier).
+        let rm = &mut Arc::make_mut(&mut self.chunks[c])[o];
+        rm.uses_left -= 1;
+        let (uses_after, from, pool) = (rm.uses_left, rm.state(), rm.pool);
+        if uses_after == 0 {
+            rm.state = State::Redeemed as u8;
+            self.count(pool, Some(from), Some(State::Redeemed));
+        }
+        // A redemption needs the right PIN (or no PIN), which clears the failure count.
+        if !self.pin_guards.is_empty() {
+            self.pin_guards.remove(&code);
+        }
+        Ok(self.push_redemption(dir, code, request_id, item, terminal, at_ms, uses_after, None))
+    }
+
+    /// A wrong PIN for `code`: one more failure, or (when `locked_until_ms` is set) the start of
+    /// a lockout, which clears the failure count and counts the lockout.
+    pub fn pin_fail(&mut self, code: u32, locked_until_ms: u64) {
+        let g = self.pin_guards.entry(code).or_default();
+        if locked_until_ms == 0 {
+            g.failures = g.failures.saturating_add(1);
+        } else {
+            g.failures = 0;
+            g.lockouts = g.lockouts.saturating_add(1);
+            g.locked_until_ms = locked_until_ms;
+        }
+    }
+
+    /// Applies one item of a batch: a redemption (None) or a failure with its PIN effect.
+    /// Returns the new redemption's index for a redemption.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_batch_item(
+        &mut self,
+        dir: &Directory,
+        batch_ref: &Arc<str>,
+        item: u32,
+        code: u32,
+        outcome: Option<ItemError>,
+        terminal: u32,
+        at_ms: u64,
+    ) -> Result<Option<u32>, ApplyError> {
+        let rec = self.rec_copy(dir, code)?;
+        match outcome {
+            None => return self.redeem_code(dir, code, Arc::clone(batch_ref), item, terminal, at_ms).map(Some),
+            Some(ItemError::PinMismatch) => {
+                if rec.pin() == 0 {
+                    return Err("PIN failure of a code without a PIN");
+                }
+                self.pin_fail(code, 0);
+            }
+            Some(ItemError::CodeLocked { locked_until_ms, started: true }) => {
+                if rec.pin() == 0 || locked_until_ms == 0 {
+                    return Err("lockout of a code without a PIN");
+                }
+                self.pin_fail(code, locked_until_ms);
+            }
+            Some(e) if e.pin_passed() => {
+                self.pin_guards.remove(&code);
+            }
+            Some(_) => {}
+        }
+        Ok(None)
     }
 
     /// The interned index of a terminal id.
@@ -562,25 +694,47 @@ impl ShardState {
         self.terminals.get(ix as usize).cloned().unwrap_or_else(|| "".into())
     }
 
-    /// Appends a redemption record and links it into its code's chain.
+    /// Appends a redemption record and links it into its code's chain; returns its index.
+    #[allow(clippy::too_many_arguments)]
     pub fn push_redemption(
         &mut self,
+        dir: &Directory,
         code: u32,
-        request_id: &str,
+        request_id: Arc<str>,
+        item: u32,
         terminal: u32,
         at_ms: u64,
         uses_after: u16,
         rollback: Option<Box<(u64, Box<str>)>>,
-    ) {
+    ) -> u32 {
         let ix = self.redemptions.len() as u32;
-        let prev = self.code_redemptions.insert(code, ix).unwrap_or(NO_SLOT);
-        self.redemptions.push(RedemptionRec { code, prev, request_id: request_id.into(), terminal, at_ms, uses_after, rollback });
+        let prev = self.set_last_redemption(dir, code, ix);
+        self.redemptions.push(RedemptionRec { code, prev, request_id, item, terminal, at_ms, uses_after, rollback });
+        ix
+    }
+
+    /// The latest redemption of `code` (None if never redeemed or not this shard's).
+    pub fn last_redemption_of(&self, dir: &Directory, code: u32) -> Option<u32> {
+        let (c, o) = self.slot_of(dir, code)?;
+        let ix = *self.last_redemption.get(c)?.as_ref()?.get(o)?;
+        (ix != NO_SLOT).then_some(ix)
+    }
+
+    /// Makes `ix` the latest redemption of `code`; returns the previous one (or NO_SLOT; also
+    /// for a code that is not this shard's, which `check` then reports).
+    fn set_last_redemption(&mut self, dir: &Directory, code: u32, ix: u32) -> u32 {
+        let Some((c, _)) = self.slot_of(dir, code) else { return NO_SLOT };
+        if self.last_redemption.len() <= c {
+            self.last_redemption.resize_with(c + 1, || None);
+        }
+        let arr = self.last_redemption[c].get_or_insert_with(|| vec![NO_SLOT; CHUNK].into_boxed_slice());
+        std::mem::replace(&mut arr[code as usize & (CHUNK - 1)], ix)
     }
 
     /// Every redemption of `code`, oldest first.
-    pub fn redemptions_of(&self, code: u32) -> Vec<u32> {
+    pub fn redemptions_of(&self, dir: &Directory, code: u32) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut at = self.code_redemptions.get(&code).copied().unwrap_or(NO_SLOT);
+        let mut at = self.last_redemption_of(dir, code).unwrap_or(NO_SLOT);
         while at != NO_SLOT {
             out.push(at);
             at = self.redemptions.get(at as usize).map_or(NO_SLOT, |r| r.prev);
@@ -638,7 +792,15 @@ impl ShardState {
             orders: self.orders.clone(),
             holds: self.holds.clone(),
             redemptions: self.redemptions.clone(),
+            pin_guards: self.sorted_pin_guards(),
         }
+    }
+
+    /// The PIN guards in code id order (canonical for snapshots and digests).
+    pub fn sorted_pin_guards(&self) -> Vec<(u32, PinGuard)> {
+        let mut v: Vec<(u32, PinGuard)> = self.pin_guards.iter().map(|(&c, &g)| (c, g)).collect();
+        v.sort_unstable_by_key(|e| e.0);
+        v
     }
 
     /// Holds whose deadline is `<= now_ms` and still open, earliest first (consumed from the heap).
@@ -734,7 +896,21 @@ impl ShardState {
                         return Err(format!("code {id} state disagrees with uses left"));
                     }
                 }
+                State::Withdrawn => {
+                    if r.uses_left == 0 || !r.was_withdrawn() {
+                        return Err(format!("withdrawn code {id} has no uses left or lost its mark"));
+                    }
+                }
                 State::Frozen | State::Void => {}
+            }
+            if matches!(r.state(), State::Available | State::Held) && r.uses_left != self.config.uses_per_code {
+                return Err(format!("code {id} is in stock with uses taken"));
+            }
+            if r.was_withdrawn() && matches!(r.state(), State::Available | State::Held | State::Allocated) {
+                return Err(format!("code {id} is marked withdrawn but is {}", r.state().name()));
+            }
+            if r.state() == State::Frozen && !matches!(r.frozen_from(), Some(State::Available | State::Allocated | State::Redeemed | State::Withdrawn)) {
+                return Err(format!("frozen code {id} remembers no state to return to"));
             }
             if r.uses_left > self.config.uses_per_code {
                 return Err(format!("code {id} has more uses than its SKU allows"));
@@ -753,6 +929,35 @@ impl ShardState {
         for (pool, c) in &counts {
             if !self.pools.contains_key(pool) && c.iter().any(|&n| n > 0) {
                 return Err(format!("pool {pool} has codes but no counts"));
+            }
+        }
+        for (i, rd) in self.redemptions.iter().enumerate() {
+            if self.rec(dir, rd.code).is_none() || rd.uses_after >= self.config.uses_per_code {
+                return Err(format!("redemption {i} names an unknown code or impossible uses"));
+            }
+            if rd.prev != NO_SLOT && (rd.prev as usize >= i || self.redemptions.get(rd.prev as usize).is_none_or(|p| p.code != rd.code)) {
+                return Err(format!("redemption {i} chains to a redemption of another code"));
+            }
+            if self.terminals.get(rd.terminal as usize).is_none() {
+                return Err(format!("redemption {i} names an unknown terminal"));
+            }
+        }
+        // Every use taken is a live (not rolled-back) redemption, and only those.
+        let mut live: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
+        for rd in self.redemptions.iter().filter(|r| r.rollback.is_none()) {
+            *live.entry(rd.code).or_default() += 1;
+        }
+        for id in self.ids() {
+            let r = self.rec(dir, id).ok_or_else(|| format!("id {id} unreachable"))?;
+            let taken = u32::from(self.config.uses_per_code - r.uses_left.min(self.config.uses_per_code));
+            if live.get(&id).copied().unwrap_or(0) != taken {
+                return Err(format!("code {id} has {taken} uses taken but other live redemptions"));
+            }
+        }
+        for (&code, g) in &self.pin_guards {
+            let r = self.rec(dir, code).ok_or(format!("PIN guard for unknown code {code}"))?;
+            if r.pin() == 0 || (g.failures == 0 && g.lockouts == 0) {
+                return Err(format!("PIN guard of code {code} without a PIN or without failures"));
             }
         }
         for (i, h) in self.holds.iter().enumerate() {
@@ -774,8 +979,9 @@ impl ShardState {
         let orders: usize = self.orders.iter().map(|o| 64 + o.order_ref.len() + o.ids.len() * 4).sum();
         let holds: usize = self.holds.iter().map(|h| 80 + h.hold_ref.len() + h.ids.len() * 4).sum();
         let reds: usize =
-            self.redemptions.iter().map(|r| 64 + r.request_id.len()).sum::<usize>()
-                + self.code_redemptions.capacity() * 9;
-        recs + pools + orders + holds + reds + self.journal.capacity()
+            self.redemptions.iter().map(|r| 56 + if r.item == NO_SLOT { 16 + r.request_id.len() } else { 0 }).sum::<usize>()
+                + self.last_redemption.iter().flatten().count() * CHUNK * 4;
+        let guards = self.pin_guards.capacity() * (std::mem::size_of::<(u32, PinGuard)>() + 1);
+        recs + pools + orders + holds + reds + guards + self.journal.capacity()
     }
 }

@@ -6,10 +6,11 @@
 //! CRC-32 of everything before it. Pool positions are not stored (pools are rebuilt in id order),
 //! so the bytes are a canonical function of the state and `state_digest` can hash them.
 
+use crate::batch::{BatchRec, BatchTable};
 use crate::engine::{Catalog, Engine};
 use crate::error::{CoreError, CoreResult};
 use crate::journal::{frame, read_frames, Rec};
-use crate::shard::{HoldRec, HoldState, Order, ShardCapture, ShardState};
+use crate::shard::{HoldRec, HoldState, Order, PinGuard, ShardCapture, ShardState};
 use crate::types::*;
 use crate::wire::{Put, Reader, Short};
 use siphasher::sip128::{Hasher128, SipHasher24};
@@ -17,7 +18,9 @@ use std::hash::Hasher;
 use std::sync::atomic::Ordering;
 
 const MAGIC: &[u8; 8] = b"CSVCSNAP";
-const VERSION: u32 = 1;
+/// Version 2 added the `withdrawn` state, the batch item of a redemption, PIN guards and the
+/// batch table; version 1 snapshots are still read.
+const VERSION: u32 = 2;
 
 /// Frames every `[len][payload]` entry of a pending journal buffer onto `out` with consecutive
 /// sequence numbers, and empties the buffer and its record count.
@@ -55,7 +58,7 @@ fn short(s: Short) -> CoreError {
 impl Engine {
     /// Records applied but not yet drained (plus drained-by-snapshot records not yet handed out).
     pub fn journal_len(&self) -> u64 {
-        let cat = self.catalog.lock().records;
+        let cat = self.catalog.lock().records + self.batch_journal.lock().records;
         let shards = self.skus.load().shards.clone();
         cat + shards.iter().map(|s| s.state.lock().journal_records).sum::<u64>()
     }
@@ -78,6 +81,11 @@ impl Engine {
         let mut bytes = std::mem::take(&mut d.ready);
         let Catalog { journal, records } = &mut *cat;
         frame_buffer(&mut bytes, &mut d.next_seq, journal, records);
+        {
+            let mut bj = self.batch_journal.lock();
+            let Catalog { journal, records } = &mut *bj;
+            frame_buffer(&mut bytes, &mut d.next_seq, journal, records);
+        }
         for shard in self.skus.load().shards.iter() {
             let st = &mut *shard.state.lock();
             frame_buffer(&mut bytes, &mut d.next_seq, &mut st.journal, &mut st.journal_records);
@@ -122,6 +130,13 @@ impl Engine {
     }
 
     fn replay(&self, rec: &Rec<'_>) -> Result<(), &'static str> {
+        if let Rec::BatchOpen { .. } = rec {
+            self.apply_batch_open(rec)?;
+            let mut bj = self.batch_journal.lock();
+            bj.journal.clear();
+            bj.records = 0;
+            return Ok(());
+        }
         let Some(s) = rec.shard() else {
             let mut cat = self.catalog.lock();
             self.apply_create_sku(rec, &mut cat)?;
@@ -130,7 +145,38 @@ impl Engine {
             return Ok(());
         };
         let shard = self.shard_by_ix(s).ok_or("unknown SKU")?;
+        if let Rec::BatchRedeem { batch_ref, .. } = rec {
+            // Lock order: batch part, then shard.
+            let mut part = self.batches.lock(batch_ref);
+            let batch = part.get_mut(*batch_ref).ok_or("batch record before its opening")?;
+            let mut st = shard.state.lock();
+            let first = st.redemptions.len() as u32;
+            st.apply_inner(&self.dir, rec)?;
+            let b = std::sync::Arc::make_mut(batch);
+            let mut next = first;
+            if let Rec::BatchRedeem { items, .. } = rec {
+                for &(i, _, outcome) in items {
+                    match outcome {
+                        None => {
+                            b.set(i, Ok(crate::engine::redemption_id(s, next)))?;
+                            next += 1;
+                        }
+                        Some(e) => b.set(i, Err(e))?,
+                    }
+                }
+            }
+            return Ok(());
+        }
         let mut st = shard.state.lock();
+        if let Rec::Import { entries, .. } = rec {
+            // Checked before anything is applied: a key already indexed, or twice in the record.
+            let mut seen = hashbrown::HashSet::with_capacity(entries.len());
+            for &(_, key, _) in entries {
+                if !seen.insert(key) || self.index.find(&self.dir, key).is_some() {
+                    return Err("duplicate lookup key");
+                }
+            }
+        }
         let orders = st.orders.len() as u32;
         let holds = st.holds.len() as u32;
         let redemptions = st.redemptions.len() as u32;
@@ -138,11 +184,6 @@ impl Engine {
         match rec {
             Rec::Import { entries, .. } => {
                 let ids: Vec<u32> = entries.iter().map(|e| e.0).collect();
-                for &id in &ids {
-                    if self.index.find(&self.dir, self.dir.key(id)).is_some() {
-                        return Err("duplicate lookup key");
-                    }
-                }
                 self.index.insert_many(&self.dir, &ids);
             }
             Rec::Allocate { order_ref, .. } | Rec::Confirm { order_ref, .. } => {
@@ -163,23 +204,27 @@ impl Engine {
     /// encoding runs after every lock is released.
     pub fn snapshot(&self) -> Vec<u8> {
         let started = std::time::Instant::now();
-        let (last_seq, captures) = {
+        let (last_seq, captures, batches) = {
             let mut d = self.drain.lock();
+            let batch_parts = self.batches.lock_all();
             let mut cat = self.catalog.lock();
+            let mut bj = self.batch_journal.lock();
             let shards = self.skus.load().shards.clone();
             let mut guards: Vec<_> = shards.iter().map(|s| s.state.lock()).collect();
             let mut ready = std::mem::take(&mut d.ready);
             let Catalog { journal, records } = &mut *cat;
+            frame_buffer(&mut ready, &mut d.next_seq, journal, records);
+            let Catalog { journal, records } = &mut *bj;
             frame_buffer(&mut ready, &mut d.next_seq, journal, records);
             for st in guards.iter_mut() {
                 let st = &mut **st;
                 frame_buffer(&mut ready, &mut d.next_seq, &mut st.journal, &mut st.journal_records);
             }
             d.ready = ready;
-            (d.next_seq - 1, guards.iter().map(|g| g.capture()).collect::<Vec<_>>())
+            (d.next_seq - 1, guards.iter().map(|g| g.capture()).collect::<Vec<_>>(), BatchTable::sorted(&batch_parts))
         };
         self.last_capture_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        let mut out = self.encode_captures(last_seq, &captures);
+        let mut out = self.encode_captures(last_seq, &captures, &batches);
         let crc = crc32fast::hash(&out);
         out.put_u32(crc);
         out
@@ -192,19 +237,20 @@ impl Engine {
 
     /// A 128-bit hash of the canonical state (no clock, no journal position, no pool order).
     pub fn state_digest(&self) -> [u8; 16] {
-        let captures = {
+        let (captures, batches) = {
+            let batch_parts = self.batches.lock_all();
             let _cat = self.catalog.lock();
             let shards = self.skus.load().shards.clone();
             let guards: Vec<_> = shards.iter().map(|s| s.state.lock()).collect();
-            guards.iter().map(|g| g.capture()).collect::<Vec<_>>()
+            (guards.iter().map(|g| g.capture()).collect::<Vec<_>>(), BatchTable::sorted(&batch_parts))
         };
-        let body = self.encode_captures(0, &captures);
+        let body = self.encode_captures(0, &captures, &batches);
         let mut h = SipHasher24::new_with_keys(0, 0);
         h.write(&body);
         u128::from(h.finish128()).to_le_bytes()
     }
 
-    fn encode_captures(&self, last_seq: u64, captures: &[ShardCapture]) -> Vec<u8> {
+    fn encode_captures(&self, last_seq: u64, captures: &[ShardCapture], batches: &[std::sync::Arc<BatchRec>]) -> Vec<u8> {
         let codes: usize = captures.iter().map(|c| c.chunks.iter().map(|k| k.len()).sum::<usize>()).sum();
         let mut b = Vec::with_capacity(64 + codes * 52);
         b.extend_from_slice(MAGIC);
@@ -214,6 +260,10 @@ impl Engine {
         b.put_u32(captures.len() as u32);
         for c in captures {
             self.encode_shard(&mut b, c);
+        }
+        b.put_u32(batches.len() as u32);
+        for batch in batches {
+            batch.encode(&mut b);
         }
         b
     }
@@ -266,6 +316,7 @@ impl Engine {
         for r in st.redemptions.iter() {
             b.put_u32(r.code);
             b.put_str(&r.request_id);
+            b.put_u32(r.item);
             b.put_str(st.terminals.get(r.terminal as usize).map_or("", |t| &**t));
             b.put_u64(r.at_ms);
             b.put_u16(r.uses_after);
@@ -277,6 +328,13 @@ impl Engine {
                 }
                 None => b.put_u8(0),
             }
+        }
+        b.put_u32(st.pin_guards.len() as u32);
+        for (code, g) in &st.pin_guards {
+            b.put_u32(*code);
+            b.put_u16(g.failures);
+            b.put_u16(g.lockouts);
+            b.put_u64(g.locked_until_ms);
         }
     }
 
@@ -293,6 +351,7 @@ impl Engine {
         let eng = Engine::with_hashing(self.hashing.clone());
         eng.load_snapshot(data)?;
         eng.copy_clock_from(self);
+        eng.copy_pin_policy_from(self);
         Ok(eng)
     }
 
@@ -311,7 +370,8 @@ impl Engine {
             return Err(corrupt("checksum mismatch"));
         }
         let mut r = Reader::new(&body[8..]);
-        if r.u32("version").map_err(short)? != VERSION {
+        let version = r.u32("version").map_err(short)?;
+        if version != VERSION && version != 1 {
             return Err(corrupt("unsupported version"));
         }
         if r.u64("fingerprint").map_err(short)? != eng.hashing.fingerprint() {
@@ -320,7 +380,10 @@ impl Engine {
         let last_seq = r.u64("last seq").map_err(short)?;
         let n = r.u32("sku count").map_err(short)?;
         for ix in 0..n {
-            eng.load_shard(&mut r, ix)?;
+            eng.load_shard(&mut r, ix, version)?;
+        }
+        if version >= 2 {
+            eng.load_batches(&mut r)?;
         }
         if r.remaining() != 0 {
             return Err(corrupt("trailing bytes"));
@@ -330,7 +393,22 @@ impl Engine {
         eng.check_invariants().map_err(|e| corrupt(format!("restored state is inconsistent: {e}")))
     }
 
-    fn load_shard(&self, r: &mut Reader<'_>, ix: u32) -> CoreResult<()> {
+    fn load_batches(&self, r: &mut Reader<'_>) -> CoreResult<()> {
+        let n = r.u32("batch count").map_err(short)?;
+        let mut last: Option<std::sync::Arc<str>> = None;
+        for _ in 0..n {
+            let b = BatchRec::decode(r).map_err(short)?;
+            if last.as_deref().is_some_and(|l| l >= &*b.batch_ref) {
+                return Err(corrupt("batches out of order"));
+            }
+            last = Some(std::sync::Arc::clone(&b.batch_ref));
+            let key = std::sync::Arc::clone(&b.batch_ref);
+            self.batches.lock(&key).insert(key, std::sync::Arc::new(b));
+        }
+        Ok(())
+    }
+
+    fn load_shard(&self, r: &mut Reader<'_>, ix: u32, version: u32) -> CoreResult<()> {
         let name = r.str("sku name").map_err(short)?;
         let rec = Rec::CreateSku {
             ix,
@@ -387,7 +465,7 @@ impl Engine {
             st.chunks.push(std::sync::Arc::new(recs));
             st.chunk_ids.push(g);
         }
-        Self::load_tables(r, &mut st)?;
+        Self::load_tables(&self.dir, r, &mut st, version)?;
         st.rebuild_pools(&self.dir).map_err(corrupt)?;
         st.rebuild_deadlines();
         for (i, o) in st.orders.iter().enumerate() {
@@ -397,14 +475,16 @@ impl Engine {
             self.hold_refs.insert(&h.hold_ref, (ix, i as u32));
         }
         for (i, rd) in st.redemptions.iter().enumerate() {
-            self.request_ids.insert(&rd.request_id, crate::engine::redemption_id(ix, i as u32));
+            if rd.item == NO_SLOT {
+                self.request_ids.insert(&rd.request_id, crate::engine::redemption_id(ix, i as u32));
+            }
         }
         drop(st);
         self.index.insert_many(&self.dir, &ids);
         Ok(())
     }
 
-    fn load_tables(r: &mut Reader<'_>, st: &mut ShardState) -> CoreResult<()> {
+    fn load_tables(dir: &crate::directory::Directory, r: &mut Reader<'_>, st: &mut ShardState, version: u32) -> CoreResult<()> {
         let n = r.u32("order count").map_err(short)?;
         for _ in 0..n {
             st.orders.push(Order {
@@ -425,9 +505,12 @@ impl Engine {
             st.holds.push(HoldRec { hold_ref, pool, ids, deadline_ms, state, order });
         }
         let n = r.u32("redemption count").map_err(short)?;
+        // Items of one batch share their batch ref, as they do live.
+        let mut shared: Option<std::sync::Arc<str>> = None;
         for _ in 0..n {
             let code = r.u32("code").map_err(short)?;
             let request_id = r.str("request id").map_err(short)?;
+            let item = if version >= 2 { r.u32("batch item").map_err(short)? } else { NO_SLOT };
             let terminal = r.str("terminal").map_err(short)?;
             let at_ms = r.u64("time").map_err(short)?;
             let uses_after = r.u16("uses").map_err(short)?;
@@ -436,7 +519,28 @@ impl Engine {
                 _ => Some(Box::new((r.u64("rollback time").map_err(short)?, r.str("reason").map_err(short)?.into()))),
             };
             let terminal = st.terminal_id(terminal);
-            st.push_redemption(code, request_id, terminal, at_ms, uses_after, rollback);
+            let request_id: std::sync::Arc<str> = match &shared {
+                Some(s) if item != NO_SLOT && &**s == request_id => std::sync::Arc::clone(s),
+                _ => request_id.into(),
+            };
+            if item != NO_SLOT {
+                shared = Some(std::sync::Arc::clone(&request_id));
+            }
+            st.push_redemption(dir, code, request_id, item, terminal, at_ms, uses_after, rollback);
+        }
+        if version >= 2 {
+            let n = r.u32("pin guard count").map_err(short)?;
+            for _ in 0..n {
+                let code = r.u32("pin guard code").map_err(short)?;
+                let g = PinGuard {
+                    failures: r.u16("pin failures").map_err(short)?,
+                    lockouts: r.u16("lockouts").map_err(short)?,
+                    locked_until_ms: r.u64("lock end").map_err(short)?,
+                };
+                if st.pin_guards.insert(code, g).is_some() {
+                    return Err(corrupt("PIN guard listed twice"));
+                }
+            }
         }
         Ok(())
     }

@@ -335,3 +335,280 @@ fn drained_tickets_cover_every_appended_record() {
     assert_eq!(records as u64, e.appended(), "every appended record was drained exactly once");
     assert!(!e.wait_durable(e.appended() + 1, 10), "a ticket beyond the journal cannot be durable");
 }
+
+/// Rough cost of `redeem_batch` in the core alone; run with
+/// `cargo test --release -- --ignored batch_costs --nocapture`.
+#[test]
+#[ignore]
+fn batch_costs() {
+    let e = Engine::new(&[7u8; 32]).unwrap();
+    e.create_sku("A", 1, true, None).unwrap();
+    let n = 4_000_000;
+    let list = codes("CODE", n);
+    for chunk in list.chunks(1_000_000) {
+        import(&e, "A", chunk, 0, None);
+    }
+    for i in 0..n / 10_000 {
+        e.allocate("A", 10_000, &format!("o{i}"), 0).unwrap();
+    }
+    e.drain_journal();
+    let batches: Vec<Texts> = list[..2_000_000].chunks(10_000).map(texts).collect();
+    eprintln!("setup done");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    for (i, b) in batches.iter().enumerate() {
+        let r = e.redeem_batch(&format!("b{i}"), b, None, "t1").unwrap();
+        assert!(r.iter().all(|x| x.is_ok()));
+    }
+    let el = t.elapsed();
+    println!("redeem_batch {:?}/code ({:.0} codes/s)", el / 2_000_000, 2e6 / el.as_secs_f64());
+}
+
+fn pins_of(list: &[Option<&str>]) -> Texts {
+    let mut t = Texts::default();
+    for p in list {
+        t.push(*p);
+    }
+    t
+}
+
+/// A sold SKU "A" (uses per code `uses`) with `n` codes, the first `pinned` of them with PIN "1234".
+fn sold(e: &Engine, uses: u32, n: usize, pinned: usize) -> Vec<String> {
+    e.create_sku("A", uses, true, None).unwrap();
+    let list = codes("c", n);
+    let pins: Vec<Option<&str>> = (0..n).map(|i| (i < pinned).then_some("1234")).collect();
+    e.import_codes("A", &texts(&list), Some(&pins_of(&pins)), 0, None, None, 0).unwrap();
+    e.allocate("A", n as i64, "o-all", 0).unwrap();
+    list
+}
+
+#[test]
+fn batch_retry_returns_the_first_results_and_reuse_names_the_index() {
+    let e = engine();
+    let list = sold(&e, 1, 6, 1);
+    let mut items = vec![list[0].clone(), list[1].clone(), "NOSUCH".to_string(), list[1].clone(), "".to_string()];
+    let pins = pins_of(&[Some("1234"), None, None, None, None]);
+    let first = e.redeem_batch("b1", &texts(&items), Some(&pins), "t").unwrap();
+    let got: Vec<&str> = first.iter().map(|r| r.as_ref().err().map_or("OK", |x| x.code())).collect();
+    assert_eq!(got, ["OK", "OK", "CODE_NOT_FOUND", "ALREADY_REDEEMED", "INVALID_CODE"]);
+    let before = e.state_digest();
+    assert_eq!(e.redeem_batch("b1", &texts(&items), Some(&pins), "t").unwrap(), first, "a retry is exact");
+    assert_eq!(e.state_digest(), before, "a retry changes nothing");
+    assert_eq!(
+        e.redeem_batch("b1", &texts(&items), Some(&pins), "t2").err(),
+        Some(CoreError::IdempotencyKeyReused { field: "terminal", index: None })
+    );
+    items[3] = list[2].clone();
+    assert_eq!(
+        e.redeem_batch("b1", &texts(&items), Some(&pins), "t").err(),
+        Some(CoreError::IdempotencyKeyReused { field: "codes", index: Some(3) })
+    );
+    let wrong_pin = pins_of(&[Some("9999"), None, None, None, None]);
+    items[3] = list[1].clone();
+    assert_eq!(
+        e.redeem_batch("b1", &texts(&items), Some(&wrong_pin), "t").err(),
+        Some(CoreError::IdempotencyKeyReused { field: "codes", index: Some(0) })
+    );
+    assert_eq!(
+        e.redeem_batch("b1", &texts(&items[..2]), Some(&pins_of(&[Some("1234"), None])), "t").err(),
+        Some(CoreError::IdempotencyKeyReused { field: "codes", index: Some(2) })
+    );
+    // A rolled-back item says so on a retry; the other items still replay.
+    let rid = first[1].as_ref().unwrap().redemption_id;
+    e.rollback(rid, "refund").unwrap();
+    let again = e.redeem_batch("b1", &texts(&items), Some(&pins), "t").unwrap();
+    assert!(matches!(again[1], Err(CoreError::RedemptionRolledBack { redemption_id, .. }) if redemption_id == rid));
+    assert_eq!(again[0], first[0]);
+    assert_eq!(e.get_redemption(rid).unwrap().request_id.as_ref(), "b1#1");
+    // The single-item path keeps its own keys.
+    assert_eq!(e.redeem(&list[1], "r-1", "t", None).unwrap().uses_left, 0);
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn a_batch_cut_short_by_a_crash_is_completed_by_its_retry() {
+    let e = engine();
+    let list = sold(&e, 2, 4, 0);
+    e.drain_journal();
+    let base = e.snapshot();
+    e.drain_journal();
+    let first = e.redeem_batch("b", &texts(&list), None, "t").unwrap();
+    let journal = e.drain_journal();
+    let frames = crate::journal::read_frames(&journal).unwrap();
+    assert_eq!(frames.len(), 2, "one opening and one shard record for four items");
+    // Only the opening reached the disk.
+    let mut head = Vec::new();
+    crate::journal::frame(&mut head, frames[0].seq, frames[0].payload);
+    let cut = Engine::from_snapshot(&[7u8; 32], &base).unwrap();
+    cut.set_clock_ms(Some(T0));
+    cut.apply_journal(&head).unwrap();
+    let done = cut.redeem_batch("b", &texts(&list), None, "t").unwrap();
+    assert_eq!(done, first, "the retry runs the unrecorded items exactly as the first attempt did");
+    assert_eq!(cut.redeem_batch("b", &texts(&list), None, "t").unwrap(), first);
+    assert_eq!(cut.state_digest(), e.state_digest());
+    cut.check_invariants().unwrap();
+}
+
+#[test]
+fn wrong_pins_lock_a_code_and_a_right_pin_outside_a_lockout_resets_the_count() {
+    let e = engine();
+    e.set_pin_policy(3, 60_000, 150_000).unwrap();
+    let list = sold(&e, 5, 1, 1);
+    let code = list[0].as_str();
+    assert_eq!(code_of(e.verify(code, Some("0000"))), "PIN_MISMATCH");
+    assert_eq!(code_of(e.redeem(code, "r0", "t", Some("0001"))), "PIN_MISMATCH");
+    assert!(e.verify(code, Some("1234")).is_ok(), "a right PIN before the limit works");
+    assert_eq!(e.code_info(0).unwrap().pin_failures, 0, "and clears the count");
+    for _ in 0..2 {
+        assert_eq!(code_of(e.verify(code, Some("0000"))), "PIN_MISMATCH");
+    }
+    match e.verify(code, Some("0000")) {
+        Err(CoreError::CodeLocked { locked: true, retry_after_s: 60, locked_until_ms }) => assert_eq!(locked_until_ms, T0 + 60_000),
+        other => panic!("the third failure starts the lockout: {other:?}"),
+    }
+    match e.redeem(code, "r1", "t", Some("1234")) {
+        Err(CoreError::CodeLocked { locked: false, .. }) => {}
+        other => panic!("during the lockout even the right PIN is refused: {other:?}"),
+    }
+    assert_eq!(e.locked_codes(None).unwrap(), vec![(0, T0 + 60_000, 1)]);
+    e.set_clock_ms(Some(T0 + 60_000));
+    assert_eq!(e.locked_codes(Some("A")).unwrap(), vec![]);
+    for _ in 0..2 {
+        assert_eq!(code_of(e.verify(code, Some("0000"))), "PIN_MISMATCH");
+    }
+    match e.verify(code, Some("0000")) {
+        Err(CoreError::CodeLocked { locked: true, locked_until_ms, .. }) => {
+            assert_eq!(locked_until_ms, T0 + 60_000 + 120_000, "the second lockout is twice as long")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.unlock(&[0, 0]).unwrap(), (1, 1));
+    assert!(e.redeem(code, "r2", "t", Some("1234")).is_ok());
+    e.set_clock_ms(Some(T0 + 200_000));
+    for _ in 0..2 {
+        e.verify(code, Some("0000")).unwrap_err();
+    }
+    match e.verify(code, Some("0000")) {
+        Err(CoreError::CodeLocked { locked_until_ms, .. }) => {
+            assert_eq!(locked_until_ms, T0 + 200_000 + 60_000, "unlock and a right PIN cleared the lockout history")
+        }
+        other => panic!("{other:?}"),
+    }
+    e.check_invariants().unwrap();
+}
+
+fn code_of<T>(r: Result<T, CoreError>) -> &'static str {
+    r.err().map_or("OK", |x| x.code())
+}
+
+#[test]
+fn threads_racing_wrong_pins_count_at_most_the_limit_before_the_lockout() {
+    let e = Arc::new(engine());
+    let list = sold(&e, 1, 1, 1);
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let (e, b, code) = (Arc::clone(&e), Arc::clone(&barrier), list[0].clone());
+            std::thread::spawn(move || {
+                b.wait();
+                (0..20).map(|i| code_of(e.redeem(&code, &format!("r{t}-{i}"), "t", Some("0000")))).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let all: Vec<&str> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert_eq!(all.iter().filter(|c| **c == "PIN_MISMATCH").count(), 9, "exactly N-1 plain failures");
+    assert_eq!(all.iter().filter(|c| **c == "CODE_LOCKED").count(), 160 - 9);
+    assert_eq!(e.locked_codes(None).unwrap().len(), 1);
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn withdrawn_codes_leave_sale_stay_redeemable_and_restore_only_unredeemed() {
+    let e = engine();
+    e.create_sku("A", 2, true, None).unwrap();
+    let ids = import(&e, "A", &codes("w", 5), 0, None);
+    let all: Vec<u64> = ids.iter().map(|&i| u64::from(i)).collect();
+    e.hold("A", 1, "h", 10_000, 0).unwrap();
+    let held = e.get_hold("h").unwrap().ids[0];
+    let (changed, unchanged, refused) = e.withdraw(&all).unwrap();
+    assert_eq!((changed, unchanged), (4, 0));
+    assert_eq!(refused, vec![(held, crate::types::State::Held)]);
+    assert_eq!(e.withdraw(&all).unwrap().0, 0, "idempotent");
+    let s = e.stock("A", None).unwrap();
+    assert_eq!((s.available, s.withdrawn, s.held, s.total()), (0, 4, 1, 5));
+    assert_eq!(code_of(e.allocate("A", 1, "o", 0)), "OUT_OF_STOCK");
+    let w: Vec<String> = codes("w", 5).into_iter().filter(|c| e.lookup(c).unwrap().0 != held).collect();
+    let r = e.redeem(&w[0], "r1", "t", None).unwrap();
+    assert_eq!(e.code_info(u64::from(r.code_id)).unwrap().state, crate::types::State::Withdrawn, "one use left");
+    e.redeem(&w[0], "r2", "t", None).unwrap();
+    assert_eq!(e.code_info(u64::from(r.code_id)).unwrap().state, crate::types::State::Redeemed);
+    e.rollback(r.redemption_id, "x").unwrap();
+    assert_eq!(e.code_info(u64::from(r.code_id)).unwrap().state, crate::types::State::Withdrawn, "a rollback returns it to withdrawn, not to sale");
+    let (restored, unchanged, refused) = e.restore_to_sale(&all).unwrap();
+    assert_eq!((restored, unchanged), (3, 0));
+    assert_eq!(refused.len(), 2, "the held code and the redeemed one");
+    assert_eq!(e.stock("A", None).unwrap().available, 3);
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn withdraw_racing_allocate_never_sells_a_withdrawn_code() {
+    let e = Arc::new(engine());
+    e.create_sku("A", 1, true, None).unwrap();
+    let ids = import(&e, "A", &codes("c", 2_000), 0, None);
+    let barrier = Arc::new(Barrier::new(2));
+    let seller = {
+        let (e, b) = (Arc::clone(&e), Arc::clone(&barrier));
+        std::thread::spawn(move || {
+            b.wait();
+            (0..1_000).filter_map(|i| e.allocate("A", 2, &format!("o{i}"), 0).ok()).flatten().collect::<Vec<u32>>()
+        })
+    };
+    let exporter = {
+        let (e, b) = (Arc::clone(&e), Arc::clone(&barrier));
+        std::thread::spawn(move || {
+            b.wait();
+            let mut out = Vec::new();
+            for chunk in ids.chunks(50) {
+                let list: Vec<u64> = chunk.iter().map(|&i| u64::from(i)).collect();
+                let (_, _, refused) = e.withdraw(&list).unwrap();
+                out.extend(chunk.iter().copied().filter(|id| refused.iter().all(|r| r.0 != *id)));
+            }
+            out
+        })
+    };
+    let sold: HashSet<u32> = seller.join().unwrap().into_iter().collect();
+    let exported = exporter.join().unwrap();
+    assert!(exported.iter().all(|id| !sold.contains(id)), "a withdrawn code was sold");
+    assert_eq!(sold.len() + exported.len(), 2_000);
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn replay_and_snapshot_reproduce_batches_withdrawals_and_lockouts() {
+    let e = engine();
+    e.set_pin_policy(2, 1_000, 4_000).unwrap();
+    let list = sold(&e, 3, 8, 4);
+    e.create_sku("B", 1, false, None).unwrap();
+    let b_list = codes("b", 5);
+    import(&e, "B", &b_list, 0, None);
+    let mut items: Vec<String> = list[..6].to_vec();
+    items.extend(b_list[..4].iter().cloned());
+    items.push(list[0].clone());
+    let pins = pins_of(&[Some("1234"), Some("0000"), Some("0000"), None, None, None, None, None, None, None, Some("1234")]);
+    e.redeem_batch("mixed", &texts(&items), Some(&pins), "t").unwrap();
+    e.verify(&list[3], None).unwrap_err();
+    assert_eq!(e.withdraw(&[u64::from(e.lookup(&b_list[4]).unwrap().0)]).unwrap().0, 1);
+    e.unlock(&[1]).unwrap();
+    let snap = e.snapshot();
+    let journal = e.drain_journal();
+    let replayed = Engine::new(&[7u8; 32]).unwrap();
+    replayed.apply_journal(&journal).unwrap();
+    assert_eq!(replayed.state_digest(), e.state_digest());
+    replayed.check_invariants().unwrap();
+    let restored = Engine::from_snapshot(&[7u8; 32], &snap).unwrap();
+    assert_eq!(restored.state_digest(), e.state_digest());
+    restored.set_clock_ms(Some(T0));
+    assert_eq!(restored.redeem_batch("mixed", &texts(&items), Some(&pins), "t").unwrap(), e.redeem_batch("mixed", &texts(&items), Some(&pins), "t").unwrap());
+    assert_eq!(restored.code_info(2).unwrap().locked_until_ms, e.code_info(2).unwrap().locked_until_ms);
+}

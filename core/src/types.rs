@@ -37,11 +37,18 @@ pub enum State {
     Redeemed = 3,
     Frozen = 4,
     Void = 5,
+    /// Out of sale because its plaintext was handed out (exported in a file); redeemable like a
+    /// sold code, never allocated or held. `restore` returns a never-redeemed one to stock.
+    Withdrawn = 6,
 }
 
-pub const STATE_COUNT: usize = 6;
+pub const STATE_COUNT: usize = 7;
 pub const STATE_NAMES: [&str; STATE_COUNT] =
-    ["available", "held", "allocated", "redeemed", "frozen", "void"];
+    ["available", "held", "allocated", "redeemed", "frozen", "void", "withdrawn"];
+
+/// Bit of `CodeRecord::frozen_from` marking a code that was withdrawn (exported): a redeemed or
+/// frozen code remembers it, so a rollback or unfreeze returns it to `withdrawn`, never to sale.
+pub const FLAG_WITHDRAWN: u8 = 0x80;
 
 impl State {
     pub fn from_u8(v: u8) -> Option<State> {
@@ -52,6 +59,7 @@ impl State {
             3 => State::Redeemed,
             4 => State::Frozen,
             5 => State::Void,
+            6 => State::Withdrawn,
             _ => return None,
         })
     }
@@ -96,6 +104,18 @@ impl CodeRecord {
     #[inline]
     pub fn set_pin(&mut self, pin: u64) {
         self.pin_hash = [pin as u32, (pin >> 32) as u32];
+    }
+
+    /// The state a frozen code returns to on unfreeze (the low bits of `frozen_from`).
+    #[inline]
+    pub fn frozen_from(&self) -> Option<State> {
+        State::from_u8(self.frozen_from & !FLAG_WITHDRAWN)
+    }
+
+    /// Whether the code was withdrawn from sale (exported) and not restored since.
+    #[inline]
+    pub fn was_withdrawn(&self) -> bool {
+        self.frozen_from & FLAG_WITHDRAWN != 0
     }
 }
 
@@ -211,61 +231,69 @@ mod tests {
 /// A vector stored as shared chunks, so a snapshot can take a consistent copy in O(len / 1024)
 /// under the shard lock (cloning chunk pointers) and encode it after the lock is released. A
 /// write to a chunk that a snapshot still shares copies that chunk first (`Arc::make_mut`).
+/// The chunk being filled (`tail`) is a plain vector: appending costs no atomic operation (an
+/// `Arc::make_mut` is a full memory barrier), and a snapshot copies the tail (at most 1,023
+/// elements) instead of sharing it.
 #[derive(Debug)]
 pub struct CowVec<T> {
     chunks: Vec<std::sync::Arc<Vec<T>>>,
-    len: usize,
+    tail: Vec<T>,
 }
 
 const COW_CHUNK: usize = 1024;
 
 impl<T> Default for CowVec<T> {
     fn default() -> Self {
-        CowVec { chunks: Vec::new(), len: 0 }
+        CowVec { chunks: Vec::new(), tail: Vec::new() }
     }
 }
 
-impl<T> Clone for CowVec<T> {
-    /// Shares every chunk (cheap); see the type's documentation.
+impl<T: Clone> Clone for CowVec<T> {
+    /// Shares every full chunk (cheap) and copies the tail; see the type's documentation.
     fn clone(&self) -> Self {
-        CowVec { chunks: self.chunks.clone(), len: self.len }
+        CowVec { chunks: self.chunks.clone(), tail: self.tail.clone() }
     }
 }
 
 impl<T: Clone> CowVec<T> {
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks.len() * COW_CHUNK + self.tail.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     pub fn push(&mut self, v: T) {
-        if self.len == self.chunks.len() * COW_CHUNK {
-            self.chunks.push(std::sync::Arc::new(Vec::with_capacity(COW_CHUNK)));
+        if self.tail.capacity() == 0 {
+            self.tail.reserve_exact(COW_CHUNK);
         }
-        let last = self.chunks.len() - 1;
-        std::sync::Arc::make_mut(&mut self.chunks[last]).push(v);
-        self.len += 1;
+        self.tail.push(v);
+        if self.tail.len() == COW_CHUNK {
+            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(COW_CHUNK));
+            self.chunks.push(std::sync::Arc::new(full));
+        }
     }
 
     pub fn get(&self, i: usize) -> Option<&T> {
-        if i >= self.len {
-            return None;
+        let c = i / COW_CHUNK;
+        match self.chunks.get(c) {
+            Some(chunk) => chunk.get(i % COW_CHUNK),
+            None if c == self.chunks.len() => self.tail.get(i % COW_CHUNK),
+            None => None,
         }
-        self.chunks[i / COW_CHUNK].get(i % COW_CHUNK)
     }
 
     pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
-        if i >= self.len {
-            return None;
+        let c = i / COW_CHUNK;
+        if c == self.chunks.len() {
+            return self.tail.get_mut(i % COW_CHUNK);
         }
-        std::sync::Arc::make_mut(&mut self.chunks[i / COW_CHUNK]).get_mut(i % COW_CHUNK)
+        std::sync::Arc::make_mut(self.chunks.get_mut(c)?).get_mut(i % COW_CHUNK)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        self.chunks.iter().flat_map(|c| c.iter())
+        self.chunks.iter().flat_map(|c| c.iter()).chain(self.tail.iter())
     }
 }
 
@@ -274,14 +302,14 @@ impl<T: Clone> std::ops::Index<usize> for CowVec<T> {
     fn index(&self, i: usize) -> &T {
         match self.get(i) {
             Some(v) => v,
-            None => panic!("CowVec index {i} out of range {}", self.len),
+            None => panic!("CowVec index {i} out of range {}", self.len()),
         }
     }
 }
 
 impl<T: Clone> std::ops::IndexMut<usize> for CowVec<T> {
     fn index_mut(&mut self, i: usize) -> &mut T {
-        let len = self.len;
+        let len = self.len();
         match self.get_mut(i) {
             Some(v) => v,
             None => panic!("CowVec index {i} out of range {len}"),

@@ -89,6 +89,11 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
+    /// The next byte without consuming it (None at the end).
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
     pub fn u8(&mut self, what: &'static str) -> Result<u8, Short> {
         Ok(self.array::<1>(what)?[0])
     }

@@ -41,7 +41,11 @@ __all__ = [
     "CODE_LEN_MAX",
     "HOLD_TTL_MS_MAX",
     "ORDER_QTY_MAX",
+    "PIN_FAILURES_DEFAULT",
     "PIN_LEN_MAX",
+    "PIN_LOCKOUT_MAX_MS_DEFAULT",
+    "PIN_LOCKOUT_MS_DEFAULT",
+    "REDEEM_BATCH_MAX",
     "REF_LEN_MAX",
     "STATES",
     "CodeInfo",
@@ -58,7 +62,8 @@ __all__ = [
 ]
 
 STATES: list[str]
-"""Code states, in the core's numbering: available, held, allocated, redeemed, frozen, void."""
+"""Code states, in the core's numbering: available, held, allocated, redeemed, frozen, void,
+withdrawn."""
 
 CODE_LEN_MAX: int
 PIN_LEN_MAX: int
@@ -66,6 +71,11 @@ REF_LEN_MAX: int
 BATCH_ITEMS_MAX: int
 ORDER_QTY_MAX: int
 HOLD_TTL_MS_MAX: int
+REDEEM_BATCH_MAX: int
+"""Most items in one ``redeem_batch`` call."""
+PIN_FAILURES_DEFAULT: int
+PIN_LOCKOUT_MS_DEFAULT: int
+PIN_LOCKOUT_MAX_MS_DEFAULT: int
 
 @final
 class Hold:
@@ -115,6 +125,9 @@ class CodeInfo:
     order_ref: str | None
     hold_ref: str | None
     redemption_ids: list[int]
+    was_withdrawn: bool
+    pin_failures: int
+    locked_until_ms: int | None
 
 @final
 class RedeemBatch:
@@ -203,12 +216,30 @@ class CoreEngine:
         terminal: str,
         pins: Sequence[str | None] | None = None,
     ) -> RedeemBatch: ...
+    def redeem_batch(
+        self,
+        batch_request_id: str,
+        codes: Sequence[str],
+        terminal: str,
+        pins: Sequence[str | None] | None = None,
+    ) -> RedeemBatch:
+        """Redeem each code once under one idempotency key for the whole batch (docs/engine.md)."""
     def rollback(self, redemption_id: int, reason: str) -> Redemption: ...
     def get_redemption(self, redemption_id: int) -> Redemption: ...
     # administration
     def freeze(self, code_ids: Sequence[int]) -> tuple[int, int]: ...
     def unfreeze(self, code_ids: Sequence[int]) -> tuple[int, int]: ...
     def void(self, code_ids: Sequence[int]) -> tuple[int, int]: ...
+    def withdraw(self, code_ids: Sequence[int]) -> tuple[int, int, list[tuple[int, str]]]:
+        """``(withdrawn, unchanged, refused)``: available codes leave sale (exported)."""
+    def restore_to_sale(self, code_ids: Sequence[int]) -> tuple[int, int, list[tuple[int, str]]]:
+        """``(restored, unchanged, refused)``: never-redeemed withdrawn codes return to stock."""
+    # PIN lockout
+    def set_pin_policy(self, failures_max: int, lockout_ms: int, lockout_max_ms: int) -> None: ...
+    def pin_policy(self) -> tuple[int, int, int]: ...
+    def locked_codes(self, sku: str | None = None) -> list[tuple[int, int, int]]:
+        """``(code_id, locked_until_ms, lockouts)`` of every code whose lockout runs now."""
+    def unlock(self, code_ids: Sequence[int]) -> tuple[int, int]: ...
     def order_code_ids(self, order_ref: str) -> list[int]: ...
     def batch_code_ids(self, batch: int) -> list[int]: ...
     # inspection

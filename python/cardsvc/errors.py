@@ -86,6 +86,14 @@ class ErrorCode(StrEnum):
     WITHDRAWAL_NOT_FOUND = "WITHDRAWAL_NOT_FOUND"
     WITHDRAWAL_NOT_PENDING = "WITHDRAWAL_NOT_PENDING"
     ORDER_NOT_REFUNDABLE = "ORDER_NOT_REFUNDABLE"
+    # The core (issue: exports, rollback replays, PIN lockout).
+    # A replayed request id names a redemption that was rolled back since: the use was given
+    # back, so the caller must not hand out value for it (details: redemption_id,
+    # rolled_back_at_ms).
+    REDEMPTION_ROLLED_BACK = "REDEMPTION_ROLLED_BACK"
+    # Too many wrong PINs for this code: PIN checks are refused until the lockout ends (details:
+    # retry_after_s, locked_until_ms, locked = true on the call that started it).
+    CODE_LOCKED = "CODE_LOCKED"
 
 
 class CardsvcError(Exception):
@@ -207,6 +215,8 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.WITHDRAWAL_NOT_FOUND: NotFound,
     ErrorCode.WITHDRAWAL_NOT_PENDING: Conflict,
     ErrorCode.ORDER_NOT_REFUNDABLE: Conflict,
+    ErrorCode.REDEMPTION_ROLLED_BACK: Conflict,
+    ErrorCode.CODE_LOCKED: RateLimited,
 }
 
 

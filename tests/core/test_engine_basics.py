@@ -24,7 +24,9 @@ from cardsvc.errors import CardsvcError, ErrorCode
 
 T0_MS = 1_700_000_000_000
 T0_S = T0_MS // 1000
-STOCK_KEYS = {"available", "expired", "held", "allocated", "redeemed", "frozen", "void", "total"}
+STOCK_KEYS = {
+    "available", "expired", "held", "allocated", "redeemed", "frozen", "void", "withdrawn", "total"
+}  # fmt: skip
 SECRET_TEXT = "SECRETCODE7788990011"
 SECRET_PIN = "PIN-93817"
 
@@ -80,7 +82,7 @@ def test_limits_are_the_documented_values() -> None:
 
 
 def test_states_are_listed_in_core_order() -> None:
-    assert STATES == ["available", "held", "allocated", "redeemed", "frozen", "void"]
+    assert STATES == ["available", "held", "allocated", "redeemed", "frozen", "void", "withdrawn"]
 
 
 def test_every_core_error_code_is_a_known_error_code() -> None:
@@ -855,8 +857,10 @@ def test_replay_after_rollback_takes_no_use(engine: Engine) -> None:
     engine.allocate("A", 1, "o1")
     first = engine.redeem(texts[0], "r1", "t1")
     engine.rollback(first.redemption_id, "refund")
-    again = engine.redeem(texts[0], "r1", "t1")
-    assert again.redemption_id == first.redemption_id
+    # The replay says the redemption was rolled back (never a success with stale uses).
+    again = error_of(lambda: engine.redeem(texts[0], "r1", "t1"))
+    assert again.code == "REDEMPTION_ROLLED_BACK"
+    assert again.details["redemption_id"] == first.redemption_id
     info = engine.code_info(ids[0])
     assert (info.state, info.uses_left) == ("allocated", 1)
 
@@ -981,6 +985,7 @@ def test_stock_has_the_documented_shape_and_pool_none_sums_the_pools(engine: Eng
         "redeemed": 0,
         "frozen": 0,
         "void": 0,
+        "withdrawn": 0,
         "total": 6,
     }
     by_pool = engine.stock_by_pool("A")
@@ -1149,7 +1154,7 @@ FAILING_CALLS: list[tuple[str, Callable[[Engine, list[str]], object]]] = [
     ("release-unknown", lambda e, t: e.release_hold("nope")),
     ("move-out-of-stock", lambda e, t: e.move_stock("B", 3, 1, 0)),
     ("redeem-not-sold", lambda e, t: e.redeem(t[2], "r2", "t1", "2468")),
-    ("redeem-pin-mismatch", lambda e, t: e.redeem(t[2], "r2", "t1", "0000")),
+    # A wrong PIN is counted toward the code's lockout (journaled): tests/core/test_pin_lockout.py.
     ("redeem-reused-request", lambda e, t: e.redeem(t[1], "r1", "t1")),
     ("redeem-unknown", lambda e, t: e.redeem("NOSUCH01", "r2", "t1")),
     ("rollback-unknown", lambda e, t: e.rollback(987_654, "x")),

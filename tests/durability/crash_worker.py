@@ -442,7 +442,16 @@ class Worker:
             text = self.texts.get(redeem.code_id)
         if text is None:
             violation(f"acknowledged redeemed code {redeem.code_id} is unknown after restart")
-        again = self.engine.redeem(text, redeem.request_id, redeem.terminal)
+        try:
+            again = self.engine.redeem(text, redeem.request_id, redeem.terminal)
+        except CardsvcError as exc:
+            # A retry of a redemption rolled back since says so (and takes no use).
+            if exc.code != "REDEMPTION_ROLLED_BACK":
+                raise
+            if exc.details.get("redemption_id") != redeem.redemption_id:
+                violation(f"retried redeem {redeem.request_id} gave {exc!r}")
+            self.side.append("retry", kind="redeem", key=redeem.request_id)
+            return
         if again.redemption_id != redeem.redemption_id or again.code_id != redeem.code_id:
             violation(f"retried redeem {redeem.request_id} gave {again!r}")
         self.side.append("retry", kind="redeem", key=redeem.request_id)

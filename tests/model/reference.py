@@ -19,7 +19,7 @@ not generate them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 CODE_LEN_MAX = 128
@@ -35,8 +35,10 @@ SECONDS_PER_DAY = 86_400
 # state machine never generates them.
 SEPARATORS = frozenset(" \t\r\n-")
 
-STATES = ("available", "held", "allocated", "redeemed", "frozen", "void")
-STOCK_KEYS = ("available", "expired", "held", "allocated", "redeemed", "frozen", "void", "total")
+STATES = ("available", "held", "allocated", "redeemed", "frozen", "void", "withdrawn")
+STOCK_KEYS = (
+    "available", "expired", "held", "allocated", "redeemed", "frozen", "void", "withdrawn", "total"
+)  # fmt: skip
 
 
 class ModelError(Exception):
@@ -142,6 +144,30 @@ class CodeM:
     order_ref: str | None = None
     hold_ref: str | None = None
     redemption_ids: list[int] = field(default_factory=list)
+    # Withdrawn (exported) and not restored: a redeemed or frozen code remembers it.
+    was_withdrawn: bool = False
+    # PIN lockout accounting: failures since the last lockout or right PIN, lockouts since the
+    # last right PIN, and the end of the last lockout.
+    pin_failures: int = 0
+    lockouts: int = 0
+    locked_until_ms: int | None = None
+
+
+@dataclass
+class PinPolicyM:
+    failures_max: int = 10
+    lockout_ms: int = 900_000
+    lockout_max_ms: int = 86_400_000
+
+
+@dataclass
+class BatchM:
+    """A batch under one key: its terminal, item prints and each item's outcome (a redemption
+    id or an error code)."""
+
+    terminal: str
+    prints: list[tuple[str, str | None]]
+    outcomes: list[int | str]
 
 
 @dataclass
@@ -200,6 +226,8 @@ class ReferenceEngine:
         self.holds: dict[str, HoldM] = {}
         self.redemptions: dict[int, RedemptionM] = {}
         self.by_request_id: dict[str, int] = {}
+        self.batches: dict[str, BatchM] = {}
+        self.pin_policy = PinPolicyM()
 
     # ----------------------------------------------------------------------------------- clock
 
@@ -519,9 +547,35 @@ class ReferenceEngine:
         if key not in self.by_key:
             raise ModelError("CODE_NOT_FOUND")
         code = self.codes[self.by_key[key]]
-        if code.pin is not None and pin != code.pin:
-            raise ModelError("PIN_MISMATCH")
+        self._check_pin(code, pin)
         return code
+
+    def _check_pin(self, code: CodeM, pin: str | None) -> None:
+        """CODE_LOCKED during a lockout; a wrong or absent PIN counts a failure (the Nth starts
+        a lockout, CODE_LOCKED with ``locked: true``); a right one clears the count."""
+        if code.pin is None:
+            return
+        if code.locked_until_ms is not None and code.locked_until_ms > self.now_ms:
+            until = code.locked_until_ms
+            raise ModelError("CODE_LOCKED", self._lock_details(until, locked=False))
+        if pin == code.pin:
+            code.pin_failures, code.lockouts, code.locked_until_ms = 0, 0, None
+            return
+        policy = self.pin_policy
+        if code.pin_failures + 1 < policy.failures_max:
+            code.pin_failures += 1
+            raise ModelError("PIN_MISMATCH")
+        length = min(
+            policy.lockout_ms * 2 ** min(code.lockouts, 40),
+            max(policy.lockout_max_ms, policy.lockout_ms),
+        )
+        code.pin_failures, code.lockouts = 0, code.lockouts + 1
+        code.locked_until_ms = self.now_ms + length
+        raise ModelError("CODE_LOCKED", self._lock_details(code.locked_until_ms, locked=True))
+
+    def _lock_details(self, until: int, *, locked: bool) -> dict[str, Any]:
+        retry = -(-(until - self.now_ms) // 1000)
+        return {"retry_after_s": retry, "locked_until_ms": until, "locked": locked}
 
     def status(self, code: CodeM) -> str:
         """The verification status, in the contract's order of precedence."""
@@ -570,11 +624,75 @@ class ReferenceEngine:
                 raise ModelError("IDEMPOTENCY_KEY_REUSED", field_in=frozenset({"code", "code_id"}))
             if first.terminal != terminal:
                 raise ModelError("IDEMPOTENCY_KEY_REUSED", field_in=frozenset({"terminal"}))
-            return first
+            return self._replayed(first)
         self._check_redeemable(code)
         if code.state == "held":
             raise Unspecified("redeeming a held code of a SKU that needs no sale")
-        return self._take_use(code, request_id, terminal, chosen_redemption_id)
+        record = self._take_use(code, request_id, terminal, chosen_redemption_id)
+        self.by_request_id[request_id] = record.redemption_id
+        return record
+
+    def _replayed(self, first: RedemptionM) -> RedemptionM:
+        """A replay: REDEMPTION_ROLLED_BACK if rolled back since, else the first record with the
+        uses left now."""
+        if first.rolled_back_at_ms is not None:
+            details = {
+                "redemption_id": first.redemption_id,
+                "rolled_back_at_ms": first.rolled_back_at_ms,
+            }
+            raise ModelError("REDEMPTION_ROLLED_BACK", details)
+        return replace(first, uses_left=self.codes[first.code_id].uses_left)
+
+    def redeem_batch(
+        self,
+        batch_ref: str,
+        texts: Sequence[str],
+        terminal: str,
+        pins: Sequence[str | None],
+        chosen_ids: Sequence[int | None],
+    ) -> list[RedemptionM | ModelError]:
+        """One result per item; a retry replays the first outcomes (see docs/engine.md)."""
+        if not batch_ref or not terminal:
+            raise ModelError("INVALID_ARGUMENT")
+        prints = [(normalise(t) or f"raw:{t}", p) for t, p in zip(texts, pins, strict=True)]
+        existing = self.batches.get(batch_ref)
+        if existing is not None:
+            if existing.terminal != terminal:
+                raise ModelError("IDEMPOTENCY_KEY_REUSED", {"field": "terminal"})
+            for i, (a, b) in enumerate(zip(existing.prints, prints, strict=False)):
+                if a != b:
+                    raise ModelError("IDEMPOTENCY_KEY_REUSED", {"field": "codes", "index": i})
+            if len(existing.prints) != len(prints):
+                index = min(len(existing.prints), len(prints))
+                raise ModelError("IDEMPOTENCY_KEY_REUSED", {"field": "codes", "index": index})
+            out: list[RedemptionM | ModelError] = []
+            for outcome in existing.outcomes:
+                if isinstance(outcome, str):
+                    out.append(ModelError(outcome))
+                    continue
+                try:
+                    out.append(self._replayed(self.redemptions[outcome]))
+                except ModelError as exc:
+                    out.append(exc)
+            return out
+        batch = BatchM(terminal, prints, [])
+        results: list[RedemptionM | ModelError] = []
+        for i, (text, pin) in enumerate(zip(texts, pins, strict=True)):
+            try:
+                key = normalise(text)
+                if key is None:
+                    raise ModelError("INVALID_CODE", {"index": i})
+                code = self._find_key(key, pin)
+                self._check_redeemable(code)
+                record = self._take_use(code, f"{batch_ref}#{i}", terminal, chosen_ids[i])
+            except ModelError as exc:
+                batch.outcomes.append(exc.code)
+                results.append(exc)
+                continue
+            batch.outcomes.append(record.redemption_id)
+            results.append(record)
+        self.batches[batch_ref] = batch
+        return results
 
     def _check_redeemable(self, code: CodeM) -> None:
         status = self.status(code)
@@ -607,7 +725,10 @@ class ReferenceEngine:
         if chosen_redemption_id in self.redemptions:
             raise ModelViolation(f"redemption id {chosen_redemption_id} handed out twice")
         code.uses_left -= 1
-        code.state = "redeemed" if code.uses_left == 0 else "allocated"
+        if code.uses_left == 0:
+            code.state = "redeemed"
+        elif code.state != "withdrawn":
+            code.state = "allocated"
         record = RedemptionM(
             chosen_redemption_id,
             request_id,
@@ -618,7 +739,6 @@ class ReferenceEngine:
             self.now_ms,
         )
         self.redemptions[record.redemption_id] = record
-        self.by_request_id[request_id] = record.redemption_id
         code.redemption_ids.append(record.redemption_id)
         return record
 
@@ -639,7 +759,7 @@ class ReferenceEngine:
         record.rollback_reason = reason
         code.uses_left += 1
         if code.state == "redeemed":
-            code.state = "allocated"
+            code.state = "withdrawn" if code.was_withdrawn else "allocated"
         return record
 
     # -------------------------------------------------------------------------- administration
@@ -652,7 +772,7 @@ class ReferenceEngine:
     def freeze(self, code_ids: Sequence[int]) -> tuple[int, int]:
         changed = 0
         for code in self._known(code_ids):
-            if code.state in ("available", "allocated", "redeemed"):
+            if code.state in ("available", "allocated", "redeemed", "withdrawn"):
                 code.frozen_from = code.state
                 code.state = "frozen"
                 changed += 1
@@ -671,8 +791,48 @@ class ReferenceEngine:
     def void(self, code_ids: Sequence[int]) -> tuple[int, int]:
         changed = 0
         for code in self._known(code_ids):
-            if code.state in ("available", "allocated", "redeemed", "frozen"):
+            if code.state in ("available", "allocated", "redeemed", "frozen", "withdrawn"):
                 code.state = "void"
+                changed += 1
+        return changed, len(code_ids) - changed
+
+    def withdraw(self, code_ids: Sequence[int]) -> tuple[int, int, list[tuple[int, str]]]:
+        """available -> withdrawn; withdrawn unchanged; anything else refused with its state."""
+        codes = self._known(code_ids)
+        for sku in sorted({c.sku for c in codes}):
+            self.sweep(sku)
+        changed, unchanged, refused = 0, 0, []
+        for code in codes:
+            if code.state == "withdrawn":
+                unchanged += 1
+            elif code.state == "available":
+                code.state, code.was_withdrawn = "withdrawn", True
+                changed += 1
+            else:
+                refused.append((code.code_id, code.state))
+        return changed, unchanged, refused
+
+    def restore_to_sale(self, code_ids: Sequence[int]) -> tuple[int, int, list[tuple[int, str]]]:
+        """withdrawn and never redeemed -> available; available unchanged; else refused."""
+        codes = self._known(code_ids)
+        for sku in sorted({c.sku for c in codes}):
+            self.sweep(sku)
+        changed, unchanged, refused = 0, 0, []
+        for code in codes:
+            if code.state == "available":
+                unchanged += 1
+            elif code.state == "withdrawn" and not code.redemption_ids:
+                code.state, code.was_withdrawn = "available", False
+                changed += 1
+            else:
+                refused.append((code.code_id, code.state))
+        return changed, unchanged, refused
+
+    def unlock(self, code_ids: Sequence[int]) -> tuple[int, int]:
+        changed = 0
+        for code in self._known(code_ids):
+            if code.pin_failures or code.lockouts:
+                code.pin_failures, code.lockouts, code.locked_until_ms = 0, 0, None
                 changed += 1
         return changed, len(code_ids) - changed
 

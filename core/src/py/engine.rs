@@ -12,6 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
 
+/// `(changed, unchanged, refused)` of withdraw/restore_to_sale, states by name.
+type WithdrawResult = (usize, usize, Vec<(u32, &'static str)>);
+
 #[pyclass(subclass, module = "cardsvc._core")]
 pub struct CoreEngine {
     inner: ArcSwap<Engine>,
@@ -26,6 +29,7 @@ fn stock_dict<'py>(py: Python<'py>, s: &Stock) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("redeemed", s.redeemed)?;
     d.set_item("frozen", s.frozen)?;
     d.set_item("void", s.void)?;
+    d.set_item("withdrawn", s.withdrawn)?;
     d.set_item("total", s.total())?;
     Ok(d)
 }
@@ -222,6 +226,15 @@ impl CoreEngine {
         Ok(RedeemBatch { engine: Arc::clone(&e), results })
     }
 
+    #[pyo3(signature = (batch_request_id, codes, terminal, pins=None))]
+    fn redeem_batch(&self, py: Python<'_>, batch_request_id: &str, codes: &Bound<'_, PyAny>, terminal: &str, pins: Option<&Bound<'_, PyAny>>) -> PyResult<RedeemBatch> {
+        let e = self.eng();
+        let prep = || -> Result<_, CoreError> { Ok((texts(codes, false, "codes")?, pins.map(|p| texts(p, true, "pins")).transpose()?)) };
+        let (codes, pins) = prep().map_err(|err| to_pyerr(py, err))?;
+        let results = run_on(py, &e, || e.redeem_batch(batch_request_id, &codes, pins.as_ref(), terminal))?;
+        Ok(RedeemBatch { engine: Arc::clone(&e), results })
+    }
+
     fn rollback(&self, py: Python<'_>, redemption_id: Int, reason: &str) -> PyResult<Redemption> {
         let e = self.eng();
         let rid = u64::try_from(redemption_id.0).map_err(|_| to_pyerr(py, CoreError::RedemptionNotFound { redemption_id: 0 }))?;
@@ -247,6 +260,44 @@ impl CoreEngine {
     fn void(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<(usize, usize)> {
         let e = self.eng();
         run_on(py, &e, || e.void(&ids_arg(code_ids)?))
+    }
+
+    /// `(withdrawn, unchanged, refused)`; `refused` lists `(code_id, state)`.
+    fn withdraw(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<WithdrawResult> {
+        let e = self.eng();
+        let (changed, unchanged, refused) = run_on(py, &e, || e.withdraw(&ids_arg(code_ids)?))?;
+        Ok((changed, unchanged, refused.into_iter().map(|(id, st)| (id, st.name())).collect()))
+    }
+
+    /// `(restored, unchanged, refused)`; `refused` lists `(code_id, state)`.
+    fn restore_to_sale(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<WithdrawResult> {
+        let e = self.eng();
+        let (changed, unchanged, refused) = run_on(py, &e, || e.restore_to_sale(&ids_arg(code_ids)?))?;
+        Ok((changed, unchanged, refused.into_iter().map(|(id, st)| (id, st.name())).collect()))
+    }
+
+    #[pyo3(signature = (failures_max, lockout_ms, lockout_max_ms))]
+    fn set_pin_policy(&self, py: Python<'_>, failures_max: Int, lockout_ms: Int, lockout_max_ms: Int) -> PyResult<()> {
+        let e = self.eng();
+        let f = u32::try_from(failures_max.0).unwrap_or(if failures_max.0 < 0 { 0 } else { u32::MAX });
+        let l = u64::try_from(lockout_ms.0).unwrap_or(0);
+        let m = u64::try_from(lockout_max_ms.0).unwrap_or(0);
+        run(py, || e.set_pin_policy(f, l, m))
+    }
+
+    fn pin_policy(&self) -> (u32, u64, u64) {
+        self.eng().pin_policy()
+    }
+
+    #[pyo3(signature = (sku=None))]
+    fn locked_codes(&self, py: Python<'_>, sku: Option<&str>) -> PyResult<Vec<(u32, u64, u16)>> {
+        let e = self.eng();
+        run_on(py, &e, || e.locked_codes(sku))
+    }
+
+    fn unlock(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<(usize, usize)> {
+        let e = self.eng();
+        run_on(py, &e, || e.unlock(&ids_arg(code_ids)?))
     }
 
     fn batch_code_ids(&self, py: Python<'_>, batch: Int) -> PyResult<Vec<u32>> {

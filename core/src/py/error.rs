@@ -27,6 +27,7 @@ pub fn to_pyobject<'py>(py: Python<'py>, e: &CoreError) -> PyResult<Bound<'py, P
             Detail::Int(i) => details.set_item(k, i)?,
             Detail::UInt(u) => details.set_item(k, u)?,
             Detail::Str(s) => details.set_item(k, s)?,
+            Detail::Bool(b) => details.set_item(k, b)?,
             Detail::Null => details.set_item(k, py.None())?,
         }
     }

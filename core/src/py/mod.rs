@@ -43,6 +43,10 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BATCH_ITEMS_MAX", BATCH_ITEMS_MAX)?;
     m.add("ORDER_QTY_MAX", ORDER_QTY_MAX)?;
     m.add("HOLD_TTL_MS_MAX", HOLD_TTL_MS_MAX)?;
+    m.add("REDEEM_BATCH_MAX", crate::engine::REDEEM_BATCH_MAX)?;
+    m.add("PIN_FAILURES_DEFAULT", crate::engine::PIN_FAILURES_DEFAULT)?;
+    m.add("PIN_LOCKOUT_MS_DEFAULT", crate::engine::PIN_LOCKOUT_MS_DEFAULT)?;
+    m.add("PIN_LOCKOUT_MAX_MS_DEFAULT", crate::engine::PIN_LOCKOUT_MAX_MS_DEFAULT)?;
     m.add_class::<engine::CoreEngine>()?;
     m.add_class::<results::Hold>()?;
     m.add_class::<results::Verification>()?;

@@ -160,6 +160,9 @@ pub struct CodeInfo {
     pub order_ref: Option<String>,
     pub hold_ref: Option<String>,
     pub redemption_ids: Vec<u64>,
+    pub was_withdrawn: bool,
+    pub pin_failures: u16,
+    pub locked_until_ms: Option<u64>,
 }
 
 impl From<CoreCodeInfo> for CodeInfo {
@@ -178,6 +181,9 @@ impl From<CoreCodeInfo> for CodeInfo {
             order_ref: c.order_ref,
             hold_ref: c.hold_ref,
             redemption_ids: c.redemption_ids,
+            was_withdrawn: c.was_withdrawn,
+            pin_failures: c.pin_failures,
+            locked_until_ms: c.locked_until_ms,
         }
     }
 }
@@ -232,7 +238,11 @@ impl RedeemBatch {
         match &self.results[index(self.results.len(), i)?] {
             Ok(o) => {
                 let (engine, rid) = (&self.engine, o.redemption_id);
-                let full = py.detach(|| engine.get_redemption(rid));
+                // The record, with the uses left this call reported (true when it returned).
+                let full = py.detach(|| engine.get_redemption(rid)).map(|mut r| {
+                    r.uses_left = o.uses_left;
+                    r
+                });
                 item::<RedemptionView, Redemption>(py, &full)
             }
             Err(e) => to_pyobject(py, e),

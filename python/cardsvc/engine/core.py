@@ -29,7 +29,11 @@ __all__ = [
     "BATCH_ITEMS_MAX",
     "CODE_LEN_MAX",
     "ORDER_QTY_MAX",
+    "PIN_FAILURES_DEFAULT",
     "PIN_LEN_MAX",
+    "PIN_LOCKOUT_MAX_MS_DEFAULT",
+    "PIN_LOCKOUT_MS_DEFAULT",
+    "REDEEM_BATCH_MAX",
     "REF_LEN_MAX",
     "STATES",
     "CodeInfo",
@@ -50,6 +54,10 @@ REF_LEN_MAX: int = _core.REF_LEN_MAX
 CODE_LEN_MAX: int = _core.CODE_LEN_MAX
 PIN_LEN_MAX: int = _core.PIN_LEN_MAX
 BATCH_ITEMS_MAX: int = _core.BATCH_ITEMS_MAX
+REDEEM_BATCH_MAX: int = _core.REDEEM_BATCH_MAX
+PIN_FAILURES_DEFAULT: int = _core.PIN_FAILURES_DEFAULT
+PIN_LOCKOUT_MS_DEFAULT: int = _core.PIN_LOCKOUT_MS_DEFAULT
+PIN_LOCKOUT_MAX_MS_DEFAULT: int = _core.PIN_LOCKOUT_MAX_MS_DEFAULT
 LOOKUP_KEY_LEN = 32
 
 
@@ -112,6 +120,19 @@ class Engine(_core.CoreEngine):
     def void_batch(self, batch: int) -> tuple[int, int]:
         """Voids every code imported with ``batch`` (held codes are skipped)."""
         return self.void(self.batch_code_ids(batch))
+
+    def set_pin_lockout(
+        self,
+        *,
+        failures_max: int = PIN_FAILURES_DEFAULT,
+        lockout_seconds: float = PIN_LOCKOUT_MS_DEFAULT / 1000,
+        lockout_max_seconds: float = PIN_LOCKOUT_MAX_MS_DEFAULT / 1000,
+    ) -> None:
+        """Lock a code for ``lockout_seconds`` after ``failures_max`` wrong PINs, doubling per
+        further lockout up to ``lockout_max_seconds``. Raises INVALID_ARGUMENT."""
+        self.set_pin_policy(
+            failures_max, _seconds_to_ms(lockout_seconds), _seconds_to_ms(lockout_max_seconds)
+        )
 
 
 def _seconds_to_ms(seconds: float) -> int:
