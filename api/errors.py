@@ -118,6 +118,21 @@ STATUS_OF: dict[ErrorCode, int] = {
     # A sealed code payload or wrapped data key failed authentication: tampering or the wrong
     # master key. Retrying will not help, and which key or row failed is the server's business.
     ErrorCode.PAYLOAD_CORRUPT: 500,
+    # Payment providers. A callback whose signature fails carries credentials that are not
+    # valid (401); a malformed callback is bad input (400); a verified callback for another
+    # order, amount or currency conflicts with the attempt (409). The notify routes answer the
+    # provider with its own tokens, not this envelope; these statuses serve the staff console
+    # and the API that start, query and refund payments.
+    ErrorCode.PAYMENT_SIGNATURE_INVALID: 401,
+    ErrorCode.PAYMENT_NOTIFY_INVALID: 400,
+    ErrorCode.PAYMENT_MISMATCH: 409,
+    # The provider timed out, failed or answered with something unusable; retry later.
+    ErrorCode.PAYMENT_PROVIDER_UNAVAILABLE: 503,
+    # The provider answered and refused (unknown order, refund over the paid amount).
+    ErrorCode.PAYMENT_PROVIDER_REJECTED: 409,
+    ErrorCode.PAYMENT_OPERATION_UNSUPPORTED: 400,
+    ErrorCode.PAYMENT_CONFIG_INVALID: 400,
+    ErrorCode.PAYMENT_CURRENCY_UNSUPPORTED: 400,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"
