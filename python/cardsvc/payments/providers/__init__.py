@@ -1,0 +1,1 @@
+"""Payment provider adapters behind one port (``base.py``)."""
