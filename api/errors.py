@@ -122,6 +122,21 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.REDEMPTION_ROLLED_BACK: 409,
     # Too many wrong PINs for the code: slow down (Retry-After from details.retry_after_s).
     ErrorCode.CODE_LOCKED: 429,
+    # Payment providers. A callback whose signature fails carries credentials that are not
+    # valid (401); a malformed callback is bad input (400); a verified callback for another
+    # order, amount or currency conflicts with the attempt (409). The notify routes answer the
+    # provider with its own tokens, not this envelope; these statuses serve the staff console
+    # and the API that start, query and refund payments.
+    ErrorCode.PAYMENT_SIGNATURE_INVALID: 401,
+    ErrorCode.PAYMENT_NOTIFY_INVALID: 400,
+    ErrorCode.PAYMENT_MISMATCH: 409,
+    # The provider timed out, failed or answered with something unusable; retry later.
+    ErrorCode.PAYMENT_PROVIDER_UNAVAILABLE: 503,
+    # The provider answered and refused (unknown order, refund over the paid amount).
+    ErrorCode.PAYMENT_PROVIDER_REJECTED: 409,
+    ErrorCode.PAYMENT_OPERATION_UNSUPPORTED: 400,
+    ErrorCode.PAYMENT_CONFIG_INVALID: 400,
+    ErrorCode.PAYMENT_CURRENCY_UNSUPPORTED: 400,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

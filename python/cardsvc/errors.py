@@ -86,7 +86,7 @@ class ErrorCode(StrEnum):
     WITHDRAWAL_NOT_FOUND = "WITHDRAWAL_NOT_FOUND"
     WITHDRAWAL_NOT_PENDING = "WITHDRAWAL_NOT_PENDING"
     ORDER_NOT_REFUNDABLE = "ORDER_NOT_REFUNDABLE"
-    # The core (issue: exports, rollback replays, PIN lockout).
+    # The core: rollback replays and PIN lockout.
     # A replayed request id names a redemption that was rolled back since: the use was given
     # back, so the caller must not hand out value for it (details: redemption_id,
     # rolled_back_at_ms).
@@ -94,6 +94,23 @@ class ErrorCode(StrEnum):
     # Too many wrong PINs for this code: PIN checks are refused until the lockout ends (details:
     # retry_after_s, locked_until_ms, locked = true on the call that started it).
     CODE_LOCKED = "CODE_LOCKED"
+    # Payment providers (payments/providers): callbacks, outbound calls and channel settings.
+    # A callback whose signature (or AEAD tag, or timestamp window) does not verify.
+    PAYMENT_SIGNATURE_INVALID = "PAYMENT_SIGNATURE_INVALID"
+    # A callback that is not the provider's documented shape (missing field, array, bad money).
+    PAYMENT_NOTIFY_INVALID = "PAYMENT_NOTIFY_INVALID"
+    # A verified callback that names another order, amount or currency than our attempt.
+    PAYMENT_MISMATCH = "PAYMENT_MISMATCH"
+    # The provider could not be reached or gave an unusable answer; retry later.
+    PAYMENT_PROVIDER_UNAVAILABLE = "PAYMENT_PROVIDER_UNAVAILABLE"
+    # The provider answered and refused the operation (unknown order, refund declined).
+    PAYMENT_PROVIDER_REJECTED = "PAYMENT_PROVIDER_REJECTED"
+    # The provider's protocol has no such operation (e.g. query on the sandbox).
+    PAYMENT_OPERATION_UNSUPPORTED = "PAYMENT_OPERATION_UNSUPPORTED"
+    # A payment channel's settings are incomplete or malformed (missing key, bad PEM, bad URL).
+    PAYMENT_CONFIG_INVALID = "PAYMENT_CONFIG_INVALID"
+    # The provider (or our mapping to it) cannot charge in this currency.
+    PAYMENT_CURRENCY_UNSUPPORTED = "PAYMENT_CURRENCY_UNSUPPORTED"
 
 
 class CardsvcError(Exception):
@@ -217,6 +234,14 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.ORDER_NOT_REFUNDABLE: Conflict,
     ErrorCode.REDEMPTION_ROLLED_BACK: Conflict,
     ErrorCode.CODE_LOCKED: RateLimited,
+    ErrorCode.PAYMENT_SIGNATURE_INVALID: Unauthenticated,
+    ErrorCode.PAYMENT_NOTIFY_INVALID: BadInput,
+    ErrorCode.PAYMENT_MISMATCH: Conflict,
+    ErrorCode.PAYMENT_PROVIDER_UNAVAILABLE: Unavailable,
+    ErrorCode.PAYMENT_PROVIDER_REJECTED: Conflict,
+    ErrorCode.PAYMENT_OPERATION_UNSUPPORTED: BadInput,
+    ErrorCode.PAYMENT_CONFIG_INVALID: BadInput,
+    ErrorCode.PAYMENT_CURRENCY_UNSUPPORTED: BadInput,
 }
 
 
