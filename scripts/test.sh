@@ -51,7 +51,7 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   printf '\nwarning: cargo clippy is not installed; skipping it (rustup component add clippy)\n'
 fi
-step "ruff" ruff check python api tests bench scripts conftest.py
+step "ruff" ruff check python api web tests bench scripts conftest.py
 step "mypy" mypy
 step "lint-imports" lint-imports --no-cache
 stubtest_args=(cardsvc._core)
