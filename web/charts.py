@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,8 +43,9 @@ SERIES_MAX = 8
 POINTS_MAX = 2000
 """Per series: a month of hourly buckets is 744; more points than pixels only add bytes."""
 CATEGORIES_MAX = 60
-LABEL_CHARS_MAX = 14
-"""Category labels are cut (with an ellipsis) to fit the label column; the table has them whole."""
+LABEL_WIDTH_EM_MAX = 9.0
+"""Category labels are cut (with an ellipsis) to fit the 98-unit label column at the 10-unit
+font size: nine wide (CJK) characters, or about sixteen Latin ones; the table has them whole."""
 Number = int | float
 ValueFormat = Callable[[Number], str]
 
@@ -273,8 +275,22 @@ def _check_bar_input(categories: Sequence[str], series: Sequence[BarSeries],
             raise ValueError("stacked bars take values of zero or more")
 
 
+def _em(char: str) -> float:
+    """A character's approximate width in ems: 1 for wide (CJK) forms, 0.55 for the rest."""
+    return 1.0 if unicodedata.east_asian_width(char) in ("W", "F") else 0.55
+
+
 def _short(label: str) -> str:
-    return label if len(label) <= LABEL_CHARS_MAX else label[:LABEL_CHARS_MAX - 1] + "…"
+    """``label`` cut to :data:`LABEL_WIDTH_EM_MAX` ems, an ellipsis marking the cut."""
+    if sum(_em(char) for char in label) <= LABEL_WIDTH_EM_MAX:
+        return label
+    width, kept = 1.0, []  # the ellipsis takes about one em
+    for char in label:
+        width += _em(char)
+        if width > LABEL_WIDTH_EM_MAX:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
 
 
 def bar_chart(title: str, categories: Sequence[str], series: Sequence[BarSeries], *,
@@ -294,7 +310,9 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[BarSeries]
     values = totals if stacked else [v for s in series for v in s.values]
     ticks = nice_ticks(min(0, *values) if values else 0, max(0, *values) if values else 1)
     low, high = ticks[0], ticks[-1]
-    frame = _Frame(left=104, top=10, right=width - 12, bottom=height - 24)
+    # One series prints its value after each bar: leave room for it on the right.
+    frame = _Frame(left=104, top=10, right=width - (40 if len(series) == 1 else 12),
+                   bottom=height - 24)
     desc = " ".join([description, *(_summary(s.name, list(s.values), value_format)
                                     for s in series)]).strip()
     svg = _svg_open(chart_id, width, height, title, desc)
