@@ -43,9 +43,10 @@ SERIES_MAX = 8
 POINTS_MAX = 2000
 """Per series: a month of hourly buckets is 744; more points than pixels only add bytes."""
 CATEGORIES_MAX = 60
-LABEL_WIDTH_EM_MAX = 9.0
-"""Category labels are cut (with an ellipsis) to fit the 98-unit label column at the 10-unit
-font size: nine wide (CJK) characters, or about sixteen Latin ones; the table has them whole."""
+LABEL_WIDTH_EM_MAX = 8.5
+"""Category labels are cut (with an ellipsis) to fit the 98-unit label column at site.css's
+11-unit font size: seven wide (CJK) characters and the ellipsis, or about thirteen Latin ones;
+the data table has them whole."""
 Number = int | float
 ValueFormat = Callable[[Number], str]
 

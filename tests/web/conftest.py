@@ -16,8 +16,10 @@ In a browser (Debian's chromium driven by Playwright; scripts/ensure_chromium.sh
 * ``web_server``: the app under uvicorn on a free 127.0.0.1 port in a thread, for the session;
   yields its base URL. Page tests of later issues start their own with :func:`serve` and their
   own app (``create_web(settings, hooks, routes=...)``) the same way.
-* ``browser``: one headless chromium for the session (``CARDSVC_CHROMIUM`` or ``chromium`` on
-  PATH; without either the browser tests skip, saying how to install it).
+* ``browser``: one headless chromium per test module (``CARDSVC_CHROMIUM`` or ``chromium`` on
+  PATH; without either the browser tests skip, saying how to install it). Per module, not per
+  session: Playwright's sync API keeps an event loop marked running in the main thread while
+  it is started, which would break the ``anyio`` tests of the modules after it.
 * ``page``: a fresh context and page per test, desktop size; ``phone_page``: a 360x740 touch
   phone. After each test a full-page screenshot goes to
   ``tests/artifacts/screenshots/<test>.png`` (git-ignored), passed or failed.
@@ -154,7 +156,7 @@ def chromium_path() -> str | None:
     return os.environ.get("CARDSVC_CHROMIUM") or shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     executable = chromium_path()
     if executable is None:

@@ -109,9 +109,9 @@ def test_bar_chart_stacked_and_grouped() -> None:
     grouped = bar_chart("各商品销量", categories, series)
     assert stacked != grouped
     assert stacked.count('class="bar series-') == 4
-    assert "视频会员月卡连续…</text>" in stacked  # cut in the drawing
+    assert "视频会员月卡连…</text>" in stacked  # cut in the drawing
     assert "视频会员月卡连续包月自动续费</th>" in stacked  # whole in the table
-    assert ">Gift card, fif…</text>" in bar_chart(
+    assert ">Gift card, fi…</text>" in bar_chart(
         "t", ["Gift card, fifty yuan, no expiry"], [BarSeries("s", [1])])
     root = _svg(grouped)
     assert root.get("viewBox", "").startswith("0 0 360 ")
