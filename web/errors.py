@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -121,7 +121,7 @@ class ErrorPages:
     """Renders the error page of a code (see the module text). ``render`` is the renderer's
     template function, so error pages share the base layout but not the page hooks."""
 
-    def __init__(self, render: Any) -> None:
+    def __init__(self, render: Callable[[Request, str, Mapping[str, Any]], str]) -> None:
         self._render = render
 
     def response(self, request: Request, code: ErrorCode, *, status: int | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,7 +73,6 @@ class WebSettings:
     request_bytes_max: int = REQUEST_BYTES_MAX
     static_max_age_s: int = STATIC_MAX_AGE_S
     demo_pages: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key in (self.secret_key, *self.previous_secret_keys):
