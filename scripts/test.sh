@@ -7,7 +7,9 @@
 # with the python feature), ruff, mypy (strict), lint-imports (layout contracts), stubtest
 # (python/cardsvc/_core.pyi against the built extension) and finally pytest over tests/ and bench/
 # with benchmarks disabled, Redis-backed tests included (a private redis-server found or installed
-# by ensure_redis.sh). Extra arguments go to pytest, e.g. `scripts/test.sh -k masking -x` or
+# by ensure_redis.sh) and the browser tests of tests/web included (Debian's chromium and CJK
+# fonts found or installed by ensure_chromium.sh; only when that is impossible do they skip,
+# saying so). Extra arguments go to pytest, e.g. `scripts/test.sh -k masking -x` or
 # `scripts/test.sh --run-slow`.
 #
 # A failing check does not stop the others; the script exits non-zero if any failed and names
@@ -25,6 +27,12 @@ export VIRTUAL_ENV="$root/.venv"
 export PYO3_PYTHON="$root/.venv/bin/python"
 CARDSVC_REDIS_SERVER="$(bash scripts/ensure_redis.sh)"
 export CARDSVC_REDIS_SERVER
+if CARDSVC_CHROMIUM="$(bash scripts/ensure_chromium.sh)"; then
+  export CARDSVC_CHROMIUM
+else
+  unset CARDSVC_CHROMIUM
+  printf '\nwarning: chromium could not be installed; the browser tests in tests/web will skip\n'
+fi
 
 failed=()
 started=$SECONDS
@@ -51,7 +59,7 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   printf '\nwarning: cargo clippy is not installed; skipping it (rustup component add clippy)\n'
 fi
-step "ruff" ruff check python api server tests bench scripts conftest.py
+step "ruff" ruff check python api server web tests bench scripts conftest.py
 step "mypy" mypy
 step "lint-imports" lint-imports --no-cache
 stubtest_args=(cardsvc._core)

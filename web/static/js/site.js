@@ -1,0 +1,105 @@
+// cardsvc: the only script of every page, loaded with `defer` from /static (the CSP forbids
+// inline scripts). Pages work without it; it only adds what plain HTML cannot do:
+//
+//   <button data-copy-target="ID" data-copied-text="Copied">   copies #ID's text
+//   <span data-deadline-ms="UNIX_MS" data-expired-text="...">  counts down to the deadline
+//   <div data-poll-url="/orders/1/state" data-poll-state="pending">
+//        asks the URL (JSON {"state": "..."}) every few seconds and reloads the page once the
+//        state differs; it backs off on errors and gives up after data-poll-max tries
+//
+// It writes text with textContent only: the CSP's Trusted Types rule makes innerHTML fail.
+"use strict";
+
+(function () {
+  function announce(button, text) {
+    var original = button.textContent;
+    button.textContent = text;
+    button.setAttribute("aria-live", "polite");
+    window.setTimeout(function () { button.textContent = original; }, 2000);
+  }
+
+  function selectText(element) {
+    var range = document.createRange();
+    range.selectNodeContents(element);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  function setUpCopy(button) {
+    button.addEventListener("click", function () {
+      var target = document.getElementById(button.getAttribute("data-copy-target"));
+      if (!target) { return; }
+      var text = target.textContent.trim();
+      var copied = button.getAttribute("data-copied-text") || "OK";
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(
+          function () { announce(button, copied); },
+          function () { selectText(target); });
+      } else {
+        selectText(target);
+      }
+    });
+  }
+
+  function twoDigits(n) { return (n < 10 ? "0" : "") + n; }
+
+  function setUpCountdown(element) {
+    var deadline = Number(element.getAttribute("data-deadline-ms"));
+    if (!isFinite(deadline)) { return; }
+    function tick() {
+      var left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+      if (left === 0) {
+        element.textContent = element.getAttribute("data-expired-text") || "0:00";
+        element.classList.add("is-expired");
+        return;
+      }
+      var hours = Math.floor(left / 3600);
+      var minutes = Math.floor((left % 3600) / 60);
+      var seconds = left % 60;
+      element.textContent = (hours ? hours + ":" + twoDigits(minutes) : String(minutes)) +
+        ":" + twoDigits(seconds);
+      window.setTimeout(tick, 1000 - (Date.now() % 1000));
+    }
+    tick();
+  }
+
+  function setUpPoll(element) {
+    var url = element.getAttribute("data-poll-url");
+    var state = element.getAttribute("data-poll-state");
+    var left = Number(element.getAttribute("data-poll-max") || 150);
+    var delay = 2000;
+    function poll() {
+      if (left <= 0) { return; }
+      if (document.hidden) { window.setTimeout(poll, delay); return; }
+      left -= 1;
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (response) {
+          if (!response.ok) { throw new Error(String(response.status)); }
+          return response.json();
+        })
+        .then(function (body) {
+          if (body && body.state && body.state !== state) {
+            window.location.reload();
+            return;
+          }
+          delay = 2000;
+          window.setTimeout(poll, delay);
+        })
+        .catch(function () {
+          delay = Math.min(delay * 2, 30000);
+          window.setTimeout(poll, delay);
+        });
+    }
+    window.setTimeout(poll, delay);
+  }
+
+  function each(selector, setUp) {
+    var found = document.querySelectorAll(selector);
+    for (var i = 0; i < found.length; i += 1) { setUp(found[i]); }
+  }
+
+  each("[data-copy-target]", setUpCopy);
+  each("[data-deadline-ms]", setUpCountdown);
+  each("[data-poll-url]", setUpPoll);
+}());
