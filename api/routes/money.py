@@ -18,7 +18,7 @@ from api.deps import AdminDep, CallerDep, RuntimeDep, acting_agent, agent_of
 from api.models import MONEY_MINOR_MAX, Currency, Id, Strict
 from api.routes.orders import order_json
 from cardsvc.money import WithdrawalInfo
-from cardsvc.reports import reconcile
+from cardsvc.reports import reconciliation_report
 
 router = APIRouter(tags=["money"])
 
@@ -166,4 +166,4 @@ def reconciliation(caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """The platform report: stock by state and cost, sales, commissions, withdrawals, and the
     checks that the ledger, the orders and the core's stock agree (``ok`` false lists every
     difference)."""
-    return reconcile(runtime.store, runtime.db, runtime.catalog)
+    return reconciliation_report(runtime.store, runtime.db, runtime.catalog)

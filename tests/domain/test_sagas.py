@@ -21,7 +21,7 @@ from cardsvc.catalog.batches import STAGING_POOL_BASE, BatchMeta, CodeInput
 from cardsvc.catalog.tables import Batch
 from cardsvc.engine.store import StoreConfig
 from cardsvc.money import ledger, settlement
-from cardsvc.reports import reconcile
+from cardsvc.reports import reconciliation_report
 from cardsvc.runtime import Runtime, ServiceConfig
 from cardsvc.sales.orders import OrderRequest
 
@@ -125,7 +125,7 @@ def test_pending_order_allocated_before_the_crash_keeps_its_codes(tmp_path: Path
         assert [c.code for c in order.codes] == expected
         assert services.catalog.stock("VIP")["allocated"] == 2
         assert balance(services) == {"available": 9_800}
-        assert reconcile(services.store, services.db, services.catalog)["ok"]
+        assert reconciliation_report(services.store, services.db, services.catalog)["ok"]
     finally:
         services.close()
 
@@ -143,7 +143,7 @@ def test_pending_order_never_allocated_is_fulfilled_or_failed(tmp_path: Path) ->
         assert statuses == {"fulfilled", "failed"}
         assert services.catalog.stock("VIP")["allocated"] == 2
         assert balance(services) == {"available": 9_800}  # the failed order's debit released
-        assert reconcile(services.store, services.db, services.catalog)["ok"]
+        assert reconciliation_report(services.store, services.db, services.catalog)["ok"]
     finally:
         services.close()
 

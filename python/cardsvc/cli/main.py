@@ -127,13 +127,13 @@ def _lazy_run_reconcile(args: argparse.Namespace, console: Console) -> int:
     import json
 
     from cardsvc.cli.store import store_config
-    from cardsvc.reports import reconcile
+    from cardsvc.reports import reconciliation_report
     from cardsvc.runtime import Runtime, ServiceConfig
 
     runtime = Runtime.open(ServiceConfig(store=store_config(args),
                                          database_url=args.database_url))
     try:
-        result = reconcile(runtime.store, runtime.db, runtime.catalog)
+        result = reconciliation_report(runtime.store, runtime.db, runtime.catalog)
     finally:
         runtime.close()
     if args.json:

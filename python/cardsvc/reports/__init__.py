@@ -2,7 +2,7 @@
 of ledger, orders and stock (``reconcile``). Dashboards and alerts join them here.
 """
 
-from cardsvc.reports.reconcile import report as reconcile
+from cardsvc.reports.reconcile import report as reconciliation_report
 from cardsvc.reports.trace import trace_code
 
-__all__ = ["reconcile", "trace_code"]
+__all__ = ["reconciliation_report", "trace_code"]
