@@ -22,8 +22,13 @@ from pathlib import Path
 
 import pytest
 
-# The suite-wide watch for leaked codes and PINs (tests/leak_watch.py).
-pytest_plugins = ["tests.leak_watch"]
+# Shared fixtures (tests/fixtures/): the leak watch, PostgreSQL, the HTTP app, a real server.
+pytest_plugins = [
+    "tests.fixtures.leak_watch",
+    "tests.fixtures.postgres",
+    "tests.fixtures.http",
+    "tests.fixtures.serving",
+]
 
 REDIS_START_TIMEOUT_S = 15.0
 REDIS_STOP_TIMEOUT_S = 10.0

@@ -1,0 +1,197 @@
+"""Admins and authentication over HTTP: keys, roles and scopes, the catalog, batches, stock,
+freezing, and the brute-force guard.
+
+Goal: only the right key does each thing; bad input of every kind gets a clear 4xx and changes
+nothing; imported codes never come back in plaintext from an admin endpoint; repeated failed
+attempts lock the caller out and are audited. Method: httpx over ASGITransport against the real
+app; state is checked through the API (stock) and the audit log.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cardsvc import audit
+from cardsvc.access.risk import RiskLimits
+from tests.fixtures.http import CODES, Api
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_requests_without_a_valid_key_are_unauthenticated(api: Api) -> None:
+    for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": "Basic abc"},
+                    {"authorization": f"Bearer {api.keys['admin']}x"}):
+        response = await api.http.get("/v1/skus", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize(("role", "method", "path"), [
+    ("terminal", "POST", "/v1/skus"),
+    ("terminal", "POST", "/v1/orders"),
+    ("agent", "POST", "/v1/verify"),
+    ("agent", "POST", "/v1/batches"),
+    ("agent", "POST", "/v1/keys"),
+    ("terminal", "GET", "/v1/skus/VIP/stock"),
+])
+async def test_roles_only_reach_their_endpoints(catalog: Api, role: str, method: str,
+                                                path: str) -> None:
+    response = await catalog.call(method, path, catalog.keys[role], json={})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "FORBIDDEN"
+
+
+async def test_revoked_key_stops_working_at_once(api: Api) -> None:
+    created = await api.admin("POST", "/v1/keys", {"role": "terminal", "name": "t"}, 201)
+    key = created["key"]
+    assert (await api.call("POST", "/v1/verify", key, json={"code": "X-1"})).status_code == 404
+    await api.admin("DELETE", f"/v1/keys/{created['key_id']}", None, 200)
+    assert (await api.call("POST", "/v1/verify", key, json={"code": "X-1"})).status_code == 401
+    listed = await api.admin("GET", "/v1/keys")
+    assert created["key_id"] not in {k["key_id"] for k in listed}
+    assert all("key" not in k for k in listed)
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"role": "root"}, "INVALID_ARGUMENT"),
+    ({"role": "agent"}, "INVALID_ARGUMENT"),
+    ({"role": "agent", "agent_id": "NOBODY"}, "AGENT_NOT_FOUND"),
+    ({"role": "terminal", "scopes": ["admin"]}, "INVALID_ARGUMENT"),
+    ({"role": "admin", "skus": ["VIP"]}, "INVALID_ARGUMENT"),
+    ({"role": "terminal", "limits": {"no_such_limit": 1}}, "INVALID_ARGUMENT"),
+])
+async def test_bad_key_requests_are_refused(api: Api, body: object, code: str) -> None:
+    before = len(await api.admin("GET", "/v1/keys"))
+    response = await api.call("POST", "/v1/keys", api.keys["admin"], json=body)
+    assert response.status_code in (400, 404)
+    assert response.json()["error"]["code"] == code
+    assert len(await api.admin("GET", "/v1/keys")) == before
+
+
+async def test_batch_import_lists_duplicates_masked(catalog: Api) -> None:
+    body = {"sku": "VIP", "codes": [{"code": CODES[0], "pin": "1"}, {"code": "FRESH-CODE-0001"},
+                                    {"code": "FRESH-CODE-0001"}]}
+    result = await catalog.admin("POST", "/v1/batches", body, 201)
+    assert result["imported"] == 1
+    assert [d["index"] for d in result["duplicates"]] == [0, 2]
+    assert result["duplicates"][0]["code"].endswith(CODES[0][-4:])
+    assert CODES[0] not in str(result)
+    batch = await catalog.admin("GET", f"/v1/batches/{result['batch_id']}")
+    assert (batch["imported"], batch["duplicates"], batch["status"]) == (1, 2, "ready")
+
+
+@pytest.mark.parametrize("body", [
+    {"sku": "VIP"},
+    {"sku": "VIP", "codes": []},
+    {"sku": "VIP", "codes": [{"code": "A" * 300}]},
+    {"sku": "VIP", "codes": [{"code": 12345}]},
+    {"sku": "VIP", "generate": {"count": 0}},
+    {"sku": "VIP", "codes": [{"code": "OK-CODE-1"}], "generate": {"count": 1}},
+    {"sku": "VIP", "codes": [{"code": "OK-CODE-1"}], "valid_until": -1},
+])
+async def test_bad_batches_are_refused_and_import_nothing(catalog: Api, body: object) -> None:
+    before = await catalog.admin("GET", "/v1/skus/VIP/stock")
+    response = await catalog.call("POST", "/v1/batches", catalog.keys["admin"], json=body)
+    assert response.status_code in (400, 422), response.text
+    assert await catalog.admin("GET", "/v1/skus/VIP/stock") == before
+
+
+async def test_invalid_code_in_a_batch_imports_nothing(catalog: Api) -> None:
+    before = await catalog.admin("GET", "/v1/skus/VIP/stock")
+    body = {"sku": "VIP", "codes": [{"code": "GOOD-CODE-0001"}, {"code": "bad\u0001code"}]}
+    response = await catalog.call("POST", "/v1/batches", catalog.keys["admin"], json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "INVALID_CODE"
+    assert await catalog.admin("GET", "/v1/skus/VIP/stock") == before
+
+
+@pytest.mark.parametrize(("raw", "status", "code"), [
+    (b"{not json", 422, "VALIDATION_ERROR"),
+    (b"[]", 422, "VALIDATION_ERROR"),
+    (b"null", 422, "VALIDATION_ERROR"),
+    # Not UTF-8: the body cannot even be decoded (FastAPI answers 400 before validation).
+    (b'{"sku": "\xff\xfe"}', 400, "INVALID_ARGUMENT"),
+])
+async def test_malformed_bodies_are_refused_and_create_nothing(
+    catalog: Api, raw: bytes, status: int, code: str
+) -> None:
+    response = await catalog.http.post("/v1/skus", content=raw, headers={
+        **catalog.auth(catalog.keys["admin"]), "content-type": "application/json"})
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert len(await catalog.admin("GET", "/v1/skus")) == 2
+
+
+async def test_ten_megabyte_code_is_refused_before_parsing(catalog: Api) -> None:
+    body = b'{"code": "' + b"A" * (10 << 20) + b'", "request_id": "x"}'
+    response = await catalog.http.post("/v1/redeem", content=body, headers={
+        **catalog.auth(catalog.keys["terminal"]), "content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "LIMIT_EXCEEDED"
+
+
+async def test_sku_and_pool_lifecycle_with_stock_by_pool(catalog: Api) -> None:
+    again = await catalog.call("POST", "/v1/skus", catalog.keys["admin"],
+                               json={"sku": "VIP", "name": "again"})
+    assert again.json()["error"]["code"] == "SKU_EXISTS"
+    await catalog.admin("POST", "/v1/pools", {"pool": "channel-a"}, 201)
+    await catalog.admin("POST", "/v1/batches", {"sku": "VIP", "pool": "channel-a",
+                                                 "generate": {"count": 4}}, 201)
+    stock = await catalog.admin("GET", "/v1/skus/VIP/stock")
+    assert stock["by_pool"]["channel-a"]["available"] == 4
+    assert stock["by_pool"]["shared"]["available"] == len(CODES)
+    assert stock["available"] == len(CODES) + 4
+    missing = await catalog.call("POST", "/v1/batches", catalog.keys["admin"],
+                                 json={"sku": "VIP", "pool": "nope", "generate": {"count": 1}})
+    assert missing.json()["error"]["code"] == "POOL_NOT_FOUND"
+
+
+async def test_freeze_blocks_sale_and_unfreeze_restores(catalog: Api) -> None:
+    api = catalog
+    frozen = await api.admin("POST", "/v1/codes/freeze", {"code": CODES[0]}, 200)
+    assert frozen == {"changed": 1, "unchanged": 0}
+    stock = await api.admin("GET", "/v1/skus/VIP/stock")
+    assert (stock["frozen"], stock["available"]) == (1, len(CODES) - 1)
+    await api.admin("POST", "/v1/codes/unfreeze", {"code": CODES[0]}, 200)
+    assert (await api.admin("GET", "/v1/skus/VIP/stock"))["available"] == len(CODES)
+    two = await api.call("POST", "/v1/codes/void", api.keys["admin"],
+                         json={"code": CODES[0], "batch_id": 1})
+    assert two.status_code == 400
+    with api.runtime.db.read() as session:
+        actions = [e.action for e in audit.query(session, object_type="code")]
+    assert actions == ["code.freeze", "code.unfreeze"]
+
+
+async def test_void_a_whole_batch(catalog: Api) -> None:
+    result = await catalog.admin("POST", "/v1/codes/void", {"batch_id": 1}, 200)
+    assert result["changed"] == len(CODES)
+    stock = await catalog.admin("GET", "/v1/skus/VIP/stock")
+    assert (stock["void"], stock["available"]) == (len(CODES), 0)
+
+
+async def test_failed_lookups_lock_the_key_out_and_are_audited(catalog: Api) -> None:
+    api = catalog
+    api.runtime.risk.limits = RiskLimits(failures_max_per_key=5, failures_max_per_ip=1000)
+    key = api.key("terminal", name="guesser")
+    statuses = []
+    for i in range(8):
+        response = await api.call("POST", "/v1/verify", key, json={"code": f"GUESS-{i:06d}"})
+        statuses.append(response.status_code)
+    assert statuses == [404] * 5 + [429] * 3
+    assert int(response.headers["retry-after"]) > 0
+    assert response.json()["error"]["details"]["limit"] == "failed_attempts"
+    other = await api.call("POST", "/v1/verify", api.keys["terminal"], json={"code": "X-00001"})
+    assert other.status_code == 404  # another key is not locked out
+    with api.runtime.db.read() as session:
+        entries = audit.query(session, action="risk.lockout")
+    assert len(entries) == 1
+
+
+async def test_per_key_rate_limit_refuses_with_retry_after(catalog: Api) -> None:
+    api = catalog
+    slow = api.key("terminal", limits={"verify_per_s_per_key": 1, "burst_s": 3})
+    statuses = [(await api.call("POST", "/v1/verify", slow, json={"code": "RATE-0001"}))
+                for _ in range(5)]
+    assert [r.status_code for r in statuses][:3] == [404, 404, 404]
+    assert statuses[-1].status_code == 429
+    assert statuses[-1].json()["error"]["details"]["limit"] == "verify_per_s_per_key"
