@@ -86,6 +86,16 @@ class ErrorCode(StrEnum):
     WITHDRAWAL_NOT_FOUND = "WITHDRAWAL_NOT_FOUND"
     WITHDRAWAL_NOT_PENDING = "WITHDRAWAL_NOT_PENDING"
     ORDER_NOT_REFUNDABLE = "ORDER_NOT_REFUNDABLE"
+    # Console users and sessions (cardsvc.access.users, cardsvc.access.sessions).
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    USER_EXISTS = "USER_EXISTS"
+    PASSWORD_REJECTED = "PASSWORD_REJECTED"
+    LOGIN_FAILED = "LOGIN_FAILED"
+    LOGIN_LOCKED = "LOGIN_LOCKED"
+    TOTP_INVALID = "TOTP_INVALID"
+    ENROLMENT_REQUIRED = "ENROLMENT_REQUIRED"
+    INVITATION_INVALID = "INVITATION_INVALID"
+    LAST_OWNER = "LAST_OWNER"
 
 
 class CardsvcError(Exception):
@@ -207,6 +217,15 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.WITHDRAWAL_NOT_FOUND: NotFound,
     ErrorCode.WITHDRAWAL_NOT_PENDING: Conflict,
     ErrorCode.ORDER_NOT_REFUNDABLE: Conflict,
+    ErrorCode.USER_NOT_FOUND: NotFound,
+    ErrorCode.USER_EXISTS: Conflict,
+    ErrorCode.PASSWORD_REJECTED: BadInput,
+    ErrorCode.LOGIN_FAILED: Unauthenticated,
+    ErrorCode.LOGIN_LOCKED: RateLimited,
+    ErrorCode.TOTP_INVALID: BadInput,
+    ErrorCode.ENROLMENT_REQUIRED: Forbidden,
+    ErrorCode.INVITATION_INVALID: NotFound,
+    ErrorCode.LAST_OWNER: Conflict,
 }
 
 
