@@ -3,6 +3,7 @@ cache ``price_cache``), the changes prices depend on and the use cases that chan
 (``updates``), credentials bound to agents (``credentials``), and their tables."""
 
 from cardsvc.agents.credentials import (
+    create_agent_user,
     create_key,
 )
 from cardsvc.agents.price_cache import (
@@ -80,6 +81,7 @@ __all__ = [
     "audit_change",
     "check_depth",
     "create_agent",
+    "create_agent_user",
     "create_key",
     "create_sub_agent",
     "descendants",
