@@ -310,3 +310,18 @@ def test_the_secret_watch_itself_catches_a_leak() -> None:
     watch.secret("s3cret-token-value")
     watch.texts.append(("log x", "session S3CRET-TOKEN-VALUE ended"))
     assert watch.leaks() == ["log x shows a secret ending alue"]
+
+
+def test_re_enrolling_needs_a_current_code(
+        logins: Logins, owner: OwnerCreated, clock: Clock, watch: SecretWatch) -> None:
+    result = owner_login(logins, owner, clock, watch)
+    assert failed(logins.begin_enrolment, result.token).code == ErrorCode.TOTP_INVALID
+    clock.advance(30_000)
+    started = logins.begin_enrolment(result.token,
+                                     totp_code=code_now(owner.totp.secret_base32, clock))
+    watch.secret(started.secret_base32)
+    done = logins.complete_enrolment(result.token, code_now(started.secret_base32, clock),
+                                     ip=IP)
+    watch.secret(done.login.token, *done.recovery_codes)
+    assert failed(logins.authenticate, result.token).code == ErrorCode.UNAUTHENTICATED
+    assert logins.authenticate(done.login.token).mfa

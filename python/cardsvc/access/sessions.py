@@ -675,14 +675,22 @@ class Logins:
 
     # ----- enrolment, passwords, invitations -----
 
-    def begin_enrolment(self, token: str, *, user_agent: str | None = None) -> TotpEnrolment:
-        """Starts TOTP enrolment for the session's user (an ``enrol`` session, or a full one
-        re-enrolling): a new secret, returned once with its provisioning URI. Raises as
-        :meth:`authenticate`."""
+    def begin_enrolment(self, token: str, *, totp_code: str | None = None,
+                        user_agent: str | None = None) -> TotpEnrolment:
+        """Starts TOTP enrolment for the session's user: a new secret, returned once with its
+        provisioning URI. A user who already has TOTP (re-enrolling: a new phone) must give a
+        current code, so a stolen session cannot swap the second factor. Raises as
+        :meth:`authenticate`, TOTP_INVALID."""
         info = self.authenticate(token, user_agent=user_agent, allow_enrolment=True)
         now = self._clock_ms()
         with self.db.write() as session:
             row = require_user(session, info.user["user_id"], for_update=True)
+            current = totp_secret(row, self.keyring)
+            if current is not None:
+                step = match_totp(current, totp_code, now, row.totp_last_step)
+                if step is None or not consume_totp_step(session, row.user_id, step):
+                    raise make_error(ErrorCode.TOTP_INVALID, "give a current code from your "
+                                     "authenticator app first", {"field": "totp_code"})
             return begin_totp(session, self.keyring, row, now_ms=now,
                               issuer=self.settings.issuer)
 
