@@ -37,7 +37,7 @@ from cardsvc.access import (
     set_user_role,
 )
 from cardsvc.access.tables import RecoveryCode, User, UserInvitation
-from cardsvc.access.users import match_totp, totp_secret, totp_step
+from cardsvc.access.users import consume_totp_step, match_totp, totp_secret, totp_step
 from cardsvc.crypto import MasterKeyring
 from cardsvc.db import Database
 from cardsvc.errors import CardsvcError, ErrorCode
@@ -375,3 +375,13 @@ def test_totp_reset_makes_the_next_login_enrol_again(
     enrol = logins.login("owner", OWNER_PASSWORD, ip="10.0.0.1")
     watch.secret(enrol.token)
     assert enrol.session.stage == "enrol"
+
+
+def test_a_totp_step_is_consumed_once_even_by_racing_logins(
+        database: Database, owner: object) -> None:
+    user_id = owner.user["user_id"]  # type: ignore[attr-defined]
+    with database.write() as session:
+        assert consume_totp_step(session, user_id, 100)
+        assert not consume_totp_step(session, user_id, 100)
+        assert not consume_totp_step(session, user_id, 99)
+        assert consume_totp_step(session, user_id, 101)
