@@ -137,6 +137,20 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.PAYMENT_OPERATION_UNSUPPORTED: 400,
     ErrorCode.PAYMENT_CONFIG_INVALID: 400,
     ErrorCode.PAYMENT_CURRENCY_UNSUPPORTED: 400,
+    # Console users and sessions. LOGIN_FAILED is one answer for an unknown login, a wrong
+    # password and a wrong TOTP code, so it cannot tell which logins exist; LOGIN_LOCKED carries
+    # details.retry_after_s (sent as Retry-After).
+    ErrorCode.USER_NOT_FOUND: 404,
+    ErrorCode.USER_EXISTS: 409,
+    ErrorCode.PASSWORD_REJECTED: 400,
+    ErrorCode.LOGIN_FAILED: 401,
+    ErrorCode.LOGIN_LOCKED: 429,
+    ErrorCode.TOTP_INVALID: 400,
+    ErrorCode.ENROLMENT_REQUIRED: 403,
+    # Unknown, used and expired invitations look alike: nothing to learn by probing tokens.
+    ErrorCode.INVITATION_INVALID: 404,
+    # Demoting or disabling the last active owner would leave nobody able to manage users.
+    ErrorCode.LAST_OWNER: 409,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

@@ -111,6 +111,16 @@ class ErrorCode(StrEnum):
     PAYMENT_CONFIG_INVALID = "PAYMENT_CONFIG_INVALID"
     # The provider (or our mapping to it) cannot charge in this currency.
     PAYMENT_CURRENCY_UNSUPPORTED = "PAYMENT_CURRENCY_UNSUPPORTED"
+    # Console users and sessions (cardsvc.access.users, cardsvc.access.sessions).
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    USER_EXISTS = "USER_EXISTS"
+    PASSWORD_REJECTED = "PASSWORD_REJECTED"
+    LOGIN_FAILED = "LOGIN_FAILED"
+    LOGIN_LOCKED = "LOGIN_LOCKED"
+    TOTP_INVALID = "TOTP_INVALID"
+    ENROLMENT_REQUIRED = "ENROLMENT_REQUIRED"
+    INVITATION_INVALID = "INVITATION_INVALID"
+    LAST_OWNER = "LAST_OWNER"
 
 
 class CardsvcError(Exception):
@@ -242,6 +252,15 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.PAYMENT_OPERATION_UNSUPPORTED: BadInput,
     ErrorCode.PAYMENT_CONFIG_INVALID: BadInput,
     ErrorCode.PAYMENT_CURRENCY_UNSUPPORTED: BadInput,
+    ErrorCode.USER_NOT_FOUND: NotFound,
+    ErrorCode.USER_EXISTS: Conflict,
+    ErrorCode.PASSWORD_REJECTED: BadInput,
+    ErrorCode.LOGIN_FAILED: Unauthenticated,
+    ErrorCode.LOGIN_LOCKED: RateLimited,
+    ErrorCode.TOTP_INVALID: BadInput,
+    ErrorCode.ENROLMENT_REQUIRED: Forbidden,
+    ErrorCode.INVITATION_INVALID: NotFound,
+    ErrorCode.LAST_OWNER: Conflict,
 }
 
 

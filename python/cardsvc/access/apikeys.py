@@ -44,6 +44,30 @@ from cardsvc.db import Database
 from cardsvc.errors import ErrorCode, invalid, make_error
 
 KEY_PREFIX = "cs"
+SCOPES: dict[str, str] = {
+    "admin": "everything a platform operator may do, except export (implies every other scope)",
+    "export": "plaintext export of codes (never implied: granted explicitly)",
+    "users": "invite, disable, unlock and change the roles of console users",
+    "catalog": "SKUs, pools and price lists",
+    "stock": "batches: import, generate, void",
+    "orders": "place and read orders (an agent: only its own)",
+    "holds": "hold, confirm and release stock",
+    "sub_agents": "create and manage one's own direct sub-agents and their users",
+    "ledger": "balances, statements, postings and top-ups",
+    "withdrawals": "approve, reject and pay out withdrawals",
+    "reconciliation": "run and read reconciliation reports",
+    "trace": "trace a code through its history (masked)",
+    "freeze": "freeze and unfreeze codes",
+    "resend": "re-send a delivery",
+    "masked_views": "read orders, codes and deliveries with codes masked",
+    "audit": "read and verify the audit log",
+    "verify": "verify a code at a terminal",
+    "redeem": "redeem a code at a terminal",
+    "rollback": "roll back a redemption at a terminal",
+}
+"""The one authorisation vocabulary: every scope an API key or a console user may hold. Keys
+get theirs from :data:`SCOPES_OF_ROLE`, users from ``cardsvc.access.users.SCOPES_OF_USER_ROLE``;
+both are checked with :meth:`Principal.require`."""
 ROLES = ("admin", "agent", "terminal")
 SCOPES_OF_ROLE: dict[str, tuple[str, ...]] = {
     "admin": ("admin", "export"),
@@ -65,7 +89,13 @@ CACHE_ENTRIES_MAX = 100_000
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller: who it is and what it may do. Immutable and cheap to share."""
+    """The authenticated caller, an API key or a console user: who it is and what it may do.
+    Immutable and cheap to share.
+
+    For a key, ``key_id`` is the key's id and ``user_id`` None. For a user
+    (``cardsvc.access.users.principal_of_user``), ``key_id`` is ``user:<user_id>`` and
+    ``role`` the user's role (``owner``, ``operator``, ``finance``, ``support``, ``agent``);
+    either way ``key_id`` is the actor name written into the audit log (:attr:`actor`)."""
 
     key_id: str
     role: str
@@ -74,6 +104,16 @@ class Principal:
     skus: frozenset[str] | None
     limits: dict[str, Any]
     name: str = ""
+    user_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """The name this caller's actions carry in the audit log."""
+        return self.key_id
+
+    @property
+    def is_user(self) -> bool:
+        return self.user_id is not None
 
     @property
     def is_admin(self) -> bool:
@@ -86,7 +126,7 @@ class Principal:
             return
         raise make_error(
             ErrorCode.FORBIDDEN,
-            f"this key may not do this (needs scope {scope})",
+            f"these credentials may not do this (needs scope {scope})",
             {"scope": scope, "role": self.role},
         )
 

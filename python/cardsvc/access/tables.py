@@ -1,4 +1,5 @@
-"""API keys: what is stored of each key (never the secret itself, only its SHA-256)."""
+"""What access keeps: API keys (never the secret itself, only its SHA-256), console users,
+their invitations, recovery codes and sessions (never a password, TOTP secret or token)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ForeignKey,
+    Index,
+    Integer,
     LargeBinary,
     String,
 )
@@ -37,3 +41,110 @@ class ApiKey(Base):
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
     revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+# ----- console users and their sessions (cardsvc.access.users, cardsvc.access.sessions) -------
+
+LOGIN_LEN_MAX = 64
+"""A login name, normalised (NFKC, casefolded): room for an e-mail address's local part or a
+short address, far below what a person types."""
+PASSWORD_HASH_LEN_MAX = 256
+"""An argon2id PHC string (``$argon2id$v=19$m=...,t=...,p=...$salt$hash``) is ~100 characters."""
+IP_LEN_MAX = 64
+"""An IPv6 address with a zone is at most 45 characters."""
+SEALED_SECRET_LEN_MAX = 128
+"""A sealed TOTP secret (12-byte nonce, 20-byte secret, 16-byte tag) or a wrapped data key."""
+
+
+class User(Base):
+    """A person who logs in to the console (staff) or the portal (an agent's user).
+
+    Never holds a password or a TOTP secret in clear: ``password_hash`` is argon2id, the TOTP
+    secret is sealed (AES-256-GCM) under a per-user data key that the master key wraps
+    (``totp_key_wrapped``, ``totp_master_key_id``). ``login`` is the normalised login name.
+    ``failed_logins``/``failed_window_start_ms``/``locked_until_ms``/``lockouts`` are the
+    account's persisted lockout state (cardsvc.access.sessions)."""
+
+    __tablename__ = "users"
+
+    user_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    login: Mapped[str] = mapped_column(String(LOGIN_LEN_MAX), unique=True)
+    display_name: Mapped[str] = mapped_column(String(NAME_LEN_MAX))
+    role: Mapped[str] = mapped_column(String(16))  # owner|operator|finance|support|agent
+    agent_id: Mapped[str | None] = mapped_column(
+        String(ID_LEN_MAX), ForeignKey("agents.agent_id"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))  # invited | active | disabled
+    password_hash: Mapped[str | None] = mapped_column(String(PASSWORD_HASH_LEN_MAX))
+    password_changed_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    totp_key_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary(SEALED_SECRET_LEN_MAX))
+    totp_master_key_id: Mapped[str | None] = mapped_column(String(16))
+    totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary(SEALED_SECRET_LEN_MAX))
+    totp_pending_sealed: Mapped[bytes | None] = mapped_column(
+        LargeBinary(SEALED_SECRET_LEN_MAX)
+    )
+    totp_confirmed_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # The last TOTP time step accepted: a code of that step or an earlier one is a replay.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    failed_window_start_ms: Mapped[int | None] = mapped_column(BigInteger)
+    locked_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+
+
+class UserInvitation(Base):
+    """A one-time invitation to set a password: only SHA-256 of its 128-bit token is kept."""
+
+    __tablename__ = "user_invitations"
+
+    token_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        String(ID_LEN_MAX), ForeignKey("users.user_id"), index=True
+    )
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
+    used_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(ID_LEN_MAX))
+
+
+class RecoveryCode(Base):
+    """A one-time recovery code (80 random bits, so SHA-256 suffices, as for API keys)."""
+
+    __tablename__ = "user_recovery_codes"
+
+    code_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        String(ID_LEN_MAX), ForeignKey("users.user_id"), index=True
+    )
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    used_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class UserSession(Base):
+    """A logged-in session. The token (256 random bits) is kept only as SHA-256.
+
+    ``stage`` is ``full`` or ``enrol`` (a staff user who must still confirm TOTP may do only
+    that); ``mfa`` says a second factor was given at login. Ended sessions stay for a while:
+    the IPs of recent successful logins are what exempts a user from an account lock."""
+
+    __tablename__ = "user_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    token_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    user_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("users.user_id"))
+    stage: Mapped[str] = mapped_column(String(16))
+    mfa: Mapped[bool] = mapped_column(Boolean)
+    ip: Mapped[str] = mapped_column(String(IP_LEN_MAX))
+    user_agent_sha256: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    last_seen_at_ms: Mapped[int] = mapped_column(BigInteger)
+    idle_timeout_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
+    revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+Index("ix_user_sessions_user_created", UserSession.user_id, UserSession.created_at_ms)

@@ -4,6 +4,7 @@ cache ``price_cache``), the changes prices depend on and the use cases that chan
 
 from cardsvc.agents.credentials import (
     Credentials,
+    create_agent_user,
     create_key,
 )
 from cardsvc.agents.directory import AgentDirectory
@@ -86,6 +87,7 @@ __all__ = [
     "audit_change",
     "check_depth",
     "create_agent",
+    "create_agent_user",
     "create_key",
     "create_sub_agent",
     "descendants",

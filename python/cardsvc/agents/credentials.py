@@ -1,8 +1,9 @@
-"""Credentials bound to agents: API keys (and, with the console, users) that act for an agent.
+"""Credentials bound to agents: API keys and console users that act for an agent.
 
-The key store is ``cardsvc.access``, a floor below the agent tree; issuing a key that names an
-agent needs the agent to exist, so the one way to create a key runs here and checks it in the
-same transaction.
+The key and user stores are ``cardsvc.access``, a floor below the agent tree; issuing a key or
+inviting a user that names an agent needs the agent to exist (and, for an agent acting itself,
+the tree to allow it), so the one way to create each runs here and checks it in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cardsvc.access import (
+    INVITATION_TTL_MS,
+    Invitation,
     KeyAuthenticator,
     Principal,
     RiskLimits,
     check_key_request,
+    issue_invitation,
     issue_key,
     list_keys,
 )
-from cardsvc.agents.tree import require_agent
+from cardsvc.agents.tree import may_manage, require_agent
 from cardsvc.db import Database
+from cardsvc.errors import ErrorCode, make_error
 
 
 def create_key(
@@ -76,3 +81,40 @@ class Credentials:
     def revoke(self, key_id: str, *, actor: str) -> None:
         """Revokes a key at once (idempotent). Raises KEY_NOT_FOUND."""
         self.authenticator.revoke(key_id, actor=actor, now_ms=self.clock())
+def create_agent_user(
+    db: Database,
+    actor: Principal,
+    *,
+    agent_id: str,
+    login: str,
+    display_name: str,
+    ttl_ms: int = INVITATION_TTL_MS,
+    now_ms: int | None = None,
+) -> Invitation:
+    """Invites a user of agent ``agent_id`` (role ``agent``; TOTP optional) and returns the
+    invitation, whose token is shown once.
+
+    Who may: a platform caller with the ``users`` scope, for any agent; an agent's user (scope
+    ``sub_agents``) for its own agent and that agent's direct sub-agents
+    (``cardsvc.agents.tree.may_manage``), never a grandchild or an agent elsewhere. Agent API
+    keys hold no ``sub_agents`` scope: machines do not create people.
+
+    Effects: the user and invitation rows and an audit entry ``user.create``, in one
+    transaction. Raises FORBIDDEN (also for an agent outside the caller's reach, known or not,
+    so nothing can be probed), AGENT_NOT_FOUND (platform callers), then as
+    ``cardsvc.access.issue_invitation`` (INVALID_ARGUMENT, LIMIT_EXCEEDED, USER_EXISTS).
+    """
+    at_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with db.write() as session:
+        if actor.is_admin or "users" in actor.scopes:
+            require_agent(session, agent_id)
+        else:
+            actor.require("sub_agents")
+            own = actor.agent_id
+            if own is None or not (own == agent_id or may_manage(session, own, agent_id)):
+                raise make_error(ErrorCode.FORBIDDEN,
+                                 "an agent may create users only for itself and its direct "
+                                 "sub-agents", {"agent_id": agent_id})
+        return issue_invitation(session, login=login, display_name=display_name, role="agent",
+                                agent_id=agent_id, created_by=actor.actor, now_ms=at_ms,
+                                ttl_ms=ttl_ms)

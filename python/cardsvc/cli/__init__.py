@@ -7,6 +7,7 @@ from cardsvc.cli.main import (
     COMMANDS,
     EXIT_ERROR,
     EXIT_OK,
+    EXIT_USAGE,
     PLUGIN_GROUP,
     Command,
     all_commands,
@@ -15,5 +16,5 @@ from cardsvc.cli.main import (
     plugin_commands,
 )
 
-__all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_OK", "PLUGIN_GROUP", "Command", "all_commands",
-           "build_parser", "main", "plugin_commands"]
+__all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "PLUGIN_GROUP", "Command",
+           "all_commands", "build_parser", "main", "plugin_commands"]

@@ -99,6 +99,17 @@ def _keys_command() -> Command:
     )
 
 
+def _users_command() -> Command:
+    from cardsvc.cli import users as cli_users
+
+    return Command(
+        "users",
+        "create the first console owner, list users, reset a user's TOTP (beside a server)",
+        cli_users.add_users_arguments,
+        cli_users.run_users,
+    )
+
+
 def _records_commands() -> tuple[Command, ...]:
     from cardsvc.cli import audit as cli_audit
     from cardsvc.cli import exports as cli_exports
@@ -172,6 +183,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     *_store_commands(),
     _keys_command(),
+    _users_command(),
     *_records_commands(),
 )
 
