@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import cardsvc
 from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
@@ -31,6 +32,8 @@ from cardsvc.engine import Store
 from cardsvc.runtime import Runtime
 from server.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
 from server.settings import Settings
+from web import create_web
+from web.settings import WebSettings
 
 log = logging.getLogger("cardsvc.api")
 
@@ -64,6 +67,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
                 await asyncio.to_thread(store.close)
             raise
         app.state.runtime = runtime
+        app.state.web.state.runtime = runtime
         timer = asyncio.create_task(_recovery_timer(runtime, settings.recovery_interval_s))
         try:
             yield
@@ -92,7 +96,38 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(health.router)
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    app.state.web = create_web(WebSettings.from_env(settings.data_dir))
+    """The web pages, served beside the API by :func:`create_asgi` (their runtime is set by the
+    lifespan)."""
     return app
+
+
+API_PATHS = ("/v1", "/healthz", "/readyz", "/openapi.json", "/docs")
+"""Paths (and the paths below them) that belong to the JSON application; the rest is the web's."""
+
+
+class Composed:
+    """The ASGI application of the whole service: the lifespan and the API's paths go to the
+    JSON application, every other path to the web pages."""
+
+    def __init__(self, api: FastAPI, web: ASGIApp) -> None:
+        self.api = api
+        self.web = web
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] == "lifespan" or any(
+            path == prefix or path.startswith(prefix + "/") for prefix in API_PATHS
+        ):
+            await self.api(scope, receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+
+def create_asgi(settings: Settings, *, store: Store | None = None) -> Composed:
+    """The service as ``cardsvc serve`` runs it: :func:`create_app` and its web pages."""
+    app = create_app(settings, store=store)
+    return Composed(app, app.state.web)
 
 
 async def _recovery_timer(runtime: Runtime, interval_s: float) -> None:
@@ -108,8 +143,8 @@ async def _recovery_timer(runtime: Runtime, interval_s: float) -> None:
             log.info("recovery timer: %s", counts)
 
 
-def create_app_from_env() -> FastAPI:
-    """``create_app(Settings.from_env())``, for
+def create_app_from_env() -> Composed:
+    """``create_asgi(Settings.from_env())``, for
     ``uvicorn --factory server.app:create_app_from_env``. Run one worker only: the store locks
     its data directory."""
-    return create_app(Settings.from_env())
+    return create_asgi(Settings.from_env())

@@ -82,12 +82,12 @@ def serve(settings: Settings, console: Console) -> int:
     process ends as killed by SIGTERM, as a supervisor expects."""
     import uvicorn
 
-    from server.app import create_app
+    from server.app import create_asgi
 
     store = Store.open(settings.store_config())
     try:
         config = uvicorn.Config(
-            create_app(settings, store=store),
+            create_asgi(settings, store=store),
             host=settings.host,
             port=settings.port,
             loop="uvloop",

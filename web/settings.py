@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cardsvc.errors import ErrorCode, make_error
+from cardsvc.errors import invalid
 
 SECRET_KEY_BYTES_MIN = 32
 """256 bits: HMAC-SHA256 gains nothing from a longer key and loses strength with a shorter one."""
@@ -39,8 +39,6 @@ ENV_DEV_COOKIES = "CARDSVC_WEB_DEV_COOKIES"
 ENV_TIMEZONE = "CARDSVC_WEB_TIMEZONE"
 
 
-def _invalid(field_name: str, message: str) -> Exception:
-    return make_error(ErrorCode.INVALID_ARGUMENT, message, {"field": field_name})
 
 
 @dataclass(frozen=True)
@@ -77,16 +75,16 @@ class WebSettings:
     def __post_init__(self) -> None:
         for key in (self.secret_key, *self.previous_secret_keys):
             if len(key) < SECRET_KEY_BYTES_MIN:
-                raise _invalid("secret_key", f"secret keys need {SECRET_KEY_BYTES_MIN} bytes")
+                raise invalid("secret_key", f"secret keys need {SECRET_KEY_BYTES_MIN} bytes")
         for origin in self.trusted_origins:
             if origin != _normal_origin(origin):
-                raise _invalid("trusted_origins", "an origin is scheme://host[:port], no path")
+                raise invalid("trusted_origins", "an origin is scheme://host[:port], no path")
         if self.default_locale not in SUPPORTED_LOCALES:
-            raise _invalid("default_locale", "default_locale must be zh_CN or en")
+            raise invalid("default_locale", "default_locale must be zh_CN or en")
         if not 0 < self.form_bytes_max <= self.request_bytes_max:
-            raise _invalid("form_bytes_max", "form_bytes_max must be in 1..request_bytes_max")
+            raise invalid("form_bytes_max", "form_bytes_max must be in 1..request_bytes_max")
         if self.static_max_age_s < 0:
-            raise _invalid("static_max_age_s", "static_max_age_s must not be negative")
+            raise invalid("static_max_age_s", "static_max_age_s must not be negative")
 
     @classmethod
     def from_env(cls, data_dir: Path, environ: Mapping[str, str] | None = None,
@@ -116,7 +114,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
         return False
     if raw in ("1", "true", "yes"):
         return True
-    raise _invalid(name, f"{name} must be 1 or 0")
+    raise invalid(name, f"{name} must be 1 or 0")
 
 
 def _normal_origin(origin: str) -> str:
@@ -151,5 +149,5 @@ def load_secret_key(data_dir: Path) -> bytes:
             aside.unlink()
     key = path.read_bytes()
     if len(key) < SECRET_KEY_BYTES_MIN:
-        raise _invalid("secret_key", f"{path.name} holds fewer than {SECRET_KEY_BYTES_MIN} bytes")
+        raise invalid("secret_key", f"{path.name} holds fewer than {SECRET_KEY_BYTES_MIN} bytes")
     return key
