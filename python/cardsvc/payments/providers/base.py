@@ -706,6 +706,27 @@ def load_json_object(body: bytes | str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def check_reachable(provider: str, response: HttpResponse) -> None:
+    """Raises PAYMENT_PROVIDER_UNAVAILABLE (reason ``status``) for a 5xx or 429 answer: the
+    provider could not take the call now; retrying later may work."""
+    if response.status >= 500 or response.status == 429:
+        raise provider_unavailable(provider, "status", status=response.status)
+
+
+def json_answer(provider: str, response: HttpResponse, *,
+                empty_is_object: bool = False) -> dict[str, Any]:
+    """The JSON object a provider answered, after :func:`check_reachable`; an empty body is
+    ``{}`` when ``empty_is_object``. Raises PAYMENT_PROVIDER_UNAVAILABLE (``status``, or
+    ``malformed`` for a body that is not one JSON object)."""
+    check_reachable(provider, response)
+    if empty_is_object and not response.body:
+        return {}
+    answer = load_json_object(response.body)
+    if answer is None:
+        raise provider_unavailable(provider, "malformed", status=response.status)
+    return answer
+
+
 def json_str(obj: Mapping[str, Any], key: str) -> str | None:
     """``obj[key]`` if it is a str, else None."""
     value = obj.get(key)

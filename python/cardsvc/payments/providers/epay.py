@@ -58,9 +58,9 @@ from cardsvc.payments.providers.base import (
     form_fields,
     format_money,
     header,
+    json_answer,
     json_int,
     json_str,
-    load_json_object,
     notify_invalid,
     parse_beijing,
     parse_money,
@@ -171,12 +171,7 @@ class EpayProvider(Provider):
         return self._json(response)
 
     def _json(self, response: HttpResponse) -> dict[str, Any]:
-        if response.status >= 500 or response.status == 429:
-            raise provider_unavailable(self.name, "status", status=response.status)
-        answer = load_json_object(response.body)
-        if answer is None:
-            raise provider_unavailable(self.name, "malformed", status=response.status)
-        return answer
+        return json_answer(self.name, response)
 
     def _mapi_start(self, answer: dict[str, Any]) -> PaymentStart:
         if _code(answer) != 1:

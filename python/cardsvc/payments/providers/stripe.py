@@ -61,6 +61,7 @@ from cardsvc.payments.providers.base import (
     currency_unsupported,
     default_out_refund_no,
     header,
+    json_answer,
     json_int,
     json_object,
     json_str,
@@ -250,11 +251,7 @@ class StripeProvider(Provider):
         return self._answer(response)
 
     def _answer(self, response: HttpResponse) -> dict[str, Any]:
-        if response.status >= 500 or response.status == 429:
-            raise provider_unavailable(self.name, "status", status=response.status)
-        answer = load_json_object(response.body)
-        if answer is None:
-            raise provider_unavailable(self.name, "malformed", status=response.status)
+        answer = json_answer(self.name, response)
         if response.status >= 300:
             error = json_object(answer, "error") or {}
             code = json_str(error, "code") or json_str(error, "type") or str(response.status)

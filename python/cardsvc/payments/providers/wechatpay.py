@@ -58,6 +58,7 @@ from cardsvc.payments.providers.base import (
     RefundStatus,
     bounded_raw,
     check_body_size,
+    check_reachable,
     check_refund_amount,
     check_url_setting,
     config_invalid,
@@ -65,6 +66,7 @@ from cardsvc.payments.providers.base import (
     default_out_refund_no,
     format_rfc3339_beijing,
     header,
+    json_answer,
     json_int,
     json_object,
     json_str,
@@ -270,8 +272,7 @@ class WechatpayProvider(Provider):
         return self._answer(config, response, now_s)
 
     def _answer(self, config: ChannelConfig, response: HttpResponse, now_s: int) -> dict[str, Any]:
-        if response.status >= 500 or response.status == 429:
-            raise provider_unavailable(self.name, "status", status=response.status)
+        check_reachable(self.name, response)
         signed = header(response.headers, "Wechatpay-Signature") is not None
         if 200 <= response.status < 300 or signed:
             try:
@@ -280,9 +281,7 @@ class WechatpayProvider(Provider):
             except CardsvcError:
                 raise provider_unavailable(self.name, "signature",
                                            status=response.status) from None
-        answer = load_json_object(response.body) if response.body else {}
-        if answer is None:
-            raise provider_unavailable(self.name, "malformed", status=response.status)
+        answer = json_answer(self.name, response, empty_is_object=True)
         if response.status >= 300:
             raise provider_rejected(self.name, json_str(answer, "code") or str(response.status),
                                     status=response.status)
