@@ -58,7 +58,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_CORRUPT = "PAYLOAD_CORRUPT"
     # Anything unexpected; reveals no internals.
     INTERNAL_ERROR = "INTERNAL_ERROR"
-    # The HTTP layer (issue 4): requests that never reach an operation.
+    # The HTTP layer: requests that never reach an operation.
     VALIDATION_ERROR = "VALIDATION_ERROR"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FORBIDDEN = "FORBIDDEN"
@@ -72,7 +72,7 @@ class ErrorCode(StrEnum):
     POOL_NOT_FOUND = "POOL_NOT_FOUND"
     POOL_EXISTS = "POOL_EXISTS"
     BATCH_NOT_FOUND = "BATCH_NOT_FOUND"
-    # Agents, prices and money (issue 6).
+    # Agents, prices and money.
     GRADE_NOT_FOUND = "GRADE_NOT_FOUND"
     GRADE_EXISTS = "GRADE_EXISTS"
     AGENT_CYCLE = "AGENT_CYCLE"

@@ -132,7 +132,7 @@ def test_new_agent_takes_the_defaults_and_its_parents_currency(database: Databas
     assert (child["currency"], child["credit_limit_minor"], child["pool_policy"]) == \
         ("USD", 0, "own_then_shared")
     assert add_agent(database, "PLAIN")["currency"] == agents.DEFAULT_CURRENCY
-    # The issue 4 callers pass the Database itself.
+    # Callers may pass the Database itself.
     created = agents.create_agent(database, "LEGACY", "legacy", parent_id="TOP", actor="k",
                                   now_ms=T0_MS)
     assert created["currency"] == "USD"

@@ -1,4 +1,4 @@
-"""Goal: prove the money flows of ``cardsvc.money.settlement`` post exactly what the issue
+"""Goal: prove the money flows of ``cardsvc.money.settlement`` post exactly what docs/money.md
 prescribes and keep money adding up: the worked example's every posting (a three-level chain,
 price- difference commissions, platform margin, cost of goods), the cooling period and its release,
 refunds before and after release (reversal and clawback), the release of a failed order, deposits,
@@ -37,7 +37,8 @@ from cardsvc.sales.tables import Order
 T0_MS = 1_700_000_000_000
 COOLING_MS = 7 * 86_400_000
 CHAIN = [("C", 100), ("B", 90), ("A", 80)]
-"""The issue's example: C buys at 100 from B (whose own price is 90), B's parent A pays 80."""
+"""The worked example of docs/money.md: C buys at 100 from B (whose own price is 90), B's
+parent A pays 80."""
 UNIT_COST = 50
 REVENUE, COST, DEPOSITS, PAYOUTS = (f"platform:{kind}:CNY" for kind in
                                     ("revenue", "cost_of_goods", "deposits", "payouts"))

@@ -74,7 +74,7 @@ SCOPES_OF_ROLE: dict[str, tuple[str, ...]] = {
     "agent": ("orders", "holds"),
     "terminal": ("verify", "redeem", "rollback"),
 }
-"""Scopes each role may hold. ``export`` (plaintext export, issue 5) is never a default."""
+"""Scopes each role may hold. ``export`` (plaintext export) is never a default."""
 DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
     "admin": ("admin",),
     "agent": ("orders", "holds"),

@@ -23,7 +23,7 @@ transaction (``Database.write()`` for changes, ``read()`` for queries), so a cal
 a change with its own (the ledger floor beside ``set_credit_limit``) atomically. Each change
 appends its audit entry last (``cardsvc.audit``): call it after any other row locks of the
 transaction. ``create_agent``, ``get_agent`` and ``list_agents`` also accept a ``Database`` (they
-then run their own transaction), as the issue 4 callers use them. Changes to the tree take turns
+then run their own transaction), as the first callers used them. Changes to the tree take turns
 (``lock_tree``), so two transactions cannot each pass a check ("no cycle") against the other's
 old state. A refused change raises before it writes anything.
 """

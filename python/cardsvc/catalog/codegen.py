@@ -1,4 +1,4 @@
-"""Self-issued codes (issue 5): cryptographically random codes in a configurable format, with a
+"""Self-issued codes: cryptographically random codes in a configurable format, with a
 check character that lets a terminal reject a mistyped code without a lookup, and optional PINs.
 
 A :class:`CodeFormat` says how a batch's codes look: the alphabet of the random characters, their

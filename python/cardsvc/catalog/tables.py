@@ -80,7 +80,7 @@ class Batch(Base):
     duplicates: Mapped[int] = mapped_column(Integer, default=0)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
-    # Issue 5: where the codes came from, what they cost, how far an import has got.
+    # Where the codes came from, what they cost, how far an import has got.
     supplier: Mapped[str | None] = mapped_column(String(NAME_LEN_MAX))
     unit_cost_minor: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(3))

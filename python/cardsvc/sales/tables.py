@@ -41,7 +41,7 @@ class Order(Base):
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     updated_at_ms: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
-    # Issue 6: what the agent pays (fixed when the order is placed) and the ledger transactions
+    # What the agent pays (fixed when the order is placed) and the ledger transactions
     # of the saga: the debit into escrow (step 1) and the settlement or the refund (step 3).
     unit_price_minor: Mapped[int | None] = mapped_column(BigInteger)
     total_minor: Mapped[int | None] = mapped_column(BigInteger)

@@ -1,4 +1,4 @@
-"""Issue 5 over HTTP: catalog fields and their audited edits, batch facts and the downloadable
+"""Over HTTP: catalog fields and their audited edits, batch facts and the downloadable
 report, exports (scope, watermark, audit), a code's whole story, the audit log and its check.
 
 Goal: every catalog change and every export leaves an audit entry naming who did what; only an

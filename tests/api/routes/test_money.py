@@ -1,4 +1,4 @@
-"""Issue 6 over HTTP: the agent tree buying through the order saga, with every posting checked.
+"""Over HTTP: the agent tree buying through the order saga, with every posting checked.
 
 Goal: prove the money rules end to end: a three-level chain buying one SKU posts exactly the
 worked example's amounts (commissions up the chain, platform revenue and cost of goods); many

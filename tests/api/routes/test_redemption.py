@@ -1,6 +1,6 @@
 """Terminals over HTTP: verify, redeem (single and batch), rollback.
 
-Goal: the HTTP contract of issue 4 for terminals, and the invariants behind it: a code is
+Goal: the HTTP contract (docs/api.md) for terminals, and the invariants behind it: a code is
 redeemed at most as many times as it allows however many requests race for it, a retried
 request returns the first result, and a rollback restores exactly one use. Method: httpx over
 ASGITransport against the real app (SQLite + the file journal in a temporary directory); each

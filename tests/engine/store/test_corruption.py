@@ -1,9 +1,9 @@
 """Damaged journals and snapshots: a correct recovery or a refusal that names the damage.
 
-Goal: prove the recovery rules of DESIGN.md and issue 3. Recovery starts from the latest valid
-snapshot and replays the journal after it. A torn or corrupt tail is cut at the last whole record
-and reported. A corrupt snapshot falls back to the previous one. A bad record with records after
-it, or a missing range of records, stops start-up with JOURNAL_CORRUPT naming the segment (or
+Goal: prove the recovery rules of DESIGN.md and docs/durability.md. Recovery starts from the latest
+valid snapshot and replays the journal after it. A torn or corrupt tail is cut at the last whole
+record and reported. A corrupt snapshot falls back to the previous one. A bad record with records
+after it, or a missing range of records, stops start-up with JOURNAL_CORRUPT naming the segment (or
 stream entry) and the offset or missing range. ``recover_check`` and ``cardsvc recover --check``
 report the same and change no byte. A locked data directory refuses a second opener with
 DATA_DIR_LOCKED. Never may recovery silently produce a state that differs from what was

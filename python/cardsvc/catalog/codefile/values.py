@@ -13,7 +13,7 @@ from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.masking import MASK_CHAR, VISIBLE_SUFFIX_LEN, mask_code
 
 ROWS_MAX = 10_000_000
-"""Rows in one file, header and blank rows included: 10x the issue's 1M-code batch. Bounds the
+"""Rows in one file, header and blank rows included: 10x a 1M-code batch. Bounds the
 in-file duplicate table of :func:`scan` (21 bytes a row: 210 MB at the bound)."""
 LINE_LEN_MAX = 16_384
 """Characters in one CSV line (terminator excluded): a code (at most 512 raw characters), a PIN,

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-22
 
-Issue 5: SKU kind, prices, purchase limit, low-stock threshold and on-sale flag; batch supplier,
+SKU kind, prices, purchase limit, low-stock threshold and on-sale flag; batch supplier,
 cost, purchase date, source, progress and code format; the batch report (``batch_issues``) and
 the export log (``exports``).
 """

@@ -4,7 +4,7 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-22
 
-Issue 6: agent grade, currency, credit limit, daily quota, channel pool and pool policy; grades
+Agent grade, currency, credit limit, daily quota, channel pool and pool policy; grades
 (``standard`` seeded) and price lists; accounts, ledger transactions and postings; commissions in
 their cooling period; withdrawals; the money facts of orders (cardsvc.money.tables).
 """
