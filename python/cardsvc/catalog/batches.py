@@ -390,11 +390,13 @@ class Batches:
         return batch_dict(self._row(batch_id), self.catalog.pool_names())
 
     def report(self, batch_id: int) -> Iterator[BatchIssue]:
-        """The batch's report lines in line order (streamed). Raises BATCH_NOT_FOUND."""
+        """The batch's report lines in line order, the problems of one line in the order they
+        were found (streamed). Raises BATCH_NOT_FOUND."""
         self._row(batch_id)
         with self.db.read() as session:
             query = (select(BatchIssue).where(BatchIssue.batch_id == batch_id)
-                     .order_by(BatchIssue.line).execution_options(yield_per=10_000))
+                     .order_by(BatchIssue.line, BatchIssue.issue_id)
+                     .execution_options(yield_per=10_000))
             yield from session.scalars(query)
 
     def recover(self) -> dict[str, int]:
