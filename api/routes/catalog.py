@@ -170,6 +170,10 @@ class BatchOut(BaseModel):
     purchase_date: str | None
     source_name: str | None
     error_code: str | None
+    error_details: dict[str, Any] | None = Field(
+        description="why the batch was rejected or failed: the error's details (reason, field, "
+                    "line, ...; docs/import.md)")
+    error_message: str | None
     created_at_ms: int
     created_by: str | None
 
@@ -249,6 +253,7 @@ async def upload_batch(
     sku: Annotated[str, Form(min_length=1, max_length=64)],
     pool: Annotated[str | None, Form(max_length=64)] = None,
     mode: Annotated[str, Form(pattern="^(all_or_nothing|per_row)$")] = "all_or_nothing",
+    encoding: Annotated[str, Form(pattern="^(utf-8|gb18030)$")] = "utf-8",
     supplier: Annotated[str | None, Form(max_length=200)] = None,
     unit_cost_minor: Annotated[int | None, Form(ge=0, le=MONEY_MINOR_MAX)] = None,
     currency: Annotated[str | None, Form(pattern=CURRENCY_RE)] = None,
@@ -257,10 +262,12 @@ async def upload_batch(
     valid_until: Annotated[int | None, Form(ge=0, le=(1 << 32) - 1)] = None,
 ) -> dict[str, Any]:
     """Uploads a CSV or XLSX file (multipart field ``file``, up to the upload limit) to import
-    as one batch. Answers 202 with the batch (status ``importing``) at once; poll
-    ``GET /v1/batches/{batch_id}`` (``processed`` counts rows as they load) until ``ready``,
-    ``rejected`` (see the report) or ``failed``. Errors before the import starts: SKU_NOT_FOUND,
-    POOL_NOT_FOUND, INVALID_ARGUMENT."""
+    as one batch (docs/import.md). ``encoding`` applies to CSV: ``utf-8`` (UTF-16 with a byte
+    order mark is recognised) or ``gb18030`` (GBK), never guessed. Answers 202 with the batch
+    (status ``importing``) at once; poll ``GET /v1/batches/{batch_id}`` (``processed`` counts
+    rows as they load) until ``ready``, ``rejected`` or ``failed`` (``error_details`` and the
+    report say why). Errors before the import starts: SKU_NOT_FOUND, POOL_NOT_FOUND,
+    INVALID_ARGUMENT."""
     name = Path(file.filename or "upload.csv").name[:200]
     meta = BatchMeta(sku=sku, pool=pool, valid_from=valid_from, valid_until=valid_until,
                      source="upload", supplier=supplier, unit_cost_minor=unit_cost_minor,
@@ -274,7 +281,7 @@ async def upload_batch(
     def job() -> None:
         try:
             import_file(batches, target, meta, actor=caller.key_id, mode=mode,
-                        batch_id=batch_id)
+                        batch_id=batch_id, encoding=encoding)
         except Exception as error:  # the batch is failed and says why; the log gets the type
             if not isinstance(error, CardsvcError):
                 log_unexpected(error)

@@ -10,6 +10,12 @@ Two modes (``cardsvc.catalog.codefile.ImportMode``):
 Either way duplicates (of earlier batches or within the file) are skipped and listed, and the
 batch is all or nothing once loading starts: a failure voids whatever it had imported.
 
+A file refused before anything is imported (it cannot be read, has no header, is empty, has
+problems in all_or_nothing mode, exceeds a bound) ends ``rejected``; a failure while loading
+ends ``failed``. Either way the batch keeps the error's code, details (``reason``, ``line``) and
+message (``error_code``, ``error_details``, ``error_message``) and its report says why
+(docs/import.md lists the reasons).
+
 The file should be a private copy (an upload saved by the server, or a file the operator owns):
 it is read twice, and a file changed between the check and the load fails the batch.
 """
@@ -22,7 +28,7 @@ from pathlib import Path
 
 from cardsvc.catalog import codefile
 from cardsvc.catalog.batches import Batches, BatchMeta, BatchResult, CodeInput
-from cardsvc.errors import CardsvcError
+from cardsvc.errors import BadInput, CardsvcError
 
 
 def import_file(
@@ -34,15 +40,19 @@ def import_file(
     mode: str = codefile.ImportMode.ALL_OR_NOTHING,
     batch_id: int | None = None,
     progress: Callable[[str, int], None] | None = None,
+    encoding: str = codefile.FileEncoding.UTF8,
 ) -> BatchResult:
     """Imports ``path`` into a new batch (or the ``importing`` batch ``batch_id`` that the
     caller began, e.g. to answer an upload with its id at once). ``progress(phase, rows)`` is
-    called during the check (``"check"``) and the load (``"load"``).
+    called during the check (``"check"``) and the load (``"load"``). ``encoding`` (CSV only):
+    ``utf-8`` (the default; a UTF-16 byte order mark is honoured) or ``gb18030``.
 
-    Returns the result; a file with problems in ``all_or_nothing`` mode returns status
-    ``rejected`` (the report says why). Raises SKU_NOT_FOUND, POOL_NOT_FOUND, INVALID_ARGUMENT
-    (an unreadable file or header), LIMIT_EXCEEDED (too many rows, a line too long), and what
-    loading raises (the batch is then failed and nothing of it is sellable).
+    Returns the result: status ``ready``, or ``rejected`` when the check refused the file
+    (problems in ``all_or_nothing`` mode, nothing to import; the report says why). Raises
+    SKU_NOT_FOUND, POOL_NOT_FOUND (nothing created), INVALID_ARGUMENT (an unreadable, empty or
+    header-less file; the batch is ``rejected`` first), LIMIT_EXCEEDED (too many rows, a line
+    too long; likewise) and what loading raises (the batch is then ``failed`` and nothing of it
+    is sellable). A raised error's details name the batch (``batch_id``).
     """
     meta = replace(meta, source_name=meta.source_name or path.name)
 
@@ -53,26 +63,43 @@ def import_file(
     if batch_id is None:
         batch_id = batches.begin(meta, actor=actor)
     try:
-        report = codefile.scan(path, progress=checking)
+        report = codefile.scan(path, progress=checking, encoding=encoding)
         problems = [{"line": p.line, "field": p.field, "reason": p.reason}
                     for p in report.problems]
         try:
             report.check(mode)
         except CardsvcError as error:
-            batches.reject(batch_id, problems, actor=actor, error_code=error.code.value)
+            batches.reject(batch_id, problems, actor=actor, error=error)
             return BatchResult(batch_id, 0, status="rejected")
         batches.note(batch_id, submitted=report.rows, problems=problems)
+    except BadInput as error:  # the file was refused before anything was imported
+        batches.reject(batch_id, (), actor=actor, error=error)
+        _name_batch(error, batch_id)
+        raise
     except BaseException as error:
         batches.fail(batch_id, error)
+        _name_batch(error, batch_id)
         raise
 
     def loading(rows: int) -> None:
         if progress is not None:
             progress("load", rows)
 
-    return batches.load(batch_id, _inputs(path, mode), actor=actor, progress=loading)
+    try:
+        return batches.load(batch_id, _inputs(path, mode, encoding), actor=actor,
+                            progress=loading)
+    except BaseException as error:
+        _name_batch(error, batch_id)
+        raise
 
 
-def _inputs(path: Path, mode: str) -> Iterator[list[CodeInput]]:
-    for chunk in codefile.read_codes(path, mode=mode):
+def _name_batch(error: BaseException, batch_id: int) -> None:
+    """Adds the batch id to a raised error's details (after the batch stored them), so the CLI
+    can say which batch failed."""
+    if isinstance(error, CardsvcError):
+        error.details.setdefault("batch_id", batch_id)
+
+
+def _inputs(path: Path, mode: str, encoding: str) -> Iterator[list[CodeInput]]:
+    for chunk in codefile.read_codes(path, mode=mode, encoding=encoding):
         yield [CodeInput(row.code, row.pin, row.line, row.valid_until) for row in chunk]

@@ -72,7 +72,8 @@ class Batch(Base):
     batch_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("skus.sku"), index=True)
     pool_id: Mapped[int] = mapped_column(Integer)
-    # importing -> ready, or importing -> failed (recovery voids a batch that never finished).
+    # importing -> ready; importing -> rejected (a file refused before anything was imported);
+    # importing -> failed (recovery voids a batch that never finished).
     status: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(16))  # import | generate
     data_key_wrapped: Mapped[bytes] = mapped_column(LargeBinary)

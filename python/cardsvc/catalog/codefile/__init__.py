@@ -6,11 +6,15 @@ This module knows nothing of SQL or of the core's state. It turns a file into va
 downloadable report (:func:`write_report`). The import pipeline runs ``scan`` first, then feeds
 ``read_codes`` chunks to the store and the core.
 
-File format
+File format (docs/import.md is the supplier-facing version)
 -----------
-* CSV: UTF-8 with or without BOM; the delimiter (comma, semicolon or tab) is sniffed from the
-  header line; double-quoted fields with doubled quotes; LF, CRLF or CR line ends. Malformed
-  quoting or bytes that are not UTF-8 stop the file with INVALID_ARGUMENT and the line number.
+* CSV: UTF-8 with or without BOM, UTF-16 when the file starts with a UTF-16 BOM, or GB18030
+  (GBK) only when the caller says ``encoding="gb18030"``, never guessed; the delimiter (comma,
+  semicolon or tab) is sniffed from the header line or named by Excel's ``sep=`` line;
+  double-quoted fields with doubled quotes; LF, CRLF or CR line ends. Malformed quoting or bytes
+  that do not decode stop the file with INVALID_ARGUMENT and the line number; UTF-32, UTF-16
+  without a BOM and NUL bytes are refused by name (``utf32``, ``utf16_without_bom``,
+  ``not_text``).
 * XLSX: the first worksheet, read with openpyxl in read-only mode (cached formula values). A
   number cell in the code or PIN column becomes its exact digit string (``6225881234567890``,
   never ``6.22588123456789e+15`` or ``...890.0``). XLSX numbers are doubles, so a number that is
@@ -21,6 +25,7 @@ File format
   PINs belong in text cells.
 * The format is found by magic bytes (XLSX is a zip, ``PK\\x03\\x04``; the old binary ``.xls`` is
   refused), then by extension; anything else is read as CSV. Upload names do not matter.
+* A file without any row is ``empty_file``; one whose rows are all blank ``only_blank_rows``.
 
 Header and columns
 ------------------
@@ -29,16 +34,18 @@ The first non-blank row is the header. Names are matched case-insensitively, wit
 ``卡密``), pin (``pin``, ``password``, ``secret``, ``密码``), valid_until (``valid_until``,
 ``expires``, ``expiry``, ``有效期``). ``卡密`` ("card secret") names the code when it is the
 only code column and the PIN when another column names the card (the usual ``卡号,卡密`` layout).
-Other columns are ignored and listed in :attr:`ScanReport.ignored_columns`. No code column, or
+Other columns are ignored and listed in :attr:`ScanReport.ignored_columns`. A first row naming
+no known column is data, not a header (``no_header``); a header without a code column, or with
 two columns for one field, is INVALID_ARGUMENT with ``details["field"] == "header"``.
 
 Values: surrounding whitespace is stripped; the code is kept as written (it is delivered as is)
-and checked with the core's :func:`cardsvc.engine.normalise_code`, plus one stricter rule: a code
-containing a control character (tab and newline included) is refused, since no printed code
-holds one. An empty PIN cell means "no PIN". ``valid_until`` is Unix seconds, an ISO date (valid
-through the end of that day, UTC; an XLSX date cell, which reads as midnight, likewise) or an ISO
-datetime (UTC unless it carries an offset), between 2000-01-01 and the core's last second
-(2**32 - 1). A blank row is skipped.
+and checked with the core's :func:`cardsvc.engine.normalise_code`, plus two stricter rules: a
+code containing a control character (tab and newline included) is refused, since no printed code
+holds one, and a code or PIN starting with a spreadsheet formula starter (``= + - @``) is refused
+(``formula_prefix``; :data:`values.FORMULA_STARTS` says why). An empty PIN cell means "no PIN".
+``valid_until`` is Unix seconds, an ISO date (valid through the end of that day, UTC; an XLSX
+date cell, which reads as midnight, likewise) or an ISO datetime (UTC unless it carries an
+offset), between 2000-01-01 and the core's last second (2**32 - 1). A blank row is skipped.
 
 Line numbers count rows as a spreadsheet shows them: the header is line 1 when it is the first
 row, and blank rows count (a quoted CSV field spanning several lines is one row). Errors about
@@ -93,6 +100,7 @@ from cardsvc.catalog.codefile.values import (
     CodeRow,
     DuplicateReason,
     DuplicateRow,
+    FileEncoding,
     FileFormat,
     ImportMode,
     RowProblem,
@@ -107,6 +115,7 @@ __all__ = [
     "CodeRow",
     "DuplicateReason",
     "DuplicateRow",
+    "FileEncoding",
     "FileFormat",
     "ImportMode",
     "RowProblem",

@@ -54,6 +54,16 @@ EXCEL_ERROR_VALUES = frozenset(
 """What an XLSX error cell (or a CSV exported from one) holds; never a code or PIN."""
 CORE_REASONS = {"empty": "empty", "too long": "too_long", "not printable ASCII": "not_printable"}
 """The core's INVALID_CODE reasons as problem reason words."""
+FORMULA_STARTS = frozenset("=+-@")
+"""A code or PIN may not start with one of these (``formula_prefix``): a spreadsheet reads such a
+cell as a formula (``=HYPERLINK(...)``, ``+1+1``, ``-2+3``, ``@SUM(...)``), so a code that starts
+with one would run as a formula wherever it is pasted or exported. No card key or voucher code
+starts with one; refusing them at import protects every consumer (our exports, agents' systems,
+resellers' spreadsheets) without altering any code's text. Tab and CR, the other two starters
+OWASP lists, never reach a code: surrounding whitespace is stripped and control characters
+inside are refused (``not_printable``)."""
+SNIFF_BYTES = 4_096
+"""Bytes read from the start of a CSV to find its byte order mark or NUL bytes."""
 CODE_ALIASES = frozenset({"code", "card", "card_no", "card_number", "cdkey", "卡号", "卡密"})
 PIN_ALIASES = frozenset({"pin", "password", "secret", "密码"})
 VALID_UNTIL_ALIASES = frozenset({"valid_until", "expires", "expiry", "有效期"})
@@ -75,6 +85,16 @@ class FileFormat(StrEnum):
 
     CSV = "csv"
     XLSX = "xlsx"
+
+
+class FileEncoding(StrEnum):
+    """How a CSV's bytes are read (XLSX declares its own). ``utf-8``, the default: UTF-8 with or
+    without a byte order mark, or UTF-16 when the file starts with a UTF-16 byte order mark
+    (which declares it: Excel's "Unicode text" export). ``gb18030``: GB18030, hence also GBK and
+    GB2312 (Excel's "CSV" on a Chinese Windows); given explicitly, never guessed."""
+
+    UTF8 = "utf-8"
+    GB18030 = "gb18030"
 
 
 class DuplicateReason(StrEnum):
@@ -186,9 +206,16 @@ class ScanReport:
 
     def check(self, mode: ImportMode | str) -> None:
         """Raises unless the file may be imported in ``mode``: INVALID_ARGUMENT with details
-        ``{"field": "file", "reason": "invalid_rows", "problems": n, "first_line": l}`` when
-        ``mode`` is all_or_nothing and a row is invalid, or ``{"field": "file", "reason":
-        "no_codes"}`` when no row would be imported. Pure otherwise."""
+        ``{"field": "file", "reason": "no_rows"}`` when no row follows the header, ``{"field":
+        "file", "reason": "invalid_rows", "problems": n, "first_line": l}`` when ``mode`` is
+        all_or_nothing and a row is invalid, or ``{"field": "file", "reason": "no_codes"}`` when
+        no row would be imported. Pure otherwise."""
+        if self.rows == 0:
+            raise make_error(
+                ErrorCode.INVALID_ARGUMENT,
+                "the file has a header but no rows under it",
+                {"field": "file", "reason": "no_rows"},
+            )
         if mode_of(mode) is ImportMode.ALL_OR_NOTHING and self.problem_count:
             raise make_error(
                 ErrorCode.INVALID_ARGUMENT,
@@ -237,6 +264,19 @@ REPORT_COLUMNS = ("line", "field", "reason", "masked_code", "first_line", "count
 """The downloadable report's header. A problem fills line, field and reason; a duplicate also
 masked_code and, within the file, first_line. A last row with reason ``not_listed`` and field
 ``problems`` or ``duplicates`` gives in ``count`` how many were found but not listed."""
+
+
+def encoding_of(encoding: FileEncoding | str) -> FileEncoding:
+    """``encoding`` as a FileEncoding. Raises INVALID_ARGUMENT (``{"field": "encoding",
+    "reason": "unknown"}``)."""
+    try:
+        return FileEncoding(encoding)
+    except ValueError:
+        raise make_error(
+            ErrorCode.INVALID_ARGUMENT,
+            "encoding must be utf-8 or gb18030",
+            {"field": "encoding", "reason": "unknown"},
+        ) from None
 
 
 def mode_of(mode: ImportMode | str) -> ImportMode:
