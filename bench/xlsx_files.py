@@ -102,9 +102,14 @@ def _info(name: str, compress: int = zipfile.ZIP_DEFLATED) -> zipfile.ZipInfo:
 def write_fixed_parts(archive: zipfile.ZipFile, *, shared_strings: bool = True) -> None:
     """Content types, relationships, workbook and styles (the sheet and strings are the
     caller's)."""
-    rels = WORKBOOK_RELS if shared_strings else WORKBOOK_RELS.replace(
-        f'<Relationship Id="rId3" Type="{REL_NS}/sharedStrings" Target="sharedStrings.xml"/>', "")
-    for name, text in (("[Content_Types].xml", CONTENT_TYPES), ("_rels/.rels", ROOT_RELS),
+    rels, types = WORKBOOK_RELS, CONTENT_TYPES
+    if not shared_strings:
+        rels = rels.replace(f'<Relationship Id="rId3" Type="{REL_NS}/sharedStrings" '
+                            'Target="sharedStrings.xml"/>', "")
+        types = types.replace('<Override PartName="/xl/sharedStrings.xml" ContentType="'
+                              'application/vnd.openxmlformats-officedocument.spreadsheetml.'
+                              'sharedStrings+xml"/>', "")
+    for name, text in (("[Content_Types].xml", types), ("_rels/.rels", ROOT_RELS),
                        ("xl/workbook.xml", WORKBOOK), ("xl/_rels/workbook.xml.rels", rels),
                        ("xl/styles.xml", STYLES)):
         archive.writestr(_info(name), text)
@@ -233,16 +238,31 @@ def huge_inline_string(path: Path, chars: int, *, column: str = "B") -> Path:
     return _sheet_only(path, pieces())
 
 
-def zip_bomb(path: Path, member_bytes: int, *, name: str = "xl/media/padding.bin") -> Path:
-    """A small valid workbook plus one member of ``member_bytes`` zero bytes (ratio ~1000:1)."""
+def zip_bomb(path: Path, member_bytes: int, *, in_sheet: bool = False) -> Path:
+    """A small valid workbook plus ``member_bytes`` of one repeated byte (ratio ~1000:1): as an
+    extra member of zeros (``xl/media/padding.bin``, which no reader needs to open), or, with
+    ``in_sheet``, as whitespace between the sheet's rows (legal XML that every reader must
+    inflate and parse)."""
+    if in_sheet:
+        block = " " * (1 << 20)
+
+        def pieces() -> Iterator[str]:
+            yield f'<row r="1">{_inline("A1", "code")}</row>'
+            left = member_bytes
+            while left > 0:
+                yield block[: min(left, len(block))]
+                left -= len(block)
+            yield f'<row r="2">{_inline("A2", "BOMB-0001")}</row>'
+
+        return _sheet_only(path, pieces())
     write_xlsx(path, [["code"], ["BOMB-0001"]])
-    block = bytes(1 << 20)
+    zeros = bytes(1 << 20)
     with zipfile.ZipFile(path, "a") as archive, archive.open(
-            _info(name), "w", force_zip64=True) as handle:
+            _info("xl/media/padding.bin"), "w", force_zip64=True) as handle:
         left = member_bytes
         while left > 0:
-            handle.write(block[: min(left, len(block))])
-            left -= len(block)
+            handle.write(zeros[: min(left, len(zeros))])
+            left -= len(zeros)
     return path
 
 

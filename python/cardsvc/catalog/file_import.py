@@ -41,11 +41,14 @@ def import_file(
     batch_id: int | None = None,
     progress: Callable[[str, int], None] | None = None,
     encoding: str = codefile.FileEncoding.UTF8,
+    limits: codefile.CodeFileLimits = codefile.DEFAULT_LIMITS,
 ) -> BatchResult:
     """Imports ``path`` into a new batch (or the ``importing`` batch ``batch_id`` that the
     caller began, e.g. to answer an upload with its id at once). ``progress(phase, rows)`` is
     called during the check (``"check"``) and the load (``"load"``). ``encoding`` (CSV only):
-    ``utf-8`` (the default; a UTF-16 byte order mark is honoured) or ``gb18030``.
+    ``utf-8`` (the default; a UTF-16 byte order mark is honoured) or ``gb18030``. ``limits``
+    bound the file (``codefile.CodeFileLimits``); its CPU budget covers the check and the load
+    together.
 
     Returns the result: status ``ready``, or ``rejected`` when the check refused the file
     (problems in ``all_or_nothing`` mode, nothing to import; the report says why). Raises
@@ -62,8 +65,11 @@ def import_file(
 
     if batch_id is None:
         batch_id = batches.begin(meta, actor=actor)
+    # One CPU budget for both passes, on this thread (codefile.values.CPU_SECONDS_MAX).
+    budget = codefile.Budget(limits.cpu_seconds_max)
     try:
-        report = codefile.scan(path, progress=checking, encoding=encoding)
+        report = codefile.scan(path, progress=checking, encoding=encoding, limits=limits,
+                               budget=budget)
         problems = [{"line": p.line, "field": p.field, "reason": p.reason}
                     for p in report.problems]
         try:
@@ -86,8 +92,8 @@ def import_file(
             progress("load", rows)
 
     try:
-        return batches.load(batch_id, _inputs(path, mode, encoding), actor=actor,
-                            progress=loading)
+        return batches.load(batch_id, _inputs(path, mode, encoding, limits, budget),
+                            actor=actor, progress=loading)
     except BaseException as error:
         _name_batch(error, batch_id)
         raise
@@ -100,6 +106,8 @@ def _name_batch(error: BaseException, batch_id: int) -> None:
         error.details.setdefault("batch_id", batch_id)
 
 
-def _inputs(path: Path, mode: str, encoding: str) -> Iterator[list[CodeInput]]:
-    for chunk in codefile.read_codes(path, mode=mode, encoding=encoding):
+def _inputs(path: Path, mode: str, encoding: str, limits: codefile.CodeFileLimits,
+            budget: codefile.Budget) -> Iterator[list[CodeInput]]:
+    for chunk in codefile.read_codes(path, mode=mode, encoding=encoding, limits=limits,
+                                     budget=budget):
         yield [CodeInput(row.code, row.pin, row.line, row.valid_until) for row in chunk]

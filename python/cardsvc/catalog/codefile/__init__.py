@@ -15,14 +15,17 @@ File format (docs/import.md is the supplier-facing version)
   that do not decode stop the file with INVALID_ARGUMENT and the line number; UTF-32, UTF-16
   without a BOM and NUL bytes are refused by name (``utf32``, ``utf16_without_bom``,
   ``not_text``).
-* XLSX: the first worksheet, read with openpyxl in read-only mode (cached formula values). A
-  number cell in the code or PIN column becomes its exact digit string (``6225881234567890``,
-  never ``6.22588123456789e+15`` or ``...890.0``). XLSX numbers are doubles, so a number that is
-  not whole (``not_integer``) or whose magnitude is 2**53 or more (``lost_precision``: the digits
-  stored need not be the code typed; Excel and openpyxl both round such numbers when saving)
-  refuses the row. Two losses happen before the file is saved and cannot be seen here: Excel
-  truncates numbers typed with more than 15 digits, and a number loses leading zeros. Codes and
-  PINs belong in text cells.
+* XLSX: the first worksheet, read by our own bounded reader (``xlsx_zip`` checks the zip
+  whole before anything is inflated; ``xlsx_xml`` streams the sheet through expat with every
+  bound held while parsing; cached formula values, never recomputed). A number cell in the code
+  or PIN column becomes its exact digit string (``6225881234567890``, never
+  ``6.22588123456789e+15`` or ``...890.0``). XLSX numbers are doubles, so a number that is not
+  whole (``not_integer``) or whose magnitude is 2**53 or more (``lost_precision``: the digits
+  stored need not be the code typed; Excel rounds such numbers when saving) refuses the row. Two
+  losses happen before the file is saved and cannot be seen here: Excel truncates numbers typed
+  with more than 15 digits, and a number loses leading zeros. Codes and PINs belong in text
+  cells. Rows keep their spreadsheet numbers (a gap costs nothing); cells beyond
+  ``columns_max`` are never stored.
 * The format is found by magic bytes (XLSX is a zip, ``PK\\x03\\x04``; the old binary ``.xls`` is
   refused), then by extension; anything else is read as CSV. Upload names do not matter.
 * A file without any row is ``empty_file``; one whose rows are all blank ``only_blank_rows``.
@@ -67,16 +70,22 @@ block the batch: :func:`scan` finds duplicates within the file (the first occurr
 the core keeps it); the core finds duplicates of earlier batches at import, and the caller adds
 them to the report with :meth:`DuplicateRow.of` and ``DUPLICATE_OF_EARLIER_BATCH``.
 
-Memory
-------
+Memory and time
+---------------
 :func:`read_codes` builds one chunk of rows (``chunk_rows`` rows of ~220 bytes: ~11 MB at the
-default 50,000; two are alive while the caller still holds the previous one) and one line.
+default 50,000; two are alive while the caller still holds the previous one) and one row.
 :func:`scan` holds 21 bytes per valid row for in-file duplicate detection (a 96-bit keyed digest,
 the line number, the normalised length and last four characters: 1M rows ~ 21 MB, 10M ~ 210 MB)
 instead of a set of 16-byte digests (~85 bytes a row: 83 MB for 1M, measured), plus at most
-``problems_listed_max`` problems and ``duplicates_listed_max`` duplicates. XLSX adds what
-openpyxl keeps: the shared-strings table (every distinct text cell) is loaded whole, ~2.5x its
-XML size, bounded by ``xlsx_part_bytes_max``.
+``problems_listed_max`` problems and ``duplicates_listed_max`` duplicates. XLSX adds the
+shared-strings table (its text as UTF-8 and 8 bytes an entry: at most about its part's size,
+bounded by ``xlsx_part_bytes_max``) and one 64 KiB block of XML. No row's text is read past
+``line_len_max`` characters, in CSV (a line, or a record whose quoted field spans lines) or XLSX
+(all cells of a row, a shared string included), so no single cell can take memory. Every zip
+member's declared size and compression ratio, their sum and their count are bounded before
+parsing (``CodeFileLimits``). Time: a :class:`Budget` of CPU seconds per file
+(``cpu_seconds_max``) is checked every few thousand rows and every XML block; over it the read
+stops with LIMIT_EXCEEDED ``cpu_seconds``.
 
 Secrets
 -------
@@ -96,6 +105,7 @@ from cardsvc.catalog.codefile.values import (
     CHUNK_ROWS_DEFAULT,
     DEFAULT_LIMITS,
     REPORT_COLUMNS,
+    Budget,
     CodeFileLimits,
     CodeRow,
     DuplicateReason,
@@ -111,6 +121,7 @@ __all__ = [
     "CHUNK_ROWS_DEFAULT",
     "DEFAULT_LIMITS",
     "REPORT_COLUMNS",
+    "Budget",
     "CodeFileLimits",
     "CodeRow",
     "DuplicateReason",

@@ -7,18 +7,21 @@ import codecs
 import csv
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 from cardsvc.catalog.codefile.values import (
+    BUDGET_CHECK_EVERY_ROWS,
     DELIMITERS,
     QUOTED,
     SNIFF_BYTES,
     SNIFF_LINES_MAX,
+    Budget,
     CodeFileLimits,
     FileEncoding,
     Records,
+    over_bound,
     too_many_rows,
 )
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
@@ -41,16 +44,21 @@ _NOT_DECODED_HINT = {
 
 
 def csv_records(path: Path, limits: CodeFileLimits,
-                encoding: FileEncoding = FileEncoding.UTF8) -> Records:
+                encoding: FileEncoding = FileEncoding.UTF8,
+                budget: Budget | None = None) -> Records:
     """Each CSV row with its line number. Raises INVALID_ARGUMENT (``malformed_csv``,
     ``not_utf8``/``not_utf16``/``not_gb18030`` with the line, ``utf32``, ``utf16_without_bom``,
-    ``not_text``, ``encoding_conflict``) or LIMIT_EXCEEDED (rows, line length)."""
+    ``not_text``, ``encoding_conflict``) or LIMIT_EXCEEDED (``rows``, ``line_length`` for a
+    line or a record spanning lines, ``cpu_seconds``). Checks ``budget`` every
+    BUDGET_CHECK_EVERY_ROWS rows."""
     codec, name = _codec_of(path, encoding)
     line = 0
+    record = [0]  # characters read for the record being parsed (a quoted field spans lines)
     with path.open("r", encoding=codec, errors="strict", newline="") as handle:
         try:
-            lines = _bounded_lines(handle, limits.line_len_max)
+            lines = _bounded_lines(handle, limits.line_len_max, record, lambda: line + 1)
             leading, delimiter = _sniff_delimiter(lines)
+            record[0] = 0
             reader = csv.reader(
                 itertools.chain(leading, lines),
                 delimiter=delimiter,
@@ -59,10 +67,13 @@ def csv_records(path: Path, limits: CodeFileLimits,
                 skipinitialspace=False,
                 strict=True,
             )
-            for line, record in enumerate(reader, start=1):
+            for line, cells in enumerate(reader, start=1):
+                record[0] = 0
                 if line > limits.rows_max:
                     raise too_many_rows(limits)
-                yield line, record
+                if budget is not None and not line % BUDGET_CHECK_EVERY_ROWS:
+                    budget.check(line)
+                yield line, cells
         except csv.Error:
             raise make_error(
                 ErrorCode.INVALID_ARGUMENT,
@@ -135,10 +146,14 @@ def _first_undecodable_line(path: Path, codec: str, line_len_max: int) -> int:
     return 0
 
 
-def _bounded_lines(handle: TextIO, line_len_max: int) -> Iterator[str]:
+def _bounded_lines(handle: TextIO, line_len_max: int, record: list[int],
+                   record_line: Callable[[], int]) -> Iterator[str]:
     """The handle's lines, each read with a length limit so that no line longer than
-    ``line_len_max`` (terminator excluded) is ever held whole. A GB18030 byte order mark (which
-    its codec keeps as U+FEFF) is dropped. Raises LIMIT_EXCEEDED."""
+    ``line_len_max`` (terminator excluded) is ever held whole; ``record[0]`` adds up the
+    characters since the caller last reset it (one CSV record), which may not exceed
+    ``line_len_max`` plus one line end either, so a quoted field spanning many lines stops at
+    the row bound too. A GB18030 byte order mark (its codec keeps it as U+FEFF) is dropped.
+    Raises LIMIT_EXCEEDED ``line_length`` (the physical line, or the record's line)."""
     read = handle.readline
     limit = line_len_max + 2  # room for "\r\n"
     physical = 0
@@ -147,11 +162,15 @@ def _bounded_lines(handle: TextIO, line_len_max: int) -> Iterator[str]:
         if physical == 1:
             text = text.removeprefix("\ufeff")
         if len(text) > line_len_max and len(text.rstrip("\r\n")) > line_len_max:
-            raise make_error(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"line {physical} is longer than {line_len_max} characters",
-                {"field": "line_length", "max": line_len_max, "line": physical},
-            )
+            raise over_bound("line_length", line_len_max,
+                             f"line {physical} is longer than {line_len_max} characters",
+                             line=physical)
+        record[0] += len(text)
+        if record[0] > limit:
+            line = record_line()
+            raise over_bound("line_length", line_len_max,
+                             f"row {line} (a quoted field spanning lines) is longer than "
+                             f"{line_len_max} characters", line=line)
         yield text
 
 

@@ -4,7 +4,8 @@ and the scan's report."""
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Sequence
+import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -16,19 +17,46 @@ ROWS_MAX = 10_000_000
 """Rows in one file, header and blank rows included: 10x the issue's 1M-code batch. Bounds the
 in-file duplicate table of :func:`scan` (21 bytes a row: 210 MB at the bound)."""
 LINE_LEN_MAX = 16_384
-"""Characters in one CSV line (terminator excluded): a code (at most 512 raw characters), a PIN,
-a date and room for wide exports' extra columns. Only one line is held at a time."""
+"""Characters in one row: a CSV line (terminator excluded) and a CSV record (a quoted field may
+span lines), and the text of all cells of one XLSX row. A code (at most 512 raw characters), a
+PIN, a date and room for wide exports' extra columns. Only one row is held at a time, and no
+cell's text is read past this bound (a 1 GiB inline string stops after 16 KiB)."""
 COLUMNS_MAX = 256
-"""Header columns: exports have a handful; the header and each row are held as lists."""
+"""Header columns: exports have a handful; the header and each row are held as lists. XLSX
+cells beyond this column are never stored (no padding up to column XFD): a non-blank one makes
+its row an ``extra_columns`` problem, and the header's ``columns`` LIMIT_EXCEEDED."""
 PROBLEMS_LISTED_MAX = 1_000
 """Problems :func:`scan` lists (all are counted): enough to diagnose a file, ~150 bytes each."""
 DUPLICATES_LISTED_MAX = 100_000
 """In-file duplicates :func:`scan` lists (all are counted), ~250 bytes each: 25 MB at the bound.
 A file with more is broken, not merely repetitive."""
 XLSX_PART_BYTES_MAX = 128 * 1024 * 1024
-"""Uncompressed size of any XLSX part openpyxl loads whole (shared strings, styles). Excel's own
-limit of 1,048,576 rows with a code and a PIN as text needs ~70 MB; openpyxl holds ~2.5x that.
-Worksheets are streamed and not bounded here (their rows are, by ``rows_max``)."""
+"""Uncompressed size of any XLSX part read besides the worksheet (shared strings, styles,
+workbook, relationships). Excel's own limit of 1,048,576 rows with a code and a PIN as text
+needs ~70 MB of shared strings; the reader keeps their text (UTF-8) and 4 bytes an entry, at most
+about the part's size."""
+XLSX_MEMBER_BYTES_MAX = 1024 * 1024 * 1024
+"""Declared uncompressed size of any member of the zip, the worksheet included: 1,048,576 rows
+(Excel's limit) of ~1 KB of XML each. Worksheets are streamed, so this bounds time, not memory."""
+XLSX_TOTAL_BYTES_MAX = 2 * 1024 * 1024 * 1024
+"""Sum of the declared uncompressed sizes of all members (an archive of many members each under
+``xlsx_member_bytes_max``)."""
+XLSX_RATIO_MAX = 100
+"""Declared uncompressed / compressed size of a member above ``XLSX_RATIO_FLOOR_BYTES``: XML
+deflates 5-20x; a zip bomb or a gigabyte of one repeated character deflates ~1000x. (Apache
+POI's ZipSecureFile refuses the same ratio by default.)"""
+XLSX_RATIO_FLOOR_BYTES = 1024 * 1024
+"""Members this small are not ratio-checked: a tiny part may deflate well and costs nothing."""
+XLSX_MEMBERS_MAX = 10_000
+"""Members of the zip (a workbook has tens; with images, hundreds). Checked from the end of
+central directory record before the directory is parsed (~500 bytes per member in zipfile)."""
+CPU_SECONDS_MAX = 300.0
+"""CPU seconds (of the importing thread) one file may use, check and load together: a
+10M-row CSV needs ~90 s on the development machine; the tester's 980 KB XLSX with cells in
+column XFD took 11 minutes before the reader stopped padding rows. Over it: LIMIT_EXCEEDED
+``cpu_seconds`` with the line reached."""
+BUDGET_CHECK_EVERY_ROWS = 4_096
+"""Rows between two checks of the CPU budget (and of a cancellation) while reading."""
 CHUNK_ROWS_DEFAULT = 50_000
 """Rows per chunk of :func:`read_codes`: ~11 MB of rows, one core import call each."""
 PROGRESS_EVERY_ROWS = 65_536
@@ -162,8 +190,10 @@ class DuplicateRow:
 @dataclass(frozen=True, slots=True)
 class CodeFileLimits:
     """The bounds one read works under; the module constants say why each default is what it
-    is. Exceeding ``rows_max``, ``line_len_max``, ``columns_max`` or ``xlsx_part_bytes_max``
-    raises LIMIT_EXCEEDED; the two ``*_listed_max`` only cap what is listed."""
+    is. Exceeding any but the two ``*_listed_max`` (which only cap what is listed) raises
+    LIMIT_EXCEEDED with ``details["field"]`` naming it (``rows``, ``line_length``,
+    ``columns``, ``xlsx_part``, ``xlsx_member``, ``xlsx_total``, ``xlsx_ratio``,
+    ``xlsx_members``, ``cpu_seconds``) and ``max``."""
 
     rows_max: int = ROWS_MAX
     line_len_max: int = LINE_LEN_MAX
@@ -171,9 +201,43 @@ class CodeFileLimits:
     problems_listed_max: int = PROBLEMS_LISTED_MAX
     duplicates_listed_max: int = DUPLICATES_LISTED_MAX
     xlsx_part_bytes_max: int = XLSX_PART_BYTES_MAX
+    xlsx_member_bytes_max: int = XLSX_MEMBER_BYTES_MAX
+    xlsx_total_bytes_max: int = XLSX_TOTAL_BYTES_MAX
+    xlsx_ratio_max: float = XLSX_RATIO_MAX
+    xlsx_members_max: int = XLSX_MEMBERS_MAX
+    cpu_seconds_max: float = CPU_SECONDS_MAX
 
 
 DEFAULT_LIMITS = CodeFileLimits()
+
+
+class Budget:
+    """The CPU one file may use, across both passes (check and load) when they share it, and an
+    optional ``interrupt`` (e.g. a job's cancellation check, which raises) run at the same
+    points. CPU is the importing thread's (``time.thread_time``), so waiting for the database
+    or for other jobs does not count; create the budget on the thread that reads."""
+
+    __slots__ = ("_interrupt", "_limit", "_started", "cpu_seconds_max")
+
+    def __init__(self, cpu_seconds_max: float,
+                 interrupt: Callable[[], None] | None = None) -> None:
+        self.cpu_seconds_max = cpu_seconds_max
+        self._interrupt = interrupt
+        self._started = time.thread_time()
+        self._limit = self._started + cpu_seconds_max
+
+    def check(self, line: int) -> None:
+        """Raises the interrupt's error, or LIMIT_EXCEEDED (``{"field": "cpu_seconds", "max",
+        "line"}``, the line reached when there is one) once the thread has used more than
+        ``cpu_seconds_max`` since the budget was created."""
+        if self._interrupt is not None:
+            self._interrupt()
+        if time.thread_time() > self._limit:
+            where = {"line": line} if line > 0 else {}
+            raise over_bound(
+                "cpu_seconds", self.cpu_seconds_max,
+                f"reading the file used more than {self.cpu_seconds_max:g} CPU seconds"
+                + (f" (stopped at line {line})" if line > 0 else ""), **where)
 
 
 @dataclass(frozen=True)
@@ -250,6 +314,12 @@ Valid = tuple[str, str, str | None, int | None]
 """A valid row's code as written, normalised code, PIN and validity end."""
 Records = Generator[tuple[int, Sequence[object]], None, None]
 """(line, cells) of each row after the header."""
+
+
+def over_bound(field: str, maximum: float, message: str, **details: object) -> CardsvcError:
+    """LIMIT_EXCEEDED naming the bound (``field``, ``max``) and anything else (``line``)."""
+    return make_error(ErrorCode.LIMIT_EXCEEDED, message,
+                      {"field": field, "max": maximum, **details})
 
 
 def too_many_rows(limits: CodeFileLimits) -> CardsvcError:
