@@ -118,6 +118,9 @@ STATUS_OF: dict[ErrorCode, int] = {
     # A sealed code payload or wrapped data key failed authentication: tampering or the wrong
     # master key. Retrying will not help, and which key or row failed is the server's business.
     ErrorCode.PAYLOAD_CORRUPT: 500,
+    # File imports: the state of the batch (cancelled, or not an import that can be cancelled).
+    ErrorCode.IMPORT_CANCELLED: 409,
+    ErrorCode.BATCH_NOT_CANCELLABLE: 409,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

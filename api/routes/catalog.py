@@ -7,11 +7,9 @@ acknowledged only once the core's journal holds it (``cardsvc.catalog``).
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from itertools import chain
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, UploadFile, status
 from fastapi import Path as PathParam
@@ -19,13 +17,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import AdminDep, ServicesDep
-from api.errors import log_unexpected
 from api.models import CURRENCY_RE, MONEY_MINOR_MAX, Currency, Id, Money, Name, Strict
 from cardsvc.catalog.batches import LIST_CODES_MAX, BatchMeta, CodeInput
 from cardsvc.catalog.codegen import CodeFormat
-from cardsvc.catalog.file_import import import_file
 from cardsvc.catalog.skus import KINDS
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.errors import ErrorCode, make_error
 
 router = APIRouter(tags=["catalog"])
 
@@ -156,7 +152,7 @@ class BatchOut(BaseModel):
     batch_id: int
     sku: str
     pool: str
-    status: str = Field(description="importing, ready, failed or rejected")
+    status: str = Field(description="importing, ready, rejected, failed or cancelled")
     source: str
     submitted: int
     processed: int
@@ -265,38 +261,30 @@ async def upload_batch(
     as one batch (docs/import.md). ``encoding`` applies to CSV: ``utf-8`` (UTF-16 with a byte
     order mark is recognised) or ``gb18030`` (GBK), never guessed. Answers 202 with the batch
     (status ``importing``) at once; poll ``GET /v1/batches/{batch_id}`` (``processed`` counts
-    rows as they load) until ``ready``, ``rejected`` or ``failed`` (``error_details`` and the
-    report say why). Errors before the import starts: SKU_NOT_FOUND, POOL_NOT_FOUND,
-    INVALID_ARGUMENT."""
+    rows as they load) until ``ready``, ``rejected``, ``failed`` or ``cancelled``
+    (``error_details`` and the report say why; ``POST /v1/batches/{batch_id}/cancel`` stops
+    it). Imports run in a bounded queue with its own workers, never on the event loop. Errors
+    before the import starts, with nothing created: LIMIT_EXCEEDED (``import_queue``: too many
+    uploads waiting; retry later), SKU_NOT_FOUND, POOL_NOT_FOUND, INVALID_ARGUMENT."""
     name = Path(file.filename or "upload.csv").name[:200]
     meta = BatchMeta(sku=sku, pool=pool, valid_from=valid_from, valid_until=valid_until,
                      source="upload", supplier=supplier, unit_cost_minor=unit_cost_minor,
                      currency=currency, purchase_date=purchase_date, source_name=name)
-    batches = services.batches
-    batch_id = await asyncio.to_thread(batches.begin, meta, actor=caller.key_id)
-    uploads = services.store.config.data_dir / "uploads"
-    target = uploads / f"batch-{batch_id}{Path(name).suffix.lower()[:8]}"
-    await asyncio.to_thread(_save_upload, file.file, target)
-
-    def job() -> None:
-        try:
-            import_file(batches, target, meta, actor=caller.key_id, mode=mode,
-                        batch_id=batch_id, encoding=encoding)
-        except Exception as error:  # the batch is failed and says why; the log gets the type
-            if not isinstance(error, CardsvcError):
-                log_unexpected(error)
-        finally:
-            target.unlink(missing_ok=True)
-
-    services.jobs.submit(job)
-    return await asyncio.to_thread(batches.get, batch_id)
+    return await asyncio.to_thread(
+        services.jobs.start_upload, meta, file.file,
+        uploads_dir=services.store.config.data_dir / "uploads", actor=caller.key_id,
+        mode=mode, encoding=encoding)
 
 
-def _save_upload(source: BinaryIO, target: Path) -> None:
-    target.parent.mkdir(mode=0o700, exist_ok=True)
-    with target.open("wb") as out:
-        shutil.copyfileobj(source, out, 1 << 20)
-    os.chmod(target, 0o600)
+@router.post("/batches/{batch_id}/cancel", response_model=BatchOut,
+             status_code=status.HTTP_202_ACCEPTED)
+def cancel_batch(batch_id: BatchId, caller: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Asks the import of an uploaded batch to stop (audited). Answers 202 with the batch as it
+    is: still ``importing`` until its job reaches the next chunk, then ``cancelled``, everything
+    it had imported voided; a batch already ``cancelled`` is returned as is. Errors:
+    BATCH_NOT_FOUND, BATCH_NOT_CANCELLABLE (the batch is ready, rejected or failed, or was not
+    uploaded)."""
+    return services.jobs.cancel(batch_id, actor=caller.key_id)
 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut)

@@ -86,6 +86,11 @@ class ErrorCode(StrEnum):
     WITHDRAWAL_NOT_FOUND = "WITHDRAWAL_NOT_FOUND"
     WITHDRAWAL_NOT_PENDING = "WITHDRAWAL_NOT_PENDING"
     ORDER_NOT_REFUNDABLE = "ORDER_NOT_REFUNDABLE"
+    # File imports (issue 10): an import stopped by an admin's cancel (the batch's error code;
+    # what it had imported is voided), and a cancel of a batch that is not an import running
+    # or waiting in the import queue.
+    IMPORT_CANCELLED = "IMPORT_CANCELLED"
+    BATCH_NOT_CANCELLABLE = "BATCH_NOT_CANCELLABLE"
 
 
 class CardsvcError(Exception):
@@ -207,6 +212,8 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.WITHDRAWAL_NOT_FOUND: NotFound,
     ErrorCode.WITHDRAWAL_NOT_PENDING: Conflict,
     ErrorCode.ORDER_NOT_REFUNDABLE: Conflict,
+    ErrorCode.IMPORT_CANCELLED: Conflict,
+    ErrorCode.BATCH_NOT_CANCELLABLE: Conflict,
 }
 
 

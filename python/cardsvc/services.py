@@ -17,7 +17,6 @@ failure (the journal unavailable) while the server runs.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from cardsvc.access.apikeys import KeyAuthenticator
 from cardsvc.access.risk import RiskGuard, RiskLimits
 from cardsvc.agents import AgentUpdates, PriceCache
 from cardsvc.catalog.batches import Batches
+from cardsvc.catalog.import_jobs import ImportJobs
 from cardsvc.catalog.skus import Catalog
 from cardsvc.db import Database
 from cardsvc.db.batcher import WriteBatcher
@@ -75,8 +75,9 @@ class Services:
         self.orders = Orders(store, db, self.batches, self.holds, risk, self.batcher,
                              cooling_ms=cooling_ms)
         self.recovery: dict[str, Any] = {}
-        self.jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-job")
-        """Long admin work (file imports) runs here, one job at a time, off the request path."""
+        self.jobs = ImportJobs(self.batches)
+        """File imports run here, off the request path: a bounded queue with its own workers,
+        each job cancellable (``cardsvc.catalog.import_jobs``)."""
 
     @classmethod
     def open(cls, config: ServiceConfig, *, store: Store | None = None) -> Services:
@@ -125,9 +126,10 @@ class Services:
         return counts
 
     def close(self) -> None:
-        """Finishes the running job, then closes the database and the store (flushing the
-        journal). Idempotent."""
-        self.jobs.shutdown(wait=True, cancel_futures=True)
+        """Cancels the import jobs (their batches end ``cancelled``, what they imported voided)
+        and waits for them, then closes the database and the store (flushing the journal).
+        Idempotent."""
+        self.jobs.close()
         self.batcher.close()
         self.db.close()
         self.store.close()

@@ -294,9 +294,10 @@ class Batches:
             row.submitted = submitted
 
     def fail(self, batch_id: int, error: BaseException | None) -> None:
-        """Voids whatever the batch put in the core and marks it failed, keeping why (the
-        error's code, details and message; a line in its report). Best effort: when the journal
-        or the database is down, recovery at the next start does it."""
+        """Voids whatever the batch put in the core and marks it ``failed`` (``cancelled`` when
+        ``error`` is IMPORT_CANCELLED), keeping why (the error's code, details and message; a
+        line in its report). Best effort: when the journal or the database is down, recovery at
+        the next start does it."""
         try:
             self.engine.void_batch(batch_id)
             self.store.wait_last()
@@ -304,7 +305,8 @@ class Batches:
             with self.db.write() as session:
                 row = session.get(Batch, batch_id)
                 if row is not None and row.status == "importing":
-                    row.status = "failed"
+                    cancelled = code == ErrorCode.IMPORT_CANCELLED.value
+                    row.status = "cancelled" if cancelled else "failed"
                     _keep_error(session, row, code, details, message)
         except CardsvcError:
             pass

@@ -30,6 +30,10 @@ from cardsvc.catalog import codefile
 from cardsvc.catalog.batches import Batches, BatchMeta, BatchResult, CodeInput
 from cardsvc.errors import BadInput, CardsvcError
 
+LOAD_CHUNK_ROWS = codefile.CHUNK_ROWS_DEFAULT
+"""Rows per chunk of the load: one core import call and one SQL transaction each; a cancel is
+checked between two."""
+
 
 def import_file(
     batches: Batches,
@@ -42,13 +46,16 @@ def import_file(
     progress: Callable[[str, int], None] | None = None,
     encoding: str = codefile.FileEncoding.UTF8,
     limits: codefile.CodeFileLimits = codefile.DEFAULT_LIMITS,
+    interrupt: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Imports ``path`` into a new batch (or the ``importing`` batch ``batch_id`` that the
     caller began, e.g. to answer an upload with its id at once). ``progress(phase, rows)`` is
     called during the check (``"check"``) and the load (``"load"``). ``encoding`` (CSV only):
     ``utf-8`` (the default; a UTF-16 byte order mark is honoured) or ``gb18030``. ``limits``
     bound the file (``codefile.CodeFileLimits``); its CPU budget covers the check and the load
-    together.
+    together. ``interrupt`` (a job's cancellation check) is called between chunks and every few
+    thousand rows while reading; what it raises stops the import like any failure (IMPORT_CANCELLED
+    ends the batch ``cancelled``, its codes voided).
 
     Returns the result: status ``ready``, or ``rejected`` when the check refused the file
     (problems in ``all_or_nothing`` mode, nothing to import; the report says why). Raises
@@ -66,7 +73,7 @@ def import_file(
     if batch_id is None:
         batch_id = batches.begin(meta, actor=actor)
     # One CPU budget for both passes, on this thread (codefile.values.CPU_SECONDS_MAX).
-    budget = codefile.Budget(limits.cpu_seconds_max)
+    budget = codefile.Budget(limits.cpu_seconds_max, interrupt)
     try:
         report = codefile.scan(path, progress=checking, encoding=encoding, limits=limits,
                                budget=budget)
@@ -92,8 +99,8 @@ def import_file(
             progress("load", rows)
 
     try:
-        return batches.load(batch_id, _inputs(path, mode, encoding, limits, budget),
-                            actor=actor, progress=loading)
+        chunks = _inputs(path, mode, encoding, limits, budget, interrupt)
+        return batches.load(batch_id, chunks, actor=actor, progress=loading)
     except BaseException as error:
         _name_batch(error, batch_id)
         raise
@@ -107,7 +114,11 @@ def _name_batch(error: BaseException, batch_id: int) -> None:
 
 
 def _inputs(path: Path, mode: str, encoding: str, limits: codefile.CodeFileLimits,
-            budget: codefile.Budget) -> Iterator[list[CodeInput]]:
+            budget: codefile.Budget,
+            interrupt: Callable[[], None] | None) -> Iterator[list[CodeInput]]:
+    """The file's valid rows in chunks of LOAD_CHUNK_ROWS, ``interrupt`` called before each."""
     for chunk in codefile.read_codes(path, mode=mode, encoding=encoding, limits=limits,
-                                     budget=budget):
+                                     budget=budget, chunk_rows=LOAD_CHUNK_ROWS):
+        if interrupt is not None:
+            interrupt()
         yield [CodeInput(row.code, row.pin, row.line, row.valid_until) for row in chunk]

@@ -73,7 +73,8 @@ class Batch(Base):
     sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("skus.sku"), index=True)
     pool_id: Mapped[int] = mapped_column(Integer)
     # importing -> ready; importing -> rejected (a file refused before anything was imported);
-    # importing -> failed (recovery voids a batch that never finished).
+    # importing -> failed (recovery voids a batch that never finished); importing -> cancelled
+    # (an admin stopped its import; what it had imported is voided).
     status: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(16))  # import | generate
     data_key_wrapped: Mapped[bytes] = mapped_column(LargeBinary)
