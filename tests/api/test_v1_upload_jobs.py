@@ -165,7 +165,7 @@ async def test_a_waiting_upload_cancelled_ends_without_reading_its_file(
     assert status == 202
     asked = await catalog.call("POST", f"/v1/batches/{waiting['batch_id']}/cancel",
                                catalog.keys["admin"])
-    assert asked.status_code == 202
+    assert (asked.status_code, asked.json()["status"]) == (202, "cancelled")  # at once
     gate.open()
     done = await wait_done(catalog, waiting)
     assert (done["status"], done["imported"], done["processed"]) == ("cancelled", 0, 0)

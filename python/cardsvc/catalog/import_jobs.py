@@ -14,7 +14,8 @@ with cells in column XFD took 11 minutes) held every upload behind it. Now:
   job checks between chunks (and every few thousand rows while reading): it then raises
   IMPORT_CANCELLED, the import saga voids what the batch had imported and the batch ends
   ``cancelled`` (its ``error_code`` IMPORT_CANCELLED, ``error_details.reason`` ``cancelled``).
-  A job cancelled while waiting ends so as soon as a worker takes it, without reading the file.
+  A job cancelled while waiting ends ``cancelled`` at once; the worker that takes it later
+  only deletes its file.
 * Closing the queue (the server stopping) cancels every job, waiting or running, with
   ``reason`` ``server_stopping``, and waits for the workers (bounded).
 
@@ -65,6 +66,8 @@ class JobControl:
     batch_id: int
     _cancelled: threading.Event = field(default_factory=threading.Event)
     reason: str = "cancelled"
+    started: bool = False
+    """Set (under the queue's lock) when a worker takes the job."""
 
     def cancel(self, reason: str = "cancelled") -> None:
         if not self._cancelled.is_set():
@@ -185,6 +188,7 @@ class ImportJobs:
         while (job := self._queue.get()) is not None:
             with self._lock:
                 self._waiting -= 1
+                job.control.started = True
             try:
                 job.work(job.control)
             except Exception as error:  # a bug: the work function keeps every coded error
@@ -225,27 +229,35 @@ class ImportJobs:
     # ----- cancelling -----
 
     def cancel(self, batch_id: int, *, actor: str) -> dict[str, Any]:
-        """Asks the import of ``batch_id`` to stop (audited as ``batch.cancel``) and returns the
-        batch as it is now: ``importing`` until the job reaches its next check (then
-        ``cancelled``), or already ``cancelled`` (a repeated cancel changes nothing). Raises
+        """Stops the import of ``batch_id`` (audited as ``batch.cancel``) and returns the batch
+        as it is now: ``cancelled`` at once for a job still waiting (nothing was read), else
+        ``importing`` until the running job reaches its next check (then ``cancelled``, what it
+        had imported voided); a repeated cancel changes nothing. Raises
         BATCH_NOT_FOUND, or BATCH_NOT_CANCELLABLE (details ``status``) for a batch that is not
         an upload waiting or running in this queue (ready, rejected, failed, or imported by
         other means)."""
         batch = self._batches.get(batch_id)
         if batch["status"] == "cancelled":
             return batch
+        waiting = False
         with self._lock:
             control = self._controls.get(batch_id)
+            if control is not None:
+                control.cancel()
+                waiting = not control.started
         if batch["status"] != "importing" or control is None:
             raise make_error(ErrorCode.BATCH_NOT_CANCELLABLE,
                              f"batch {batch_id} is not an import that can be cancelled",
                              {"batch_id": batch_id, "status": batch["status"]})
-        control.cancel()
-        db = self._batches.db
-        with db.write() as session:
+        with self._batches.db.write() as session:
             audit.append(session, actor=actor, action="batch.cancel", object_type="batch",
-                         object_id=str(batch_id), details={"status": batch["status"]},
+                         object_id=str(batch_id), details={"waiting": waiting},
                          at_ms=self._batches.engine.now_ms())
+        if waiting:  # nothing was read: end it now (the worker that takes it finds it ended)
+            try:
+                control.check()
+            except CardsvcError as error:
+                self._batches.fail(batch_id, error)
         return self._batches.get(batch_id)
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
