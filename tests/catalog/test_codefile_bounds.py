@@ -164,6 +164,27 @@ def test_every_member_size_and_the_member_count_are_bounded(
     assert error.details["max"] == next(iter(limits.values()))
 
 
+def test_a_lying_member_count_does_not_let_a_big_directory_through(tmp_path: Path) -> None:
+    path = xlsx_files.write_xlsx(tmp_path / "many.xlsx", [["code"], ["C-1"]])
+    with zipfile.ZipFile(path, "a") as archive:
+        for i in range(100):
+            archive.writestr(f"xl/media/image{i:03d}.png", b"x")
+    data = bytearray(path.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8:end + 12] = (1).to_bytes(2, "little") * 2  # "1 entry on this disk, 1 in all"
+    path.write_bytes(bytes(data))
+    error = refusal(path, xlsx_members_max=5)
+    assert (error.details["field"], error.details["max"]) == ("xlsx_members", 5)
+
+
+def test_a_zip64_offset_beyond_the_file_is_bad_xlsx(tmp_path: Path) -> None:
+    # Found while fuzzing (by reading the zip code): seek() raised ValueError uncoded.
+    data = (Path(__file__).parent / "fuzz_corpus" / "regression-zip64-offset-beyond-file")
+    path = tmp_path / "z64.xlsx"
+    path.write_bytes(data.read_bytes()[1:])
+    assert refusal(path).details == {"field": "file", "reason": "bad_xlsx"}
+
+
 def test_a_member_that_inflates_past_its_declared_size_is_refused(tmp_path: Path) -> None:
     rows = [["code"], *[[f"C-{i}"] for i in range(50)]]
     path = xlsx_files.write_xlsx(tmp_path / "lie.xlsx", rows)

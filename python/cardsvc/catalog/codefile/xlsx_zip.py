@@ -31,13 +31,16 @@ _EOCD64_LOCATOR = struct.Struct("<4sIQI")
 _EOCD64 = struct.Struct("<4sQHHIIQQQQ")
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _EOCD_SEARCH_BYTES = _EOCD.size + 0xFFFF  # the record and the longest comment
+DIRECTORY_ENTRY_BYTES_MAX = 1024
+"""Average central directory bytes a member may take (46 bytes, its name and extra fields):
+with ``xlsx_members_max`` it bounds the directory zipfile parses (10 MiB at the default)."""
 _STANDARD_PART = re.compile(r"(\[Content_Types\]\.xml|(_rels|docProps|xl|customXml)/[\w./\-\[\]]"
                             r"{1,100})")
 """Member names that may be echoed in an error: the standard OOXML tree. Any other name comes
 from whoever wrote the file and is left out (it could hold anything)."""
 ZIP_ERRORS: tuple[type[Exception], ...] = (
     zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError,
-    NotImplementedError, struct.error, UnicodeDecodeError,
+    OverflowError, NotImplementedError, struct.error, UnicodeDecodeError,
 )
 """What zipfile and zlib raise on a damaged archive or member (a bad CRC, a short file)."""
 
@@ -101,7 +104,10 @@ def open_package(path: Path, limits: CodeFileLimits) -> Package:
     try:
         size = handle.seek(0, 2)
         entries, directory_bytes = _directory_size(handle, size)
-        if entries > limits.xlsx_members_max:
+        # The record's count may lie; zipfile reads exactly the directory's stated size, so
+        # bounding that bounds the members it can build (an entry is ~100 bytes in practice).
+        if (entries > limits.xlsx_members_max
+                or directory_bytes > limits.xlsx_members_max * DIRECTORY_ENTRY_BYTES_MAX):
             raise over_bound("xlsx_members", limits.xlsx_members_max,
                              f"the XLSX file has more than {limits.xlsx_members_max} members")
         if directory_bytes > size:
@@ -213,6 +219,8 @@ def _check_places(handle: BinaryIO, infos: list[zipfile.ZipInfo], directory_at: 
     for info in sorted(infos, key=lambda item: item.header_offset):
         if info.header_offset < end:
             raise bad_xlsx("xlsx_overlap", "two members of the XLSX file overlap (a zip bomb)")
+        if info.header_offset >= directory_at:  # zip64 may claim any offset below 2**64
+            raise bad_xlsx()
         handle.seek(info.header_offset)
         header = handle.read(_LOCAL_HEADER.size)
         if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
