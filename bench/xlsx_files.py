@@ -238,6 +238,30 @@ def huge_inline_string(path: Path, chars: int, *, column: str = "B") -> Path:
     return _sheet_only(path, pieces())
 
 
+def huge_token(path: Path, chars: int, *, kind: str = "comment") -> Path:
+    """A ``code`` sheet whose second row holds one XML token of ``chars`` characters that an
+    XML parser must buffer whole before it can report it: a ``comment``, a processing
+    instruction (``pi``) or an attribute value (``attribute``, ``>`` every 64 characters so a
+    scan for ``>`` alone would not see it)."""
+    opening, filler, closing = {
+        "comment": ("<!--", "x" * 64, "-->"),
+        "pi": ("<?cardsvc ", "x" * 64, "?>"),
+        "attribute": ('<c r="B2" t="inlineStr" data="', "x" * 63 + ">", '"/>'),
+    }[kind]
+    block = filler * ((1 << 20) // len(filler))
+
+    def pieces() -> Iterator[str]:
+        yield f'<row r="1">{_inline("A1", "code")}</row><row r="2">{_inline("A2", "TOKEN-01")}'
+        yield opening
+        left = chars
+        while left > 0:
+            yield block[: min(left, len(block))]
+            left -= len(block)
+        yield closing + "</row>"
+
+    return _sheet_only(path, pieces())
+
+
 def zip_bomb(path: Path, member_bytes: int, *, in_sheet: bool = False) -> Path:
     """A small valid workbook plus ``member_bytes`` of one repeated byte (ratio ~1000:1): as an
     extra member of zeros (``xl/media/padding.bin``, which no reader needs to open), or, with

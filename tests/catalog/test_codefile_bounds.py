@@ -108,6 +108,17 @@ def test_a_huge_cell_is_never_read_past_the_row_bound(tmp_path: Path) -> None:
     assert peak < 4 * MIB, peak
 
 
+@pytest.mark.parametrize("kind", ["comment", "pi", "attribute"])
+def test_a_huge_xml_token_is_refused_before_the_parser_holds_it(tmp_path: Path,
+                                                                kind: str) -> None:
+    # expat buffers a tag, comment or instruction whole before it reports it; ratio off.
+    path = xlsx_files.huge_token(tmp_path / f"{kind}.xlsx", 64 * MIB, kind=kind)
+    error, peak = peak_of(lambda: scan(path, limits=CodeFileLimits(xlsx_ratio_max=10**9)))
+    assert isinstance(error, CardsvcError) and error.code is ErrorCode.LIMIT_EXCEEDED
+    assert (error.details["field"], error.details["max"]) == ("xlsx_token", MIB)
+    assert peak < 8 * MIB, peak
+
+
 def test_a_huge_shared_string_is_refused_at_the_row_that_uses_it(tmp_path: Path) -> None:
     path = xlsx_files.write_xlsx(tmp_path / "s.xlsx", [["code", "note"], ["A-1", "x" * 300],
                                                        ["A-2", "short"]])

@@ -193,7 +193,8 @@ class CodeFileLimits:
     is. Exceeding any but the two ``*_listed_max`` (which only cap what is listed) raises
     LIMIT_EXCEEDED with ``details["field"]`` naming it (``rows``, ``line_length``,
     ``columns``, ``xlsx_part``, ``xlsx_member``, ``xlsx_total``, ``xlsx_ratio``,
-    ``xlsx_members``, ``cpu_seconds``) and ``max``."""
+    ``xlsx_members``, ``cpu_seconds``; and ``xlsx_token``, fixed at
+    ``xlsx_xml.XML_TOKEN_BYTES_MAX``) and ``max``."""
 
     rows_max: int = ROWS_MAX
     line_len_max: int = LINE_LEN_MAX

@@ -7,7 +7,8 @@ rows, one at a time. Bounds hold while parsing, not after: a row's text (all its
 ``line_len_max`` characters, so a gigabyte inline string costs at most one block; cells beyond
 ``columns_max`` are never stored (a non-blank one is remembered as a marker), so a cell in
 column XFD costs nothing; rows keep their spreadsheet numbers, so a gap costs nothing either.
-A DOCTYPE is refused (no XLSX part has one), which shuts out entity expansion. Element names
+A DOCTYPE is refused (no XLSX part has one), which shuts out entity expansion; a single token
+(tag, comment, instruction) over 1 MiB is refused, since expat buffers one whole. Element names
 are matched by local name (any prefix), so transitional and strict OOXML read alike.
 """
 
@@ -28,6 +29,11 @@ from cardsvc.errors import CardsvcError
 
 BLOCK_BYTES = 64 * 1024
 """Bytes fed to expat at a time; also expat's text buffer, so one text callback is at most this."""
+XML_TOKEN_BYTES_MAX = 1 << 20
+"""Bytes of one XML token (a start tag with its attributes, a comment, a processing
+instruction): expat holds a token whole, and rescans it as it grows, until it ends. Excel's
+largest tags (a long ``sqref`` list) are tens of kilobytes. Over it: LIMIT_EXCEEDED
+``xlsx_token``."""
 XLSX_ROWS_MAX = 1_048_576
 """Excel's last row; a larger row number is not a workbook Excel wrote."""
 XLSX_COLUMNS_MAX = 16_384
@@ -76,6 +82,7 @@ def feed(parser: Any, stream: IO[bytes], name: str, line: Callable[[], int] | No
     take what the handlers collected) and checking ``budget`` there. Raises INVALID_ARGUMENT
     ``bad_xlsx`` (with ``line()`` when it is known) for XML or zip damage; a handler's own
     CardsvcError passes through."""
+    fed = 0
     try:
         while True:
             try:
@@ -84,11 +91,14 @@ def feed(parser: Any, stream: IO[bytes], name: str, line: Callable[[], int] | No
             except CardsvcError:
                 raise
             except _DAMAGE:
-                where = line() if line is not None else 0
-                details: dict[str, Any] = shown_name(name)
-                if where:
-                    details["line"] = where
-                raise bad_xlsx(**details) from None
+                raise bad_xlsx(**_where(name, line)) from None
+            fed += len(block)
+            # Outside a handler, CurrentByteIndex is where the last event began: what lies
+            # beyond it is one token expat is still buffering (a tag, comment, instruction).
+            if fed - parser.CurrentByteIndex > XML_TOKEN_BYTES_MAX + BLOCK_BYTES:
+                raise over_bound("xlsx_token", XML_TOKEN_BYTES_MAX,
+                                 f"the XLSX file holds an XML tag, comment or instruction of more"
+                                 f" than {XML_TOKEN_BYTES_MAX} bytes", **_where(name, line))
             yield
             if not block:
                 return
@@ -96,6 +106,14 @@ def feed(parser: Any, stream: IO[bytes], name: str, line: Callable[[], int] | No
                 budget.check(line() if line is not None else 0)
     finally:
         stream.close()
+
+
+def _where(name: str, line: Callable[[], int] | None) -> dict[str, Any]:
+    details: dict[str, Any] = shown_name(name)
+    where = line() if line is not None else 0
+    if where:
+        details["line"] = where
+    return details
 
 
 def _local(name: str) -> str:
