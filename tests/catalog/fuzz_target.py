@@ -26,7 +26,7 @@ from cardsvc.catalog.codefile import CodeFileLimits, read_codes, scan
 from cardsvc.errors import CardsvcError
 
 LIMITS = CodeFileLimits(
-    rows_max=20_000, line_len_max=4_096, columns_max=64, problems_listed_max=100,
+    rows_max=20_000, columns_max=64, problems_listed_max=100,
     duplicates_listed_max=100, xlsx_part_bytes_max=4 << 20, xlsx_member_bytes_max=16 << 20,
     xlsx_total_bytes_max=32 << 20, xlsx_members_max=200, cpu_seconds_max=5.0,
 )

@@ -314,3 +314,10 @@ def test_a_file_needing_more_cpu_than_its_budget_is_limit_exceeded(
     assert error.code is ErrorCode.LIMIT_EXCEEDED
     assert (error.details["field"], error.details["max"]) == ("cpu_seconds", 0.02)
     assert error.details.get("line", 1) > 0  # the line reached, unless still before the sheet
+
+
+def test_a_validity_of_thousands_of_digits_is_out_of_range_not_a_crash(tmp_path: Path) -> None:
+    # int() refuses strings over 4,300 digits with ValueError (CPython's limit): uncoded before.
+    path = tmp_path / "digits.csv"
+    path.write_text("code,valid_until\nA-1," + "9" * 5_000 + "\nA-2,1893456000\n")
+    assert list(scan(path).problems) == [RowProblem(2, "valid_until", "out_of_range")]

@@ -55,7 +55,7 @@ def fuzz(tmp_path: Path, seconds: int) -> None:
                # -rss_limit_mb reads ru_maxrss, inherited from this (large) process across
                # execve; the harness bounds its address space instead (fuzz_codefile.py).
                f"-max_total_time={seconds}", "-rss_limit_mb=0", "-malloc_limit_mb=512",
-               "-timeout=20",
+               "-timeout=20", "-max_len=24576",
                f"-artifact_prefix={found}/", "-print_final_stats=1", str(new), str(CORPUS)]
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                           timeout=seconds + 120, check=False)

@@ -229,7 +229,8 @@ def _seconds_of(value: object) -> int | None:
         return int(value) if value.is_integer() else None
     if isinstance(value, str):
         if value.isascii() and value.isdigit():
-            return int(value)
+            # Over 20 digits is out of range anyway; int() refuses over 4,300 (ValueError).
+            return int(value) if len(value) <= 20 else VALID_UNTIL_MAX + 1
         parsed = _parse_iso(value)
         if parsed is None:
             return None
