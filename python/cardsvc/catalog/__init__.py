@@ -20,9 +20,9 @@ from cardsvc.catalog.codegen import (
     CodeFormat,
 )
 from cardsvc.catalog.file_import import (
-    FileImports,
     import_file,
 )
+from cardsvc.catalog.import_jobs import ImportJobs
 from cardsvc.catalog.skus import (
     EDITABLE,
     KINDS,
@@ -66,7 +66,7 @@ __all__ = [
     "CodeFormat",
     "CodeInput",
     "CodePayload",
-    "FileImports",
+    "ImportJobs",
     "Pool",
     "Sku",
     "batch_dict",
