@@ -151,6 +151,10 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.INVITATION_INVALID: 404,
     # Demoting or disabling the last active owner would leave nobody able to manage users.
     ErrorCode.LAST_OWNER: 409,
+    # Issue 10.
+    ErrorCode.EXPORT_NOT_FOUND: 404,
+    # A start-up refusal (a key file others can read); never a request's fault.
+    ErrorCode.FILE_MODE_INSECURE: 500,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

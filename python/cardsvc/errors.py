@@ -121,6 +121,12 @@ class ErrorCode(StrEnum):
     ENROLMENT_REQUIRED = "ENROLMENT_REQUIRED"
     INVITATION_INVALID = "INVITATION_INVALID"
     LAST_OWNER = "LAST_OWNER"
+    # Issue 10 (plaintext, money and codes).
+    # No export with that id (restoring an export's codes to sale).
+    EXPORT_NOT_FOUND = "EXPORT_NOT_FOUND"
+    # A file of the data directory that holds a secret (lookup key, master keys) is readable or
+    # writable by others than its owner: the service refuses to start (details: path, mode).
+    FILE_MODE_INSECURE = "FILE_MODE_INSECURE"
 
 
 class CardsvcError(Exception):
@@ -261,6 +267,8 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.ENROLMENT_REQUIRED: Forbidden,
     ErrorCode.INVITATION_INVALID: NotFound,
     ErrorCode.LAST_OWNER: Conflict,
+    ErrorCode.EXPORT_NOT_FOUND: NotFound,
+    ErrorCode.FILE_MODE_INSECURE: Corruption,
 }
 
 

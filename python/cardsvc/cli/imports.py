@@ -88,9 +88,7 @@ def run_import(args: argparse.Namespace, console: Console) -> int:
                       f"{batch['submitted']:,} rows", highlight=False)
         if args.report is not None:
             with args.report.open("w", encoding="utf-8", newline="") as out:
-                out.write("line,field,reason,code\n")
-                for issue in services.batches.report(result.batch_id):
-                    out.write(f"{issue.line},{issue.field},{issue.reason},{issue.masked or ''}\n")
+                out.writelines(services.batches.report_csv(result.batch_id))
             console.print(f"report written to {args.report}", highlight=False)
         return 0 if batch["status"] == "ready" else 1
     finally:
