@@ -165,7 +165,14 @@ class Orders:
         row, created = await self.batcher.submit_async(
             lambda session: self._begin(session, request, actor, now_ms, limits))
         self.crash("after_debit")
-        return self._result(await self._drive(row, actor)), created
+        view = self._result(await self._drive(row, actor))
+        if not created and view.codes:  # a retry delivers the codes again: a re-delivery
+            await asyncio.to_thread(
+                audit.record, self.db, actor=actor, action="order.redeliver",
+                object_type="order", object_id=view.order_id,
+                details={"agent_id": view.agent_id, "codes": len(view.codes)},
+                at_ms=self.engine.now_ms())
+        return view, created
 
     async def confirm_hold(
         self, agent_id: str, hold_id: str, client_order_id: str, *, actor: str,

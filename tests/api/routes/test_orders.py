@@ -39,7 +39,7 @@ async def test_admin_reads_of_an_order_are_masked_and_carry_no_pin(catalog: Api)
     owner = await api.call("GET", f"/v1/orders/{placed['order_id']}", api.keys["agent"])
     assert owner.json()["codes"] == placed["codes"] and owner.json()["codes_masked"] is False
     audit = await api.admin("GET", "/v1/audit?action=order.redeliver")
-    assert [entry["actor"] for entry in audit["entries"]] != []
+    assert [entry["object_id"] for entry in audit["entries"]] == [placed["order_id"]]
 
 
 async def test_reveal_needs_export_and_is_audited(catalog: Api) -> None:
@@ -126,3 +126,16 @@ async def test_an_order_whose_total_would_overflow_is_refused_not_a_500(catalog:
     response = await api.call("POST", "/v1/orders", api.keys["agent"],
                               json={"sku": "VIP", "quantity": 10_000, "client_order_id": "big"})
     assert response.status_code != 500
+
+
+async def test_a_retried_order_delivers_again_and_is_audited_as_a_redelivery(
+    catalog: Api,
+) -> None:
+    api = catalog
+    placed = await order(api, ref="retry")
+    again = await api.call("POST", "/v1/orders", api.keys["agent"],
+                           json={"sku": "VIP", "quantity": 2, "client_order_id": "retry"})
+    assert again.status_code == 200 and again.json()["codes"] == placed["codes"]
+    entries = (await api.admin("GET", "/v1/audit?action=order.redeliver"))["entries"]
+    assert [(e["object_id"], e["details"]["codes"]) for e in entries] == [
+        (placed["order_id"], 2)]
