@@ -16,11 +16,21 @@ from typing import Any
 
 from cardsvc.access import RiskLimits
 from cardsvc.db import DATABASE_URL_ENV
-from cardsvc.engine import StoreConfig
+from cardsvc.engine import (
+    PIN_FAILURES_DEFAULT,
+    PIN_LOCKOUT_MAX_MS_DEFAULT,
+    PIN_LOCKOUT_MS_DEFAULT,
+    StoreConfig,
+)
 from cardsvc.errors import invalid
+from cardsvc.money import COOLING_MS_MAX
 from cardsvc.runtime import ServiceConfig
+from cardsvc.sales import COOLING_MS_DEFAULT
 
 JOURNAL_SINKS = ("file", "redis")
+PIN_FAILURES_MAX = 1000
+PIN_LOCKOUT_MAX_S = 30 * 86_400
+"""The engine's bounds of the PIN policy (set_pin_policy: 1..=1000 failures, at most 30 days)."""
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -39,6 +49,13 @@ ENV_REDIS_URL = "CARDSVC_REDIS_URL"
 ENV_HOST = "CARDSVC_HOST"
 ENV_PORT = "CARDSVC_PORT"
 ENV_REQUEST_BODY_BYTES_MAX = "CARDSVC_REQUEST_BODY_BYTES_MAX"
+ENV_COMMISSION_COOLING_MS = "CARDSVC_COMMISSION_COOLING_MS"
+"""How long a commission stays pending (refunds reverse it) before its earner may spend it."""
+ENV_PIN_FAILURES_MAX = "CARDSVC_PIN_FAILURES_MAX"
+ENV_PIN_LOCKOUT_S = "CARDSVC_PIN_LOCKOUT_S"
+ENV_PIN_LOCKOUT_MAX_S = "CARDSVC_PIN_LOCKOUT_MAX_S"
+"""The per-code PIN lockout (docs/engine.md): wrong PINs before a lock, the first lockout in
+seconds (doubling per further lockout), the longest lockout in seconds."""
 ENV_CRASH_AT = "CARDSVC_CRASH_AT"
 """Fault injection for the saga crash test only: the order saga kills the process at the named
 point (``cardsvc.sales.CRASH_POINTS``). Never set in production."""
@@ -67,6 +84,10 @@ class Settings:
     risk: RiskLimits = field(default_factory=RiskLimits)
     recovery_interval_s: float = 30.0
     crash_at: str | None = None
+    commission_cooling_ms: int = COOLING_MS_DEFAULT
+    pin_failures_max: int = PIN_FAILURES_DEFAULT
+    pin_lockout_s: int = PIN_LOCKOUT_MS_DEFAULT // 1000
+    pin_lockout_max_s: int = PIN_LOCKOUT_MAX_MS_DEFAULT // 1000
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -79,6 +100,15 @@ class Settings:
             raise invalid("port", "port must be between 0 and 65535")
         if self.request_body_bytes_max < 1:
             raise invalid("request_body_bytes_max", "request_body_bytes_max must be positive")
+        if not 0 <= self.commission_cooling_ms <= COOLING_MS_MAX:
+            raise invalid("commission_cooling_ms",
+                          f"commission_cooling_ms must be between 0 and {COOLING_MS_MAX}")
+        if not 1 <= self.pin_failures_max <= PIN_FAILURES_MAX:
+            raise invalid("pin_failures_max",
+                          f"pin_failures_max must be between 1 and {PIN_FAILURES_MAX}")
+        if not 1 <= self.pin_lockout_s <= self.pin_lockout_max_s <= PIN_LOCKOUT_MAX_S:
+            raise invalid("pin_lockout_s", "need 1 <= pin_lockout_s <= pin_lockout_max_s <= "
+                                           f"{PIN_LOCKOUT_MAX_S}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -99,6 +129,14 @@ class Settings:
             "database_url": env.get(DATABASE_URL_ENV) or None,
             "risk": RiskLimits.from_env(env),
             "crash_at": env.get(ENV_CRASH_AT) or None,
+            "commission_cooling_ms": _int_from(env, ENV_COMMISSION_COOLING_MS,
+                                               "commission_cooling_ms", COOLING_MS_DEFAULT),
+            "pin_failures_max": _int_from(env, ENV_PIN_FAILURES_MAX, "pin_failures_max",
+                                          PIN_FAILURES_DEFAULT),
+            "pin_lockout_s": _int_from(env, ENV_PIN_LOCKOUT_S, "pin_lockout_s",
+                                       PIN_LOCKOUT_MS_DEFAULT // 1000),
+            "pin_lockout_max_s": _int_from(env, ENV_PIN_LOCKOUT_MAX_S, "pin_lockout_max_s",
+                                           PIN_LOCKOUT_MAX_MS_DEFAULT // 1000),
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
@@ -106,7 +144,11 @@ class Settings:
     def service_config(self) -> ServiceConfig:
         """The configuration of the service's parts (store, database, risk limits)."""
         return ServiceConfig(store=self.store_config(), database_url=self.database_url,
-                             risk=self.risk, crash_at=self.crash_at)
+                             risk=self.risk, crash_at=self.crash_at,
+                             commission_cooling_ms=self.commission_cooling_ms,
+                             pin_failures_max=self.pin_failures_max,
+                             pin_lockout_ms=self.pin_lockout_s * 1000,
+                             pin_lockout_max_ms=self.pin_lockout_max_s * 1000)
 
     def store_config(self) -> StoreConfig:
         """The configuration of the durable store these settings describe."""

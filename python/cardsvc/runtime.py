@@ -24,16 +24,24 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from cardsvc import crypto
+from cardsvc import crypto, files
 from cardsvc.access import KeyAuthenticator, RiskGuard, RiskLimits
 from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
 from cardsvc.catalog import Batches, Catalog, ImportJobs
 from cardsvc.db import Database, WriteBatcher
 from cardsvc.delivery import Exports, Revealer
-from cardsvc.engine import Store, StoreConfig
-from cardsvc.money import AgentMoney, ledger, settlement
+from cardsvc.engine import (
+    PIN_FAILURES_DEFAULT,
+    PIN_LOCKOUT_MAX_MS_DEFAULT,
+    PIN_LOCKOUT_MS_DEFAULT,
+    Store,
+    StoreConfig,
+)
+from cardsvc.errors import ErrorCode, make_error
+from cardsvc.money import AgentMoney, ledger
 from cardsvc.redemption import Terminals
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
@@ -47,8 +55,6 @@ from cardsvc.sales import no_crash as _no_crash
 
 log = logging.getLogger("cardsvc.services")
 
-COMMISSIONS_PER_ROUND_MAX = 10_000
-"""Commissions released per timer round (the rest wait for the next round)."""
 
 
 @dataclass
@@ -61,6 +67,25 @@ class ServiceConfig:
     risk: RiskLimits = field(default_factory=RiskLimits.from_env)
     commission_cooling_ms: int = COOLING_MS_DEFAULT
     crash_at: str | None = None
+    pin_failures_max: int = PIN_FAILURES_DEFAULT
+    """Wrong PINs per code before the engine locks it (docs/engine.md, PIN lockout)."""
+    pin_lockout_ms: int = PIN_LOCKOUT_MS_DEFAULT
+    """The first lockout; each further one lasts twice as long, up to pin_lockout_max_ms."""
+    pin_lockout_max_ms: int = PIN_LOCKOUT_MAX_MS_DEFAULT
+
+
+def check_modes(data_dir: Path) -> None:
+    """The start-up check of the data directory's modes (``cardsvc.files``): FILE_MODE_INSECURE
+    (details ``path``, ``mode``) for a key file others may read; a warning in the log for any
+    other loosened file or directory."""
+    report = files.check_data_dir_modes(data_dir)
+    for line in report.warn:
+        log.warning("data directory: %s", line)
+    if report.refuse:
+        path, mode = report.refuse[0]
+        raise make_error(ErrorCode.FILE_MODE_INSECURE,
+                         "a key file of the data directory may be read by others: chmod 600 it",
+                         {"path": path, "mode": mode, "files": len(report.refuse)})
 
 
 def crash_hook(crash_at: str | None) -> Callable[[str], None]:
@@ -94,20 +119,24 @@ class Runtime:
         self.catalog = Catalog(store, db)
         self.price_cache = PriceCache()
         self.price_cache.attach(db)
-        self.agent_updates = AgentUpdates(db, self.catalog, ledger, store.engine.now_ms)
-        """Creating and changing agents (their ledger accounts through ``money.ledger``)."""
+        self.agent_updates = AgentUpdates(db, self.catalog, ledger, store.engine.now_ms,
+                                          on_suspended=self._release_holds_of)
+        """Creating and changing agents (their ledger accounts through ``money.ledger``; a
+        suspension releases the subtree's holds through ``sales.Holds``)."""
         self.agent_directory = AgentDirectory(db, store.engine)
         self.price_lists = PriceLists(db, store.engine.now_ms)
         self.money = AgentMoney(db, store.engine.now_ms)
         self.batches = Batches(store, db, keyring, self.catalog)
         self.revealer = Revealer(db, keyring)
-        self.exports = Exports(db, self.revealer, delivered_code_ids)
-        self.holds = Holds(store, risk)
+        self.exports = Exports(db, self.revealer, delivered_code_ids, store,
+                               store.engine.now_ms)
         self.batcher = WriteBatcher(db).start()
         """SQL group commit for the order path (``cardsvc.db.batcher``)."""
+        self.holds = Holds(store, db, risk, self.batcher)
         self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
                              cooling_ms=cooling_ms, crash=crash)
-        self.terminals = Terminals(store, db, risk, self.batches.prefixes)
+        self.terminals = Terminals(store, db, risk, self.batches.prefixes,
+                                   crypto.load_public_ids(store.config.data_dir))
         self.recovery: dict[str, Any] = {}
         self.jobs = ImportJobs(self.batches, store.config.data_dir / "uploads")
         """File imports run here, off the request path: a bounded queue with its own workers,
@@ -119,8 +148,11 @@ class Runtime:
         passes. Raises what ``Store.open`` and ``Database.open`` raise; on failure everything
         opened so far is closed again. Call it outside an event loop (the order recovery runs
         one of its own)."""
+        check_modes(config.store.data_dir)
         opened = store if store is not None else Store.open(config.store)
         try:
+            opened.engine.set_pin_policy(config.pin_failures_max, config.pin_lockout_ms,
+                                         config.pin_lockout_max_ms)
             db = Database.open(config.store.data_dir, config.database_url)
         except BaseException:
             opened.close()
@@ -143,16 +175,19 @@ class Runtime:
 
     async def recover_pending(self) -> dict[str, int]:
         """The timer's round: re-drives orders left pending for PENDING_ORDER_AGE_MS or more,
-        and moves commissions whose cooling period has passed to their earners' balances."""
+        expires due holds and returns their money, and moves commissions whose cooling period
+        has passed to their earners' balances (in bounded batches,
+        ``AgentMoney.release_due_commissions``)."""
         counts = await self.orders.recover(older_than_ms=PENDING_ORDER_AGE_MS)
-        counts["commissions_released"] = await asyncio.to_thread(self._release_commissions)
+        counts["holds_expired"] = await self.holds.expire_due()
+        counts["commissions_released"] = await asyncio.to_thread(
+            self.money.release_due_commissions)
         return counts
 
-    def _release_commissions(self) -> int:
-        now_ms = self.engine.now_ms()
-        with self.db.write() as session:
-            return len(settlement.release_due_commissions(session, now_ms,
-                                                          COMMISSIONS_PER_ROUND_MAX))
+    def _release_holds_of(self, agent_ids: list[str], actor: str) -> None:
+        released = self.holds.release_agents(agent_ids, actor=actor)
+        if released:
+            log.info("released %d holds of suspended agents", released)
 
     def close(self) -> None:
         """Cancels the import jobs (their batches end ``cancelled``, what they imported voided)
