@@ -151,6 +151,8 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.INVITATION_INVALID: 404,
     # Demoting or disabling the last active owner would leave nobody able to manage users.
     ErrorCode.LAST_OWNER: 409,
+    # A lockout that is not in force (never started, ended, or lifted already).
+    ErrorCode.LOCKOUT_NOT_FOUND: 404,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

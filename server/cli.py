@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -25,9 +26,9 @@ EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (12
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data-dir``, ``--host``, ``--port``, ``--journal``, ``--redis-url``, ``--database-url``;
-    each defaults to its ``CARDSVC_*`` variable, then to the embedded defaults
-    (``server.settings``)."""
+    """``--data-dir``, ``--host``, ``--port``, ``--journal``, ``--redis-url``, ``--database-url``,
+    ``--trusted-proxies``; each defaults to its ``CARDSVC_*`` variable, then to the embedded
+    defaults (``server.settings``)."""
     parser.add_argument("--data-dir", type=Path, help="data directory (default data)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
@@ -37,6 +38,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--database-url",
         help="SQL database URL, e.g. postgresql://user@host/db (default: a SQLite file in the "
         "data directory)",
+    )
+    parser.add_argument(
+        "--trusted-proxies",
+        help="comma-separated addresses or CIDR networks of reverse proxies whose "
+        "X-Forwarded-For is believed (default: CARDSVC_TRUSTED_PROXIES, else none)",
     )
 
 
@@ -49,7 +55,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         journal=args.journal,
         redis_url=args.redis_url,
         database_url=args.database_url,
+        trusted_proxies=None if args.trusted_proxies is None else tuple(
+            args.trusted_proxies.split(",")),
     )
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy settings for ``settings``: ``X-Forwarded-*`` is read only when trusted
+    proxies are configured, and then only from them. Passed explicitly, because uvicorn's own
+    default trusts 127.0.0.1, which would let any local client name any address."""
+    return {"proxy_headers": bool(settings.trusted_proxies),
+            "forwarded_allow_ips": list(settings.trusted_proxies)}
 
 
 def print_banner(console: Console, settings: Settings, store: Store) -> None:
@@ -99,6 +115,7 @@ def serve(settings: Settings, console: Console) -> int:
             access_log=False,
             server_header=False,
             log_level="info",
+            **proxy_options(settings),
         )
         server = uvicorn.Server(config)
         print_banner(console, settings, store)

@@ -8,8 +8,9 @@ reads the same ``CARDSVC_*`` variables as the store commands of the command line
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,12 @@ ENV_REDIS_URL = "CARDSVC_REDIS_URL"
 ENV_HOST = "CARDSVC_HOST"
 ENV_PORT = "CARDSVC_PORT"
 ENV_REQUEST_BODY_BYTES_MAX = "CARDSVC_REQUEST_BODY_BYTES_MAX"
+ENV_TRUSTED_PROXIES = "CARDSVC_TRUSTED_PROXIES"
+"""Comma-separated addresses or CIDR networks of the reverse proxies in front of the service.
+Empty (the default): no proxy is trusted, ``X-Forwarded-For`` is ignored and the client address
+is the TCP peer's. Given: a request whose peer is one of them is attributed to the client its
+``X-Forwarded-For`` names (the last address not itself a trusted proxy)."""
+TRUSTED_PROXIES_MAX = 64
 ENV_CRASH_AT = "CARDSVC_CRASH_AT"
 """Fault injection for the saga crash test only: the order saga kills the process at the named
 point (``cardsvc.sales.CRASH_POINTS``). Never set in production."""
@@ -52,8 +59,9 @@ class Settings:
 
     ``data_dir`` holds the store (docs/durability.md); ``journal`` is ``"file"`` (embedded, no
     server needed) or ``"redis"`` (then ``redis_url`` is required); ``host``/``port`` are where
-    ``cardsvc serve`` listens; ``request_body_bytes_max`` bounds every request body.
-    Raises INVALID_ARGUMENT (details: ``field``) when a value is out of range.
+    ``cardsvc serve`` listens; ``request_body_bytes_max`` bounds every request body;
+    ``trusted_proxies`` are the networks whose ``X-Forwarded-For`` is believed (none by
+    default). Raises INVALID_ARGUMENT (details: ``field``) when a value is out of range.
     """
 
     data_dir: Path
@@ -67,6 +75,7 @@ class Settings:
     risk: RiskLimits = field(default_factory=RiskLimits)
     recovery_interval_s: float = 30.0
     crash_at: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -79,6 +88,7 @@ class Settings:
             raise invalid("port", "port must be between 0 and 65535")
         if self.request_body_bytes_max < 1:
             raise invalid("request_body_bytes_max", "request_body_bytes_max must be positive")
+        object.__setattr__(self, "trusted_proxies", trusted_networks(self.trusted_proxies))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -99,6 +109,7 @@ class Settings:
             "database_url": env.get(DATABASE_URL_ENV) or None,
             "risk": RiskLimits.from_env(env),
             "crash_at": env.get(ENV_CRASH_AT) or None,
+            "trusted_proxies": tuple(env.get(ENV_TRUSTED_PROXIES, "").split(",")),
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
@@ -117,6 +128,25 @@ class Settings:
         """The URL clients reach the service at (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+def trusted_networks(entries: Sequence[str]) -> tuple[str, ...]:
+    """``entries`` as normalised networks (``127.0.0.1`` becomes ``127.0.0.1/32``), blanks
+    dropped. Raises INVALID_ARGUMENT (field ``trusted_proxies``) for anything that is not an
+    address or a network, ``*`` included: trusting every peer would let any client name any
+    address."""
+    networks: list[str] = []
+    for entry in (text.strip() for text in entries):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise invalid("trusted_proxies", f"{ENV_TRUSTED_PROXIES} holds an entry that is "
+                          "not an IP address or a CIDR network") from None
+    if len(networks) > TRUSTED_PROXIES_MAX:
+        raise invalid("trusted_proxies", f"at most {TRUSTED_PROXIES_MAX} trusted proxies")
+    return tuple(dict.fromkeys(networks))
 
 
 def _int_from(env: Mapping[str, str], name: str, field: str, default: int) -> int:

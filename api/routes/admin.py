@@ -1,4 +1,5 @@
-"""Admins: API keys, and freezing, unfreezing or voiding codes."""
+"""Admins: API keys, the brute-force lockouts (listed and lifted), and freezing, unfreezing or
+voiding codes."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, RuntimeDep
-from api.models import Id, Strict
-from cardsvc.access import Principal
+from api.models import DEFAULT_LIMIT, CursorQuery, Id, LimitQuery, PageOut, Strict
+from cardsvc.access import Lockout, Principal
 from cardsvc.runtime import Runtime
+from cardsvc.times import iso
 
 router = APIRouter(tags=["admin"])
 
@@ -78,6 +80,41 @@ def revoke_key(key_id: Annotated[str, Path(max_length=64)], caller: AdminDep,
     """Revokes a key at once (idempotent). Errors: KEY_NOT_FOUND."""
     runtime.credentials.revoke(key_id, actor=caller.key_id)
     return KeyRevoked(key_id=key_id, revoked=True)
+
+
+class LockoutOut(BaseModel):
+    subject: str = Field(description="key:<key_id> (failed lookups of a key) or ip:<address> "
+                                     "(requests without a valid key from that address)")
+    failures: int
+    locked_at: str | None
+    locked_at_ms: int
+    until: str | None
+    until_ms: int
+    lockout_s: float
+
+
+def lockout_out(lockout: Lockout) -> LockoutOut:
+    return LockoutOut(subject=lockout.subject, failures=lockout.failures,
+                      locked_at=iso(lockout.locked_at_ms), locked_at_ms=lockout.locked_at_ms,
+                      until=iso(lockout.until_ms), until_ms=lockout.until_ms,
+                      lockout_s=lockout.lockout_s)
+
+
+@router.get("/lockouts", response_model=PageOut[LockoutOut])
+def list_lockouts(caller: AdminDep, runtime: RuntimeDep, cursor: CursorQuery = None,
+                  limit: LimitQuery = DEFAULT_LIMIT) -> PageOut[LockoutOut]:
+    """The brute-force lockouts in force, newest first: keys locked out for failed lookups and
+    addresses locked out for requests without a valid key. Errors: INVALID_ARGUMENT (cursor)."""
+    page = runtime.gate.lockouts(cursor=cursor, limit=limit)
+    return PageOut[LockoutOut](items=[lockout_out(item) for item in page.items], next=page.next)
+
+
+@router.delete("/lockouts/{subject}", response_model=LockoutOut)
+def lift_lockout(subject: Annotated[str, Path(min_length=1, max_length=132)], caller: AdminDep,
+                 runtime: RuntimeDep) -> LockoutOut:
+    """Ends a lockout now (audited as ``risk.unlock``); the lockout as it was. Errors:
+    LOCKOUT_NOT_FOUND (not locked out), INVALID_ARGUMENT (not a key: or ip: subject)."""
+    return lockout_out(runtime.gate.lift(subject, actor=caller.key_id))
 
 
 def _change(action: str, body: CodeTarget, caller: Principal, runtime: Runtime,

@@ -121,6 +121,8 @@ class ErrorCode(StrEnum):
     ENROLMENT_REQUIRED = "ENROLMENT_REQUIRED"
     INVITATION_INVALID = "INVITATION_INVALID"
     LAST_OWNER = "LAST_OWNER"
+    # Lifting a brute-force lockout (cardsvc.access.gate) of a subject that is not locked out.
+    LOCKOUT_NOT_FOUND = "LOCKOUT_NOT_FOUND"
 
 
 class CardsvcError(Exception):
@@ -261,6 +263,7 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.ENROLMENT_REQUIRED: Forbidden,
     ErrorCode.INVITATION_INVALID: NotFound,
     ErrorCode.LAST_OWNER: Conflict,
+    ErrorCode.LOCKOUT_NOT_FOUND: NotFound,
 }
 
 

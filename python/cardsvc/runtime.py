@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cardsvc import crypto
-from cardsvc.access import KeyAuthenticator, RiskGuard, RiskLimits
+from cardsvc.access import AccessGate, KeyAuthenticator, RiskGuard, RiskLimits
 from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
 from cardsvc.catalog import Batches, Catalog, FileImports
 from cardsvc.db import Database, WriteBatcher
@@ -91,6 +91,8 @@ class Runtime:
         self.keyring = keyring
         self.risk = risk
         self.keys = KeyAuthenticator(db)
+        self.gate = AccessGate(self.keys, risk, db, store.engine.now_ms)
+        """Authentication of API requests and the brute-force lockouts' administration."""
         self.credentials = Credentials(db, self.keys, store.engine.now_ms)
         self.catalog = Catalog(store, db)
         self.price_cache = PriceCache()

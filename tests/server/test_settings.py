@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cardsvc.errors import BadInput, ErrorCode
+from server.cli import proxy_options
 from server.settings import DEFAULT_HOST, DEFAULT_PORT, REQUEST_BODY_BYTES_MAX, Settings
 
 
@@ -48,6 +49,9 @@ def test_environment_is_read_and_overrides_win() -> None:
         ({"CARDSVC_PORT": "eighty"}, "port"),
         ({"CARDSVC_PORT": "70000"}, "port"),
         ({"CARDSVC_REQUEST_BODY_BYTES_MAX": "0"}, "request_body_bytes_max"),
+        ({"CARDSVC_TRUSTED_PROXIES": "*"}, "trusted_proxies"),
+        ({"CARDSVC_TRUSTED_PROXIES": "10.0.0.1, proxy.example"}, "trusted_proxies"),
+        ({"CARDSVC_TRUSTED_PROXIES": "10.0.0.0/33"}, "trusted_proxies"),
     ],
 )
 def test_bad_values_are_invalid_argument_naming_the_field(env: dict[str, str], field: str) -> None:
@@ -55,3 +59,13 @@ def test_bad_values_are_invalid_argument_naming_the_field(env: dict[str, str], f
         Settings.from_env(env)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
     assert caught.value.details["field"] == field
+
+
+def test_no_proxy_is_trusted_unless_named() -> None:
+    assert Settings.from_env({}).trusted_proxies == ()
+    assert proxy_options(Settings.from_env({})) == {"proxy_headers": False,
+                                                    "forwarded_allow_ips": []}
+    named = Settings.from_env({"CARDSVC_TRUSTED_PROXIES": " 10.1.2.3, 192.168.0.0/16,,::1 "})
+    assert named.trusted_proxies == ("10.1.2.3/32", "192.168.0.0/16", "::1/128")
+    assert proxy_options(named) == {"proxy_headers": True,
+                                    "forwarded_allow_ips": list(named.trusted_proxies)}

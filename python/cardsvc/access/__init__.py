@@ -19,7 +19,16 @@ from cardsvc.access.apikeys import (
     principal_of,
     revoke_key,
 )
-from cardsvc.access.risk import DAY_MS, RISK_ENV, Lockout, RiskGuard, RiskLimits
+from cardsvc.access.gate import ANONYMOUS_ACTOR, AccessGate, audit_lockouts, bearer_key
+from cardsvc.access.risk import (
+    DAY_MS,
+    RISK_ENV,
+    Lockout,
+    RiskGuard,
+    RiskLimits,
+    ip_subject,
+    key_subject,
+)
 from cardsvc.access.sessions import (
     EnrolmentResult,
     LockoutPolicy,
@@ -63,6 +72,7 @@ from cardsvc.access.users import (
 )
 
 __all__ = [
+    "ANONYMOUS_ACTOR",
     "ARGON2_PARAMS",
     "DAY_MS",
     "DEFAULT_SCOPES",
@@ -75,6 +85,7 @@ __all__ = [
     "SCOPES_OF_USER_ROLE",
     "STAFF_ROLES",
     "USER_ROLES",
+    "AccessGate",
     "ApiKey",
     "Argon2Params",
     "EnrolmentResult",
@@ -97,6 +108,8 @@ __all__ = [
     "UserInvitation",
     "UserSession",
     "accept_invitation",
+    "audit_lockouts",
+    "bearer_key",
     "check_key_request",
     "check_password",
     "check_user_request",
@@ -104,8 +117,10 @@ __all__ = [
     "disable_user",
     "get_user",
     "invite_user",
+    "ip_subject",
     "issue_invitation",
     "issue_key",
+    "key_subject",
     "list_keys",
     "list_users",
     "normalise_login",

@@ -84,7 +84,10 @@ KEY_TEXT_LEN_MAX = 128
 """A well-formed key is 63 characters; longer input is rejected before any hashing."""
 CACHE_TTL_S = 10.0
 CACHE_ENTRIES_MAX = 100_000
-"""Keys (and unknown key ids) remembered; about 300 bytes each, so at most ~30 MB."""
+"""Valid keys remembered; about 300 bytes each, so at most ~30 MB."""
+UNKNOWN_ENTRIES_MAX = 10_000
+"""Unknown or revoked key ids remembered (about 100 bytes each, ~1 MB), apart from the valid
+keys: a flood of made-up key ids evicts only other made-up ids, never a valid key."""
 
 
 @dataclass(frozen=True)
@@ -280,8 +283,12 @@ class KeyAuthenticator:
     def __init__(self, db: Database, *, ttl_s: float = CACHE_TTL_S) -> None:
         self._db = db
         self._ttl_s = ttl_s
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()  # valid keys
+        self._unknown: OrderedDict[str, _Cached] = OrderedDict()  # unknown or revoked ids
         self._lock = threading.Lock()
+
+    def _cached(self, key_id: str) -> _Cached | None:
+        return self._cache.get(key_id) or self._unknown.get(key_id)
 
     def authenticate(self, text: str) -> Principal:
         """The principal of a valid, unrevoked key. Raises UNAUTHENTICATED otherwise (the same
@@ -291,7 +298,7 @@ class KeyAuthenticator:
             raise _unauthenticated()
         key_id, secret = parsed
         now = time.monotonic()
-        entry = self._cache.get(key_id)
+        entry = self._cached(key_id)
         if entry is None or now - entry.fetched_at > self._ttl_s:
             entry = self._fetch(key_id, now)
         if entry.secret_sha256 is None or entry.principal is None:
@@ -308,7 +315,7 @@ class KeyAuthenticator:
         if parsed is None:
             raise _unauthenticated()
         key_id, secret = parsed
-        entry = self._cache.get(key_id)
+        entry = self._cached(key_id)
         if entry is None or time.monotonic() - entry.fetched_at > self._ttl_s:
             return None
         if entry.secret_sha256 is None or entry.principal is None:
@@ -324,11 +331,15 @@ class KeyAuthenticator:
                 entry = _Cached(None, None, now)
             else:
                 entry = _Cached(row.secret_sha256, principal_of(row), now)
+        valid = entry.principal is not None
+        table, bound = (self._cache, CACHE_ENTRIES_MAX) if valid else (
+            self._unknown, UNKNOWN_ENTRIES_MAX)
         with self._lock:
-            self._cache[key_id] = entry
-            self._cache.move_to_end(key_id)
-            while len(self._cache) > CACHE_ENTRIES_MAX:
-                self._cache.popitem(last=False)
+            (self._unknown if valid else self._cache).pop(key_id, None)
+            table[key_id] = entry
+            table.move_to_end(key_id)
+            while len(table) > bound:
+                table.popitem(last=False)
         return entry
 
     def revoke(self, key_id: str, *, actor: str, now_ms: int | None = None) -> None:
@@ -336,13 +347,13 @@ class KeyAuthenticator:
         ``revoked_at_ms``, an audit entry ``key.revoke``, and this process forgets the key at
         once. Raises KEY_NOT_FOUND."""
         revoke_key(self._db, key_id, actor=actor, now_ms=now_ms)
-        with self._lock:
-            self._cache.pop(key_id, None)
+        self.forget([key_id])
 
     def forget(self, key_ids: Iterable[str]) -> None:
         with self._lock:
             for key_id in key_ids:
                 self._cache.pop(key_id, None)
+                self._unknown.pop(key_id, None)
 
 
 def revoke_key(db: Database, key_id: str, *, actor: str, now_ms: int | None = None) -> bool:

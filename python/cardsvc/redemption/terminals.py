@@ -3,9 +3,10 @@
 The hot path: no SQL, one core call, then *await the journal* (group commit) before returning,
 so nothing is acknowledged that a crash could undo. A refusal reports state too
 (``ALREADY_REDEEMED`` tells of a redemption), so refusals wait for what they observed as well.
-Every call passes the risk guard first (rate limits, lockouts); unknown codes and PIN mismatches
-count towards the brute-force guard of the key and the client IP, and each lockout that starts
-is written to the audit log. A terminal key limited to some SKUs sees codes of other SKUs as
+Every call passes the risk guard first (the key's rate limits and lockout); unknown codes and PIN
+mismatches count towards the brute-force guard of the key (never of the address it calls from:
+other keys there are not its accomplices), and each lockout that starts is written to the audit
+log with the address it came from. A terminal key limited to some SKUs sees codes of other SKUs as
 unknown (no status, no PIN check, nothing that tells it the code is real), and a mistyped
 generated code (its check character fails) is INVALID_CODE without a lookup.
 
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cardsvc import audit
-from cardsvc.access import Principal, RiskGuard, RiskLimits
+from cardsvc.access import Principal, RiskGuard, RiskLimits, audit_lockouts
 from cardsvc.catalog import codegen
 from cardsvc.catalog.codegen import CodeFormat
 from cardsvc.db import Database
@@ -67,7 +68,7 @@ class Terminals:
         """A code's status for this terminal, without changing it. Raises CODE_NOT_FOUND,
         PIN_MISMATCH, INVALID_CODE, INVALID_PIN, RATE_LIMITED."""
         limits = self.risk.limits_of(caller)
-        self.risk.admit("verify", caller.key_id, ip, limits)
+        self.risk.admit("verify", caller.key_id, limits)
         self._check_typed(code)
         try:
             self._check_sku(caller, code)
@@ -85,7 +86,7 @@ class Terminals:
         PIN_MISMATCH, ALREADY_REDEEMED (details: ``redeemed_at``, ``terminal``), EXPIRED,
         NOT_YET_VALID, FROZEN, VOID, NOT_SOLD, RATE_LIMITED."""
         limits = self.risk.limits_of(caller)
-        self.risk.admit("redeem", caller.key_id, ip, limits)
+        self.risk.admit("redeem", caller.key_id, limits)
         self._check_typed(code)
         try:
             self._check_sku(caller, code)
@@ -102,7 +103,7 @@ class Terminals:
         others); each item is idempotent on its ``request_id`` as in :meth:`redeem`. The batch
         costs one rate-limit token per item. Raises RATE_LIMITED for the whole batch."""
         limits = self.risk.limits_of(caller)
-        self.risk.admit("redeem", caller.key_id, ip, limits, cost=len(items))
+        self.risk.admit("redeem", caller.key_id, limits, cost=len(items))
         allowed = list(range(len(items)))
         refused: dict[int, CardsvcError] = {}
         if caller.skus is not None or self.prefixes:
@@ -161,13 +162,11 @@ class Terminals:
 
     async def _count_failures(self, caller: Principal, ip: str, limits: RiskLimits,
                               count: int) -> None:
-        """Counts failed lookups; records each lockout it starts in the audit log."""
-        for lockout in self.risk.record_failures(caller.key_id, ip, limits, count):
-            await asyncio.to_thread(
-                audit.record, self.db, actor=caller.key_id, action="risk.lockout",
-                object_type="subject", object_id=lockout.subject,
-                details={"failures": lockout.failures, "lockout_s": lockout.lockout_s},
-                at_ms=self.engine.now_ms())
+        """Counts failed lookups of the key; records the lockout it starts in the audit log."""
+        started = self.risk.record_failures(caller.key_id, limits, count)
+        if started:
+            await asyncio.to_thread(audit_lockouts, self.db, started, actor=caller.key_id,
+                                    ip=ip, at_ms=self.engine.now_ms())
 
     def _check_typed(self, code: str) -> None:
         """A mistyped generated code (its check character fails) is INVALID_CODE without a

@@ -195,3 +195,39 @@ async def test_per_key_rate_limit_refuses_with_retry_after(catalog: Api) -> None
     assert [r.status_code for r in statuses][:3] == [404, 404, 404]
     assert statuses[-1].status_code == 429
     assert statuses[-1].json()["error"]["details"]["limit"] == "verify_per_s_per_key"
+
+
+async def test_admins_list_lockouts_a_page_at_a_time_and_lift_them(catalog: Api) -> None:
+    api = catalog
+    api.runtime.risk.limits = RiskLimits(failures_max_per_key=1)
+    keys = [api.key("terminal", name=f"guesser {i}") for i in range(3)]
+    for key in keys:
+        assert (await api.call("POST", "/v1/verify", key, json={"code": "GUESS-0001"})
+                ).status_code == 404
+        assert (await api.call("POST", "/v1/verify", key, json={"code": "GUESS-0002"})
+                ).status_code == 429
+    first = await api.admin("GET", "/v1/lockouts?limit=2", expect=200)
+    assert len(first["items"]) == 2 and first["next"]
+    second = await api.admin("GET", f"/v1/lockouts?limit=2&cursor={first['next']}", expect=200)
+    assert len(second["items"]) == 1 and second["next"] is None
+    subjects = [item["subject"] for item in first["items"] + second["items"]]
+    assert sorted(subjects) == sorted(f"key:{key.split('_')[1]}" for key in keys)
+    forged = await api.call("GET", "/v1/lockouts?cursor=bm90LWEtY3Vyc29y", api.keys["admin"])
+    assert forged.status_code == 400
+    assert forged.json()["error"]["details"]["field"] == "cursor"
+    assert (await api.call("GET", "/v1/lockouts", api.keys["terminal"])).status_code == 403
+    assert (await api.call("DELETE", f"/v1/lockouts/{subjects[0]}", api.keys["terminal"])
+            ).status_code == 403
+    lifted = await api.admin("DELETE", f"/v1/lockouts/{subjects[0]}", expect=200)
+    assert lifted["subject"] == subjects[0] and lifted["failures"] == 1
+    freed = next(key for key in keys if subjects[0].endswith(key.split("_")[1]))
+    assert (await api.call("POST", "/v1/verify", freed, json={"code": "GUESS-0003"})
+            ).status_code == 404
+    again = await api.call("DELETE", f"/v1/lockouts/{subjects[1]}x", api.keys["admin"])
+    assert again.json()["error"]["code"] == "LOCKOUT_NOT_FOUND"
+    bad = await api.call("DELETE", "/v1/lockouts/nonsense", api.keys["admin"])
+    assert bad.json()["error"]["code"] == "INVALID_ARGUMENT"
+    with api.runtime.db.read() as session:
+        unlocks = audit.query(session, action="risk.unlock")
+    assert [(e.object_id, e.actor) for e in unlocks] == [
+        (subjects[0], api.keys["admin"].split("_")[1])]
