@@ -35,7 +35,7 @@ from cardsvc.db import Database, WriteBatcher
 from cardsvc.delivery import Exports, Revealer
 from cardsvc.engine import Store, StoreConfig
 from cardsvc.money import AgentMoney, ledger, settlement
-from cardsvc.redemption import Terminals
+from cardsvc.redemption import RedemptionHistory, Terminals
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
@@ -111,6 +111,7 @@ class Runtime:
         self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
                              cooling_ms=cooling_ms, crash=crash)
         self.terminals = Terminals(store, db, risk, self.batches.prefixes)
+        self.redemptions = RedemptionHistory(store, db)
         self.recovery: dict[str, Any] = {}
         self.jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-job")
         """Long admin work (file imports) runs here, one job at a time, off the request path."""

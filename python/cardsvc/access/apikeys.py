@@ -122,10 +122,14 @@ class Principal:
     def is_admin(self) -> bool:
         return "admin" in self.scopes
 
+    def holds(self, scope: str) -> bool:
+        """Whether the caller holds ``scope`` (``admin`` holds every scope but ``export``, which
+        must be granted explicitly)."""
+        return scope in self.scopes or (self.is_admin and scope != "export")
+
     def require(self, scope: str) -> None:
-        """Raises FORBIDDEN unless the key holds ``scope`` (``admin`` holds every scope but
-        ``export``, which must be granted explicitly)."""
-        if scope in self.scopes or (self.is_admin and scope != "export"):
+        """Raises FORBIDDEN unless the key holds ``scope`` (:meth:`holds`)."""
+        if self.holds(scope):
             return
         raise make_error(
             ErrorCode.FORBIDDEN,

@@ -12,9 +12,10 @@ Every mutation waits until the core's journal holds it before it returns (ack af
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
@@ -24,6 +25,7 @@ from cardsvc.db import Database
 from cardsvc.engine import Engine
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
+from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
 
 SHARED_POOL = "shared"
 """Pool 0: the stock every agent may draw from unless configured otherwise."""
@@ -37,6 +39,23 @@ EDITABLE = ("name", "kind", "currency", "face_value_minor", "cost_minor", "retai
 NOT_NULL = ("name", "kind", "currency", "on_sale")
 """EDITABLE fields that always have a value (the others may be cleared with null)."""
 STATES = ("available", "held", "allocated", "redeemed", "frozen", "void", "expired")
+POOL_CURSOR = (int, int)
+"""The sort key of the pool list: (``created_at_ms``, ``pool_id``), newest first; ``shared``
+(pool 0, which has no row) sorts last as (0, 0)."""
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A named stock pool: its name, the core's number for it, the agent whose channel it is
+    (None: the platform's), when it was named (0 for ``shared``, which always existed)."""
+
+    pool: str
+    pool_id: int
+    agent_id: str | None
+    created_at_ms: int
+
+
+SHARED_POOL_INFO = PoolInfo("shared", 0, None, 0)
 
 
 
@@ -163,6 +182,28 @@ class Catalog:
         if pool_id is None:
             raise make_error(ErrorCode.POOL_NOT_FOUND, "no such pool", {"pool": name})
         return pool_id
+
+    def list_pools(self, *, agent_id: str | None = None, cursor: str | None = None,
+                   limit: int | None = None) -> Page[PoolInfo]:
+        """Named pools newest first (``cardsvc.paging``), ``shared`` last; with ``agent_id``,
+        only that agent's channel pools. Reads only. Raises INVALID_ARGUMENT (a foreign
+        cursor), LIMIT_EXCEEDED (``limit``)."""
+        size = check_page_size(limit)
+        after = decode_cursor(cursor, POOL_CURSOR)
+        query = select(Pool)
+        if agent_id is not None:
+            query = query.where(Pool.agent_id == agent_id)
+        if after is not None:
+            query = query.where(or_(Pool.created_at_ms < after[0], and_(
+                Pool.created_at_ms == after[0], Pool.pool_id < after[1])))
+        query = query.order_by(Pool.created_at_ms.desc(), Pool.pool_id.desc()).limit(size + 1)
+        with self.db.read() as session:
+            rows = [PoolInfo(row.name, row.pool_id, row.agent_id, row.created_at_ms)
+                    for row in session.scalars(query)]
+        shared_key = (SHARED_POOL_INFO.created_at_ms, SHARED_POOL_INFO.pool_id)
+        if agent_id is None and len(rows) <= size and (after is None or shared_key < after):
+            rows.append(SHARED_POOL_INFO)
+        return page_of(rows, size, key=lambda info: (info.created_at_ms, info.pool_id))
 
     def pool_names(self) -> dict[int, str]:
         with self.db.read() as session:

@@ -3,7 +3,8 @@ the flows of the wholesale business over it (``settlement``: deposits, an order'
 settlement with commissions, releases, refunds), withdrawals (``withdrawals``), and their
 tables."""
 
-from cardsvc.money.accounts import AgentMoney, Deposited
+from cardsvc.money.accounts import AgentMoney, Deposited, PagedStatement
+from cardsvc.money.statements import Statement, StatementEntry
 from cardsvc.money.tables import (
     Account,
     Commission,
@@ -11,15 +12,19 @@ from cardsvc.money.tables import (
     Posting,
     Withdrawal,
 )
-from cardsvc.money.withdrawals import WithdrawalInfo
+from cardsvc.money.withdrawals import WITHDRAWAL_STATUSES, WithdrawalInfo
 
 __all__ = [
+    "WITHDRAWAL_STATUSES",
     "Account",
     "AgentMoney",
     "Commission",
     "Deposited",
     "LedgerTransaction",
+    "PagedStatement",
     "Posting",
+    "Statement",
+    "StatementEntry",
     "Withdrawal",
     "WithdrawalInfo",
 ]

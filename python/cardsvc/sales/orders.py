@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc.access import DAY_MS, RiskGuard, RiskLimits
@@ -52,6 +52,7 @@ from cardsvc.delivery import Revealer
 from cardsvc.engine import Engine, Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.money import settlement
+from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
 from cardsvc.sales.holds import Holds, hold_ref
 from cardsvc.sales.tables import Order
 
@@ -80,6 +81,9 @@ PENDING_ORDER_AGE_MS = 10_000
 leave it alone, and reconciliation does not report it as stuck."""
 COOLING_MS_DEFAULT = 7 * DAY_MS
 """Commissions stay pending a week (refunds reverse them) before they become available."""
+ORDER_STATUSES = ("pending", "fulfilled", "failed", "refunded")
+ORDER_CURSOR = (int, str)
+"""The sort key of the order list: (``created_at_ms``, ``order_id``), newest first."""
 
 
 @dataclass(frozen=True)
@@ -371,6 +375,49 @@ class Orders:
         if row.status == "failed":
             return order_view(row)
         return self._result(await self._drive(row, actor))
+
+    async def list_orders(self, *, actor_agent_id: str | None, agent_id: str | None = None,
+                          status: str | None = None, since_ms: int | None = None,
+                          until_ms: int | None = None, cursor: str | None = None,
+                          limit: int | None = None) -> Page[OrderView]:
+        """Orders newest first (``cardsvc.paging``), each without its codes: of ``agent_id``
+        (None: every agent's), in ``status``, created at ``since_ms <= at < until_ms``. An agent
+        (``actor_agent_id``) sees only its own orders: naming another agent gives an empty page.
+        Reads only (in a worker thread). Raises INVALID_ARGUMENT (an unknown status,
+        ``since_ms > until_ms``, a cursor this list did not give out), LIMIT_EXCEEDED
+        (``limit``)."""
+        size = check_page_size(limit)
+        after = decode_cursor(cursor, ORDER_CURSOR)
+        if status is not None and status not in ORDER_STATUSES:
+            raise make_error(ErrorCode.INVALID_ARGUMENT,
+                             f"status must be one of {', '.join(ORDER_STATUSES)}",
+                             {"field": "status"})
+        if since_ms is not None and until_ms is not None and since_ms > until_ms:
+            raise make_error(ErrorCode.INVALID_ARGUMENT, "since must not be after until",
+                             {"field": "since"})
+        if actor_agent_id is not None:
+            if agent_id not in (None, actor_agent_id):
+                return Page([], None)
+            agent_id = actor_agent_id
+        query = select(Order)
+        for wanted, column in ((agent_id, Order.agent_id), (status, Order.status)):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        if since_ms is not None:
+            query = query.where(Order.created_at_ms >= since_ms)
+        if until_ms is not None:
+            query = query.where(Order.created_at_ms < until_ms)
+        if after is not None:
+            query = query.where(or_(Order.created_at_ms < after[0], and_(
+                Order.created_at_ms == after[0], Order.order_id < after[1])))
+        query = query.order_by(Order.created_at_ms.desc(), Order.order_id.desc()).limit(size + 1)
+
+        def read() -> list[OrderView]:
+            with self.db.read() as session:
+                return [order_view(row) for row in session.scalars(query)]
+
+        rows = await asyncio.to_thread(read)
+        return page_of(rows, size, key=lambda view: (view.created_at_ms, view.order_id))
 
     async def find(self, agent_id: str, client_order_id: str) -> OrderView:
         """The order an agent placed under ``client_order_id`` (for a request that timed out).

@@ -55,3 +55,7 @@ class Order(Base):
 
 
 Index("ix_orders_status_pending", Order.status, Order.created_at_ms)
+Index("ix_orders_created", Order.created_at_ms, Order.order_id)
+"""The order list, newest first (``Orders.list``)."""
+Index("ix_orders_agent_created", Order.agent_id, Order.created_at_ms, Order.order_id)
+"""An agent's orders, newest first (its own list, an admin's filter by agent)."""

@@ -231,3 +231,41 @@ async def test_admins_list_lockouts_a_page_at_a_time_and_lift_them(catalog: Api)
         unlocks = audit.query(session, action="risk.unlock")
     assert [(e.object_id, e.actor) for e in unlocks] == [
         (subjects[0], api.keys["admin"].split("_")[1])]
+
+
+async def test_batches_are_listed_newest_first_by_sku_and_status(catalog: Api) -> None:
+    api = catalog
+    await api.admin("POST", "/v1/batches", {"sku": "VIP", "generate": {"count": 2}}, 201)
+    everything = await api.admin("GET", "/v1/batches", expect=200)
+    assert [(b["batch_id"], b["sku"]) for b in everything["items"]] == [
+        (3, "VIP"), (2, "GIFT"), (1, "VIP")]
+    assert not any(code in str(everything) for code in CODES)
+    vip = await api.admin("GET", "/v1/batches?sku=VIP&limit=1", expect=200)
+    more = await api.admin("GET", f"/v1/batches?sku=VIP&limit=1&cursor={vip['next']}",
+                           expect=200)
+    assert [b["batch_id"] for b in vip["items"] + more["items"]] == [3, 1]
+    assert more["next"] is None
+    assert (await api.admin("GET", "/v1/batches?status=failed", expect=200))["items"] == []
+    for query in ("status=lost", "cursor=WzEsImEiXQ", "limit=0"):
+        bad = await api.call("GET", f"/v1/batches?{query}", api.keys["admin"])
+        assert bad.status_code in (400, 422), query
+    assert (await api.call("GET", "/v1/batches", api.keys["agent"])).status_code == 403
+
+
+async def test_pools_are_listed_newest_first_with_shared_last(api: Api) -> None:
+    for name, agent in (("p-one", None), ("p-two", "A1"), ("p-three", "A1")):
+        body = {"pool": name} if agent is None else {"pool": name, "agent_id": agent}
+        await api.admin("POST", "/v1/pools", body, 201)
+    names = []
+    cursor = None
+    while True:
+        page = await api.admin("GET", "/v1/pools?limit=2" + (f"&cursor={cursor}" if cursor
+                                                             else ""), expect=200)
+        names += [p["pool"] for p in page["items"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert names == ["p-three", "p-two", "p-one", "shared"]
+    of_a1 = await api.admin("GET", "/v1/pools?agent_id=A1", expect=200)
+    assert [p["pool"] for p in of_a1["items"]] == ["p-three", "p-two"]
+    assert (await api.call("GET", "/v1/pools", api.keys["terminal"])).status_code == 403
