@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import cardsvc
 from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
-from api.routes import API_PREFIX, RESOURCE_ROUTERS, health
+from api.routes import API_PREFIX, RESOURCE_ROUTERS, docs, health
 from cardsvc.engine import Store
 from cardsvc.runtime import Runtime
 from server.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         version=cardsvc.__version__,
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # api.routes.docs serves /docs with its assets from this process
         redoc_url=None,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -94,6 +94,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         responses={"default": {"model": ErrorEnvelope, "description": "Error envelope"}},
     )
     app.include_router(health.router)
+    app.include_router(docs.router)
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.state.web = create_web(WebSettings.from_env(settings.data_dir))
