@@ -12,6 +12,9 @@ cheap; uvicorn and the app are imported when ``serve`` runs.
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +71,33 @@ def proxy_options(settings: Settings) -> dict[str, Any]:
             "forwarded_allow_ips": list(settings.trusted_proxies)}
 
 
-def print_banner(console: Console, settings: Settings, store: Store) -> None:
+def cli_command(executable: str | None = None,
+                which: Callable[[str], str | None] = shutil.which,
+                cwd: Path | None = None) -> str:
+    """How the person who started this server runs ``cardsvc`` from where they are: ``cardsvc``
+    when that name on PATH is this environment's own command; else this environment's script
+    (``.venv/bin/cardsvc`` from the repository, an absolute path from elsewhere), found beside
+    the interpreter; else ``python -m cardsvc`` with this interpreter."""
+    python = Path(executable or sys.executable)
+    script = python.parent / "cardsvc"
+    found = which("cardsvc")
+    if found is not None and script.exists() and Path(found).resolve() == script.resolve():
+        return "cardsvc"
+    if not script.exists():
+        return f"{python} -m cardsvc"
+    here = (cwd or Path.cwd()).absolute()
+    try:
+        return str(script.absolute().relative_to(here))
+    except ValueError:
+        return str(script.absolute())
+
+
+def print_banner(console: Console, settings: Settings, store: Store,
+                 cli: str | None = None) -> None:
     """What a person starting the service needs: where it listens, where its data is, what an
-    acknowledgement is worth, and how to check it. Lines are never wrapped, so URLs stay whole."""
+    acknowledgement is worth, and how to check it, with the command line as it can be typed
+    from here (:func:`cli_command`). Lines are never wrapped, so URLs stay whole."""
+    cli = cli_command() if cli is None else cli
     guarantee = store.guarantee
     url = settings.base_url
     lines = [
@@ -81,7 +108,7 @@ def print_banner(console: Console, settings: Settings, store: Store) -> None:
         f"  health: {url}/healthz   readiness: {url}/readyz",
         f"  API docs: {url}/docs   OpenAPI: {url}/openapi.json",
         "  every /v1 request needs an API key (Authorization: Bearer <key>); create the first",
-        f"  admin key with: cardsvc keys create --data-dir {settings.data_dir} --role admin",
+        f"  admin key with: {cli} keys create --data-dir {settings.data_dir} --role admin",
         "  Stop with Ctrl-C.",
     ]
     for line in lines:

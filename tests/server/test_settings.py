@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from cardsvc.engine import Store
 from cardsvc.errors import BadInput, ErrorCode
-from server.cli import proxy_options
+from server.cli import cli_command, print_banner, proxy_options
 from server.settings import DEFAULT_HOST, DEFAULT_PORT, REQUEST_BODY_BYTES_MAX, Settings
 
 
@@ -69,3 +71,32 @@ def test_no_proxy_is_trusted_unless_named() -> None:
     assert named.trusted_proxies == ("10.1.2.3/32", "192.168.0.0/16", "::1/128")
     assert proxy_options(named) == {"proxy_headers": True,
                                     "forwarded_allow_ips": list(named.trusted_proxies)}
+
+
+def test_the_banner_names_a_cardsvc_command_that_works_from_here(tmp_path: Path) -> None:
+    venv = tmp_path / "repo" / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "cardsvc").write_text("#!/bin/sh\n")
+    python = str(venv / "python")
+    assert cli_command(python, which=lambda name: None, cwd=tmp_path / "repo") == (
+        ".venv/bin/cardsvc")
+    assert cli_command(python, which=lambda name: None, cwd=tmp_path) == (
+        "repo/.venv/bin/cardsvc")
+    assert cli_command(python, which=lambda name: None, cwd=tmp_path / "elsewhere") == str(
+        venv / "cardsvc")
+    assert cli_command(python, which=lambda name: str(venv / "cardsvc"), cwd=tmp_path) == (
+        "cardsvc")  # on PATH (an activated venv): the short name works
+    elsewhere = tmp_path / "other" / "cardsvc"
+    assert cli_command(python, which=lambda name: str(elsewhere), cwd=tmp_path / "repo") == (
+        ".venv/bin/cardsvc")  # another cardsvc on PATH is not this server's
+    bare = str(tmp_path / "python3")
+    assert cli_command(bare, which=lambda name: None) == f"{bare} -m cardsvc"
+
+
+def test_the_banner_prints_that_command(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    with Store.open(settings.store_config()) as store:
+        console = Console(record=True, width=60)
+        print_banner(console, settings, store, cli=".venv/bin/cardsvc")
+    text = console.export_text()
+    assert f".venv/bin/cardsvc keys create --data-dir {settings.data_dir} --role admin" in text
