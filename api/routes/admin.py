@@ -34,7 +34,8 @@ class KeyOut(BaseModel):
     scopes: list[str]
     skus: list[str] | None
     name: str
-    created_at_ms: int | None = None
+    created_at_ms: int
+    created_by: str | None = None
     revoked_at_ms: int | None = None
 
 
@@ -60,18 +61,20 @@ class StateChange(BaseModel):
 
 @router.post("/keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
 def create_key(body: KeyCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """A new API key, returned once in ``key``. Errors: INVALID_ARGUMENT (role, scopes),
-    AGENT_NOT_FOUND."""
-    principal, text = runtime.credentials.create_key(
+    """A new API key, returned once in ``key``. Errors: INVALID_ARGUMENT (role, scopes, an
+    empty ``skus``, a limit that is not a finite non-negative number), LIMIT_EXCEEDED (a limit
+    over its bound), AGENT_NOT_FOUND, SKU_NOT_FOUND."""
+    info, text = runtime.credentials.create_key(
         role=body.role, agent_id=body.agent_id, name=body.name, scopes=body.scopes,
         skus=body.skus, limits=body.limits, actor=caller.key_id)
-    return {**principal.to_dict(), "key": text}
+    return {**info.to_dict(), "key": text}
 
 
 @router.get("/keys", response_model=list[KeyOut])
 def list_keys(caller: AdminDep, runtime: RuntimeDep,
               include_revoked: Annotated[bool, Query()] = False) -> list[dict[str, Any]]:
-    return runtime.credentials.list_keys(include_revoked=include_revoked)
+    return [info.to_dict() for info in runtime.credentials.list_keys(
+        include_revoked=include_revoked)]
 
 
 @router.delete("/keys/{key_id}", response_model=KeyRevoked)

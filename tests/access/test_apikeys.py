@@ -87,3 +87,25 @@ def test_made_up_key_ids_never_evict_a_valid_key(database: Database,
         assert refused(lambda made_up=made_up: keys.authenticate(made_up)) == (
             ErrorCode.UNAUTHENTICATED)
     assert keys.authenticate_cached(text) == principal  # still cached: no SQL read needed
+
+
+def test_a_new_key_carries_its_creation_time_and_lists_the_same(database: Database) -> None:
+    with database.write() as session:
+        info, _ = issue_key(session, role="admin", name="ops", created_by="test",
+                            now_ms=1_700_000_000_123)
+    assert (info.created_at_ms, info.created_by, info.revoked_at_ms) == (
+        1_700_000_000_123, "test", None)
+    assert list_keys(database) == [info]
+    assert info.principal().is_admin and "secret" not in str(info.to_dict())
+
+
+@pytest.mark.parametrize(("role", "skus", "code"), [
+    ("terminal", [], ErrorCode.INVALID_ARGUMENT),
+    ("agent", ["VIP"], ErrorCode.INVALID_ARGUMENT),
+    ("terminal", [f"S{i}" for i in range(apikeys.SKUS_PER_KEY_MAX + 1)],
+     ErrorCode.LIMIT_EXCEEDED),
+])
+def test_key_requests_limited_to_skus_are_checked(role: str, skus: list[str],
+                                                  code: ErrorCode) -> None:
+    agent_id = "A" if role == "agent" else None
+    assert refused(lambda: apikeys.check_key_request(role, agent_id, None, skus)) == code

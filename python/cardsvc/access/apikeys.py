@@ -80,6 +80,8 @@ DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
     "agent": ("orders", "holds"),
     "terminal": ("verify", "redeem", "rollback"),
 }
+SKUS_PER_KEY_MAX = 1_000
+"""SKUs a terminal key may be limited to (a shop's whole range; the list is read per request)."""
 KEY_TEXT_LEN_MAX = 128
 """A well-formed key is 63 characters; longer input is rejected before any hashing."""
 CACHE_TTL_S = 10.0
@@ -152,6 +154,45 @@ class Principal:
         }
 
 
+@dataclass(frozen=True)
+class KeyInfo:
+    """A key's public facts (never its secret or the secret's hash), as listed and as answered
+    when it is created."""
+
+    key_id: str
+    role: str
+    agent_id: str | None
+    scopes: tuple[str, ...]
+    skus: tuple[str, ...] | None
+    name: str
+    limits: dict[str, Any]
+    created_at_ms: int
+    created_by: str | None
+    revoked_at_ms: int | None
+
+    def principal(self) -> Principal:
+        """The caller this key authenticates as."""
+        return Principal(key_id=self.key_id, role=self.role, agent_id=self.agent_id,
+                         scopes=frozenset(self.scopes),
+                         skus=None if self.skus is None else frozenset(self.skus),
+                         limits=dict(self.limits), name=self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "role": self.role, "agent_id": self.agent_id,
+                "scopes": sorted(self.scopes),
+                "skus": None if self.skus is None else sorted(self.skus), "name": self.name,
+                "created_at_ms": self.created_at_ms, "created_by": self.created_by,
+                "revoked_at_ms": self.revoked_at_ms}
+
+
+def key_info(row: ApiKey) -> KeyInfo:
+    """The row's public facts. Pure."""
+    return KeyInfo(key_id=row.key_id, role=row.role, agent_id=row.agent_id,
+                   scopes=tuple(row.scopes), skus=None if row.skus is None else tuple(row.skus),
+                   name=row.name, limits=dict(row.limits or {}), created_at_ms=row.created_at_ms,
+                   created_by=row.created_by, revoked_at_ms=row.revoked_at_ms)
+
+
 def _sha256(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("ascii")).digest()
 
@@ -166,7 +207,10 @@ def check_key_request(
 ) -> tuple[str, ...]:
     """The scopes a new key gets, after checking the request's shape. Raises INVALID_ARGUMENT
     (details: ``field``) for an unknown role, a scope the role may not hold, an agent key without
-    an agent, an agent id on another role, or SKUs on a key that is not a terminal's."""
+    an agent, an agent id on another role, SKUs on a key that is not a terminal's or an empty
+    list of SKUs (which would let the key reach nothing); LIMIT_EXCEEDED over
+    SKUS_PER_KEY_MAX SKUs. Whether the SKUs exist is checked where the catalog is known
+    (``cardsvc.agents.create_key``)."""
     if role not in ROLES:
         raise invalid("role", "role must be admin, agent or terminal")
     if role == "agent" and not agent_id:
@@ -175,6 +219,11 @@ def check_key_request(
         raise invalid("agent_id", "only agent keys belong to an agent")
     if skus is not None and role != "terminal":
         raise invalid("skus", "only terminal keys can be limited to SKUs")
+    if skus is not None and not skus:
+        raise invalid("skus", "a key limited to SKUs needs at least one (omit skus for all)")
+    if skus is not None and len(set(skus)) > SKUS_PER_KEY_MAX:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"at most {SKUS_PER_KEY_MAX} SKUs per key",
+                         {"field": "skus", "max": SKUS_PER_KEY_MAX})
     granted = tuple(DEFAULT_SCOPES[role]) if scopes is None else tuple(dict.fromkeys(scopes))
     allowed = SCOPES_OF_ROLE[role]
     for scope in granted:
@@ -196,9 +245,9 @@ def issue_key(
     limits: dict[str, Any] | None = None,
     created_by: str | None = None,
     now_ms: int | None = None,
-) -> tuple[Principal, str]:
-    """Creates a key in the caller's transaction and returns it with its text, which is shown
-    once and never stored. Precondition: ``agent_id``, when given, names an agent (the agents
+) -> tuple[KeyInfo, str]:
+    """Creates a key in the caller's transaction and returns its facts with its text, which is
+    shown once and never stored. Precondition: ``agent_id``, when given, names an agent (the agents
     package checks it: ``cardsvc.agents.create_key``).
 
     Effects: one ``api_keys`` row and one audit entry (``key.create``). Raises INVALID_ARGUMENT
@@ -232,36 +281,21 @@ def issue_key(
         details={"role": role, "agent_id": agent_id, "scopes": list(granted), "name": name},
         at_ms=at_ms,
     )
-    return principal_of(row), f"{KEY_PREFIX}_{key_id}_{secret}"
+    return key_info(row), f"{KEY_PREFIX}_{key_id}_{secret}"
 
 
 def principal_of(row: ApiKey) -> Principal:
-    return Principal(
-        key_id=row.key_id,
-        role=row.role,
-        agent_id=row.agent_id,
-        scopes=frozenset(row.scopes),
-        skus=None if row.skus is None else frozenset(row.skus),
-        limits=dict(row.limits or {}),
-        name=row.name,
-    )
+    """The caller a key row authenticates as. Pure."""
+    return key_info(row).principal()
 
 
-def list_keys(db: Database, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+def list_keys(db: Database, *, include_revoked: bool = False) -> list[KeyInfo]:
     """Every key's public facts (never a secret or its hash), oldest first."""
     with db.read() as session:
         query = select(ApiKey).order_by(ApiKey.created_at_ms, ApiKey.key_id)
         if not include_revoked:
             query = query.where(ApiKey.revoked_at_ms.is_(None))
-        rows = session.scalars(query).all()
-        return [
-            {
-                **principal_of(row).to_dict(),
-                "created_at_ms": row.created_at_ms,
-                "revoked_at_ms": row.revoked_at_ms,
-            }
-            for row in rows
-        ]
+        return [key_info(row) for row in session.scalars(query)]
 
 
 def parse_key(text: str) -> tuple[str, str] | None:

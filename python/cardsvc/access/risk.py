@@ -56,6 +56,40 @@ dropped first when the bound is reached."""
 DAY_MS = 86_400_000
 
 
+LIMITS_MAX: dict[str, float] = {
+    "verify_per_s_per_key": 1_000_000.0,
+    "redeem_per_s_per_key": 1_000_000.0,
+    "requests_per_s_per_ip": 1_000_000.0,
+    "burst_s": 3_600.0,
+    "failures_max_per_key": 1_000_000,
+    "failures_max_per_ip": 1_000_000,
+    "failure_window_s": 86_400.0,
+    "lockout_s": 7 * 86_400.0,
+    "open_hold_units_per_agent_max": 100_000_000,
+    "open_hold_units_per_buyer_max": 100_000_000,
+    "orders_per_agent_per_day_max": 1_000_000_000,
+}
+"""The largest value each limit may take (default or a key's override): a million requests a
+second is beyond what one process serves, a lockout longer than a week or a window longer than
+a day is a mistake, and finite bounds keep every product of limits (a bucket's capacity is rate
+x ``burst_s``) far from float overflow. Over it is LIMIT_EXCEEDED."""
+
+
+def _check_limit(name: str, value: object, integral: bool) -> None:
+    """Raises INVALID_ARGUMENT unless ``value`` is a finite non-negative number (an int where
+    ``integral``), LIMIT_EXCEEDED above LIMITS_MAX."""
+    field = f"limits.{name}"
+    kinds = (int,) if integral else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) \
+            or value < 0:
+        kind = "a non-negative integer" if integral else "a finite non-negative number"
+        raise make_error(ErrorCode.INVALID_ARGUMENT, f"risk limit {name} must be {kind}",
+                         {"field": field})
+    if value > LIMITS_MAX[name]:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"risk limit {name} is too large",
+                         {"field": field, "max": LIMITS_MAX[name]})
+
+
 @dataclass(frozen=True)
 class RiskLimits:
     """The limits in force for one caller. Every rate is per second; 0 disables that limit.
@@ -78,16 +112,12 @@ class RiskLimits:
     orders_per_agent_per_day_max: int = 500_000
 
     def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise make_error(ErrorCode.INVALID_ARGUMENT, "risk limit enabled must be a boolean",
+                             {"field": "limits.enabled"})
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name != "enabled" and (
-                not isinstance(value, int | float) or isinstance(value, bool) or value < 0
-            ):
-                raise make_error(
-                    ErrorCode.INVALID_ARGUMENT,
-                    f"risk limit {field.name} must be a non-negative number",
-                    {"field": f"limits.{field.name}"},
-                )
+            if field.name != "enabled":
+                _check_limit(field.name, getattr(self, field.name), field.type == "int")
         if self.burst_s <= 0 or self.failure_window_s <= 0:
             raise make_error(
                 ErrorCode.INVALID_ARGUMENT,

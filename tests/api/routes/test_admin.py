@@ -41,6 +41,25 @@ async def test_roles_only_reach_their_endpoints(catalog: Api, role: str, method:
     assert response.json()["error"]["code"] == "FORBIDDEN"
 
 
+async def test_a_new_key_shows_when_it_was_created(api: Api) -> None:
+    created = await api.admin("POST", "/v1/keys", {"role": "terminal", "name": "t"}, 201)
+    assert isinstance(created["created_at_ms"], int) and created["created_at_ms"] > 0
+    [listed] = [k for k in await api.admin("GET", "/v1/keys")
+                if k["key_id"] == created["key_id"]]
+    assert listed["created_at_ms"] == created["created_at_ms"]
+    assert created["revoked_at_ms"] is None
+
+
+@pytest.mark.parametrize("raw", ['{"role": "terminal", "limits": {"burst_s": NaN}}',
+                                 '{"role": "terminal", "limits": {"lockout_s": Infinity}}'])
+async def test_non_finite_limits_are_refused(api: Api, raw: str) -> None:
+    before = len(await api.admin("GET", "/v1/keys"))
+    response = await api.http.post("/v1/keys", content=raw, headers={
+        **api.auth(api.keys["admin"]), "content-type": "application/json"})
+    assert response.status_code in (400, 422)
+    assert len(await api.admin("GET", "/v1/keys")) == before
+
+
 async def test_revoked_key_stops_working_at_once(api: Api) -> None:
     created = await api.admin("POST", "/v1/keys", {"role": "terminal", "name": "t"}, 201)
     key = created["key"]
@@ -59,6 +78,11 @@ async def test_revoked_key_stops_working_at_once(api: Api) -> None:
     ({"role": "terminal", "scopes": ["admin"]}, "INVALID_ARGUMENT"),
     ({"role": "admin", "skus": ["VIP"]}, "INVALID_ARGUMENT"),
     ({"role": "terminal", "limits": {"no_such_limit": 1}}, "INVALID_ARGUMENT"),
+    ({"role": "terminal", "skus": []}, "INVALID_ARGUMENT"),
+    ({"role": "terminal", "skus": ["NO-SUCH-SKU"]}, "SKU_NOT_FOUND"),
+    ({"role": "terminal", "limits": {"verify_per_s_per_key": 1e308}}, "LIMIT_EXCEEDED"),
+    ({"role": "terminal", "limits": {"lockout_s": 10**12}}, "LIMIT_EXCEEDED"),
+    ({"role": "terminal", "limits": {"failures_max_per_key": 2.5}}, "INVALID_ARGUMENT"),
 ])
 async def test_bad_key_requests_are_refused(api: Api, body: object, code: str) -> None:
     before = len(await api.admin("GET", "/v1/keys"))
