@@ -260,7 +260,8 @@ class Catalog:
         batch_id: int | None = None, actor: str,
     ) -> dict[str, Any]:
         """``freeze``, ``unfreeze`` or ``void`` one code, an order's codes or a batch's codes
-        (exactly one target). Returns ``{"changed", "unchanged"}``. Raises CODE_NOT_FOUND,
+        (exactly one target). Returns ``{"changed", "unchanged"}``; audited (``code.<action>``,
+        which a code's trace shows) only when something changed. Raises CODE_NOT_FOUND,
         ORDER_NOT_FOUND (no codes under that order), BATCH_NOT_FOUND, INVALID_ARGUMENT."""
         targets = [name for name, value in
                    (("code", code), ("order_id", order_id), ("batch_id", batch_id))
@@ -289,11 +290,12 @@ class Catalog:
         method = {"freeze": engine.freeze, "unfreeze": engine.unfreeze, "void": engine.void}[action]
         changed, unchanged = method(ids)
         self.store.wait_last()
-        now_ms = engine.now_ms()
-        with self.db.write() as session:
-            audit.append(session, actor=actor, action=f"code.{action}", object_type=object_type,
-                         object_id=object_id, details={"changed": changed, "codes": len(ids)},
-                         at_ms=now_ms)
+        if changed:  # a request that changed nothing (freezing a frozen code) leaves no record
+            with self.db.write() as session:
+                audit.append(session, actor=actor, action=f"code.{action}",
+                             object_type=object_type, object_id=object_id,
+                             details={"changed": changed, "codes": len(ids)},
+                             at_ms=engine.now_ms())
         return {"changed": changed, "unchanged": unchanged}
 
 

@@ -293,3 +293,25 @@ async def test_pools_are_listed_newest_first_with_shared_last(api: Api) -> None:
     of_a1 = await api.admin("GET", "/v1/pools?agent_id=A1", expect=200)
     assert [p["pool"] for p in of_a1["items"]] == ["p-three", "p-two"]
     assert (await api.call("GET", "/v1/pools", api.keys["terminal"])).status_code == 403
+
+
+async def test_a_state_change_that_changes_nothing_writes_nothing(catalog: Api) -> None:
+    api = catalog
+    first = await api.admin("POST", "/v1/codes/freeze", {"code": CODES[0]}, 200)
+    assert first == {"changed": 1, "unchanged": 0}
+    await api.admin("POST", "/v1/codes/void", {"code": CODES[1]}, 200)
+    appended = api.runtime.engine.appended()
+    with api.runtime.db.read() as session:
+        before = len(audit.query(session, limit=1000))
+    again = await api.admin("POST", "/v1/codes/freeze", {"code": CODES[0]}, 200)
+    assert again == {"changed": 0, "unchanged": 1}
+    void = await api.admin("POST", "/v1/codes/unfreeze", {"code": CODES[1]}, 200)
+    assert void == {"changed": 0, "unchanged": 1}
+    batch = await api.admin("POST", "/v1/codes/void", {"batch_id": 1}, 200)
+    assert batch["changed"] == len(CODES) - 1  # the code voided already is not counted again
+    with api.runtime.db.read() as session:
+        after = audit.query(session, limit=1000)
+    assert [e.action for e in after[before:]] == ["code.void"]  # only the change that changed
+    assert api.runtime.engine.appended() > appended  # the batch void was journaled
+    story = await api.admin("POST", "/v1/codes/trace", {"code": CODES[0]}, 200)
+    assert [e["action"] for e in story["audit"]].count("code.freeze") == 1
