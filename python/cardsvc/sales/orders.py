@@ -49,7 +49,7 @@ from cardsvc.catalog import Batch, Sku
 from cardsvc.checks import check_client_ref, check_quantity
 from cardsvc.db import Database, WriteBatcher
 from cardsvc.delivery import Revealer
-from cardsvc.engine import Engine, Store
+from cardsvc.engine import Engine, Hold, Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.money import settlement
 from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
@@ -168,11 +168,17 @@ class Orders:
         self, agent_id: str, hold_id: str, client_order_id: str, *, actor: str,
         limits: RiskLimits,
     ) -> tuple[OrderView, bool]:
-        """Turns an open hold into an order through the same saga. Raises HOLD_NOT_FOUND (also
-        for another agent's hold), HOLD_EXPIRED, HOLD_RELEASED, HOLD_ALREADY_CONFIRMED, and as
-        :meth:`place`."""
+        """Turns an open hold into an order through the same saga. A hold that is no longer
+        open is refused before step 1, writing nothing (no order row, no ledger entry), unless
+        ``client_order_id`` already names its order (a retry, answered with the first result).
+        Raises HOLD_NOT_FOUND (also for another agent's hold), HOLD_EXPIRED, HOLD_RELEASED,
+        HOLD_ALREADY_CONFIRMED, and as :meth:`place`."""
         hold = self.holds.get(agent_id, hold_id)
         request = OrderRequest(agent_id, client_order_id, hold.sku, len(hold.code_ids), hold_id)
+        refusal = _closed_hold(hold, hold_id, self.engine.now_ms())
+        if refusal is not None and await asyncio.to_thread(
+                self._find_row, agent_id, client_order_id) is None:
+            raise refusal
         result = await self.place(request, actor=actor, limits=limits)
         self.holds.ended(agent_id, hold_id)
         return result
@@ -481,6 +487,21 @@ class Orders:
             return current
 
         return order_view(await self.batcher.submit_async(unit))
+
+
+def _closed_hold(hold: Hold, hold_id: str, now_ms: int) -> CardsvcError | None:
+    """The refusal confirming ``hold`` would meet in the core (None while it is open and
+    unexpired), so that a hold that is no longer open fails before the saga writes anything."""
+    details: dict[str, Any] = {"hold_id": hold_id}
+    if hold.state == "confirmed":
+        return make_error(ErrorCode.HOLD_ALREADY_CONFIRMED, "the hold was confirmed already",
+                          details)
+    if hold.state == "released":
+        return make_error(ErrorCode.HOLD_RELEASED, "the hold was released", details)
+    if hold.state == "expired" or hold.expires_at_ms <= now_ms:
+        return make_error(ErrorCode.HOLD_EXPIRED, "the hold has expired",
+                          {**details, "expires_at_ms": hold.expires_at_ms})
+    return None
 
 
 def _same_request(existing: Order, request: OrderRequest) -> str:

@@ -89,3 +89,38 @@ async def test_bad_list_queries_are_refused(catalog: Api, query: str) -> None:
     response = await catalog.call("GET", f"/v1/orders?{query}", catalog.keys["admin"])
     assert response.status_code in (400, 422), response.text
     assert response.json()["error"]["code"] in ("INVALID_ARGUMENT", "VALIDATION_ERROR")
+
+
+async def test_confirming_a_hold_that_is_not_open_writes_no_order(catalog: Api) -> None:
+    api = catalog
+    agent = api.keys["agent"]
+
+    async def hold() -> str:
+        made = await api.call("POST", "/v1/holds", agent, json={
+            "sku": "VIP", "quantity": 1, "ttl_seconds": 60})
+        assert made.status_code == 201, made.text
+        return str(made.json()["hold_id"])
+
+    async def confirm(hold_id: str, client_order_id: str) -> tuple[int, dict[str, object]]:
+        response = await api.call("POST", f"/v1/holds/{hold_id}/confirm", agent,
+                                  json={"client_order_id": client_order_id})
+        return response.status_code, response.json()
+
+    confirmed = await hold()
+    status, first = await confirm(confirmed, "c-1")
+    assert status == 201
+    assert await confirm(confirmed, "c-1") == (200, first)  # a replay: the first result
+    balance = await api.admin("GET", "/v1/agents/A1/balance")
+    status, again = await confirm(confirmed, "c-2")
+    assert (status, again["error"]["code"]) == (409, "HOLD_ALREADY_CONFIRMED")  # type: ignore[index]
+    released = await hold()
+    await api.call("DELETE", f"/v1/holds/{released}", agent)
+    status, late = await confirm(released, "c-3")
+    assert (status, late["error"]["code"]) == (409, "HOLD_RELEASED")  # type: ignore[index]
+    for client_order_id in ("c-2", "c-3"):
+        found = await api.call("GET", f"/v1/orders?client_order_id={client_order_id}", agent)
+        assert found.json()["error"]["code"] == "ORDER_NOT_FOUND"
+    listed = (await api.call("GET", "/v1/orders", agent)).json()
+    assert [o["client_order_id"] for o in listed["items"]] == ["c-1"]
+    assert await api.admin("GET", "/v1/agents/A1/balance") == balance
+    assert (await api.admin("GET", "/v1/reconciliation"))["ok"]
