@@ -294,6 +294,9 @@ async def test_withdrawals_are_listed_by_status_and_agents_see_only_their_own(
             "amount_minor": 100, "currency": "CNY", "reference": reference})
         assert made.status_code == 201
         ids.append(made.json()["withdrawal_id"])
+    replay = await api.call("POST", "/v1/withdrawals", keys["LEAF"], json={
+        "amount_minor": 100, "currency": "CNY", "reference": "w-a"})
+    assert (replay.status_code, replay.json()["withdrawal_id"]) == (200, ids[0])
     await api.admin("POST", f"/v1/withdrawals/{ids[0]}/approve", {}, 200)
     queue = await api.admin("GET", "/v1/withdrawals?status=requested", expect=200)
     assert [w["withdrawal_id"] for w in queue["items"]] == [ids[2], ids[1]]
