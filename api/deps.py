@@ -19,7 +19,7 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from cardsvc.access import Principal
+from cardsvc.access import HOST_PRINCIPAL, Principal
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.runtime import Runtime
 
@@ -30,6 +30,9 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+CONTROL_SCOPE_KEY = "cardsvc.control"
+"""The ASGI scope key ``server.app.Composed`` sets to True on requests of the control socket
+(and to False on every other, so no request can carry it in)."""
 
 
 def client_ip(request: Request) -> str:
@@ -41,9 +44,12 @@ def client_ip(request: Request) -> str:
 
 async def get_caller(request: Request) -> Principal:
     """The caller of a request (``AccessGate.authenticate``). Raises UNAUTHENTICATED, or
-    RATE_LIMITED for a request without a valid key from an address over its budget. Runs on the
-    event loop (a dependency declared ``def`` would cost a thread-pool round trip per
-    request)."""
+    RATE_LIMITED for a request without a valid key from an address over its budget. A request
+    that came through the server's control socket (the server marks it: ``cardsvc.control``;
+    only the data directory's owner can connect) is the host's command line. Runs on the event
+    loop (a dependency declared ``def`` would cost a thread-pool round trip per request)."""
+    if request.scope.get(CONTROL_SCOPE_KEY) is True:
+        return HOST_PRINCIPAL
     runtime = cast(Runtime, request.app.state.runtime)
     return await runtime.gate.authenticate(request.headers.get("authorization", ""),
                                            client_ip(request))

@@ -154,6 +154,8 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.LAST_OWNER: 409,
     # A lockout that is not in force (never started, ended, or lifted already).
     ErrorCode.LOCKOUT_NOT_FOUND: 404,
+    # A file or socket the server itself could not use: its business, concealed like a 500.
+    ErrorCode.IO_ERROR: 500,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

@@ -109,6 +109,8 @@ def print_banner(console: Console, settings: Settings, store: Store,
         f"  API docs: {url}/docs   OpenAPI: {url}/openapi.json",
         "  every /v1 request needs an API key (Authorization: Bearer <key>); create the first",
         f"  admin key with: {cli} keys create --data-dir {settings.data_dir} --role admin",
+        f"  {cli} import and reconcile reach this server through "
+        f"{settings.data_dir / 'control.sock'}",
         "  Stop with Ctrl-C.",
     ]
     for line in lines:
@@ -120,17 +122,22 @@ def serve(settings: Settings, console: Console) -> int:
     lifespan closes the store (flushing the journal) during the graceful shutdown.
 
     Raises DATA_DIR_LOCKED, JOURNAL_CORRUPT, SNAPSHOT_CORRUPT or JOURNAL_UNAVAILABLE from
-    opening the store, before anything listens. Returns 1 if the server did not start and 130
+    opening the store, IO_ERROR when the address or the control socket cannot be bound
+    (``server.control``), before anything listens. Returns 1 if the server did not start and 130
     after Ctrl-C. After SIGTERM uvicorn re-raises the signal once it has shut down, so the
     process ends as killed by SIGTERM, as a supervisor expects."""
     import uvicorn
 
     from server.app import create_asgi
+    from server.control import bind_listeners
 
     store = Store.open(settings.store_config())
+    listeners = None
     try:
+        listeners = bind_listeners(settings.host, settings.port, settings.data_dir)
         config = uvicorn.Config(
-            create_asgi(settings, store=store),
+            create_asgi(settings, store=store, control=listeners.control_name,
+                        on_close=listeners.remove_control),
             host=settings.host,
             port=settings.port,
             loop="uvloop",
@@ -147,11 +154,13 @@ def serve(settings: Settings, console: Console) -> int:
         server = uvicorn.Server(config)
         print_banner(console, settings, store)
         try:
-            server.run()
+            server.run(sockets=listeners.sockets)
         except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
             return EXIT_INTERRUPTED
         return EXIT_OK if server.started else EXIT_ERROR
     finally:
+        if listeners is not None:
+            listeners.close()
         store.close()  # already closed by the app's lifespan if the server started
 
 

@@ -123,6 +123,9 @@ class ErrorCode(StrEnum):
     LAST_OWNER = "LAST_OWNER"
     # Lifting a brute-force lockout (cardsvc.access.gate) of a subject that is not locked out.
     LOCKOUT_NOT_FOUND = "LOCKOUT_NOT_FOUND"
+    # The operating system refused a file or socket operation (a file that exists or does not,
+    # a permission, a port in use); the message names it. Reported by the command line.
+    IO_ERROR = "IO_ERROR"
 
 
 class CardsvcError(Exception):
@@ -264,6 +267,7 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.INVITATION_INVALID: NotFound,
     ErrorCode.LAST_OWNER: Conflict,
     ErrorCode.LOCKOUT_NOT_FOUND: NotFound,
+    ErrorCode.IO_ERROR: InternalError,
 }
 
 

@@ -6,6 +6,7 @@ authorised in one vocabulary (``SCOPES``).
 
 from cardsvc.access.apikeys import (
     DEFAULT_SCOPES,
+    HOST_PRINCIPAL,
     KEY_PREFIX,
     ROLES,
     SCOPES,
@@ -78,6 +79,7 @@ __all__ = [
     "ARGON2_PARAMS",
     "DAY_MS",
     "DEFAULT_SCOPES",
+    "HOST_PRINCIPAL",
     "INVITATION_TTL_MS",
     "KEY_PREFIX",
     "RISK_ENV",

@@ -193,6 +193,15 @@ def key_info(row: ApiKey) -> KeyInfo:
                    created_by=row.created_by, revoked_at_ms=row.revoked_at_ms)
 
 
+HOST_PRINCIPAL = Principal(key_id="cli", role="admin", agent_id=None,
+                           scopes=frozenset({"admin", "users"}), skus=None, limits={},
+                           name="the host's command line")
+"""Whoever runs the command line on the data directory, directly or through the running
+server's control socket (which only the directory's owner can open): it already holds the
+database and the master key, so it acts as an admin, audited as ``cli``. Never ``export``: a
+plaintext export names its own actor and reads the database itself."""
+
+
 def _sha256(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("ascii")).digest()
 
