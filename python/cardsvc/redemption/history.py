@@ -25,7 +25,6 @@ from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
 REDEMPTION_CURSOR = (int, int)
 """The sort key of the redemption lists: (``redeemed_at_ms``, ``redemption_id``). A page plus
 one (PAGE_SIZE_MAX + 1) is far below the core's REDEMPTION_LIST_MAX, so one call reads it."""
-U64_MAX = (1 << 64) - 1
 
 
 class RedemptionHistory:
@@ -79,7 +78,7 @@ class RedemptionHistory:
         size = check_page_size(limit)
         after = decode_cursor(cursor, REDEMPTION_CURSOR)
         before = None if after is None else (int(after[0]), int(after[1]))
-        if before is not None and not (0 <= before[0] <= U64_MAX and 0 <= before[1] <= U64_MAX):
+        if before is not None and min(before) < 0:  # the core's times and ids are unsigned
             raise make_error(ErrorCode.INVALID_ARGUMENT, "cursor is not one this list gave out",
                              {"field": "cursor"})
         self.store.wait_visible()

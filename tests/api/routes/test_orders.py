@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from cardsvc.paging import encode_cursor
 from cardsvc.times import iso
 from tests.fixtures.http import CODES, Api
 
@@ -124,3 +125,15 @@ async def test_confirming_a_hold_that_is_not_open_writes_no_order(catalog: Api) 
     assert [o["client_order_id"] for o in listed["items"]] == ["c-1"]
     assert await api.admin("GET", "/v1/agents/A1/balance") == balance
     assert (await api.admin("GET", "/v1/reconciliation"))["ok"]
+
+
+@pytest.mark.parametrize("path", ["/v1/orders", "/v1/batches", "/v1/pools", "/v1/withdrawals",
+                                  "/v1/redemptions", "/v1/lockouts",
+                                  "/v1/agents/A1/statement"])
+@pytest.mark.parametrize("key", [(10**30, 1), (-(10**30), "x"), (2**63, 2**63)])
+async def test_forged_cursors_of_every_list_are_refused_not_crashed(
+        catalog: Api, path: str, key: tuple[int, int | str]) -> None:
+    response = await catalog.call("GET", f"{path}?cursor={encode_cursor(key)}",
+                                  catalog.keys["admin"])
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"]["field"] == "cursor"
