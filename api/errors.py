@@ -151,6 +151,16 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.INVITATION_INVALID: 404,
     # Demoting or disabling the last active owner would leave nobody able to manage users.
     ErrorCode.LAST_OWNER: 409,
+    # The storefront: payment channels, checkouts and retail orders.
+    ErrorCode.CHANNEL_NOT_FOUND: 404,
+    ErrorCode.CHANNEL_EXISTS: 409,
+    ErrorCode.CHANNEL_DISABLED: 409,
+    ErrorCode.SANDBOX_IN_PRODUCTION: 409,
+    # A missing or wrong proof of work is bad input: solve the challenge and send it again.
+    ErrorCode.CHALLENGE_FAILED: 400,
+    ErrorCode.QUANTITY_NOT_ALLOWED: 400,
+    ErrorCode.ORDER_NOT_PAYABLE: 409,
+    ErrorCode.ORDER_NOT_DELIVERED: 409,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

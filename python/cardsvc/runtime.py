@@ -28,20 +28,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cardsvc import crypto
-from cardsvc.access import KeyAuthenticator, RiskGuard, RiskLimits
+from cardsvc.access import (
+    Argon2Params,
+    Challenges,
+    KeyAuthenticator,
+    Passwords,
+    RiskGuard,
+    RiskLimits,
+)
 from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
 from cardsvc.catalog import Batches, Catalog, FileImports
 from cardsvc.db import Database, WriteBatcher
-from cardsvc.delivery import Exports, Revealer
+from cardsvc.delivery import (
+    Composer,
+    Exports,
+    FolderSender,
+    MailSender,
+    MailWorker,
+    RetailReveal,
+    Revealer,
+    SmtpSender,
+)
 from cardsvc.engine import Store, StoreConfig
 from cardsvc.money import AgentMoney, ledger, settlement
+from cardsvc.payments import Channels, HttpxTransport
 from cardsvc.redemption import Terminals
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
     PENDING_ORDER_AGE_MS,
+    RETAIL_CRASH_POINTS,
+    BuyerGuard,
+    Checkout,
     Holds,
     Orders,
+    RetailLimits,
+    ShopCatalog,
+    StoreSettings,
     delivered_code_ids,
 )
 from cardsvc.sales import no_crash as _no_crash
@@ -50,6 +73,24 @@ log = logging.getLogger("cardsvc.services")
 
 COMMISSIONS_PER_ROUND_MAX = 10_000
 """Commissions released per timer round (the rest wait for the next round)."""
+ORDER_PASSWORD_PARAMS = Argon2Params(time_cost=2, memory_kib=19 * 1024)
+"""argon2id for retail order passwords: RFC 9106's low-memory option (about 20 ms here), since a
+checkout must not cost a login's 140 ms; lookups are throttled per IP and per order anyway."""
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    """Where the storefront's mail goes: an SMTP server (``smtp_host``), else ``folder`` (the
+    embedded defaults: ``<data dir>/mail``); ``composer`` renders a mail (the server wires the
+    web layer's templates; without one, mails wait in the outbox)."""
+
+    from_address: str = "shop@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    composer: Composer | None = None
 
 
 @dataclass
@@ -62,6 +103,14 @@ class ServiceConfig:
     risk: RiskLimits = field(default_factory=RiskLimits.from_env)
     commission_cooling_ms: int = COOLING_MS_DEFAULT
     crash_at: str | None = None
+    store_settings: StoreSettings = field(default_factory=StoreSettings)
+    retail: RetailLimits = field(default_factory=RetailLimits.from_env)
+    challenge_enabled: bool = True
+    challenge_max_number: int = 50_000
+    mail: MailConfig = field(default_factory=MailConfig)
+    sandbox_default: bool = True
+    """Create the sandbox channel on a data directory that has no channel (never in
+    production)."""
 
 
 def crash_hook(crash_at: str | None) -> Callable[[str], None]:
@@ -69,8 +118,8 @@ def crash_hook(crash_at: str | None) -> Callable[[str], None]:
     ``crash_at`` (the saga crash test's fault injection), nothing when None."""
     if not crash_at:
         return _no_crash
-    if crash_at not in CRASH_POINTS:
-        raise ValueError(f"crash_at must be one of {CRASH_POINTS}")
+    if crash_at not in CRASH_POINTS + RETAIL_CRASH_POINTS:
+        raise ValueError(f"crash_at must be one of {CRASH_POINTS + RETAIL_CRASH_POINTS}")
 
     def crash(point: str) -> None:
         if point == crash_at:
@@ -84,7 +133,8 @@ class Runtime:
 
     def __init__(self, store: Store, db: Database, keyring: crypto.MasterKeyring,
                  risk: RiskGuard, *, cooling_ms: int = COOLING_MS_DEFAULT,
-                 crash: Callable[[str], None] = _no_crash) -> None:
+                 crash: Callable[[str], None] = _no_crash,
+                 config: ServiceConfig | None = None) -> None:
         self.store = store
         self.engine = store.engine
         self.db = db
@@ -114,6 +164,39 @@ class Runtime:
         """Long admin work (file imports) runs here, one job at a time, off the request path."""
         self.file_imports = FileImports(self.batches, store.config.data_dir / "uploads",
                                         self.jobs)
+        self._open_storefront(config or ServiceConfig(store=store.config), crash)
+
+    def _open_storefront(self, config: ServiceConfig, crash: Callable[[str], None]) -> None:
+        """The storefront's parts: payment channels, the shop's catalog, buyers' limits, the
+        challenge, the checkout saga and the mail worker."""
+        data_dir = self.store.config.data_dir
+        settings = config.store_settings
+        self.link_key = crypto.load_link_key(data_dir)
+        self.channels = Channels(self.db, self.keyring, public_url=settings.public_url,
+                                 clock_ms=self.engine.now_ms, transport=HttpxTransport(),
+                                 production=settings.production)
+        self.shop = ShopCatalog(self.db, self.engine)
+        self.buyers = BuyerGuard(config.retail)
+        self.challenges = Challenges(enabled=config.challenge_enabled,
+                                     max_number=config.challenge_max_number)
+        self.order_passwords = Passwords(ORDER_PASSWORD_PARAMS, hashes_at_once_max=2)
+        self.retail_reveal = RetailReveal(self.db, self.revealer, self.link_key,
+                                          self.engine.now_ms)
+        self.checkout = Checkout(
+            self.store, self.db, self.batcher, channels=self.channels, shop=self.shop,
+            guard=self.buyers, challenges=self.challenges, passwords=self.order_passwords,
+            reveal=self.retail_reveal, link_key=self.link_key, settings=settings, crash=crash)
+        mail = config.mail
+        sender: MailSender = (FolderSender(data_dir / "mail") if not mail.smtp_host else
+                              SmtpSender(mail.smtp_host, mail.smtp_port,
+                                         starttls=mail.smtp_starttls,
+                                         username=mail.smtp_username,
+                                         password=mail.smtp_password))
+        self.mail = MailWorker(self.db, self.revealer, sender, mail.composer,
+                               link_key=self.link_key, public_url=settings.public_url,
+                               from_address=mail.from_address, clock_ms=self.engine.now_ms)
+        if config.sandbox_default:
+            self.channels.ensure_sandbox()
 
     @classmethod
     def open(cls, config: ServiceConfig, *, store: Store | None = None) -> Runtime:
@@ -131,10 +214,11 @@ class Runtime:
             keyring = crypto.load_keyring(config.store.data_dir)
             runtime = cls(opened, db, keyring, RiskGuard(config.risk),
                           cooling_ms=config.commission_cooling_ms,
-                          crash=crash_hook(config.crash_at))
+                          crash=crash_hook(config.crash_at), config=config)
             runtime.recovery = {
                 "batches": runtime.batches.recover(),
                 "orders": asyncio.run(runtime.orders.recover()),
+                "retail": asyncio.run(runtime.checkout.recover()),
             }
         except BaseException:
             db.close()
@@ -148,7 +232,13 @@ class Runtime:
         and moves commissions whose cooling period has passed to their earners' balances."""
         counts = await self.orders.recover(older_than_ms=PENDING_ORDER_AGE_MS)
         counts["commissions_released"] = await asyncio.to_thread(self._release_commissions)
+        retail = await self.checkout.recover(older_than_ms=PENDING_ORDER_AGE_MS)
+        counts.update({f"retail_{name}": count for name, count in retail.items()})
         return counts
+
+    async def deliver_mail(self) -> dict[str, int]:
+        """One round of the mail worker (the server runs it every few seconds)."""
+        return await self.mail.run_once()
 
     def _release_commissions(self) -> int:
         now_ms = self.engine.now_ms()

@@ -19,6 +19,7 @@ from cardsvc.access.apikeys import (
     principal_of,
     revoke_key,
 )
+from cardsvc.access.challenges import Challenges
 from cardsvc.access.risk import DAY_MS, RISK_ENV, Lockout, RiskGuard, RiskLimits
 from cardsvc.access.sessions import (
     EnrolmentResult,
@@ -77,6 +78,7 @@ __all__ = [
     "USER_ROLES",
     "ApiKey",
     "Argon2Params",
+    "Challenges",
     "EnrolmentResult",
     "Invitation",
     "KeyAuthenticator",

@@ -13,6 +13,7 @@ from cardsvc.crypto.envelope import (
     seal_code,
     wrap_data_key,
 )
+from cardsvc.crypto.links import LINK_KEY_FILE, derive_token, load_link_key, token_hash
 from cardsvc.crypto.master_keys import (
     KEY_LEN,
     MASTER_KEY_ENV,
@@ -27,12 +28,14 @@ from cardsvc.crypto.master_keys import (
     master_key_source,
     read_master_key_file,
 )
+from cardsvc.crypto.secret_box import SealedSecret, open_secret, seal_secret
 
 __all__ = [
     "CODE_BYTES_MAX",
     "CODE_ID_MAX",
     "DATA_KEY_CACHE_MAX",
     "KEY_LEN",
+    "LINK_KEY_FILE",
     "MASTER_KEY_ENV",
     "MASTER_KEY_FILE",
     "MASTER_KEY_FILE_ENV",
@@ -41,10 +44,16 @@ __all__ = [
     "MasterKey",
     "MasterKeyring",
     "MasterKeys",
+    "SealedSecret",
+    "derive_token",
     "load_keyring",
+    "load_link_key",
     "master_key_source",
     "new_data_key",
+    "open_secret",
     "read_master_key_file",
     "seal_code",
+    "seal_secret",
+    "token_hash",
     "wrap_data_key",
 ]
