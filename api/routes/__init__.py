@@ -11,16 +11,19 @@ from api.routes import (
     exports,
     health,
     money,
+    notify,
     orders,
     prices,
     redemption,
+    retail,
+    shop,
 )
 
 API_PREFIX = "/v1"
 RESOURCE_ROUTERS: tuple[APIRouter, ...] = (
     redemption.router, orders.router, catalog.router, agents.router, prices.router,
-    money.router, admin.router, audit.router, exports.router,
+    money.router, admin.router, audit.router, exports.router, shop.router, retail.router,
 )
 """Every resource router, mounted under API_PREFIX by ``server.app``."""
 
-__all__ = ["API_PREFIX", "RESOURCE_ROUTERS", "health"]
+__all__ = ["API_PREFIX", "RESOURCE_ROUTERS", "health", "notify"]
