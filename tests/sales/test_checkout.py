@@ -21,7 +21,7 @@ from cardsvc.payments import PaymentInbox, SandboxScenario, sandbox_script
 from cardsvc.payments.tables import NotifyRefusal
 from cardsvc.reports import reconciliation_report
 from cardsvc.runtime import Runtime
-from cardsvc.sales import CheckoutResult
+from cardsvc.sales import CheckoutResult, OrderRequest
 from cardsvc.sales.tables import RetailOrder
 from tests.fixtures.shop import PRICE, SKU, STOCK, balances, request, run
 
@@ -193,3 +193,53 @@ def test_late_paid_notify_with_no_stock_left_is_refunded(shop_runtime: Runtime) 
     assert row.status == "refunded" and row.error_code == "OUT_OF_STOCK"
     money = balances(shop_runtime)
     assert money["clearing:sandbox:CNY"] == 0 and money["platform:retail_received:CNY"] == 0
+
+
+def test_retail_buyers_and_agents_racing_for_the_last_codes_never_oversell(
+        shop_runtime: Runtime) -> None:
+    runtime = shop_runtime
+    runtime.agent_updates.create_agent("AG", "agent", actor="test")
+    runtime.price_lists.set_price(sku=SKU, price_minor=1_000, currency="CNY", grade="standard",
+                                  agent_id=None, visible=True, actor="test",
+                                  actor_agent_id=None)
+    runtime.money.deposit("AG", 1_000_000, "CNY", "seed", actor="test")
+    limits = runtime.risk.limits
+
+    async def agent_order(n: int) -> str | None:
+        try:
+            view, _ = await runtime.orders.place(OrderRequest("AG", f"race-{n}", SKU, 1),
+                                                 actor="test", limits=limits)
+            return view.order_id
+        except CardsvcError as error:
+            assert error.code == ErrorCode.OUT_OF_STOCK
+            return None
+
+    async def retail(n: int) -> CheckoutResult | None:
+        try:
+            return await runtime.checkout.start(request(1, email=f"r{n}@example.com",
+                                                        ip=f"10.9.0.{n}"))
+        except CardsvcError as error:
+            assert error.code == ErrorCode.OUT_OF_STOCK
+            return None
+
+    async def race() -> tuple[list[str | None], list[CheckoutResult | None]]:
+        agents = [agent_order(n) for n in range(10)]
+        buyers = [retail(n) for n in range(10)]
+        done = await asyncio.gather(*agents, *buyers)
+        return list(done[:10]), list(done[10:])  # type: ignore[arg-type]
+
+    orders, checkouts = run(race())
+    sold = [o for o in orders if o] + [c for c in checkouts if c]
+    assert len(sold) == STOCK
+    for checkout in checkouts:
+        if checkout is not None:
+            run(notify(runtime, *notify_body(runtime, checkout)))
+    stock = runtime.engine.stock(SKU, 0)
+    assert (stock["allocated"], stock["held"], stock["available"]) == (STOCK, 0, 0)
+    codes: list[int] = []
+    for order_id in [o for o in orders if o] + [c.order.order_id for c in checkouts if c]:
+        codes += runtime.engine.order_code_ids(order_id)
+    assert len(codes) == len(set(codes)) == STOCK
+    runtime.engine.check_invariants()
+    report = reconciliation_report(runtime.store, runtime.db, runtime.catalog)
+    assert report["ok"], report["differences"]
