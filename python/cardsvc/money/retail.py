@@ -73,10 +73,13 @@ def ensure_retail_accounts(session: Session, channel_id: str, currency: str,
 
 
 def post_receipt(session: Session, *, order_id: str, channel_id: str, total_minor: int,
-                 currency: str, fee_minor: int | None, actor: str, now_ms: int) -> str:
+                 currency: str, fee_minor: int | None, actor: str, now_ms: int,
+                 ensure: bool = True) -> str:
     """The payment of a retail order arrived (and the provider's fee, when it reports one).
-    Returns the receipt's transaction id."""
-    ensure_retail_accounts(session, channel_id, currency, now_ms)
+    Returns the receipt's transaction id. ``ensure`` False skips creating the accounts (the
+    caller knows they exist)."""
+    if ensure:
+        ensure_retail_accounts(session, channel_id, currency, now_ms)
     clearing = clearing_account(channel_id, currency)
     receipt = post(session, reference=retail_reference(order_id, "receipt"), kind="retail_receipt",
                    actor=actor, currency=currency,

@@ -3,7 +3,7 @@ checkout layer must do", each working in the caller's session (the checkout saga
 ``cardsvc.sales.checkout``, opens the transaction, so that the inbox row, the attempt's new state
 and the order's new state commit together).
 
-* :func:`insert_attempt`: the attempt, ``pending``, recorded before the buyer is sent away, with
+* :func:`attempt_values` and :data:`INSERT_ATTEMPT`: the attempt, ``pending``, recorded before the buyer is sent away, with
   its query schedule (1, 5 and 15 minutes after it was made, and at its expiry).
 * :func:`record_inbox`: the verified callback, unique on (channel, provider event id); None when
   that row exists already (a retry: change nothing, acknowledge).
@@ -19,7 +19,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -55,17 +55,21 @@ def query_schedule(created_at_ms: int, expires_at_ms: int) -> list[int]:
     return [*due, expires_at_ms]
 
 
-def insert_attempt(session: Session, *, out_trade_no: str, order_id: str, channel_id: str,
-                   provider: str, amount_minor: int, currency: str, expires_at_ms: int,
-                   secret_version: int, provider_ref: str | None, now_ms: int) -> None:
-    """The new attempt, ``pending``, its first query scheduled."""
-    session.add(PaymentAttempt(
-        out_trade_no=out_trade_no, order_id=order_id, channel_id=channel_id, provider=provider,
-        amount_minor=amount_minor, currency=currency, state="pending",
-        expires_at_ms=expires_at_ms, secret_version=secret_version, provider_ref=provider_ref,
-        provider_trade_no=None, fee_minor=None, paid_at_ms=None, queries=0,
-        next_query_at_ms=query_schedule(now_ms, expires_at_ms)[0], created_at_ms=now_ms,
-        updated_at_ms=now_ms))
+def attempt_values(*, out_trade_no: str, order_id: str, channel_id: str, provider: str,
+                   amount_minor: int, currency: str, expires_at_ms: int, secret_version: int,
+                   provider_ref: str | None, now_ms: int) -> dict[str, object]:
+    """The new attempt's row, ``pending``, its first query scheduled (insert it with
+    :data:`INSERT_ATTEMPT` in the checkout's transaction)."""
+    return {"out_trade_no": out_trade_no, "order_id": order_id, "channel_id": channel_id,
+            "provider": provider, "amount_minor": amount_minor, "currency": currency,
+            "state": "pending", "expires_at_ms": expires_at_ms,
+            "secret_version": secret_version, "provider_ref": provider_ref,
+            "provider_trade_no": None, "fee_minor": None, "paid_at_ms": None, "queries": 0,
+            "next_query_at_ms": query_schedule(now_ms, expires_at_ms)[0],
+            "created_at_ms": now_ms, "updated_at_ms": now_ms}
+
+
+INSERT_ATTEMPT = insert(cast(Table, PaymentAttempt.__table__))
 
 
 def lock_attempt(session: Session, out_trade_no: str, channel_id: str) -> PaymentAttempt | None:
