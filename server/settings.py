@@ -51,6 +51,7 @@ ENV_PUBLIC_URL = "CARDSVC_PUBLIC_URL"
 ENV_PRODUCTION = "CARDSVC_PRODUCTION"
 ENV_HOLD_TTL_S = "CARDSVC_STORE_HOLD_TTL_S"
 ENV_CHALLENGE = "CARDSVC_STORE_CHALLENGE"
+ENV_STORE_DEMO = "CARDSVC_STORE_DEMO"
 ENV_SMTP_HOST = "CARDSVC_SMTP_HOST"
 ENV_SMTP_PORT = "CARDSVC_SMTP_PORT"
 ENV_SMTP_STARTTLS = "CARDSVC_SMTP_STARTTLS"
@@ -100,6 +101,8 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     mail_from: str = "shop@localhost"
     mail_interval_s: float = 2.0
+    store_demo: bool = False
+    """Two demo products in an empty shop (``scripts/run.sh`` turns it on)."""
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -149,6 +152,7 @@ class Settings:
             "smtp_username": env.get(ENV_SMTP_USERNAME) or None,
             "smtp_password": env.get(ENV_SMTP_PASSWORD) or None,
             "mail_from": env.get(ENV_MAIL_FROM) or "shop@localhost",
+            "store_demo": _flag(env, ENV_STORE_DEMO, False),
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
@@ -165,7 +169,7 @@ class Settings:
         return ServiceConfig(store=self.store_config(), database_url=self.database_url,
                              risk=self.risk, crash_at=self.crash_at, store_settings=store,
                              challenge_enabled=self.store_challenge, mail=mail,
-                             retail=RetailLimits.from_env())
+                             retail=RetailLimits.from_env(), demo_shop=self.store_demo)
 
     @property
     def shop_url(self) -> str:

@@ -37,7 +37,7 @@ from cardsvc.access import (
     RiskLimits,
 )
 from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
-from cardsvc.catalog import Batches, Catalog, FileImports
+from cardsvc.catalog import Batches, BatchMeta, Catalog, CodeFormat, FileImports
 from cardsvc.db import Database, WriteBatcher
 from cardsvc.delivery import (
     Composer,
@@ -111,6 +111,9 @@ class ServiceConfig:
     sandbox_default: bool = True
     """Create the sandbox channel on a data directory that has no channel (never in
     production)."""
+    demo_shop: bool = False
+    """Put two demo products with generated codes in an empty shop (``scripts/run.sh``'s
+    embedded defaults, so the quick start shows a shop ready to pay in the sandbox)."""
 
 
 def crash_hook(crash_at: str | None) -> Callable[[str], None]:
@@ -197,6 +200,24 @@ class Runtime:
                                from_address=mail.from_address, clock_ms=self.engine.now_ms)
         if config.sandbox_default:
             self.channels.ensure_sandbox()
+        if config.demo_shop and not settings.production:
+            self._seed_demo_shop()
+
+    def _seed_demo_shop(self) -> None:
+        """Two demo products with generated codes, when the catalog is empty."""
+        if self.catalog.list_skus():
+            return
+        demos = (("DEMO-GAME", "Demo game points 100", "Games", 990, 6),
+                 ("DEMO-VIDEO", "Demo video membership, 1 month", "Video", 1_500, 0))
+        for sku, name, category, price, pin_length in demos:
+            self.catalog.create_sku(
+                sku, name, actor="demo", retail_price_minor=price, cost_minor=price // 2,
+                category=category, validity_text="365 days",
+                description="A demo product of the sandbox shop: its codes are test codes.",
+                usage_instructions="Copy the code, open the app, choose Redeem and paste it.")
+            self.batches.generate(BatchMeta(sku, unit_cost_minor=price // 2, currency="CNY"),
+                                  CodeFormat(pin_length=pin_length), 50, actor="demo")
+        self.shop.invalidate()
 
     @classmethod
     def open(cls, config: ServiceConfig, *, store: Store | None = None) -> Runtime:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit, events
@@ -34,6 +35,9 @@ MAIL_TEMPLATES = ("delivered", "failed", "refunded")
 CLAIM_TTL_MS_DEFAULT = 30 * 86_400_000
 """A claim link works for 30 days; the order page (token cookie, mail link) keeps working."""
 MAIL_KIND = "mail.send"
+_DELIVERIES = cast(Table, Delivery.__table__)
+_INSERT_DELIVERY = insert(_DELIVERIES)
+_INSERT_CLAIM = insert(cast(Table, ClaimLink.__table__))
 DETAIL_CHARS_MAX = 200
 
 
@@ -70,14 +74,17 @@ def record_deliveries(session: Session, *, order_id: str, email: str, locale: st
         Delivery.order_id == order_id, Delivery.channel == "page"))
     if exists is not None:
         return
-    for channel in ("page", "api", "claim"):
-        session.add(_delivery(order_id, channel, "", 0, "ready", None, locale, now_ms))
-    session.add(ClaimLink(token_hash=token_hash(claim_token(link_key, order_id)),
-                          order_id=order_id, expires_at_ms=now_ms + claim_ttl_ms,
-                          created_at_ms=now_ms, claimed_at_ms=None, claimed_ip=None,
-                          claimed_ua=None))
-    queue_mail(session, order_id=order_id, template="delivered", seq=0, email=email,
-               locale=locale, payload=mail_payload, now_ms=now_ms)
+    # Core inserts (no ORM unit of work): every paid order makes these rows.
+    connection = session.connection()
+    connection.execute(_INSERT_DELIVERY, [
+        _delivery_values(order_id, channel, "", 0, "ready", None, locale, now_ms)
+        for channel in ("page", "api", "claim")])
+    connection.execute(_INSERT_CLAIM, {
+        "token_hash": token_hash(claim_token(link_key, order_id)), "order_id": order_id,
+        "expires_at_ms": now_ms + claim_ttl_ms, "created_at_ms": now_ms,
+        "claimed_at_ms": None, "claimed_ip": None, "claimed_ua": None})
+    _queue(session, order_id=order_id, template="delivered", seq=0, email=email,
+           locale=locale, payload=mail_payload, now_ms=now_ms)
 
 
 def queue_mail(session: Session, *, order_id: str, template: str, seq: int, email: str,
@@ -91,14 +98,20 @@ def queue_mail(session: Session, *, order_id: str, template: str, seq: int, emai
         Delivery.template == template, Delivery.seq == seq))
     if exists is not None:
         return False
-    row = _delivery(order_id, "email", template, seq, "queued", email, locale, now_ms)
-    session.add(row)
-    session.flush()
+    _queue(session, order_id=order_id, template=template, seq=seq, email=email, locale=locale,
+           payload=payload, now_ms=now_ms)
+    return True
+
+
+def _queue(session: Session, *, order_id: str, template: str, seq: int, email: str,
+           locale: str, payload: dict[str, object], now_ms: int) -> None:
+    delivery_id = session.connection().execute(_INSERT_DELIVERY.returning(
+        _DELIVERIES.c.delivery_id), _delivery_values(order_id, "email", template, seq, "queued",
+                                                    email, locale, now_ms)).scalar_one()
     events.emit(session, kind=MAIL_KIND, subject=order_id,
                 dedupe=f"mail:{order_id}:{template}:{seq}",
-                payload={**payload, "delivery_id": row.delivery_id, "template": template,
+                payload={**payload, "delivery_id": delivery_id, "template": template,
                          "locale": locale, "order_id": order_id}, now_ms=now_ms)
-    return True
 
 
 def mails_sent(session: Session, order_id: str, template: str) -> int:
@@ -108,11 +121,12 @@ def mails_sent(session: Session, order_id: str, template: str) -> int:
         Delivery.template == template)) or 0
 
 
-def _delivery(order_id: str, channel: str, template: str, seq: int, state: str,
-              address: str | None, locale: str, now_ms: int) -> Delivery:
-    return Delivery(order_id=order_id, channel=channel, template=template, seq=seq, state=state,
-                    address=address, locale=locale, attempts=0, last_error=None,
-                    created_at_ms=now_ms, updated_at_ms=now_ms, done_at_ms=None)
+def _delivery_values(order_id: str, channel: str, template: str, seq: int, state: str,
+                     address: str | None, locale: str, now_ms: int) -> dict[str, object]:
+    return {"order_id": order_id, "channel": channel, "template": template, "seq": seq,
+            "state": state, "address": address, "locale": locale, "attempts": 0,
+            "last_error": None, "created_at_ms": now_ms, "updated_at_ms": now_ms,
+            "done_at_ms": None}
 
 
 def record_attempt(session: Session, delivery_id: int, outcome: str, detail: str | None,

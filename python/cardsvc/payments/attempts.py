@@ -3,8 +3,9 @@ checkout layer must do", each working in the caller's session (the checkout saga
 ``cardsvc.sales.checkout``, opens the transaction, so that the inbox row, the attempt's new state
 and the order's new state commit together).
 
-* :func:`attempt_values` and :data:`INSERT_ATTEMPT`: the attempt, ``pending``, recorded before the buyer is sent away, with
-  its query schedule (1, 5 and 15 minutes after it was made, and at its expiry).
+* :func:`attempt_values` and :data:`INSERT_ATTEMPT`: the attempt, ``pending``, recorded
+  before the buyer is sent away, with its query schedule (1, 5 and 15 minutes after it was
+  made, and at its expiry).
 * :func:`record_inbox`: the verified callback, unique on (channel, provider event id); None when
   that row exists already (a retry: change nothing, acknowledge).
 * :func:`apply_event`: ``cardsvc.payments.state.transition`` on the locked attempt; stores the
