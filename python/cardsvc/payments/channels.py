@@ -23,6 +23,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,10 @@ SETTINGS_MAX = 32
 SETTING_CHARS_MAX = 16_384
 """A PEM certificate chain is a few KiB."""
 CHANNELS_MAX = 64
+CACHE_TTL_S = 5.0
+"""Loaded channels are re-read at most this often, so a change made by another process (the
+command line beside the server) takes effect within seconds; this process's own changes drop
+the cache at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,7 @@ class Channels:
         self.production = production
         self._lock = threading.Lock()
         self._live: dict[str, LiveChannel] | None = None
+        self._loaded_at = 0.0
         self._by_token: dict[str, str] = {}
 
     # ----- admin -----
@@ -286,10 +292,11 @@ class Channels:
 
     def _cache(self) -> dict[str, LiveChannel]:
         live = self._live
-        if live is not None:
+        now = time.monotonic()
+        if live is not None and now - self._loaded_at < CACHE_TTL_S:
             return live
         with self._lock:
-            if self._live is not None:
+            if self._live is not None and now - self._loaded_at < CACHE_TTL_S:
                 return self._live
             loaded: dict[str, LiveChannel] = {}
             tokens: dict[str, str] = {}
@@ -304,6 +311,7 @@ class Channels:
                 tokens[row.notify_token] = row.channel_id
             self._by_token = tokens
             self._live = loaded
+            self._loaded_at = now
             return loaded
 
     def _drop_cache(self) -> None:
