@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import gevent  # type: ignore[import-untyped]
 from common import (
     Answer,
     Client,
@@ -80,6 +81,7 @@ class Sale:
 
 SALE: Sale | None = None
 BUYERS = itertools.count()
+STOPPING = False
 
 
 @listener(events.init_command_line_parser)
@@ -140,6 +142,17 @@ def check(environment: Environment, **_kwargs: Any) -> None:
                     f"{next(BUYERS)} buyers, {len(history.orders)} orders delivered"])
 
 
+def stop_run(environment: Environment) -> None:
+    """Ends the run once every buyer came, from a greenlet of its own: the user greenlet that
+    noticed is killed while the runner stops the users, and would take the final checks with
+    it."""
+    global STOPPING
+    if STOPPING or environment.runner is None:
+        return
+    STOPPING = True
+    gevent.spawn(environment.runner.quit)
+
+
 class Guest(FastHttpUser):
     """A stream of guests, one per task: check out, pay, read the code."""
 
@@ -167,7 +180,7 @@ class Guest(FastHttpUser):
         sale = self.sale
         number = next(BUYERS)
         if number >= sale.buyers_max:
-            quit_run(self.environment)
+            stop_run(self.environment)
             raise StopUser
         email = f"guest-{number}-{random.randrange(1 << 30)}@example.com"
         body = {"sku": sale.sku, "quantity": 1, "email": email, "channel_id": sale.channel_id}

@@ -29,6 +29,7 @@ from typing import Any
 
 from cardsvc import crypto
 from cardsvc.access import (
+    DAY_MS,
     Argon2Params,
     Challenges,
     KeyAuthenticator,
@@ -53,6 +54,7 @@ from cardsvc.engine import Store, StoreConfig
 from cardsvc.money import AgentMoney, ledger, settlement
 from cardsvc.payments import Channels, HttpxTransport
 from cardsvc.redemption import Terminals
+from cardsvc.reports import channel_reconciliation
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
@@ -175,6 +177,7 @@ class Runtime:
         data_dir = self.store.config.data_dir
         settings = config.store_settings
         self.link_key = crypto.load_link_key(data_dir)
+        self._reconciled_day: int | None = None
         self.channels = Channels(self.db, self.keyring, public_url=settings.public_url,
                                  clock_ms=self.engine.now_ms, transport=HttpxTransport(),
                                  production=settings.production)
@@ -255,7 +258,26 @@ class Runtime:
         counts["commissions_released"] = await asyncio.to_thread(self._release_commissions)
         retail = await self.checkout.recover(older_than_ms=PENDING_ORDER_AGE_MS)
         counts.update({f"retail_{name}": count for name, count in retail.items()})
+        counts["channels_reconciled"] = await asyncio.to_thread(self._reconcile_channels_daily)
         return counts
+
+    def _reconcile_channels_daily(self) -> int:
+        """Once a UTC day, each payment channel's attempts of the day before against its
+        callbacks and postings (``reports.channel_reconciliation``); mismatches are logged as
+        warnings for staff. Returns how many channels were checked this round."""
+        day = self.engine.now_ms() // DAY_MS
+        if day == self._reconciled_day:
+            return 0
+        self._reconciled_day = day
+        checked = 0
+        for view in self.channels.all():
+            result = channel_reconciliation(self.db, view.channel_id, since_ms=(day - 1) * DAY_MS,
+                                            until_ms=day * DAY_MS, now_ms=self.engine.now_ms())
+            checked += 1
+            for problem in result["problems"]:
+                log.warning("channel %s reconciliation: %s %s", view.channel_id,
+                            problem["kind"], problem["subject"])
+        return checked
 
     async def deliver_mail(self) -> dict[str, int]:
         """One round of the mail worker (the server runs it every few seconds)."""
