@@ -243,3 +243,20 @@ def test_retail_buyers_and_agents_racing_for_the_last_codes_never_oversell(
     runtime.engine.check_invariants()
     report = reconciliation_report(runtime.store, runtime.db, runtime.catalog)
     assert report["ok"], report["differences"]
+
+
+def test_a_failed_payment_gives_its_codes_back_at_once_and_a_late_payment_still_counts(
+        shop_runtime: Runtime) -> None:
+    result = run(shop_runtime.checkout.start(request(2)))
+    token, headers, body = notify_body(shop_runtime, result, "failed")
+    failed = run(notify(shop_runtime, token, headers, body))
+    assert failed.verdict == "applied"
+    assert order_row(shop_runtime, result.order.order_id).status == "failed"
+    stock = shop_runtime.engine.stock(SKU, 0)
+    assert (stock["held"], stock["available"]) == (0, STOCK)  # not at the hold's deadline
+    token, headers, body = notify_body(shop_runtime, result, "paid")  # the buyer paid anyway
+    run(notify(shop_runtime, token, headers, body))
+    row = order_row(shop_runtime, result.order.order_id)
+    assert row.status == "delivered" and row.late and len(row.code_ids or []) == 2
+    report = reconciliation_report(shop_runtime.store, shop_runtime.db, shop_runtime.catalog)
+    assert report["ok"], report["differences"]

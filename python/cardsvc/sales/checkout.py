@@ -666,8 +666,11 @@ class Checkout:
             return NotifyResult(provider.ack(False), "refused_verification")
         if isinstance(parsed, IgnoredEvent):
             return NotifyResult(provider.ack(True), "ignored")
-        verdict, ok, to_fulfil = await self.batcher.submit_async(
+        verdict, ok, to_fulfil, to_release = await self.batcher.submit_async(
             lambda session: self._notify_unit(session, live, parsed, now_ms))
+        if to_release is not None:
+            self._release(to_release)
+            await self.store.wait_async(Engine.last_ticket())
         if to_fulfil is not None:
             self.crash("after_paid")
             try:
@@ -677,44 +680,46 @@ class Checkout:
         return NotifyResult(provider.ack(ok), verdict, to_fulfil)
 
     def _notify_unit(self, session: Session, live: LiveChannel, notify: Notify,
-                     now_ms: int) -> tuple[str, bool, str | None]:
-        """(inbox verdict, acknowledge?, the order this made paid)."""
+                     now_ms: int) -> tuple[str, bool, str | None, str | None]:
+        """(inbox verdict, acknowledge?, the order this made paid, the hold to release)."""
         channel_id = live.view.channel_id
         inbox_id = attempts.record_inbox(session, channel_id, notify, now_ms)
         if inbox_id is None:
-            return "duplicate", True, None
+            return "duplicate", True, None, None
         attempt = attempts.lock_attempt(session, notify.out_trade_no, channel_id)
         if attempt is None:
             log.warning("a callback of channel %s names no attempt of it", channel_id)
             attempts.set_verdict(session, inbox_id, "unknown_attempt", None)
-            return "unknown_attempt", True, None
+            return "unknown_attempt", True, None, None
         try:
             check_binding(notify, attempt.out_trade_no, attempt.amount_minor, attempt.currency)
         except CardsvcError as error:
             log.warning("a %s callback does not match attempt %s: %s", live.provider.name,
                         attempt.out_trade_no, error.details.get("field"))
             attempts.set_verdict(session, inbox_id, "mismatch", str(error.details.get("field")))
-            return "mismatch", False, None
+            return "mismatch", False, None, None
         if notify.status == "refunded":
             attempts.set_verdict(session, inbox_id, "refused", "refund_noted")
-            return "refused", True, None
-        verdict, paid = self._apply(session, attempt, notify.status, now_ms,
-                                    fee_minor=notify.fee_minor, paid_at_ms=notify.paid_at_ms,
-                                    provider_trade_no=notify.provider_trade_no)
+            return "refused", True, None, None
+        verdict, paid, release = self._apply(
+            session, attempt, notify.status, now_ms, fee_minor=notify.fee_minor,
+            paid_at_ms=notify.paid_at_ms, provider_trade_no=notify.provider_trade_no)
         attempts.set_verdict(session, inbox_id, verdict[0], verdict[1])
-        return verdict[0], True, paid
+        return verdict[0], True, paid, release
 
     def _apply(self, session: Session, attempt: PaymentAttempt, status: Any, now_ms: int, *,
                fee_minor: int | None = None, paid_at_ms: int | None = None,
                provider_trade_no: str | None = None) -> tuple[tuple[str, str | None],
-                                                               str | None]:
+                                                               str | None, str | None]:
         """The state machine on the locked attempt, and its order's consequences: ((verdict,
-        reason), the order made paid or None)."""
+        reason), the order made paid or None, the hold to release once this commits: that of
+        an order whose payment failed, so its codes go back on sale now, not at the hold's
+        deadline)."""
         outcome = attempts.apply_event(session, attempt, status, now_ms=now_ms,
                                        fee_minor=fee_minor, paid_at_ms=paid_at_ms,
                                        provider_trade_no=provider_trade_no)
         if not outcome.changed:
-            return (outcome.kind, outcome.reason), None
+            return (outcome.kind, outcome.reason), None, None
         order = session.get(RetailOrder, attempt.order_id)
         if order is None:
             raise AssertionError(f"attempt {attempt.out_trade_no} has no order")
@@ -728,15 +733,17 @@ class Checkout:
                 total_minor=order.total_minor, currency=order.currency,
                 fee_minor=attempt.fee_minor, actor="payments", now_ms=now_ms,
                 ensure=(order.channel_id, order.currency) not in self._accounts_ready)
-            return ("applied", None), order.order_id
+            return ("applied", None), order.order_id, None
+        release = None
         if order.status == "pending":
             order.status = "failed" if outcome.state == "failed" else "expired"
             if order.status == "failed":
                 queue_mail(session, order_id=order.order_id, template="failed", seq=0,
                            email=order.email, locale=order.locale,
                            payload=self._mail_payload(session, order), now_ms=now_ms)
+                release = order.hold_ref
             self.guard.end(order.hold_ref)
-        return ("applied", None), None
+        return ("applied", None), None, release
 
     # ----- 3. fulfil -----
 
@@ -895,16 +902,19 @@ class Checkout:
                 log.info("query of %s failed: %s", facts.out_trade_no, error.code.value)
         now_ms = self.engine.now_ms()
 
-        def unit(session: Session) -> str | None:
+        def unit(session: Session) -> tuple[str | None, str | None]:
             attempt = attempts.lock_attempt(session, facts.out_trade_no, facts.channel_id)
             if attempt is None:
-                return None
+                return None, None
             attempts.queried(session, attempt, now_ms)
             if status in ("paid", "failed", "expired"):
-                return self._apply(session, attempt, status, now_ms)[1]
-            return None
+                return self._apply(session, attempt, status, now_ms)[1:]
+            return None, None
 
-        paid = await self.batcher.submit_async(unit)
+        paid, release = await self.batcher.submit_async(unit)
+        if release is not None:
+            self._release(release)
+            await self.store.wait_async(Engine.last_ticket())
         if paid is not None:
             await self.fulfil(paid)
         return status
