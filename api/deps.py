@@ -44,10 +44,15 @@ async def get_caller(request: Request) -> Principal:
     cost a thread-pool round trip per request); a key not in the cache is read from SQL in a
     worker thread."""
     runtime = cast(Runtime, request.app.state.runtime)
-    ip = client_ip(request)
+    return await authenticate(runtime, request.headers.get("authorization", ""),
+                              client_ip(request))
+
+
+async def authenticate(runtime: Runtime, header: str, ip: str) -> Principal:
+    """:func:`get_caller` on its parts: the ``Authorization`` header's text (``""`` when
+    absent) and the client IP (shared with the lean routes of ``api.lean``)."""
     limits = runtime.risk.limits
     runtime.risk.admit_auth(ip, limits)
-    header = request.headers.get("authorization", "")
     try:
         if header[: len(BEARER)].lower() != BEARER:
             raise make_error(ErrorCode.UNAUTHENTICATED,

@@ -56,6 +56,12 @@ ENV_PIN_LOCKOUT_S = "CARDSVC_PIN_LOCKOUT_S"
 ENV_PIN_LOCKOUT_MAX_S = "CARDSVC_PIN_LOCKOUT_MAX_S"
 """The per-code PIN lockout (docs/engine.md): wrong PINs before a lock, the first lockout in
 seconds (doubling per further lockout), the longest lockout in seconds."""
+ENV_LEAN_ROUTES = "CARDSVC_LEAN_ROUTES"
+"""``off`` leaves FastAPI's own handlers on the hot routes (``api.lean``); default on."""
+ENV_GC_TUNING = "CARDSVC_GC_TUNING"
+"""``off`` leaves the garbage collector as Python sets it; default on for ``cardsvc serve``
+(``server.app.tune_collector``)."""
+SWITCH_VALUES = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
 ENV_CRASH_AT = "CARDSVC_CRASH_AT"
 """Fault injection for the saga crash test only: the order saga kills the process at the named
 point (``cardsvc.sales.CRASH_POINTS``). Never set in production."""
@@ -88,6 +94,12 @@ class Settings:
     pin_failures_max: int = PIN_FAILURES_DEFAULT
     pin_lockout_s: int = PIN_LOCKOUT_MS_DEFAULT // 1000
     pin_lockout_max_s: int = PIN_LOCKOUT_MAX_MS_DEFAULT // 1000
+    lean_routes: bool = True
+    """The lean handlers of the hot routes (``api.lean``); False keeps FastAPI's."""
+    gc_tuning: bool = False
+    """Freeze what start-up allocated and raise the collector's thresholds once the service is
+    open (``server.app.tune_collector``). Off by default so that apps built inside a test
+    process leave its collector alone; ``from_env`` (``cardsvc serve``) turns it on."""
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -137,6 +149,8 @@ class Settings:
                                        PIN_LOCKOUT_MS_DEFAULT // 1000),
             "pin_lockout_max_s": _int_from(env, ENV_PIN_LOCKOUT_MAX_S, "pin_lockout_max_s",
                                            PIN_LOCKOUT_MAX_MS_DEFAULT // 1000),
+            "lean_routes": _switch_from(env, ENV_LEAN_ROUTES, "lean_routes", True),
+            "gc_tuning": _switch_from(env, ENV_GC_TUNING, "gc_tuning", True),
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
@@ -169,3 +183,13 @@ def _int_from(env: Mapping[str, str], name: str, field: str, default: int) -> in
         return int(raw)
     except ValueError:
         raise invalid(field, f"{name} must be an integer") from None
+
+
+def _switch_from(env: Mapping[str, str], name: str, field: str, default: bool) -> bool:
+    raw = env.get(name)
+    if not raw:
+        return default
+    value = SWITCH_VALUES.get(raw.strip().lower())
+    if value is None:
+        raise invalid(field, f"{name} must be on or off")
+    return value

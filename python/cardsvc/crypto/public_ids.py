@@ -18,7 +18,10 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -33,20 +36,48 @@ ID_TEXT_LEN = 26
 """Base32 characters of one encrypted block (16 bytes) without padding."""
 
 
+_LAST_BYTE = [base64.b32encode(bytes([byte])).decode("ascii")[:2].lower() for byte in range(256)]
+"""The two base32 characters that the 16th byte of a block ends its text with."""
+
+
 class PublicIds:
-    """Encodes and decodes the public ids of one data directory. Thread-safe (no state)."""
+    """Encodes and decodes the public ids of one data directory. Thread-safe: each thread keeps
+    its own AES-ECB encryptor (ECB carries no state from block to block, so one context encrypts
+    any number of blocks; making a context costs ~5 µs, more than the block itself)."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) != PUBLIC_ID_KEY_LEN:
             raise ValueError(f"a public id key is {PUBLIC_ID_KEY_LEN} bytes")
         self._cipher = Cipher(algorithms.AES(key), modes.ECB())
+        self._local = threading.local()
+
+    def _encryptor(self) -> Any:
+        encryptor = getattr(self._local, "encryptor", None)
+        if encryptor is None:
+            encryptor = self._local.encryptor = self._cipher.encryptor()
+        return encryptor
 
     def encode(self, kind: str, number: int) -> str:
         """The public id of internal ``number`` (0..2^64-1) of ``kind``. Pure."""
         block = bytes([KINDS[kind]]) + number.to_bytes(8, "big") + bytes(7)
-        encryptor = self._cipher.encryptor()
-        sealed = encryptor.update(block) + encryptor.finalize()
+        sealed = self._encryptor().update(block)
         return f"{kind}_" + base64.b32encode(sealed).decode("ascii").rstrip("=").lower()
+
+    def encode_many(self, kind: str, numbers: Sequence[int]) -> list[str]:
+        """``[encode(kind, n) for n in numbers]``, with one cipher call and one base32 pass for
+        all of them: base32 turns each 5 bytes into 8 characters on its own, so the first 15
+        bytes of every sealed block, laid end to end, encode to 24 characters per block, and
+        the 16th byte gives the last two characters (:data:`_LAST_BYTE`)."""
+        tag = bytes([KINDS[kind]])
+        tail = bytes(7)
+        blocks = b"".join([tag + number.to_bytes(8, "big") + tail for number in numbers])
+        sealed = self._encryptor().update(blocks)
+        heads = base64.b32encode(b"".join([sealed[i:i + 15] for i in range(0, len(sealed), 16)]))
+        text = heads.decode("ascii").lower()
+        prefix = f"{kind}_"
+        last = _LAST_BYTE
+        return [prefix + text[k * 24:k * 24 + 24] + last[sealed[k * 16 + 15]]
+                for k in range(len(sealed) // 16)]
 
     def decode(self, kind: str, text: str) -> int | None:
         """The internal number of a public id of ``kind``, or None when ``text`` is not one

@@ -151,20 +151,28 @@ class Terminals:
                                         [items[i].request_id for i in allowed], caller.key_id,
                                         [items[i].pin for i in allowed])
         await self.store.wait_async(Engine.last_ticket())
-        outcome: dict[int, RedemptionView | CardsvcError] = dict(refused)
+        results: list[RedemptionView | CardsvcError | None] = [None] * len(items)
+        for index, refusal in refused.items():
+            results[index] = refusal
+        done: list[tuple[int, Redemption]] = []
         for position, index in enumerate(allowed):
             one = batch[position]
             if isinstance(one, CardsvcError):
                 if one.code == ErrorCode.CODE_LOCKED and one.details.get("locked"):
                     await self._audit_lockout(caller, items[index].code, one)
-                outcome[index] = self._public_error(one)
+                results[index] = self._public_error(one)
             else:
-                outcome[index] = self._view(one)
-        results = [outcome[index] for index in range(len(items))]
+                done.append((index, one))
+        public = self.public_ids.encode_many(REDEMPTION_KIND, [r.redemption_id for _, r in done])
+        for (index, r), public_id in zip(done, public, strict=True):
+            results[index] = RedemptionView(public_id, r.request_id, r.code_id, r.sku, r.terminal,
+                                            r.uses_left, r.redeemed_at_ms, r.rolled_back_at_ms,
+                                            r.rollback_reason)
         failed_lookups = sum(isinstance(result, CardsvcError) and result.code in FAILED_LOOKUPS
                              for result in results)
-        await self._count_failures(caller, ip, limits, failed_lookups)
-        return results
+        if failed_lookups:
+            await self._count_failures(caller, ip, limits, failed_lookups)
+        return [result for result in results if result is not None]
 
     async def rollback(self, caller: Principal, redemption_id: str,
                        reason: str) -> RolledBack:
