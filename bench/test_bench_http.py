@@ -219,6 +219,20 @@ def test_parse_wrk_reads_the_orders_created() -> None:
     assert hb.parse_wrk(WRK_REDEEM_OK).created is None  # redeem.lua counts no creations
 
 
+def test_issue_12_targets_exist_with_their_sizes() -> None:
+    targets = {t.key: t for t in hb.TARGETS}
+    assert targets["cardsvc_batch_100"].items == 100
+    assert targets["cardsvc_batch_1000"].per_request == 1000
+    assert targets["cardsvc_batch_1000"].sized(hb.FULL).connections == hb.BATCH_CONNECTIONS
+    assert targets["cardsvc_holds"].script == "hold"
+    risky = {key for key, t in targets.items() if t.risk}
+    assert risky == {"cardsvc_verify_risk", "cardsvc_redeem_risk", "cardsvc_holds_risk",
+                     "cardsvc_batch_1000_risk", "cardsvc_order_1_risk"}
+    line = next(x for x in WRK_REDEEM_OK.splitlines() if x.startswith("http_bench:"))
+    failing = hb.parse_wrk(WRK_REDEEM_OK.replace(line, line + " failed=3"))
+    assert failing.failed == 3 and hb.parse_wrk(WRK_REDEEM_OK).failed is None
+
+
 def test_order_targets_cover_both_quantities_on_both_databases() -> None:
     orders = {t.key: (t.quantity, t.database) for t in hb.TARGETS if t.script == "order"}
     assert orders == {
@@ -226,6 +240,7 @@ def test_order_targets_cover_both_quantities_on_both_databases() -> None:
         "cardsvc_order_10": (10, "sqlite"),
         "cardsvc_order_1_pg": (1, "postgresql"),
         "cardsvc_order_10_pg": (10, "postgresql"),
+        "cardsvc_order_1_risk": (1, "sqlite"),
     }
     assert hb.parse_args([]).targets is None  # the default: every target (see main)
     assert hb.parse_args(["--targets", "cardsvc_order_10,raw"]).targets == [

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cardsvc import audit
 from cardsvc.access import Principal, RiskGuard, RiskLimits
@@ -46,9 +47,10 @@ FAILED_LOOKUPS = frozenset({ErrorCode.CODE_NOT_FOUND, ErrorCode.PIN_MISMATCH})
 REDEMPTION_KIND = "rdm"
 
 
-@dataclass(frozen=True, slots=True)
-class RedemptionView:
-    """A redemption as a terminal sees it: its public id, never the core's number."""
+class RedemptionView(NamedTuple):
+    """A redemption as a terminal sees it: its public id, never the core's number. (Immutable
+    like the frozen dataclasses elsewhere, but a ``NamedTuple``: a batch makes one per item,
+    and a tuple is built in a quarter of a frozen dataclass's time.)"""
 
     redemption_id: str
     request_id: str
@@ -61,9 +63,9 @@ class RedemptionView:
     rollback_reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class RedeemItem:
-    """One redemption of a batch: idempotent on its ``request_id``."""
+class RedeemItem(NamedTuple):
+    """One redemption of a batch: idempotent on its ``request_id`` (a ``NamedTuple``, like
+    :class:`RedemptionView`)."""
 
     code: str
     pin: str | None
