@@ -214,6 +214,9 @@ class Target:
     every other cardsvc target runs with ``CARDSVC_RISK_LIMITS=off``."""
     connections: int | None = None
     """wrk connections for this target, when not the run's (batch: issue 12's 8)."""
+    classic: bool = False
+    """The server without issue 12's lean routes and collector tuning
+    (``CARDSVC_LEAN_ROUTES=off``, ``CARDSVC_GC_TUNING=off``): the "before" in the same run."""
 
     @property
     def per_request(self) -> int:
@@ -233,12 +236,13 @@ def order_target(quantity: int, database: str, risk: bool = False) -> Target:
     )  # fmt: skip
 
 
-def batch_target(items: int, risk: bool = False) -> Target:
+def batch_target(items: int, risk: bool = False, classic: bool = False) -> Target:
     return Target(
-        f"cardsvc_batch_{items}" + ("_risk" if risk else ""),
-        f"cardsvc POST /v1/redeem/batch x{items}" + (" (risk on)" if risk else ""),
+        f"cardsvc_batch_{items}" + ("_risk" if risk else "") + ("_classic" if classic else ""),
+        f"cardsvc POST /v1/redeem/batch x{items}" + (" (risk on)" if risk else "")
+        + (" (classic)" if classic else ""),
         "cardsvc", "/v1/redeem/batch", "batch", items=items, risk=risk,
-        connections=BATCH_CONNECTIONS,
+        connections=BATCH_CONNECTIONS, classic=classic,
     )  # fmt: skip
 
 
@@ -260,6 +264,16 @@ TARGETS = (
     batch_target(1000, risk=True),
     order_target(1, "sqlite"),
     order_target(1, "sqlite", risk=True),
+    Target("cardsvc_verify_classic", "cardsvc POST /v1/verify (classic)", "cardsvc",
+           "/v1/verify", "verify", classic=True),
+    Target("cardsvc_redeem_classic", "cardsvc POST /v1/redeem (classic)", "cardsvc",
+           "/v1/redeem", "redeem", classic=True),
+    Target("cardsvc_holds_classic", "cardsvc POST /v1/holds qty 1 (classic)", "cardsvc",
+           "/v1/holds", "hold", 1, classic=True),
+    batch_target(100, classic=True),
+    batch_target(1000, classic=True),
+    Target("cardsvc_order_1_classic", "cardsvc POST /v1/orders qty 1 (SQLite, classic)",
+           "cardsvc", "/v1/orders", "order", 1, classic=True),
     order_target(10, "sqlite"),
     order_target(1, "postgresql"),
     order_target(10, "postgresql"),
@@ -607,6 +621,8 @@ def cardsvc_server(target: Target, database: ServerDatabase, work_dir: Path) -> 
     and an agent key."""
     admin = create_key(database, "admin", "bench")
     env = dict(os.environ) | {ENV_RISK_LIMITS: "on" if target.risk else "off"}
+    if target.classic:
+        env |= {"CARDSVC_LEAN_ROUTES": "off", "CARDSVC_GC_TUNING": "off"}
     command = [
         str(cardsvc_bin()),
         "serve",
@@ -1278,7 +1294,7 @@ def issue12_verdict(target: Target, best: Sample) -> str:
 
     p99 = best.run.latency_ms["p99"]
     cpu = best.server_cpu_us_per_request
-    base = target.key.removesuffix("_risk")
+    base = target.key.removesuffix("_classic").removesuffix("_risk")
     if base in ISSUE12_CPU_US:
         limit = ISSUE12_CPU_US[base]
         return (f"<= {limit} µs: {mark(cpu <= limit)}, "

@@ -225,6 +225,9 @@ def test_issue_12_targets_exist_with_their_sizes() -> None:
     assert targets["cardsvc_batch_1000"].per_request == 1000
     assert targets["cardsvc_batch_1000"].sized(hb.FULL).connections == hb.BATCH_CONNECTIONS
     assert targets["cardsvc_holds"].script == "hold"
+    assert {key.removesuffix("_classic") for key, t in targets.items() if t.classic} == {
+        "cardsvc_verify", "cardsvc_redeem", "cardsvc_holds", "cardsvc_batch_100",
+        "cardsvc_batch_1000", "cardsvc_order_1"}
     risky = {key for key, t in targets.items() if t.risk}
     assert risky == {"cardsvc_verify_risk", "cardsvc_redeem_risk", "cardsvc_holds_risk",
                      "cardsvc_batch_1000_risk", "cardsvc_order_1_risk"}
@@ -241,6 +244,7 @@ def test_order_targets_cover_both_quantities_on_both_databases() -> None:
         "cardsvc_order_1_pg": (1, "postgresql"),
         "cardsvc_order_10_pg": (10, "postgresql"),
         "cardsvc_order_1_risk": (1, "sqlite"),
+        "cardsvc_order_1_classic": (1, "sqlite"),
     }
     assert hb.parse_args([]).targets is None  # the default: every target (see main)
     assert hb.parse_args(["--targets", "cardsvc_order_10,raw"]).targets == [
