@@ -2,26 +2,26 @@
 
 * ``RuntimeDep``: the running service's parts and use cases (``cardsvc.runtime.Runtime``),
   opened by the app's lifespan.
-* ``CallerDep``: the authenticated caller (``cardsvc.access.apikeys.Principal``) from
-  ``Authorization: Bearer <key>``; UNAUTHENTICATED (401) without a valid key. Failed attempts
-  count against the client IP's brute-force guard, so key guessing is throttled too.
+* ``CallerDep``: the authenticated caller (``cardsvc.access.Principal``) from
+  ``Authorization: Bearer <key>`` (``cardsvc.access.AccessGate.authenticate``): UNAUTHENTICATED
+  (401) without a valid key, and requests without a valid key are throttled per client address
+  (429), never requests with one.
+* ``client_ip``: the client address, computed here only (the TCP peer; uvicorn replaces it with
+  the ``X-Forwarded-For`` client only when the peer is one of ``CARDSVC_TRUSTED_PROXIES``).
 * ``require(scope)``: a dependency giving the caller when its key holds ``scope``, else
   FORBIDDEN (403).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 
-from cardsvc.access import Principal
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.access import HOST_PRINCIPAL, Principal
+from cardsvc.errors import ErrorCode, make_error
 from cardsvc.runtime import Runtime
-
-BEARER = "bearer "
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -30,42 +30,36 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+CONTROL_SCOPE_KEY = "cardsvc.control"
+"""The ASGI scope key ``server.app.Composed`` sets to True on requests of the control socket
+(and to False on every other, so no request can carry it in)."""
 
 
 def client_ip(request: Request) -> str:
-    """The peer address (the service listens on loopback or behind a proxy that the operator
-    trusts; ``--proxy-headers`` makes uvicorn put the forwarded address here)."""
+    """The client address of a request: the TCP peer, which uvicorn replaces with the
+    ``X-Forwarded-For`` client only when the peer is a trusted proxy (``server.cli``). The one
+    place the API computes it."""
     return request.client.host if request.client is not None else "unknown"
 
 
 async def get_caller(request: Request) -> Principal:
-    """The caller of a request. Raises UNAUTHENTICATED, or RATE_LIMITED while the client IP is
-    locked out for failed attempts. Runs on the event loop (a dependency declared ``def`` would
-    cost a thread-pool round trip per request); a key not in the cache is read from SQL in a
-    worker thread."""
-    runtime = cast(Runtime, request.app.state.runtime)
-    return await authenticate(runtime, request.headers.get("authorization", ""),
-                              client_ip(request))
+    """The caller of a request (``AccessGate.authenticate``). Raises UNAUTHENTICATED, or
+    RATE_LIMITED for a request without a valid key from an address over its budget. A request
+    that came through the server's control socket (the server marks it: ``cardsvc.control``;
+    only the data directory's owner can connect) is the host's command line. Runs on the event
+    loop (a dependency declared ``def`` would cost a thread-pool round trip per request)."""
+    return await authenticate(cast(Runtime, request.app.state.runtime), request.scope,
+                              request.headers.get("authorization", ""), client_ip(request))
 
 
-async def authenticate(runtime: Runtime, header: str, ip: str) -> Principal:
-    """:func:`get_caller` on its parts: the ``Authorization`` header's text (``""`` when
-    absent) and the client IP (shared with the lean routes of ``api.lean``)."""
-    limits = runtime.risk.limits
-    runtime.risk.admit_auth(ip, limits)
-    try:
-        if header[: len(BEARER)].lower() != BEARER:
-            raise make_error(ErrorCode.UNAUTHENTICATED,
-                             "a valid API key is required (Authorization: Bearer <key>)")
-        text = header[len(BEARER):].strip()
-        cached = runtime.keys.authenticate_cached(text)
-        if cached is not None:
-            return cached
-        return await asyncio.to_thread(runtime.keys.authenticate, text)
-    except CardsvcError as error:
-        if error.code == ErrorCode.UNAUTHENTICATED:
-            runtime.risk.record_failures(None, ip, limits)
-        raise
+async def authenticate(runtime: Runtime, scope: Mapping[str, Any], header: str,
+                       ip: str) -> Principal:
+    """:func:`get_caller` on its parts: the request's ASGI scope, its ``Authorization``
+    header's text (``""`` when absent) and the client IP (shared with the lean routes of
+    ``api.lean``, which have no ``Request``)."""
+    if scope.get(CONTROL_SCOPE_KEY) is True:
+        return HOST_PRINCIPAL
+    return await runtime.gate.authenticate(header, ip)
 
 
 CallerDep = Annotated[Principal, Depends(get_caller)]

@@ -125,7 +125,7 @@ class LeanRoutes:
         client = scope.get("client")
         ip = client[0] if client else "unknown"
         try:
-            caller = await authenticate(runtime, authorization, ip)
+            caller = await authenticate(runtime, scope, authorization, ip)
             caller.require(route.scope_name)
             status, payload = await route.handler(runtime, caller, ip, data)
         except CardsvcError as error:

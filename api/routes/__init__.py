@@ -8,6 +8,7 @@ from api.routes import (
     agents,
     audit,
     catalog,
+    docs,
     exports,
     health,
     money,
@@ -23,4 +24,4 @@ RESOURCE_ROUTERS: tuple[APIRouter, ...] = (
 )
 """Every resource router, mounted under API_PREFIX by ``server.app``."""
 
-__all__ = ["API_PREFIX", "RESOURCE_ROUTERS", "health"]
+__all__ = ["API_PREFIX", "RESOURCE_ROUTERS", "docs", "health"]

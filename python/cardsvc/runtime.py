@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cardsvc import crypto, files
-from cardsvc.access import KeyAuthenticator, RiskGuard, RiskLimits
+from cardsvc.access import AccessGate, KeyAuthenticator, RiskGuard, RiskLimits
 from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
 from cardsvc.catalog import Batches, Catalog, ImportJobs
 from cardsvc.db import Database, WriteBatcher
@@ -42,7 +42,7 @@ from cardsvc.engine import (
 )
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.money import AgentMoney, ledger
-from cardsvc.redemption import Terminals
+from cardsvc.redemption import RedemptionHistory, Terminals
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
@@ -115,6 +115,8 @@ class Runtime:
         self.keyring = keyring
         self.risk = risk
         self.keys = KeyAuthenticator(db)
+        self.gate = AccessGate(self.keys, risk, db, store.engine.now_ms)
+        """Authentication of API requests and the brute-force lockouts' administration."""
         self.credentials = Credentials(db, self.keys, store.engine.now_ms)
         self.catalog = Catalog(store, db)
         self.price_cache = PriceCache()
@@ -137,6 +139,7 @@ class Runtime:
                              cooling_ms=cooling_ms, crash=crash)
         self.terminals = Terminals(store, db, risk, self.batches.prefixes,
                                    crypto.load_public_ids(store.config.data_dir))
+        self.redemptions = RedemptionHistory(store, db, self.terminals)
         self.recovery: dict[str, Any] = {}
         self.jobs = ImportJobs(self.batches, store.config.data_dir / "uploads")
         """File imports run here, off the request path: a bounded queue with its own workers,

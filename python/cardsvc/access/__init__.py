@@ -6,20 +6,32 @@ authorised in one vocabulary (``SCOPES``).
 
 from cardsvc.access.apikeys import (
     DEFAULT_SCOPES,
+    HOST_PRINCIPAL,
     KEY_PREFIX,
     ROLES,
     SCOPES,
     SCOPES_OF_ROLE,
     KeyAuthenticator,
+    KeyInfo,
     Principal,
     check_key_request,
     issue_key,
+    key_info,
     list_keys,
     parse_key,
     principal_of,
     revoke_key,
 )
-from cardsvc.access.risk import DAY_MS, RISK_ENV, Lockout, RiskGuard, RiskLimits
+from cardsvc.access.gate import ANONYMOUS_ACTOR, AccessGate, audit_lockouts, bearer_key
+from cardsvc.access.risk import (
+    DAY_MS,
+    RISK_ENV,
+    Lockout,
+    RiskGuard,
+    RiskLimits,
+    ip_subject,
+    key_subject,
+)
 from cardsvc.access.sessions import (
     EnrolmentResult,
     LockoutPolicy,
@@ -63,9 +75,11 @@ from cardsvc.access.users import (
 )
 
 __all__ = [
+    "ANONYMOUS_ACTOR",
     "ARGON2_PARAMS",
     "DAY_MS",
     "DEFAULT_SCOPES",
+    "HOST_PRINCIPAL",
     "INVITATION_TTL_MS",
     "KEY_PREFIX",
     "RISK_ENV",
@@ -75,11 +89,13 @@ __all__ = [
     "SCOPES_OF_USER_ROLE",
     "STAFF_ROLES",
     "USER_ROLES",
+    "AccessGate",
     "ApiKey",
     "Argon2Params",
     "EnrolmentResult",
     "Invitation",
     "KeyAuthenticator",
+    "KeyInfo",
     "Lockout",
     "LockoutPolicy",
     "LoginResult",
@@ -97,6 +113,8 @@ __all__ = [
     "UserInvitation",
     "UserSession",
     "accept_invitation",
+    "audit_lockouts",
+    "bearer_key",
     "check_key_request",
     "check_password",
     "check_user_request",
@@ -104,8 +122,11 @@ __all__ = [
     "disable_user",
     "get_user",
     "invite_user",
+    "ip_subject",
     "issue_invitation",
     "issue_key",
+    "key_info",
+    "key_subject",
     "list_keys",
     "list_users",
     "normalise_login",

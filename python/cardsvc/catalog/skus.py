@@ -12,9 +12,10 @@ Every mutation waits until the core's journal holds it before it returns (ack af
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
@@ -44,6 +45,23 @@ STATES = ("available", "held", "allocated", "redeemed", "frozen", "void", "withd
 """Stock counts by state (the core's states, plus ``expired``: unsold codes past their
 ``valid_until``, also counted in ``available``). ``withdrawn``: out of sale because an export
 put them in a file (still redeemable)."""
+POOL_CURSOR = (int, int)
+"""The sort key of the pool list: (``created_at_ms``, ``pool_id``), newest first; ``shared``
+(pool 0, which has no row) sorts last as (0, 0)."""
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A named stock pool: its name, the core's number for it, the agent whose channel it is
+    (None: the platform's), when it was named (0 for ``shared``, which always existed)."""
+
+    pool: str
+    pool_id: int
+    agent_id: str | None
+    created_at_ms: int
+
+
+SHARED_POOL_INFO = PoolInfo("shared", 0, None, 0)
 
 
 
@@ -173,6 +191,28 @@ class Catalog:
             raise make_error(ErrorCode.POOL_NOT_FOUND, "no such pool", {"pool": name})
         return pool_id
 
+    def list_pools(self, *, agent_id: str | None = None, cursor: str | None = None,
+                   limit: int | None = None) -> Page[PoolInfo]:
+        """Named pools newest first (``cardsvc.paging``), ``shared`` last; with ``agent_id``,
+        only that agent's channel pools. Reads only. Raises INVALID_ARGUMENT (a foreign
+        cursor), LIMIT_EXCEEDED (``limit``)."""
+        size = check_page_size(limit)
+        after = decode_cursor(cursor, POOL_CURSOR)
+        query = select(Pool)
+        if agent_id is not None:
+            query = query.where(Pool.agent_id == agent_id)
+        if after is not None:
+            query = query.where(or_(Pool.created_at_ms < after[0], and_(
+                Pool.created_at_ms == after[0], Pool.pool_id < after[1])))
+        query = query.order_by(Pool.created_at_ms.desc(), Pool.pool_id.desc()).limit(size + 1)
+        with self.db.read() as session:
+            rows = [PoolInfo(row.name, row.pool_id, row.agent_id, row.created_at_ms)
+                    for row in session.scalars(query)]
+        shared_key = (SHARED_POOL_INFO.created_at_ms, SHARED_POOL_INFO.pool_id)
+        if agent_id is None and len(rows) <= size and (after is None or shared_key < after):
+            rows.append(SHARED_POOL_INFO)
+        return page_of(rows, size, key=lambda info: (info.created_at_ms, info.pool_id))
+
     def pool_names(self) -> dict[int, str]:
         with self.db.read() as session:
             names = {row.pool_id: row.name for row in session.scalars(select(Pool))}
@@ -228,7 +268,8 @@ class Catalog:
         batch_id: int | None = None, actor: str,
     ) -> dict[str, Any]:
         """``freeze``, ``unfreeze`` or ``void`` one code, an order's codes or a batch's codes
-        (exactly one target). Returns ``{"changed", "unchanged"}``. Raises CODE_NOT_FOUND,
+        (exactly one target). Returns ``{"changed", "unchanged"}``; audited (``code.<action>``,
+        which a code's trace shows) only when something changed. Raises CODE_NOT_FOUND,
         ORDER_NOT_FOUND (no codes under that order), BATCH_NOT_FOUND, INVALID_ARGUMENT."""
         targets = [name for name, value in
                    (("code", code), ("order_id", order_id), ("batch_id", batch_id))
@@ -257,11 +298,12 @@ class Catalog:
         method = {"freeze": engine.freeze, "unfreeze": engine.unfreeze, "void": engine.void}[action]
         changed, unchanged = method(ids)
         self.store.wait_last()
-        now_ms = engine.now_ms()
-        with self.db.write() as session:
-            audit.append(session, actor=actor, action=f"code.{action}", object_type=object_type,
-                         object_id=object_id, details={"changed": changed, "codes": len(ids)},
-                         at_ms=now_ms)
+        if changed:  # a request that changed nothing (freezing a frozen code) leaves no record
+            with self.db.write() as session:
+                audit.append(session, actor=actor, action=f"code.{action}",
+                             object_type=object_type, object_id=object_id,
+                             details={"changed": changed, "codes": len(ids)},
+                             at_ms=engine.now_ms())
         return {"changed": changed, "unchanged": unchanged}
 
 
