@@ -34,7 +34,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from bench import http_bench as hb
-from bench import pg_server
+from bench import pg_server, profile_http
 from bench.http_apps import (
     RAW_APP_HEADER,
     TITLE_NOOP,
@@ -396,3 +396,13 @@ def test_quick_order_run_on_postgresql(tmp_path: Path) -> None:
     assert checks["database"] == "PostgreSQL database bench_cardsvc_order_1_pg_r0"
     assert sample["database_cpu_us_per_request"] > 0
     assert set(Path(tempfile.gettempdir()).glob("cardsvc-bench-pg-*")) <= before  # removed
+
+
+def test_profile_summary_counts_inclusive_and_self_per_function() -> None:
+    raw = ("main (a.py:1);work (/x/site-packages/lib.py:5);leaf (b.py:9) 3\n"
+           "main (a.py:1);work (/x/site-packages/lib.py:7) 1\n")
+    found = profile_http.summarise(raw)
+    assert found.total == 4
+    assert found.inclusive["main (a.py)"] == 4 and found.inclusive["work (lib.py)"] == 4
+    assert found.own == {"leaf (b.py)": 3, "work (lib.py)": 1}
+    assert "75.0% leaf (b.py)" in found.table(5)
