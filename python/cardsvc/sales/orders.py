@@ -83,6 +83,8 @@ PENDING_ORDER_AGE_MS = 10_000
 leave it alone, and reconciliation does not report it as stuck."""
 REASON_LEN_MAX = 200
 """Characters of a support reveal's reason (kept in the audit log)."""
+Revealed = list[tuple[str, str | None]]
+"""An order's codes in plaintext, ``(code, pin)`` in the order's code order."""
 COOLING_MS_DEFAULT = 7 * DAY_MS
 """Commissions stay pending a week (refunds reverse them) before they become available."""
 ORDER_STATUSES = ("pending", "fulfilled", "failed", "refunded")
@@ -169,7 +171,8 @@ class Orders:
         row, created = await self.batcher.submit_async(
             lambda session: self._begin(session, request, actor, now_ms, limits))
         self.crash("after_debit")
-        view = self._result(await self._drive(row, actor))
+        row, texts = await self._drive(row, actor)
+        view = self._result(row, texts=texts)
         if not created and view.codes:  # a retry delivers the codes again: a re-delivery
             await asyncio.to_thread(
                 audit.record, self.db, actor=actor, action="order.redeliver",
@@ -248,11 +251,12 @@ class Orders:
 
     # ----- driving -----
 
-    async def _drive(self, row: Order, actor: str) -> Order:
+    async def _drive(self, row: Order, actor: str) -> tuple[Order, Revealed | None]:
         """Steps 2 and 3 for a pending order (nothing for a finished one): the one driver of the
-        saga. Returns the row as it ended; a definitive refusal ends it failed and is raised."""
+        saga. Returns the row as it ended, with its codes in plaintext when this call fulfilled
+        it (read inside step 3's unit); a definitive refusal ends it failed and is raised."""
         if row.status != "pending":
-            return row
+            return row, None
         try:
             ids = self._allocate(row)
         except CardsvcError as error:
@@ -263,18 +267,21 @@ class Orders:
         self.crash("after_allocate")
         await self.store.wait_async(Engine.last_ticket())
         self.crash("after_durable")
-        row = await self.batcher.submit_async(self._finish_work(row.order_id, ids, None, actor))
+        row, texts = await self.batcher.submit_async(
+            self._finish_work(row.order_id, ids, None, actor))
         self.crash("after_settle")
-        return row
+        return row, texts
 
-    def _result(self, row: Order, *, masked: bool = False) -> OrderView:
-        """The delivered order (masked for an admin), or its stored error raised."""
+    def _result(self, row: Order, *, masked: bool = False,
+                texts: Revealed | None = None) -> OrderView:
+        """The delivered order (masked for an admin), or its stored error raised; ``texts``:
+        its codes already revealed by step 3."""
         if row.status == "failed":
             stored = row.error_details or {}
             raise make_error(row.error_code or ErrorCode.INTERNAL_ERROR,
                              str(stored.get("message", "the order failed")),
                              dict(stored.get("details", {})))
-        return self._deliver(row, masked=masked)
+        return self._deliver(row, masked=masked, texts=texts)
 
     def _allocate(self, row: Order) -> list[int]:
         """Step 2: the order's codes, allocated now or by an earlier attempt."""
@@ -302,7 +309,8 @@ class Orders:
                          {**refused.details, "available": available})
 
     def _finish_work(self, order_id: str, ids: Sequence[int] | None,
-                     error: CardsvcError | None, actor: str) -> Callable[[Session], Order]:
+                     error: CardsvcError | None,
+                     actor: str) -> Callable[[Session], tuple[Order, Revealed | None]]:
         """Step 3 as a group-commit unit: fulfilled and settled, or failed with its escrow
         released."""
         now_ms = self.engine.now_ms()
@@ -312,12 +320,13 @@ class Orders:
 
     def _finish_unit(self, session: Session, order_id: str, ids: Sequence[int] | None,
                      batches: dict[int, int] | None, error: CardsvcError | None, actor: str,
-                     now_ms: int) -> Order:
+                     now_ms: int) -> tuple[Order, Revealed | None]:
         row = session.get(Order, order_id)
         if row is None:
             raise AssertionError(f"order {order_id} vanished")
         if row.status != "pending":
-            return row
+            return row, None
+        texts: Revealed | None = None
         row.updated_at_ms = now_ms
         if error is None:
             chain = [(str(agent), int(price)) for agent, price in row.price_chain or []]
@@ -331,13 +340,17 @@ class Orders:
             row.status = "fulfilled"
             row.code_ids = list(ids or [])
             row.settle_txn_id = settled.txn_id
+            try:  # deliver from this unit's session: no read session per order
+                texts = self.revealer.reveal(row.code_ids, session=session)
+            except CardsvcError:
+                texts = None  # revealed (and refused) after the commit, as a retry would be
         else:
             if row.debit_txn_id is not None:
                 settlement.release_order(session, order_id, actor, now_ms)
             row.status = "failed"
             row.error_code = error.code.value
             row.error_details = {"message": error.message, "details": error.details}
-        return row
+        return row, texts
 
     def _batches_of(self, ids: Sequence[int]) -> dict[int, int]:
         """How many of the codes come from each batch (the core knows)."""
@@ -362,12 +375,15 @@ class Orders:
             total += batches[batch_id] * int(cost)
         return total if rows else None
 
-    def _deliver(self, row: Order, *, masked: bool = False) -> OrderView:
+    def _deliver(self, row: Order, *, masked: bool = False,
+                 texts: Revealed | None = None) -> OrderView:
         """The order as its owner sees it, codes in plaintext (DESIGN.md: delivery), or, with
-        ``masked``, as an admin sees it: every code through ``mask_code`` and no PIN."""
+        ``masked``, as an admin sees it: every code through ``mask_code`` and no PIN. ``texts``:
+        the codes already revealed (by step 3), else they are revealed here."""
         codes: list[DeliveredCode] = []
         if row.status in ("fulfilled", "refunded") and row.code_ids:
-            texts = self.revealer.reveal(row.code_ids)
+            if texts is None:
+                texts = self.revealer.reveal(row.code_ids)
             for code_id, (code, pin) in zip(row.code_ids, texts, strict=True):
                 info = self.engine.code_info(code_id)
                 if masked:
@@ -425,8 +441,8 @@ class Orders:
             raise make_error(ErrorCode.ORDER_NOT_FOUND, "no such order", {"order_id": order_id})
         if row.status == "failed":
             return order_view(row)
-        row = await self._drive(row, actor)
-        view = self._result(row, masked=agent_id is None)
+        row, texts = await self._drive(row, actor)
+        view = self._result(row, masked=agent_id is None, texts=texts)
         if agent_id is None:
             return view
         if view.codes:
