@@ -38,7 +38,7 @@ import dataclasses
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -83,6 +83,10 @@ PENDING_ORDER_AGE_MS = 10_000
 leave it alone, and reconciliation does not report it as stuck."""
 REASON_LEN_MAX = 200
 """Characters of a support reveal's reason (kept in the audit log)."""
+_BATCH_COSTS = "cardsvc.sales.batch_costs"
+"""``Session.info`` key of the batch costs a transaction has read (``Orders._cost``)."""
+_NO_BATCH = object()
+"""A batch id that names no batch (it counts nothing)."""
 Revealed = list[tuple[str, str | None]]
 """An order's codes in plaintext, ``(code, pin)`` in the order's code order."""
 COOLING_MS_DEFAULT = 7 * DAY_MS
@@ -363,17 +367,31 @@ class Orders:
     @staticmethod
     def _cost(session: Session, batches: dict[int, int]) -> int | None:
         """What the codes cost the platform: each code's batch unit cost, else the SKU's cost;
-        None when either is unknown for some code (the whole price is then revenue)."""
-        rows = session.execute(select(Batch.batch_id, Batch.unit_cost_minor, Sku.cost_minor)
-                               .join(Sku, Sku.sku == Batch.sku)
-                               .where(Batch.batch_id.in_(list(batches)))).all()
+        None when either is unknown for some code (the whole price is then revenue). Batches
+        that do not exist count nothing (None when none exists). The cost of each batch is read
+        once per transaction (``session.info``): the step-3 units of one commit group share the
+        read, as they share the transaction's view of the catalog."""
+        known: dict[int, object] = session.info.setdefault(_BATCH_COSTS, {})
+        missing = [batch_id for batch_id in batches if batch_id not in known]
+        if missing:
+            for batch_id in missing:
+                known[batch_id] = _NO_BATCH
+            rows = session.execute(select(Batch.batch_id, Batch.unit_cost_minor, Sku.cost_minor)
+                                   .join(Sku, Sku.sku == Batch.sku)
+                                   .where(Batch.batch_id.in_(missing))).all()
+            for batch_id, unit, sku_cost in rows:
+                known[batch_id] = unit if unit is not None else sku_cost
         total = 0
-        for batch_id, unit, sku_cost in rows:
-            cost = unit if unit is not None else sku_cost
+        found = False
+        for batch_id, count in batches.items():
+            cost = known[batch_id]
+            if cost is _NO_BATCH:
+                continue
+            found = True
             if cost is None:
                 return None
-            total += batches[batch_id] * int(cost)
-        return total if rows else None
+            total += count * int(cast(int, cost))
+        return total if found else None
 
     def _deliver(self, row: Order, *, masked: bool = False,
                  texts: Revealed | None = None) -> OrderView:
