@@ -30,13 +30,12 @@ import cardsvc
 from api import lean
 from api.deps import CONTROL_SCOPE_KEY
 from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
-from api.routes import API_PREFIX, RESOURCE_ROUTERS, docs, health
+from api.routes import API_PREFIX, RESOURCE_ROUTERS, docs, health, notify
 from cardsvc.engine import Store
 from cardsvc.runtime import Runtime
 from server.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
 from server.settings import Settings
-from web import create_web
-from web.settings import WebSettings
+from web import WebSettings, create_web, mail_composer, store_routes
 
 log = logging.getLogger("cardsvc.api")
 
@@ -61,13 +60,15 @@ def create_app(settings: Settings, *, store: Store | None = None,
     process on SIGTERM before its caller's own clean-up could run.
     """
 
+    web = create_web(WebSettings.from_env(settings.data_dir, demo_pages=False),
+                     routes=store_routes())
+    config = settings.service_config(composer=mail_composer(web))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Recovery reads the whole journal and closing joins threads: keep the loop free.
         try:
-            runtime = await asyncio.to_thread(
-                Runtime.open, settings.service_config(), store=store
-            )
+            runtime = await asyncio.to_thread(Runtime.open, config, store=store)
         except BaseException:
             if store is not None:
                 await asyncio.to_thread(store.close)
@@ -77,10 +78,12 @@ def create_app(settings: Settings, *, store: Store | None = None,
         if settings.gc_tuning:
             tune_collector()
         timer = asyncio.create_task(_recovery_timer(runtime, settings.recovery_interval_s))
+        mailer = asyncio.create_task(_mail_timer(runtime, settings.mail_interval_s))
         try:
             yield
         finally:
             timer.cancel()
+            mailer.cancel()
             await asyncio.to_thread(runtime.close)
             if on_close is not None:
                 on_close()
@@ -107,11 +110,12 @@ def create_app(settings: Settings, *, store: Store | None = None,
     )
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(notify.router)
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    app.state.web = create_web(WebSettings.from_env(settings.data_dir))
-    """The web pages, served beside the API by :func:`create_asgi` (their runtime is set by the
-    lifespan)."""
+    app.state.web = web
+    """The web pages (the storefront), served beside the API by :func:`create_asgi` (their
+    runtime is set by the lifespan)."""
     return app
 
 
@@ -135,7 +139,7 @@ def tune_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-API_PATHS = ("/v1", "/healthz", "/readyz", "/openapi.json", "/docs")
+API_PATHS = ("/v1", "/healthz", "/readyz", "/openapi.json", "/docs", "/pay/notify")
 """Paths (and the paths below them) that belong to the JSON application; the rest is the web's."""
 
 
@@ -187,6 +191,16 @@ async def _recovery_timer(runtime: Runtime, interval_s: float) -> None:
             continue
         if any(counts.values()):
             log.info("recovery timer: %s", counts)
+
+
+async def _mail_timer(runtime: Runtime, interval_s: float) -> None:
+    """Sends the outbox's mails every few seconds (``Runtime.deliver_mail``)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await runtime.deliver_mail()
+        except Exception as error:  # logged and retried next round
+            log_unexpected(error)
 
 
 def create_app_from_env() -> Composed:

@@ -22,6 +22,7 @@ from cardsvc.access.apikeys import (
     principal_of,
     revoke_key,
 )
+from cardsvc.access.challenges import Challenges
 from cardsvc.access.gate import ANONYMOUS_ACTOR, AccessGate, audit_lockouts, bearer_key
 from cardsvc.access.risk import (
     DAY_MS,
@@ -92,6 +93,7 @@ __all__ = [
     "AccessGate",
     "ApiKey",
     "Argon2Params",
+    "Challenges",
     "EnrolmentResult",
     "Invitation",
     "KeyAuthenticator",

@@ -3,6 +3,7 @@ of ledger, orders and stock (``reconcile``). Dashboards and alerts join them her
 """
 
 from cardsvc.reports.reconcile import report as reconciliation_report
+from cardsvc.reports.retail import channel_reconciliation
 from cardsvc.reports.trace import trace_code
 
-__all__ = ["reconciliation_report", "trace_code"]
+__all__ = ["channel_reconciliation", "reconciliation_report", "trace_code"]
