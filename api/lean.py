@@ -222,7 +222,7 @@ async def _hold(runtime: Runtime, caller: Principal, ip: str, body: Any) -> tupl
     hold = await runtime.holds.hold(agent_of(caller), body.sku, body.quantity, body.ttl_seconds,
                                     buyer_id=body.buyer_id, client_hold_id=body.client_hold_id,
                                     limits=runtime.risk.limits_of(caller), actor=caller.key_id)
-    return 201, hold_json(hold)
+    return (200 if hold.replayed else 201), hold_json(hold)
 
 
 @dataclass(frozen=True, slots=True)

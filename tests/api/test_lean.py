@@ -149,6 +149,9 @@ async def test_batch_and_holds_answer_as_fastapi(catalog: Api,
     assert {k: v for k, v in lean.json().items() if k not in moving} == {
         k: v for k, v in plain.json().items() if k not in moving}
     assert lean.json()["state"] == "open" and lean.json()["amount_minor"]
+    # a retry: 200 with the hold as first made, on both paths
+    retry, _ = await both(api, classic, "/v1/holds", agent, body(hold))
+    assert retry.status_code == 200 and retry.json() == lean.json()
     for key, bad in ((terminal, hold), (agent, {**hold, "quantity": 0}),
                      (agent, {**hold, "quantity": "1"}), (agent, {**hold, "sku": "NOPE"}),
                      (None, hold)):
