@@ -14,8 +14,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 
@@ -48,11 +48,18 @@ async def get_caller(request: Request) -> Principal:
     that came through the server's control socket (the server marks it: ``cardsvc.control``;
     only the data directory's owner can connect) is the host's command line. Runs on the event
     loop (a dependency declared ``def`` would cost a thread-pool round trip per request)."""
-    if request.scope.get(CONTROL_SCOPE_KEY) is True:
+    return await authenticate(cast(Runtime, request.app.state.runtime), request.scope,
+                              request.headers.get("authorization", ""), client_ip(request))
+
+
+async def authenticate(runtime: Runtime, scope: Mapping[str, Any], header: str,
+                       ip: str) -> Principal:
+    """:func:`get_caller` on its parts: the request's ASGI scope, its ``Authorization``
+    header's text (``""`` when absent) and the client IP (shared with the lean routes of
+    ``api.lean``, which have no ``Request``)."""
+    if scope.get(CONTROL_SCOPE_KEY) is True:
         return HOST_PRINCIPAL
-    runtime = cast(Runtime, request.app.state.runtime)
-    return await runtime.gate.authenticate(request.headers.get("authorization", ""),
-                                           client_ip(request))
+    return await runtime.gate.authenticate(header, ip)
 
 
 CallerDep = Annotated[Principal, Depends(get_caller)]

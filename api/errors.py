@@ -313,11 +313,17 @@ def log_unexpected(error: BaseException) -> None:
               f"; caused by {', '.join(causes)}" if causes else "")
 
 
-async def _cardsvc_error(request: Request, error: CardsvcError) -> Response:
-    del request
+def cardsvc_error_response(error: CardsvcError) -> Response:
+    """The envelope of a ``CardsvcError`` (logged when its status is 5xx): what the exception
+    handler answers, for the lean routes of ``api.lean`` that render errors themselves."""
     if STATUS_OF[error.code] >= 500:
         log.error("%s: %s", error.code.value, error.message)
     return error_response(error.code, error.message, error.details)
+
+
+async def _cardsvc_error(request: Request, error: CardsvcError) -> Response:
+    del request
+    return cardsvc_error_response(error)
 
 
 def _safe_loc_part(part: Any) -> int | str:

@@ -34,7 +34,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from bench import http_bench as hb
-from bench import pg_server
+from bench import pg_server, profile_http
 from bench.http_apps import (
     RAW_APP_HEADER,
     TITLE_NOOP,
@@ -219,6 +219,23 @@ def test_parse_wrk_reads_the_orders_created() -> None:
     assert hb.parse_wrk(WRK_REDEEM_OK).created is None  # redeem.lua counts no creations
 
 
+def test_issue_12_targets_exist_with_their_sizes() -> None:
+    targets = {t.key: t for t in hb.TARGETS}
+    assert targets["cardsvc_batch_100"].items == 100
+    assert targets["cardsvc_batch_1000"].per_request == 1000
+    assert targets["cardsvc_batch_1000"].sized(hb.FULL).connections == hb.BATCH_CONNECTIONS
+    assert targets["cardsvc_holds"].script == "hold"
+    assert {key.removesuffix("_classic") for key, t in targets.items() if t.classic} == {
+        "cardsvc_verify", "cardsvc_redeem", "cardsvc_holds", "cardsvc_batch_100",
+        "cardsvc_batch_1000", "cardsvc_order_1"}
+    risky = {key for key, t in targets.items() if t.risk}
+    assert risky == {"cardsvc_verify_risk", "cardsvc_redeem_risk", "cardsvc_holds_risk",
+                     "cardsvc_batch_1000_risk", "cardsvc_order_1_risk"}
+    line = next(x for x in WRK_REDEEM_OK.splitlines() if x.startswith("http_bench:"))
+    failing = hb.parse_wrk(WRK_REDEEM_OK.replace(line, line + " failed=3"))
+    assert failing.failed == 3 and hb.parse_wrk(WRK_REDEEM_OK).failed is None
+
+
 def test_order_targets_cover_both_quantities_on_both_databases() -> None:
     orders = {t.key: (t.quantity, t.database) for t in hb.TARGETS if t.script == "order"}
     assert orders == {
@@ -226,6 +243,8 @@ def test_order_targets_cover_both_quantities_on_both_databases() -> None:
         "cardsvc_order_10": (10, "sqlite"),
         "cardsvc_order_1_pg": (1, "postgresql"),
         "cardsvc_order_10_pg": (10, "postgresql"),
+        "cardsvc_order_1_risk": (1, "sqlite"),
+        "cardsvc_order_1_classic": (1, "sqlite"),
     }
     assert hb.parse_args([]).targets is None  # the default: every target (see main)
     assert hb.parse_args(["--targets", "cardsvc_order_10,raw"]).targets == [
@@ -377,3 +396,13 @@ def test_quick_order_run_on_postgresql(tmp_path: Path) -> None:
     assert checks["database"] == "PostgreSQL database bench_cardsvc_order_1_pg_r0"
     assert sample["database_cpu_us_per_request"] > 0
     assert set(Path(tempfile.gettempdir()).glob("cardsvc-bench-pg-*")) <= before  # removed
+
+
+def test_profile_summary_counts_inclusive_and_self_per_function() -> None:
+    raw = ("main (a.py:1);work (/x/site-packages/lib.py:5);leaf (b.py:9) 3\n"
+           "main (a.py:1);work (/x/site-packages/lib.py:7) 1\n")
+    found = profile_http.summarise(raw)
+    assert found.total == 4
+    assert found.inclusive["main (a.py)"] == 4 and found.inclusive["work (lib.py)"] == 4
+    assert found.own == {"leaf (b.py)": 3, "work (lib.py)": 1}
+    assert "75.0% leaf (b.py)" in found.table(5)

@@ -65,6 +65,12 @@ ENV_PIN_LOCKOUT_S = "CARDSVC_PIN_LOCKOUT_S"
 ENV_PIN_LOCKOUT_MAX_S = "CARDSVC_PIN_LOCKOUT_MAX_S"
 """The per-code PIN lockout (docs/engine.md): wrong PINs before a lock, the first lockout in
 seconds (doubling per further lockout), the longest lockout in seconds."""
+ENV_LEAN_ROUTES = "CARDSVC_LEAN_ROUTES"
+"""``off`` leaves FastAPI's own handlers on the hot routes (``api.lean``); default on."""
+ENV_GC_TUNING = "CARDSVC_GC_TUNING"
+"""``off`` leaves the garbage collector as Python sets it; default on for ``cardsvc serve``
+(``server.app.tune_collector``)."""
+SWITCH_VALUES = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
 ENV_TRUSTED_PROXIES = "CARDSVC_TRUSTED_PROXIES"
 """Comma-separated addresses or CIDR networks of the reverse proxies in front of the service.
 Empty (the default): no proxy is trusted, ``X-Forwarded-For`` is ignored and the client address
@@ -115,6 +121,12 @@ class Settings:
     pin_failures_max: int = PIN_FAILURES_DEFAULT
     pin_lockout_s: int = PIN_LOCKOUT_MS_DEFAULT // 1000
     pin_lockout_max_s: int = PIN_LOCKOUT_MAX_MS_DEFAULT // 1000
+    lean_routes: bool = True
+    """The lean handlers of the hot routes (``api.lean``); False keeps FastAPI's."""
+    gc_tuning: bool = False
+    """Freeze what start-up allocated and raise the collector's thresholds once the service is
+    open (``server.app.tune_collector``). Off by default so that apps built inside a test
+    process leave its collector alone; ``from_env`` (``cardsvc serve``) turns it on."""
     trusted_proxies: tuple[str, ...] = ()
     public_url: str | None = None
     """Where buyers and providers reach the shop (links in mail, notify URLs); default
@@ -189,6 +201,8 @@ class Settings:
                                        PIN_LOCKOUT_MS_DEFAULT // 1000),
             "pin_lockout_max_s": _int_from(env, ENV_PIN_LOCKOUT_MAX_S, "pin_lockout_max_s",
                                            PIN_LOCKOUT_MAX_MS_DEFAULT // 1000),
+            "lean_routes": _switch_from(env, ENV_LEAN_ROUTES, "lean_routes", True),
+            "gc_tuning": _switch_from(env, ENV_GC_TUNING, "gc_tuning", True),
             "trusted_proxies": tuple(env.get(ENV_TRUSTED_PROXIES, "").split(",")),
             "public_url": env.get(ENV_PUBLIC_URL) or None,
             "production": _flag(env, ENV_PRODUCTION, False),
@@ -277,3 +291,13 @@ def _int_from(env: Mapping[str, str], name: str, field: str, default: int) -> in
         return int(raw)
     except ValueError:
         raise invalid(field, f"{name} must be an integer") from None
+
+
+def _switch_from(env: Mapping[str, str], name: str, field: str, default: bool) -> bool:
+    raw = env.get(name)
+    if not raw:
+        return default
+    value = SWITCH_VALUES.get(raw.strip().lower())
+    if value is None:
+        raise invalid(field, f"{name} must be on or off")
+    return value

@@ -8,13 +8,14 @@ Method: ``create_asgi`` over a temporary data directory, requests through httpx'
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from server.app import Composed, create_asgi
+from server.app import GC_THRESHOLDS, Composed, create_asgi, tune_collector
 from server.settings import Settings
 
 
@@ -62,3 +63,14 @@ async def test_a_web_form_without_its_token_is_refused_by_the_web_layer(
                               headers={"origin": "https://testserver"})
     assert refused.status_code == 403
     assert refused.headers["content-type"].startswith("text/html")
+
+
+def test_tune_collector_freezes_start_up_and_sets_the_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -51,6 +51,8 @@ def test_environment_is_read_and_overrides_win() -> None:
         ({"CARDSVC_PORT": "eighty"}, "port"),
         ({"CARDSVC_PORT": "70000"}, "port"),
         ({"CARDSVC_REQUEST_BODY_BYTES_MAX": "0"}, "request_body_bytes_max"),
+        ({"CARDSVC_LEAN_ROUTES": "maybe"}, "lean_routes"),
+        ({"CARDSVC_GC_TUNING": "2"}, "gc_tuning"),
         ({"CARDSVC_TRUSTED_PROXIES": "*"}, "trusted_proxies"),
         ({"CARDSVC_TRUSTED_PROXIES": "10.0.0.1, proxy.example"}, "trusted_proxies"),
         ({"CARDSVC_TRUSTED_PROXIES": "10.0.0.0/33"}, "trusted_proxies"),
@@ -61,6 +63,14 @@ def test_bad_values_are_invalid_argument_naming_the_field(env: dict[str, str], f
         Settings.from_env(env)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
     assert caught.value.details["field"] == field
+
+
+def test_lean_routes_and_gc_tuning_are_on_when_serving_and_can_be_turned_off() -> None:
+    assert Settings(data_dir=Path("d")).gc_tuning is False  # apps built inside tests
+    served = Settings.from_env({})
+    assert (served.lean_routes, served.gc_tuning) == (True, True)
+    off = Settings.from_env({"CARDSVC_LEAN_ROUTES": "off", "CARDSVC_GC_TUNING": "OFF"})
+    assert (off.lean_routes, off.gc_tuning) == (False, False)
 
 
 def test_no_proxy_is_trusted_unless_named() -> None:

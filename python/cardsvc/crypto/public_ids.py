@@ -18,7 +18,10 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -33,20 +36,66 @@ ID_TEXT_LEN = 26
 """Base32 characters of one encrypted block (16 bytes) without padding."""
 
 
+_BASE32_LOWER = bytes(b"abcdefghijklmnopqrstuvwxyz234567"[i] if i < 32 else 0 for i in range(256))
+"""``bytes.translate`` table: a 5-bit value (0..31) to its lower-case base32 character."""
+
+
+def _base32_blocks(sealed: bytes) -> list[str]:
+    """The lower-case, unpadded base32 text (26 characters) of each 16-byte block of
+    ``sealed``, as ``base64.b32encode`` gives it, without a Python step per 5 bytes: each block
+    is padded to 20 bytes (4 groups of 40 bits, the last group's 8 bits then zeros), each group
+    placed in the low 5 bytes of its own 64-bit slot (strided slice copies), the 8 five-bit
+    fields of every slot moved to a byte each by 8 mask-and-shift operations on one integer,
+    and the bytes translated to characters. Characters 27..32 of a block (the padding's) are
+    dropped."""
+    count = len(sealed) // 16
+    padded = bytearray(count * 20)
+    for j in range(16):
+        padded[j::20] = sealed[j::16]
+    slots = bytearray(count * 32)
+    for j in range(5):
+        slots[3 + j::8] = padded[j::5]
+    value = int.from_bytes(slots, "big")
+    spread = 0
+    for k in range(8):
+        mask = int.from_bytes((31 << (5 * k)).to_bytes(8, "big") * (count * 4), "big")
+        spread |= (value & mask) << (3 * k)
+    text = spread.to_bytes(count * 32, "big").translate(_BASE32_LOWER).decode("ascii")
+    return [text[32 * i:32 * i + ID_TEXT_LEN] for i in range(count)]
+
+
 class PublicIds:
-    """Encodes and decodes the public ids of one data directory. Thread-safe (no state)."""
+    """Encodes and decodes the public ids of one data directory. Thread-safe: each thread keeps
+    its own AES-ECB encryptor (ECB carries no state from block to block, so one context encrypts
+    any number of blocks; making a context costs ~5 µs, more than the block itself)."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) != PUBLIC_ID_KEY_LEN:
             raise ValueError(f"a public id key is {PUBLIC_ID_KEY_LEN} bytes")
         self._cipher = Cipher(algorithms.AES(key), modes.ECB())
+        self._local = threading.local()
+
+    def _encryptor(self) -> Any:
+        encryptor = getattr(self._local, "encryptor", None)
+        if encryptor is None:
+            encryptor = self._local.encryptor = self._cipher.encryptor()
+        return encryptor
 
     def encode(self, kind: str, number: int) -> str:
         """The public id of internal ``number`` (0..2^64-1) of ``kind``. Pure."""
         block = bytes([KINDS[kind]]) + number.to_bytes(8, "big") + bytes(7)
-        encryptor = self._cipher.encryptor()
-        sealed = encryptor.update(block) + encryptor.finalize()
+        sealed = self._encryptor().update(block)
         return f"{kind}_" + base64.b32encode(sealed).decode("ascii").rstrip("=").lower()
+
+    def encode_many(self, kind: str, numbers: Sequence[int]) -> list[str]:
+        """``[encode(kind, n) for n in numbers]``, with one cipher call for all of them and a
+        base32 done by whole-buffer operations (:func:`_base32_blocks`)."""
+        tag = bytes([KINDS[kind]])
+        tail = bytes(7)
+        blocks = b"".join([tag + number.to_bytes(8, "big") + tail for number in numbers])
+        sealed = self._encryptor().update(blocks)
+        prefix = f"{kind}_"
+        return [prefix + text for text in _base32_blocks(sealed)]
 
     def decode(self, kind: str, text: str) -> int | None:
         """The internal number of a public id of ``kind``, or None when ``text`` is not one

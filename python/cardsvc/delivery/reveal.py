@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cardsvc.catalog import Batch, CodePayload
 from cardsvc.crypto import MasterKeys
@@ -48,12 +49,15 @@ class Revealer:
         self.keyring = keyring
         self.data_keys = DataKeyCache()
 
-    def reveal(self, code_ids: Sequence[int]) -> list[tuple[str, str | None]]:
-        """The plaintext ``(code, pin)`` of each code id, in the order given. Raises
+    def reveal(self, code_ids: Sequence[int],
+               session: Session | None = None) -> list[tuple[str, str | None]]:
+        """The plaintext ``(code, pin)`` of each code id, in the order given, read in
+        ``session`` when given (the order saga delivers from inside its step-3 unit, so an order
+        costs no read session of its own), else in a read session of its own. Raises
         PAYLOAD_CORRUPT, INTERNAL_ERROR (a payload missing)."""
         opened: dict[int, RevealedCode] = {}
         for start in range(0, len(code_ids), CHUNK_CODES):
-            for item in self._open(code_ids[start:start + CHUNK_CODES]):
+            for item in self._open(code_ids[start:start + CHUNK_CODES], session):
                 opened[item.code_id] = item
         out: list[tuple[str, str | None]] = []
         for code_id in code_ids:
@@ -71,14 +75,17 @@ class Revealer:
         for start in range(0, len(code_ids), chunk_codes):
             yield self._open(code_ids[start:start + chunk_codes])
 
-    def _open(self, ids: Sequence[int]) -> list[RevealedCode]:
-        with self.db.read() as session:
-            rows = session.execute(
-                select(CodePayload.code_id, CodePayload.batch_id, CodePayload.sealed, Batch.sku,
-                       Batch.master_key_id, Batch.data_key_wrapped)
-                .join(Batch, Batch.batch_id == CodePayload.batch_id)
-                .where(CodePayload.code_id.in_(list(ids))).order_by(CodePayload.code_id)
-            ).all()
+    def _open(self, ids: Sequence[int], session: Session | None = None) -> list[RevealedCode]:
+        statement = (
+            select(CodePayload.code_id, CodePayload.batch_id, CodePayload.sealed, Batch.sku,
+                   Batch.master_key_id, Batch.data_key_wrapped)
+            .join(Batch, Batch.batch_id == CodePayload.batch_id)
+            .where(CodePayload.code_id.in_(list(ids))).order_by(CodePayload.code_id))
+        if session is None:
+            with self.db.read() as own:
+                rows = own.execute(statement).all()
+        else:
+            rows = session.execute(statement).all()
         out = []
         for code_id, batch_id, sealed, sku, master_key_id, wrapped in rows:
             data_key = self.data_keys.get_or_unwrap(batch_id, self.keyring, master_key_id,

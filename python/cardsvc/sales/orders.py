@@ -38,7 +38,7 @@ import dataclasses
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -83,6 +83,12 @@ PENDING_ORDER_AGE_MS = 10_000
 leave it alone, and reconciliation does not report it as stuck."""
 REASON_LEN_MAX = 200
 """Characters of a support reveal's reason (kept in the audit log)."""
+_BATCH_COSTS = "cardsvc.sales.batch_costs"
+"""``Session.info`` key of the batch costs a transaction has read (``Orders._cost``)."""
+_NO_BATCH = object()
+"""A batch id that names no batch (it counts nothing)."""
+Revealed = list[tuple[str, str | None]]
+"""An order's codes in plaintext, ``(code, pin)`` in the order's code order."""
 COOLING_MS_DEFAULT = 7 * DAY_MS
 """Commissions stay pending a week (refunds reverse them) before they become available."""
 ORDER_STATUSES = ("pending", "fulfilled", "failed", "refunded")
@@ -169,7 +175,8 @@ class Orders:
         row, created = await self.batcher.submit_async(
             lambda session: self._begin(session, request, actor, now_ms, limits))
         self.crash("after_debit")
-        view = self._result(await self._drive(row, actor))
+        row, texts = await self._drive(row, actor)
+        view = self._result(row, texts=texts)
         if not created and view.codes:  # a retry delivers the codes again: a re-delivery
             await asyncio.to_thread(
                 audit.record, self.db, actor=actor, action="order.redeliver",
@@ -248,11 +255,12 @@ class Orders:
 
     # ----- driving -----
 
-    async def _drive(self, row: Order, actor: str) -> Order:
+    async def _drive(self, row: Order, actor: str) -> tuple[Order, Revealed | None]:
         """Steps 2 and 3 for a pending order (nothing for a finished one): the one driver of the
-        saga. Returns the row as it ended; a definitive refusal ends it failed and is raised."""
+        saga. Returns the row as it ended, with its codes in plaintext when this call fulfilled
+        it (read inside step 3's unit); a definitive refusal ends it failed and is raised."""
         if row.status != "pending":
-            return row
+            return row, None
         try:
             ids = self._allocate(row)
         except CardsvcError as error:
@@ -263,18 +271,21 @@ class Orders:
         self.crash("after_allocate")
         await self.store.wait_async(Engine.last_ticket())
         self.crash("after_durable")
-        row = await self.batcher.submit_async(self._finish_work(row.order_id, ids, None, actor))
+        row, texts = await self.batcher.submit_async(
+            self._finish_work(row.order_id, ids, None, actor))
         self.crash("after_settle")
-        return row
+        return row, texts
 
-    def _result(self, row: Order, *, masked: bool = False) -> OrderView:
-        """The delivered order (masked for an admin), or its stored error raised."""
+    def _result(self, row: Order, *, masked: bool = False,
+                texts: Revealed | None = None) -> OrderView:
+        """The delivered order (masked for an admin), or its stored error raised; ``texts``:
+        its codes already revealed by step 3."""
         if row.status == "failed":
             stored = row.error_details or {}
             raise make_error(row.error_code or ErrorCode.INTERNAL_ERROR,
                              str(stored.get("message", "the order failed")),
                              dict(stored.get("details", {})))
-        return self._deliver(row, masked=masked)
+        return self._deliver(row, masked=masked, texts=texts)
 
     def _allocate(self, row: Order) -> list[int]:
         """Step 2: the order's codes, allocated now or by an earlier attempt."""
@@ -302,7 +313,8 @@ class Orders:
                          {**refused.details, "available": available})
 
     def _finish_work(self, order_id: str, ids: Sequence[int] | None,
-                     error: CardsvcError | None, actor: str) -> Callable[[Session], Order]:
+                     error: CardsvcError | None,
+                     actor: str) -> Callable[[Session], tuple[Order, Revealed | None]]:
         """Step 3 as a group-commit unit: fulfilled and settled, or failed with its escrow
         released."""
         now_ms = self.engine.now_ms()
@@ -312,12 +324,13 @@ class Orders:
 
     def _finish_unit(self, session: Session, order_id: str, ids: Sequence[int] | None,
                      batches: dict[int, int] | None, error: CardsvcError | None, actor: str,
-                     now_ms: int) -> Order:
+                     now_ms: int) -> tuple[Order, Revealed | None]:
         row = session.get(Order, order_id)
         if row is None:
             raise AssertionError(f"order {order_id} vanished")
         if row.status != "pending":
-            return row
+            return row, None
+        texts: Revealed | None = None
         row.updated_at_ms = now_ms
         if error is None:
             chain = [(str(agent), int(price)) for agent, price in row.price_chain or []]
@@ -331,13 +344,17 @@ class Orders:
             row.status = "fulfilled"
             row.code_ids = list(ids or [])
             row.settle_txn_id = settled.txn_id
+            try:  # deliver from this unit's session: no read session per order
+                texts = self.revealer.reveal(row.code_ids, session=session)
+            except CardsvcError:
+                texts = None  # revealed (and refused) after the commit, as a retry would be
         else:
             if row.debit_txn_id is not None:
                 settlement.release_order(session, order_id, actor, now_ms)
             row.status = "failed"
             row.error_code = error.code.value
             row.error_details = {"message": error.message, "details": error.details}
-        return row
+        return row, texts
 
     def _batches_of(self, ids: Sequence[int]) -> dict[int, int]:
         """How many of the codes come from each batch (the core knows)."""
@@ -350,24 +367,41 @@ class Orders:
     @staticmethod
     def _cost(session: Session, batches: dict[int, int]) -> int | None:
         """What the codes cost the platform: each code's batch unit cost, else the SKU's cost;
-        None when either is unknown for some code (the whole price is then revenue)."""
-        rows = session.execute(select(Batch.batch_id, Batch.unit_cost_minor, Sku.cost_minor)
-                               .join(Sku, Sku.sku == Batch.sku)
-                               .where(Batch.batch_id.in_(list(batches)))).all()
+        None when either is unknown for some code (the whole price is then revenue). Batches
+        that do not exist count nothing (None when none exists). The cost of each batch is read
+        once per transaction (``session.info``): the step-3 units of one commit group share the
+        read, as they share the transaction's view of the catalog."""
+        known: dict[int, object] = session.info.setdefault(_BATCH_COSTS, {})
+        missing = [batch_id for batch_id in batches if batch_id not in known]
+        if missing:
+            for batch_id in missing:
+                known[batch_id] = _NO_BATCH
+            rows = session.execute(select(Batch.batch_id, Batch.unit_cost_minor, Sku.cost_minor)
+                                   .join(Sku, Sku.sku == Batch.sku)
+                                   .where(Batch.batch_id.in_(missing))).all()
+            for batch_id, unit, sku_cost in rows:
+                known[batch_id] = unit if unit is not None else sku_cost
         total = 0
-        for batch_id, unit, sku_cost in rows:
-            cost = unit if unit is not None else sku_cost
+        found = False
+        for batch_id, count in batches.items():
+            cost = known[batch_id]
+            if cost is _NO_BATCH:
+                continue
+            found = True
             if cost is None:
                 return None
-            total += batches[batch_id] * int(cost)
-        return total if rows else None
+            total += count * int(cast(int, cost))
+        return total if found else None
 
-    def _deliver(self, row: Order, *, masked: bool = False) -> OrderView:
+    def _deliver(self, row: Order, *, masked: bool = False,
+                 texts: Revealed | None = None) -> OrderView:
         """The order as its owner sees it, codes in plaintext (DESIGN.md: delivery), or, with
-        ``masked``, as an admin sees it: every code through ``mask_code`` and no PIN."""
+        ``masked``, as an admin sees it: every code through ``mask_code`` and no PIN. ``texts``:
+        the codes already revealed (by step 3), else they are revealed here."""
         codes: list[DeliveredCode] = []
         if row.status in ("fulfilled", "refunded") and row.code_ids:
-            texts = self.revealer.reveal(row.code_ids)
+            if texts is None:
+                texts = self.revealer.reveal(row.code_ids)
             for code_id, (code, pin) in zip(row.code_ids, texts, strict=True):
                 info = self.engine.code_info(code_id)
                 if masked:
@@ -425,8 +459,8 @@ class Orders:
             raise make_error(ErrorCode.ORDER_NOT_FOUND, "no such order", {"order_id": order_id})
         if row.status == "failed":
             return order_view(row)
-        row = await self._drive(row, actor)
-        view = self._result(row, masked=agent_id is None)
+        row, texts = await self._drive(row, actor)
+        view = self._result(row, masked=agent_id is None, texts=texts)
         if agent_id is None:
             return view
         if view.codes:
