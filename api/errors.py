@@ -151,6 +151,13 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.INVITATION_INVALID: 404,
     # Demoting or disabling the last active owner would leave nobody able to manage users.
     ErrorCode.LAST_OWNER: 409,
+    ErrorCode.APPROVAL_REQUIRED: 409,
+    ErrorCode.APPROVAL_NOT_FOUND: 404,
+    ErrorCode.APPROVAL_NOT_PENDING: 409,
+    ErrorCode.APPROVAL_SELF: 403,
+    ErrorCode.APPROVAL_MISMATCH: 409,
+    ErrorCode.APPROVAL_EXPIRED: 409,
+    ErrorCode.APPROVAL_WAIVER_REFUSED: 409,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

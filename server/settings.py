@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cardsvc.access import RiskLimits
+from cardsvc.access import ARGON2_PARAMS, ApprovalPolicy, Argon2Params, RiskLimits
 from cardsvc.db import DATABASE_URL_ENV
 from cardsvc.engine import StoreConfig
 from cardsvc.errors import invalid
@@ -39,6 +39,9 @@ ENV_REDIS_URL = "CARDSVC_REDIS_URL"
 ENV_HOST = "CARDSVC_HOST"
 ENV_PORT = "CARDSVC_PORT"
 ENV_REQUEST_BODY_BYTES_MAX = "CARDSVC_REQUEST_BODY_BYTES_MAX"
+ENV_APPROVAL_ACTIONS = "CARDSVC_APPROVAL_ACTIONS"
+"""Guarded actions that need a second person's approval, comma separated (``withdrawal_payout``,
+``refund``, ``code_export``, ``batch_void``); ``all`` (the default) or ``none``."""
 ENV_CRASH_AT = "CARDSVC_CRASH_AT"
 """Fault injection for the saga crash test only: the order saga kills the process at the named
 point (``cardsvc.sales.CRASH_POINTS``). Never set in production."""
@@ -67,6 +70,8 @@ class Settings:
     risk: RiskLimits = field(default_factory=RiskLimits)
     recovery_interval_s: float = 30.0
     crash_at: str | None = None
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    argon2: Argon2Params = ARGON2_PARAMS
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -99,6 +104,7 @@ class Settings:
             "database_url": env.get(DATABASE_URL_ENV) or None,
             "risk": RiskLimits.from_env(env),
             "crash_at": env.get(ENV_CRASH_AT) or None,
+            "approvals": ApprovalPolicy.from_text(env.get(ENV_APPROVAL_ACTIONS)),
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
@@ -106,7 +112,8 @@ class Settings:
     def service_config(self) -> ServiceConfig:
         """The configuration of the service's parts (store, database, risk limits)."""
         return ServiceConfig(store=self.store_config(), database_url=self.database_url,
-                             risk=self.risk, crash_at=self.crash_at)
+                             risk=self.risk, crash_at=self.crash_at, approvals=self.approvals,
+                             argon2=self.argon2)
 
     def store_config(self) -> StoreConfig:
         """The configuration of the durable store these settings describe."""

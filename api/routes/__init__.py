@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from api.routes import (
     admin,
     agents,
+    approvals,
     audit,
     catalog,
     exports,
@@ -19,7 +20,7 @@ from api.routes import (
 API_PREFIX = "/v1"
 RESOURCE_ROUTERS: tuple[APIRouter, ...] = (
     redemption.router, orders.router, catalog.router, agents.router, prices.router,
-    money.router, admin.router, audit.router, exports.router,
+    money.router, admin.router, audit.router, exports.router, approvals.router,
 )
 """Every resource router, mounted under API_PREFIX by ``server.app``."""
 

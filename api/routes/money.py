@@ -14,7 +14,16 @@ from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
-from api.deps import AdminDep, CallerDep, RuntimeDep, acting_agent, agent_of
+from api.deps import (
+    CallerDep,
+    LedgerDep,
+    ReconciliationDep,
+    RuntimeDep,
+    StockDep,
+    WithdrawalsDep,
+    acting_agent,
+    agent_of,
+)
 from api.models import MONEY_MINOR_MAX, Currency, Id, Strict
 from api.routes.orders import order_json
 from cardsvc.money import WithdrawalInfo
@@ -40,12 +49,19 @@ class WithdrawalRequest(Strict):
     reference: Reference
 
 
+ApprovalId = Annotated[str | None, Field(
+    default=None, max_length=64,
+    description="an approved maker-checker request for this action (POST /v1/approvals)")]
+
+
 class Decision(Strict):
     note: str | None = Field(default=None, max_length=200)
+    approval_id: ApprovalId = None
 
 
 class Refund(Strict):
     reason: str = Field(min_length=1, max_length=200)
+    approval_id: ApprovalId = None
 
 
 class StockMove(Strict):
@@ -56,7 +72,7 @@ class StockMove(Strict):
 
 @router.post("/agents/{agent_id}/deposits", status_code=status.HTTP_201_CREATED,
              responses={200: {"description": "a retry with the same reference: the first"}})
-def deposit(agent_id: AgentPath, body: Deposit, caller: AdminDep, runtime: RuntimeDep,
+def deposit(agent_id: AgentPath, body: Deposit, caller: LedgerDep, runtime: RuntimeDep,
             response: Response) -> dict[str, Any]:
     """Finance records money received from an agent (idempotent on ``reference``: a retry
     returns the first deposit with 200). Errors: AGENT_NOT_FOUND, CURRENCY_MISMATCH,
@@ -73,7 +89,7 @@ def deposit(agent_id: AgentPath, body: Deposit, caller: AdminDep, runtime: Runti
 def balance(agent_id: AgentPath, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """The agent's balances by account (``available``, ``escrow``, ``pending``,
     ``withdrawing``) and its credit limit."""
-    return runtime.money.balance(agent_id, actor_agent_id=acting_agent(caller))
+    return runtime.money.balance(agent_id, actor_agent_id=acting_agent(caller, "ledger"))
 
 
 @router.get("/agents/{agent_id}/statement", response_model=None)
@@ -87,7 +103,7 @@ def statement(agent_id: AgentPath, caller: CallerDep, runtime: RuntimeDep,
     """The statement of one of the agent's accounts for ``[since_ms, until_ms)``: opening
     balance, every posting with the balance after it, closing balance; ``format=csv`` for a
     file. Errors: ACCOUNT_NOT_FOUND, INVALID_ARGUMENT."""
-    actor_agent_id = acting_agent(caller)
+    actor_agent_id = acting_agent(caller, "ledger")
     if format == "csv":
         text = runtime.money.statement_csv(agent_id, account, since_ms, until_ms,
                                            actor_agent_id=actor_agent_id)
@@ -119,19 +135,24 @@ def request_withdrawal(body: WithdrawalRequest, caller: CallerDep, runtime: Runt
 @router.get("/withdrawals/{withdrawal_id}")
 def get_withdrawal(withdrawal_id: Annotated[str, Path(max_length=64)], caller: CallerDep,
                    runtime: RuntimeDep) -> dict[str, Any]:
-    # A key of neither an admin nor an agent sees no withdrawal: it acts for no agent ("").
-    viewer = None if caller.is_admin else caller.agent_id or ""
+    # A key of neither the platform nor an agent sees no withdrawal: it acts for no agent ("").
+    viewer = acting_agent(caller, "withdrawals") if caller.role != "terminal" else ""
     return _withdrawal(runtime.money.get_withdrawal(withdrawal_id, actor_agent_id=viewer))
 
 
 @router.post("/withdrawals/{withdrawal_id}/{decision}")
 def decide_withdrawal(withdrawal_id: Annotated[str, Path(max_length=64)],
                       decision: Annotated[str, Path(pattern="^(approve|reject|paid)$")],
-                      body: Decision, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """Finance approves or rejects a requested withdrawal, then marks an approved one paid.
-    Errors: WITHDRAWAL_NOT_FOUND, WITHDRAWAL_NOT_PENDING (not in a state that allows it)."""
+                      body: Decision, caller: WithdrawalsDep,
+                      runtime: RuntimeDep) -> dict[str, Any]:
+    """Finance approves or rejects a requested withdrawal, then marks an approved one paid. The
+    payout (``paid``) is maker-checker: give the ``approval_id`` of an approved
+    ``withdrawal_payout`` request for this withdrawal. Errors: WITHDRAWAL_NOT_FOUND,
+    WITHDRAWAL_NOT_PENDING (not in a state that allows it), APPROVAL_REQUIRED,
+    APPROVAL_NOT_PENDING, APPROVAL_MISMATCH, APPROVAL_EXPIRED, APPROVAL_SELF."""
     return _withdrawal(runtime.money.decide_withdrawal(withdrawal_id, decision,
-                                                       actor=caller.key_id, note=body.note))
+                                                       actor=caller.key_id, note=body.note,
+                                                       approval_id=body.approval_id))
 
 
 def _withdrawal(info: WithdrawalInfo) -> dict[str, Any]:
@@ -142,17 +163,19 @@ def _withdrawal(info: WithdrawalInfo) -> dict[str, Any]:
 
 
 @router.post("/orders/{order_id}/refund")
-async def refund(order_id: Annotated[str, Path(max_length=64)], body: Refund, caller: AdminDep,
-                 runtime: RuntimeDep) -> dict[str, Any]:
+async def refund(order_id: Annotated[str, Path(max_length=64)], body: Refund,
+                 caller: LedgerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Refunds a fulfilled order none of whose codes was redeemed: the codes are voided, the
-    buyer is credited, commissions and revenue are reversed. Idempotent. Errors:
-    ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE."""
+    buyer is credited, commissions and revenue are reversed. Idempotent. Maker-checker: give
+    the ``approval_id`` of an approved ``refund`` request for this order. Errors:
+    ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE, APPROVAL_REQUIRED and the other APPROVAL_* codes."""
     return order_json(await runtime.orders.refund(order_id, actor=caller.key_id,
-                                                  reason=body.reason))
+                                                  reason=body.reason,
+                                                  approval_id=body.approval_id))
 
 
 @router.post("/pools/{pool}/stock")
-def move_stock(pool: AgentPath, body: StockMove, caller: AdminDep,
+def move_stock(pool: AgentPath, body: StockMove, caller: StockDep,
                runtime: RuntimeDep) -> dict[str, Any]:
     """Moves ``quantity`` available codes of a SKU from ``from_pool`` (default ``shared``)
     into ``pool`` (e.g. an agent's channel pool, or back to ``shared``). Errors:
@@ -162,7 +185,7 @@ def move_stock(pool: AgentPath, body: StockMove, caller: AdminDep,
 
 
 @router.get("/reconciliation")
-def reconciliation(caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def reconciliation(caller: ReconciliationDep, runtime: RuntimeDep) -> dict[str, Any]:
     """The platform report: stock by state and cost, sales, commissions, withdrawals, and the
     checks that the ledger, the orders and the core's stock agree (``ok`` false lists every
     difference)."""

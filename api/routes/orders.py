@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import CallerDep, HoldsDep, OrdersDep, RuntimeDep, agent_of
+from api.deps import CallerDep, HoldsDep, OrdersDep, RuntimeDep, agent_of, is_platform
 from api.models import Strict
 from cardsvc.checks import ORDER_QTY_MAX, REF_LEN_MAX
 from cardsvc.errors import ErrorCode, make_error
@@ -137,7 +137,7 @@ async def find_order(caller: OrdersDep, runtime: RuntimeDep,
                      ) -> dict[str, Any]:
     """The order placed under ``client_order_id`` (for an agent whose request timed out);
     ORDER_NOT_FOUND means the request never took effect. Admins name the agent."""
-    if caller.is_admin and caller.agent_id is None:
+    if is_platform(caller):
         if agent_id is None:
             raise make_error(ErrorCode.INVALID_ARGUMENT, "admins must give agent_id",
                              {"field": "agent_id"})
@@ -148,9 +148,8 @@ async def find_order(caller: OrdersDep, runtime: RuntimeDep,
 @router.get("/orders/{order_id}", response_model=OrderOut)
 async def get_order(order_id: OrderId, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """An order and its codes (its agent's key, or an admin's). Errors: ORDER_NOT_FOUND."""
-    if not caller.is_admin:
-        caller.require("orders")
-    agent_id = None if caller.is_admin else agent_of(caller)
+    caller.require("orders")
+    agent_id = None if is_platform(caller) else agent_of(caller)
     return order_json(await runtime.orders.get(order_id, agent_id=agent_id))
 
 

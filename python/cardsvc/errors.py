@@ -121,6 +121,19 @@ class ErrorCode(StrEnum):
     ENROLMENT_REQUIRED = "ENROLMENT_REQUIRED"
     INVITATION_INVALID = "INVITATION_INVALID"
     LAST_OWNER = "LAST_OWNER"
+    # Maker-checker approvals (cardsvc.access.approvals).
+    # The action needs a second person's approval first (details: action, object_id).
+    APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
+    APPROVAL_NOT_FOUND = "APPROVAL_NOT_FOUND"
+    # The approval is not in a state that allows this (details: status, expected).
+    APPROVAL_NOT_PENDING = "APPROVAL_NOT_PENDING"
+    # The maker cannot be its own checker, and only maker or checker execute (details: reason).
+    APPROVAL_SELF = "APPROVAL_SELF"
+    # The approval is for another action or object than the one being executed.
+    APPROVAL_MISMATCH = "APPROVAL_MISMATCH"
+    APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
+    # A waiver of maker-checker while a second person could check (details: checkers).
+    APPROVAL_WAIVER_REFUSED = "APPROVAL_WAIVER_REFUSED"
 
 
 class CardsvcError(Exception):
@@ -261,6 +274,13 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.ENROLMENT_REQUIRED: Forbidden,
     ErrorCode.INVITATION_INVALID: NotFound,
     ErrorCode.LAST_OWNER: Conflict,
+    ErrorCode.APPROVAL_REQUIRED: Conflict,
+    ErrorCode.APPROVAL_NOT_FOUND: NotFound,
+    ErrorCode.APPROVAL_NOT_PENDING: Conflict,
+    ErrorCode.APPROVAL_SELF: Forbidden,
+    ErrorCode.APPROVAL_MISMATCH: Conflict,
+    ErrorCode.APPROVAL_EXPIRED: Conflict,
+    ErrorCode.APPROVAL_WAIVER_REFUSED: Conflict,
 }
 
 

@@ -28,7 +28,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cardsvc import crypto
-from cardsvc.access import KeyAuthenticator, RiskGuard, RiskLimits
+from cardsvc.access import (
+    ARGON2_PARAMS,
+    ApprovalPolicy,
+    Approvals,
+    Argon2Params,
+    KeyAuthenticator,
+    LockoutPolicy,
+    Logins,
+    Passwords,
+    RiskGuard,
+    RiskLimits,
+    SessionSettings,
+)
 from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
 from cardsvc.catalog import Batches, Catalog, FileImports
 from cardsvc.db import Database, WriteBatcher
@@ -62,6 +74,12 @@ class ServiceConfig:
     risk: RiskLimits = field(default_factory=RiskLimits.from_env)
     commission_cooling_ms: int = COOLING_MS_DEFAULT
     crash_at: str | None = None
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    """Which guarded actions need a second person's approval (every one by default)."""
+    argon2: Argon2Params = ARGON2_PARAMS
+    """Password hashing of console users (tests pass cheaper parameters)."""
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
 
 
 def crash_hook(crash_at: str | None) -> Callable[[str], None]:
@@ -84,7 +102,8 @@ class Runtime:
 
     def __init__(self, store: Store, db: Database, keyring: crypto.MasterKeyring,
                  risk: RiskGuard, *, cooling_ms: int = COOLING_MS_DEFAULT,
-                 crash: Callable[[str], None] = _no_crash) -> None:
+                 crash: Callable[[str], None] = _no_crash,
+                 config: ServiceConfig | None = None) -> None:
         self.store = store
         self.engine = store.engine
         self.db = db
@@ -92,22 +111,31 @@ class Runtime:
         self.risk = risk
         self.keys = KeyAuthenticator(db)
         self.credentials = Credentials(db, self.keys, store.engine.now_ms)
-        self.catalog = Catalog(store, db)
+        policy = config.approvals if config is not None else ApprovalPolicy()
+        self.approvals = Approvals(db, store.engine.now_ms, policy)
+        """Maker-checker: payouts, refunds, exports and batch voids run only once approved."""
+        self.logins = Logins(
+            db, keyring,
+            passwords=Passwords(config.argon2 if config is not None else ARGON2_PARAMS),
+            settings=config.sessions if config is not None else None,
+            policy=config.lockout if config is not None else None)
+        """Console users' logins and sessions (one per process: it holds the throttles)."""
+        self.catalog = Catalog(store, db, self.approvals)
         self.price_cache = PriceCache()
         self.price_cache.attach(db)
         self.agent_updates = AgentUpdates(db, self.catalog, ledger, store.engine.now_ms)
         """Creating and changing agents (their ledger accounts through ``money.ledger``)."""
         self.agent_directory = AgentDirectory(db, store.engine)
         self.price_lists = PriceLists(db, store.engine.now_ms)
-        self.money = AgentMoney(db, store.engine.now_ms)
+        self.money = AgentMoney(db, store.engine.now_ms, self.approvals)
         self.batches = Batches(store, db, keyring, self.catalog)
         self.revealer = Revealer(db, keyring)
-        self.exports = Exports(db, self.revealer, delivered_code_ids)
+        self.exports = Exports(db, self.revealer, delivered_code_ids, self.approvals)
         self.holds = Holds(store, risk)
         self.batcher = WriteBatcher(db).start()
         """SQL group commit for the order path (``cardsvc.db.batcher``)."""
         self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
-                             cooling_ms=cooling_ms, crash=crash)
+                             cooling_ms=cooling_ms, crash=crash, approvals=self.approvals)
         self.terminals = Terminals(store, db, risk, self.batches.prefixes)
         self.recovery: dict[str, Any] = {}
         self.jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-job")
@@ -131,7 +159,7 @@ class Runtime:
             keyring = crypto.load_keyring(config.store.data_dir)
             runtime = cls(opened, db, keyring, RiskGuard(config.risk),
                           cooling_ms=config.commission_cooling_ms,
-                          crash=crash_hook(config.crash_at))
+                          crash=crash_hook(config.crash_at), config=config)
             runtime.recovery = {
                 "batches": runtime.batches.recover(),
                 "orders": asyncio.run(runtime.orders.recover()),

@@ -1,7 +1,8 @@
 """Who is calling, and how much they may do: API keys (``apikeys.py``), the risk guard's rate
 limits, lockouts, hold caps and quotas (``risk.py``), console users (``users.py``) and their
-sessions, logins and lockouts (``sessions.py``). Keys and users are both a :class:`Principal`,
-authorised in one vocabulary (``SCOPES``).
+sessions, logins and lockouts (``sessions.py``), and maker-checker approvals of guarded actions
+(``approvals.py``). Keys and users are both a :class:`Principal`, authorised in one vocabulary
+(``SCOPES``).
 """
 
 from cardsvc.access.apikeys import (
@@ -19,6 +20,19 @@ from cardsvc.access.apikeys import (
     principal_of,
     revoke_key,
 )
+from cardsvc.access.approvals import (
+    ACTIONS as APPROVAL_ACTIONS,
+)
+from cardsvc.access.approvals import (
+    APPROVAL_TTL_MS,
+    ActionSetting,
+    ApprovalInfo,
+    ApprovalPolicy,
+    Approvals,
+    GuardedAction,
+    count_checkers,
+    roles_with_scope,
+)
 from cardsvc.access.risk import DAY_MS, RISK_ENV, Lockout, RiskGuard, RiskLimits
 from cardsvc.access.sessions import (
     EnrolmentResult,
@@ -27,13 +41,23 @@ from cardsvc.access.sessions import (
     Logins,
     SessionInfo,
     SessionSettings,
+    csrf_binding,
 )
-from cardsvc.access.tables import ApiKey, RecoveryCode, User, UserInvitation, UserSession
+from cardsvc.access.tables import (
+    ApiKey,
+    Approval,
+    ApprovalSetting,
+    RecoveryCode,
+    User,
+    UserInvitation,
+    UserSession,
+)
 from cardsvc.access.users import (
     ARGON2_PARAMS,
     INVITATION_TTL_MS,
     SCOPES_OF_USER_ROLE,
     STAFF_ROLES,
+    TERMINAL_ROLE,
     USER_ROLES,
     Argon2Params,
     Invitation,
@@ -63,6 +87,8 @@ from cardsvc.access.users import (
 )
 
 __all__ = [
+    "APPROVAL_ACTIONS",
+    "APPROVAL_TTL_MS",
     "ARGON2_PARAMS",
     "DAY_MS",
     "DEFAULT_SCOPES",
@@ -74,10 +100,18 @@ __all__ = [
     "SCOPES_OF_ROLE",
     "SCOPES_OF_USER_ROLE",
     "STAFF_ROLES",
+    "TERMINAL_ROLE",
     "USER_ROLES",
+    "ActionSetting",
     "ApiKey",
+    "Approval",
+    "ApprovalInfo",
+    "ApprovalPolicy",
+    "ApprovalSetting",
+    "Approvals",
     "Argon2Params",
     "EnrolmentResult",
+    "GuardedAction",
     "Invitation",
     "KeyAuthenticator",
     "Lockout",
@@ -100,7 +134,9 @@ __all__ = [
     "check_key_request",
     "check_password",
     "check_user_request",
+    "count_checkers",
     "create_owner",
+    "csrf_binding",
     "disable_user",
     "get_user",
     "invite_user",
@@ -117,6 +153,7 @@ __all__ = [
     "reset_totp",
     "revoke_key",
     "rewrap_totp_keys",
+    "roles_with_scope",
     "set_user_role",
     "set_user_status",
     "totp_code",

@@ -18,9 +18,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
+from cardsvc.access import Approvals
 from cardsvc.catalog.tables import Batch, Pool, Sku
-from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_name
+from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_name, check_text
 from cardsvc.db import Database
+from cardsvc.db.base import NAME_LEN_MAX
 from cardsvc.engine import Engine
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
@@ -62,12 +64,15 @@ def check_sku_fields(fields: dict[str, Any]) -> None:
 
 
 class Catalog:
-    """SKUs, pools, batches and stock over the store (core) and the SQL database."""
+    """SKUs, pools, batches and stock over the store (core) and the SQL database. With
+    ``approvals``, voiding a whole batch runs only under an approved maker-checker request
+    (``batch_void``)."""
 
-    def __init__(self, store: Store, db: Database) -> None:
+    def __init__(self, store: Store, db: Database, approvals: Approvals | None = None) -> None:
         self.store = store
         self.engine: Engine = store.engine
         self.db = db
+        self.approvals = approvals
 
     # ----- SKUs -----
 
@@ -216,16 +221,26 @@ class Catalog:
 
     def set_state(
         self, action: str, *, code: str | None = None, order_id: str | None = None,
-        batch_id: int | None = None, actor: str,
+        batch_id: int | None = None, actor: str, reason: str | None = None,
+        approval_id: str | None = None,
     ) -> dict[str, Any]:
         """``freeze``, ``unfreeze`` or ``void`` one code, an order's codes or a batch's codes
-        (exactly one target). Returns ``{"changed", "unchanged"}``. Raises CODE_NOT_FOUND,
-        ORDER_NOT_FOUND (no codes under that order), BATCH_NOT_FOUND, INVALID_ARGUMENT."""
+        (exactly one target), with an optional ``reason`` for the audit log. Voiding a batch is
+        guarded by maker-checker (``approval_id``: an approved ``batch_void`` of it, checked
+        before the core voids anything and consumed with the audit entry). Returns
+        ``{"changed", "unchanged"}``. Raises CODE_NOT_FOUND, ORDER_NOT_FOUND (no codes under
+        that order), BATCH_NOT_FOUND, INVALID_ARGUMENT, LIMIT_EXCEEDED (reason), and the
+        refusals of ``Approvals.authorize`` (APPROVAL_REQUIRED...)."""
         targets = [name for name, value in
                    (("code", code), ("order_id", order_id), ("batch_id", batch_id))
                    if value is not None]
         if len(targets) != 1:
             raise invalid("code", "give exactly one of code, order_id, batch_id")
+        if action not in ("freeze", "unfreeze", "void"):
+            raise invalid("action", "action must be freeze, unfreeze or void")
+        if reason is not None:
+            check_text("reason", reason, NAME_LEN_MAX)
+        guarded = action == "void" and batch_id is not None and self.approvals is not None
         engine = self.engine
         if code is not None:
             code_id = engine.lookup(code)
@@ -245,14 +260,25 @@ class Catalog:
                                      {"batch_id": batch_id})
             ids = engine.batch_code_ids(batch_id)
             object_type, object_id = "batch", str(batch_id)
+        if guarded:
+            assert self.approvals is not None
+            self.approvals.check(action="batch_void", object_type="batch", object_id=object_id,
+                                 actor=actor, approval_id=approval_id)
         method = {"freeze": engine.freeze, "unfreeze": engine.unfreeze, "void": engine.void}[action]
         changed, unchanged = method(ids)
         self.store.wait_last()
         now_ms = engine.now_ms()
+        details: dict[str, Any] = {"changed": changed, "codes": len(ids)}
+        if reason is not None:
+            details["reason"] = reason
         with self.db.write() as session:
+            if guarded:
+                assert self.approvals is not None
+                self.approvals.authorize(session, action="batch_void", object_type="batch",
+                                         object_id=object_id, actor=actor,
+                                         approval_id=approval_id)
             audit.append(session, actor=actor, action=f"code.{action}", object_type=object_type,
-                         object_id=object_id, details={"changed": changed, "codes": len(ids)},
-                         at_ms=now_ms)
+                         object_id=object_id, details=details, at_ms=now_ms)
         return {"changed": changed, "unchanged": unchanged}
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
+from cardsvc.access import Approvals
 from cardsvc.catalog import Batch, CodePayload
 from cardsvc.db import Database
 from cardsvc.delivery.reveal import Revealer
@@ -50,20 +51,26 @@ class ExportResult:
 
 
 class Exports:
-    """Recorded, watermarked exports of a batch's or an order's codes."""
+    """Recorded, watermarked exports of a batch's or an order's codes. With ``approvals``, an
+    export runs only under an approved maker-checker request (``code_export``), consumed when
+    the export is recorded: the file can be fetched once per approval."""
 
-    def __init__(self, db: Database, revealer: Revealer, order_codes: OrderCodes) -> None:
+    def __init__(self, db: Database, revealer: Revealer, order_codes: OrderCodes,
+                 approvals: Approvals | None = None) -> None:
         self.db = db
         self.revealer = revealer
         self.order_codes = order_codes
+        self.approvals = approvals
 
     def export_codes(self, out: TextIO, *, actor: str, batch_id: int | None = None,
                      order_id: str | None = None,
-                     progress: Callable[[int], None] | None = None) -> ExportResult:
+                     progress: Callable[[int], None] | None = None,
+                     approval_id: str | None = None) -> ExportResult:
         """Writes the codes of one batch or one order to ``out`` as watermarked CSV, after
         recording the export (``exports`` row and ``code.export`` audit entry). Raises
         BATCH_NOT_FOUND, ORDER_NOT_FOUND, INVALID_ARGUMENT, PAYLOAD_CORRUPT."""
-        result, chunks = self.export_stream(actor=actor, batch_id=batch_id, order_id=order_id)
+        result, chunks = self.export_stream(actor=actor, batch_id=batch_id, order_id=order_id,
+                                            approval_id=approval_id)
         written = 0
         for text, count in chunks:
             out.write(text)
@@ -73,15 +80,20 @@ class Exports:
         return result
 
     def export_stream(self, *, actor: str, batch_id: int | None = None,
-                      order_id: str | None = None,
+                      order_id: str | None = None, approval_id: str | None = None,
                       ) -> tuple[ExportResult, Iterator[tuple[str, int]]]:
         """Records the export now and returns it with its CSV as ``(text, codes in it)`` chunks,
         decrypted lazily (memory stays flat). Raises as :meth:`export_codes` (PAYLOAD_CORRUPT
-        while iterating)."""
+        while iterating), and the refusals of ``Approvals.authorize`` (APPROVAL_REQUIRED...)
+        when exports are guarded."""
         object_type, object_id, ids = self._code_ids(batch_id, order_id)
         export_id = "exp_" + secrets.token_hex(8)
         now_ms = int(time.time() * 1000)
         with self.db.write() as session:
+            if self.approvals is not None:
+                self.approvals.authorize(session, action="code_export", object_type=object_type,
+                                         object_id=object_id, actor=actor,
+                                         approval_id=approval_id)
             session.add(Export(export_id=export_id, actor=actor, object_type=object_type,
                                object_id=object_id, codes=len(ids), created_at_ms=now_ms))
             audit.append(session, actor=actor, action="code.export", object_type=object_type,
