@@ -28,11 +28,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import cardsvc
 from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
 from api.routes import API_PREFIX, RESOURCE_ROUTERS, health
+from cardsvc.access import csrf_binding
 from cardsvc.engine import Store
 from cardsvc.runtime import Runtime
 from server.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
 from server.settings import Settings
-from web import create_web
+from web import WebHooks, create_web
+from web.pages import site
 from web.settings import WebSettings
 
 log = logging.getLogger("cardsvc.api")
@@ -69,10 +71,12 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.state.runtime = runtime
         app.state.web.state.runtime = runtime
         timer = asyncio.create_task(_recovery_timer(runtime, settings.recovery_interval_s))
+        readers = asyncio.create_task(_reports_timer(runtime, settings.reports_interval_s))
         try:
             yield
         finally:
             timer.cancel()
+            readers.cancel()
             await asyncio.to_thread(runtime.close)
 
     app = FastAPI(
@@ -96,7 +100,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(health.router)
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    app.state.web = create_web(WebSettings.from_env(settings.data_dir))
+    app.state.web = create_web(WebSettings.from_env(settings.data_dir),
+                               WebHooks(context=site.CONTEXT_HOOKS), routes=site.ROUTES,
+                               session_binding=csrf_binding, upload_paths=site.UPLOAD_PATHS)
     """The web pages, served beside the API by :func:`create_asgi` (their runtime is set by the
     lifespan)."""
     return app
@@ -141,6 +147,19 @@ async def _recovery_timer(runtime: Runtime, interval_s: float) -> None:
             continue
         if any(counts.values()):
             log.info("recovery timer: %s", counts)
+
+
+async def _reports_timer(runtime: Runtime, interval_s: float) -> None:
+    """The readers' round (``Runtime.reports_round``): roll-ups, approvals' expiry, alerts."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            counts = await asyncio.to_thread(runtime.reports_round)
+        except Exception as error:  # logged and retried next round; never fatal to serving
+            log_unexpected(error)
+            continue
+        if any(counts.values()):
+            log.debug("reports timer: %s", counts)
 
 
 def create_app_from_env() -> Composed:

@@ -39,6 +39,7 @@ ENV_REDIS_URL = "CARDSVC_REDIS_URL"
 ENV_HOST = "CARDSVC_HOST"
 ENV_PORT = "CARDSVC_PORT"
 ENV_REQUEST_BODY_BYTES_MAX = "CARDSVC_REQUEST_BODY_BYTES_MAX"
+ENV_TIMEZONE = "CARDSVC_WEB_TIMEZONE"
 ENV_APPROVAL_ACTIONS = "CARDSVC_APPROVAL_ACTIONS"
 """Guarded actions that need a second person's approval, comma separated (``withdrawal_payout``,
 ``refund``, ``code_export``, ``batch_void``); ``all`` (the default) or ``none``."""
@@ -69,6 +70,11 @@ class Settings:
     database_url: str | None = None
     risk: RiskLimits = field(default_factory=RiskLimits)
     recovery_interval_s: float = 30.0
+    reports_interval_s: float = 10.0
+    """How often roll-ups fold the ledger and alerts are evaluated."""
+    timezone: str = "Asia/Shanghai"
+    """The business's days (dashboards, daily roll-ups): ``CARDSVC_WEB_TIMEZONE``, which the web
+    pages show dates in too."""
     crash_at: str | None = None
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     argon2: Argon2Params = ARGON2_PARAMS
@@ -105,6 +111,7 @@ class Settings:
             "risk": RiskLimits.from_env(env),
             "crash_at": env.get(ENV_CRASH_AT) or None,
             "approvals": ApprovalPolicy.from_text(env.get(ENV_APPROVAL_ACTIONS)),
+            "timezone": env.get(ENV_TIMEZONE) or "Asia/Shanghai",
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
@@ -113,7 +120,7 @@ class Settings:
         """The configuration of the service's parts (store, database, risk limits)."""
         return ServiceConfig(store=self.store_config(), database_url=self.database_url,
                              risk=self.risk, crash_at=self.crash_at, approvals=self.approvals,
-                             argon2=self.argon2)
+                             argon2=self.argon2, timezone=self.timezone)
 
     def store_config(self) -> StoreConfig:
         """The configuration of the durable store these settings describe."""

@@ -48,6 +48,7 @@ from cardsvc.delivery import Exports, Revealer
 from cardsvc.engine import Store, StoreConfig
 from cardsvc.money import AgentMoney, ledger, settlement
 from cardsvc.redemption import Terminals
+from cardsvc.reports import Dashboards, Rollups
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
@@ -62,6 +63,10 @@ log = logging.getLogger("cardsvc.services")
 
 COMMISSIONS_PER_ROUND_MAX = 10_000
 """Commissions released per timer round (the rest wait for the next round)."""
+FOLD_ROUNDS_MAX = 5
+"""Fold pages per readers' round (each ~20,000 postings): a backlog drains over a few rounds
+without holding the database's write lock for long."""
+HOUR_MS = 3_600_000
 
 
 @dataclass
@@ -80,6 +85,8 @@ class ServiceConfig:
     """Password hashing of console users (tests pass cheaper parameters)."""
     sessions: SessionSettings = field(default_factory=SessionSettings)
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    timezone: str = "Asia/Shanghai"
+    """The IANA zone of the business's days (dashboards' "today", daily roll-ups)."""
 
 
 def crash_hook(crash_at: str | None) -> Callable[[str], None]:
@@ -137,6 +144,11 @@ class Runtime:
         self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
                              cooling_ms=cooling_ms, crash=crash, approvals=self.approvals)
         self.terminals = Terminals(store, db, risk, self.batches.prefixes)
+        self.timezone = config.timezone if config is not None else "Asia/Shanghai"
+        self.rollups = Rollups(db, store.engine.now_ms, self.timezone, self.terminals.counts)
+        """Sales folded from the ledger and redemptions counted, for the dashboards."""
+        self.dashboards = Dashboards(db, store, self.rollups, store.engine.now_ms)
+        self._hourly_at_ms = 0
         self.recovery: dict[str, Any] = {}
         self.jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-job")
         """Long admin work (file imports) runs here, one job at a time, off the request path."""
@@ -176,6 +188,26 @@ class Runtime:
         and moves commissions whose cooling period has passed to their earners' balances."""
         counts = await self.orders.recover(older_than_ms=PENDING_ORDER_AGE_MS)
         counts["commissions_released"] = await asyncio.to_thread(self._release_commissions)
+        return counts
+
+    def reports_round(self) -> dict[str, int]:
+        """The readers' timer round (blocking; run it in a worker thread): folds new ledger
+        postings and redemption counts into the roll-ups, expires old approvals, evaluates the
+        alerts; once an hour also checks the roll-ups against the ledger (rebuilding them on a
+        difference) and purges old sessions and invitations."""
+        counts = {"postings_folded": 0, "approvals_expired": self.approvals.expire_due()}
+        for _ in range(FOLD_ROUNDS_MAX):
+            folded = self.rollups.refresh()
+            counts["postings_folded"] += folded
+            if folded == 0:
+                break
+        now_ms = self.engine.now_ms()
+        if now_ms - self._hourly_at_ms >= HOUR_MS:
+            self._hourly_at_ms = now_ms
+            if self.rollups.check():
+                log.warning("roll-ups disagree with the ledger; rebuilding them")
+                counts["postings_refolded"] = self.rollups.rebuild()
+            counts["logins_purged"] = self.logins.purge()
         return counts
 
     def _release_commissions(self) -> int:

@@ -3,9 +3,15 @@ back), each call durable before it answers.
 """
 
 from cardsvc.engine import Redemption, Verification
-from cardsvc.redemption.terminals import FAILED_LOOKUPS, RedeemItem, RolledBack, Terminals
+from cardsvc.redemption.terminals import (
+    FAILED_LOOKUPS,
+    RedeemItem,
+    RedemptionCounts,
+    RolledBack,
+    Terminals,
+)
 
-__all__ = ["FAILED_LOOKUPS", "RedeemItem", "Redemption", "RolledBack", "Terminals",
-           "Verification"]
+__all__ = ["FAILED_LOOKUPS", "RedeemItem", "Redemption", "RedemptionCounts", "RolledBack",
+           "Terminals", "Verification"]
 """``Redemption`` and ``Verification`` are the core's result types, named here for the HTTP
 layer."""

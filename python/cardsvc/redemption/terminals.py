@@ -16,6 +16,8 @@ layer renders them.
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +31,54 @@ from cardsvc.errors import CardsvcError, ErrorCode, make_error
 
 FAILED_LOOKUPS = frozenset({ErrorCode.CODE_NOT_FOUND, ErrorCode.PIN_MISMATCH})
 """Refusals that count towards the brute-force guard."""
+HOUR_MS = 3_600_000
+COUNTED_KEYS_MAX = 100_000
+"""(hour, SKU) pairs counted between two drains (~100 bytes each): far more than a timer round
+sees; beyond it new pairs are not counted until the next drain (a statistic, never money)."""
+RECENT_IDS_MAX = 100_000
+"""Redemption ids remembered (~80 bytes each), so a retried request id is not counted twice."""
+
+
+class RedemptionCounts:
+    """Redemptions and rollbacks per (UTC hour, SKU), counted in memory on the hot path (a dict
+    increment under a lock) and drained by the reports' timer into their hourly table.
+    Thread-safe and bounded."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[int, str], list[int]] = {}
+        self._recent: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def redeemed(self, redemption: Redemption) -> None:
+        """Counts a redemption once, however often its request is retried."""
+        with self._lock:
+            if redemption.redemption_id in self._recent:
+                return
+            self._recent[redemption.redemption_id] = None
+            if len(self._recent) > RECENT_IDS_MAX:
+                self._recent.popitem(last=False)
+        self.count(redemption.sku, redemption.redeemed_at_ms, redeemed=1)
+
+    def count(self, sku: str, at_ms: int, *, redeemed: int = 0, rolled_back: int = 0) -> None:
+        key = (at_ms // HOUR_MS * HOUR_MS, sku)
+        with self._lock:
+            current = self._counts.get(key)
+            if current is None:
+                if len(self._counts) >= COUNTED_KEYS_MAX:
+                    return
+                current = self._counts[key] = [0, 0]
+            current[0] += redeemed
+            current[1] += rolled_back
+
+    def drain(self) -> dict[tuple[int, str], tuple[int, int]]:
+        """The counts so far, forgotten here (``restore`` them if storing them failed)."""
+        with self._lock:
+            drained, self._counts = self._counts, {}
+        return {key: (value[0], value[1]) for key, value in drained.items()}
+
+    def restore(self, drained: Mapping[tuple[int, str], tuple[int, int]]) -> None:
+        for (hour_ms, sku), (done, undone) in drained.items():
+            self.count(sku, hour_ms, redeemed=done, rolled_back=undone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +111,8 @@ class Terminals:
         self.prefixes = prefixes
         """Prefixes of generated codes with their formats (the live registry of the catalog's
         batches): terminals' typos in such codes are refused without a lookup."""
+        self.counts = RedemptionCounts()
+        """Redemptions per hour and SKU, for the dashboards (``cardsvc.reports.rollups``)."""
 
     async def verify(self, caller: Principal, ip: str, code: str,
                      pin: str | None) -> Verification:
@@ -94,6 +146,8 @@ class Terminals:
             await self._settle(error, caller, ip, limits)
             raise
         await self._settle(None, caller, ip, limits)
+        if result.redeemed_at_ms >= self._recent_ms():
+            self.counts.redeemed(result)
         return result
 
     async def redeem_batch(self, caller: Principal, ip: str,
@@ -118,11 +172,14 @@ class Terminals:
                                         [items[i].pin for i in allowed])
         await self.store.wait_async(Engine.last_ticket())
         outcome: dict[int, Redemption | CardsvcError] = dict(refused)
+        recent_ms = self._recent_ms()
         for position, index in enumerate(allowed):
-            outcome[index] = batch[position]
+            result = outcome[index] = batch[position]
+            if isinstance(result, Redemption) and result.redeemed_at_ms >= recent_ms:
+                self.counts.redeemed(result)
         results = [outcome[index] for index in range(len(items))]
-        failed_lookups = sum(isinstance(result, CardsvcError) and result.code in FAILED_LOOKUPS
-                             for result in results)
+        failed_lookups = sum(isinstance(done, CardsvcError) and done.code in FAILED_LOOKUPS
+                             for done in results)
         await self._count_failures(caller, ip, limits, failed_lookups)
         return results
 
@@ -144,6 +201,7 @@ class Terminals:
             raise
         await self.store.wait_async(Engine.last_ticket())
         if first:
+            self.counts.count(result.sku, engine.now_ms(), rolled_back=1)
             await asyncio.to_thread(
                 audit.record, self.db, actor=caller.key_id, action="redemption.rollback",
                 object_type="redemption", object_id=str(redemption_id),
@@ -168,6 +226,10 @@ class Terminals:
                 object_type="subject", object_id=lockout.subject,
                 details={"failures": lockout.failures, "lockout_s": lockout.lockout_s},
                 at_ms=self.engine.now_ms())
+
+    def _recent_ms(self) -> int:
+        """Redemptions made before this are replays of old request ids: not counted again."""
+        return self.engine.now_ms() - 60_000
 
     def _check_typed(self, code: str) -> None:
         """A mistyped generated code (its check character fails) is INVALID_CODE without a

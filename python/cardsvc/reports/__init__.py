@@ -1,8 +1,34 @@
-"""Readers over everything: a code's whole story (``trace``) and the platform's reconciliation
-of ledger, orders and stock (``reconcile``). Dashboards and alerts join them here.
+"""Readers over everything: a code's whole story (``trace``), the platform's reconciliation of
+ledger, orders and stock (``reconcile``), roll-ups of sales folded from the ledger and of
+redemptions (``rollups``), the dashboards' figures read from them (``dashboards``), code search
+(``codes``) and alerts (``alerts``), with their tables.
 """
 
+from cardsvc.reports.dashboards import (
+    COVER_DAYS,
+    RANGE_DAYS_MAX,
+    Dashboards,
+    Figures,
+    HourPoint,
+    Overview,
+    Slice,
+    StockRow,
+)
 from cardsvc.reports.reconcile import report as reconciliation_report
+from cardsvc.reports.rollups import RETAIL, Rollups
 from cardsvc.reports.trace import trace_code
 
-__all__ = ["reconciliation_report", "trace_code"]
+__all__ = [
+    "COVER_DAYS",
+    "RANGE_DAYS_MAX",
+    "RETAIL",
+    "Dashboards",
+    "Figures",
+    "HourPoint",
+    "Overview",
+    "Rollups",
+    "Slice",
+    "StockRow",
+    "reconciliation_report",
+    "trace_code",
+]

@@ -1,0 +1,12 @@
+"""The staff console (``/console/...``): dashboard, catalog, batches, codes, orders, agents,
+money, approvals, alerts, risk, keys, users, audit and the terminal page. Every page goes
+through ``web.sessions.console_page`` with the scope its work needs."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from web.pages.console import dashboard
+
+ROUTES: list[BaseRoute] = [*dashboard.ROUTES]
+UPLOAD_PATHS: tuple[str, ...] = ()
