@@ -45,6 +45,10 @@ ALERTS: Mapping[str, str] = {
     "commission_released": N_("Commissions released"),
     "withdrawal_requested": N_("Withdrawal requested"),
 }
+KINDS: Mapping[str, str] = {
+    "card_key": N_("Card key"), "voucher": N_("Voucher"),
+    "direct_recharge": N_("Direct recharge"), "link": N_("Link"),
+}
 GOOD_STATES = frozenset({"available", "fulfilled", "ready", "paid", "executed", "active",
                          "valid", "approved", "released", "resolved", "confirmed"})
 BAD_STATES = frozenset({"failed", "void", "frozen", "rejected", "disabled", "suspended",
@@ -72,6 +76,15 @@ def alert_name(kind: object) -> str:
     return _name(ALERTS, kind)
 
 
+def kind_name(kind: object) -> str:
+    return _name(KINDS, kind)
+
+
+def kind_options() -> list[tuple[str, str]]:
+    """(value, label) pairs of the product kinds, for a select."""
+    return [(kind, gettext(label)) for kind, label in KINDS.items()]
+
+
 def state_class(state: object) -> str:
     """The badge class of a state: ``badge-ok``, ``badge-bad`` or ``badge-neutral``."""
     if state in GOOD_STATES:
@@ -83,4 +96,5 @@ def state_class(state: object) -> str:
 
 TEMPLATE_GLOBALS = {"role_name": role_name, "state_name": state_name,
                     "action_name": action_name, "alert_name": alert_name,
-                    "state_class": state_class}
+                    "state_class": state_class, "kind_name": kind_name,
+                    "kind_options": kind_options}

@@ -108,6 +108,7 @@ def create_environment(assets: StaticAssets, timezone: str,
     env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(
         money=formatting.money,
+        major=formatting.major_units,
         number=formatting.number,
         datetime=lambda ms, style="medium": formatting.datetime_ms(ms, timezone, style),
         iso=formatting.iso_ms,

@@ -48,7 +48,7 @@ from cardsvc.delivery import Exports, Revealer
 from cardsvc.engine import Store, StoreConfig
 from cardsvc.money import AgentMoney, ledger, settlement
 from cardsvc.redemption import Terminals
-from cardsvc.reports import Dashboards, Rollups
+from cardsvc.reports import CodeSearch, Dashboards, Rollups
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
@@ -148,6 +148,8 @@ class Runtime:
         self.rollups = Rollups(db, store.engine.now_ms, self.timezone, self.terminals.counts)
         """Sales folded from the ledger and redemptions counted, for the dashboards."""
         self.dashboards = Dashboards(db, store, self.rollups, store.engine.now_ms)
+        self.codes = CodeSearch(store, db, self.revealer, self.batches.suffix_key)
+        """Support's code search (full code, last 4 + SKU, order, batch) and traces."""
         self._hourly_at_ms = 0
         self.recovery: dict[str, Any] = {}
         self.jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-job")

@@ -16,6 +16,12 @@ from cardsvc.catalog.batches import (
     CodeInput,
     batch_dict,
 )
+from cardsvc.catalog.code_index import (
+    suffix_digest,
+    suffix_key,
+    suffix_of,
+    typed_suffix,
+)
 from cardsvc.catalog.codegen import (
     CodeFormat,
 )
@@ -75,4 +81,8 @@ __all__ = [
     "import_file",
     "insert_pool",
     "sku_dict",
+    "suffix_digest",
+    "suffix_key",
+    "suffix_of",
+    "typed_suffix",
 ]

@@ -150,6 +150,23 @@ class Catalog:
         with self.db.read() as session:
             return [sku_dict(row) for row in session.scalars(select(Sku).order_by(Sku.sku))]
 
+    def list_with_stock(self) -> list[dict[str, Any]]:
+        """Every SKU with its stock counts summed over its named pools (``available``,
+        ``allocated``, ``redeemed``...) and ``low_stock``: the catalog page in one read of SQL
+        and one counter read per SKU."""
+        self.store.wait_visible()
+        out = []
+        for item in self.list_skus():
+            totals = dict.fromkeys(STATES, 0)
+            for pool_id, counts in self.engine.stock_by_pool(item["sku"]).items():
+                if pool_id < STAGING_POOL_MIN:
+                    for state, count in counts.items():
+                        totals[state] = totals.get(state, 0) + count
+            threshold = item["low_stock_threshold"]
+            low = threshold is not None and totals["available"] <= threshold
+            out.append({**item, "stock": totals, "low_stock": low})
+        return out
+
     # ----- pools -----
 
     def create_pool(self, name: str, *, actor: str) -> dict[str, Any]:
@@ -222,18 +239,19 @@ class Catalog:
     def set_state(
         self, action: str, *, code: str | None = None, order_id: str | None = None,
         batch_id: int | None = None, actor: str, reason: str | None = None,
-        approval_id: str | None = None,
+        approval_id: str | None = None, code_id: int | None = None,
     ) -> dict[str, Any]:
         """``freeze``, ``unfreeze`` or ``void`` one code, an order's codes or a batch's codes
-        (exactly one target), with an optional ``reason`` for the audit log. Voiding a batch is
+        (exactly one target; ``code_id`` names one code by its id, as the console's trace page
+        does), with an optional ``reason`` for the audit log. Voiding a batch is
         guarded by maker-checker (``approval_id``: an approved ``batch_void`` of it, checked
         before the core voids anything and consumed with the audit entry). Returns
         ``{"changed", "unchanged"}``. Raises CODE_NOT_FOUND, ORDER_NOT_FOUND (no codes under
         that order), BATCH_NOT_FOUND, INVALID_ARGUMENT, LIMIT_EXCEEDED (reason), and the
         refusals of ``Approvals.authorize`` (APPROVAL_REQUIRED...)."""
         targets = [name for name, value in
-                   (("code", code), ("order_id", order_id), ("batch_id", batch_id))
-                   if value is not None]
+                   (("code", code), ("order_id", order_id), ("batch_id", batch_id),
+                    ("code_id", code_id)) if value is not None]
         if len(targets) != 1:
             raise invalid("code", "give exactly one of code, order_id, batch_id")
         if action not in ("freeze", "unfreeze", "void"):
@@ -242,10 +260,12 @@ class Catalog:
             check_text("reason", reason, NAME_LEN_MAX)
         guarded = action == "void" and batch_id is not None and self.approvals is not None
         engine = self.engine
-        if code is not None:
-            code_id = engine.lookup(code)
-            ids = [code_id]
-            object_type, object_id = "code", str(code_id)
+        if code is not None or code_id is not None:
+            found = engine.lookup(code) if code is not None else code_id
+            assert found is not None
+            engine.code_info(found)  # CODE_NOT_FOUND for an id no code has
+            ids = [found]
+            object_type, object_id = "code", str(found)
         elif order_id is not None:
             ids = engine.order_code_ids(order_id)
             if not ids:

@@ -4,6 +4,7 @@ redemptions (``rollups``), the dashboards' figures read from them (``dashboards`
 (``codes``) and alerts (``alerts``), with their tables.
 """
 
+from cardsvc.reports.codes import CodeRow, CodeSearch
 from cardsvc.reports.dashboards import (
     COVER_DAYS,
     RANGE_DAYS_MAX,
@@ -16,12 +17,14 @@ from cardsvc.reports.dashboards import (
 )
 from cardsvc.reports.reconcile import report as reconciliation_report
 from cardsvc.reports.rollups import RETAIL, Rollups
-from cardsvc.reports.trace import trace_code
+from cardsvc.reports.trace import trace_code, trace_code_id
 
 __all__ = [
     "COVER_DAYS",
     "RANGE_DAYS_MAX",
     "RETAIL",
+    "CodeRow",
+    "CodeSearch",
     "Dashboards",
     "Figures",
     "HourPoint",
@@ -31,4 +34,5 @@ __all__ = [
     "StockRow",
     "reconciliation_report",
     "trace_code",
+    "trace_code_id",
 ]

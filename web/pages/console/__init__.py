@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from web.pages.console import dashboard
+from web.pages.console import catalog, dashboard
 
-ROUTES: list[BaseRoute] = [*dashboard.ROUTES]
+ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES]
 UPLOAD_PATHS: tuple[str, ...] = ()

@@ -189,9 +189,18 @@ def upgrade() -> None:
         sa.Column("profit_minor", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("hour_ms", "sku", "currency", name=op.f("pk_sales_hourly")),
     )
+    with op.batch_alter_table("code_payloads", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("suffix_digest", sa.LargeBinary(length=16), nullable=True))
+        batch_op.create_index(
+            batch_op.f("ix_code_payloads_suffix_digest"), ["suffix_digest"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("code_payloads", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_code_payloads_suffix_digest"))
+        batch_op.drop_column("suffix_digest")
+
     op.drop_table("sales_hourly")
     with op.batch_alter_table("sales_daily", schema=None) as batch_op:
         batch_op.drop_index("ix_sales_daily_day_sku")
