@@ -151,6 +151,9 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.INVITATION_INVALID: 404,
     # Demoting or disabling the last active owner would leave nobody able to manage users.
     ErrorCode.LAST_OWNER: 409,
+    # File imports: the state of the batch (cancelled, or not an import that can be cancelled).
+    ErrorCode.IMPORT_CANCELLED: 409,
+    ErrorCode.BATCH_NOT_CANCELLABLE: 409,
     ErrorCode.APPROVAL_REQUIRED: 409,
     ErrorCode.APPROVAL_NOT_FOUND: 404,
     ErrorCode.APPROVAL_NOT_PENDING: 409,

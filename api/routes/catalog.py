@@ -150,7 +150,7 @@ class BatchOut(BaseModel):
     batch_id: int
     sku: str
     pool: str
-    status: str = Field(description="importing, ready, failed or rejected")
+    status: str = Field(description="importing, ready, rejected, failed or cancelled")
     source: str
     submitted: int
     processed: int
@@ -164,6 +164,10 @@ class BatchOut(BaseModel):
     purchase_date: str | None
     source_name: str | None
     error_code: str | None
+    error_details: dict[str, Any] | None = Field(
+        description="why the batch was rejected or failed: the error's details (reason, field, "
+                    "line, ...; docs/import.md)")
+    error_message: str | None
     created_at_ms: int
     created_by: str | None
 
@@ -243,6 +247,7 @@ async def upload_batch(
     sku: Annotated[str, Form(min_length=1, max_length=64)],
     pool: Annotated[str | None, Form(max_length=64)] = None,
     mode: Annotated[str, Form(pattern="^(all_or_nothing|per_row)$")] = "all_or_nothing",
+    encoding: Annotated[str, Form(pattern="^(utf-8|gb18030)$")] = "utf-8",
     supplier: Annotated[str | None, Form(max_length=200)] = None,
     unit_cost_minor: Annotated[int | None, Form(ge=0, le=MONEY_MINOR_MAX)] = None,
     currency: Annotated[str | None, Form(pattern=CURRENCY_RE)] = None,
@@ -251,16 +256,31 @@ async def upload_batch(
     valid_until: Annotated[int | None, Form(ge=0, le=(1 << 32) - 1)] = None,
 ) -> dict[str, Any]:
     """Uploads a CSV or XLSX file (multipart field ``file``, up to the upload limit) to import
-    as one batch. Answers 202 with the batch (status ``importing``) at once; poll
-    ``GET /v1/batches/{batch_id}`` (``processed`` counts rows as they load) until ``ready``,
-    ``rejected`` (see the report) or ``failed``. Errors before the import starts: SKU_NOT_FOUND,
-    POOL_NOT_FOUND, INVALID_ARGUMENT."""
+    as one batch (docs/import.md). ``encoding`` applies to CSV: ``utf-8`` (UTF-16 with a byte
+    order mark is recognised) or ``gb18030`` (GBK), never guessed. Answers 202 with the batch
+    (status ``importing``) at once; poll ``GET /v1/batches/{batch_id}`` (``processed`` counts
+    rows as they load) until ``ready``, ``rejected``, ``failed`` or ``cancelled``
+    (``error_details`` and the report say why; ``POST /v1/batches/{batch_id}/cancel`` stops
+    it). Imports run in a bounded queue with its own workers, never on the event loop. Errors
+    before the import starts, with nothing created: LIMIT_EXCEEDED (``import_queue``: too many
+    uploads waiting; retry later), SKU_NOT_FOUND, POOL_NOT_FOUND, INVALID_ARGUMENT."""
     name = Path(file.filename or "upload.csv").name[:200]
     meta = BatchMeta(sku=sku, pool=pool, valid_from=valid_from, valid_until=valid_until,
                      source="upload", supplier=supplier, unit_cost_minor=unit_cost_minor,
                      currency=currency, purchase_date=purchase_date, source_name=name)
-    return await asyncio.to_thread(runtime.file_imports.start, meta, file.file,
-                                   actor=caller.key_id, mode=mode)
+    return await asyncio.to_thread(runtime.jobs.start_upload, meta, file.file,
+                                   actor=caller.key_id, mode=mode, encoding=encoding)
+
+
+@router.post("/batches/{batch_id}/cancel", response_model=BatchOut,
+             status_code=status.HTTP_202_ACCEPTED)
+def cancel_batch(batch_id: BatchId, caller: StockDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Asks the import of an uploaded batch to stop (audited). Answers 202 with the batch as it
+    is: still ``importing`` until its job reaches the next chunk, then ``cancelled``, everything
+    it had imported voided; a batch already ``cancelled`` is returned as is. Errors:
+    BATCH_NOT_FOUND, BATCH_NOT_CANCELLABLE (the batch is ready, rejected or failed, or was not
+    uploaded)."""
+    return runtime.jobs.cancel(batch_id, actor=caller.key_id)
 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut)

@@ -121,6 +121,11 @@ class ErrorCode(StrEnum):
     ENROLMENT_REQUIRED = "ENROLMENT_REQUIRED"
     INVITATION_INVALID = "INVITATION_INVALID"
     LAST_OWNER = "LAST_OWNER"
+    # File imports: an import stopped by an admin's cancel (the batch's error code;
+    # what it had imported is voided), and a cancel of a batch that is not an import running
+    # or waiting in the import queue.
+    IMPORT_CANCELLED = "IMPORT_CANCELLED"
+    BATCH_NOT_CANCELLABLE = "BATCH_NOT_CANCELLABLE"
     # Maker-checker approvals (cardsvc.access.approvals).
     # The action needs a second person's approval first (details: action, object_id).
     APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
@@ -274,6 +279,8 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.ENROLMENT_REQUIRED: Forbidden,
     ErrorCode.INVITATION_INVALID: NotFound,
     ErrorCode.LAST_OWNER: Conflict,
+    ErrorCode.IMPORT_CANCELLED: Conflict,
+    ErrorCode.BATCH_NOT_CANCELLABLE: Conflict,
     ErrorCode.APPROVAL_REQUIRED: Conflict,
     ErrorCode.APPROVAL_NOT_FOUND: NotFound,
     ErrorCode.APPROVAL_NOT_PENDING: Conflict,

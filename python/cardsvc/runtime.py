@@ -23,7 +23,6 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,7 @@ from cardsvc.access import (
     SessionSettings,
 )
 from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
-from cardsvc.catalog import Batches, Catalog, FileImports
+from cardsvc.catalog import Batches, Catalog, ImportJobs
 from cardsvc.db import Database, WriteBatcher
 from cardsvc.delivery import Exports, Revealer
 from cardsvc.engine import Store, StoreConfig
@@ -152,10 +151,9 @@ class Runtime:
         """Support's code search (full code, last 4 + SKU, order, batch) and traces."""
         self._hourly_at_ms = 0
         self.recovery: dict[str, Any] = {}
-        self.jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-job")
-        """Long admin work (file imports) runs here, one job at a time, off the request path."""
-        self.file_imports = FileImports(self.batches, store.config.data_dir / "uploads",
-                                        self.jobs)
+        self.jobs = ImportJobs(self.batches, store.config.data_dir / "uploads")
+        """File imports run here, off the request path: a bounded queue with its own workers,
+        each job cancellable (``cardsvc.catalog.import_jobs``)."""
 
     @classmethod
     def open(cls, config: ServiceConfig, *, store: Store | None = None) -> Runtime:
@@ -219,9 +217,10 @@ class Runtime:
                                                           COMMISSIONS_PER_ROUND_MAX))
 
     def close(self) -> None:
-        """Finishes the running job, then closes the database and the store (flushing the
-        journal). Idempotent."""
-        self.jobs.shutdown(wait=True, cancel_futures=True)
+        """Cancels the import jobs (their batches end ``cancelled``, what they imported voided)
+        and waits for them, then closes the database and the store (flushing the journal).
+        Idempotent."""
+        self.jobs.close()
         self.batcher.close()
         self.db.close()
         self.store.close()

@@ -153,14 +153,14 @@ def test_unknown_columns_are_ignored_and_listed(tmp_path: Path) -> None:
     assert not report.has_pin and not report.has_valid_until
 
 
-def test_missing_code_column_is_invalid_argument_naming_the_header_but_no_value(
+def test_a_header_less_file_is_invalid_argument_naming_the_header_but_no_value(
     tmp_path: Path,
 ) -> None:
     # A file without a header has a code in its first row: the error must not echo it.
     path = write_csv(tmp_path, "SECRET-CODE-0001,1234\nSECRET-CODE-0002,5678\n")
     with raises_code(ErrorCode.INVALID_ARGUMENT) as caught:
         scan(path)
-    assert caught.value.details == {"field": "header", "reason": "missing_code_column", "line": 1}
+    assert caught.value.details == {"field": "header", "reason": "no_header", "line": 1}
     assert "SECRET" not in str(caught.value.to_dict())
 
 
@@ -172,11 +172,16 @@ def test_two_columns_for_one_field_are_refused(tmp_path: Path, header: str) -> N
     assert caught.value.details["reason"] == "duplicate_column"
 
 
-@pytest.mark.parametrize("text", ["", "\n\n", ",,\n"])
-def test_a_file_without_a_header_row_is_invalid_argument(tmp_path: Path, text: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("", "empty_file"), ("\n\n", "only_blank_rows"), (",,\n", "only_blank_rows")],
+)
+def test_a_file_without_a_header_row_is_invalid_argument(
+    tmp_path: Path, text: str, reason: str
+) -> None:
     with raises_code(ErrorCode.INVALID_ARGUMENT) as caught:
         scan(write_csv(tmp_path, text))
-    assert caught.value.details == {"field": "header", "reason": "missing"}
+    assert caught.value.details == {"field": "file", "reason": reason}
 
 
 # --- row problems -------------------------------------------------------------------------------
@@ -321,11 +326,13 @@ def test_scan_check_blocks_all_or_nothing_but_not_per_row(tmp_path: Path) -> Non
 
 
 def test_a_file_with_nothing_to_import_fails_check_in_every_mode(tmp_path: Path) -> None:
-    for text in ("code,pin\n", "code\n\x01\n", "code\n\n,\n"):
+    for text, reason in (
+        ("code,pin\n", "no_rows"), ("code\n\x01\n", "no_codes"), ("code\n\n,\n", "no_rows")
+    ):
         report = scan(write_csv(tmp_path, text))
         with raises_code(ErrorCode.INVALID_ARGUMENT) as caught:
             report.check(ImportMode.PER_ROW)
-        assert caught.value.details["reason"] == "no_codes"
+        assert caught.value.details["reason"] == reason
     # Two equal codes leave one to import.
     scan(write_csv(tmp_path, "code\nSAME\nsame\n")).check(ImportMode.PER_ROW)
 
@@ -628,7 +635,7 @@ def test_an_xlsx_part_larger_than_the_bound_is_limit_exceeded(tmp_path: Path) ->
     path = write_xlsx(tmp_path, [["code"], ["A1"]])
     with raises_code(ErrorCode.LIMIT_EXCEEDED) as caught:
         scan(path, limits=CodeFileLimits(xlsx_part_bytes_max=100))
-    assert caught.value.details == {"field": "xlsx_part", "max": 100}
+    assert (caught.value.details["field"], caught.value.details["max"]) == ("xlsx_part", 100)
 
 
 def test_problems_listed_are_capped_but_all_counted(tmp_path: Path) -> None:

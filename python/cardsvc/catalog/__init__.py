@@ -26,9 +26,9 @@ from cardsvc.catalog.codegen import (
     CodeFormat,
 )
 from cardsvc.catalog.file_import import (
-    FileImports,
     import_file,
 )
+from cardsvc.catalog.import_jobs import ImportJobs
 from cardsvc.catalog.skus import (
     EDITABLE,
     KINDS,
@@ -72,7 +72,7 @@ __all__ = [
     "CodeFormat",
     "CodeInput",
     "CodePayload",
-    "FileImports",
+    "ImportJobs",
     "Pool",
     "Sku",
     "batch_dict",

@@ -34,14 +34,15 @@ from sqlalchemy.orm import Session
 from cardsvc import audit, crypto
 from cardsvc.catalog import codegen
 from cardsvc.catalog.code_index import suffix_digest, suffix_key, suffix_of
+from cardsvc.catalog.codefile.values import FORMULA_STARTS
 from cardsvc.catalog.skus import STAGING_POOL_MIN, Catalog
-from cardsvc.catalog.tables import Batch, BatchIssue, CodePayload
+from cardsvc.catalog.tables import ERROR_MESSAGE_LEN_MAX, Batch, BatchIssue, CodePayload
 from cardsvc.checks import check_currency
 from cardsvc.crypto.envelope import unwrap_data_key
 from cardsvc.db import Database
 from cardsvc.engine import Engine, load_lookup_key, normalise_code
 from cardsvc.engine.store import Store
-from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
+from cardsvc.errors import CardsvcError, Corruption, ErrorCode, invalid, make_error
 from cardsvc.masking import mask_code
 
 STAGING_POOL_BASE = STAGING_POOL_MIN
@@ -299,33 +300,43 @@ class Batches:
             row.submitted = submitted
 
     def fail(self, batch_id: int, error: BaseException | None) -> None:
-        """Voids whatever the batch put in the core and marks it failed. Best effort: when the
-        journal or the database is down, recovery at the next start does it."""
+        """Voids whatever the batch put in the core and marks it ``failed`` (``cancelled`` when
+        ``error`` is IMPORT_CANCELLED), keeping why (the error's code, details and message; a
+        line in its report). Best effort: when the journal or the database is down, recovery at
+        the next start does it."""
         try:
             self.engine.void_batch(batch_id)
             self.store.wait_last()
-            code = error.code.value if isinstance(error, CardsvcError) else "INTERNAL_ERROR"
+            code, details, message = _error_record(error)
             with self.db.write() as session:
                 row = session.get(Batch, batch_id)
                 if row is not None and row.status == "importing":
-                    row.status = "failed"
-                    row.error_code = code
+                    cancelled = code == ErrorCode.IMPORT_CANCELLED.value
+                    row.status = "cancelled" if cancelled else "failed"
+                    _keep_error(session, row, code, details, message)
         except CardsvcError:
             pass
 
     def reject(self, batch_id: int, problems: Iterable[dict[str, Any]], *, actor: str,
-               error_code: str = ErrorCode.INVALID_ARGUMENT.value) -> None:
+               error: CardsvcError) -> None:
         """Ends a batch that a file check refused before anything was imported: ``rejected``,
-        with each problem (``line``, ``field``, ``reason``, ``masked``?) in its report."""
+        with the refusal (``error``: its code, details and message) on the batch and each
+        problem (``line``, ``field``, ``reason``, ``masked``?) in its report. A refusal the
+        problems do not already explain (anything but ``invalid_rows``) adds its own report
+        line: ``line`` the error's line or 0, ``field``, ``reason``."""
+        code, details, message = _error_record(error)
         with self.db.write() as session:
             count = _add_issues(session, batch_id, problems)
             row = session.get(Batch, batch_id)
             if row is None:
                 raise AssertionError(f"batch {batch_id} vanished")
             row.status = "rejected"
-            row.error_code = error_code
+            _keep_error(session, row, code, details, message,
+                        report=details.get("reason") != "invalid_rows")
             audit.append(session, actor=actor, action="batch.reject", object_type="batch",
-                         object_id=str(batch_id), details={"problems": count},
+                         object_id=str(batch_id),
+                         details={"problems": count, "error_code": code,
+                                  "reason": details.get("reason")},
                          at_ms=self.engine.now_ms())
 
     # ----- conveniences over the saga -----
@@ -333,10 +344,15 @@ class Batches:
     def import_codes(self, meta: BatchMeta, codes: Sequence[CodeInput], *,
                      actor: str) -> BatchResult:
         """Imports a list of codes as one batch (steps 1-4). Raises as :meth:`begin` and
-        :meth:`load`, and LIMIT_EXCEEDED beyond LIST_CODES_MAX codes."""
+        :meth:`load`, LIMIT_EXCEEDED beyond LIST_CODES_MAX codes, and INVALID_CODE /
+        INVALID_PIN (``reason`` formula_prefix, ``index``) for a code or PIN that starts with a
+        spreadsheet formula starter (``codefile.values.FORMULA_STARTS``; files refuse the same
+        rows), before anything is created."""
         if len(codes) > LIST_CODES_MAX:
             raise make_error(ErrorCode.LIMIT_EXCEEDED, "too many codes in one batch",
                              {"field": "codes", "max": LIST_CODES_MAX, "got": len(codes)})
+        for index, item in enumerate(codes):
+            _refuse_formula_start(item, index)
         batch_id = self.begin(meta, actor=actor, submitted=len(codes))
         numbered = [item if item.line is not None else
                     CodeInput(item.code, item.pin, index, item.valid_until)
@@ -396,11 +412,13 @@ class Batches:
         return batch_dict(self._row(batch_id), self.catalog.pool_names())
 
     def report(self, batch_id: int) -> Iterator[BatchIssue]:
-        """The batch's report lines in line order (streamed). Raises BATCH_NOT_FOUND."""
+        """The batch's report lines in line order, the problems of one line in the order they
+        were found (streamed). Raises BATCH_NOT_FOUND."""
         self._row(batch_id)
         with self.db.read() as session:
             query = (select(BatchIssue).where(BatchIssue.batch_id == batch_id)
-                     .order_by(BatchIssue.line).execution_options(yield_per=10_000))
+                     .order_by(BatchIssue.line, BatchIssue.issue_id)
+                     .execution_options(yield_per=10_000))
             yield from session.scalars(query)
 
     def recover(self) -> dict[str, int]:
@@ -413,12 +431,55 @@ class Batches:
                            select(Batch).where(Batch.status.in_(("importing", "ready"))))]
         for batch_id, sku, pool_id, status in pending:
             if status == "importing":
-                self.fail(batch_id, make_error(ErrorCode.INTERNAL_ERROR, "interrupted"))
+                self.fail(batch_id, make_error(
+                    ErrorCode.INTERNAL_ERROR, "the import was interrupted (the server stopped)",
+                    {"reason": "interrupted"}))
                 failed += 1
                 continue
             if self._release(sku, batch_id, pool_id):
                 finished += 1
         return {"failed": failed, "finished": finished}
+
+
+def _refuse_formula_start(item: CodeInput, index: int) -> None:
+    """Raises INVALID_CODE or INVALID_PIN (details ``reason`` formula_prefix, ``index``) when the
+    code or PIN starts, after leading whitespace, with ``= + - @``."""
+    for value, code, name in ((item.code, ErrorCode.INVALID_CODE, "code"),
+                              (item.pin, ErrorCode.INVALID_PIN, "pin")):
+        if value is not None and value.lstrip()[:1] in FORMULA_STARTS:
+            raise make_error(code, f"codes[{index}]: the {name} starts with a spreadsheet "
+                             "formula character (= + - @)",
+                             {"field": name, "reason": "formula_prefix", "index": index})
+
+
+def _error_record(error: BaseException | None) -> tuple[str, dict[str, Any], str]:
+    """What a batch keeps of the error that ended it: code, details, message. A CardsvcError's
+    details and message are safe by contract (no code or PIN); a corruption's (file names,
+    offsets) and anything unexpected (its message may hold data) are replaced."""
+    if isinstance(error, CardsvcError) and not isinstance(error, Corruption):
+        return error.code.value, dict(error.details), error.message[:ERROR_MESSAGE_LEN_MAX]
+    code = error.code.value if isinstance(error, CardsvcError) else "INTERNAL_ERROR"
+    return code, {"reason": "internal_error"}, "an internal error stopped the import"
+
+
+def _keep_error(session: Session, row: Batch, code: str, details: dict[str, Any],
+                message: str, *, report: bool = True) -> None:
+    """Stores the error on the batch row and, if ``report``, one line of the batch's report:
+    the error's line (0 for the whole file), field (``file`` when it names none) and reason
+    (the error code in lower case when it names none)."""
+    row.error_code = code
+    row.error_details = details
+    row.error_message = message
+    if not report:
+        return
+    line, field, reason = details.get("line"), details.get("field"), details.get("reason")
+    session.execute(insert(BatchIssue), [{
+        "batch_id": row.batch_id,
+        "line": line if isinstance(line, int) and not isinstance(line, bool) else 0,
+        "field": (field if isinstance(field, str) else "file")[:32],
+        "reason": (reason if isinstance(reason, str) else code.lower())[:64],
+        "masked": None,
+    }])
 
 
 def _add_issues(session: Session, batch_id: int, problems: Iterable[dict[str, Any]]) -> int:
@@ -482,6 +543,8 @@ def batch_dict(row: Batch, pool_names: dict[int, str]) -> dict[str, Any]:
         "purchase_date": row.purchase_date,
         "source_name": row.source_name,
         "error_code": row.error_code,
+        "error_details": row.error_details,
+        "error_message": row.error_message,
         "created_at_ms": row.created_at_ms,
         "created_by": row.created_by,
     }

@@ -10,6 +10,12 @@ Two modes (``cardsvc.catalog.codefile.ImportMode``):
 Either way duplicates (of earlier batches or within the file) are skipped and listed, and the
 batch is all or nothing once loading starts: a failure voids whatever it had imported.
 
+A file refused before anything is imported (it cannot be read, has no header, is empty, has
+problems in all_or_nothing mode, exceeds a bound) ends ``rejected``; a failure while loading
+ends ``failed``. Either way the batch keeps the error's code, details (``reason``, ``line``) and
+message (``error_code``, ``error_details``, ``error_message``) and its report says why
+(docs/import.md lists the reasons).
+
 The file should be a private copy (an upload saved by the server, or a file the operator owns):
 it is read twice, and a file changed between the check and the load fails the batch.
 """
@@ -17,17 +23,17 @@ it is read twice, and a file changed between the check and the load fails the ba
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from cardsvc.catalog import codefile
 from cardsvc.catalog.batches import Batches, BatchMeta, BatchResult, CodeInput
-from cardsvc.errors import CardsvcError
+from cardsvc.errors import BadInput, CardsvcError
+
+LOAD_CHUNK_ROWS = codefile.CHUNK_ROWS_DEFAULT
+"""Rows per chunk of the load: one core import call and one SQL transaction each; a cancel is
+checked between two."""
 
 log = logging.getLogger("cardsvc.imports")
 
@@ -41,15 +47,25 @@ def import_file(
     mode: str = codefile.ImportMode.ALL_OR_NOTHING,
     batch_id: int | None = None,
     progress: Callable[[str, int], None] | None = None,
+    encoding: str = codefile.FileEncoding.UTF8,
+    limits: codefile.CodeFileLimits = codefile.DEFAULT_LIMITS,
+    interrupt: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Imports ``path`` into a new batch (or the ``importing`` batch ``batch_id`` that the
     caller began, e.g. to answer an upload with its id at once). ``progress(phase, rows)`` is
-    called during the check (``"check"``) and the load (``"load"``).
+    called during the check (``"check"``) and the load (``"load"``). ``encoding`` (CSV only):
+    ``utf-8`` (the default; a UTF-16 byte order mark is honoured) or ``gb18030``. ``limits``
+    bound the file (``codefile.CodeFileLimits``); its CPU budget covers the check and the load
+    together. ``interrupt`` (a job's cancellation check) is called between chunks and every few
+    thousand rows while reading; what it raises stops the import like any failure (IMPORT_CANCELLED
+    ends the batch ``cancelled``, its codes voided).
 
-    Returns the result; a file with problems in ``all_or_nothing`` mode returns status
-    ``rejected`` (the report says why). Raises SKU_NOT_FOUND, POOL_NOT_FOUND, INVALID_ARGUMENT
-    (an unreadable file or header), LIMIT_EXCEEDED (too many rows, a line too long), and what
-    loading raises (the batch is then failed and nothing of it is sellable).
+    Returns the result: status ``ready``, or ``rejected`` when the check refused the file
+    (problems in ``all_or_nothing`` mode, nothing to import; the report says why). Raises
+    SKU_NOT_FOUND, POOL_NOT_FOUND (nothing created), INVALID_ARGUMENT (an unreadable, empty or
+    header-less file; the batch is ``rejected`` first), LIMIT_EXCEEDED (too many rows, a line
+    too long; likewise) and what loading raises (the batch is then ``failed`` and nothing of it
+    is sellable). A raised error's details name the batch (``batch_id``).
     """
     meta = replace(meta, source_name=meta.source_name or path.name)
 
@@ -59,72 +75,53 @@ def import_file(
 
     if batch_id is None:
         batch_id = batches.begin(meta, actor=actor)
+    # One CPU budget for both passes, on this thread (codefile.values.CPU_SECONDS_MAX).
+    budget = codefile.Budget(limits.cpu_seconds_max, interrupt)
     try:
-        report = codefile.scan(path, progress=checking)
+        report = codefile.scan(path, progress=checking, encoding=encoding, limits=limits,
+                               budget=budget)
         problems = [{"line": p.line, "field": p.field, "reason": p.reason}
                     for p in report.problems]
         try:
             report.check(mode)
         except CardsvcError as error:
-            batches.reject(batch_id, problems, actor=actor, error_code=error.code.value)
+            batches.reject(batch_id, problems, actor=actor, error=error)
             return BatchResult(batch_id, 0, status="rejected")
         batches.note(batch_id, submitted=report.rows, problems=problems)
+    except BadInput as error:  # the file was refused before anything was imported
+        batches.reject(batch_id, (), actor=actor, error=error)
+        _name_batch(error, batch_id)
+        raise
     except BaseException as error:
         batches.fail(batch_id, error)
+        _name_batch(error, batch_id)
         raise
 
     def loading(rows: int) -> None:
         if progress is not None:
             progress("load", rows)
 
-    return batches.load(batch_id, _inputs(path, mode), actor=actor, progress=loading)
+    try:
+        chunks = _inputs(path, mode, encoding, limits, budget, interrupt)
+        return batches.load(batch_id, chunks, actor=actor, progress=loading)
+    except BaseException as error:
+        _name_batch(error, batch_id)
+        raise
 
 
-def _inputs(path: Path, mode: str) -> Iterator[list[CodeInput]]:
-    for chunk in codefile.read_codes(path, mode=mode):
+def _name_batch(error: BaseException, batch_id: int) -> None:
+    """Adds the batch id to a raised error's details (after the batch stored them), so the CLI
+    can say which batch failed."""
+    if isinstance(error, CardsvcError):
+        error.details.setdefault("batch_id", batch_id)
+
+
+def _inputs(path: Path, mode: str, encoding: str, limits: codefile.CodeFileLimits,
+            budget: codefile.Budget,
+            interrupt: Callable[[], None] | None) -> Iterator[list[CodeInput]]:
+    """The file's valid rows in chunks of LOAD_CHUNK_ROWS, ``interrupt`` called before each."""
+    for chunk in codefile.read_codes(path, mode=mode, encoding=encoding, limits=limits,
+                                     budget=budget, chunk_rows=LOAD_CHUNK_ROWS):
+        if interrupt is not None:
+            interrupt()
         yield [CodeInput(row.code, row.pin, row.line, row.valid_until) for row in chunk]
-
-
-class FileImports:
-    """Uploaded files imported in the background, one job at a time, off the request path.
-
-    :meth:`start` begins the batch (so the caller can answer with its id at once), saves the
-    upload privately (mode 0600 in ``uploads_dir``, itself 0700) and queues the import; the job
-    deletes the file when it ends. A job's failure ends its batch ``failed`` with the error's
-    code (``import_file`` does that); only its type is logged, never its message.
-    """
-
-    def __init__(self, batches: Batches, uploads_dir: Path, jobs: Executor) -> None:
-        self.batches = batches
-        self.uploads_dir = uploads_dir
-        self.jobs = jobs
-
-    def start(self, meta: BatchMeta, source: BinaryIO, *, actor: str,
-              mode: str) -> dict[str, Any]:
-        """Begins an upload's batch and queues its import; returns the batch (``importing``).
-        Blocks on file I/O: call it off the event loop. Raises SKU_NOT_FOUND, POOL_NOT_FOUND,
-        INVALID_ARGUMENT (before anything is queued)."""
-        batch_id = self.batches.begin(meta, actor=actor)
-        name = meta.source_name or "upload.csv"
-        target = self.uploads_dir / f"batch-{batch_id}{Path(name).suffix.lower()[:8]}"
-        _save_upload(source, target)
-        self.jobs.submit(self._job, target, meta, actor, mode, batch_id)
-        return self.batches.get(batch_id)
-
-    def _job(self, target: Path, meta: BatchMeta, actor: str, mode: str,
-             batch_id: int) -> None:
-        try:
-            import_file(self.batches, target, meta, actor=actor, mode=mode, batch_id=batch_id)
-        except Exception as error:  # the batch is failed and says why; the log gets the type
-            if not isinstance(error, CardsvcError):
-                log.error("upload import of batch %s failed: %s", batch_id,
-                          type(error).__name__)
-        finally:
-            target.unlink(missing_ok=True)
-
-
-def _save_upload(source: BinaryIO, target: Path) -> None:
-    target.parent.mkdir(mode=0o700, exist_ok=True)
-    with target.open("wb") as out:
-        shutil.copyfileobj(source, out, 1 << 20)
-    os.chmod(target, 0o600)

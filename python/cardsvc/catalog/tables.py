@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -18,6 +19,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.expression import true as sa_true
 
 from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, Base
+
+ERROR_MESSAGE_LEN_MAX = 500
+"""Characters of a batch's error message kept (longer ones are cut): messages are one sentence."""
 
 
 class Sku(Base):
@@ -68,7 +72,9 @@ class Batch(Base):
     batch_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("skus.sku"), index=True)
     pool_id: Mapped[int] = mapped_column(Integer)
-    # importing -> ready, or importing -> failed (recovery voids a batch that never finished).
+    # importing -> ready; importing -> rejected (a file refused before anything was imported);
+    # importing -> failed (recovery voids a batch that never finished); importing -> cancelled
+    # (an admin stopped its import; what it had imported is voided).
     status: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(16))  # import | generate
     data_key_wrapped: Mapped[bytes] = mapped_column(LargeBinary)
@@ -89,18 +95,27 @@ class Batch(Base):
     processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     code_format: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64))
+    # Why a batch was refused or failed, as the error said it (``details`` and the
+    # message; never a code or PIN, by the errors' contract).
+    error_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(String(ERROR_MESSAGE_LEN_MAX))
 
 
 class BatchIssue(Base):
-    """One line of a batch's downloadable report: a rejected row or a duplicate (by input line
-    or index; the code only masked)."""
+    """One line of a batch's downloadable report: a problem of a rejected row, a duplicate (by
+    input line or index; the code only masked), or the refusal of the whole file (``field``
+    ``file``; ``line`` 0 when the refusal names no line). A line may carry any number of
+    problems (``,1,extra`` is an empty code and an extra column), so the key is the
+    issue's own id, which also keeps the problems of one line in the order they were found."""
 
     __tablename__ = "batch_issues"
+    __table_args__ = (Index("ix_batch_issues_batch_id_line", "batch_id", "line", "issue_id"),)
 
-    batch_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("batches.batch_id"), primary_key=True, autoincrement=False
+    issue_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    line: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    batch_id: Mapped[int] = mapped_column(Integer, ForeignKey("batches.batch_id"))
+    line: Mapped[int] = mapped_column(Integer)
     field: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(64))
     masked: Mapped[str | None] = mapped_column(String(ID_LEN_MAX * 4))

@@ -10,17 +10,20 @@ counts, and where the report of skipped rows and duplicates can be written (``--
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from cardsvc.catalog import codefile
 from cardsvc.catalog.batches import BatchMeta
 from cardsvc.catalog.file_import import import_file
 from cardsvc.cli.store import add_store_arguments, store_config
-from cardsvc.errors import ErrorCode, make_error
+from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.runtime import Runtime, ServiceConfig
 
 
@@ -48,6 +51,10 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
                         default=codefile.ImportMode.ALL_OR_NOTHING.value,
                         help="all_or_nothing (default): any bad row rejects the file; "
                              "per_row: bad rows are skipped and reported")
+    parser.add_argument("--encoding", choices=[e.value for e in codefile.FileEncoding],
+                        default=codefile.FileEncoding.UTF8.value,
+                        help="CSV only: utf-8 (default; UTF-16 with a byte order mark is "
+                             "recognised) or gb18030 (GBK files from Chinese Excel)")
     parser.add_argument("--supplier")
     parser.add_argument("--unit-cost", type=int, help="unit cost in minor units")
     parser.add_argument("--currency", help="ISO 4217 code of the unit cost")
@@ -80,18 +87,56 @@ def run_import(args: argparse.Namespace, console: Console) -> int:
                                                 total=None)
                 bar.update(tasks[phase], completed=rows)
 
-            result = import_file(services.batches, args.file, meta, actor="cli", mode=args.mode,
-                                 progress=progress)
+            failure: CardsvcError | None = None
+            try:
+                result = import_file(services.batches, args.file, meta, actor="cli",
+                                     mode=args.mode, progress=progress, encoding=args.encoding)
+            except CardsvcError as error:
+                if "batch_id" not in error.details:
+                    raise  # nothing was created (an unknown SKU): cli.main prints it
+                failure = error
+        if failure is not None:
+            batch_id = int(failure.details["batch_id"])
+            _print_error(failure.code.value, failure.details, failure.message,
+                         services.batches.get(batch_id))
+            _write_report(services, batch_id, args.report, console)
+            return 1
         batch = services.batches.get(result.batch_id)
+        if batch["status"] != "ready":
+            _print_error(str(batch["error_code"]), batch["error_details"] or {},
+                         str(batch["error_message"]), batch)
         console.print(f"batch {result.batch_id}: {batch['status']}; {batch['imported']:,} "
                       f"imported, {batch['duplicates']:,} duplicates, "
                       f"{batch['submitted']:,} rows", highlight=False)
-        if args.report is not None:
-            with args.report.open("w", encoding="utf-8", newline="") as out:
-                out.write("line,field,reason,code\n")
-                for issue in services.batches.report(result.batch_id):
-                    out.write(f"{issue.line},{issue.field},{issue.reason},{issue.masked or ''}\n")
-            console.print(f"report written to {args.report}", highlight=False)
+        _write_report(services, result.batch_id, args.report, console)
         return 0 if batch["status"] == "ready" else 1
     finally:
         services.close()
+
+
+def _print_error(code: str, details: dict[str, Any], message: str,
+                 batch: dict[str, Any]) -> None:
+    """One line on stderr: the code, the reason and line, the message and the batch's fate, e.g.
+    ``error: INVALID_ARGUMENT (not_utf8, line 3): line 3 is not UTF-8 text: ...; batch 4
+    rejected``. Never a code or PIN (messages and details hold none)."""
+    where = [str(details["reason"])] if "reason" in details else []
+    if details.get("field") and "reason" not in details:
+        where.append(f"field {details['field']}")
+    line = details.get("line", details.get("first_line"))
+    if line is not None:
+        where.append(f"line {line}")
+    said = f" ({', '.join(where)})" if where else ""
+    err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {code}{escape(said)}: {escape(message)}; "
+              f"batch {batch['batch_id']} {batch['status']}")
+
+
+def _write_report(services: Runtime, batch_id: int, target: Path | None,
+                  console: Console) -> None:
+    if target is None:
+        return
+    with target.open("w", encoding="utf-8", newline="") as out:
+        out.write("line,field,reason,code\n")
+        for issue in services.batches.report(batch_id):
+            out.write(f"{issue.line},{issue.field},{issue.reason},{issue.masked or ''}\n")
+    console.print(f"report written to {target}", highlight=False)

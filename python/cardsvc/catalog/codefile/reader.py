@@ -20,15 +20,18 @@ from cardsvc.catalog.codefile.values import (
     XLS_MAGIC,
     XLSX_MAGIC,
     XLSX_SUFFIXES,
+    Budget,
     CodeFileLimits,
     CodeRow,
     DuplicateRow,
+    FileEncoding,
     FileFormat,
     ImportMode,
     Layout,
     Records,
     RowProblem,
     ScanReport,
+    encoding_of,
     mode_of,
 )
 from cardsvc.catalog.codefile.xlsx_file import xlsx_records
@@ -51,7 +54,8 @@ def detect_format(path: Path) -> FileFormat:
     if magic == XLS_MAGIC or path.suffix.lower() in XLSX_SUFFIXES:
         raise make_error(
             ErrorCode.INVALID_ARGUMENT,
-            "the file is not CSV or XLSX (save it as .xlsx or UTF-8 CSV)",
+            "the file is not CSV or XLSX (an old .xls, or a workbook with a password): save "
+            "it as .xlsx without a password, or as CSV UTF-8",
             {"field": "file", "reason": "unsupported_format"},
         )
     return FileFormat.CSV
@@ -62,19 +66,26 @@ def scan(
     *,
     limits: CodeFileLimits = DEFAULT_LIMITS,
     progress: Callable[[int], None] | None = None,
+    encoding: FileEncoding | str = FileEncoding.UTF8,
+    budget: Budget | None = None,
 ) -> ScanReport:
     """Reads the whole file once and reports rows, problems and duplicates within the file.
 
     Reads only; memory as the module docstring says. ``progress`` (if given) is called with the
-    line number reached every ``PROGRESS_EVERY_ROWS`` lines. Raises INVALID_ARGUMENT (bad
-    header, malformed CSV quoting, not UTF-8, unreadable XLSX, unsupported format) or
-    LIMIT_EXCEEDED (``details`` ``{"field": "rows" | "line_length" | "columns" |
-    "xlsx_part", "max": n}``); OSError if the file cannot be read.
+    line number reached every ``PROGRESS_EVERY_ROWS`` lines. ``encoding`` applies to CSV only.
+    ``budget`` (default: a new one of ``limits.cpu_seconds_max``) is checked while reading; pass
+    the same one to :func:`read_codes` to bound both passes together.
+    Raises INVALID_ARGUMENT (``details["reason"]``: a bad header, malformed CSV quoting, an
+    encoding problem, an empty or blank file, unreadable XLSX, an unsupported format; see
+    docs/import.md) or LIMIT_EXCEEDED (``details`` ``{"field": "rows" | "line_length" |
+    "columns" | "xlsx_*" | "cpu_seconds", "max": n}``); OSError if the file cannot be read.
     """
     duplicates = DuplicateFinder()
     problems: list[RowProblem] = []
     problem_count = rows = valid_rows = 0
-    with _open_rows(path, limits) as (file_format, layout, records):
+    budget = budget if budget is not None else Budget(limits.cpu_seconds_max)
+    opened = _open_rows(path, limits, encoding_of(encoding), budget)
+    with opened as (file_format, layout, records):
         for line, cells in records:
             if progress is not None and line % PROGRESS_EVERY_ROWS == 0:
                 progress(line)
@@ -110,6 +121,8 @@ def read_codes(
     chunk_rows: int = CHUNK_ROWS_DEFAULT,
     mode: ImportMode | str = ImportMode.ALL_OR_NOTHING,
     limits: CodeFileLimits = DEFAULT_LIMITS,
+    encoding: FileEncoding | str = FileEncoding.UTF8,
+    budget: Budget | None = None,
 ) -> Iterator[list[CodeRow]]:
     """Yields the file's valid rows in line order, in lists of at most ``chunk_rows``.
 
@@ -132,7 +145,7 @@ def read_codes(
             "chunk_rows must be positive",
             {"field": "chunk_rows", "reason": "not_positive"},
         )
-    return _read_chunks(path, chunk_rows, mode_of(mode), limits)
+    return _read_chunks(path, chunk_rows, mode_of(mode), limits, encoding_of(encoding), budget)
 
 
 def merge_by_line(*sources: Iterable[DuplicateRow]) -> Iterator[DuplicateRow]:
@@ -171,11 +184,14 @@ def write_report(
 
 
 def _read_chunks(
-    path: Path, chunk_rows: int, mode: ImportMode, limits: CodeFileLimits
+    path: Path, chunk_rows: int, mode: ImportMode, limits: CodeFileLimits,
+    encoding: FileEncoding, budget: Budget | None,
 ) -> Iterator[list[CodeRow]]:
     stop_on_problem = mode is ImportMode.ALL_OR_NOTHING
     chunk: list[CodeRow] = []
-    with _open_rows(path, limits) as (_, layout, records):
+    # Created here, on the reading thread, at the first next() (thread_time is per thread).
+    budget = budget if budget is not None else Budget(limits.cpu_seconds_max)
+    with _open_rows(path, limits, encoding, budget) as (_, layout, records):
         for line, cells in records:
             result = check_row(line, cells, layout)
             if result is None:
@@ -205,22 +221,30 @@ def _row_error(problem: RowProblem) -> CardsvcError:
 
 @contextmanager
 def _open_rows(
-    path: Path, limits: CodeFileLimits
+    path: Path, limits: CodeFileLimits, encoding: FileEncoding, budget: Budget
 ) -> Iterator[tuple[FileFormat, Layout, Records]]:
     """Opens the file, reads its header and yields the format, the layout and the rows after
-    the header. Closes the file on exit."""
+    the header. Closes the file on exit. Raises INVALID_ARGUMENT ``empty_file`` (no row at all)
+    or ``only_blank_rows`` (rows, every one blank) before any header."""
     file_format = detect_format(path)
-    opener = xlsx_records if file_format is FileFormat.XLSX else csv_records
-    records = opener(path, limits)
+    if file_format is FileFormat.XLSX:
+        records = xlsx_records(path, limits, budget)
+    else:
+        records = csv_records(path, limits, encoding, budget)
     try:
+        seen = 0
         for line, cells in records:
+            seen = line
             if not is_blank(cells):
                 yield file_format, layout_of(line, cells, limits), records
                 return
+        if not seen:
+            raise make_error(ErrorCode.INVALID_ARGUMENT, "the file is empty",
+                             {"field": "file", "reason": "empty_file"})
         raise make_error(
             ErrorCode.INVALID_ARGUMENT,
-            "the file has no header row",
-            {"field": "header", "reason": "missing"},
+            f"the file's {seen} row(s) are all blank: it holds no header and no code",
+            {"field": "file", "reason": "only_blank_rows"},
         )
     finally:
         records.close()

@@ -12,6 +12,7 @@ from cardsvc.catalog.codefile.values import (
     CORE_REASONS,
     EXACT_FLOAT_INT_LIMIT,
     EXCEL_ERROR_VALUES,
+    FORMULA_STARTS,
     PIN_ALIASES,
     VALID_UNTIL_ALIASES,
     VALID_UNTIL_MAX,
@@ -29,7 +30,8 @@ from cardsvc.errors import BadInput, CardsvcError, ErrorCode, make_error
 
 def layout_of(line: int, cells: Sequence[object], limits: CodeFileLimits) -> Layout:
     """The layout named by the header row at ``line``. Raises INVALID_ARGUMENT (details
-    ``{"field": "header", "reason": "missing_code_column" | "duplicate_column", "line"}``) or
+    ``{"field": "header", "reason": "no_header" | "missing_code_column" | "duplicate_column",
+    "line"}``: ``no_header`` when the row names no known column at all, so it is data) or
     LIMIT_EXCEEDED (``columns``). Never puts a header name in an error: a file without a header
     has a code in its first row."""
     names = [_header_text(cell) for cell in cells]
@@ -49,11 +51,19 @@ def layout_of(line: int, cells: Sequence[object], limits: CodeFileLimits) -> Lay
         code_columns.remove(secret)
         pin_columns.append(secret)
     until_columns = [i for i, key in enumerate(keys) if key in VALID_UNTIL_ALIASES]
+    if not code_columns and not pin_columns and not until_columns:
+        raise _header_error(
+            "no_header", line,
+            f"line {line} is not a header: it names no known column; the first row must name "
+            "the columns, e.g. code,pin,valid_until (or 卡号,卡密,有效期)")
     if not code_columns:
-        raise _header_error("missing_code_column", line, "the header names no code column")
+        raise _header_error(
+            "missing_code_column", line,
+            f"the header on line {line} names no code column (code, card_no, cdkey, 卡号, ...)")
     for found in (code_columns, pin_columns, until_columns):
         if len(found) > 1:
-            raise _header_error("duplicate_column", line, "two header columns name one field")
+            raise _header_error("duplicate_column", line,
+                            f"two columns of the header on line {line} name one field")
     used = {*code_columns, *pin_columns, *until_columns}
     return Layout(
         code=code_columns[0],
@@ -123,9 +133,10 @@ def is_blank(cells: Sequence[object]) -> bool:
 
 
 def _normalised_code(code: str) -> tuple[str, str | None]:
-    """(normalised code, None) or ("", reason). The core's rules, plus: no Excel error value
-    and no control character anywhere (the core drops inner tabs and newlines; a printed code
-    never holds one)."""
+    """(normalised code, None) or ("", reason). The core's rules, plus: no Excel error value,
+    no control character anywhere (the core drops inner tabs and newlines; a printed code
+    never holds one) and no spreadsheet formula starter first (``formula_prefix``, checked
+    after the core's rules: ``---`` is ``empty``)."""
     if not code:
         return "", "empty"
     if code in EXCEL_ERROR_VALUES:
@@ -133,16 +144,19 @@ def _normalised_code(code: str) -> tuple[str, str | None]:
     if not code.isprintable():
         return "", "not_printable"
     try:
-        return normalise_code(code), None
+        normalised = normalise_code(code)
     except BadInput as exc:
         if exc.code is not ErrorCode.INVALID_CODE:
             raise
         return "", CORE_REASONS.get(str(exc.details.get("reason")), "invalid")
+    if code[0] in FORMULA_STARTS:
+        return "", "formula_prefix"
+    return normalised, None
 
 
 def _pin_of(cells: Sequence[object], column: int | None) -> tuple[str | None, str | None]:
     """(PIN or None, None) or (None, reason), by the core's ``check_pin``: 1..PIN_LEN_MAX
-    bytes of ASCII 0x21..0x7e."""
+    bytes of ASCII 0x21..0x7e, and not starting with a spreadsheet formula starter."""
     if column is None or column >= len(cells):
         return None, None
     value = cells[column]
@@ -160,6 +174,8 @@ def _pin_of(cells: Sequence[object], column: int | None) -> tuple[str | None, st
         return None, "too_long"
     if not (pin.isascii() and pin.isprintable()) or " " in pin:
         return None, "not_printable"
+    if pin[0] in FORMULA_STARTS:
+        return None, "formula_prefix"
     return pin, None
 
 
@@ -213,7 +229,8 @@ def _seconds_of(value: object) -> int | None:
         return int(value) if value.is_integer() else None
     if isinstance(value, str):
         if value.isascii() and value.isdigit():
-            return int(value)
+            # Over 20 digits is out of range anyway; int() refuses over 4,300 (ValueError).
+            return int(value) if len(value) <= 20 else VALID_UNTIL_MAX + 1
         parsed = _parse_iso(value)
         if parsed is None:
             return None

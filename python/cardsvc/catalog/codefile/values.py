@@ -4,7 +4,8 @@ and the scan's report."""
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Sequence
+import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -16,19 +17,46 @@ ROWS_MAX = 10_000_000
 """Rows in one file, header and blank rows included: 10x a 1M-code batch. Bounds the
 in-file duplicate table of :func:`scan` (21 bytes a row: 210 MB at the bound)."""
 LINE_LEN_MAX = 16_384
-"""Characters in one CSV line (terminator excluded): a code (at most 512 raw characters), a PIN,
-a date and room for wide exports' extra columns. Only one line is held at a time."""
+"""Characters in one row: a CSV line (terminator excluded) and a CSV record (a quoted field may
+span lines), and the text of all cells of one XLSX row. A code (at most 512 raw characters), a
+PIN, a date and room for wide exports' extra columns. Only one row is held at a time, and no
+cell's text is read past this bound (a 1 GiB inline string stops after 16 KiB)."""
 COLUMNS_MAX = 256
-"""Header columns: exports have a handful; the header and each row are held as lists."""
+"""Header columns: exports have a handful; the header and each row are held as lists. XLSX
+cells beyond this column are never stored (no padding up to column XFD): a non-blank one makes
+its row an ``extra_columns`` problem, and the header's ``columns`` LIMIT_EXCEEDED."""
 PROBLEMS_LISTED_MAX = 1_000
 """Problems :func:`scan` lists (all are counted): enough to diagnose a file, ~150 bytes each."""
 DUPLICATES_LISTED_MAX = 100_000
 """In-file duplicates :func:`scan` lists (all are counted), ~250 bytes each: 25 MB at the bound.
 A file with more is broken, not merely repetitive."""
 XLSX_PART_BYTES_MAX = 128 * 1024 * 1024
-"""Uncompressed size of any XLSX part openpyxl loads whole (shared strings, styles). Excel's own
-limit of 1,048,576 rows with a code and a PIN as text needs ~70 MB; openpyxl holds ~2.5x that.
-Worksheets are streamed and not bounded here (their rows are, by ``rows_max``)."""
+"""Uncompressed size of any XLSX part read besides the worksheet (shared strings, styles,
+workbook, relationships). Excel's own limit of 1,048,576 rows with a code and a PIN as text
+needs ~70 MB of shared strings; the reader keeps their text (UTF-8) and 4 bytes an entry, at most
+about the part's size."""
+XLSX_MEMBER_BYTES_MAX = 1024 * 1024 * 1024
+"""Declared uncompressed size of any member of the zip, the worksheet included: 1,048,576 rows
+(Excel's limit) of ~1 KB of XML each. Worksheets are streamed, so this bounds time, not memory."""
+XLSX_TOTAL_BYTES_MAX = 2 * 1024 * 1024 * 1024
+"""Sum of the declared uncompressed sizes of all members (an archive of many members each under
+``xlsx_member_bytes_max``)."""
+XLSX_RATIO_MAX = 100
+"""Declared uncompressed / compressed size of a member above ``XLSX_RATIO_FLOOR_BYTES``: XML
+deflates 5-20x; a zip bomb or a gigabyte of one repeated character deflates ~1000x. (Apache
+POI's ZipSecureFile refuses the same ratio by default.)"""
+XLSX_RATIO_FLOOR_BYTES = 1024 * 1024
+"""Members this small are not ratio-checked: a tiny part may deflate well and costs nothing."""
+XLSX_MEMBERS_MAX = 10_000
+"""Members of the zip (a workbook has tens; with images, hundreds). Checked from the end of
+central directory record before the directory is parsed (~500 bytes per member in zipfile)."""
+CPU_SECONDS_MAX = 300.0
+"""CPU seconds (of the importing thread) one file may use, check and load together: a
+10M-row CSV needs ~90 s on the development machine; the tester's 980 KB XLSX with cells in
+column XFD took 11 minutes before the reader stopped padding rows. Over it: LIMIT_EXCEEDED
+``cpu_seconds`` with the line reached."""
+BUDGET_CHECK_EVERY_ROWS = 4_096
+"""Rows between two checks of the CPU budget (and of a cancellation) while reading."""
 CHUNK_ROWS_DEFAULT = 50_000
 """Rows per chunk of :func:`read_codes`: ~11 MB of rows, one core import call each."""
 PROGRESS_EVERY_ROWS = 65_536
@@ -54,6 +82,16 @@ EXCEL_ERROR_VALUES = frozenset(
 """What an XLSX error cell (or a CSV exported from one) holds; never a code or PIN."""
 CORE_REASONS = {"empty": "empty", "too long": "too_long", "not printable ASCII": "not_printable"}
 """The core's INVALID_CODE reasons as problem reason words."""
+FORMULA_STARTS = frozenset("=+-@")
+"""A code or PIN may not start with one of these (``formula_prefix``): a spreadsheet reads such a
+cell as a formula (``=HYPERLINK(...)``, ``+1+1``, ``-2+3``, ``@SUM(...)``), so a code that starts
+with one would run as a formula wherever it is pasted or exported. No card key or voucher code
+starts with one; refusing them at import protects every consumer (our exports, agents' systems,
+resellers' spreadsheets) without altering any code's text. Tab and CR, the other two starters
+OWASP lists, never reach a code: surrounding whitespace is stripped and control characters
+inside are refused (``not_printable``)."""
+SNIFF_BYTES = 4_096
+"""Bytes read from the start of a CSV to find its byte order mark or NUL bytes."""
 CODE_ALIASES = frozenset({"code", "card", "card_no", "card_number", "cdkey", "卡号", "卡密"})
 PIN_ALIASES = frozenset({"pin", "password", "secret", "密码"})
 VALID_UNTIL_ALIASES = frozenset({"valid_until", "expires", "expiry", "有效期"})
@@ -75,6 +113,16 @@ class FileFormat(StrEnum):
 
     CSV = "csv"
     XLSX = "xlsx"
+
+
+class FileEncoding(StrEnum):
+    """How a CSV's bytes are read (XLSX declares its own). ``utf-8``, the default: UTF-8 with or
+    without a byte order mark, or UTF-16 when the file starts with a UTF-16 byte order mark
+    (which declares it: Excel's "Unicode text" export). ``gb18030``: GB18030, hence also GBK and
+    GB2312 (Excel's "CSV" on a Chinese Windows); given explicitly, never guessed."""
+
+    UTF8 = "utf-8"
+    GB18030 = "gb18030"
 
 
 class DuplicateReason(StrEnum):
@@ -142,8 +190,11 @@ class DuplicateRow:
 @dataclass(frozen=True, slots=True)
 class CodeFileLimits:
     """The bounds one read works under; the module constants say why each default is what it
-    is. Exceeding ``rows_max``, ``line_len_max``, ``columns_max`` or ``xlsx_part_bytes_max``
-    raises LIMIT_EXCEEDED; the two ``*_listed_max`` only cap what is listed."""
+    is. Exceeding any but the two ``*_listed_max`` (which only cap what is listed) raises
+    LIMIT_EXCEEDED with ``details["field"]`` naming it (``rows``, ``line_length``,
+    ``columns``, ``xlsx_part``, ``xlsx_member``, ``xlsx_total``, ``xlsx_ratio``,
+    ``xlsx_members``, ``cpu_seconds``; and ``xlsx_token``, fixed at
+    ``xlsx_xml.XML_TOKEN_BYTES_MAX``) and ``max``."""
 
     rows_max: int = ROWS_MAX
     line_len_max: int = LINE_LEN_MAX
@@ -151,9 +202,43 @@ class CodeFileLimits:
     problems_listed_max: int = PROBLEMS_LISTED_MAX
     duplicates_listed_max: int = DUPLICATES_LISTED_MAX
     xlsx_part_bytes_max: int = XLSX_PART_BYTES_MAX
+    xlsx_member_bytes_max: int = XLSX_MEMBER_BYTES_MAX
+    xlsx_total_bytes_max: int = XLSX_TOTAL_BYTES_MAX
+    xlsx_ratio_max: float = XLSX_RATIO_MAX
+    xlsx_members_max: int = XLSX_MEMBERS_MAX
+    cpu_seconds_max: float = CPU_SECONDS_MAX
 
 
 DEFAULT_LIMITS = CodeFileLimits()
+
+
+class Budget:
+    """The CPU one file may use, across both passes (check and load) when they share it, and an
+    optional ``interrupt`` (e.g. a job's cancellation check, which raises) run at the same
+    points. CPU is the importing thread's (``time.thread_time``), so waiting for the database
+    or for other jobs does not count; create the budget on the thread that reads."""
+
+    __slots__ = ("_interrupt", "_limit", "_started", "cpu_seconds_max")
+
+    def __init__(self, cpu_seconds_max: float,
+                 interrupt: Callable[[], None] | None = None) -> None:
+        self.cpu_seconds_max = cpu_seconds_max
+        self._interrupt = interrupt
+        self._started = time.thread_time()
+        self._limit = self._started + cpu_seconds_max
+
+    def check(self, line: int) -> None:
+        """Raises the interrupt's error, or LIMIT_EXCEEDED (``{"field": "cpu_seconds", "max",
+        "line"}``, the line reached when there is one) once the thread has used more than
+        ``cpu_seconds_max`` since the budget was created."""
+        if self._interrupt is not None:
+            self._interrupt()
+        if time.thread_time() > self._limit:
+            where = {"line": line} if line > 0 else {}
+            raise over_bound(
+                "cpu_seconds", self.cpu_seconds_max,
+                f"reading the file used more than {self.cpu_seconds_max:g} CPU seconds"
+                + (f" (stopped at line {line})" if line > 0 else ""), **where)
 
 
 @dataclass(frozen=True)
@@ -186,9 +271,16 @@ class ScanReport:
 
     def check(self, mode: ImportMode | str) -> None:
         """Raises unless the file may be imported in ``mode``: INVALID_ARGUMENT with details
-        ``{"field": "file", "reason": "invalid_rows", "problems": n, "first_line": l}`` when
-        ``mode`` is all_or_nothing and a row is invalid, or ``{"field": "file", "reason":
-        "no_codes"}`` when no row would be imported. Pure otherwise."""
+        ``{"field": "file", "reason": "no_rows"}`` when no row follows the header, ``{"field":
+        "file", "reason": "invalid_rows", "problems": n, "first_line": l}`` when ``mode`` is
+        all_or_nothing and a row is invalid, or ``{"field": "file", "reason": "no_codes"}`` when
+        no row would be imported. Pure otherwise."""
+        if self.rows == 0:
+            raise make_error(
+                ErrorCode.INVALID_ARGUMENT,
+                "the file has a header but no rows under it",
+                {"field": "file", "reason": "no_rows"},
+            )
         if mode_of(mode) is ImportMode.ALL_OR_NOTHING and self.problem_count:
             raise make_error(
                 ErrorCode.INVALID_ARGUMENT,
@@ -225,6 +317,12 @@ Records = Generator[tuple[int, Sequence[object]], None, None]
 """(line, cells) of each row after the header."""
 
 
+def over_bound(field: str, maximum: float, message: str, **details: object) -> CardsvcError:
+    """LIMIT_EXCEEDED naming the bound (``field``, ``max``) and anything else (``line``)."""
+    return make_error(ErrorCode.LIMIT_EXCEEDED, message,
+                      {"field": field, "max": maximum, **details})
+
+
 def too_many_rows(limits: CodeFileLimits) -> CardsvcError:
     return make_error(
         ErrorCode.LIMIT_EXCEEDED,
@@ -237,6 +335,19 @@ REPORT_COLUMNS = ("line", "field", "reason", "masked_code", "first_line", "count
 """The downloadable report's header. A problem fills line, field and reason; a duplicate also
 masked_code and, within the file, first_line. A last row with reason ``not_listed`` and field
 ``problems`` or ``duplicates`` gives in ``count`` how many were found but not listed."""
+
+
+def encoding_of(encoding: FileEncoding | str) -> FileEncoding:
+    """``encoding`` as a FileEncoding. Raises INVALID_ARGUMENT (``{"field": "encoding",
+    "reason": "unknown"}``)."""
+    try:
+        return FileEncoding(encoding)
+    except ValueError:
+        raise make_error(
+            ErrorCode.INVALID_ARGUMENT,
+            "encoding must be utf-8 or gb18030",
+            {"field": "encoding", "reason": "unknown"},
+        ) from None
 
 
 def mode_of(mode: ImportMode | str) -> ImportMode:

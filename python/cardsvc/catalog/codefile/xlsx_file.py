@@ -1,95 +1,68 @@
-"""XLSX files: the first worksheet, streamed, with the zip's parts bounded before parsing."""
+"""XLSX files: the zip checked whole (``xlsx_zip``), then the first worksheet streamed with a
+bounded expat reader (``xlsx_xml``). No third-party parser reads the file: openpyxl pads every
+row to the sheet's widest column and holds each cell's text whole, and python-calamine
+materialises the whole sheet (bench/RESULTS.md)."""
 
 from __future__ import annotations
 
-import zipfile
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
-from xml.etree.ElementTree import ParseError
 
-from cardsvc.catalog.codefile.values import CodeFileLimits, Records, too_many_rows
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.catalog.codefile import xlsx_xml
+from cardsvc.catalog.codefile.values import Budget, CodeFileLimits, Records, too_many_rows
+from cardsvc.catalog.codefile.xlsx_zip import Package, bad_xlsx, open_package
 
-# --- XLSX --------------------------------------------------------------------------------------
-
-_XLSX_ERRORS: tuple[type[Exception], ...] = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    KeyError,
-    IndexError,
-    TypeError,
-    ValueError,
-    AttributeError,
-    OSError,
-    EOFError,
-    ParseError,
-)
-"""What openpyxl raises inside its own code on a damaged or foreign file (with its
-InvalidFileException). Only the openpyxl calls themselves are guarded by it."""
+_ROOT_RELS = "_rels/.rels"
+_WORKSHEET = "/worksheet"
+_SHARED_STRINGS = "/sharedStrings"
+_STYLES = "/styles"
 
 
-def xlsx_records(path: Path, limits: CodeFileLimits) -> Records:
-    """Each row of the first worksheet with its line number. Raises INVALID_ARGUMENT
-    (``bad_xlsx``) or LIMIT_EXCEEDED (rows, ``xlsx_part``)."""
-    import openpyxl  # type: ignore[import-untyped]  # no stubs; confined to this function
-    from openpyxl.utils.exceptions import (  # type: ignore[import-untyped]
-        InvalidFileException,
-    )
-
-    damaged = (*_XLSX_ERRORS, InvalidFileException)
-    _check_xlsx_parts(path, limits)
-    line = 0
-    with path.open("rb") as handle:
+def xlsx_records(path: Path, limits: CodeFileLimits, budget: Budget | None = None) -> Records:
+    """Each row of the first worksheet with its spreadsheet row number (gaps are not filled:
+    blank rows are simply absent). Raises INVALID_ARGUMENT (``bad_xlsx`` and the zip's reasons,
+    with the line when one is known) or LIMIT_EXCEEDED (``rows``, ``line_length``,
+    ``columns`` by way of the header, the zip's bounds, ``cpu_seconds``)."""
+    package = open_package(path, limits)
+    try:
+        sheet, strings_name, styles_name, date1904 = _workbook(package)
+        styles = (xlsx_xml.date_styles(package.open(styles_name, whole=True), styles_name)
+                  if styles_name else frozenset())
+        strings = (xlsx_xml.shared_strings(package.open(strings_name, whole=True),
+                                           strings_name, limits, budget)
+                   if strings_name else None)
+        rows = xlsx_xml.sheet_rows(package.open(sheet, whole=False), sheet, strings, styles,
+                                   date1904, limits, budget)
         try:
-            # A file object, not a path: openpyxl refuses paths without an .xlsx name.
-            workbook: Any = openpyxl.load_workbook(
-                handle, read_only=True, data_only=True, keep_links=False, keep_vba=False
-            )
-        except damaged:
-            raise _bad_xlsx(line) from None
-        try:
-            if not workbook.worksheets:
-                raise _bad_xlsx(line)
-            sheet = workbook.worksheets[0]
-            sheet.reset_dimensions()  # never trust the stored size: read every row there is
-            rows: Iterator[Sequence[object]] = sheet.iter_rows(values_only=True)
-            while True:
-                try:
-                    cells = next(rows, None)
-                except damaged:
-                    raise _bad_xlsx(line + 1) from None
-                if cells is None:
-                    return
-                line += 1
+            for line, cells in rows:
                 if line > limits.rows_max:
                     raise too_many_rows(limits)
                 yield line, cells
         finally:
-            workbook.close()
+            rows.close()
+    finally:
+        package.close()
 
 
-def _bad_xlsx(line: int) -> CardsvcError:
-    details: dict[str, Any] = {"field": "file", "reason": "bad_xlsx"}
-    if line:
-        details["line"] = line
-    return make_error(ErrorCode.INVALID_ARGUMENT, "the XLSX file cannot be read", details)
+def _workbook(package: Package) -> tuple[str, str | None, str | None, bool]:
+    """The first worksheet's member name, the shared strings' and the styles' (None when the
+    workbook has none) and whether dates count from 1904. Raises INVALID_ARGUMENT
+    ``bad_xlsx``."""
+    if not package.has(_ROOT_RELS):
+        raise bad_xlsx(message="the file is a zip but not a workbook (no _rels/.rels)")
+    workbook = xlsx_xml.office_document(
+        xlsx_xml.relationships(package.open(_ROOT_RELS, whole=True), _ROOT_RELS))
+    folder, _, leaf = workbook.rpartition("/")
+    rels_name = f"{folder}/_rels/{leaf}.rels" if folder else f"_rels/{leaf}.rels"
+    rels = xlsx_xml.relationships(package.open(rels_name, whole=True), rels_name)
+    sheet_ids, date1904 = xlsx_xml.workbook_sheets(package.open(workbook, whole=True), workbook)
+    worksheets = [rels[rid][1] for rid in sheet_ids
+                  if rid in rels and rels[rid][0].endswith(_WORKSHEET)]
+    if not worksheets:
+        raise bad_xlsx(message="the workbook has no worksheet")
 
+    def target(kind: str) -> str | None:
+        found = [t for k, t in rels.values() if k.endswith(kind)]
+        return xlsx_xml.part_path(rels_name, found[0]) if found else None
 
-def _check_xlsx_parts(path: Path, limits: CodeFileLimits) -> None:
-    """Refuses a zip whose parts that openpyxl loads whole (everything but worksheets) declare
-    more than ``xlsx_part_bytes_max`` bytes; zipfile never inflates a part past its declared
-    size, so the bound holds for lying headers too. Raises LIMIT_EXCEEDED or INVALID_ARGUMENT."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
-        raise _bad_xlsx(0) from None
-    for info in infos:
-        streamed = info.filename.startswith("xl/worksheets/")
-        if not streamed and info.file_size > limits.xlsx_part_bytes_max:
-            raise make_error(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"a part of the XLSX file is larger than {limits.xlsx_part_bytes_max} bytes",
-                {"field": "xlsx_part", "max": limits.xlsx_part_bytes_max},
-            )
+    return (xlsx_xml.part_path(rels_name, worksheets[0]), target(_SHARED_STRINGS),
+            target(_STYLES), date1904)

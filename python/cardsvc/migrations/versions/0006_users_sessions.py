@@ -1,13 +1,12 @@
 """Console users: users, invitations, recovery codes and sessions
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-06
 
 The domain layer of people logging in (cardsvc.access.users, cardsvc.access.sessions): users
 with argon2id password hashes and sealed TOTP secrets, one-time invitations and recovery codes
-(SHA-256 only), and sessions (token SHA-256 only). ``down_revision`` is 0004 as written on the
-users branch; it is re-chained after 0005 when merged.
+(SHA-256 only), and sessions (token SHA-256 only).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
