@@ -45,6 +45,13 @@ ALERTS: Mapping[str, str] = {
     "commission_released": N_("Commissions released"),
     "withdrawal_requested": N_("Withdrawal requested"),
 }
+EVENTS: Mapping[str, str] = {
+    "redeemed": N_("redeemed"), "rolled_back": N_("redemption rolled back"),
+    "ordered": N_("ordered"), "delivered": N_("delivered"),
+    "batch.import": N_("imported"), "code.trace": N_("traced"), "code.freeze": N_("frozen"),
+    "code.unfreeze": N_("unfrozen"), "code.void": N_("voided"), "code.export": N_("exported"),
+    "money.refund": N_("refunded"), "batch.cancel": N_("import cancelled"),
+}
 KINDS: Mapping[str, str] = {
     "card_key": N_("Card key"), "voucher": N_("Voucher"),
     "direct_recharge": N_("Direct recharge"), "link": N_("Link"),
@@ -76,6 +83,10 @@ def alert_name(kind: object) -> str:
     return _name(ALERTS, kind)
 
 
+def event_name(event: object) -> str:
+    return _name(EVENTS, event)
+
+
 def kind_name(kind: object) -> str:
     return _name(KINDS, kind)
 
@@ -97,4 +108,4 @@ def state_class(state: object) -> str:
 TEMPLATE_GLOBALS = {"role_name": role_name, "state_name": state_name,
                     "action_name": action_name, "alert_name": alert_name,
                     "state_class": state_class, "kind_name": kind_name,
-                    "kind_options": kind_options}
+                    "kind_options": kind_options, "event_name": event_name}

@@ -52,6 +52,7 @@ from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
     PENDING_ORDER_AGE_MS,
+    ApprovedActions,
     Holds,
     Orders,
     delivered_code_ids,
@@ -142,6 +143,9 @@ class Runtime:
         """SQL group commit for the order path (``cardsvc.db.batcher``)."""
         self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
                              cooling_ms=cooling_ms, crash=crash, approvals=self.approvals)
+        self.approved = ApprovedActions(self.approvals, self.money, self.orders, self.catalog,
+                                        self.exports)
+        """Runs approved maker-checker requests through their guarded use cases."""
         self.terminals = Terminals(store, db, risk, self.batches.prefixes)
         self.timezone = config.timezone if config is not None else "Asia/Shanghai"
         self.rollups = Rollups(db, store.engine.now_ms, self.timezone, self.terminals.counts)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -123,6 +124,19 @@ def query_text(request: Request, name: str, max_chars: int = 128) -> str | None:
 def query_cursor(request: Request) -> str | None:
     """The page's ``cursor`` (the domain list checks it; an over-long one is dropped here)."""
     return query_text(request, "cursor", CURSOR_LEN_MAX)
+
+
+def path_int(request: Request, name: str, *, maximum: int = (1 << 63) - 1) -> int:
+    """A whole-number path parameter (an id); the 404 page for anything else."""
+    value = int_field(str(request.path_params.get(name, "")), minimum=0, maximum=maximum)
+    if value is None:
+        raise HTTPException(404)
+    return value
+
+
+def sku_options(skus: list[dict[str, object]]) -> list[tuple[str, str]]:
+    """The (value, label) options of a product select: none, then each SKU by name."""
+    return [("", "—"), *((str(s["sku"]), f"{s['name']} · {s['sku']}") for s in skus)]
 
 
 def form_token() -> str:

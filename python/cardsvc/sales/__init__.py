@@ -2,6 +2,7 @@
 SQL (``orders``), flash-sale holds in the core (``holds``), and the orders table.
 """
 
+from cardsvc.sales.approved import ApprovedActions, Ran
 from cardsvc.sales.holds import HOLD_TTL_S_MAX, HOLD_TTL_S_MIN, Holds, HoldView, hold_ref
 from cardsvc.sales.orders import (
     COOLING_MS_DEFAULT,
@@ -25,6 +26,7 @@ __all__ = [
     "HOLD_TTL_S_MAX",
     "HOLD_TTL_S_MIN",
     "PENDING_ORDER_AGE_MS",
+    "ApprovedActions",
     "DeliveredCode",
     "HoldView",
     "Holds",
@@ -32,6 +34,7 @@ __all__ = [
     "OrderRequest",
     "OrderView",
     "Orders",
+    "Ran",
     "delivered_code_ids",
     "hold_ref",
     "no_crash",

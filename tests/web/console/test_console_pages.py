@@ -56,3 +56,102 @@ async def test_catalog_pages_create_and_edit_a_product(shop: Service, visit: Any
     assert again.status_code == 422
     finance = await visit("fiona")
     assert error_of((await finance.get("/console/skus")).text) == "FORBIDDEN"
+
+
+async def test_a_file_upload_imports_in_the_background_and_reports(shop: Service,
+                                                                   visit: Any) -> None:
+    operator = await visit("oscar")
+    form = await operator.get("/console/batches/new?sku=VIP")
+    assert form.status_code == 200
+    rows = "code,pin\n" + "".join(f"UPLOAD-{i:04d}-QRST,{i:04d}\n" for i in range(30))
+    rows += "CONSOLE-0001-WXYZ,0001\n"  # a duplicate of the shop's stock
+    answer = await operator.post("/console/batches/upload", {
+        "sku": "VIP", "supplier": "Zeta <b>Cards</b>", "unit_cost": "4.20", "currency": "CNY",
+        "mode": "per_row"}, files={"file": ("codes.csv", rows.encode(), "text/csv")})
+    assert answer.status_code == 303, answer.text[:400]
+    path = answer.headers["location"]
+    batch_id = int(path.rsplit("/", 1)[1])
+    for _ in range(200):
+        state = (await operator.get(f"{path}/progress")).json()
+        if state["state"] != "importing":
+            break
+        await __import__("anyio").sleep(0.02)
+    assert (state["state"], state["imported"], state["duplicates"]) == ("ready", 30, 1)
+    page = await operator.get(path)
+    assert page.status_code == 200 and "<b>Cards</b>" not in page.text
+    assert "&lt;b&gt;Cards&lt;/b&gt;" in page.text
+    report = await operator.get(f"{path}/report.csv")
+    assert "duplicate" in report.text and "CONSOLE-0001" not in report.text
+    assert shop.runtime.batches.get(batch_id)["unit_cost_minor"] == 420
+    refused = await operator.post("/console/batches/upload", {"sku": "VIP"},
+                                  files={"file": ("codes.csv", rows.encode(), "text/csv")},
+                                  token=False)
+    assert error_of(refused.text) == "FORBIDDEN"
+
+
+async def test_generate_and_ask_to_void_a_batch(shop: Service, visit: Any) -> None:
+    operator = await visit("oscar")
+    made = await operator.post("/console/batches/generate", {
+        "sku": "VIP", "count": "25", "prefix": "GEN", "length": "12"},
+        form_page="/console/batches/new")
+    assert made.status_code == 303, made.text[:300]
+    path = made.headers["location"]
+    page = await operator.get(path)
+    assert page.status_code == 200
+    asked = await operator.post(f"{path}/void", {"reason": "supplier recalled it"})
+    assert asked.status_code == 303 and "/console/approvals/apr_" in asked.headers["location"]
+
+
+async def test_maker_checker_on_a_batch_void_needs_two_people(shop: Service,
+                                                             visit: Any) -> None:
+    operator = await visit("oscar")
+    asked = await operator.post("/console/batches/1/void", {"reason": "recalled"},
+                                form_page="/console/batches/1")
+    approval_path = asked.headers["location"]
+    mine = await operator.get(approval_path)
+    assert "/approve-run" not in mine.text  # the maker gets no approve button...
+    self_approve = await operator.post(f"{approval_path}/approve-run", {})
+    assert self_approve.status_code == 303  # ...and the domain refuses it anyway
+    approval_id = approval_path.rsplit("/", 1)[1]
+    assert shop.runtime.approvals.get(shop.people["owner"].principal(shop.runtime),
+                                      approval_id).status == "pending"
+    assert shop.runtime.catalog.stock("VIP")["void"] == 0
+    owner = await visit("owner")
+    page = await owner.get(approval_path)
+    assert "/approve-run" in page.text
+    done = await owner.post(f"{approval_path}/approve-run", {"note": "ok"})
+    assert done.status_code == 303
+    assert shop.runtime.catalog.stock("VIP")["void"] == 20
+    again = await owner.post(f"{approval_path}/run", {}, form_page=approval_path)
+    assert again.status_code == 303
+    assert shop.runtime.approvals.get(shop.people["owner"].principal(shop.runtime),
+                                      approval_id).status == "executed"
+    queue = await owner.get("/console/approvals?status=all")
+    assert approval_id in queue.text
+
+
+async def test_support_finds_a_code_three_ways_and_freezes_it(shop: Service,
+                                                              visit: Any) -> None:
+    support = await visit("sue")
+    found = await support.post("/console/codes/find", {"code": "console-0003-wxyz"},
+                               form_page="/console/codes")
+    assert found.status_code == 303
+    path = found.headers["location"]
+    assert "CONSOLE" not in path
+    trace = await support.get(path)
+    assert trace.status_code == 200
+    assert "CONSOLE-0003" not in trace.text and "WXYZ" in trace.text
+    by_suffix = await support.get("/console/codes?sku=VIP&last4=wx-yz")
+    assert by_suffix.text.count('href="/console/codes/') >= 20
+    assert "CONSOLE-00" not in by_suffix.text
+    by_batch = await support.get("/console/codes?batch_id=1")
+    assert by_batch.status_code == 200 and "rel=\"next\"" not in by_batch.text
+    frozen = await support.post(f"{path}/freeze", {"reason": "customer dispute"},
+                                form_page=path)
+    assert frozen.status_code == 303
+    assert shop.runtime.catalog.stock("VIP")["frozen"] == 1
+    refused = await support.post(f"{path}/void", {"reason": "no"}, form_page=path)
+    assert error_of(refused.text) == "FORBIDDEN"
+    missing = await support.post("/console/codes/find", {"code": "NOPE-NOPE-NOPE"},
+                                 form_page="/console/codes")
+    assert missing.status_code == 303 and missing.headers["location"] == "/console/codes"

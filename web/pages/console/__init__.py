@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from web.pages.console import catalog, dashboard
+from web.pages.console import approvals, batches, catalog, codes, dashboard
 
-ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES]
-UPLOAD_PATHS: tuple[str, ...] = ()
+ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES, *batches.ROUTES,
+                          *approvals.ROUTES, *codes.ROUTES]
+UPLOAD_PATHS: tuple[str, ...] = batches.UPLOAD_PATHS
