@@ -28,6 +28,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.http",
     "tests.fixtures.serving",
+    "tests.fixtures.runtime",
 ]
 
 REDIS_START_TIMEOUT_S = 15.0

@@ -154,6 +154,10 @@ STATUS_OF: dict[ErrorCode, int] = {
     # File imports: the state of the batch (cancelled, or not an import that can be cancelled).
     ErrorCode.IMPORT_CANCELLED: 409,
     ErrorCode.BATCH_NOT_CANCELLABLE: 409,
+    # Issue 10.
+    ErrorCode.EXPORT_NOT_FOUND: 404,
+    # A start-up refusal (a key file others can read); never a request's fault.
+    ErrorCode.FILE_MODE_INSECURE: 500,
     ErrorCode.APPROVAL_REQUIRED: 409,
     ErrorCode.APPROVAL_NOT_FOUND: 404,
     ErrorCode.APPROVAL_NOT_PENDING: 409,

@@ -251,7 +251,7 @@ def record_redemption(history: RedemptionHistory, code: str, answer: Answer) -> 
     was already redeemed)."""
     redemption_id = answer.body.get("redemption_id")
     history.record(code, answer.status, answer.error_code,
-                   redemption_id if isinstance(redemption_id, int) else None)
+                   redemption_id if isinstance(redemption_id, str) else None)
 
 
 class Pending:

@@ -114,12 +114,12 @@ class RedemptionHistory(Answers):
     409 ALREADY_REDEEMED; ``stale_reads``: verify answers ``valid`` for a code whose
     redemption had been acknowledged before the verify request was sent."""
 
-    redemptions: dict[str, set[int]] = field(default_factory=dict)
+    redemptions: dict[str, set[str]] = field(default_factory=dict)
     said_redeemed: set[str] = field(default_factory=set)
     stale_reads: int = 0
 
     def record(self, code: str, status: int, error_code: str | None,
-               redemption_id: int | None) -> None:
+               redemption_id: str | None) -> None:
         """Remembers what a redeem answer said about ``code``."""
         if status == 200 and redemption_id is not None:
             self.redemptions.setdefault(code, set()).add(redemption_id)
@@ -155,7 +155,7 @@ def check_double_redeem(history: RedemptionHistory, stock: Stock) -> list[Check]
     ]
 
 
-def _more_than_once(redemptions: Mapping[str, set[int]]) -> int:
+def _more_than_once(redemptions: Mapping[str, set[str]]) -> int:
     return sum(1 for rids in redemptions.values() if len(rids) > 1)
 
 

@@ -12,12 +12,15 @@ cheap; uvicorn and the app are imported when ``serve`` runs.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rich.console import Console
 
 from cardsvc.cli import EXIT_ERROR, EXIT_OK, Command
 from cardsvc.engine import Store
+from cardsvc.files import STATE_UMASK
+from cardsvc.runtime import check_modes
 from server.settings import JOURNAL_SINKS, Settings
 
 SERVE_HELP = "run the HTTP API (uvicorn, one process) over a data directory"
@@ -84,6 +87,8 @@ def serve(settings: Settings, console: Console) -> int:
 
     from server.app import create_asgi
 
+    os.umask(STATE_UMASK)  # every state file private from its first byte (docs/security.md)
+    check_modes(settings.data_dir)
     store = Store.open(settings.store_config())
     try:
         config = uvicorn.Config(

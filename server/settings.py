@@ -16,11 +16,21 @@ from typing import Any
 
 from cardsvc.access import ARGON2_PARAMS, ApprovalPolicy, Argon2Params, RiskLimits
 from cardsvc.db import DATABASE_URL_ENV
-from cardsvc.engine import StoreConfig
+from cardsvc.engine import (
+    PIN_FAILURES_DEFAULT,
+    PIN_LOCKOUT_MAX_MS_DEFAULT,
+    PIN_LOCKOUT_MS_DEFAULT,
+    StoreConfig,
+)
 from cardsvc.errors import invalid
+from cardsvc.money import COOLING_MS_MAX
 from cardsvc.runtime import ServiceConfig
+from cardsvc.sales import COOLING_MS_DEFAULT
 
 JOURNAL_SINKS = ("file", "redis")
+PIN_FAILURES_MAX = 1000
+PIN_LOCKOUT_MAX_S = 30 * 86_400
+"""The engine's bounds of the PIN policy (set_pin_policy: 1..=1000 failures, at most 30 days)."""
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -43,6 +53,13 @@ ENV_TIMEZONE = "CARDSVC_WEB_TIMEZONE"
 ENV_APPROVAL_ACTIONS = "CARDSVC_APPROVAL_ACTIONS"
 """Guarded actions that need a second person's approval, comma separated (``withdrawal_payout``,
 ``refund``, ``code_export``, ``batch_void``); ``all`` (the default) or ``none``."""
+ENV_COMMISSION_COOLING_MS = "CARDSVC_COMMISSION_COOLING_MS"
+"""How long a commission stays pending (refunds reverse it) before its earner may spend it."""
+ENV_PIN_FAILURES_MAX = "CARDSVC_PIN_FAILURES_MAX"
+ENV_PIN_LOCKOUT_S = "CARDSVC_PIN_LOCKOUT_S"
+ENV_PIN_LOCKOUT_MAX_S = "CARDSVC_PIN_LOCKOUT_MAX_S"
+"""The per-code PIN lockout (docs/engine.md): wrong PINs before a lock, the first lockout in
+seconds (doubling per further lockout), the longest lockout in seconds."""
 ENV_CRASH_AT = "CARDSVC_CRASH_AT"
 """Fault injection for the saga crash test only: the order saga kills the process at the named
 point (``cardsvc.sales.CRASH_POINTS``). Never set in production."""
@@ -78,6 +95,10 @@ class Settings:
     crash_at: str | None = None
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     argon2: Argon2Params = ARGON2_PARAMS
+    commission_cooling_ms: int = COOLING_MS_DEFAULT
+    pin_failures_max: int = PIN_FAILURES_DEFAULT
+    pin_lockout_s: int = PIN_LOCKOUT_MS_DEFAULT // 1000
+    pin_lockout_max_s: int = PIN_LOCKOUT_MAX_MS_DEFAULT // 1000
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -90,6 +111,15 @@ class Settings:
             raise invalid("port", "port must be between 0 and 65535")
         if self.request_body_bytes_max < 1:
             raise invalid("request_body_bytes_max", "request_body_bytes_max must be positive")
+        if not 0 <= self.commission_cooling_ms <= COOLING_MS_MAX:
+            raise invalid("commission_cooling_ms",
+                          f"commission_cooling_ms must be between 0 and {COOLING_MS_MAX}")
+        if not 1 <= self.pin_failures_max <= PIN_FAILURES_MAX:
+            raise invalid("pin_failures_max",
+                          f"pin_failures_max must be between 1 and {PIN_FAILURES_MAX}")
+        if not 1 <= self.pin_lockout_s <= self.pin_lockout_max_s <= PIN_LOCKOUT_MAX_S:
+            raise invalid("pin_lockout_s", "need 1 <= pin_lockout_s <= pin_lockout_max_s <= "
+                                           f"{PIN_LOCKOUT_MAX_S}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -112,6 +142,14 @@ class Settings:
             "crash_at": env.get(ENV_CRASH_AT) or None,
             "approvals": ApprovalPolicy.from_text(env.get(ENV_APPROVAL_ACTIONS)),
             "timezone": env.get(ENV_TIMEZONE) or "Asia/Shanghai",
+            "commission_cooling_ms": _int_from(env, ENV_COMMISSION_COOLING_MS,
+                                               "commission_cooling_ms", COOLING_MS_DEFAULT),
+            "pin_failures_max": _int_from(env, ENV_PIN_FAILURES_MAX, "pin_failures_max",
+                                          PIN_FAILURES_DEFAULT),
+            "pin_lockout_s": _int_from(env, ENV_PIN_LOCKOUT_S, "pin_lockout_s",
+                                       PIN_LOCKOUT_MS_DEFAULT // 1000),
+            "pin_lockout_max_s": _int_from(env, ENV_PIN_LOCKOUT_MAX_S, "pin_lockout_max_s",
+                                           PIN_LOCKOUT_MAX_MS_DEFAULT // 1000),
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
@@ -120,7 +158,11 @@ class Settings:
         """The configuration of the service's parts (store, database, risk limits)."""
         return ServiceConfig(store=self.store_config(), database_url=self.database_url,
                              risk=self.risk, crash_at=self.crash_at, approvals=self.approvals,
-                             argon2=self.argon2, timezone=self.timezone)
+                             argon2=self.argon2, timezone=self.timezone,
+                             commission_cooling_ms=self.commission_cooling_ms,
+                             pin_failures_max=self.pin_failures_max,
+                             pin_lockout_ms=self.pin_lockout_s * 1000,
+                             pin_lockout_max_ms=self.pin_lockout_max_s * 1000)
 
     def store_config(self) -> StoreConfig:
         """The configuration of the durable store these settings describe."""

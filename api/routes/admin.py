@@ -1,4 +1,4 @@
-"""Admins: API keys, and freezing, unfreezing or voiding codes."""
+"""Admins: API keys; freezing, unfreezing or voiding codes; codes locked by wrong PINs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 from api.deps import AdminDep, FreezeDep, RuntimeDep, StockDep
 from api.models import Id, Strict
 from cardsvc.access import Principal
+from cardsvc.paging import CURSOR_LEN_MAX, PAGE_SIZE_MAX
 from cardsvc.runtime import Runtime
+from cardsvc.times import iso
 
 router = APIRouter(tags=["admin"])
 
@@ -63,11 +65,12 @@ class StateChange(BaseModel):
 
 @router.post("/keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
 def create_key(body: KeyCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """A new API key, returned once in ``key``. Errors: INVALID_ARGUMENT (role, scopes),
-    AGENT_NOT_FOUND."""
+    """A new API key, returned once in ``key``. Only a key holding ``export`` may grant
+    ``export`` (audited in ``key.create``: scopes and ``granted_by``). Errors: INVALID_ARGUMENT
+    (role, scopes), AGENT_NOT_FOUND, FORBIDDEN (granting ``export`` without holding it)."""
     principal, text = runtime.credentials.create_key(
         role=body.role, agent_id=body.agent_id, name=body.name, scopes=body.scopes,
-        skus=body.skus, limits=body.limits, actor=caller.key_id)
+        skus=body.skus, limits=body.limits, actor=caller.key_id, granter=caller)
     return {**principal.to_dict(), "key": text}
 
 
@@ -112,3 +115,48 @@ def void(body: CodeTarget, caller: StockDep, runtime: RuntimeDep) -> dict[str, A
     CODE_NOT_FOUND, ORDER_NOT_FOUND, BATCH_NOT_FOUND, APPROVAL_REQUIRED and the other
     APPROVAL_* codes."""
     return _change("void", body, caller, runtime)
+
+
+class LockedCode(BaseModel):
+    code_id: int
+    sku: str
+    locked_until: str | None
+    locked_until_ms: int
+    lockouts: int = Field(description="lockouts in a row (each twice as long as the last)")
+    pin_failures: int
+
+
+class LockedPage(BaseModel):
+    items: list[LockedCode]
+    next: str | None
+
+
+class UnlockRequest(Strict):
+    code: str | None = Field(default=None, min_length=1, max_length=256)
+    code_ids: list[Annotated[int, Field(ge=0, le=(1 << 63) - 1)]] | None = Field(
+        default=None, min_length=1, max_length=1000)
+
+
+class Unlocked(BaseModel):
+    unlocked: int
+    unchanged: int
+
+
+@router.get("/codes/locked", response_model=LockedPage)
+def locked_codes(caller: AdminDep, runtime: RuntimeDep,
+                 sku: Annotated[str | None, Query(max_length=64)] = None,
+                 limit: Annotated[int | None, Query(ge=1, le=PAGE_SIZE_MAX)] = None,
+                 cursor: Annotated[str | None, Query(max_length=CURSOR_LEN_MAX)] = None,
+                 ) -> dict[str, Any]:
+    """Codes whose PIN lockout runs now (too many wrong PINs), latest-ending first, by id (never
+    their text). Errors: SKU_NOT_FOUND."""
+    page = runtime.catalog.locked_codes(sku=sku, limit=limit, cursor=cursor)
+    return {"items": [{**item, "locked_until": iso(item["locked_until_ms"])}
+                      for item in page.items], "next": page.next}
+
+
+@router.post("/codes/unlock", response_model=Unlocked)
+def unlock(body: UnlockRequest, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Ends the PIN lockout of one code (``code``) or of codes by id (``code_ids``) and clears
+    their failure counts (audited ``code.unlock``). Errors: CODE_NOT_FOUND, INVALID_ARGUMENT."""
+    return runtime.catalog.unlock(code=body.code, code_ids=body.code_ids, actor=caller.key_id)

@@ -78,4 +78,5 @@ def trace(body: TraceRequest, caller: TraceDep, runtime: RuntimeDep) -> dict[str
     """A code's whole story: batch, supplier, import, order, agent, delivery, redemptions,
     rollbacks, freezes, exports, and a timeline (the code is in the body, not the URL, so it
     never reaches an access log; it comes back masked). Errors: CODE_NOT_FOUND."""
-    return trace_code(runtime.store, runtime.db, body.code, actor=caller.key_id)
+    return trace_code(runtime.store, runtime.db, body.code, actor=caller.key_id,
+                      public_id=runtime.terminals.public_id)

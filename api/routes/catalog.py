@@ -7,7 +7,6 @@ acknowledged only once the core's journal holds it (``cardsvc.catalog``).
 from __future__ import annotations
 
 import asyncio
-from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,6 +76,7 @@ class StockCounts(BaseModel):
     redeemed: int = 0
     frozen: int = 0
     void: int = 0
+    withdrawn: int = Field(default=0, description="out of sale: exported in a file")
     expired: int = 0
 
 
@@ -294,9 +294,6 @@ def get_batch(batch_id: BatchId, caller: StockDep, runtime: RuntimeDep) -> dict[
 def batch_report(batch_id: BatchId, caller: StockDep, runtime: RuntimeDep) -> StreamingResponse:
     """The batch's report as CSV (``line,field,reason,code``): rejected rows and duplicates,
     codes masked. Errors: BATCH_NOT_FOUND."""
-    runtime.batches.get(batch_id)
-    lines = (f"{issue.line},{issue.field},{issue.reason},{issue.masked or ''}\n"
-             for issue in runtime.batches.report(batch_id))
     return StreamingResponse(
-        chain(["line,field,reason,code\n"], lines), media_type="text/csv",
+        runtime.batches.report_csv(batch_id), media_type="text/csv",
         headers={"content-disposition": f'attachment; filename="batch-{batch_id}-report.csv"'})

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from api.deps import (
     CallerDep,
@@ -27,7 +27,9 @@ from api.deps import (
 from api.models import MONEY_MINOR_MAX, Currency, Id, Strict
 from api.routes.orders import order_json
 from cardsvc.money import WithdrawalInfo
+from cardsvc.paging import CURSOR_LEN_MAX, PAGE_SIZE_MAX
 from cardsvc.reports import reconciliation_report
+from cardsvc.times import iso
 
 router = APIRouter(tags=["money"])
 
@@ -190,3 +192,51 @@ def reconciliation(caller: ReconciliationDep, runtime: RuntimeDep) -> dict[str, 
     checks that the ledger, the orders and the core's stock agree (``ok`` false lists every
     difference)."""
     return reconciliation_report(runtime.store, runtime.db, runtime.catalog)
+
+
+class CommissionOut(BaseModel):
+    commission_id: int
+    order_id: str
+    agent_id: str = Field(description="who earns it")
+    amount_minor: int
+    currency: str
+    status: str = Field(description="pending (cooling), released (spendable) or reversed "
+                                    "(refunded)")
+    release_at: str | None = Field(description="when a pending commission becomes spendable")
+    release_at_ms: int
+    txn_id: str | None
+
+
+class CommissionPage(BaseModel):
+    items: list[CommissionOut]
+    next: str | None
+
+
+class Released(BaseModel):
+    released: int
+
+
+@router.get("/commissions", response_model=CommissionPage)
+def list_commissions(caller: CallerDep, runtime: RuntimeDep,
+                     agent_id: Annotated[str | None, Query(max_length=64)] = None,
+                     status_: Annotated[str | None, Query(alias="status", max_length=16)] = None,
+                     limit: Annotated[int | None, Query(ge=1, le=PAGE_SIZE_MAX)] = None,
+                     cursor: Annotated[str | None, Query(max_length=CURSOR_LEN_MAX)] = None,
+                     ) -> dict[str, Any]:
+    """Commissions with their status and release date, newest first (cursor pagination): an
+    agent's own (``agent_id`` absent or its own), any agent's for admins (``agent_id``
+    filters). Errors: FORBIDDEN (another agent's), INVALID_ARGUMENT (status, cursor)."""
+    page = runtime.money.commissions(agent_id=agent_id, actor_agent_id=acting_agent(caller),
+                                     status=status_, limit=limit, cursor=cursor)
+    return {"items": [{"commission_id": c.commission_id, "order_id": c.order_id,
+                       "agent_id": c.agent_id, "amount_minor": c.amount_minor,
+                       "currency": c.currency, "status": c.status,
+                       "release_at": iso(c.release_at_ms), "release_at_ms": c.release_at_ms,
+                       "txn_id": c.txn_id} for c in page.items], "next": page.next}
+
+
+@router.post("/commissions/release-due", response_model=Released)
+def release_due_commissions(caller: LedgerDep, runtime: RuntimeDep) -> Released:
+    """Releases now every commission whose cooling period has ended (what the timer does every
+    30 s), up to 10,000 a call in bounded batches."""
+    return Released(released=runtime.money.release_due_commissions(actor=caller.key_id))

@@ -2,7 +2,9 @@
 
 Each route awaits one use case of ``cardsvc.sales``, which returns only once the SQL commit and
 the journal hold what it reports, and renders its result (times as RFC 3339). An agent key sees
-only its own orders and holds; an admin key may read any order.
+only its own orders and holds, its codes in plaintext; an admin key may read any order, its
+codes masked, list and release any hold; plaintext for support is ``POST
+/v1/orders/{id}/reveal`` (the ``export`` scope, audited).
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from api.deps import CallerDep, HoldsDep, OrdersDep, RuntimeDep, agent_of, is_pl
 from api.models import Strict
 from cardsvc.checks import ORDER_QTY_MAX, REF_LEN_MAX
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.sales import HOLD_TTL_S_MAX, HOLD_TTL_S_MIN, HoldView, OrderRequest, OrderView
+from cardsvc.paging import CURSOR_LEN_MAX, PAGE_SIZE_MAX
+from cardsvc.sales import (
+    HOLD_TTL_S_MAX,
+    HOLD_TTL_S_MIN,
+    REASON_LEN_MAX,
+    HoldView,
+    OrderRequest,
+    OrderView,
+)
 from cardsvc.times import iso, iso_s
 
 router = APIRouter(tags=["agents"])
@@ -32,8 +42,9 @@ class OrderCreate(Strict):
 
 
 class DeliveredCode(BaseModel):
-    code: str
-    pin: str | None = None
+    code: str = Field(description="plaintext for the order's agent; masked for admins")
+    pin: str | None = Field(default=None, description="never shown to admins (masked reads)")
+    has_pin: bool = False
     valid_until: str | None = None
 
 
@@ -50,7 +61,13 @@ class OrderOut(BaseModel):
     currency: str | None = None
     created_at: str | None = None
     codes: list[DeliveredCode]
+    codes_masked: bool = Field(default=False, description="codes shown masked, without PINs")
     error: dict[str, Any] | None = None
+
+
+class RevealRequest(Strict):
+    reason: str = Field(min_length=1, max_length=REASON_LEN_MAX,
+                        description="why support needs the codes (kept in the audit log)")
 
 
 class HoldCreate(Strict):
@@ -68,6 +85,16 @@ class HoldOut(BaseModel):
     state: str = Field(description="open, confirmed, released or expired")
     expires_at: str | None
     order_id: str | None = None
+    agent_id: str | None = None
+    amount_minor: int | None = Field(default=None,
+                                     description="reserved from the holder's balance + credit")
+    currency: str | None = None
+    created_at: str | None = None
+
+
+class HoldPage(BaseModel):
+    items: list[HoldOut]
+    next: str | None
 
 
 class HoldConfirm(Strict):
@@ -104,14 +131,17 @@ def order_json(view: OrderView) -> dict[str, Any]:
     }
     if view.error is not None:
         out["error"] = view.error
-    out["codes"] = [{"code": code.code, "pin": code.pin, "valid_until": iso_s(code.valid_until_s)}
-                    for code in view.codes]
+    out["codes"] = [{"code": code.code, "pin": code.pin, "has_pin": code.has_pin,
+                     "valid_until": iso_s(code.valid_until_s)} for code in view.codes]
+    out["codes_masked"] = view.masked
     return out
 
 
 def hold_json(view: HoldView) -> dict[str, Any]:
     return {"hold_id": view.hold_id, "sku": view.sku, "quantity": view.quantity,
-            "state": view.state, "expires_at": iso(view.expires_at_ms), "order_id": view.order_id}
+            "state": view.state, "expires_at": iso(view.expires_at_ms), "order_id": view.order_id,
+            "agent_id": view.agent_id, "amount_minor": view.amount_minor,
+            "currency": view.currency, "created_at": iso(view.created_at_ms)}
 
 
 @router.post("/orders", response_model=OrderOut, status_code=status.HTTP_201_CREATED,
@@ -136,32 +166,64 @@ async def find_order(caller: OrdersDep, runtime: RuntimeDep,
                      agent_id: Annotated[str | None, Query(max_length=64)] = None,
                      ) -> dict[str, Any]:
     """The order placed under ``client_order_id`` (for an agent whose request timed out);
-    ORDER_NOT_FOUND means the request never took effect. Admins name the agent."""
+    ORDER_NOT_FOUND means the request never took effect. Admins name the agent and see the
+    codes masked."""
     if is_platform(caller):
         if agent_id is None:
             raise make_error(ErrorCode.INVALID_ARGUMENT, "admins must give agent_id",
                              {"field": "agent_id"})
-        return order_json(await runtime.orders.find(agent_id, client_order_id))
-    return order_json(await runtime.orders.find(agent_of(caller), client_order_id))
+        return order_json(await runtime.orders.find(agent_id, client_order_id, masked=True,
+                                                    actor=caller.key_id))
+    return order_json(await runtime.orders.find(agent_of(caller), client_order_id,
+                                                actor=caller.key_id))
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)
 async def get_order(order_id: OrderId, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """An order and its codes (its agent's key, or an admin's). Errors: ORDER_NOT_FOUND."""
+    """An order and its codes: in plaintext for its agent's key (a re-delivery, audited
+    ``order.redeliver``), masked for the platform's. Errors: ORDER_NOT_FOUND."""
     caller.require("orders")
     agent_id = None if is_platform(caller) else agent_of(caller)
-    return order_json(await runtime.orders.get(order_id, agent_id=agent_id))
+    return order_json(await runtime.orders.get(order_id, agent_id=agent_id,
+                                               actor=caller.key_id))
+
+
+@router.post("/orders/{order_id}/reveal", response_model=OrderOut)
+async def reveal_order(order_id: OrderId, body: RevealRequest, caller: CallerDep,
+                       runtime: RuntimeDep) -> dict[str, Any]:
+    """An order's codes in plaintext for support: needs the ``export`` scope (never a
+    default), audited ``order.reveal`` (who, which order, how many codes, the reason) before
+    the codes leave. Errors: FORBIDDEN, ORDER_NOT_FOUND."""
+    return order_json(await runtime.orders.reveal(order_id, caller, reason=body.reason))
 
 
 @router.post("/holds", response_model=HoldOut, status_code=status.HTTP_201_CREATED)
 async def create_hold(body: HoldCreate, caller: HoldsDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """Reserves codes for ``ttl_seconds``; they return to stock by themselves unless confirmed.
-    Errors: OUT_OF_STOCK, SKU_NOT_FOUND, RATE_LIMITED (open-hold caps per agent and buyer),
-    IDEMPOTENCY_KEY_REUSED (a ``client_hold_id`` reused for another hold)."""
+    """Reserves codes for ``ttl_seconds`` and their price from the agent's balance + credit;
+    both return by themselves unless confirmed. Errors: OUT_OF_STOCK, SKU_NOT_FOUND,
+    INSUFFICIENT_BALANCE (the hold's value beyond balance + credit), LIMIT_EXCEEDED (open-hold
+    caps per agent and buyer), IDEMPOTENCY_KEY_REUSED (a ``client_hold_id`` reused for another
+    hold)."""
     hold = await runtime.holds.hold(agent_of(caller), body.sku, body.quantity, body.ttl_seconds,
                                     buyer_id=body.buyer_id, client_hold_id=body.client_hold_id,
-                                    limits=runtime.risk.limits_of(caller))
+                                    limits=runtime.risk.limits_of(caller), actor=caller.key_id)
     return hold_json(hold)
+
+
+@router.get("/holds", response_model=HoldPage)
+def list_holds(caller: HoldsDep, runtime: RuntimeDep,
+               agent_id: Annotated[str | None, Query(max_length=64)] = None,
+               state: Annotated[str | None, Query(max_length=16)] = None,
+               limit: Annotated[int | None, Query(ge=1, le=PAGE_SIZE_MAX)] = None,
+               cursor: Annotated[str | None, Query(max_length=CURSOR_LEN_MAX)] = None,
+               ) -> dict[str, Any]:
+    """Holds newest first (cursor pagination) with their money and state: an agent's own, or
+    for admins every agent's (``agent_id`` filters). ``state``: open, confirmed, released,
+    expired."""
+    viewer = None if caller.is_admin else agent_of(caller)
+    page = runtime.holds.list(agent_id=viewer if viewer is not None else agent_id,
+                              status=state, limit=limit, cursor=cursor)
+    return {"items": [hold_json(view) for view in page.items], "next": page.next}
 
 
 @router.get("/holds/{hold_id}", response_model=HoldOut)
@@ -175,8 +237,8 @@ async def get_hold(hold_id: HoldId, caller: HoldsDep, runtime: RuntimeDep) -> di
 async def confirm_hold(hold_id: HoldId, body: HoldConfirm, caller: HoldsDep,
                        runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """Turns the hold into an order (as ``POST /v1/orders``, idempotent on
-    ``client_order_id``). Errors: HOLD_NOT_FOUND, HOLD_EXPIRED, HOLD_RELEASED,
-    HOLD_ALREADY_CONFIRMED."""
+    ``client_order_id``) at the hold's price, paid with the money the hold reserved. Errors:
+    HOLD_NOT_FOUND, HOLD_EXPIRED, HOLD_RELEASED, HOLD_ALREADY_CONFIRMED."""
     caller.require("orders")
     order, created = await runtime.orders.confirm_hold(
         agent_of(caller), hold_id, body.client_order_id, actor=caller.key_id,
@@ -188,7 +250,9 @@ async def confirm_hold(hold_id: HoldId, body: HoldConfirm, caller: HoldsDep,
 
 @router.delete("/holds/{hold_id}", response_model=HoldReleased)
 async def release_hold(hold_id: HoldId, caller: HoldsDep, runtime: RuntimeDep) -> HoldReleased:
-    """Returns the hold's codes to stock now (idempotent). Errors: HOLD_NOT_FOUND,
+    """Returns the hold's codes to stock and its reserved money to its agent now
+    (idempotent): the agent's own hold, or any hold for an admin. Errors: HOLD_NOT_FOUND,
     HOLD_ALREADY_CONFIRMED."""
-    released = await runtime.holds.release(agent_of(caller), hold_id)
+    agent_id = None if caller.is_admin else agent_of(caller)
+    released = await runtime.holds.release(agent_id, hold_id, actor=caller.key_id)
     return HoldReleased(hold_id=hold_id, released=released)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from api.deps import RedeemerDep, RollbackDep, RuntimeDep, VerifierDep, client_ip
 from api.models import Strict
 from cardsvc.errors import CardsvcError
-from cardsvc.redemption import RedeemItem, Redemption
+from cardsvc.redemption import RedeemItem, RedemptionView
 from cardsvc.times import iso, iso_s
 
 router = APIRouter(tags=["terminals"])
@@ -52,7 +52,7 @@ class RedeemRequest(Strict):
 
 
 class RedeemResponse(BaseModel):
-    redemption_id: int
+    redemption_id: str = Field(description="opaque public id (rdm_...): reveals no count")
     sku: str
     uses_left: int
     redeemed_at: str
@@ -87,7 +87,7 @@ class RollbackRequest(Strict):
 
 
 class RollbackResponse(BaseModel):
-    redemption_id: int
+    redemption_id: str
     sku: str
     uses_left: int = Field(description="the code's uses left now, after the rollback")
     redeemed_at: str
@@ -95,7 +95,7 @@ class RollbackResponse(BaseModel):
     reason: str | None
 
 
-def _redeemed(r: Redemption) -> RedeemResponse:
+def _redeemed(r: RedemptionView) -> RedeemResponse:
     return RedeemResponse(redemption_id=r.redemption_id, sku=r.sku, uses_left=r.uses_left,
                           redeemed_at=iso(r.redeemed_at_ms) or "", request_id=r.request_id)
 
@@ -116,8 +116,10 @@ async def redeem(body: RedeemRequest, caller: RedeemerDep, runtime: RuntimeDep,
                  request: Request) -> RedeemResponse:
     """Redeems one use of a code, exactly once per ``request_id`` (a retry returns the first
     result; the same id for another code is IDEMPOTENCY_KEY_REUSED). Errors: CODE_NOT_FOUND,
-    PIN_MISMATCH, ALREADY_REDEEMED (details: ``redeemed_at``, ``terminal``), EXPIRED,
-    NOT_YET_VALID, FROZEN, VOID, NOT_SOLD, RATE_LIMITED."""
+    PIN_MISMATCH, CODE_LOCKED (429, Retry-After), ALREADY_REDEEMED (details: ``redeemed_at_ms``,
+    ``terminal``, ``redemption_id``), REDEMPTION_ROLLED_BACK (409: a retry of a request whose
+    redemption was rolled back since; details ``redemption_id``, ``rolled_back_at_ms``; do not
+    hand out value), EXPIRED, NOT_YET_VALID, FROZEN, VOID, NOT_SOLD, RATE_LIMITED."""
     result = await runtime.terminals.redeem(caller, client_ip(request), body.code, body.pin,
                                             body.request_id)
     return _redeemed(result)
@@ -141,7 +143,7 @@ async def redeem_batch(body: RedeemBatchRequest, caller: RedeemerDep, runtime: R
     return RedeemBatchResponse(redeemed=redeemed, failed=len(items) - redeemed, results=results)
 
 
-RedemptionId = Annotated[int, Path(ge=0, le=(1 << 63) - 1)]
+RedemptionId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.post("/redemptions/{redemption_id}/rollback", response_model=RollbackResponse)
@@ -149,7 +151,8 @@ async def rollback(redemption_id: RedemptionId, body: RollbackRequest, caller: R
                    runtime: RuntimeDep) -> RollbackResponse:
     """Restores the use a redemption took, recorded as its own event pointing at the
     redemption (history is never rewritten); idempotent. A terminal may roll back only its own
-    redemptions. Errors: REDEMPTION_NOT_FOUND."""
+    redemptions; ``redemption_id`` is the public id the redemption returned. Errors:
+    REDEMPTION_NOT_FOUND (one answer for unknown, forged and another terminal's ids)."""
     rolled = await runtime.terminals.rollback(caller, redemption_id, body.reason)
     result = rolled.redemption
     return RollbackResponse(redemption_id=result.redemption_id, sku=result.sku,

@@ -14,19 +14,25 @@ from cardsvc.engine import ORDER_QTY_MAX, REF_LEN_MAX
 from cardsvc.errors import ErrorCode, invalid, make_error
 
 __all__ = [
+    "CODE_TEXT_ALLOWED",
+    "CURRENCIES",
     "CURRENCY_PATTERN",
     "ID_LEN_MAX",
     "ID_PATTERN",
     "MONEY_MINOR_MAX",
     "NAME_LEN_MAX",
     "ORDER_QTY_MAX",
+    "PRICE_MINOR_MAX",
     "REF_LEN_MAX",
     "check_amount",
     "check_client_ref",
+    "check_code_text",
     "check_currency",
     "check_id",
     "check_int",
+    "check_money_product",
     "check_name",
+    "check_price",
     "check_quantity",
     "check_text",
     "invalid",
@@ -39,11 +45,42 @@ NAME_LEN_MAX = 200
 MONEY_MINOR_MAX = 10**15
 """Every amount of money, price, cost and credit limit, in minor units: far above any real sum
 (10 trillion yuan) and far from int64's overflow even when summed over many rows."""
+PRICE_MINOR_MAX = MONEY_MINOR_MAX // ORDER_QTY_MAX
+"""The highest unit price (and unit cost) of a code: 10^11 minor units (a billion yuan), so that
+price x the largest order (ORDER_QTY_MAX) stays within MONEY_MINOR_MAX. Bounding prices where
+they are set means an agent can never price its sub-agent's orders into LIMIT_EXCEEDED."""
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 """An identifier chosen by people: letters, digits, ``.``, ``_`` and ``-``, not starting with
 punctuation."""
 CURRENCY_PATTERN = r"[A-Z]{3}"
 """A currency: three capital letters (the shape of an ISO 4217 code)."""
+
+CURRENCIES = frozenset({
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM",
+    "BBD", "BDT", "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN",
+    "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP",
+    "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD",
+    "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL",
+    "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY",
+    "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP",
+    "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP",
+    "MRU", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK",
+    "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR",
+    "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP",
+    "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT",
+    "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
+    "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR",
+    "ZMW", "ZWG",
+})
+"""The ISO 4217 codes of currencies in circulation (2026; funds, precious metals, test and
+special codes such as XXX, XAU, XDR, BOV are left out: nothing is sold in them). A new
+currency is added here, in one place."""
+CODE_TEXT_ALLOWED = "printable ASCII (0x20..0x7E)"
+"""What an imported code or PIN may contain, as given by the supplier: printable ASCII only.
+Tabs, line breaks and other control characters are refused (the core's lookup ignores ASCII
+whitespace, so ``\tABC`` would be found as ``ABC`` but delivered and exported with its tab);
+non-ASCII is refused by the core. A leading ``= + - @`` is allowed (real supplier codes have
+them) and made harmless on the way out by ``cardsvc.csv_safe``."""
 
 _ID = re.compile(ID_PATTERN)
 _CURRENCY = re.compile(CURRENCY_PATTERN)
@@ -61,11 +98,46 @@ def check_id(field: str, value: object) -> str:
 
 
 def check_currency(field: str, value: object) -> str:
-    """``value`` if it is three capital letters (``CURRENCY_PATTERN``). Raises
-    INVALID_ARGUMENT."""
+    """``value`` if it is the ISO 4217 code of a currency in circulation (CURRENCIES). Raises
+    INVALID_ARGUMENT (details ``reason``: ``shape`` or ``unknown``)."""
     if not isinstance(value, str) or _CURRENCY.fullmatch(value) is None:
-        raise invalid(field, f"{field} must be three capital letters (ISO 4217)")
+        raise invalid(field, f"{field} must be three capital letters (ISO 4217)", reason="shape")
+    if value not in CURRENCIES:
+        raise invalid(field, f"{field} is not an ISO 4217 currency in circulation",
+                      reason="unknown")
     return value
+
+
+def check_money_product(field: str, unit_minor: int, count: int) -> int:
+    """``unit_minor`` x ``count``, checked before it reaches SQL (a 64-bit column): raises
+    LIMIT_EXCEEDED (details ``field``, ``max``) when the product exceeds MONEY_MINOR_MAX.
+    Every price x quantity and cost x count goes through here."""
+    product = unit_minor * count
+    if abs(product) > MONEY_MINOR_MAX:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} is too large",
+                         {"field": field, "max": MONEY_MINOR_MAX})
+    return product
+
+
+def check_price(field: str, unit_minor: int) -> int:
+    """``unit_minor`` if it is at most PRICE_MINOR_MAX (a price or cost of one code). Raises
+    LIMIT_EXCEEDED (details ``field``, ``max``)."""
+    if unit_minor > PRICE_MINOR_MAX:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"{field} is too large for one code",
+                         {"field": field, "max": PRICE_MINOR_MAX})
+    return unit_minor
+
+
+def check_code_text(field: str, value: str, index: int | None = None) -> None:
+    """Raises INVALID_CODE (``field`` code) or INVALID_PIN (``field`` pin), with ``index`` when
+    given, unless ``value`` is printable ASCII (CODE_TEXT_ALLOWED). Never echoes the value."""
+    if value.isascii() and value.isprintable():
+        return
+    code = ErrorCode.INVALID_PIN if field == "pin" else ErrorCode.INVALID_CODE
+    details: dict[str, object] = {"field": field, "reason": "characters"}
+    if index is not None:
+        details["index"] = index
+    raise make_error(code, f"a {field} may contain only {CODE_TEXT_ALLOWED}", details)
 
 
 def check_int(field: str, value: object, low: int, high: int) -> int:

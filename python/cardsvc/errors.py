@@ -126,6 +126,12 @@ class ErrorCode(StrEnum):
     # or waiting in the import queue.
     IMPORT_CANCELLED = "IMPORT_CANCELLED"
     BATCH_NOT_CANCELLABLE = "BATCH_NOT_CANCELLABLE"
+    # Issue 10 (plaintext, money and codes).
+    # No export with that id (restoring an export's codes to sale).
+    EXPORT_NOT_FOUND = "EXPORT_NOT_FOUND"
+    # A file of the data directory that holds a secret (lookup key, master keys) is readable or
+    # writable by others than its owner: the service refuses to start (details: path, mode).
+    FILE_MODE_INSECURE = "FILE_MODE_INSECURE"
     # Maker-checker approvals (cardsvc.access.approvals).
     # The action needs a second person's approval first (details: action, object_id).
     APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
@@ -281,6 +287,8 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.LAST_OWNER: Conflict,
     ErrorCode.IMPORT_CANCELLED: Conflict,
     ErrorCode.BATCH_NOT_CANCELLABLE: Conflict,
+    ErrorCode.EXPORT_NOT_FOUND: NotFound,
+    ErrorCode.FILE_MODE_INSECURE: Corruption,
     ErrorCode.APPROVAL_REQUIRED: Conflict,
     ErrorCode.APPROVAL_NOT_FOUND: NotFound,
     ErrorCode.APPROVAL_NOT_PENDING: Conflict,

@@ -24,9 +24,10 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from cardsvc import crypto
+from cardsvc import crypto, files
 from cardsvc.access import (
     ARGON2_PARAMS,
     ApprovalPolicy,
@@ -44,8 +45,15 @@ from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache
 from cardsvc.catalog import Batches, Catalog, ImportJobs
 from cardsvc.db import Database, WriteBatcher
 from cardsvc.delivery import Exports, Revealer
-from cardsvc.engine import Store, StoreConfig
-from cardsvc.money import AgentMoney, ledger, settlement
+from cardsvc.engine import (
+    PIN_FAILURES_DEFAULT,
+    PIN_LOCKOUT_MAX_MS_DEFAULT,
+    PIN_LOCKOUT_MS_DEFAULT,
+    Store,
+    StoreConfig,
+)
+from cardsvc.errors import ErrorCode, make_error
+from cardsvc.money import AgentMoney, ledger
 from cardsvc.redemption import Terminals
 from cardsvc.reports import CodeSearch, Dashboards, Rollups
 from cardsvc.sales import (
@@ -61,8 +69,6 @@ from cardsvc.sales import no_crash as _no_crash
 
 log = logging.getLogger("cardsvc.services")
 
-COMMISSIONS_PER_ROUND_MAX = 10_000
-"""Commissions released per timer round (the rest wait for the next round)."""
 FOLD_ROUNDS_MAX = 5
 """Fold pages per readers' round (each ~20,000 postings): a backlog drains over a few rounds
 without holding the database's write lock for long."""
@@ -87,6 +93,25 @@ class ServiceConfig:
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     timezone: str = "Asia/Shanghai"
     """The IANA zone of the business's days (dashboards' "today", daily roll-ups)."""
+    pin_failures_max: int = PIN_FAILURES_DEFAULT
+    """Wrong PINs per code before the engine locks it (docs/engine.md, PIN lockout)."""
+    pin_lockout_ms: int = PIN_LOCKOUT_MS_DEFAULT
+    """The first lockout; each further one lasts twice as long, up to pin_lockout_max_ms."""
+    pin_lockout_max_ms: int = PIN_LOCKOUT_MAX_MS_DEFAULT
+
+
+def check_modes(data_dir: Path) -> None:
+    """The start-up check of the data directory's modes (``cardsvc.files``): FILE_MODE_INSECURE
+    (details ``path``, ``mode``) for a key file others may read; a warning in the log for any
+    other loosened file or directory."""
+    report = files.check_data_dir_modes(data_dir)
+    for line in report.warn:
+        log.warning("data directory: %s", line)
+    if report.refuse:
+        path, mode = report.refuse[0]
+        raise make_error(ErrorCode.FILE_MODE_INSECURE,
+                         "a key file of the data directory may be read by others: chmod 600 it",
+                         {"path": path, "mode": mode, "files": len(report.refuse)})
 
 
 def crash_hook(crash_at: str | None) -> Callable[[str], None]:
@@ -130,23 +155,27 @@ class Runtime:
         self.catalog = Catalog(store, db, self.approvals)
         self.price_cache = PriceCache()
         self.price_cache.attach(db)
-        self.agent_updates = AgentUpdates(db, self.catalog, ledger, store.engine.now_ms)
-        """Creating and changing agents (their ledger accounts through ``money.ledger``)."""
+        self.agent_updates = AgentUpdates(db, self.catalog, ledger, store.engine.now_ms,
+                                          on_suspended=self._release_holds_of)
+        """Creating and changing agents (their ledger accounts through ``money.ledger``; a
+        suspension releases the subtree's holds through ``sales.Holds``)."""
         self.agent_directory = AgentDirectory(db, store.engine)
         self.price_lists = PriceLists(db, store.engine.now_ms)
         self.money = AgentMoney(db, store.engine.now_ms, self.approvals)
         self.batches = Batches(store, db, keyring, self.catalog)
         self.revealer = Revealer(db, keyring)
-        self.exports = Exports(db, self.revealer, delivered_code_ids, self.approvals)
-        self.holds = Holds(store, risk)
+        self.exports = Exports(db, self.revealer, delivered_code_ids, store,
+                               store.engine.now_ms, self.approvals)
         self.batcher = WriteBatcher(db).start()
         """SQL group commit for the order path (``cardsvc.db.batcher``)."""
+        self.holds = Holds(store, db, risk, self.batcher)
         self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
                              cooling_ms=cooling_ms, crash=crash, approvals=self.approvals)
         self.approved = ApprovedActions(self.approvals, self.money, self.orders, self.catalog,
                                         self.exports)
         """Runs approved maker-checker requests through their guarded use cases."""
-        self.terminals = Terminals(store, db, risk, self.batches.prefixes)
+        self.terminals = Terminals(store, db, risk, self.batches.prefixes,
+                                   crypto.load_public_ids(store.config.data_dir))
         self.timezone = config.timezone if config is not None else "Asia/Shanghai"
         self.rollups = Rollups(db, store.engine.now_ms, self.timezone, self.terminals.counts)
         """Sales folded from the ledger and redemptions counted, for the dashboards."""
@@ -165,8 +194,11 @@ class Runtime:
         passes. Raises what ``Store.open`` and ``Database.open`` raise; on failure everything
         opened so far is closed again. Call it outside an event loop (the order recovery runs
         one of its own)."""
+        check_modes(config.store.data_dir)
         opened = store if store is not None else Store.open(config.store)
         try:
+            opened.engine.set_pin_policy(config.pin_failures_max, config.pin_lockout_ms,
+                                         config.pin_lockout_max_ms)
             db = Database.open(config.store.data_dir, config.database_url)
         except BaseException:
             opened.close()
@@ -189,9 +221,13 @@ class Runtime:
 
     async def recover_pending(self) -> dict[str, int]:
         """The timer's round: re-drives orders left pending for PENDING_ORDER_AGE_MS or more,
-        and moves commissions whose cooling period has passed to their earners' balances."""
+        expires due holds and returns their money, and moves commissions whose cooling period
+        has passed to their earners' balances (in bounded batches,
+        ``AgentMoney.release_due_commissions``)."""
         counts = await self.orders.recover(older_than_ms=PENDING_ORDER_AGE_MS)
-        counts["commissions_released"] = await asyncio.to_thread(self._release_commissions)
+        counts["holds_expired"] = await self.holds.expire_due()
+        counts["commissions_released"] = await asyncio.to_thread(
+            self.money.release_due_commissions)
         return counts
 
     def reports_round(self) -> dict[str, int]:
@@ -213,12 +249,10 @@ class Runtime:
                 counts["postings_refolded"] = self.rollups.rebuild()
             counts["logins_purged"] = self.logins.purge()
         return counts
-
-    def _release_commissions(self) -> int:
-        now_ms = self.engine.now_ms()
-        with self.db.write() as session:
-            return len(settlement.release_due_commissions(session, now_ms,
-                                                          COMMISSIONS_PER_ROUND_MAX))
+    def _release_holds_of(self, agent_ids: list[str], actor: str) -> None:
+        released = self.holds.release_agents(agent_ids, actor=actor)
+        if released:
+            log.info("released %d holds of suspended agents", released)
 
     def close(self) -> None:
         """Cancels the import jobs (their batches end ``cancelled``, what they imported voided)

@@ -33,11 +33,18 @@ def guard(clock: Clock, **limits: float) -> tuple[RiskGuard, RiskLimits]:
     return RiskGuard(chosen, clock=lambda: clock.s, wall_ms=lambda: clock.ms), chosen
 
 
-def refused(call: object) -> dict[str, object]:
+def refused(call: object, code: ErrorCode = ErrorCode.RATE_LIMITED) -> dict[str, object]:
     with pytest.raises(CardsvcError) as caught:
         call()  # type: ignore[operator]
-    assert caught.value.code == ErrorCode.RATE_LIMITED
+    assert caught.value.code == code
     return caught.value.details
+
+
+def capped(call: object) -> dict[str, object]:
+    """A cap (issue 10): LIMIT_EXCEEDED, with no retry-after that waiting could honour."""
+    details = refused(call, ErrorCode.LIMIT_EXCEEDED)
+    assert "retry_after_s" not in details
+    return details
 
 
 def test_bucket_admits_its_burst_then_refills_at_its_rate(clock: Clock) -> None:
@@ -101,13 +108,13 @@ def test_hold_caps_count_open_holds_only(clock: Clock) -> None:
     risk, limits = guard(clock, open_hold_units_per_agent_max=5,
                          open_hold_units_per_buyer_max=2)
     risk.reserve_hold("h1", "A", "b1", 2, clock.ms + 10_000, limits)
-    assert refused(lambda: risk.reserve_hold("h2", "A", "b1", 1, clock.ms + 10_000, limits))[
+    assert capped(lambda: risk.reserve_hold("h2", "A", "b1", 1, clock.ms + 10_000, limits))[
         "limit"] == "open_hold_units_per_buyer_max"
     risk.reserve_hold("h1", "A", "b1", 2, clock.ms + 10_000, limits)  # a retry: counted once
     risk.reserve_hold("h3", "A", None, 3, clock.ms + 5_000, limits)
-    details = refused(lambda: risk.reserve_hold("h4", "A", None, 1, clock.ms + 5_000, limits))
+    details = capped(lambda: risk.reserve_hold("h4", "A", None, 1, clock.ms + 5_000, limits))
     assert details["limit"] == "open_hold_units_per_agent_max"
-    assert details["retry_after_s"] == 5
+    assert details["held"] == 5
     risk.end_hold("h3")
     risk.reserve_hold("h4", "A", None, 3, clock.ms + 5_000, limits)
     clock.advance(6)  # h4 expired

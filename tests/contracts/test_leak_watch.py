@@ -42,3 +42,23 @@ def test_the_session_watch_is_collecting() -> None:
     before = len(WATCH.secrets)
     crypto.seal_code(crypto.new_data_key(), 1, "WATCHED-CODE-0001", "99887766")
     assert len(WATCH.secrets) > before
+
+
+def test_the_session_watch_sees_the_reveal_and_export_paths() -> None:
+    """Issue 10: what the Revealer opens is watched as a secret, and audit entries and errors
+    raised out of the reveal and export paths are watched as text (the watch is installed on
+    the classes, so these are the wrappers a Runtime's objects call)."""
+    from cardsvc import audit
+    from cardsvc.audit import chain
+    from cardsvc.delivery import Exports, Revealer
+    from cardsvc.sales import Orders
+
+    assert audit.append is chain.append and chain.append.__name__ == "watched_append"
+    assert Revealer._open.__name__ == "watched_open"
+    for owner, name in ((Revealer, "reveal"), (Revealer, "stream"), (Exports, "export_stream"),
+                        (Exports, "restore"), (Exports, "_chunks"), (Orders, "reveal")):
+        assert getattr(owner, name).__name__ in ("call", "generate", "acall"), (owner, name)
+    watch = LeakWatch()
+    watch.secret("REVEALED-CODE-7777")
+    watch.text("audit order.reveal", '{"codes": 1, "reason": "revealed-code-7777"}')
+    assert len(list(watch.leaks())) == 1

@@ -151,7 +151,7 @@ def test_flash_sale_checker_fails_short_orders_foreign_codes_and_bad_answers() -
     assert not checks["retries that did not return the first result"]
 
 
-def redemptions(*answers: tuple[str, int, str | None, int | None]) -> RedemptionHistory:
+def redemptions(*answers: tuple[str, int, str | None, str | None]) -> RedemptionHistory:
     history = RedemptionHistory()
     for code, status, error_code, redemption_id in answers:
         history.record(code, status, error_code, redemption_id)
@@ -159,13 +159,13 @@ def redemptions(*answers: tuple[str, int, str | None, int | None]) -> Redemption
 
 
 def test_double_redeem_checker_passes_one_redemption_per_code() -> None:
-    history = redemptions(("C1", 200, None, 7), ("C1", 409, "ALREADY_REDEEMED", None),
-                          ("C1", 200, None, 7), ("C2", 200, None, 8))
+    history = redemptions(("C1", 200, None, "rdm_7"), ("C1", 409, "ALREADY_REDEEMED", None),
+                          ("C1", 200, None, "rdm_7"), ("C2", 200, None, "rdm_8"))
     assert all_passed(check_double_redeem(history, {"redeemed": 2}))
 
 
 def test_double_redeem_checker_fails_a_code_redeemed_twice() -> None:
-    history = redemptions(("C1", 200, None, 7), ("C1", 200, None, 9))
+    history = redemptions(("C1", 200, None, "rdm_7"), ("C1", 200, None, "rdm_9"))
     checks = verdicts(check_double_redeem(history, {"redeemed": 1}))
     assert not checks["codes said redeemed without exactly one redemption"]
     assert not checks["codes with more than one redemption"]
@@ -179,7 +179,7 @@ def test_double_redeem_checker_fails_a_refusal_no_redemption_explains() -> None:
 
 
 def test_terminals_checker_fails_when_stock_redeemed_differs_or_reads_are_stale() -> None:
-    history = redemptions(("C1", 200, None, 7), ("C2", 200, None, 8))
+    history = redemptions(("C1", 200, None, "rdm_7"), ("C2", 200, None, "rdm_8"))
     assert all_passed(check_terminals(history, {"redeemed": 2, "allocated": 2}, 4))
     checks = verdicts(check_terminals(history, {"redeemed": 3, "allocated": 1}, 4))
     assert not checks["stock redeemed == distinct successful redemptions"]

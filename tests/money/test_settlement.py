@@ -411,7 +411,9 @@ def test_deposit_is_idempotent_on_agent_and_reference_and_audited_once(
     ({"amount_minor": 2.5}, ErrorCode.INVALID_ARGUMENT, "amount_minor"),
     ({"amount_minor": 999}, ErrorCode.IDEMPOTENCY_KEY_REUSED, "amount_minor"),
     ({"currency": "USD"}, ErrorCode.IDEMPOTENCY_KEY_REUSED, "currency"),
-    ({"currency": "USD", "reference": "bank-2"}, ErrorCode.ACCOUNT_NOT_FOUND, None),
+    # Issue 10: a currency the agent does not use (no platform account in it either) names the
+    # agent's currency; it was ACCOUNT_NOT_FOUND for the never-opened platform account.
+    ({"currency": "USD", "reference": "bank-2"}, ErrorCode.CURRENCY_MISMATCH, None),
     ({"reference": ""}, ErrorCode.INVALID_ARGUMENT, "reference"),
     ({"agent_id": "ghost"}, ErrorCode.AGENT_NOT_FOUND, None),
 ])
@@ -442,6 +444,20 @@ def test_deposit_in_another_currency_than_the_agent_is_currency_mismatch(
             st.deposit(session, "C", 5, "USD", "usd-1", "finance", T0_MS)
 
     _refused(funded, ErrorCode.CURRENCY_MISMATCH, call)
+
+
+def test_deposit_in_a_currency_no_account_uses_names_the_agents_currency(
+    funded: Database,
+) -> None:
+    """Issue 10: before any USD account exists, a USD deposit to a CNY agent is
+    CURRENCY_MISMATCH naming CNY (it was ACCOUNT_NOT_FOUND for platform:deposits:USD)."""
+    def call() -> None:
+        with funded.write() as session:
+            st.deposit(session, "C", 5, "USD", "usd-2", "finance", T0_MS)
+
+    error = _refused(funded, ErrorCode.CURRENCY_MISMATCH, call)
+    assert error.details["account_currency"] == "CNY"
+    assert error.details["account_id"] == acct("C", "available")
 
 
 def test_debit_beyond_balance_and_credit_is_insufficient_balance(database: Database) -> None:

@@ -227,7 +227,8 @@ def issue_key(
         action="key.create",
         object_type="api_key",
         object_id=key_id,
-        details={"role": role, "agent_id": agent_id, "scopes": list(granted), "name": name},
+        details={"role": role, "agent_id": agent_id, "scopes": list(granted), "name": name,
+                 "granted_by": created_by or "cli"},
         at_ms=at_ms,
     )
     return principal_of(row), f"{KEY_PREFIX}_{key_id}_{secret}"

@@ -118,6 +118,11 @@ def _refuse(limit: str, maximum: float, retry_after_s: float) -> Exception:
     )
 
 
+def _cap(limit: str, maximum: int, held: int) -> Exception:
+    return make_error(ErrorCode.LIMIT_EXCEEDED, "this would hold more units than the cap allows",
+                      {"limit": limit, "max": maximum, "held": held})
+
+
 class _Bucket:
     __slots__ = ("tokens", "updated")
 
@@ -306,9 +311,11 @@ class RiskGuard:
         expires_at_ms: int,
         limits: RiskLimits,
     ) -> None:
-        """Counts a new hold against its agent's and buyer's caps, or raises RATE_LIMITED
-        (``open_hold_units_per_agent_max`` / ``..._per_buyer_max``; retry after the earliest of
-        their holds expires). Call :meth:`end_hold` if the hold is then not created."""
+        """Counts a new hold against its agent's and buyer's caps, or raises LIMIT_EXCEEDED
+        (details ``limit``: ``open_hold_units_per_agent_max`` / ``..._per_buyer_max``, ``max``,
+        ``held``): a cap on what may be held at once, which waiting alone does not lift (the
+        holder ends or confirms its holds, or they expire). Call :meth:`end_hold` if the hold is
+        then not created."""
         if not limits.enabled:
             return
         now_ms = self._wall_ms()
@@ -319,14 +326,12 @@ class RiskGuard:
             held = self._held_by_agent.get(agent_id, 0)
             cap = limits.open_hold_units_per_agent_max
             if cap and held + units > cap:
-                raise _refuse("open_hold_units_per_agent_max", cap,
-                              self._next_expiry_s(now_ms, agent_id, None))
+                raise _cap("open_hold_units_per_agent_max", cap, held)
             if buyer_id is not None:
                 cap = limits.open_hold_units_per_buyer_max
                 held = self._held_by_buyer.get((agent_id, buyer_id), 0)
                 if cap and held + units > cap:
-                    raise _refuse("open_hold_units_per_buyer_max", cap,
-                                  self._next_expiry_s(now_ms, agent_id, buyer_id))
+                    raise _cap("open_hold_units_per_buyer_max", cap, held)
             self._holds[hold_ref] = _Hold(agent_id, buyer_id, units, expires_at_ms)
             self._adjust(self._holds[hold_ref], units)
 
@@ -357,14 +362,6 @@ class RiskGuard:
         for ref in expired:
             hold = self._holds.pop(ref)
             self._adjust(hold, -hold.units)
-
-    def _next_expiry_s(self, now_ms: int, agent_id: str, buyer_id: str | None) -> float:
-        expiries = [
-            hold.expires_at_ms
-            for hold in self._holds.values()
-            if hold.agent_id == agent_id and (buyer_id is None or hold.buyer_id == buyer_id)
-        ]
-        return (min(expiries, default=now_ms + 1000) - now_ms) / 1000
 
     # ----- order quotas -----
 

@@ -58,6 +58,11 @@ def create_key(
                          skus=skus, limits=limits, created_by=created_by, now_ms=at_ms)
 
 
+GRANTED_ONLY_BY_HOLDERS = frozenset({"export"})
+"""Scopes that only a key already holding them may put on a new key (``admin`` implies every
+other scope, so without this any admin could mint itself plaintext access)."""
+
+
 class Credentials:
     """The key use cases of admins: create (checked against the tree), list, revoke (the
     authenticator forgets a revoked key at once). Times from ``clock`` (Unix ms)."""
@@ -70,8 +75,20 @@ class Credentials:
 
     def create_key(self, *, role: str, agent_id: str | None, name: str,
                    scopes: Sequence[str] | None, skus: Sequence[str] | None,
-                   limits: dict[str, Any] | None, actor: str) -> tuple[Principal, str]:
-        """:func:`create_key` by ``actor``."""
+                   limits: dict[str, Any] | None, actor: str,
+                   granter: Principal | None = None) -> tuple[Principal, str]:
+        """:func:`create_key` by ``actor`` (whose credentials are ``granter``). Only a holder of
+        ``export`` may grant ``export`` (plaintext of every code): an admin key without it
+        cannot mint itself one (FORBIDDEN, details ``scope``). The command line, which works on
+        the data directory itself, passes no granter and may grant it. The ``key.create`` entry
+        names the scopes and who granted them."""
+        requested = set(scopes or ())
+        if granter is not None:
+            for scope in sorted(requested & GRANTED_ONLY_BY_HOLDERS):
+                if scope not in granter.scopes:
+                    raise make_error(ErrorCode.FORBIDDEN,
+                                     f"only a holder of {scope} may grant it",
+                                     {"scope": scope, "role": granter.role})
         return create_key(self.db, role=role, agent_id=agent_id, name=name, scopes=scopes,
                           skus=skus, limits=limits, created_by=actor, now_ms=self.clock())
 

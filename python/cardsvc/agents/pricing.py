@@ -45,7 +45,14 @@ from cardsvc.agents import tree
 from cardsvc.agents.price_cache import cached, mark_changing
 from cardsvc.agents.tables import Agent, Grade, Price
 from cardsvc.catalog.tables import Sku
-from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_id, check_int, check_name
+from cardsvc.checks import (
+    MONEY_MINOR_MAX,
+    check_currency,
+    check_id,
+    check_int,
+    check_name,
+    check_price,
+)
 from cardsvc.errors import ErrorCode, invalid, make_error
 
 LIST_LIMIT_MAX = 1000
@@ -370,6 +377,7 @@ def set_price(session: Session, *, sku: str, price_minor: int, currency: str,
     """
     owner = _check_price_args(sku, grade, agent_id)
     check_int("price_minor", price_minor, 0, MONEY_MINOR_MAX)
+    check_price("price_minor", price_minor)
     check_currency("currency", currency)
     if not isinstance(visible, bool):
         raise invalid("visible", "visible must be true or false")

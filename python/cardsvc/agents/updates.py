@@ -112,11 +112,16 @@ class AgentUpdates:
     ``actor_agent_id`` the agent it acts for (None: an admin)."""
 
     def __init__(self, db: Database, catalog: Catalog, accounts: AgentAccounts,
-                 clock: Callable[[], int]) -> None:
+                 clock: Callable[[], int],
+                 on_suspended: Callable[[list[str], str], object] | None = None) -> None:
         self.db = db
         self.catalog = catalog
         self.accounts = accounts
         self.clock = clock
+        self.on_suspended = on_suspended
+        """Called after a suspension commits with the suspended agent and its whole subtree
+        (and the actor): the sales package releases their open holds (``Holds.release_agents``,
+        wired by the runtime), since a suspended agent may neither buy nor keep stock away."""
 
     def create(self, agent_id: str, name: str, fields: dict[str, Any], *, actor: str,
                actor_agent_id: str | None) -> dict[str, Any]:
@@ -171,13 +176,25 @@ class AgentUpdates:
                                  "an agent changes only its sub-agents' status",
                                  {"fields": sorted(set(changes) - STATUS_ONLY)})
             with self.db.write() as session:
-                return tree.set_status(session, agent_id, changes["status"], actor=actor,
-                                       now_ms=now_ms, actor_agent_id=actor_agent_id)
-        pool_id = None
-        if changes.get("pool") is not None:
-            pool_id = self.catalog.pool_id(changes["pool"])
-        with self.db.write() as session:
-            return self._apply(session, agent_id, changes, pool_id, actor, now_ms)
+                result = tree.set_status(session, agent_id, changes["status"], actor=actor,
+                                         now_ms=now_ms, actor_agent_id=actor_agent_id)
+        else:
+            pool_id = None
+            if changes.get("pool") is not None:
+                pool_id = self.catalog.pool_id(changes["pool"])
+            with self.db.write() as session:
+                result = self._apply(session, agent_id, changes, pool_id, actor, now_ms)
+        if changes.get("status") == "suspended":
+            self._suspended(agent_id, actor)
+        return result
+
+    def _suspended(self, agent_id: str, actor: str) -> None:
+        """After a suspension: the hook gets the agent and every agent below it."""
+        if self.on_suspended is None:
+            return
+        with self.db.read() as session:
+            subtree = [agent_id, *(row.agent_id for row in tree.descendants(session, agent_id))]
+        self.on_suspended(subtree, actor)
 
     def _apply(self, session: Session, agent_id: str, changes: dict[str, Any],
                pool_id: int | None, actor: str, now_ms: int) -> dict[str, Any]:
@@ -205,11 +222,20 @@ class AgentUpdates:
         return result
 
     def create_pool(self, name: str, *, agent_id: str | None, actor: str) -> dict[str, Any]:
-        """A new named stock pool recording ``agent_id`` (``shared`` always exists). Errors:
+        """A new named stock pool (``shared`` always exists); with ``agent_id``, assigned to
+        that agent as its channel pool in the same transaction, by the rules of
+        ``tree.assign_pool`` (the agent's previous pool is released; its orders then draw from
+        this pool as its pool policy says). Audited ``pool.create`` and ``agent.pool``. Errors:
         POOL_EXISTS, AGENT_NOT_FOUND."""
         now_ms = self.clock()
         with self.db.write() as session:
             check_pool_free(session, name)
             if agent_id is not None:
                 require_agent(session, agent_id)
-            return insert_pool(session, name, agent_id, actor=actor, now_ms=now_ms)
+            created = insert_pool(session, name, None, actor=actor, now_ms=now_ms)
+            if agent_id is not None:
+                session.flush()
+                tree.assign_pool(session, agent_id, created["pool_id"], actor=actor,
+                                 now_ms=now_ms)
+                created["agent_id"] = agent_id
+            return created

@@ -23,6 +23,8 @@ reported there too, for a batch ``rejected`` before anything was imported.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -37,8 +39,9 @@ from cardsvc.catalog.code_index import suffix_digest, suffix_key, suffix_of
 from cardsvc.catalog.codefile.values import FORMULA_STARTS
 from cardsvc.catalog.skus import STAGING_POOL_MIN, Catalog
 from cardsvc.catalog.tables import ERROR_MESSAGE_LEN_MAX, Batch, BatchIssue, CodePayload
-from cardsvc.checks import check_currency
+from cardsvc.checks import check_code_text, check_currency, check_price
 from cardsvc.crypto.envelope import unwrap_data_key
+from cardsvc.csv_safe import safe_row
 from cardsvc.db import Database
 from cardsvc.engine import Engine, load_lookup_key, normalise_code
 from cardsvc.engine.store import Store
@@ -55,6 +58,8 @@ LIST_CODES_MAX = 100_000
 GENERATE_COUNT_MAX = 10_000_000
 """Codes one generation makes (a core import call's bound)."""
 GENERATE_RETRIES_MAX = 5
+REPORT_CSV_COLUMNS = ("line", "field", "reason", "code")
+"""The batch report's CSV columns (``code`` masked)."""
 REPORT_LINES_MAX = 1_000_000
 """Report lines kept per batch (each about 100 bytes)."""
 
@@ -98,6 +103,8 @@ class BatchMeta:
             raise invalid("valid_from", "valid_from is after valid_until")
         if self.unit_cost_minor is not None and self.unit_cost_minor < 0:
             raise invalid("unit_cost_minor", "unit_cost_minor must not be negative")
+        if self.unit_cost_minor is not None:
+            check_price("unit_cost_minor", self.unit_cost_minor)
         if self.currency is not None:
             check_currency("currency", self.currency)
         if self.purchase_date is not None:
@@ -141,11 +148,20 @@ class Batches:
     # ----- the saga -----
 
     def begin(self, meta: BatchMeta, *, actor: str, submitted: int = 0) -> int:
-        """Step 1: the batch row (``importing``). Raises SKU_NOT_FOUND, POOL_NOT_FOUND,
-        INVALID_ARGUMENT."""
-        self.catalog.get_sku(meta.sku)
+        """Step 1: the batch row (``importing``). A unit cost is in the SKU's currency: a batch
+        ``currency`` must be a real ISO 4217 code equal to the SKU's (none given: the SKU's).
+        Raises SKU_NOT_FOUND, POOL_NOT_FOUND, INVALID_ARGUMENT, CURRENCY_MISMATCH (details
+        ``currency``, ``sku_currency``), LIMIT_EXCEEDED (a unit cost above PRICE_MINOR_MAX)."""
+        sku_currency = self.catalog.get_sku(meta.sku)["currency"]
         pool_id = self.catalog.pool_id(meta.pool)
         meta.check(self.engine.now_ms() // 1000)
+        if meta.currency is not None and meta.currency != sku_currency:
+            raise make_error(ErrorCode.CURRENCY_MISMATCH,
+                             "a batch's unit cost is in its SKU's currency",
+                             {"field": "currency", "currency": meta.currency,
+                              "sku_currency": sku_currency})
+        if meta.unit_cost_minor is not None and meta.currency is None:
+            meta = replace(meta, currency=sku_currency)
         row = Batch(
             sku=meta.sku, pool_id=pool_id, status="importing", source=meta.source,
             data_key_wrapped=crypto.wrap_data_key(self.keyring.current, crypto.new_data_key()),
@@ -215,6 +231,8 @@ class Batches:
         valid_from = None if batch.valid_from_ms is None else batch.valid_from_ms // 1000
         if batch.source != "generate" and self.prefixes:
             self._refuse_reserved(group, offset)
+        for position, item in enumerate(group):
+            _check_texts(item, offset + position)
         try:
             ids, duplicate_positions = self.engine.import_codes(
                 batch.sku, [item.code for item in group], STAGING_POOL_BASE + batch.batch_id,
@@ -421,6 +439,24 @@ class Batches:
                      .execution_options(yield_per=10_000))
             yield from session.scalars(query)
 
+    def report_csv(self, batch_id: int) -> Iterator[str]:
+        """The batch's report as CSV text chunks (``REPORT_CSV_COLUMNS``, codes masked, every
+        cell through ``cardsvc.csv_safe``), streamed. Raises BATCH_NOT_FOUND at once."""
+        self._row(batch_id)
+        return self._report_chunks(batch_id)
+
+    def _report_chunks(self, batch_id: int) -> Iterator[str]:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(safe_row(REPORT_CSV_COLUMNS))
+        for count, issue in enumerate(self.report(batch_id), start=1):
+            writer.writerow(safe_row([issue.line, issue.field, issue.reason, issue.masked]))
+            if count % 10_000 == 0:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
+
     def recover(self) -> dict[str, int]:
         """Finishes or undoes every batch a crash interrupted (module docstring). Returns how
         many batches were failed and how many finished."""
@@ -480,6 +516,19 @@ def _keep_error(session: Session, row: Batch, code: str, details: dict[str, Any]
         "reason": (reason if isinstance(reason, str) else code.lower())[:64],
         "masked": None,
     }])
+
+
+def _check_texts(item: CodeInput, index: int) -> None:
+    """INVALID_CODE / INVALID_PIN (details ``index``, ``line``) unless the code and PIN are
+    printable ASCII (``cardsvc.checks.CODE_TEXT_ALLOWED``)."""
+    try:
+        check_code_text("code", item.code, index)
+        if item.pin is not None:
+            check_code_text("pin", item.pin, index)
+    except CardsvcError as error:
+        if item.line is not None:
+            error.details["line"] = item.line
+        raise
 
 
 def _add_issues(session: Session, batch_id: int, problems: Iterable[dict[str, Any]]) -> int:

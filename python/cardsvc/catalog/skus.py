@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session
 from cardsvc import audit
 from cardsvc.access import Approvals
 from cardsvc.catalog.tables import Batch, Pool, Sku
-from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_name, check_text
+from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_name, check_price, check_text
 from cardsvc.db import Database
 from cardsvc.db.base import NAME_LEN_MAX
 from cardsvc.engine import Engine
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
+from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
 
 SHARED_POOL = "shared"
 """Pool 0: the stock every agent may draw from unless configured otherwise."""
@@ -33,12 +34,18 @@ STAGING_POOL_MIN = 1 << 31
 """Core pools from here up are batches' staging pools (``cardsvc.catalog.batches``): never named,
 never counted in stock."""
 KINDS = ("card_key", "voucher", "direct_recharge", "link")
+UNLOCK_IDS_MAX = 1000
+"""Codes one unlock call names by id (one core call, one audit entry)."""
 EDITABLE = ("name", "kind", "currency", "face_value_minor", "cost_minor", "retail_price_minor",
             "purchase_limit_per_buyer", "low_stock_threshold", "on_sale")
 """SKU fields an admin may change after creation (the others are the core's)."""
 NOT_NULL = ("name", "kind", "currency", "on_sale")
 """EDITABLE fields that always have a value (the others may be cleared with null)."""
-STATES = ("available", "held", "allocated", "redeemed", "frozen", "void", "expired")
+STATES = ("available", "held", "allocated", "redeemed", "frozen", "void", "withdrawn",
+          "expired")
+"""Stock counts by state (the core's states, plus ``expired``: unsold codes past their
+``valid_until``, also counted in ``available``). ``withdrawn``: out of sale because an export
+put them in a file (still redeemable)."""
 
 
 
@@ -54,8 +61,10 @@ def check_sku_fields(fields: dict[str, Any]) -> None:
             raise invalid(name, f"kind must be one of {', '.join(KINDS)}")
         if name == "currency":
             check_currency(name, value)
-        if name.endswith("_minor") and value is not None and not 0 <= value <= MONEY_MINOR_MAX:
-            raise invalid(name, f"{name} must be between 0 and {MONEY_MINOR_MAX}")
+        if name.endswith("_minor") and value is not None:
+            if not 0 <= value <= MONEY_MINOR_MAX:
+                raise invalid(name, f"{name} must be between 0 and {MONEY_MINOR_MAX}")
+            check_price(name, value)
         if name in ("purchase_limit_per_buyer", "low_stock_threshold") and value is not None \
                 and value < 0:
             raise invalid(name, f"{name} must not be negative")
@@ -300,6 +309,54 @@ class Catalog:
             audit.append(session, actor=actor, action=f"code.{action}", object_type=object_type,
                          object_id=object_id, details=details, at_ms=now_ms)
         return {"changed": changed, "unchanged": unchanged}
+
+
+    # ----- PIN lockouts -----
+
+    def locked_codes(self, *, sku: str | None = None, limit: int | None = None,
+                     cursor: str | None = None) -> Page[dict[str, Any]]:
+        """Codes whose PIN lockout runs now (``Engine.locked_codes``), the latest-ending first,
+        a page at a time: ``code_id``, ``sku``, ``locked_until_ms``, ``lockouts`` (how many in a
+        row), ``pin_failures``. Never a code's text. Raises SKU_NOT_FOUND, INVALID_ARGUMENT,
+        LIMIT_EXCEEDED."""
+        size = check_page_size(limit)
+        after = decode_cursor(cursor, (int, int))
+        if sku is not None:
+            self.get_sku(sku)
+        locked = sorted(self.engine.locked_codes(sku), key=lambda item: (item[1], item[0]),
+                        reverse=True)
+        if after is not None:
+            locked = [item for item in locked if (item[1], item[0]) < (after[0], after[1])]
+        page = page_of(locked[:size + 1], size, key=lambda item: (item[1], item[0]))
+        items = []
+        for code_id, until_ms, lockouts in page.items:
+            info = self.engine.code_info(code_id)
+            items.append({"code_id": code_id, "sku": info.sku, "locked_until_ms": until_ms,
+                          "lockouts": lockouts, "pin_failures": info.pin_failures})
+        return Page(items, page.next)
+
+    def unlock(self, *, code: str | None = None, code_ids: list[int] | None = None,
+               actor: str) -> dict[str, Any]:
+        """Ends the PIN lockout of one code (by its text) or of codes by id (at most
+        UNLOCK_IDS_MAX) and clears their failure counts; audited ``code.unlock``. Returns
+        ``{"unlocked", "unchanged"}``. Raises CODE_NOT_FOUND, INVALID_CODE, INVALID_ARGUMENT,
+        LIMIT_EXCEEDED."""
+        if (code is None) == (code_ids is None):
+            raise invalid("code", "give exactly one of code, code_ids")
+        ids = [self.engine.lookup(code)] if code is not None else list(code_ids or [])
+        if not ids:
+            raise invalid("code_ids", "give at least one code id")
+        if len(ids) > UNLOCK_IDS_MAX:
+            raise make_error(ErrorCode.LIMIT_EXCEEDED, f"at most {UNLOCK_IDS_MAX} codes a call",
+                             {"field": "code_ids", "max": UNLOCK_IDS_MAX})
+        unlocked, unchanged = self.engine.unlock(ids)
+        self.store.wait_last()
+        with self.db.write() as session:
+            audit.append(session, actor=actor, action="code.unlock", object_type="code",
+                         object_id=str(ids[0]) if len(ids) == 1 else "many",
+                         details={"code_ids": ids[:100], "unlocked": unlocked,
+                                  "codes": len(ids)}, at_ms=self.engine.now_ms())
+        return {"unlocked": unlocked, "unchanged": unchanged}
 
 
 def check_pool_free(session: Session, name: str) -> None:

@@ -136,7 +136,5 @@ def _write_report(services: Runtime, batch_id: int, target: Path | None,
     if target is None:
         return
     with target.open("w", encoding="utf-8", newline="") as out:
-        out.write("line,field,reason,code\n")
-        for issue in services.batches.report(batch_id):
-            out.write(f"{issue.line},{issue.field},{issue.reason},{issue.masked or ''}\n")
+        out.writelines(services.batches.report_csv(batch_id))
     console.print(f"report written to {target}", highlight=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from rich.markup import escape
 
 import cardsvc
 from cardsvc.errors import CardsvcError
+from cardsvc.files import STATE_UMASK
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # a CardsvcError reached the command line
@@ -112,9 +114,12 @@ def _users_command() -> Command:
 
 def _records_commands() -> tuple[Command, ...]:
     from cardsvc.cli import audit as cli_audit
+    from cardsvc.cli import commissions as cli_commissions
     from cardsvc.cli import exports as cli_exports
 
     return (
+        Command("commissions", "release due commissions now (beside a server)",
+                cli_commissions.add_commissions_arguments, cli_commissions.run_commissions),
         Command("export", "write a batch's or an order's codes as watermarked CSV (audited)",
                 cli_exports.add_export_arguments, cli_exports.run_export),
         Command("audit", "verify the audit log's hash chain, or list entries",
@@ -267,9 +272,13 @@ def main(
     out = console if console is not None else Console(highlight=False)
     by_name = {command.name: command for command in available}
     command = by_name[str(args.command)]
+    # Files the command writes into the data directory are private (0600/0700) from the start.
+    previous = os.umask(STATE_UMASK)
     try:
         return command.run(args, out)
     except CardsvcError as error:
         err = Console(file=sys.stderr, highlight=False)
         err.print(f"[bold red]error:[/] {error.code.value}: {escape(error.message)}")
         return EXIT_ERROR
+    finally:
+        os.umask(previous)

@@ -27,6 +27,7 @@ from cardsvc.crypto.master_keys import (
     master_key_source,
     read_master_key_file,
 )
+from cardsvc.crypto.public_ids import PUBLIC_ID_KEY_FILE, PublicIds, load_public_ids
 
 __all__ = [
     "CODE_BYTES_MAX",
@@ -37,11 +38,14 @@ __all__ = [
     "MASTER_KEY_FILE",
     "MASTER_KEY_FILE_ENV",
     "NEXT_MASTER_KEY_FILE",
+    "PUBLIC_ID_KEY_FILE",
     "RETIRED_MASTER_KEY_GLOB",
     "MasterKey",
     "MasterKeyring",
     "MasterKeys",
+    "PublicIds",
     "load_keyring",
+    "load_public_ids",
     "master_key_source",
     "new_data_key",
     "read_master_key_file",

@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import TypeAlias
 
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.files import fsync_dir, write_file_durably
+from cardsvc.files import fsync_dir, make_private_dir, write_file_durably
 
 KEY_LEN = 32
 """AES-256: master keys and data keys are 32 bytes."""
@@ -216,7 +216,7 @@ def _create_key_file(path: Path) -> None:
     """Creates ``path`` with a random key, durably, unless another process got there first:
     the key is written to a private temporary name, then hard-linked into place, which fails
     (and leaves the winner's key) if the file already exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     private = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     write_file_durably(private, os.urandom(KEY_LEN), 0o600)
     try:

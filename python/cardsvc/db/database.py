@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.files import create_private_file, make_private_dir
 
 log = logging.getLogger("cardsvc.db")
 
@@ -188,7 +189,10 @@ def resolve_url(data_dir: Path, url: str | None) -> URL:
     """
     text_url = url if url is not None else os.environ.get(DATABASE_URL_ENV) or None
     if text_url is None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # 0700 / 0600 from the start: SQLite gives the WAL and SHM files the database file's
+        # mode, so creating the file first makes all three private (docs/security.md).
+        make_private_dir(data_dir)
+        create_private_file(data_dir / DATABASE_FILE)
         return URL.create("sqlite", database=str(data_dir / DATABASE_FILE))
     try:
         parsed = make_url(text_url)

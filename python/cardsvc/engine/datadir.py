@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cardsvc.engine.core import LOOKUP_KEY_LEN
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.files import write_file_durably
+from cardsvc.files import make_private_dir, write_file_durably
 
 LOOKUP_KEY_ENV = "CARDSVC_LOOKUP_KEY_FILE"
 
@@ -29,7 +29,7 @@ class DataDirLock:
     including kill -9, because the kernel drops flock locks with the file descriptor)."""
 
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
         self.path = data_dir / "LOCK"
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -56,7 +56,7 @@ def instance_id(data_dir: Path) -> str:
     namespace is bound to the directory that first used it (see ``RedisSink``)."""
     path = data_dir / "instance.id"
     if not path.exists():
-        write_file_durably(path, os.urandom(16).hex().encode(), 0o644)
+        write_file_durably(path, os.urandom(16).hex().encode(), 0o600)
     return path.read_text().strip()
 
 

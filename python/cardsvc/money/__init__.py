@@ -4,6 +4,7 @@ settlement with commissions, releases, refunds), withdrawals (``withdrawals``), 
 tables."""
 
 from cardsvc.money.accounts import AgentMoney, Deposited
+from cardsvc.money.settlement import COMMISSION_STATES, COOLING_MS_MAX, CommissionInfo
 from cardsvc.money.tables import (
     Account,
     Commission,
@@ -14,9 +15,12 @@ from cardsvc.money.tables import (
 from cardsvc.money.withdrawals import WithdrawalInfo
 
 __all__ = [
+    "COMMISSION_STATES",
+    "COOLING_MS_MAX",
     "Account",
     "AgentMoney",
     "Commission",
+    "CommissionInfo",
     "Deposited",
     "LedgerTransaction",
     "Posting",

@@ -18,8 +18,10 @@ from cardsvc.db import Database
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.money import ledger, settlement, statements, withdrawals
 from cardsvc.money.ledger import PostResult
+from cardsvc.money.settlement import CommissionInfo
 from cardsvc.money.statements import Statement
 from cardsvc.money.withdrawals import WithdrawalInfo
+from cardsvc.paging import Page
 
 WITHDRAWAL_DECISIONS: dict[str, Callable[..., WithdrawalInfo]] = {
     "approve": withdrawals.approve_withdrawal,
@@ -27,6 +29,9 @@ WITHDRAWAL_DECISIONS: dict[str, Callable[..., WithdrawalInfo]] = {
     "paid": withdrawals.mark_withdrawal_paid,
 }
 """What finance may decide about a withdrawal, and the flow each decision runs."""
+COMMISSIONS_PER_ROUND_MAX = 10_000
+"""Commissions one timer round releases at most (in batches of RELEASE_BATCH_MAX, one SQL
+transaction each: about 5,000 statements a batch); the rest wait for the next round."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,37 @@ class AgentMoney:
             out = io.StringIO()
             statements.write_statement_csv(stmt, out)
             return out.getvalue()
+
+    def release_due_commissions(self, *, actor: str = "system",
+                                round_max: int = COMMISSIONS_PER_ROUND_MAX) -> int:
+        """Releases every commission whose cooling period has ended, up to ``round_max``, in
+        transactions of at most ``settlement.RELEASE_BATCH_MAX`` (the timer's round, and the
+        admin's "release due now"). Returns how many were released; the rest wait for the next
+        round. Raises DATABASE_UNAVAILABLE (what was committed stays released)."""
+        total = 0
+        while total < round_max:
+            batch = min(settlement.RELEASE_BATCH_MAX, round_max - total)
+            with self.db.write() as session:
+                released = settlement.release_due_commissions(session, self.clock(), batch,
+                                                              actor=actor)
+            total += len(released)
+            if len(released) < batch:
+                break
+        return total
+
+    def commissions(self, *, agent_id: str | None, actor_agent_id: str | None,
+                    status: str | None = None, limit: int | None = None,
+                    cursor: str | None = None) -> Page[CommissionInfo]:
+        """Commissions newest first (cursor pagination) with their status and release date:
+        an agent sees its own (``agent_id`` absent or its own; FORBIDDEN otherwise), an admin
+        any agent's (``agent_id`` filters; None: all). ``status`` filters
+        (``settlement.COMMISSION_STATES``). Raises FORBIDDEN, INVALID_ARGUMENT, LIMIT_EXCEEDED."""
+        if actor_agent_id is not None:
+            _self_or_admin(actor_agent_id, agent_id or actor_agent_id)
+            agent_id = actor_agent_id
+        with self.db.read() as session:
+            return settlement.list_commissions(session, agent_id=agent_id, status=status,
+                                               limit=limit, cursor=cursor)
 
     def request_withdrawal(self, agent_id: str, amount_minor: int, currency: str,
                            reference: str, *, actor: str) -> tuple[WithdrawalInfo, bool]:

@@ -298,10 +298,10 @@ def post(
     not sum to zero; LIMIT_EXCEEDED: over LEGS_MAX legs or an amount over MONEY_MINOR_MAX);
     then the reference: taken by the same kind, currency and legs returns that transaction with
     ``created`` False, taken by anything else raises IDEMPOTENCY_KEY_REUSED (details ``field``:
-    ``kind``, ``currency`` or ``legs``); then ACCOUNT_NOT_FOUND, CURRENCY_MISMATCH (an account
-    in another currency), and INSUFFICIENT_BALANCE (details ``account_id``, ``agent_id``,
-    ``available_minor`` = balance - floor, ``needed_minor``, ``currency``) when a debit would
-    take an account below its floor (see :class:`Leg`).
+    ``kind``, ``currency`` or ``legs``); then CURRENCY_MISMATCH (an account in another currency,
+    details ``account_currency``), ACCOUNT_NOT_FOUND, and INSUFFICIENT_BALANCE (details
+    ``account_id``, ``agent_id``, ``available_minor`` = balance - floor, ``needed_minor``,
+    ``currency``) when a debit would take an account below its floor (see :class:`Leg`).
 
     ``under_lock``, if given, runs once the accounts are locked and before the reference is
     looked up: a precondition on other state that must hold while the balances cannot move
@@ -400,16 +400,18 @@ def _require_same(
 
 
 def _check_accounts(accounts: dict[str, AccountInfo], legs: Sequence[Leg], currency: str) -> None:
-    """ACCOUNT_NOT_FOUND, then CURRENCY_MISMATCH, then INSUFFICIENT_BALANCE, each for the first
-    offending account in id order."""
+    """CURRENCY_MISMATCH (an existing account in another currency), then ACCOUNT_NOT_FOUND,
+    then INSUFFICIENT_BALANCE, each for the first offending account in id order. The currency
+    comes first: a deposit in a currency the agent does not use names the agent's currency,
+    instead of the platform account of that currency that was never opened."""
     ordered = sorted(legs, key=lambda leg: leg.account_id)
+    for leg in ordered:
+        found = accounts.get(leg.account_id)
+        if found is not None and found.currency != currency:
+            raise _currency_mismatch(found.account_id, found.currency, currency)
     for leg in ordered:
         if leg.account_id not in accounts:
             raise _account_not_found(leg.account_id)
-    for leg in ordered:
-        info = accounts[leg.account_id]
-        if info.currency != currency:
-            raise _currency_mismatch(info.account_id, info.currency, currency)
     for leg in ordered:
         if leg.amount_minor >= 0 or leg.force:
             continue

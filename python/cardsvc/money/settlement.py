@@ -16,6 +16,9 @@ settle_order              ``order:<order_id>:settle``                  --
 release_order             ``order:<order_id>:release``                 --
 refund_order              ``order:<order_id>:refund``                  ``money.refund``
 release_due_commissions   ``commission:<commission_id>:release``       --
+reserve_hold              ``hold:<hold_ref>:reserve``                  --
+release_hold              ``hold:<hold_ref>:release``                  --
+consume_hold              ``hold:<hold_ref>:consume``                  --
 request_withdrawal        ``withdrawal:<withdrawal_id>:request``       ``withdrawal.request``
 approve_withdrawal        (no money moves)                             ``withdrawal.approve``
 reject_withdrawal         ``withdrawal:<withdrawal_id>:reject``        ``withdrawal.reject``
@@ -56,6 +59,7 @@ from cardsvc.money.ledger import (
     post,
 )
 from cardsvc.money.tables import Account, Commission, LedgerTransaction, Posting, Withdrawal
+from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
 
 CHAIN_LEN_MAX = 32
 """Agents in one settlement chain (buyer and ancestors): an agent tree deeper than this is a
@@ -65,6 +69,10 @@ RELEASE_BATCH_MAX = 1000
 COOLING_MS_MAX = 366 * 24 * 3600 * 1000
 """The longest cooling period: a year (and a bit). Longer is a unit mistake."""
 ORDER_STEPS = ("debit", "settle", "release", "refund")
+COMMISSION_STATES = ("pending", "released", "reversed")
+HOLD_STEPS = ("reserve", "release", "consume")
+"""A hold's ledger steps: its reservation, and its end (released unconfirmed, or consumed by
+the order that confirmed it)."""
 
 _COMMISSIONS = cast(Table, Commission.__table__)
 _ACCOUNTS = cast(Table, Account.__table__)
@@ -164,7 +172,7 @@ def deposit(
 
 def debit_order(
     session: Session, order_id: str, agent_id: str, total_minor: int, currency: str,
-    actor: str, now_ms: int,
+    actor: str, now_ms: int, *, reserved: bool = False,
 ) -> PostResult:
     """Saga step 1: the order's total leaves the buyer's available balance for its escrow
     (``agent:<id>:available`` -total, ``agent:<id>:escrow`` +total), within balance + credit.
@@ -174,10 +182,14 @@ def debit_order(
     (field ``currency`` or ``total_minor``), AGENT_NOT_FOUND, ACCOUNT_NOT_FOUND,
     CURRENCY_MISMATCH, INSUFFICIENT_BALANCE (details ``available_minor`` = balance + credit
     left, ``needed_minor``). Five statements; no audit entry (the order is the record).
+
+    ``reserved``: the money was reserved by a hold whose reservation this same transaction has
+    just given back (:func:`consume_hold`), so the debit is not checked against the floor again
+    (a credit cut since the hold does not undo what the hold had reserved).
     """
     check_amount("total_minor", total_minor)
     return _post(session, order_reference(order_id, "debit"), "order_debit", actor, currency,
-                 [Leg(agent_account(agent_id, "available"), -total_minor),
+                 [Leg(agent_account(agent_id, "available"), -total_minor, force=reserved),
                   Leg(agent_account(agent_id, "escrow"), total_minor)],
                  {"order_id": order_id, "agent_id": agent_id, "total_minor": total_minor},
                  now_ms, legs_field="total_minor")
@@ -345,6 +357,73 @@ def _refund_plan(
     return plan
 
 
+# ----- hold reservations ---------------------------------------------------------------------
+
+
+def hold_reference(hold_ref: str, step: str) -> str:
+    """``hold:<hold_ref>:<step>`` for a step in HOLD_STEPS. Pure."""
+    if step not in HOLD_STEPS:
+        raise invalid("step", f"a hold step is one of {HOLD_STEPS}")
+    return f"hold:{hold_ref}:{step}"
+
+
+def reserve_hold(
+    session: Session, hold_ref: str, agent_id: str, amount_minor: int, currency: str,
+    actor: str, now_ms: int,
+) -> PostResult:
+    """A hold reserves what its codes cost the holder: ``agent:<id>:available`` -amount,
+    ``agent:<id>:escrow`` +amount, within balance + credit, like an order's debit. Idempotent
+    on the hold. Raises as :func:`debit_order` (INSUFFICIENT_BALANCE beyond balance + credit)."""
+    check_amount("amount_minor", amount_minor)
+    return _post(session, hold_reference(hold_ref, "reserve"), "hold_reserve", actor, currency,
+                 [Leg(agent_account(agent_id, "available"), -amount_minor),
+                  Leg(agent_account(agent_id, "escrow"), amount_minor)],
+                 {"hold_ref": hold_ref, "agent_id": agent_id, "amount_minor": amount_minor},
+                 now_ms, legs_field="amount_minor")
+
+
+def release_hold(session: Session, hold_ref: str, actor: str, now_ms: int) -> PostResult | None:
+    """A hold ended unconfirmed (released, expired, refused by the core): its reservation goes
+    back to available. Idempotent; None when the hold reserved nothing. A release after the
+    reservation was consumed by an order is a saga bug: AssertionError."""
+    return _end_hold(session, hold_ref, "release", actor, now_ms)
+
+
+def consume_hold(session: Session, hold_ref: str, actor: str, now_ms: int) -> PostResult | None:
+    """A hold is being confirmed: its reservation goes back to available in the transaction
+    that debits the order (``debit_order(..., reserved=True)``), so the order's debit is the
+    hold's reservation exactly once. Idempotent; None when the hold reserved nothing."""
+    return _end_hold(session, hold_ref, "consume", actor, now_ms)
+
+
+def _end_hold(session: Session, hold_ref: str, step: str, actor: str,
+              now_ms: int) -> PostResult | None:
+    txns = _hold_txns(session, hold_ref)
+    reserve = txns.get("reserve")
+    if reserve is None:
+        return None
+    other = "consume" if step == "release" else "release"
+    _, currency, legs = reserve
+    lock_accounts(session, (account_id for account_id, _ in legs))
+    txns = _hold_txns(session, hold_ref)
+    if other in txns:
+        raise AssertionError(f"hold {hold_ref} was already ended by {other}")
+    return post(session, reference=hold_reference(hold_ref, step), kind=f"hold_{step}",
+                actor=actor, currency=currency, now_ms=now_ms, details={"hold_ref": hold_ref},
+                legs=[Leg(account_id, -amount) for account_id, amount in legs])
+
+
+def _hold_txns(
+    session: Session, hold_ref: str
+) -> dict[str, tuple[str, str, tuple[tuple[str, int], ...]]]:
+    found: dict[str, tuple[str, str, tuple[tuple[str, int], ...]]] = {}
+    for step in HOLD_STEPS:
+        txn = find_transaction(session, hold_reference(hold_ref, step))
+        if txn is not None:
+            found[step] = (txn.txn_id, txn.currency, txn.legs)
+    return found
+
+
 # ----- commissions ---------------------------------------------------------------------------
 
 
@@ -385,6 +464,34 @@ def release_due_commissions(
     if updates:
         session.execute(_UPDATE_COMMISSION, updates)
     return [update_["b_commission_id"] for update_ in updates]
+
+
+def list_commissions(session: Session, *, agent_id: str | None, status: str | None = None,
+                     limit: int | None = None, cursor: str | None = None,
+                     ) -> Page[CommissionInfo]:
+    """Commissions newest first by (release date, id), a page at a time (``cardsvc.paging``),
+    of one earner (``agent_id``) or all. Reads only. Raises INVALID_ARGUMENT (status, cursor),
+    LIMIT_EXCEEDED (limit)."""
+    size = check_page_size(limit)
+    after = decode_cursor(cursor, (int, int))
+    if status is not None and status not in COMMISSION_STATES:
+        raise invalid("status", f"status is one of {', '.join(COMMISSION_STATES)}")
+    c = _COMMISSIONS.c
+    query = select(_COMMISSIONS)
+    if agent_id is not None:
+        query = query.where(c.agent_id == agent_id)
+    if status is not None:
+        query = query.where(c.status == status)
+    if after is not None:
+        at_ms, commission_id = after
+        query = query.where((c.release_at_ms < at_ms)
+                            | ((c.release_at_ms == at_ms) & (c.commission_id < commission_id)))
+    rows = session.execute(query.order_by(c.release_at_ms.desc(), c.commission_id.desc())
+                           .limit(size + 1)).all()
+    page = page_of(rows, size, key=lambda row: (row.release_at_ms, row.commission_id))
+    return Page([CommissionInfo(row.commission_id, row.order_id, row.agent_id,
+                                row.amount_minor, row.currency, row.status, row.release_at_ms,
+                                row.txn_id) for row in page.items], page.next)
 
 
 def order_commissions(session: Session, order_id: str) -> list[CommissionInfo]:

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from cardsvc.csv_safe import safe_row
 from cardsvc.errors import invalid
 from cardsvc.money.ledger import PAGE_SIZE_MAX, POSTINGS, TXNS, account_info, check_limit
 from cardsvc.times import iso
@@ -177,23 +178,19 @@ STATEMENT_CSV_COLUMNS = ("row", "account_id", "currency", "at", "at_ms", "txn_id
 def write_statement_csv(stmt: Statement, out: TextIO) -> int:
     """Writes the statement as CSV: a header, an ``opening`` row (at ``since_ms``), one ``entry``
     row per posting, a ``closing`` row (at ``until_ms``). Amounts are integer minor units. Text
-    cells that a spreadsheet would run as a formula (leading ``= + - @``) get a leading ``'``.
+    cells go through ``cardsvc.csv_safe`` (a leading ``'`` on what a spreadsheet would run).
     Returns the rows written, header included. Effects: writes to ``out`` only."""
     writer = csv.writer(out, lineterminator="\r\n")
-    account, currency = _cell(stmt.account_id), stmt.currency
-    writer.writerow(STATEMENT_CSV_COLUMNS)
-    writer.writerow(["opening", account, currency, iso(stmt.since_ms), stmt.since_ms, "", "", "",
-                     "", stmt.opening_minor])
+    account, currency = stmt.account_id, stmt.currency
+    writer.writerow(safe_row(STATEMENT_CSV_COLUMNS))
+    writer.writerow(safe_row(["opening", account, currency, iso(stmt.since_ms), stmt.since_ms,
+                              "", "", "", "", stmt.opening_minor]))
     rows = 3
     for entry in stmt.entries:
-        writer.writerow(["entry", account, currency, iso(entry.at_ms), entry.at_ms,
-                         _cell(entry.txn_id), _cell(entry.kind), _cell(entry.reference),
-                         entry.amount_minor, entry.balance_after_minor])
+        writer.writerow(safe_row(["entry", account, currency, iso(entry.at_ms), entry.at_ms,
+                                  entry.txn_id, entry.kind, entry.reference, entry.amount_minor,
+                                  entry.balance_after_minor]))
         rows += 1
-    writer.writerow(["closing", account, currency, iso(stmt.until_ms), stmt.until_ms, "", "", "",
-                     "", stmt.closing_minor])
+    writer.writerow(safe_row(["closing", account, currency, iso(stmt.until_ms), stmt.until_ms,
+                              "", "", "", "", stmt.closing_minor]))
     return rows
-
-
-def _cell(text: str) -> str:
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

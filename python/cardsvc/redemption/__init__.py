@@ -7,11 +7,12 @@ from cardsvc.redemption.terminals import (
     FAILED_LOOKUPS,
     RedeemItem,
     RedemptionCounts,
+    RedemptionView,
     RolledBack,
     Terminals,
 )
 
-__all__ = ["FAILED_LOOKUPS", "RedeemItem", "Redemption", "RedemptionCounts", "RolledBack",
-           "Terminals", "Verification"]
+__all__ = ["FAILED_LOOKUPS", "RedeemItem", "Redemption", "RedemptionCounts", "RedemptionView",
+           "RolledBack", "Terminals", "Verification"]
 """``Redemption`` and ``Verification`` are the core's result types, named here for the HTTP
 layer."""

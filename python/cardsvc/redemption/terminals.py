@@ -9,8 +9,20 @@ is written to the audit log. A terminal key limited to some SKUs sees codes of o
 unknown (no status, no PIN check, nothing that tells it the code is real), and a mistyped
 generated code (its check character fails) is INVALID_CODE without a lookup.
 
-Results are the core's values (``Verification``, ``Redemption``; times in Unix ms); the HTTP
-layer renders them.
+**Public redemption ids.** The core numbers redemptions in sequence; terminals never see those
+numbers. Every redemption id that leaves here, in a result or in an error's details
+(``ALREADY_REDEEMED``, ``REDEMPTION_ROLLED_BACK``), is the opaque public id
+(``cardsvc.crypto.PublicIds``, ``rdm_...``), and a rollback takes one. A redemption that does
+not exist, is not the caller's, or is named by a forged id gets one and the same refusal
+(REDEMPTION_NOT_FOUND, "no such redemption"), so probing learns nothing.
+
+**PIN lockout.** The core counts wrong PINs per code, whoever sends them, and locks the code
+(``CODE_LOCKED``, 429 with ``retry_after_s``); the call that starts a lockout
+(``details.locked``) is written to the audit log as ``code.locked`` (the code's id and masked
+text only).
+
+Results are :class:`RedemptionView` and the core's ``Verification`` (times in Unix ms); the
+HTTP layer renders them.
 """
 
 from __future__ import annotations
@@ -25,9 +37,11 @@ from cardsvc import audit
 from cardsvc.access import Principal, RiskGuard, RiskLimits
 from cardsvc.catalog import codegen
 from cardsvc.catalog.codegen import CodeFormat
+from cardsvc.crypto import PublicIds
 from cardsvc.db import Database
 from cardsvc.engine import Engine, Redemption, Store, Verification
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.masking import mask_code
 
 FAILED_LOOKUPS = frozenset({ErrorCode.CODE_NOT_FOUND, ErrorCode.PIN_MISMATCH})
 """Refusals that count towards the brute-force guard."""
@@ -79,6 +93,22 @@ class RedemptionCounts:
     def restore(self, drained: Mapping[tuple[int, str], tuple[int, int]]) -> None:
         for (hour_ms, sku), (done, undone) in drained.items():
             self.count(sku, hour_ms, redeemed=done, rolled_back=undone)
+REDEMPTION_KIND = "rdm"
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionView:
+    """A redemption as a terminal sees it: its public id, never the core's number."""
+
+    redemption_id: str
+    request_id: str
+    code_id: int
+    sku: str
+    terminal: str
+    uses_left: int
+    redeemed_at_ms: int
+    rolled_back_at_ms: int | None
+    rollback_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +125,7 @@ class RolledBack:
     """A rolled-back redemption, with the code's uses left *now* (the redemption records the
     uses left when it was made)."""
 
-    redemption: Redemption
+    redemption: RedemptionView
     uses_left: int
 
 
@@ -103,11 +133,12 @@ class Terminals:
     """Verification and redemption for terminal keys, durable before they answer."""
 
     def __init__(self, store: Store, db: Database, risk: RiskGuard,
-                 prefixes: Mapping[str, CodeFormat]) -> None:
+                 prefixes: Mapping[str, CodeFormat], public_ids: PublicIds) -> None:
         self.store = store
         self.engine: Engine = store.engine
         self.db = db
         self.risk = risk
+        self.public_ids = public_ids
         self.prefixes = prefixes
         """Prefixes of generated codes with their formats (the live registry of the catalog's
         batches): terminals' typos in such codes are refused without a lookup."""
@@ -117,7 +148,8 @@ class Terminals:
     async def verify(self, caller: Principal, ip: str, code: str,
                      pin: str | None) -> Verification:
         """A code's status for this terminal, without changing it. Raises CODE_NOT_FOUND,
-        PIN_MISMATCH, INVALID_CODE, INVALID_PIN, RATE_LIMITED."""
+        PIN_MISMATCH, CODE_LOCKED (details ``retry_after_s``), INVALID_CODE, INVALID_PIN,
+        RATE_LIMITED."""
         limits = self.risk.limits_of(caller)
         self.risk.admit("verify", caller.key_id, ip, limits)
         self._check_typed(code)
@@ -125,16 +157,18 @@ class Terminals:
             self._check_sku(caller, code)
             result = self.engine.verify(code, pin)
         except CardsvcError as error:
-            await self._settle(error, caller, ip, limits)
+            await self._settle(error, caller, ip, limits, code)
             raise
         await self._settle(None, caller, ip, limits)
         return result
 
     async def redeem(self, caller: Principal, ip: str, code: str, pin: str | None,
-                     request_id: str) -> Redemption:
+                     request_id: str) -> RedemptionView:
         """Redeems one use of a code, exactly once per ``request_id`` (a retry returns the first
         result; the same id for another code is IDEMPOTENCY_KEY_REUSED). Raises CODE_NOT_FOUND,
-        PIN_MISMATCH, ALREADY_REDEEMED (details: ``redeemed_at``, ``terminal``), EXPIRED,
+        PIN_MISMATCH, CODE_LOCKED, ALREADY_REDEEMED (details: ``redeemed_at_ms``, ``terminal``,
+        ``redemption_id``), REDEMPTION_ROLLED_BACK (a replay of a redemption rolled back since:
+        details ``redemption_id``, ``rolled_back_at_ms``; hand out nothing), EXPIRED,
         NOT_YET_VALID, FROZEN, VOID, NOT_SOLD, RATE_LIMITED."""
         limits = self.risk.limits_of(caller)
         self.risk.admit("redeem", caller.key_id, ip, limits)
@@ -143,15 +177,15 @@ class Terminals:
             self._check_sku(caller, code)
             result = self.engine.redeem(code, request_id, caller.key_id, pin)
         except CardsvcError as error:
-            await self._settle(error, caller, ip, limits)
-            raise
+            await self._settle(error, caller, ip, limits, code)
+            raise self._public_error(error) from None
         await self._settle(None, caller, ip, limits)
         if result.redeemed_at_ms >= self._recent_ms():
             self.counts.redeemed(result)
-        return result
+        return self._view(result)
 
     async def redeem_batch(self, caller: Principal, ip: str,
-                           items: Sequence[RedeemItem]) -> list[Redemption | CardsvcError]:
+                           items: Sequence[RedeemItem]) -> list[RedemptionView | CardsvcError]:
         """Independent redemptions, one result each in order (one failing does not stop the
         others); each item is idempotent on its ``request_id`` as in :meth:`redeem`. The batch
         costs one rate-limit token per item. Raises RATE_LIMITED for the whole batch."""
@@ -171,31 +205,45 @@ class Terminals:
                                         [items[i].request_id for i in allowed], caller.key_id,
                                         [items[i].pin for i in allowed])
         await self.store.wait_async(Engine.last_ticket())
-        outcome: dict[int, Redemption | CardsvcError] = dict(refused)
+        outcome: dict[int, RedemptionView | CardsvcError] = dict(refused)
         recent_ms = self._recent_ms()
         for position, index in enumerate(allowed):
-            result = outcome[index] = batch[position]
-            if isinstance(result, Redemption) and result.redeemed_at_ms >= recent_ms:
-                self.counts.redeemed(result)
+            one = batch[position]
+            if isinstance(one, CardsvcError):
+                if one.code == ErrorCode.CODE_LOCKED and one.details.get("locked"):
+                    await self._audit_lockout(caller, items[index].code, one)
+                outcome[index] = self._public_error(one)
+            else:
+                if one.redeemed_at_ms >= recent_ms:
+                    self.counts.redeemed(one)
+                outcome[index] = self._view(one)
         results = [outcome[index] for index in range(len(items))]
         failed_lookups = sum(isinstance(done, CardsvcError) and done.code in FAILED_LOOKUPS
                              for done in results)
         await self._count_failures(caller, ip, limits, failed_lookups)
         return results
 
-    async def rollback(self, caller: Principal, redemption_id: int,
+    async def rollback(self, caller: Principal, redemption_id: str,
                        reason: str) -> RolledBack:
         """Restores the use a redemption took, recorded as its own event pointing at the
         redemption (history is never rewritten); idempotent, audited the first time. A terminal
-        may roll back only its own redemptions. Raises REDEMPTION_NOT_FOUND."""
+        may roll back only its own redemptions. ``redemption_id`` is the public id. Raises
+        REDEMPTION_NOT_FOUND, the same for an unknown, forged or another terminal's id."""
         engine = self.engine
+        number = self.public_ids.decode(REDEMPTION_KIND, redemption_id)
+        if number is None:
+            raise _no_redemption(redemption_id)
         try:
-            existing = engine.get_redemption(redemption_id)
+            try:
+                existing = engine.get_redemption(number)
+            except CardsvcError as error:
+                if error.code == ErrorCode.REDEMPTION_NOT_FOUND:
+                    raise _no_redemption(redemption_id) from None
+                raise
             if not caller.is_admin and existing.terminal != caller.key_id:
-                raise make_error(ErrorCode.REDEMPTION_NOT_FOUND, "no such redemption",
-                                 {"redemption_id": redemption_id})
+                raise _no_redemption(redemption_id)
             first = existing.rolled_back_at_ms is None
-            result = engine.rollback(redemption_id, reason)
+            result = engine.rollback(number, reason)
         except CardsvcError:
             await self.store.wait_async(Engine.last_ticket())
             raise
@@ -204,18 +252,55 @@ class Terminals:
             self.counts.count(result.sku, engine.now_ms(), rolled_back=1)
             await asyncio.to_thread(
                 audit.record, self.db, actor=caller.key_id, action="redemption.rollback",
-                object_type="redemption", object_id=str(redemption_id),
-                details={"reason": reason, "code_id": result.code_id, "sku": result.sku},
+                object_type="redemption", object_id=str(number),
+                details={"reason": reason, "code_id": result.code_id, "sku": result.sku,
+                         "redemption_id": redemption_id},
                 at_ms=engine.now_ms())
-        return RolledBack(result, engine.code_info(result.code_id).uses_left)
+        return RolledBack(self._view(result), engine.code_info(result.code_id).uses_left)
+
+    def public_id(self, number: int) -> str:
+        """The public id of the core's redemption ``number``."""
+        return self.public_ids.encode(REDEMPTION_KIND, number)
+
+    def _view(self, r: Redemption) -> RedemptionView:
+        return RedemptionView(self.public_id(r.redemption_id), r.request_id, r.code_id, r.sku,
+                              r.terminal, r.uses_left, r.redeemed_at_ms, r.rolled_back_at_ms,
+                              r.rollback_reason)
+
+    def _public_error(self, error: CardsvcError) -> CardsvcError:
+        """``error`` with any core redemption number in its details replaced by the public id
+        (ALREADY_REDEEMED, REDEMPTION_ROLLED_BACK)."""
+        number = error.details.get("redemption_id")
+        if isinstance(number, int) and not isinstance(number, bool):
+            error.details["redemption_id"] = self.public_id(number)
+        return error
 
     async def _settle(self, error: CardsvcError | None, caller: Principal, ip: str,
-                      limits: RiskLimits) -> None:
+                      limits: RiskLimits, code: str | None = None) -> None:
         """After a core call: wait for everything it observed to be durable; count a failed
-        lookup. (Runs before the error, if any, is re-raised.)"""
+        lookup; audit a PIN lockout that this call started. (Runs before the error, if any, is
+        re-raised.)"""
         await self.store.wait_async(Engine.last_ticket())
-        if error is not None and error.code in FAILED_LOOKUPS:
+        if error is None:
+            return
+        if error.code in FAILED_LOOKUPS:
             await self._count_failures(caller, ip, limits, 1)
+        elif error.code == ErrorCode.CODE_LOCKED and error.details.get("locked") and code:
+            await self._audit_lockout(caller, code, error)
+
+    async def _audit_lockout(self, caller: Principal, code: str, error: CardsvcError) -> None:
+        """Writes ``code.locked`` for a lockout that just started: the code's id and masked
+        text, when it ends, and who sent the PIN that tipped it."""
+        try:
+            code_id = self.engine.lookup(code)
+        except CardsvcError:
+            return  # the lockout is the core's fact; without an id there is nothing to name
+        await asyncio.to_thread(
+            audit.record, self.db, actor=caller.key_id, action="code.locked",
+            object_type="code", object_id=str(code_id),
+            details={"code": mask_code(code), "locked_until_ms": error.details.get(
+                "locked_until_ms"), "retry_after_s": error.details.get("retry_after_s")},
+            at_ms=self.engine.now_ms())
 
     async def _count_failures(self, caller: Principal, ip: str, limits: RiskLimits,
                               count: int) -> None:
@@ -244,3 +329,11 @@ class Terminals:
             self.engine.code_info(self.engine.lookup(code)).sku
         ):
             raise make_error(ErrorCode.CODE_NOT_FOUND, "no such code")
+
+
+def _no_redemption(redemption_id: str) -> CardsvcError:
+    """The one refusal for a redemption that does not exist for the caller (unknown, forged,
+    or another terminal's): the same code, message and (empty) details in every case. The id
+    is not echoed: a caller may put anything in the path, a code included."""
+    del redemption_id
+    return make_error(ErrorCode.REDEMPTION_NOT_FOUND, "no such redemption", {})

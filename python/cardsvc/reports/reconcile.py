@@ -13,7 +13,11 @@ Checks (each difference is listed; ``ok`` is true only when there is none):
 * **orders vs core**: a fulfilled or refunded order's codes are exactly the codes the core has
   allocated to it; a pending order older than the recovery timer's age is reported (a saga that
   did not finish);
-* **escrow**: every agent's escrow equals the totals of its pending orders.
+* **holds vs ledger**: an open hold has its reservation and no end, a released or expired hold
+  its reservation and its release, a confirmed hold its reservation and its consumption, each
+  for the hold's amount;
+* **escrow**: every agent's escrow equals the totals of its pending orders plus the
+  reservations of its open holds.
 
 ``cardsvc reconcile`` prints the report and exits 1 on any difference.
 """
@@ -25,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from cardsvc.catalog import Catalog
+from cardsvc.catalog import STATES, Catalog
 from cardsvc.catalog.tables import Batch, Sku
 from cardsvc.db import Database
 from cardsvc.engine import Engine, Store
@@ -33,7 +37,7 @@ from cardsvc.errors import CardsvcError
 from cardsvc.money import ledger, settlement
 from cardsvc.money.tables import Account, Commission, LedgerTransaction, Posting, Withdrawal
 from cardsvc.sales import PENDING_ORDER_AGE_MS
-from cardsvc.sales.tables import Order
+from cardsvc.sales.tables import HoldRecord, Order
 
 ORDERS_CHECKED_MAX = 1_000_000
 """Orders compared with the core in one report (about 2 µs each plus their codes)."""
@@ -50,13 +54,19 @@ def report(store: Store, db: Database, catalog: Catalog) -> dict[str, Any]:
         differences += [p.to_dict() for p in settlement.check_settlement(session)]
         orders = _orders(session)
         txns = _order_txns(session)
+        holds = list(session.execute(
+            select(HoldRecord.hold_ref, HoldRecord.agent_id, HoldRecord.status,
+                   HoldRecord.amount_minor).limit(ORDERS_CHECKED_MAX)))
+        hold_txns = _prefixed_txns(session, "hold:")
         escrow = {row.agent_id: row.balance_minor for row in session.execute(
             select(Account.agent_id, Account.balance_minor).where(Account.kind == "escrow"))}
         figures = _figures(session)
     differences += _orders_vs_ledger(orders, txns)
     differences += _orders_vs_core(store.engine, orders)
-    differences += _escrow(orders, escrow)
-    figures["stock"] = _stock(db, catalog)
+    differences += _holds_vs_ledger(holds, hold_txns)
+    differences += _escrow(orders, holds, escrow)
+    figures["stock"], stock_problems = _stock(db, catalog)
+    differences += stock_problems
     return {"ok": not differences, "differences": differences[:DIFFERENCES_LISTED_MAX],
             "difference_count": len(differences), "orders_checked": len(orders), **figures}
 
@@ -71,16 +81,39 @@ def _orders(session: Any) -> list[Any]:
 def _order_txns(session: Any) -> dict[str, dict[str, int]]:
     """For each order: its transactions by step (debit, settle, release, refund) with the
     amount each moved (the sum of its positive postings)."""
+    return _prefixed_txns(session, "order:")
+
+
+def _prefixed_txns(session: Any, prefix: str) -> dict[str, dict[str, int]]:
+    """For each subject of ledger references ``<prefix><subject>:<step>``: the amount each step
+    moved (the sum of its positive postings)."""
     rows = session.execute(
         select(LedgerTransaction.reference, func.sum(Posting.amount_minor))
         .join(Posting, Posting.txn_id == LedgerTransaction.txn_id)
-        .where(LedgerTransaction.reference.like("order:%"), Posting.amount_minor > 0)
+        .where(LedgerTransaction.reference.like(prefix + "%"), Posting.amount_minor > 0)
         .group_by(LedgerTransaction.reference))
     out: dict[str, dict[str, int]] = defaultdict(dict)
     for reference, moved in rows:
-        _, order_id, step = reference.split(":", 2)
-        out[order_id][step] = int(moved)
+        subject, step = reference[len(prefix):].rsplit(":", 1)
+        out[subject][step] = int(moved)
     return out
+
+
+def _holds_vs_ledger(holds: list[Any], txns: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    expected = {"open": {"reserve"}, "released": {"reserve", "release"},
+                "expired": {"reserve", "release"}, "confirmed": {"reserve", "consume"}}
+    problems = []
+    for hold in holds:
+        steps = txns.get(hold.hold_ref, {})
+        want = expected.get(hold.status, set())
+        if set(steps) != want:
+            problems.append({"kind": "hold_ledger_steps", "subject": hold.hold_ref,
+                             "details": {"status": hold.status, "steps": sorted(steps),
+                                         "expected": sorted(want)}})
+        elif any(amount != hold.amount_minor for amount in steps.values()):
+            problems.append({"kind": "hold_ledger_amount", "subject": hold.hold_ref,
+                             "details": {"amount_minor": hold.amount_minor, "moved": steps}})
+    return problems
 
 
 def _orders_vs_ledger(orders: list[Any], txns: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
@@ -123,17 +156,24 @@ def _orders_vs_core(engine: Engine, orders: list[Any]) -> list[dict[str, Any]]:
     return problems
 
 
-def _escrow(orders: list[Any], escrow: dict[str | None, int]) -> list[dict[str, Any]]:
+def _escrow(orders: list[Any], holds: list[Any],
+            escrow: dict[str | None, int]) -> list[dict[str, Any]]:
     owed: dict[str, int] = defaultdict(int)
+    held: dict[str, int] = defaultdict(int)
     for order in orders:
         if order.status == "pending" and order.total_minor is not None:
             owed[order.agent_id] += order.total_minor
+    for hold in holds:
+        if hold.status == "open":
+            held[hold.agent_id] += hold.amount_minor
     problems = []
-    for agent_id in set(owed) | {a for a in escrow if a is not None}:
-        if escrow.get(agent_id, 0) != owed.get(agent_id, 0):
+    for agent_id in set(owed) | set(held) | {a for a in escrow if a is not None}:
+        expected = owed.get(agent_id, 0) + held.get(agent_id, 0)
+        if escrow.get(agent_id, 0) != expected:
             problems.append({"kind": "escrow_mismatch", "subject": agent_id,
                              "details": {"escrow_minor": escrow.get(agent_id, 0),
-                                         "pending_orders_minor": owed.get(agent_id, 0)}})
+                                         "pending_orders_minor": owed.get(agent_id, 0),
+                                         "open_holds_minor": held.get(agent_id, 0)}})
     return problems
 
 
@@ -157,24 +197,39 @@ def _figures(session: Any) -> dict[str, Any]:
         "platform_accounts": {row.account_id: row.balance_minor for row in session.execute(
             select(Account.account_id, Account.balance_minor)
             .where(Account.agent_id.is_(None)))},
-        "batch_costs": {row.sku: {"cost_minor": row.cost, "codes": row.codes}
-                        for row in session.execute(
-                            select(Batch.sku, func.sum(Batch.unit_cost_minor * Batch.imported)
-                                   .label("cost"), func.sum(Batch.imported).label("codes"))
-                            .group_by(Batch.sku))},
+        "batch_costs": _batch_costs(session),
     }
 
 
-def _stock(db: Database, catalog: Catalog) -> dict[str, Any]:
-    """Codes by state per SKU (the core's counts), with the stock's cost at each SKU's cost."""
+def _batch_costs(session: Any) -> dict[str, dict[str, int | None]]:
+    """Each SKU's stock cost (unit cost x codes, summed in Python: a SQL product of two 64-bit
+    columns can overflow) and codes imported."""
+    out: dict[str, dict[str, int | None]] = {}
+    for sku, unit, imported in session.execute(
+            select(Batch.sku, Batch.unit_cost_minor, Batch.imported)):
+        entry = out.setdefault(sku, {"cost_minor": None, "codes": 0})
+        entry["codes"] = (entry["codes"] or 0) + int(imported or 0)
+        if unit is not None:
+            entry["cost_minor"] = (entry["cost_minor"] or 0) + int(unit) * int(imported or 0)
+    return out
+
+
+def _stock(db: Database, catalog: Catalog) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Codes by state per SKU (the core's counts, ``withdrawn`` included), with the stock's cost
+    at each SKU's cost; and a ``stock_states_differ`` problem for a SKU whose states do not add
+    up to its total (every code is in exactly one state)."""
     with db.read() as session:
         rows = session.execute(select(Sku.sku, Sku.cost_minor))
         costs = {row.sku: row.cost_minor for row in rows}
     out = {}
+    problems = []
     for sku, cost in costs.items():
         counts = catalog.stock(sku)
-        out[sku] = {state: counts[state] for state in
-                    ("available", "held", "allocated", "redeemed", "frozen", "void", "expired")}
+        out[sku] = {state: counts[state] for state in STATES}
+        states_sum = sum(counts[state] for state in STATES if state != "expired")
+        if "total" in counts and states_sum != counts["total"]:
+            problems.append({"kind": "stock_states_differ", "subject": sku,
+                             "details": {"states_sum": states_sum, "total": counts["total"]}})
         if cost is not None:
             out[sku]["available_cost_minor"] = (counts["available"] - counts["expired"]) * cost
-    return out
+    return out, problems

@@ -43,16 +43,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cardsvc.access import DAY_MS, Approvals, RiskGuard, RiskLimits
+from cardsvc import audit
+from cardsvc.access import DAY_MS, Approvals, Principal, RiskGuard, RiskLimits
 from cardsvc.agents import Agent, pricing
 from cardsvc.catalog import Batch, Sku
-from cardsvc.checks import check_client_ref, check_quantity
+from cardsvc.checks import check_client_ref, check_money_product, check_quantity, check_text
 from cardsvc.db import Database, WriteBatcher
 from cardsvc.delivery import Revealer
 from cardsvc.engine import Engine, Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.masking import mask_code
 from cardsvc.money import settlement
-from cardsvc.sales.holds import Holds, hold_ref
+from cardsvc.sales.holds import Holds, hold_ref, take_hold
 from cardsvc.sales.tables import Order
 
 FINAL_ERRORS = frozenset({
@@ -78,6 +80,8 @@ def no_crash(point: str) -> None:
 PENDING_ORDER_AGE_MS = 10_000
 """A pending order younger than this may still be driven by its own request: recovery timers
 leave it alone, and reconciliation does not report it as stuck."""
+REASON_LEN_MAX = 200
+"""Characters of a support reveal's reason (kept in the audit log)."""
 COOLING_MS_DEFAULT = 7 * DAY_MS
 """Commissions stay pending a week (refunds reverse them) before they become available."""
 
@@ -100,12 +104,14 @@ class DeliveredCode:
     code: str
     pin: str | None
     valid_until_s: int | None
+    has_pin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class OrderView:
-    """An order as the saga left it. ``codes`` is filled only when delivered to its owner;
-    ``error`` is the stored refusal of a failed order (``code``, ``message``, ``details``)."""
+    """An order as the saga left it. ``codes`` is filled only when delivered: in plaintext to
+    its owner (or an audited reveal), masked (``masked``, no PINs) to an admin; ``error`` is the
+    stored refusal of a failed order (``code``, ``message``, ``details``)."""
 
     order_id: str
     client_order_id: str
@@ -120,6 +126,7 @@ class OrderView:
     created_at_ms: int
     codes: tuple[DeliveredCode, ...] = ()
     error: dict[str, Any] | None = None
+    masked: bool = False
 
 
 class Orders:
@@ -161,7 +168,14 @@ class Orders:
         row, created = await self.batcher.submit_async(
             lambda session: self._begin(session, request, actor, now_ms, limits))
         self.crash("after_debit")
-        return self._result(await self._drive(row, actor)), created
+        view = self._result(await self._drive(row, actor))
+        if not created and view.codes:  # a retry delivers the codes again: a re-delivery
+            await asyncio.to_thread(
+                audit.record, self.db, actor=actor, action="order.redeliver",
+                object_type="order", object_id=view.order_id,
+                details={"agent_id": view.agent_id, "codes": len(view.codes)},
+                at_ms=self.engine.now_ms())
+        return view, created
 
     async def confirm_hold(
         self, agent_id: str, hold_id: str, client_order_id: str, *, actor: str,
@@ -196,12 +210,19 @@ class Orders:
                                          orders_per_agent_per_day_max=agent.daily_order_quota)
         self.risk.admit_order(request.agent_id, limits,
                               lambda: self._orders_today(session, request.agent_id))
-        if session.get(Sku, request.sku) is None:
-            raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": request.sku})
-        chain = pricing.price_chain(session, request.agent_id, request.sku)
-        _, currency = pricing.effective_price(session, request.agent_id, request.sku)
-        total = chain[0][1] * request.quantity
         order_id = "ord_" + secrets.token_hex(10)
+        held = None
+        if request.hold_id is not None:
+            held = take_hold(session, request.agent_id, request.hold_id, order_id, now_ms,
+                             actor)
+            chain = [(str(agent), int(price)) for agent, price in held.price_chain]
+            currency, total = held.currency, held.amount_minor
+        else:
+            if session.get(Sku, request.sku) is None:
+                raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": request.sku})
+            chain = pricing.price_chain(session, request.agent_id, request.sku)
+            _, currency = pricing.effective_price(session, request.agent_id, request.sku)
+            total = check_money_product("total_minor", chain[0][1], request.quantity)
         pools = [0] if request.hold_id else pricing.order_pools(session, request.agent_id)
         row = Order(
             order_id=order_id, agent_id=request.agent_id,
@@ -214,7 +235,7 @@ class Orders:
         session.add(row)
         session.flush()
         debit = settlement.debit_order(session, order_id, request.agent_id, total, currency,
-                                       actor, now_ms)
+                                       actor, now_ms, reserved=held is not None)
         row.debit_txn_id = debit.txn_id
         return row, True
 
@@ -239,14 +260,14 @@ class Orders:
         self.crash("after_settle")
         return row
 
-    def _result(self, row: Order) -> OrderView:
-        """The delivered order, or its stored error raised."""
+    def _result(self, row: Order, *, masked: bool = False) -> OrderView:
+        """The delivered order (masked for an admin), or its stored error raised."""
         if row.status == "failed":
             stored = row.error_details or {}
             raise make_error(row.error_code or ErrorCode.INTERNAL_ERROR,
                              str(stored.get("message", "the order failed")),
                              dict(stored.get("details", {})))
-        return self._deliver(row)
+        return self._deliver(row, masked=masked)
 
     def _allocate(self, row: Order) -> list[int]:
         """Step 2: the order's codes, allocated now or by an earlier attempt."""
@@ -334,15 +355,37 @@ class Orders:
             total += batches[batch_id] * int(cost)
         return total if rows else None
 
-    def _deliver(self, row: Order) -> OrderView:
-        """The order as its owner sees it, codes in plaintext (DESIGN.md: delivery)."""
+    def _deliver(self, row: Order, *, masked: bool = False) -> OrderView:
+        """The order as its owner sees it, codes in plaintext (DESIGN.md: delivery), or, with
+        ``masked``, as an admin sees it: every code through ``mask_code`` and no PIN."""
         codes: list[DeliveredCode] = []
         if row.status in ("fulfilled", "refunded") and row.code_ids:
             texts = self.revealer.reveal(row.code_ids)
             for code_id, (code, pin) in zip(row.code_ids, texts, strict=True):
                 info = self.engine.code_info(code_id)
-                codes.append(DeliveredCode(code, pin, info.valid_until))
-        return dataclasses.replace(order_view(row), codes=tuple(codes))
+                if masked:
+                    codes.append(DeliveredCode(mask_code(code), None, info.valid_until,
+                                               has_pin=pin is not None))
+                else:
+                    codes.append(DeliveredCode(code, pin, info.valid_until,
+                                               has_pin=pin is not None))
+        return dataclasses.replace(order_view(row), codes=tuple(codes), masked=masked)
+
+    async def reveal(self, order_id: str, caller: Principal, *, reason: str) -> OrderView:
+        """The plaintext codes of any agent's order, for support: needs the ``export`` scope
+        (FORBIDDEN otherwise; admins do not hold it by default) and is audited
+        ``order.reveal`` (who, which order, how many codes, why) before the codes leave.
+        Raises FORBIDDEN, ORDER_NOT_FOUND, LIMIT_EXCEEDED (a reason over 200 characters)."""
+        caller.require("export")
+        check_text("reason", reason, REASON_LEN_MAX)
+        row = await asyncio.to_thread(self._row, order_id)
+        count = len(row.code_ids or []) if row.status in ("fulfilled", "refunded") else 0
+        await asyncio.to_thread(
+            audit.record, self.db, actor=caller.actor, action="order.reveal",
+            object_type="order", object_id=order_id,
+            details={"agent_id": row.agent_id, "codes": count, "reason": reason},
+            at_ms=self.engine.now_ms())
+        return self._deliver(row)
 
     # ----- reading -----
 
@@ -366,23 +409,37 @@ class Orders:
 
     async def get(self, order_id: str, *, agent_id: str | None,
                   actor: str = "system") -> OrderView:
-        """An order with its codes; re-drives it when still pending. ``agent_id`` restricts to
-        that agent's orders (another agent's order is ORDER_NOT_FOUND, revealing nothing)."""
+        """An order; re-drives it when still pending. ``agent_id`` is the viewer: the order's
+        own agent gets its codes in plaintext (a re-delivery, audited ``order.redeliver``);
+        None (an admin) gets them masked. Another agent's order is ORDER_NOT_FOUND, revealing
+        nothing."""
         row = await asyncio.to_thread(self._row, order_id)
         if agent_id is not None and row.agent_id != agent_id:
             raise make_error(ErrorCode.ORDER_NOT_FOUND, "no such order", {"order_id": order_id})
         if row.status == "failed":
             return order_view(row)
-        return self._result(await self._drive(row, actor))
+        row = await self._drive(row, actor)
+        view = self._result(row, masked=agent_id is None)
+        if agent_id is None:
+            return view
+        if view.codes:
+            await asyncio.to_thread(
+                audit.record, self.db, actor=actor, action="order.redeliver",
+                object_type="order", object_id=order_id,
+                details={"agent_id": row.agent_id, "codes": len(view.codes)},
+                at_ms=self.engine.now_ms())
+        return view
 
-    async def find(self, agent_id: str, client_order_id: str) -> OrderView:
-        """The order an agent placed under ``client_order_id`` (for a request that timed out).
-        Raises ORDER_NOT_FOUND when there is none: the request never reached step 1."""
+    async def find(self, agent_id: str, client_order_id: str, *, masked: bool = False,
+                   actor: str = "system") -> OrderView:
+        """The order ``agent_id`` placed under ``client_order_id`` (for a request that timed
+        out), as :meth:`get` shows it to its agent (plaintext, audited) or, with ``masked``, to
+        an admin. Raises ORDER_NOT_FOUND when there is none: the request never reached step 1."""
         row = await asyncio.to_thread(self._find_row, agent_id, client_order_id)
         if row is None:
             raise make_error(ErrorCode.ORDER_NOT_FOUND, "no order with that client_order_id",
                              {"client_order_id": client_order_id})
-        return await self.get(row.order_id, agent_id=agent_id)
+        return await self.get(row.order_id, agent_id=None if masked else agent_id, actor=actor)
 
     # ----- recovery and refunds -----
 

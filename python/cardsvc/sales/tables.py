@@ -55,3 +55,37 @@ class Order(Base):
 
 
 Index("ix_orders_status_pending", Order.status, Order.created_at_ms)
+
+
+class HoldRecord(Base):
+    """A hold's money (issue 10): what the holder reserved for its codes at hold time (its
+    price chain x quantity, in escrow through ``hold:<hold_ref>:reserve``), and how the hold
+    ended. The core owns the hold's codes and deadline; this row owns its money, so a hold can
+    never reserve more stock than its holder can pay for.
+
+    ``status``: ``open`` (reserved), then ``confirmed`` (the reservation became ``order_id``'s
+    debit, ``hold:<hold_ref>:consume``), ``released`` or ``expired`` (given back,
+    ``hold:<hold_ref>:release``)."""
+
+    __tablename__ = "holds"
+
+    hold_ref: Mapped[str] = mapped_column(String(REF_LEN_MAX), primary_key=True)
+    hold_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), index=True)
+    agent_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("agents.agent_id"))
+    sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("skus.sku"))
+    quantity: Mapped[int] = mapped_column(Integer)
+    buyer_id: Mapped[str | None] = mapped_column(String(REF_LEN_MAX))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    price_chain: Mapped[list[Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    order_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+
+
+Index("ix_holds_status_expiry", HoldRecord.status, HoldRecord.expires_at_ms)
+Index("ix_holds_agent_created", HoldRecord.agent_id, HoldRecord.created_at_ms)
+Index("ix_holds_created", HoldRecord.created_at_ms, HoldRecord.hold_ref)

@@ -195,3 +195,52 @@ async def test_per_key_rate_limit_refuses_with_retry_after(catalog: Api) -> None
     assert [r.status_code for r in statuses][:3] == [404, 404, 404]
     assert statuses[-1].status_code == 429
     assert statuses[-1].json()["error"]["details"]["limit"] == "verify_per_s_per_key"
+
+
+# ----- issue 10: who may grant export; PIN lockouts -------------------------------------------
+
+
+async def test_only_a_holder_of_export_may_grant_it_and_the_grant_is_audited(api: Api) -> None:
+    minted = await api.call("POST", "/v1/keys", api.keys["admin"],
+                            json={"role": "admin", "scopes": ["admin", "export"]})
+    assert minted.status_code == 403
+    assert minted.json()["error"]["code"] == "FORBIDDEN"
+    assert minted.json()["error"]["details"]["scope"] == "export"
+    holder = api.key("admin", scopes=["admin", "export"], name="security officer")
+    granted = await api.call("POST", "/v1/keys", holder,
+                             json={"role": "admin", "scopes": ["admin", "export"]})
+    assert granted.status_code == 201
+    entries = (await api.admin("GET", "/v1/audit?action=key.create"))["entries"]
+    last = entries[-1]["details"]
+    assert last["scopes"] == ["admin", "export"] and last["granted_by"] == holder.split("_")[1]
+    plain = await api.call("POST", "/v1/keys", api.keys["admin"], json={"role": "terminal"})
+    assert plain.status_code == 201
+
+
+async def test_wrong_pins_lock_a_code_for_everyone_and_admins_unlock_it(catalog: Api) -> None:
+    api = catalog
+    sold = (await api.call("POST", "/v1/orders", api.keys["agent"], json={
+        "sku": "VIP", "quantity": 1, "client_order_id": "pin-1"})).json()["codes"][0]
+    tills = [api.key("terminal", name=f"till {i}") for i in range(3)]
+    answers = []
+    for attempt in range(12):  # rotating keys do not reset the count
+        response = await api.call("POST", "/v1/verify", tills[attempt % 3],
+                                  json={"code": sold["code"], "pin": f"{attempt:06d}x"})
+        answers.append(response.json()["error"]["code"])
+    assert answers[:9] == ["PIN_MISMATCH"] * 9 and answers[9:] == ["CODE_LOCKED"] * 3
+    right = await api.call("POST", "/v1/redeem", api.keys["terminal"],
+                           json={"code": sold["code"], "pin": sold["pin"], "request_id": "r"})
+    assert right.status_code == 429 and right.json()["error"]["code"] == "CODE_LOCKED"
+    assert int(right.headers["retry-after"]) == right.json()["error"]["details"]["retry_after_s"]
+    locked = await api.admin("GET", "/v1/codes/locked", expect=200)
+    [item] = locked["items"]
+    assert sold["code"] not in str(locked)
+    audited = (await api.admin("GET", "/v1/audit?action=code.locked"))["entries"]
+    assert [entry["object_id"] for entry in audited] == [str(item["code_id"])]
+    denied = await api.call("POST", "/v1/codes/unlock", api.keys["terminal"],
+                            json={"code_ids": [item["code_id"]]})
+    assert denied.status_code == 403
+    await api.admin("POST", "/v1/codes/unlock", {"code_ids": [item["code_id"]]}, 200)
+    ok = await api.call("POST", "/v1/redeem", api.keys["terminal"],
+                        json={"code": sold["code"], "pin": sold["pin"], "request_id": "r"})
+    assert ok.status_code == 200

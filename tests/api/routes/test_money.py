@@ -271,3 +271,49 @@ async def test_daily_order_quota_of_the_agent_is_enforced(api: Api) -> None:
     retry = await api.call("POST", "/v1/orders", keys["LEAF"], json={
         "sku": "NF", "quantity": 1, "client_order_id": "q-0"})
     assert retry.status_code == 200  # a retry is not a new order
+
+
+# ----- issue 10: commissions visible and released; currencies ---------------------------------
+
+
+async def test_commissions_are_listed_with_their_release_date_and_released_when_due(
+    api: Api,
+) -> None:
+    keys = await tree(api)
+    placed = await api.call("POST", "/v1/orders", keys["LEAF"],
+                            json={"sku": "NF", "quantity": 2, "client_order_id": "c-1"})
+    assert placed.status_code == 201
+    mine = await api.call("GET", "/v1/commissions", keys["MID"])
+    [item] = mine.json()["items"]
+    assert (item["agent_id"], item["amount_minor"], item["status"]) == ("MID", 20, "pending")
+    assert item["release_at"] and mine.json()["next"] is None
+    peek = await api.call("GET", "/v1/commissions?agent_id=TOP", keys["MID"])
+    assert peek.status_code == 403
+    every = await api.admin("GET", "/v1/commissions?limit=1")
+    assert len(every["items"]) == 1 and every["next"] is not None
+    rest = await api.admin("GET", f"/v1/commissions?limit=1&cursor={every['next']}")
+    assert len(rest["items"]) == 1 and rest["next"] is None
+    denied = await api.call("POST", "/v1/commissions/release-due", keys["TOP"])
+    assert denied.status_code == 403
+    assert (await api.admin("POST", "/v1/commissions/release-due", None, 200))["released"] == 0
+    api.runtime.engine.set_clock_ms(item["release_at_ms"] + 1)
+    try:
+        assert (await api.admin("POST", "/v1/commissions/release-due", None,
+                                200))["released"] == 2
+    finally:
+        api.runtime.engine.set_clock_ms(None)
+    released = await api.admin("GET", "/v1/commissions?agent_id=MID&status=released")
+    assert [c["commission_id"] for c in released["items"]] == [item["commission_id"]]
+    assert (await balances(api, "MID"))["available"] == 20
+
+
+async def test_a_deposit_in_another_currency_names_the_agents_currency(api: Api) -> None:
+    await api.admin("POST", "/v1/agents", {"agent_id": "CN", "name": "cn"}, 201)
+    response = await api.call("POST", "/v1/agents/CN/deposits", api.keys["admin"], json={
+        "amount_minor": 100, "currency": "USD", "reference": "usd-1"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "CURRENCY_MISMATCH" and error["details"]["account_currency"] == "CNY"
+    fake = await api.call("POST", "/v1/agents/CN/deposits", api.keys["admin"], json={
+        "amount_minor": 100, "currency": "XXX", "reference": "xxx-1"})
+    assert fake.status_code == 400 and fake.json()["error"]["code"] == "INVALID_ARGUMENT"

@@ -193,7 +193,7 @@ async def test_rollback_restores_one_use_once_and_is_audited(catalog: Api) -> No
 
     with api.runtime.db.read() as session:
         entries = audit.query(session, action="redemption.rollback")
-    assert [e.object_id for e in entries] == [str(rid)]
+    assert [e.details["redemption_id"] for e in entries] == [rid]
 
 
 async def test_rollback_of_unknown_or_foreign_redemption_is_not_found(catalog: Api) -> None:
@@ -222,3 +222,54 @@ async def test_terminal_limited_to_skus_cannot_see_other_skus(catalog: Api) -> N
                             json={"code": sold["code"], "pin": sold["pin"], "request_id": "s"})
     assert redeem.status_code == 404
     assert (await api.admin("GET", "/v1/skus/VIP/stock"))["redeemed"] == 0
+
+
+# ----- issue 10: replays after a rollback; one not-found; opaque ids --------------------------
+
+
+async def test_replay_after_rollback_is_redemption_rolled_back_over_http(catalog: Api) -> None:
+    api = catalog
+    first, second = await sell(api, 2, ref="rb")
+    redeemed = await api.call("POST", "/v1/redeem", api.keys["terminal"], json={
+        "code": first["code"], "pin": first["pin"], "request_id": "same"})
+    rid = redeemed.json()["redemption_id"]
+    batch = {"items": [{"code": second["code"], "pin": second["pin"], "request_id": "b-same"}]}
+    batch_first = await api.call("POST", "/v1/redeem/batch", api.keys["terminal"], json=batch)
+    batch_rid = batch_first.json()["results"][0]["redemption"]["redemption_id"]
+    for redemption_id in (rid, batch_rid):
+        rolled = await api.call("POST", f"/v1/redemptions/{redemption_id}/rollback",
+                                api.keys["terminal"], json={"reason": "support"})
+        assert rolled.status_code == 200
+    replay = await api.call("POST", "/v1/redeem", api.keys["terminal"], json={
+        "code": first["code"], "pin": first["pin"], "request_id": "same"})
+    assert replay.status_code == 409
+    error = replay.json()["error"]
+    assert error["code"] == "REDEMPTION_ROLLED_BACK"
+    assert error["details"]["redemption_id"] == rid and error["details"]["rolled_back_at_ms"]
+    again = await api.call("POST", "/v1/redeem/batch", api.keys["terminal"], json=batch)
+    [item] = again.json()["results"]
+    assert not item["ok"] and item["error"]["code"] == "REDEMPTION_ROLLED_BACK"
+    assert item["error"]["details"]["redemption_id"] == batch_rid
+
+
+async def test_one_not_found_for_unknown_forged_and_another_terminals_redemptions(
+    catalog: Api,
+) -> None:
+    api = catalog
+    [sold] = await sell(api, 1, ref="nf")
+    redeemed = await api.call("POST", "/v1/redeem", api.keys["terminal"], json={
+        "code": sold["code"], "pin": sold["pin"], "request_id": "nf-1"})
+    rid = redeemed.json()["redemption_id"]
+    assert isinstance(rid, str) and rid.startswith("rdm_")
+    other = api.key("terminal", name="till 2")
+    bodies = set()
+    for key, target in ((other, rid), (api.keys["terminal"], "999"),
+                        (api.keys["terminal"], rid[:10] + ("z" if rid[10] != "z" else "y")
+                         + rid[11:]),
+                        (api.keys["terminal"], "rdm_" + "a" * 26)):
+        refused = await api.call("POST", f"/v1/redemptions/{target}/rollback", key,
+                                 json={"reason": "probe"})
+        assert refused.status_code == 404
+        error = refused.json()["error"]
+        bodies.add((error["code"], error["message"], tuple(sorted(error["details"]))))
+    assert len(bodies) == 1

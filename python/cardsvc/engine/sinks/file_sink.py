@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cardsvc.engine.sinks.base import Guarantee, JournalChunk, JournalSink, SinkStats, unavailable
-from cardsvc.files import fsync_dir, write_file_durably
+from cardsvc.files import fsync_dir, make_private_dir, write_file_durably
 
 SEGMENT_BYTES_MAX = 64 << 20
 """Rotate journal segments at 64 MiB: recovery reads one segment at a time into memory."""
@@ -26,8 +26,8 @@ class FileSink(JournalSink):
     def __init__(self, data_dir: Path, segment_bytes_max: int = SEGMENT_BYTES_MAX) -> None:
         self.journal_dir = data_dir / "journal"
         self.snapshot_dir = data_dir / "snapshots"
-        self.journal_dir.mkdir(parents=True, exist_ok=True)
-        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.journal_dir)
+        make_private_dir(self.snapshot_dir)
         self.segment_bytes_max = segment_bytes_max
         self._fd = -1
         self._size = 0
