@@ -573,6 +573,19 @@ def get_user(db: Database, user_id: str) -> dict[str, Any]:
         return user_dict(require_user(session, user_id))
 
 
+def actor_names(db: Database, actors: Sequence[str]) -> dict[str, str]:
+    """The display names of the users among ``actors`` (audit-log actor names such as
+    ``user:<id>``); other actors (keys, ``cli``) are left out. One query; at most 1,000."""
+    ids = {actor[len(USER_ACTOR_PREFIX):] for actor in list(actors)[:1000]
+           if actor.startswith(USER_ACTOR_PREFIX)}
+    if not ids:
+        return {}
+    with db.read() as session:
+        rows = session.execute(select(User.user_id, User.display_name)
+                               .where(User.user_id.in_(ids))).all()
+    return {user_actor(user_id): name for user_id, name in rows}
+
+
 def list_users(db: Database, *, agent_id: str | None = None,
                staff: bool | None = None) -> list[dict[str, Any]]:
     """Every user (of one agent, or only staff / only agent users), oldest first."""

@@ -49,6 +49,8 @@ from tests.web.conftest import ORIGIN, SERVER_START_TIMEOUT_S, Served, _free_por
 FAST = Argon2Params(time_cost=1, memory_kib=8, parallelism=1)
 PASSWORD = "correct staple battery horse"
 CODES = [f"CONSOLE-{i:04d}-WXYZ" for i in range(20)]
+PASSES = [f"PASS-{i:04d}-KLMN" for i in range(5)]
+"""Codes of SKU PASS: single use, redeemable without a sale (a cinema pass sold at the door)."""
 UA = "Mozilla/5.0 (cardsvc tests)"
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -175,6 +177,9 @@ def make_shop(service: Service) -> Service:
     runtime.batches.import_codes(
         BatchMeta(sku="VIP", supplier="Acme Cards", unit_cost_minor=500, currency="CNY"),
         [CodeInput(code, f"{i:06d}") for i, code in enumerate(CODES)], actor=actor)
+    runtime.catalog.create_sku("PASS", "Cinema pass", actor=actor, redeem_requires_sale=False)
+    runtime.batches.import_codes(BatchMeta(sku="PASS"), [CodeInput(code) for code in PASSES],
+                                 actor=actor)
     runtime.price_lists.set_price(sku="VIP", price_minor=1000, currency="CNY",
                                   grade="standard", agent_id=None, visible=True, actor=actor,
                                   actor_agent_id=None)

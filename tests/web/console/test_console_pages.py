@@ -155,3 +155,27 @@ async def test_support_finds_a_code_three_ways_and_freezes_it(shop: Service,
     missing = await support.post("/console/codes/find", {"code": "NOPE-NOPE-NOPE"},
                                  form_page="/console/codes")
     assert missing.status_code == 303 and missing.headers["location"] == "/console/codes"
+
+
+async def test_the_terminal_redeems_once_and_then_says_who_and_when(shop: Service,
+                                                                    visit: Any) -> None:
+    till = await visit("till")
+    page = await till.get("/console/terminal")
+    assert page.status_code == 200 and "/static/js/terminal." in page.text
+    checked = await till.post("/console/terminal/verify", {"code": "pass-0001-klmn"})
+    assert checked.status_code == 200 and 'data-status="valid"' in checked.text
+    request_id = checked.text.split('name="request_id" value="')[1].split('"')[0]
+    body = {"code": "pass-0001-klmn", "pin": "", "request_id": request_id}
+    first = await till.post("/console/terminal/redeem", body)
+    assert first.status_code == 200 and 'data-result="redeemed"' in first.text
+    replay = await till.post("/console/terminal/redeem", body)  # a double click
+    assert 'data-result="redeemed"' in replay.text
+    other = await visit("oscar")
+    again = await other.post("/console/terminal/redeem", {**body, "request_id": "web-other"},
+                             form_page="/console/terminal")
+    assert (again.status_code, error_of(again.text)) == (409, "ALREADY_REDEEMED")
+    assert "Till" in again.text
+    finance = await visit("fiona")
+    assert error_of((await finance.get("/console/terminal")).text) == "FORBIDDEN"
+    agent = await visit("a1user")
+    assert error_of((await agent.get("/console/terminal")).text) == "FORBIDDEN"

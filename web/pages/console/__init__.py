@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from web.pages.console import approvals, batches, catalog, codes, dashboard
+from web.pages.console import approvals, batches, catalog, codes, dashboard, terminal
 
 ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES, *batches.ROUTES,
-                          *approvals.ROUTES, *codes.ROUTES]
+                          *approvals.ROUTES, *codes.ROUTES,
+                          *terminal.ROUTES]
 UPLOAD_PATHS: tuple[str, ...] = batches.UPLOAD_PATHS
