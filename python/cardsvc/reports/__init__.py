@@ -1,9 +1,11 @@
 """Readers over everything: a code's whole story (``trace``), the platform's reconciliation of
 ledger, orders and stock (``reconcile``), roll-ups of sales folded from the ledger and of
 redemptions (``rollups``), the dashboards' figures read from them (``dashboards``), code search
-(``codes``) and alerts (``alerts``), with their tables.
+(``codes``), agents as the console and portal read them (``agents``) and alerts (``alerts``),
+with their tables.
 """
 
+from cardsvc.reports.agents import AgentPage, AgentReports, AgentRow, PriceLine
 from cardsvc.reports.codes import CodeRow, CodeSearch
 from cardsvc.reports.dashboards import (
     COVER_DAYS,
@@ -23,12 +25,16 @@ __all__ = [
     "COVER_DAYS",
     "RANGE_DAYS_MAX",
     "RETAIL",
+    "AgentPage",
+    "AgentReports",
+    "AgentRow",
     "CodeRow",
     "CodeSearch",
     "Dashboards",
     "Figures",
     "HourPoint",
     "Overview",
+    "PriceLine",
     "Rollups",
     "Slice",
     "StockRow",

@@ -179,3 +179,47 @@ async def test_the_terminal_redeems_once_and_then_says_who_and_when(shop: Servic
     assert error_of((await finance.get("/console/terminal")).text) == "FORBIDDEN"
     agent = await visit("a1user")
     assert error_of((await agent.get("/console/terminal")).text) == "FORBIDDEN"
+
+
+async def test_the_agents_tree_and_an_agents_page_show_balances_and_prices(
+        shop: Service, visit: Any) -> None:
+    support = await visit("sue")
+    tree = await support.get("/console/agents")
+    assert tree.status_code == 200 and 'href="/console/agents/A1"' in tree.text
+    page = await support.get("/console/agents/A1")
+    assert page.status_code == 200 and "Agent A1" in page.text
+    assert (await support.get("/console/agents/NOPE")).status_code == 404
+    agent = await visit("a1user")
+    for path in ("/console/agents", "/console/agents/A1", "/console/holds", "/console/audit"):
+        assert error_of((await agent.get(path)).text) == "FORBIDDEN", path
+
+
+async def test_staff_release_an_agents_open_hold(shop: Service, visit: Any) -> None:
+    runtime = shop.runtime
+    held = await runtime.holds.hold("A1", "VIP", 2, 600, buyer_id=None, client_hold_id="h-1",
+                                    limits=runtime.risk.limits, actor="test")
+    operator = await visit("oscar")
+    page = await operator.get("/console/holds?status=open")
+    assert page.status_code == 200 and held.hold_id in page.text
+    done = await operator.post(f"/console/holds/{held.hold_id}/release", {},
+                               form_page="/console/holds")
+    assert done.status_code == 303
+    assert (await runtime.holds.view("A1", held.hold_id)).state == "released"
+    again = await operator.post(f"/console/holds/{held.hold_id}/release", {},
+                                form_page="/console/holds")
+    assert again.status_code == 303
+    support = await visit("sue")
+    assert error_of((await support.get("/console/holds")).text) == "FORBIDDEN"
+
+
+async def test_the_audit_log_filters_and_verifies_the_chain(shop: Service, visit: Any) -> None:
+    owner = await visit("owner")
+    page = await owner.get("/console/audit?action=sku.create")
+    assert page.status_code == 200 and "sku.create" in page.text
+    assert "batch.import" not in page.text
+    checked = await owner.post("/console/audit/verify", {}, form_page="/console/audit")
+    assert checked.status_code == 200 and 'data-chain="ok"' in checked.text
+    refused = await owner.post("/console/audit/verify", {}, token=False)
+    assert refused.status_code == 403
+    operator = await visit("oscar")
+    assert error_of((await operator.get("/console/audit")).text) == "FORBIDDEN"

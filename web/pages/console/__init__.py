@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from web.pages.console import approvals, batches, catalog, codes, dashboard, terminal
+from web.pages.console import (
+    agents,
+    approvals,
+    audit,
+    batches,
+    catalog,
+    codes,
+    dashboard,
+    holds,
+    terminal,
+)
 
 ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES, *batches.ROUTES,
                           *approvals.ROUTES, *codes.ROUTES,
-                          *terminal.ROUTES]
+                          *terminal.ROUTES, *agents.ROUTES, *holds.ROUTES, *audit.ROUTES]
 UPLOAD_PATHS: tuple[str, ...] = batches.UPLOAD_PATHS
