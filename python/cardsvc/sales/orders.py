@@ -430,6 +430,18 @@ class Orders:
                 at_ms=self.engine.now_ms())
         return view
 
+    async def masked_for(self, order_id: str, agent_id: str, *,
+                         actor: str = "system") -> OrderView:
+        """An order of ``agent_id`` with its codes masked (the portal's order page: the
+        plaintext leaves only through :meth:`get`, audited). Re-drives a pending order.
+        Another agent's order is ORDER_NOT_FOUND."""
+        row = await asyncio.to_thread(self._row, order_id)
+        if row.agent_id != agent_id:
+            raise make_error(ErrorCode.ORDER_NOT_FOUND, "no such order", {"order_id": order_id})
+        if row.status == "failed":
+            return order_view(row)
+        return self._result(await self._drive(row, actor), masked=True)
+
     async def find(self, agent_id: str, client_order_id: str, *, masked: bool = False,
                    actor: str = "system") -> OrderView:
         """The order ``agent_id`` placed under ``client_order_id`` (for a request that timed

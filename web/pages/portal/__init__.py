@@ -6,4 +6,6 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-ROUTES: list[BaseRoute] = []
+from web.pages.portal import pages
+
+ROUTES: list[BaseRoute] = [*pages.ROUTES]
