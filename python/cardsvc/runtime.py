@@ -55,7 +55,7 @@ from cardsvc.engine import (
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.money import AgentMoney, ledger
 from cardsvc.redemption import Terminals
-from cardsvc.reports import AgentReports, CodeSearch, Dashboards, Rollups
+from cardsvc.reports import AgentReports, CodeSearch, Dashboards, Reconciliations, Rollups
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
@@ -183,6 +183,8 @@ class Runtime:
         self.codes = CodeSearch(store, db, self.revealer, self.batches.suffix_key)
         """Support's code search (full code, last 4 + SKU, order, batch) and traces."""
         self.agent_reports = AgentReports(db)
+        self.reconciliations = Reconciliations(store, db, self.catalog, store.engine.now_ms)
+        """Stored reconciliation runs (the console's money page shows the latest)."""
         """The agents' tree, dossiers, price lists and commissions for the console and portal."""
         self._hourly_at_ms = 0
         self.recovery: dict[str, Any] = {}

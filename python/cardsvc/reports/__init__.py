@@ -17,6 +17,7 @@ from cardsvc.reports.dashboards import (
     Slice,
     StockRow,
 )
+from cardsvc.reports.reconcile import Reconciliations
 from cardsvc.reports.reconcile import report as reconciliation_report
 from cardsvc.reports.rollups import RETAIL, Rollups
 from cardsvc.reports.trace import trace_code, trace_code_id
@@ -35,6 +36,7 @@ __all__ = [
     "HourPoint",
     "Overview",
     "PriceLine",
+    "Reconciliations",
     "Rollups",
     "Slice",
     "StockRow",

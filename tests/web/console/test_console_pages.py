@@ -223,3 +223,34 @@ async def test_the_audit_log_filters_and_verifies_the_chain(shop: Service, visit
     assert refused.status_code == 403
     operator = await visit("oscar")
     assert error_of((await operator.get("/console/audit")).text) == "FORBIDDEN"
+
+
+async def test_finance_reconciles_and_sees_the_stored_run(shop: Service, visit: Any) -> None:
+    finance = await visit("fiona")
+    before = await finance.get("/console/money")
+    assert before.status_code == 200 and "data-reconciled" not in before.text
+    ran = await finance.post("/console/money/reconcile", {}, form_page="/console/money")
+    assert ran.status_code == 303
+    after = await finance.get("/console/money")
+    assert 'data-reconciled="ok"' in after.text
+    statement = await finance.get("/console/money/statement.csv?agent_id=A1")
+    assert statement.status_code == 200 and statement.headers["content-type"].startswith(
+        "text/csv")
+    support = await visit("sue")
+    assert error_of((await support.get("/console/money")).text) == "FORBIDDEN"
+
+
+async def test_the_owner_creates_a_key_shown_once_and_revokes_it(shop: Service,
+                                                                 visit: Any) -> None:
+    owner = await visit("owner")
+    made = await owner.post("/console/keys", {"role": "terminal", "name": "front desk"},
+                            form_page="/console/keys")
+    assert made.status_code == 200 and "data-key-text" in made.text
+    text = made.text.split("data-key-text>")[1].split("<")[0]
+    key_id = shop.runtime.keys.authenticate(text).key_id
+    listed = await owner.get("/console/keys")
+    assert key_id in listed.text and text not in listed.text
+    gone = await owner.post(f"/console/keys/{key_id}/revoke", {}, form_page="/console/keys")
+    assert gone.status_code == 303 and key_id not in (await owner.get("/console/keys")).text
+    operator = await visit("oscar")
+    assert error_of((await operator.get("/console/keys")).text) == "FORBIDDEN"

@@ -15,10 +15,13 @@ from web.pages.console import (
     codes,
     dashboard,
     holds,
+    keys,
+    money,
     terminal,
 )
 
 ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES, *batches.ROUTES,
                           *approvals.ROUTES, *codes.ROUTES,
-                          *terminal.ROUTES, *agents.ROUTES, *holds.ROUTES, *audit.ROUTES]
+                          *terminal.ROUTES, *agents.ROUTES, *holds.ROUTES, *audit.ROUTES,
+                          *money.ROUTES, *keys.ROUTES]
 UPLOAD_PATHS: tuple[str, ...] = batches.UPLOAD_PATHS
