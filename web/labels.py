@@ -42,8 +42,12 @@ ACTIONS: Mapping[str, str] = {
 ALERTS: Mapping[str, str] = {
     "low_stock": N_("Low stock"), "low_balance": N_("Low balance"),
     "stuck_import": N_("Import stuck"), "stuck_payment": N_("Payment stuck"),
-    "commission_released": N_("Commissions released"),
-    "withdrawal_requested": N_("Withdrawal requested"),
+    "commissions_released": N_("Commissions released"),
+    "withdrawal": N_("Withdrawal requested"),
+}
+NOTICES: Mapping[str, str] = {
+    "fired": N_("started"), "repeated": N_("still true"), "resolved": N_("cleared"),
+    "event": N_("happened"),
 }
 EVENTS: Mapping[str, str] = {
     "redeemed": N_("redeemed"), "rolled_back": N_("redemption rolled back"),
@@ -83,6 +87,26 @@ def alert_name(kind: object) -> str:
     return _name(ALERTS, kind)
 
 
+def notice_name(notice: object) -> str:
+    return _name(NOTICES, notice)
+
+
+def alert_subject(alert: Mapping[str, object]) -> str:
+    """What an alert is about, in a few words, from its details (a SKU and pool, an agent, a
+    batch, a withdrawal, a count)."""
+    details = alert.get("details")
+    if not isinstance(details, Mapping):
+        return ""
+    shown = [f"{name}: {details[name]}" for name in SUBJECT_FIELDS if details.get(name)
+             is not None]
+    return ", ".join(shown)
+
+
+SUBJECT_FIELDS = ("sku", "pool", "available", "threshold", "days_of_cover", "agent_id",
+                  "available_minor", "threshold_minor", "batch_id", "processed", "submitted",
+                  "withdrawal_id", "amount_minor", "count")
+
+
 def event_name(event: object) -> str:
     return _name(EVENTS, event)
 
@@ -108,4 +132,5 @@ def state_class(state: object) -> str:
 TEMPLATE_GLOBALS = {"role_name": role_name, "state_name": state_name,
                     "action_name": action_name, "alert_name": alert_name,
                     "state_class": state_class, "kind_name": kind_name,
-                    "kind_options": kind_options, "event_name": event_name}
+                    "kind_options": kind_options, "event_name": event_name,
+                    "notice_name": notice_name, "alert_subject": alert_subject}

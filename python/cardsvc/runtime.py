@@ -55,7 +55,15 @@ from cardsvc.engine import (
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.money import AgentMoney, ledger
 from cardsvc.redemption import Terminals
-from cardsvc.reports import AgentReports, CodeSearch, Dashboards, Reconciliations, Rollups
+from cardsvc.reports import (
+    COOLDOWN_MS_DEFAULT,
+    AgentReports,
+    Alerts,
+    CodeSearch,
+    Dashboards,
+    Reconciliations,
+    Rollups,
+)
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
@@ -93,6 +101,8 @@ class ServiceConfig:
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     timezone: str = "Asia/Shanghai"
     """The IANA zone of the business's days (dashboards' "today", daily roll-ups)."""
+    alert_cooldown_ms: int = COOLDOWN_MS_DEFAULT
+    """How often a condition still true is noticed again."""
     pin_failures_max: int = PIN_FAILURES_DEFAULT
     """Wrong PINs per code before the engine locks it (docs/engine.md, PIN lockout)."""
     pin_lockout_ms: int = PIN_LOCKOUT_MS_DEFAULT
@@ -185,6 +195,10 @@ class Runtime:
         self.agent_reports = AgentReports(db)
         self.reconciliations = Reconciliations(store, db, self.catalog, store.engine.now_ms)
         """Stored reconciliation runs (the console's money page shows the latest)."""
+        self.alerts = Alerts(db, self.dashboards, store.engine.now_ms, cooldown_ms=(
+            config.alert_cooldown_ms if config is not None else COOLDOWN_MS_DEFAULT))
+        """Low stock, low balances, stuck imports, withdrawal requests; evaluated each readers'
+        round, deduplicated with a cooldown."""
         """The agents' tree, dossiers, price lists and commissions for the console and portal."""
         self._hourly_at_ms = 0
         self.recovery: dict[str, Any] = {}
@@ -232,6 +246,9 @@ class Runtime:
         counts["holds_expired"] = await self.holds.expire_due()
         counts["commissions_released"] = await asyncio.to_thread(
             self.money.release_due_commissions)
+        if counts["commissions_released"]:
+            await asyncio.to_thread(self.alerts.event, "commissions_released",
+                                    {"count": counts["commissions_released"]})
         return counts
 
     def reports_round(self) -> dict[str, int]:
@@ -252,7 +269,10 @@ class Runtime:
                 log.warning("roll-ups disagree with the ledger; rebuilding them")
                 counts["postings_refolded"] = self.rollups.rebuild()
             counts["logins_purged"] = self.logins.purge()
+        counts.update({f"alerts_{notice}": count
+                       for notice, count in self.alerts.evaluate().items()})
         return counts
+
     def _release_holds_of(self, agent_ids: list[str], actor: str) -> None:
         released = self.holds.release_agents(agent_ids, actor=actor)
         if released:

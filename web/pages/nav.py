@@ -57,6 +57,7 @@ PORTAL_MENU: tuple[MenuEntry, ...] = (
     MenuEntry("/portal/agents", N_("Sub-agents"), ("sub_agents",)),
     MenuEntry("/portal/commissions", N_("Commissions")),
     MenuEntry("/portal/keys", N_("API keys"), ("sub_agents",)),
+    MenuEntry("/portal/alerts", N_("Alerts")),
 )
 
 

@@ -6,6 +6,13 @@ with their tables.
 """
 
 from cardsvc.reports.agents import AgentPage, AgentReports, AgentRow, PriceLine
+from cardsvc.reports.alerts import (
+    ALERT_KINDS,
+    COOLDOWN_MS_DEFAULT,
+    SUBSCRIBABLE,
+    Alerts,
+    AlertsPage,
+)
 from cardsvc.reports.codes import CodeRow, CodeSearch
 from cardsvc.reports.dashboards import (
     COVER_DAYS,
@@ -23,12 +30,17 @@ from cardsvc.reports.rollups import RETAIL, Rollups
 from cardsvc.reports.trace import trace_code, trace_code_id
 
 __all__ = [
+    "ALERT_KINDS",
+    "COOLDOWN_MS_DEFAULT",
     "COVER_DAYS",
     "RANGE_DAYS_MAX",
     "RETAIL",
+    "SUBSCRIBABLE",
     "AgentPage",
     "AgentReports",
     "AgentRow",
+    "Alerts",
+    "AlertsPage",
     "CodeRow",
     "CodeSearch",
     "Dashboards",

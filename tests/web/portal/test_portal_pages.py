@@ -6,6 +6,7 @@ people (``visit``); assertions read statuses, ids, ``data-*`` attributes and dom
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -92,3 +93,20 @@ async def test_staff_cannot_use_the_portal_and_agents_cannot_use_the_console(
                 response = await agent.post(path, {}, form_page="/portal")
             assert response.status_code == 403, (method, path)
             assert error_of(response.text) == "FORBIDDEN", (method, path)
+
+
+async def test_alerts_show_in_the_console_and_the_agents_own_in_the_portal(
+        shop: Service, visit: Any) -> None:
+    agent = await visit("a1user")
+    made = await agent.post("/portal/alerts", {"threshold": "5000.00"}, form_page="/portal/alerts")
+    assert made.status_code == 303
+    shop.runtime.money.request_withdrawal("A2", 100, "CNY", "w-a2", actor="test")
+    await asyncio.to_thread(shop.runtime.reports_round)
+    mine = await agent.get("/portal/alerts")
+    assert mine.status_code == 200 and "low_balance" not in mine.text
+    assert mine.text.count('data-notice="fired"') == 1 and "w-a2" not in mine.text
+    owner = await visit("owner")
+    console = await owner.get("/console/alerts")
+    assert console.status_code == 200 and console.text.count('data-notice="fired"') >= 2
+    terminal = await visit("till")
+    assert error_of((await terminal.get("/console/alerts")).text) == "FORBIDDEN"

@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute
 
 from web.pages.console import (
     agents,
+    alerts,
     approvals,
     audit,
     batches,
@@ -23,5 +24,5 @@ from web.pages.console import (
 ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES, *batches.ROUTES,
                           *approvals.ROUTES, *codes.ROUTES,
                           *terminal.ROUTES, *agents.ROUTES, *holds.ROUTES, *audit.ROUTES,
-                          *money.ROUTES, *keys.ROUTES]
+                          *money.ROUTES, *keys.ROUTES, *alerts.ROUTES]
 UPLOAD_PATHS: tuple[str, ...] = batches.UPLOAD_PATHS

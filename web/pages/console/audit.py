@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cardsvc import audit
+from cardsvc.audit import ChainCheck, list_entries, verify_log
 from web.pages.common import day_range_ms, int_field, parse_date, query_text
 from web.render import render_page
 from web.sessions import Visitor, console_page, runtime_of
@@ -39,10 +39,10 @@ def _filters(request: Request, timezone: str) -> tuple[dict[str, str], dict[str,
     return shown, query
 
 
-async def _page(request: Request, check: audit.ChainCheck | None) -> Response:
+async def _page(request: Request, check: ChainCheck | None) -> Response:
     runtime = runtime_of(request)
     shown, query = _filters(request, runtime.timezone)
-    entries = await asyncio.to_thread(audit.list_entries, runtime.db, limit=PAGE_ENTRIES,
+    entries = await asyncio.to_thread(list_entries, runtime.db, limit=PAGE_ENTRIES,
                                       **query)
     rows = [{"seq": e.seq, "at_ms": e.at_ms, "actor": e.actor, "action": e.action,
              "object_type": e.object_type, "object_id": e.object_id,
@@ -62,7 +62,7 @@ async def log(request: Request, me: Visitor) -> Response:
 @console_page("audit")
 async def verify(request: Request, me: Visitor) -> Response:
     """Checks the whole chain (reads only) and shows the result above the log."""
-    check = await asyncio.to_thread(audit.verify_log, runtime_of(request).db)
+    check = await asyncio.to_thread(verify_log, runtime_of(request).db)
     return await _page(request, check)
 
 

@@ -223,7 +223,40 @@ async def create_key(request: Request, me: Visitor) -> Response:
         "own": _own(me)})
 
 
+ALERT_FIELDS = (TextField("threshold", 24),)
+
+
+@portal_page()
+async def alerts(request: Request, me: Visitor) -> Response:
+    runtime = runtime_of(request)
+    shown = await asyncio.to_thread(runtime.alerts.page, me.principal, user_id=me.user_id,
+                                    cursor=query_cursor(request))
+    return await render_page(request, "console/alerts.html", {
+        "firing": shown.firing, "events": shown.events.items, "next_cursor": shown.events.next,
+        "first_page": query_cursor(request) is not None, "area": "portal",
+        "subscriptions": shown.subscriptions, "currency": shown.currency or ""})
+
+
+@portal_page()
+async def subscribe(request: Request, me: Visitor) -> Response:
+    """A low-balance alert below the amount typed."""
+    form = await read_form(request, ALERT_FIELDS)
+    threshold = money_field(form.value("threshold"))
+    if not form.ok or not threshold:
+        return redirect(request, "/portal/alerts", flash=gettext("Check this value."),
+                        level="error")
+    runtime = runtime_of(request)
+    try:
+        await asyncio.to_thread(runtime.alerts.subscribe, me.principal, user_id=me.user_id,
+                                kind="low_balance", threshold_minor=threshold)
+    except CardsvcError as error:
+        return redirect(request, "/portal/alerts", flash=error_text(error), level="error")
+    return redirect(request, "/portal/alerts", flash=gettext("Saved."))
+
+
 ROUTES = [
+    Route("/portal/alerts", alerts, methods=["GET"], name="portal_alerts"),
+    Route("/portal/alerts", subscribe, methods=["POST"], name="portal_subscribe"),
     Route("/portal", overview, methods=["GET"], name="portal"),
     Route("/portal/statement.csv", statement_csv, methods=["GET"], name="portal_statement"),
     Route("/portal/prices", prices, methods=["GET"], name="portal_prices"),
