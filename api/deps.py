@@ -2,9 +2,12 @@
 
 * ``RuntimeDep``: the running service's parts and use cases (``cardsvc.runtime.Runtime``),
   opened by the app's lifespan.
-* ``CallerDep``: the authenticated caller (``cardsvc.access.apikeys.Principal``) from
-  ``Authorization: Bearer <key>``; UNAUTHENTICATED (401) without a valid key. Failed attempts
-  count against the client IP's brute-force guard, so key guessing is throttled too.
+* ``CallerDep``: the authenticated caller (``cardsvc.access.Principal``) from
+  ``Authorization: Bearer <key>`` (``cardsvc.access.AccessGate.authenticate``): UNAUTHENTICATED
+  (401) without a valid key, and requests without a valid key are throttled per client address
+  (429), never requests with one.
+* ``client_ip``: the client address, computed here only (the TCP peer; uvicorn replaces it with
+  the ``X-Forwarded-For`` client only when the peer is one of ``CARDSVC_TRUSTED_PROXIES``).
 * ``require(scope)``: a dependency giving the caller when its key holds ``scope``, else
   FORBIDDEN (403). ``admin`` holds every scope but ``export``; the finer scopes (``catalog``,
   ``stock``, ``ledger``, ``withdrawals``...) are what an admin key limited to one job holds, and
@@ -14,17 +17,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from cardsvc.access import Principal
-from cardsvc.errors import CardsvcError, ErrorCode, make_error
+from cardsvc.access import HOST_PRINCIPAL, Principal
+from cardsvc.errors import ErrorCode, make_error
 from cardsvc.runtime import Runtime
-
-BEARER = "bearer "
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -33,37 +33,29 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+CONTROL_SCOPE_KEY = "cardsvc.control"
+"""The ASGI scope key ``server.app.Composed`` sets to True on requests of the control socket
+(and to False on every other, so no request can carry it in)."""
 
 
 def client_ip(request: Request) -> str:
-    """The peer address (the service listens on loopback or behind a proxy that the operator
-    trusts; ``--proxy-headers`` makes uvicorn put the forwarded address here)."""
+    """The client address of a request: the TCP peer, which uvicorn replaces with the
+    ``X-Forwarded-For`` client only when the peer is a trusted proxy (``server.cli``). The one
+    place the API computes it."""
     return request.client.host if request.client is not None else "unknown"
 
 
 async def get_caller(request: Request) -> Principal:
-    """The caller of a request. Raises UNAUTHENTICATED, or RATE_LIMITED while the client IP is
-    locked out for failed attempts. Runs on the event loop (a dependency declared ``def`` would
-    cost a thread-pool round trip per request); a key not in the cache is read from SQL in a
-    worker thread."""
+    """The caller of a request (``AccessGate.authenticate``). Raises UNAUTHENTICATED, or
+    RATE_LIMITED for a request without a valid key from an address over its budget. A request
+    that came through the server's control socket (the server marks it: ``cardsvc.control``;
+    only the data directory's owner can connect) is the host's command line. Runs on the event
+    loop (a dependency declared ``def`` would cost a thread-pool round trip per request)."""
+    if request.scope.get(CONTROL_SCOPE_KEY) is True:
+        return HOST_PRINCIPAL
     runtime = cast(Runtime, request.app.state.runtime)
-    ip = client_ip(request)
-    limits = runtime.risk.limits
-    runtime.risk.admit_auth(ip, limits)
-    header = request.headers.get("authorization", "")
-    try:
-        if header[: len(BEARER)].lower() != BEARER:
-            raise make_error(ErrorCode.UNAUTHENTICATED,
-                             "a valid API key is required (Authorization: Bearer <key>)")
-        text = header[len(BEARER):].strip()
-        cached = runtime.keys.authenticate_cached(text)
-        if cached is not None:
-            return cached
-        return await asyncio.to_thread(runtime.keys.authenticate, text)
-    except CardsvcError as error:
-        if error.code == ErrorCode.UNAUTHENTICATED:
-            runtime.risk.record_failures(None, ip, limits)
-        raise
+    return await runtime.gate.authenticate(request.headers.get("authorization", ""),
+                                           client_ip(request))
 
 
 CallerDep = Annotated[Principal, Depends(get_caller)]

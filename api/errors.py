@@ -27,6 +27,7 @@ import logging
 import re
 import traceback
 from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -158,6 +159,10 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.EXPORT_NOT_FOUND: 404,
     # A start-up refusal (a key file others can read); never a request's fault.
     ErrorCode.FILE_MODE_INSECURE: 500,
+    # A lockout that is not in force (never started, ended, or lifted already).
+    ErrorCode.LOCKOUT_NOT_FOUND: 404,
+    # A file or socket the server itself could not use: its business, concealed like a 500.
+    ErrorCode.IO_ERROR: 500,
     ErrorCode.APPROVAL_REQUIRED: 409,
     ErrorCode.APPROVAL_NOT_FOUND: 404,
     ErrorCode.APPROVAL_NOT_PENDING: 409,
@@ -258,12 +263,51 @@ def internal_error_response() -> Response:
     return error_response(ErrorCode.INTERNAL_ERROR, CONCEALED_MESSAGE)
 
 
+PROJECT_FRAMES_LOGGED_MAX = 6
+"""Frames of our own code an unexpected error's log line shows, innermost first."""
+_REPOSITORY = Path(__file__).resolve().parents[1]
+_PROJECT_PARTS = ("api", "server", "web", "python")
+
+
+def _is_project_frame(filename: str) -> bool:
+    """Whether a frame's file is ours (``api/``, ``server/``, ``web/``, ``python/cardsvc``, or
+    an installed ``cardsvc``), not a library's."""
+    path = Path(filename)
+    try:
+        parts = path.resolve().relative_to(_REPOSITORY).parts
+    except ValueError:
+        return "cardsvc" in path.parts and "site-packages" in path.parts
+    return bool(parts) and parts[0] in _PROJECT_PARTS
+
+
+def _frame_text(frame: traceback.FrameSummary) -> str:
+    path = Path(frame.filename)
+    try:
+        shown = str(path.resolve().relative_to(_REPOSITORY))
+    except ValueError:
+        shown = str(path)
+    return f"{shown}:{frame.lineno} in {frame.name}"
+
+
 def log_unexpected(error: BaseException) -> None:
     """Logs an unexpected exception by type and code locations only: its message and the
-    messages of its causes may hold request data (a code, a PIN), so they are left out."""
-    frames = traceback.extract_tb(error.__traceback__)[-8:]
-    where = " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
-    log.error("unexpected %s at %s", type(error).__qualname__, where or "an unknown place")
+    messages of its causes may hold request data (a code, a PIN), so they are left out.
+
+    The line names where it was raised (often deep in a library such as SQLAlchemy), then the
+    innermost frames of our own code that led there (the call that went wrong is the useful
+    part, and a library's frames alone would hide it), then the types of its causes."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [frame for frame in frames if _is_project_frame(frame.filename)]
+    shown = [_frame_text(frame) for frame in reversed(ours[-PROJECT_FRAMES_LOGGED_MAX:])]
+    raised = _frame_text(frames[-1]) if frames else "an unknown place"
+    causes: list[str] = []
+    cause = error.__cause__ or error.__context__
+    while cause is not None and len(causes) < 4:
+        causes.append(type(cause).__qualname__)
+        cause = cause.__cause__ or cause.__context__
+    log.error("unexpected %s raised at %s; from %s%s", type(error).__qualname__, raised,
+              " <- ".join(shown) or "no frame of ours",
+              f"; caused by {', '.join(causes)}" if causes else "")
 
 
 async def _cardsvc_error(request: Request, error: CardsvcError) -> Response:

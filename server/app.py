@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -26,8 +26,9 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import cardsvc
+from api.deps import CONTROL_SCOPE_KEY
 from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
-from api.routes import API_PREFIX, RESOURCE_ROUTERS, health
+from api.routes import API_PREFIX, RESOURCE_ROUTERS, docs, health
 from cardsvc.access import csrf_binding
 from cardsvc.engine import Store
 from cardsvc.runtime import Runtime
@@ -48,13 +49,16 @@ input, 401/403 authentication, 404 unknown, 409 state conflict, 422 validation, 
 """
 
 
-def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
+def create_app(settings: Settings, *, store: Store | None = None,
+               on_close: Callable[[], None] | None = None) -> FastAPI:
     """The application for ``settings``.
 
     Without ``store`` the lifespan opens one from ``settings.store_config()``; start-up then
     fails with DATA_DIR_LOCKED, JOURNAL_CORRUPT, SNAPSHOT_CORRUPT or JOURNAL_UNAVAILABLE as
     ``Store.open`` does. With ``store`` that already open store is used. Either way the lifespan
-    closes the store at shutdown (closing twice is harmless, so the caller may close it too).
+    closes the store at shutdown (closing twice is harmless, so the caller may close it too),
+    then calls ``on_close`` (``cardsvc serve``: remove the control socket), since uvicorn ends the
+    process on SIGTERM before its caller's own clean-up could run.
     """
 
     @asynccontextmanager
@@ -78,13 +82,15 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             timer.cancel()
             readers.cancel()
             await asyncio.to_thread(runtime.close)
+            if on_close is not None:
+                on_close()
 
     app = FastAPI(
         title="cardsvc",
         version=cardsvc.__version__,
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # api.routes.docs serves /docs with its assets from this process
         redoc_url=None,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -98,6 +104,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         responses={"default": {"model": ErrorEnvelope, "description": "Error envelope"}},
     )
     app.include_router(health.router)
+    app.include_router(docs.router)
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.state.web = create_web(WebSettings.from_env(settings.data_dir),
@@ -114,13 +121,23 @@ API_PATHS = ("/v1", "/healthz", "/readyz", "/openapi.json", "/docs")
 
 class Composed:
     """The ASGI application of the whole service: the lifespan and the API's paths go to the
-    JSON application, every other path to the web pages."""
+    JSON application, every other path to the web pages. ``control`` is the bound name of the
+    control socket (``server.control``), None when there is none: a request whose scope's
+    ``server`` is that socket (uvicorn takes it from the listening socket, never from the
+    request) is marked with :data:`CONTROL_SCOPE_KEY`; every other request has the mark removed,
+    whatever it claims."""
 
-    def __init__(self, api: FastAPI, web: ASGIApp) -> None:
+    def __init__(self, api: FastAPI, web: ASGIApp, control: str | None = None) -> None:
         self.api = api
         self.web = web
+        self.control = control
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            server = scope.get("server")
+            on_control = self.control is not None and server is not None and (
+                tuple(server) == (self.control, None))
+            scope = {**scope, CONTROL_SCOPE_KEY: on_control}
         path = str(scope.get("path", ""))
         if scope["type"] == "lifespan" or any(
             path == prefix or path.startswith(prefix + "/") for prefix in API_PATHS
@@ -130,10 +147,13 @@ class Composed:
             await self.web(scope, receive, send)
 
 
-def create_asgi(settings: Settings, *, store: Store | None = None) -> Composed:
-    """The service as ``cardsvc serve`` runs it: :func:`create_app` and its web pages."""
-    app = create_app(settings, store=store)
-    return Composed(app, app.state.web)
+def create_asgi(settings: Settings, *, store: Store | None = None,
+                control: str | None = None,
+                on_close: Callable[[], None] | None = None) -> Composed:
+    """The service as ``cardsvc serve`` runs it: :func:`create_app` and its web pages, and the
+    control socket's requests told apart when ``control`` names it."""
+    app = create_app(settings, store=store, on_close=on_close)
+    return Composed(app, app.state.web, control)
 
 
 async def _recovery_timer(runtime: Runtime, interval_s: float) -> None:

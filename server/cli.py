@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -28,9 +32,9 @@ EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (12
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data-dir``, ``--host``, ``--port``, ``--journal``, ``--redis-url``, ``--database-url``;
-    each defaults to its ``CARDSVC_*`` variable, then to the embedded defaults
-    (``server.settings``)."""
+    """``--data-dir``, ``--host``, ``--port``, ``--journal``, ``--redis-url``, ``--database-url``,
+    ``--trusted-proxies``; each defaults to its ``CARDSVC_*`` variable, then to the embedded
+    defaults (``server.settings``)."""
     parser.add_argument("--data-dir", type=Path, help="data directory (default data)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
@@ -40,6 +44,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--database-url",
         help="SQL database URL, e.g. postgresql://user@host/db (default: a SQLite file in the "
         "data directory)",
+    )
+    parser.add_argument(
+        "--trusted-proxies",
+        help="comma-separated addresses or CIDR networks of reverse proxies whose "
+        "X-Forwarded-For is believed (default: CARDSVC_TRUSTED_PROXIES, else none)",
     )
 
 
@@ -52,12 +61,46 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         journal=args.journal,
         redis_url=args.redis_url,
         database_url=args.database_url,
+        trusted_proxies=None if args.trusted_proxies is None else tuple(
+            args.trusted_proxies.split(",")),
     )
 
 
-def print_banner(console: Console, settings: Settings, store: Store) -> None:
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy settings for ``settings``: ``X-Forwarded-*`` is read only when trusted
+    proxies are configured, and then only from them. Passed explicitly, because uvicorn's own
+    default trusts 127.0.0.1, which would let any local client name any address."""
+    return {"proxy_headers": bool(settings.trusted_proxies),
+            "forwarded_allow_ips": list(settings.trusted_proxies)}
+
+
+def cli_command(executable: str | None = None,
+                which: Callable[[str], str | None] = shutil.which,
+                cwd: Path | None = None) -> str:
+    """How the person who started this server runs ``cardsvc`` from where they are: ``cardsvc``
+    when that name on PATH is this environment's own command; else this environment's script
+    (``.venv/bin/cardsvc`` from the repository, an absolute path from elsewhere), found beside
+    the interpreter; else ``python -m cardsvc`` with this interpreter."""
+    python = Path(executable or sys.executable)
+    script = python.parent / "cardsvc"
+    found = which("cardsvc")
+    if found is not None and script.exists() and Path(found).resolve() == script.resolve():
+        return "cardsvc"
+    if not script.exists():
+        return f"{python} -m cardsvc"
+    here = (cwd or Path.cwd()).absolute()
+    try:
+        return str(script.absolute().relative_to(here))
+    except ValueError:
+        return str(script.absolute())
+
+
+def print_banner(console: Console, settings: Settings, store: Store,
+                 cli: str | None = None) -> None:
     """What a person starting the service needs: where it listens, where its data is, what an
-    acknowledgement is worth, and how to check it. Lines are never wrapped, so URLs stay whole."""
+    acknowledgement is worth, and how to check it, with the command line as it can be typed
+    from here (:func:`cli_command`). Lines are never wrapped, so URLs stay whole."""
+    cli = cli_command() if cli is None else cli
     guarantee = store.guarantee
     url = settings.base_url
     lines = [
@@ -68,7 +111,9 @@ def print_banner(console: Console, settings: Settings, store: Store) -> None:
         f"  health: {url}/healthz   readiness: {url}/readyz",
         f"  API docs: {url}/docs   OpenAPI: {url}/openapi.json",
         "  every /v1 request needs an API key (Authorization: Bearer <key>); create the first",
-        f"  admin key with: cardsvc keys create --data-dir {settings.data_dir} --role admin",
+        f"  admin key with: {cli} keys create --data-dir {settings.data_dir} --role admin",
+        f"  {cli} import and reconcile reach this server through "
+        f"{settings.data_dir / 'control.sock'}",
         "  Stop with Ctrl-C.",
     ]
     for line in lines:
@@ -80,19 +125,24 @@ def serve(settings: Settings, console: Console) -> int:
     lifespan closes the store (flushing the journal) during the graceful shutdown.
 
     Raises DATA_DIR_LOCKED, JOURNAL_CORRUPT, SNAPSHOT_CORRUPT or JOURNAL_UNAVAILABLE from
-    opening the store, before anything listens. Returns 1 if the server did not start and 130
+    opening the store, IO_ERROR when the address or the control socket cannot be bound
+    (``server.control``), before anything listens. Returns 1 if the server did not start and 130
     after Ctrl-C. After SIGTERM uvicorn re-raises the signal once it has shut down, so the
     process ends as killed by SIGTERM, as a supervisor expects."""
     import uvicorn
 
     from server.app import create_asgi
+    from server.control import bind_listeners
 
     os.umask(STATE_UMASK)  # every state file private from its first byte (docs/security.md)
     check_modes(settings.data_dir)
     store = Store.open(settings.store_config())
+    listeners = None
     try:
+        listeners = bind_listeners(settings.host, settings.port, settings.data_dir)
         config = uvicorn.Config(
-            create_asgi(settings, store=store),
+            create_asgi(settings, store=store, control=listeners.control_name,
+                        on_close=listeners.remove_control),
             host=settings.host,
             port=settings.port,
             loop="uvloop",
@@ -104,15 +154,18 @@ def serve(settings: Settings, console: Console) -> int:
             access_log=False,
             server_header=False,
             log_level="info",
+            **proxy_options(settings),
         )
         server = uvicorn.Server(config)
         print_banner(console, settings, store)
         try:
-            server.run()
+            server.run(sockets=listeners.sockets)
         except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
             return EXIT_INTERRUPTED
         return EXIT_OK if server.started else EXIT_ERROR
     finally:
+        if listeners is not None:
+            listeners.close()
         store.close()  # already closed by the app's lifespan if the server started
 
 

@@ -8,8 +8,9 @@ reads the same ``CARDSVC_*`` variables as the store commands of the command line
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,12 @@ ENV_PIN_LOCKOUT_S = "CARDSVC_PIN_LOCKOUT_S"
 ENV_PIN_LOCKOUT_MAX_S = "CARDSVC_PIN_LOCKOUT_MAX_S"
 """The per-code PIN lockout (docs/engine.md): wrong PINs before a lock, the first lockout in
 seconds (doubling per further lockout), the longest lockout in seconds."""
+ENV_TRUSTED_PROXIES = "CARDSVC_TRUSTED_PROXIES"
+"""Comma-separated addresses or CIDR networks of the reverse proxies in front of the service.
+Empty (the default): no proxy is trusted, ``X-Forwarded-For`` is ignored and the client address
+is the TCP peer's. Given: a request whose peer is one of them is attributed to the client its
+``X-Forwarded-For`` names (the last address not itself a trusted proxy)."""
+TRUSTED_PROXIES_MAX = 64
 ENV_CRASH_AT = "CARDSVC_CRASH_AT"
 """Fault injection for the saga crash test only: the order saga kills the process at the named
 point (``cardsvc.sales.CRASH_POINTS``). Never set in production."""
@@ -76,8 +83,9 @@ class Settings:
 
     ``data_dir`` holds the store (docs/durability.md); ``journal`` is ``"file"`` (embedded, no
     server needed) or ``"redis"`` (then ``redis_url`` is required); ``host``/``port`` are where
-    ``cardsvc serve`` listens; ``request_body_bytes_max`` bounds every request body.
-    Raises INVALID_ARGUMENT (details: ``field``) when a value is out of range.
+    ``cardsvc serve`` listens; ``request_body_bytes_max`` bounds every request body;
+    ``trusted_proxies`` are the networks whose ``X-Forwarded-For`` is believed (none by
+    default). Raises INVALID_ARGUMENT (details: ``field``) when a value is out of range.
     """
 
     data_dir: Path
@@ -103,6 +111,7 @@ class Settings:
     pin_failures_max: int = PIN_FAILURES_DEFAULT
     pin_lockout_s: int = PIN_LOCKOUT_MS_DEFAULT // 1000
     pin_lockout_max_s: int = PIN_LOCKOUT_MAX_MS_DEFAULT // 1000
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -126,6 +135,7 @@ class Settings:
         if not 1 <= self.pin_lockout_s <= self.pin_lockout_max_s <= PIN_LOCKOUT_MAX_S:
             raise invalid("pin_lockout_s", "need 1 <= pin_lockout_s <= pin_lockout_max_s <= "
                                            f"{PIN_LOCKOUT_MAX_S}")
+        object.__setattr__(self, "trusted_proxies", trusted_networks(self.trusted_proxies))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -158,6 +168,7 @@ class Settings:
                                        PIN_LOCKOUT_MS_DEFAULT // 1000),
             "pin_lockout_max_s": _int_from(env, ENV_PIN_LOCKOUT_MAX_S, "pin_lockout_max_s",
                                            PIN_LOCKOUT_MAX_MS_DEFAULT // 1000),
+            "trusted_proxies": tuple(env.get(ENV_TRUSTED_PROXIES, "").split(",")),
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
@@ -182,6 +193,25 @@ class Settings:
         """The URL clients reach the service at (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+def trusted_networks(entries: Sequence[str]) -> tuple[str, ...]:
+    """``entries`` as normalised networks (``127.0.0.1`` becomes ``127.0.0.1/32``), blanks
+    dropped. Raises INVALID_ARGUMENT (field ``trusted_proxies``) for anything that is not an
+    address or a network, ``*`` included: trusting every peer would let any client name any
+    address."""
+    networks: list[str] = []
+    for entry in (text.strip() for text in entries):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise invalid("trusted_proxies", f"{ENV_TRUSTED_PROXIES} holds an entry that is "
+                          "not an IP address or a CIDR network") from None
+    if len(networks) > TRUSTED_PROXIES_MAX:
+        raise invalid("trusted_proxies", f"at most {TRUSTED_PROXIES_MAX} trusted proxies")
+    return tuple(dict.fromkeys(networks))
 
 
 def _int_from(env: Mapping[str, str], name: str, field: str, default: int) -> int:

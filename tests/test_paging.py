@@ -21,7 +21,7 @@ from cardsvc.paging import (
 )
 
 
-@given(st.integers(min_value=-(2**63), max_value=2**63),
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1),
        st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=128))
 def test_a_cursor_round_trips(at_ms: int, key_id: str) -> None:
     assert decode_cursor(encode_cursor((at_ms, key_id)), (int, str)) == (at_ms, key_id)
@@ -38,7 +38,8 @@ def test_page_of_gives_a_cursor_only_when_more_rows_follow() -> None:
 
 @pytest.mark.parametrize("cursor", ["", "!!!", "x" * 600, encode_cursor((1,)),
                                     encode_cursor(("1", "a")), encode_cursor((True, "a")),
-                                    "bnVsbA"])
+                                    encode_cursor((2**63, "a")), encode_cursor((-(2**63) - 1, "a")),
+                                    encode_cursor((10**30, "a")), "bnVsbA"])
 def test_a_malformed_cursor_is_invalid_argument(cursor: str) -> None:
     with pytest.raises(CardsvcError) as caught:
         decode_cursor(cursor, (int, str))

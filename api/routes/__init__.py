@@ -9,6 +9,7 @@ from api.routes import (
     approvals,
     audit,
     catalog,
+    docs,
     exports,
     health,
     money,
@@ -24,4 +25,4 @@ RESOURCE_ROUTERS: tuple[APIRouter, ...] = (
 )
 """Every resource router, mounted under API_PREFIX by ``server.app``."""
 
-__all__ = ["API_PREFIX", "RESOURCE_ROUTERS", "health"]
+__all__ = ["API_PREFIX", "RESOURCE_ROUTERS", "docs", "health"]

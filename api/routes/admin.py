@@ -1,4 +1,5 @@
-"""Admins: API keys; freezing, unfreezing or voiding codes; codes locked by wrong PINs."""
+"""Admins: API keys, the brute-force lockouts (listed and lifted), freezing, unfreezing or
+voiding codes, and codes locked by wrong PINs."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, FreezeDep, RuntimeDep, StockDep
-from api.models import Id, Strict
-from cardsvc.access import Principal
+from api.models import DEFAULT_LIMIT, CursorQuery, Id, LimitQuery, PageOut, Strict
+from cardsvc.access import Lockout, Principal
 from cardsvc.paging import CURSOR_LEN_MAX, PAGE_SIZE_MAX
 from cardsvc.runtime import Runtime
 from cardsvc.times import iso
@@ -34,7 +35,8 @@ class KeyOut(BaseModel):
     scopes: list[str]
     skus: list[str] | None
     name: str
-    created_at_ms: int | None = None
+    created_at_ms: int
+    created_by: str | None = None
     revoked_at_ms: int | None = None
 
 
@@ -67,17 +69,20 @@ class StateChange(BaseModel):
 def create_key(body: KeyCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """A new API key, returned once in ``key``. Only a key holding ``export`` may grant
     ``export`` (audited in ``key.create``: scopes and ``granted_by``). Errors: INVALID_ARGUMENT
-    (role, scopes), AGENT_NOT_FOUND, FORBIDDEN (granting ``export`` without holding it)."""
-    principal, text = runtime.credentials.create_key(
+    (role, scopes, an empty ``skus``, a limit that is not a finite non-negative number),
+    LIMIT_EXCEEDED (a limit over its bound), AGENT_NOT_FOUND, SKU_NOT_FOUND, FORBIDDEN (granting
+    ``export`` without holding it)."""
+    info, text = runtime.credentials.create_key(
         role=body.role, agent_id=body.agent_id, name=body.name, scopes=body.scopes,
         skus=body.skus, limits=body.limits, actor=caller.key_id, granter=caller)
-    return {**principal.to_dict(), "key": text}
+    return {**info.to_dict(), "key": text}
 
 
 @router.get("/keys", response_model=list[KeyOut])
 def list_keys(caller: AdminDep, runtime: RuntimeDep,
               include_revoked: Annotated[bool, Query()] = False) -> list[dict[str, Any]]:
-    return runtime.credentials.list_keys(include_revoked=include_revoked)
+    return [info.to_dict() for info in runtime.credentials.list_keys(
+        include_revoked=include_revoked)]
 
 
 @router.delete("/keys/{key_id}", response_model=KeyRevoked)
@@ -86,6 +91,41 @@ def revoke_key(key_id: Annotated[str, Path(max_length=64)], caller: AdminDep,
     """Revokes a key at once (idempotent). Errors: KEY_NOT_FOUND."""
     runtime.credentials.revoke(key_id, actor=caller.key_id)
     return KeyRevoked(key_id=key_id, revoked=True)
+
+
+class LockoutOut(BaseModel):
+    subject: str = Field(description="key:<key_id> (failed lookups of a key) or ip:<address> "
+                                     "(requests without a valid key from that address)")
+    failures: int
+    locked_at: str | None
+    locked_at_ms: int
+    until: str | None
+    until_ms: int
+    lockout_s: float
+
+
+def lockout_out(lockout: Lockout) -> LockoutOut:
+    return LockoutOut(subject=lockout.subject, failures=lockout.failures,
+                      locked_at=iso(lockout.locked_at_ms), locked_at_ms=lockout.locked_at_ms,
+                      until=iso(lockout.until_ms), until_ms=lockout.until_ms,
+                      lockout_s=lockout.lockout_s)
+
+
+@router.get("/lockouts", response_model=PageOut[LockoutOut])
+def list_lockouts(caller: AdminDep, runtime: RuntimeDep, cursor: CursorQuery = None,
+                  limit: LimitQuery = DEFAULT_LIMIT) -> PageOut[LockoutOut]:
+    """The brute-force lockouts in force, newest first: keys locked out for failed lookups and
+    addresses locked out for requests without a valid key. Errors: INVALID_ARGUMENT (cursor)."""
+    page = runtime.gate.lockouts(cursor=cursor, limit=limit)
+    return PageOut[LockoutOut](items=[lockout_out(item) for item in page.items], next=page.next)
+
+
+@router.delete("/lockouts/{subject}", response_model=LockoutOut)
+def lift_lockout(subject: Annotated[str, Path(min_length=1, max_length=132)], caller: AdminDep,
+                 runtime: RuntimeDep) -> LockoutOut:
+    """Ends a lockout now (audited as ``risk.unlock``); the lockout as it was. Errors:
+    LOCKOUT_NOT_FOUND (not locked out), INVALID_ARGUMENT (not a key: or ip: subject)."""
+    return lockout_out(runtime.gate.lift(subject, actor=caller.key_id))
 
 
 def _change(action: str, body: CodeTarget, caller: Principal, runtime: Runtime,

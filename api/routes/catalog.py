@@ -7,16 +7,29 @@ acknowledged only once the core's journal holds it (``cardsvc.catalog``).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, UploadFile, status
+from fastapi import APIRouter, Form, Query, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
-from api.deps import CatalogDep, RuntimeDep, StockDep
-from api.models import CURRENCY_RE, MONEY_MINOR_MAX, Currency, Id, Money, Name, Strict
+from api.deps import AdminDep, CatalogDep, RuntimeDep, StockDep
+from api.models import (
+    CURRENCY_RE,
+    DEFAULT_LIMIT,
+    MONEY_MINOR_MAX,
+    Currency,
+    CursorQuery,
+    Id,
+    LimitQuery,
+    Money,
+    Name,
+    PageOut,
+    Strict,
+)
 from cardsvc.catalog import KINDS, LIST_CODES_MAX, BatchMeta, CodeFormat, CodeInput
 from cardsvc.errors import ErrorCode, make_error
 
@@ -95,6 +108,10 @@ class PoolOut(BaseModel):
     pool: str
     pool_id: int
     agent_id: str | None
+
+
+class PoolListed(PoolOut):
+    created_at_ms: int = Field(description="when it was named; 0 for shared, always there")
 
 
 class CodeIn(Strict):
@@ -219,6 +236,32 @@ def create_pool(body: PoolCreate, caller: CatalogDep, runtime: RuntimeDep) -> di
     """A named stock pool (``shared`` always exists). Errors: POOL_EXISTS, AGENT_NOT_FOUND."""
     return runtime.agent_updates.create_pool(body.pool, agent_id=body.agent_id,
                                               actor=caller.key_id)
+
+
+@router.get("/pools", response_model=PageOut[PoolListed])
+def list_pools(caller: AdminDep, runtime: RuntimeDep,
+               agent_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+               cursor: CursorQuery = None, limit: LimitQuery = DEFAULT_LIMIT,
+               ) -> PageOut[PoolListed]:
+    """Named pools, newest first, ``shared`` last; ``agent_id`` gives that agent's channel
+    pools. Errors: INVALID_ARGUMENT (cursor)."""
+    page = runtime.catalog.list_pools(agent_id=agent_id, cursor=cursor, limit=limit)
+    return PageOut[PoolListed](items=[PoolListed(**asdict(info)) for info in page.items],
+                               next=page.next)
+
+
+@router.get("/batches", response_model=PageOut[BatchOut])
+def list_batches(caller: AdminDep, runtime: RuntimeDep,
+                 sku: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+                 status: Annotated[str | None, Query(
+                     pattern="^(importing|ready|failed|rejected)$")] = None,
+                 cursor: CursorQuery = None, limit: LimitQuery = DEFAULT_LIMIT,
+                 ) -> PageOut[BatchOut]:
+    """Batches newest first, of ``sku`` and in ``status`` when given. Errors: INVALID_ARGUMENT
+    (cursor)."""
+    page = runtime.batches.list_batches(sku=sku, status=status, cursor=cursor, limit=limit)
+    return PageOut[BatchOut](items=[BatchOut(**asdict(info)) for info in page.items],
+                             next=page.next)
 
 
 @router.post("/batches", response_model=BatchCreated, status_code=status.HTTP_201_CREATED)

@@ -24,8 +24,20 @@ from api.deps import (
     acting_agent,
     agent_of,
 )
-from api.models import MONEY_MINOR_MAX, Currency, Id, Strict
+from api.models import (
+    DEFAULT_LIMIT,
+    MONEY_MINOR_MAX,
+    Currency,
+    CursorQuery,
+    Id,
+    LimitQuery,
+    PageOut,
+    Strict,
+    TimeQuery,
+    time_ms,
+)
 from api.routes.orders import order_json
+from cardsvc.errors import invalid
 from cardsvc.money import WithdrawalInfo
 from cardsvc.paging import CURSOR_LEN_MAX, PAGE_SIZE_MAX
 from cardsvc.reports import reconciliation_report
@@ -66,6 +78,44 @@ class Refund(Strict):
     approval_id: ApprovalId = None
 
 
+class WithdrawalOut(BaseModel):
+    withdrawal_id: str
+    agent_id: str
+    amount_minor: int
+    currency: str
+    status: str = Field(description="requested (awaiting approval), approved (awaiting "
+                                    "payment), paid or rejected")
+    reference: str
+    note: str | None
+    created_at_ms: int
+    updated_at_ms: int
+
+
+class StatementEntryOut(BaseModel):
+    at: str | None
+    at_ms: int
+    txn_id: str
+    kind: str
+    reference: str
+    amount_minor: int
+    balance_after_minor: int
+
+
+class StatementOut(PageOut[StatementEntryOut]):
+    account_id: str
+    currency: str
+    since: str | None
+    since_ms: int
+    until: str | None
+    until_ms: int
+    opening_minor: int
+    closing_minor: int
+
+
+MsQuery = Annotated[int | None, Query(ge=0, le=(1 << 62),
+                                      description="Unix ms (instead of the ISO form)")]
+
+
 class StockMove(Strict):
     sku: Id
     quantity: int = Field(ge=1, le=10_000_000)
@@ -94,31 +144,48 @@ def balance(agent_id: AgentPath, caller: CallerDep, runtime: RuntimeDep) -> dict
     return runtime.money.balance(agent_id, actor_agent_id=acting_agent(caller, "ledger"))
 
 
-@router.get("/agents/{agent_id}/statement", response_model=None)
+@router.get("/agents/{agent_id}/statement", response_model=StatementOut,
+            responses={200: {"content": {"text/csv": {}}}})
 def statement(agent_id: AgentPath, caller: CallerDep, runtime: RuntimeDep,
-              since_ms: Annotated[int, Query(ge=0, le=(1 << 62))],
-              until_ms: Annotated[int, Query(ge=0, le=(1 << 62))],
+              since: TimeQuery = None, until: TimeQuery = None,
+              since_ms: MsQuery = None, until_ms: MsQuery = None,
               account: Annotated[str, Query(pattern="^(available|pending|escrow|withdrawing)$")]
               = "available",
               format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
-              ) -> dict[str, Any] | PlainTextResponse:
-    """The statement of one of the agent's accounts for ``[since_ms, until_ms)``: opening
-    balance, every posting with the balance after it, closing balance; ``format=csv`` for a
-    file. Errors: ACCOUNT_NOT_FOUND, INVALID_ARGUMENT."""
+              cursor: CursorQuery = None, limit: LimitQuery = DEFAULT_LIMIT,
+              ) -> StatementOut | PlainTextResponse:
+    """The statement of one of the agent's accounts for ``[since, until)`` (ISO dates or RFC
+    3339, or ``since_ms``/``until_ms``; each bound not given: the current UTC month's): opening
+    balance, postings oldest first with the balance after each, closing balance. JSON comes a
+    page at a time (``items``, ``next``); ``format=csv`` is the whole period as a file. An
+    agent's key reads only its own. Errors: ACCOUNT_NOT_FOUND, FORBIDDEN, INVALID_ARGUMENT."""
     actor_agent_id = acting_agent(caller, "ledger")
+    since_at = _one_bound("since", since, since_ms)
+    until_at = _one_bound("until", until, until_ms)
     if format == "csv":
-        text = runtime.money.statement_csv(agent_id, account, since_ms, until_ms,
+        text = runtime.money.statement_csv(agent_id, account, since_at, until_at,
                                            actor_agent_id=actor_agent_id)
         return PlainTextResponse(text, media_type="text/csv", headers={
             "content-disposition": f'attachment; filename="statement-{agent_id}-{account}.csv"'})
-    stmt = runtime.money.statement(agent_id, account, since_ms, until_ms,
-                                   actor_agent_id=actor_agent_id)
-    entries = [{"at_ms": e.at_ms, "txn_id": e.txn_id, "kind": e.kind, "reference": e.reference,
-                "amount_minor": e.amount_minor, "balance_after_minor": e.balance_after_minor}
+    stmt = runtime.money.statement_page(agent_id, account, since_ms=since_at, until_ms=until_at,
+                                        actor_agent_id=actor_agent_id, cursor=cursor,
+                                        limit=limit)
+    entries = [StatementEntryOut(at=iso(e.at_ms), at_ms=e.at_ms, txn_id=e.txn_id, kind=e.kind,
+                                 reference=e.reference, amount_minor=e.amount_minor,
+                                 balance_after_minor=e.balance_after_minor)
                for e in stmt.entries]
-    return {"account_id": stmt.account_id, "currency": stmt.currency, "since_ms": since_ms,
-            "until_ms": until_ms, "opening_minor": stmt.opening_minor,
-            "closing_minor": stmt.closing_minor, "entries": entries}
+    return StatementOut(account_id=stmt.account_id, currency=stmt.currency,
+                        since=iso(stmt.since_ms), since_ms=stmt.since_ms,
+                        until=iso(stmt.until_ms), until_ms=stmt.until_ms,
+                        opening_minor=stmt.opening_minor, closing_minor=stmt.closing_minor,
+                        items=entries, next=stmt.next)
+
+
+def _one_bound(field: str, text: str | None, ms: int | None) -> int | None:
+    """A statement bound given as ISO text or as Unix ms (not both)."""
+    if text is not None and ms is not None:
+        raise invalid(field, f"give {field} or {field}_ms, not both")
+    return time_ms(field, text) if text is not None else ms
 
 
 @router.post("/withdrawals", status_code=status.HTTP_201_CREATED,
@@ -132,6 +199,22 @@ def request_withdrawal(body: WithdrawalRequest, caller: CallerDep, runtime: Runt
     if not created:
         response.status_code = status.HTTP_200_OK
     return _withdrawal(info)
+
+
+@router.get("/withdrawals", response_model=PageOut[WithdrawalOut])
+def list_withdrawals(caller: CallerDep, runtime: RuntimeDep,
+                     status: Annotated[str | None, Query(
+                         pattern="^(requested|approved|paid|rejected)$")] = None,
+                     agent_id: Annotated[str | None, Query(max_length=64)] = None,
+                     cursor: CursorQuery = None, limit: LimitQuery = DEFAULT_LIMIT,
+                     ) -> PageOut[WithdrawalOut]:
+    """Withdrawals newest first: ``status=requested`` is finance's queue awaiting approval,
+    ``approved`` awaits payment. Admins see every agent's (or ``agent_id``'s); an agent's key
+    only its own. Errors: INVALID_ARGUMENT (cursor), FORBIDDEN (a terminal key)."""
+    page = runtime.money.list_withdrawals(actor_agent_id=acting_agent(caller), agent_id=agent_id,
+                                          status=status, cursor=cursor, limit=limit)
+    return PageOut[WithdrawalOut](items=[WithdrawalOut(**_withdrawal(info)) for info in page.items],
+                                  next=page.next)
 
 
 @router.get("/withdrawals/{withdrawal_id}")

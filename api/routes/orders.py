@@ -2,9 +2,9 @@
 
 Each route awaits one use case of ``cardsvc.sales``, which returns only once the SQL commit and
 the journal hold what it reports, and renders its result (times as RFC 3339). An agent key sees
-only its own orders and holds, its codes in plaintext; an admin key may read any order, its
-codes masked, list and release any hold; plaintext for support is ``POST
-/v1/orders/{id}/reveal`` (the ``export`` scope, audited).
+only its own orders and holds, its codes in plaintext; an admin key may read and list any order,
+its codes masked, list and release any hold; plaintext for support is ``POST
+/v1/orders/{id}/reveal`` (the ``export`` scope, audited). Lists never carry codes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import CallerDep, HoldsDep, OrdersDep, RuntimeDep, agent_of, is_platform
-from api.models import Strict
+from api.deps import CallerDep, HoldsDep, OrdersDep, RuntimeDep, acting_agent, agent_of, is_platform
+from api.models import CursorQuery, PageOut, Strict, TimeQuery, time_ms
 from cardsvc.checks import ORDER_QTY_MAX, REF_LEN_MAX
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.paging import CURSOR_LEN_MAX, PAGE_SIZE_MAX
@@ -68,6 +68,24 @@ class OrderOut(BaseModel):
 class RevealRequest(Strict):
     reason: str = Field(min_length=1, max_length=REASON_LEN_MAX,
                         description="why support needs the codes (kept in the audit log)")
+
+
+class OrderSummary(BaseModel):
+    """An order in a list: its facts, never its codes."""
+
+    order_id: str
+    client_order_id: str
+    agent_id: str
+    status: str = Field(description="pending, fulfilled, failed or refunded")
+    sku: str
+    quantity: int
+    hold_id: str | None = None
+    unit_price_minor: int | None = None
+    total_minor: int | None = None
+    currency: str | None = None
+    created_at: str | None = None
+    created_at_ms: int
+    error: dict[str, Any] | None = None
 
 
 class HoldCreate(Strict):
@@ -137,6 +155,15 @@ def order_json(view: OrderView) -> dict[str, Any]:
     return out
 
 
+def order_summary(view: OrderView) -> OrderSummary:
+    return OrderSummary(
+        order_id=view.order_id, client_order_id=view.client_order_id, agent_id=view.agent_id,
+        status=view.status, sku=view.sku, quantity=view.quantity, hold_id=view.hold_id,
+        unit_price_minor=view.unit_price_minor, total_minor=view.total_minor,
+        currency=view.currency, created_at=iso(view.created_at_ms),
+        created_at_ms=view.created_at_ms, error=view.error)
+
+
 def hold_json(view: HoldView) -> dict[str, Any]:
     return {"hold_id": view.hold_id, "sku": view.sku, "quantity": view.quantity,
             "state": view.state, "expires_at": iso(view.expires_at_ms), "order_id": view.order_id,
@@ -160,22 +187,43 @@ async def create_order(body: OrderCreate, caller: OrdersDep, runtime: RuntimeDep
     return order_json(order)
 
 
-@router.get("/orders", response_model=OrderOut)
-async def find_order(caller: OrdersDep, runtime: RuntimeDep,
-                     client_order_id: Annotated[str, Query(min_length=1, max_length=REF_LEN_MAX)],
-                     agent_id: Annotated[str | None, Query(max_length=64)] = None,
-                     ) -> dict[str, Any]:
-    """The order placed under ``client_order_id`` (for an agent whose request timed out);
-    ORDER_NOT_FOUND means the request never took effect. Admins name the agent and see the
-    codes masked."""
+@router.get("/orders", response_model=OrderOut | PageOut[OrderSummary])
+async def find_or_list_orders(
+    caller: OrdersDep, runtime: RuntimeDep,
+    client_order_id: Annotated[str | None, Query(min_length=1, max_length=REF_LEN_MAX)] = None,
+    agent_id: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|fulfilled|failed|refunded)$")] = None,
+    since: TimeQuery = None, until: TimeQuery = None, cursor: CursorQuery = None,
+    limit: Annotated[int | None, Query(ge=1, le=PAGE_SIZE_MAX)] = None,
+) -> OrderOut | PageOut[OrderSummary]:
+    """With ``client_order_id``: the order placed under it, with its codes (for an agent whose
+    request timed out; ORDER_NOT_FOUND means the request never took effect; admins name the
+    agent). Without: a page of orders, newest first, never with codes, filtered by ``agent_id``,
+    ``status`` and creation time ``since <= created < until`` (ISO dates or RFC 3339); an
+    agent's key lists only its own. Errors: INVALID_ARGUMENT (a list filter beside
+    ``client_order_id``, a bad time or cursor)."""
+    if client_order_id is None:
+        page = await runtime.orders.list_orders(
+            actor_agent_id=acting_agent(caller, "orders"), agent_id=agent_id, status=status,
+            since_ms=time_ms("since", since), until_ms=time_ms("until", until), cursor=cursor,
+            limit=limit)
+        return PageOut[OrderSummary](items=[order_summary(v) for v in page.items],
+                                     next=page.next)
+    listing = {"status": status, "since": since, "until": until, "cursor": cursor,
+               "limit": limit}
+    for name, value in listing.items():
+        if value is not None:
+            raise make_error(ErrorCode.INVALID_ARGUMENT,
+                             f"{name} lists orders; it cannot be given with client_order_id",
+                             {"field": name})
     if is_platform(caller):
         if agent_id is None:
             raise make_error(ErrorCode.INVALID_ARGUMENT, "admins must give agent_id",
                              {"field": "agent_id"})
-        return order_json(await runtime.orders.find(agent_id, client_order_id, masked=True,
-                                                    actor=caller.key_id))
-    return order_json(await runtime.orders.find(agent_of(caller), client_order_id,
-                                                actor=caller.key_id))
+        return OrderOut(**order_json(await runtime.orders.find(
+            agent_id, client_order_id, masked=True, actor=caller.key_id)))
+    return OrderOut(**order_json(await runtime.orders.find(agent_of(caller), client_order_id,
+                                                           actor=caller.key_id)))
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)

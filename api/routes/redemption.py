@@ -1,19 +1,31 @@
-"""Terminals: verify, redeem (one or a batch), roll back a redemption.
+"""Terminals: verify, redeem (one or a batch), roll back a redemption; and the redemptions as
+a record (lists by terminal and time, a search by code).
 
-Each route is one call of ``cardsvc.redemption.Terminals``, which returns only once the journal
-holds what it reports (refusals too), after the risk guard and the brute-force counting.
+Each terminal route is one call of ``cardsvc.redemption.Terminals``, which returns only once the
+journal holds what it reports (refusals too), after the risk guard and the brute-force counting;
+the lists are ``cardsvc.redemption.RedemptionHistory`` (admins: every terminal's; a terminal key:
+its own). A code is never put in a URL: the search takes it in the body.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from api.deps import RedeemerDep, RollbackDep, RuntimeDep, VerifierDep, client_ip
-from api.models import Strict
+from api.deps import CallerDep, RedeemerDep, RollbackDep, RuntimeDep, VerifierDep, client_ip
+from api.models import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    PageOut,
+    Strict,
+    TimeQuery,
+    time_ms,
+)
 from cardsvc.errors import CardsvcError
+from cardsvc.paging import CURSOR_LEN_MAX, PAGE_SIZE_MAX
 from cardsvc.redemption import RedeemItem, RedemptionView
 from cardsvc.times import iso, iso_s
 
@@ -95,6 +107,33 @@ class RollbackResponse(BaseModel):
     reason: str | None
 
 
+class RedemptionOut(BaseModel):
+    redemption_id: str = Field(description="opaque public id (rdm_...): reveals no count")
+    request_id: str
+    code_id: int
+    sku: str
+    terminal: str = Field(description="the key id of the terminal that redeemed")
+    uses_left: int = Field(description="the code's uses left right after this redemption")
+    redeemed_at: str
+    redeemed_at_ms: int
+    rolled_back_at: str | None
+    rollback_reason: str | None
+
+
+class RedemptionSearch(Strict):
+    code: Code
+    cursor: str | None = Field(default=None, min_length=1, max_length=CURSOR_LEN_MAX)
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=PAGE_SIZE_MAX)
+
+
+def _redemption_out(r: RedemptionView) -> RedemptionOut:
+    return RedemptionOut(redemption_id=r.redemption_id, request_id=r.request_id,
+                         code_id=r.code_id, sku=r.sku, terminal=r.terminal,
+                         uses_left=r.uses_left, redeemed_at=iso(r.redeemed_at_ms) or "",
+                         redeemed_at_ms=r.redeemed_at_ms, rolled_back_at=iso(r.rolled_back_at_ms),
+                         rollback_reason=r.rollback_reason)
+
+
 def _redeemed(r: RedemptionView) -> RedeemResponse:
     return RedeemResponse(redemption_id=r.redemption_id, sku=r.sku, uses_left=r.uses_left,
                           redeemed_at=iso(r.redeemed_at_ms) or "", request_id=r.request_id)
@@ -160,3 +199,31 @@ async def rollback(redemption_id: RedemptionId, body: RollbackRequest, caller: R
                             redeemed_at=iso(result.redeemed_at_ms) or "",
                             rolled_back_at=iso(result.rolled_back_at_ms),
                             reason=result.rollback_reason)
+
+
+@router.get("/redemptions", response_model=PageOut[RedemptionOut])
+def list_redemptions(caller: CallerDep, runtime: RuntimeDep,
+                     terminal: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+                     since: TimeQuery = None, until: TimeQuery = None,
+                     cursor: CursorQuery = None, limit: LimitQuery = DEFAULT_LIMIT,
+                     ) -> PageOut[RedemptionOut]:
+    """Redemptions newest first (rolled-back ones with their rollback), by ``terminal`` (a key
+    id) and time ``since <= redeemed < until`` (ISO dates or RFC 3339). Admins see every
+    terminal's, a terminal key its own. Errors: FORBIDDEN, INVALID_ARGUMENT (time, cursor)."""
+    page = runtime.redemptions.list_redemptions(
+        caller, terminal=terminal, since_ms=time_ms("since", since),
+        until_ms=time_ms("until", until), cursor=cursor, limit=limit)
+    return PageOut[RedemptionOut](items=[_redemption_out(r) for r in page.items],
+                                  next=page.next)
+
+
+@router.post("/redemptions/search", response_model=PageOut[RedemptionOut])
+def search_redemptions(body: RedemptionSearch, caller: CallerDep,
+                       runtime: RuntimeDep) -> PageOut[RedemptionOut]:
+    """The redemptions of one code, newest first, found through the keyed lookup (the code is in
+    the body, never the URL; audited as ``redemption.search`` with the code masked). Needs the
+    ``trace`` scope (admins). Errors: CODE_NOT_FOUND, INVALID_CODE, FORBIDDEN,
+    INVALID_ARGUMENT (cursor)."""
+    page = runtime.redemptions.search(caller, body.code, cursor=body.cursor, limit=body.limit)
+    return PageOut[RedemptionOut](items=[_redemption_out(r) for r in page.items],
+                                  next=page.next)

@@ -13,7 +13,8 @@ use crate::shard::{HoldState, ShardState, SkuConfig};
 use crate::types::*;
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -127,6 +128,32 @@ pub struct RedemptionView {
     pub redeemed_at_ms: u64,
     pub rolled_back_at_ms: Option<u64>,
     pub rollback_reason: Option<String>,
+}
+
+/// A redemption kept by `list_redemptions`, ordered by its sort key (time, id) alone.
+struct ListedRedemption {
+    key: (u64, u64),
+    view: RedemptionView,
+}
+
+impl PartialEq for ListedRedemption {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for ListedRedemption {}
+
+impl PartialOrd for ListedRedemption {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ListedRedemption {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
 }
 
 /// The compact result of one item of `redeem_many` (`get_redemption` gives the full record).
@@ -249,6 +276,24 @@ pub const PIN_LOCKOUT_MS_LIMIT: u64 = 30 * 24 * 3600 * 1000;
 /// Most items in one `redeem_batch` call: the batch key's lock is held for the whole call
 /// (about 30 ms at this size) and its record keeps 16 bytes per item.
 pub const REDEEM_BATCH_MAX: usize = 100_000;
+/// Most redemptions one `list_redemptions` call returns (a page of the API's lists is at most
+/// 200; the margin serves callers that read a page plus one).
+pub const REDEMPTION_LIST_MAX: usize = 1_000;
+/// Redemption records scanned per lock of a shard by `list_redemptions`: about 0.1 ms, so a
+/// list over millions of redemptions never holds a shard's lock for long.
+const REDEMPTION_SCAN_SLICE: usize = 16_384;
+
+/// What `list_redemptions` keeps: redemptions made by `terminal` (None: any) of `code` (None:
+/// any), at `since_ms <= at < until_ms`, whose sort key (time, id) is below `before` (None: no
+/// bound).
+#[derive(Debug, Clone, Default)]
+pub struct RedemptionFilter<'a> {
+    pub terminal: Option<&'a str>,
+    pub code: Option<u32>,
+    pub since_ms: u64,
+    pub until_ms: Option<u64>,
+    pub before: Option<(u64, u64)>,
+}
 
 /// What verify reports and what decides redeem's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1486,6 +1531,69 @@ impl Engine {
             return Err(not_found);
         }
         Ok(Self::redemption_view(&shard, &st, rid as u32))
+    }
+
+    /// Redemptions matching `filter`, newest first by (time, id), at most `limit`; rolled-back
+    /// ones included (with their rollback). Reads only. Each shard is scanned under its lock in
+    /// slices of `REDEMPTION_SCAN_SLICE` records; with a terminal, shards it never redeemed at
+    /// are skipped, and with a code only that code's own chain is read. Errors: LIMIT_EXCEEDED
+    /// (`limit` over `REDEMPTION_LIST_MAX`).
+    pub fn list_redemptions(&self, filter: &RedemptionFilter<'_>, limit: usize) -> CoreResult<Vec<RedemptionView>> {
+        if limit > REDEMPTION_LIST_MAX {
+            return Err(CoreError::LimitExceeded { field: "limit", max: REDEMPTION_LIST_MAX as u64, got: limit as u64 });
+        }
+        let mut best: BinaryHeap<Reverse<ListedRedemption>> = BinaryHeap::new();
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let shards = match filter.code {
+            Some(code) => match self.dir.locate(code).and_then(|(s, _)| self.shard_by_ix(s)) {
+                Some(shard) => vec![shard],
+                None => Vec::new(),
+            },
+            None => self.skus.load().shards.clone(),
+        };
+        for shard in shards {
+            let mut next = 0usize;
+            loop {
+                let st = shard.state.lock();
+                let terminal = match filter.terminal {
+                    Some(t) => match st.find_terminal(t) {
+                        Some(ix) => Some(ix),
+                        None => break,
+                    },
+                    None => None,
+                };
+                let slice: Vec<u32> = match filter.code {
+                    Some(code) => st.redemptions_of(&self.dir, code),
+                    None => (next..st.redemptions.len().min(next + REDEMPTION_SCAN_SLICE)).map(|i| i as u32).collect(),
+                };
+                let done = filter.code.is_some() || next + REDEMPTION_SCAN_SLICE >= st.redemptions.len();
+                for ix in slice {
+                    let r = &st.redemptions[ix as usize];
+                    let key = (r.at_ms, redemption_id(shard.ix, ix));
+                    let wanted = terminal.is_none_or(|t| r.terminal == t)
+                        && r.at_ms >= filter.since_ms
+                        && filter.until_ms.is_none_or(|u| r.at_ms < u)
+                        && filter.before.is_none_or(|b| key < b);
+                    if !wanted || (best.len() == limit && best.peek().is_some_and(|Reverse(low)| low.key >= key)) {
+                        continue;
+                    }
+                    best.push(Reverse(ListedRedemption { key, view: Self::redemption_view(&shard, &st, ix) }));
+                    if best.len() > limit {
+                        best.pop();
+                    }
+                }
+                drop(st);
+                if done {
+                    break;
+                }
+                next += REDEMPTION_SCAN_SLICE;
+            }
+        }
+        let mut out: Vec<ListedRedemption> = best.into_iter().map(|Reverse(l)| l).collect();
+        out.sort_by_key(|l| Reverse(l.key));
+        Ok(out.into_iter().map(|l| l.view).collect())
     }
 
     /// Restores the use a redemption took; idempotent. Errors: LIMIT_EXCEEDED (reason too long),

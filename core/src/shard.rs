@@ -690,6 +690,11 @@ impl ShardState {
         ix
     }
 
+    /// The interned index of a terminal id, None if it never redeemed in this shard.
+    pub fn find_terminal(&self, terminal: &str) -> Option<u32> {
+        self.terminal_ix.get(terminal).copied()
+    }
+
     pub fn terminal(&self, ix: u32) -> Arc<str> {
         self.terminals.get(ix as usize).cloned().unwrap_or_else(|| "".into())
     }

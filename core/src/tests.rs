@@ -4,7 +4,7 @@
 //! Method: small deterministic scenarios with a manual clock; thread tests start together on a
 //! barrier and check the totals and the engine's own invariant checker afterwards.
 
-use crate::engine::{Engine, Texts};
+use crate::engine::{Engine, RedemptionFilter, Texts, REDEMPTION_LIST_MAX};
 use crate::error::CoreError;
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
@@ -135,6 +135,57 @@ fn redemption_precedence_and_rollback() {
     assert_eq!(e.redeem("PINNED", "r4", "t", Some("1234")).unwrap().uses_left, 0);
     assert_eq!(code(&e, e.rollback(999, "x")), "REDEMPTION_NOT_FOUND");
     e.check_invariants().unwrap();
+}
+
+#[test]
+fn redemptions_list_newest_first_by_terminal_code_time_and_cursor() {
+    let e = engine();
+    e.create_sku("A", 3, false, None).unwrap();
+    e.create_sku("B", 1, false, None).unwrap();
+    let a = codes("a", 3);
+    let b = codes("b", 2);
+    import(&e, "A", &a, 0, None);
+    import(&e, "B", &b, 0, None);
+    let mut made = Vec::new();
+    for (i, (code, terminal)) in [(&a[0], "t1"), (&b[0], "t2"), (&a[0], "t1"), (&a[1], "t2"), (&b[1], "t1")].into_iter().enumerate() {
+        e.set_clock_ms(Some(T0 + 1000 * (i as u64 / 2))); // two redemptions share each second
+        made.push(e.redeem(code, &format!("r{i}"), terminal, None).unwrap());
+    }
+    let ids = |list: Vec<crate::engine::RedemptionView>| list.iter().map(|r| r.redemption_id).collect::<Vec<_>>();
+    let mut newest_first = made.clone();
+    newest_first.sort_by_key(|r| std::cmp::Reverse((r.redeemed_at_ms, r.redemption_id)));
+    let all = e.list_redemptions(&RedemptionFilter::default(), 10).unwrap();
+    assert_eq!(ids(all.clone()), ids(newest_first.clone()));
+    let first = e.list_redemptions(&RedemptionFilter::default(), 2).unwrap();
+    assert_eq!(ids(first.clone()), ids(newest_first[..2].to_vec()));
+    let last = &first[1];
+    let rest = e.list_redemptions(&RedemptionFilter { before: Some((last.redeemed_at_ms, last.redemption_id)), ..Default::default() }, 10).unwrap();
+    assert_eq!(ids(rest), ids(newest_first[2..].to_vec()));
+    let t1 = e.list_redemptions(&RedemptionFilter { terminal: Some("t1"), ..Default::default() }, 10).unwrap();
+    assert!(t1.len() == 3 && t1.iter().all(|r| &*r.terminal == "t1"));
+    assert!(e.list_redemptions(&RedemptionFilter { terminal: Some("nobody"), ..Default::default() }, 10).unwrap().is_empty());
+    let of_a0 = e.list_redemptions(&RedemptionFilter { code: Some(made[0].code_id), ..Default::default() }, 10).unwrap();
+    assert_eq!(ids(of_a0), vec![made[2].redemption_id, made[0].redemption_id]);
+    let window = RedemptionFilter { since_ms: T0 + 1000, until_ms: Some(T0 + 2000), ..Default::default() };
+    assert_eq!(ids(e.list_redemptions(&window, 10).unwrap()), ids(newest_first[1..3].to_vec()));
+    e.rollback(made[0].redemption_id, "test").unwrap();
+    let listed = e.list_redemptions(&RedemptionFilter::default(), 10).unwrap();
+    assert!(listed.iter().any(|r| r.redemption_id == made[0].redemption_id && r.rolled_back_at_ms.is_some()));
+    assert_eq!(code(&e, e.list_redemptions(&RedemptionFilter::default(), REDEMPTION_LIST_MAX + 1)), "LIMIT_EXCEEDED");
+    assert!(e.list_redemptions(&RedemptionFilter::default(), 0).unwrap().is_empty());
+    // More redemptions than one scan slice: the oldest is still found, past the slice boundary.
+    e.create_sku("C", 1, false, None).unwrap();
+    let many = codes("c", 20_000);
+    import(&e, "C", &many, 0, None);
+    e.set_clock_ms(Some(T0 - 1000));
+    let oldest = e.redeem(&many[0], "c-first", "t3", None).unwrap();
+    e.set_clock_ms(Some(T0 + 5000));
+    for (i, c) in many.iter().enumerate().skip(1) {
+        e.redeem(c, &format!("c{i}"), "t3", None).unwrap();
+    }
+    let before_all = RedemptionFilter { terminal: Some("t3"), until_ms: Some(T0), ..Default::default() };
+    assert_eq!(ids(e.list_redemptions(&before_all, 10).unwrap()), vec![oldest.redemption_id]);
+    assert_eq!(e.list_redemptions(&RedemptionFilter { terminal: Some("t3"), ..Default::default() }, REDEMPTION_LIST_MAX).unwrap().len(), REDEMPTION_LIST_MAX);
 }
 
 #[test]

@@ -46,6 +46,7 @@ __all__ = [
     "PIN_LOCKOUT_MAX_MS_DEFAULT",
     "PIN_LOCKOUT_MS_DEFAULT",
     "REDEEM_BATCH_MAX",
+    "REDEMPTION_LIST_MAX",
     "REF_LEN_MAX",
     "STATES",
     "CodeInfo",
@@ -73,6 +74,8 @@ ORDER_QTY_MAX: int
 HOLD_TTL_MS_MAX: int
 REDEEM_BATCH_MAX: int
 """Most items in one ``redeem_batch`` call."""
+REDEMPTION_LIST_MAX: int
+"""Most redemptions one ``list_redemptions`` call returns."""
 PIN_FAILURES_DEFAULT: int
 PIN_LOCKOUT_MS_DEFAULT: int
 PIN_LOCKOUT_MAX_MS_DEFAULT: int
@@ -226,6 +229,19 @@ class CoreEngine:
         """Redeem each code once under one idempotency key for the whole batch (docs/engine.md)."""
     def rollback(self, redemption_id: int, reason: str) -> Redemption: ...
     def get_redemption(self, redemption_id: int) -> Redemption: ...
+    def list_redemptions(
+        self,
+        *,
+        terminal: str | None = None,
+        code_id: int | None = None,
+        since_ms: int = 0,
+        until_ms: int | None = None,
+        before: tuple[int, int] | None = None,
+        limit: int = 50,
+    ) -> list[Redemption]:
+        """Redemptions newest first by (redeemed_at_ms, redemption_id): of ``terminal``, of
+        ``code_id``, at ``since_ms <= at < until_ms``, below the sort key ``before``; at most
+        ``limit`` (LIMIT_EXCEEDED over REDEMPTION_LIST_MAX). Reads only."""
     # administration
     def freeze(self, code_ids: Sequence[int]) -> tuple[int, int]: ...
     def unfreeze(self, code_ids: Sequence[int]) -> tuple[int, int]: ...

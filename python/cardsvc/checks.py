@@ -9,6 +9,7 @@ value (it may be a code). The patterns are exported too, so the HTTP layer's req
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 
 from cardsvc.engine import ORDER_QTY_MAX, REF_LEN_MAX
 from cardsvc.errors import ErrorCode, invalid, make_error
@@ -24,6 +25,7 @@ __all__ = [
     "ORDER_QTY_MAX",
     "PRICE_MINOR_MAX",
     "REF_LEN_MAX",
+    "TIME_TEXT_LEN_MAX",
     "check_amount",
     "check_client_ref",
     "check_code_text",
@@ -36,6 +38,8 @@ __all__ = [
     "check_quantity",
     "check_text",
     "invalid",
+    "month_of",
+    "parse_time_ms",
 ]
 
 ID_LEN_MAX = 64
@@ -81,6 +85,10 @@ Tabs, line breaks and other control characters are refused (the core's lookup ig
 whitespace, so ``\tABC`` would be found as ``ABC`` but delivered and exported with its tab);
 non-ASCII is refused by the core. A leading ``= + - @`` is allowed (real supplier codes have
 them) and made harmless on the way out by ``cardsvc.csv_safe``."""
+TIME_TEXT_LEN_MAX = 40
+"""An RFC 3339 date-time with fractions and an offset is at most 35 characters."""
+TIME_MS_MAX = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the last instant an ISO date can name."""
 
 _ID = re.compile(ID_PATTERN)
 _CURRENCY = re.compile(CURRENCY_PATTERN)
@@ -196,3 +204,32 @@ def check_quantity(quantity: int) -> None:
     if quantity > ORDER_QTY_MAX:
         raise make_error(ErrorCode.LIMIT_EXCEEDED, "quantity is too large",
                          {"field": "quantity", "max": ORDER_QTY_MAX, "got": quantity})
+
+
+def parse_time_ms(field: str, text: str) -> int:
+    """Unix ms of ``text``: an ISO date (``2026-11-01``: its UTC midnight) or an RFC 3339
+    date-time (``2026-11-01T08:00:00Z``, ``...+08:00``; without an offset, UTC). Raises
+    INVALID_ARGUMENT (``field``) for anything else. Pure."""
+    if not isinstance(text, str) or not 0 < len(text) <= TIME_TEXT_LEN_MAX:
+        raise invalid(field, f"{field} must be an ISO date or an RFC 3339 date-time")
+    try:
+        if len(text) == 10:
+            moment = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("z", "Z"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise invalid(field, f"{field} must be an ISO date or an RFC 3339 date-time") from None
+    ms = int(moment.timestamp() * 1000)
+    if not 0 <= ms <= TIME_MS_MAX:
+        raise invalid(field, f"{field} must be after 1970")
+    return ms
+
+
+def month_of(now_ms: int) -> tuple[int, int]:
+    """``[start, end)`` in Unix ms of the UTC calendar month holding ``now_ms``. Pure."""
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    end = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)

@@ -132,6 +132,11 @@ class ErrorCode(StrEnum):
     # A file of the data directory that holds a secret (lookup key, master keys) is readable or
     # writable by others than its owner: the service refuses to start (details: path, mode).
     FILE_MODE_INSECURE = "FILE_MODE_INSECURE"
+    # Lifting a brute-force lockout (cardsvc.access.gate) of a subject that is not locked out.
+    LOCKOUT_NOT_FOUND = "LOCKOUT_NOT_FOUND"
+    # The operating system refused a file or socket operation (a file that exists or does not,
+    # a permission, a port in use); the message names it. Reported by the command line.
+    IO_ERROR = "IO_ERROR"
     # Maker-checker approvals (cardsvc.access.approvals).
     # The action needs a second person's approval first (details: action, object_id).
     APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
@@ -289,6 +294,8 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.BATCH_NOT_CANCELLABLE: Conflict,
     ErrorCode.EXPORT_NOT_FOUND: NotFound,
     ErrorCode.FILE_MODE_INSECURE: Corruption,
+    ErrorCode.LOCKOUT_NOT_FOUND: NotFound,
+    ErrorCode.IO_ERROR: InternalError,
     ErrorCode.APPROVAL_REQUIRED: Conflict,
     ErrorCode.APPROVAL_NOT_FOUND: NotFound,
     ErrorCode.APPROVAL_NOT_PENDING: Conflict,

@@ -37,8 +37,13 @@ CURSOR_LEN_MAX = 512
 """Characters of a cursor: a time and an id (ids are at most 128 printable ASCII characters,
 about 220 characters as a cursor), with room to spare."""
 
+CURSOR_INT_MIN = -(2**63)
+CURSOR_INT_MAX = 2**63 - 1
+"""A cursor's ints are SQL BIGINTs (times in ms, ids): a forged one outside that range is
+refused here, where the database would fail on it."""
+
 CursorKey = tuple[int | str, ...]
-"""A cursor's sort key: ints and strings (a time in ms, an id)."""
+"""A cursor's sort key: ints (64-bit) and strings (a time in ms, an id)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,8 @@ def encode_cursor(key: CursorKey) -> str:
 
 def decode_cursor(cursor: str | None, types: Sequence[type]) -> CursorKey | None:
     """The sort key in ``cursor`` (None: the first page), whose items must have ``types`` in
-    order (``int`` or ``str``). Raises INVALID_ARGUMENT (``field`` cursor) for anything else."""
+    order (``int``, within 64 bits, or ``str``). Raises INVALID_ARGUMENT (``field`` cursor) for
+    anything else."""
     if cursor is None:
         return None
     if not isinstance(cursor, str) or not 0 < len(cursor) <= CURSOR_LEN_MAX:
@@ -85,7 +91,9 @@ def decode_cursor(cursor: str | None, types: Sequence[type]) -> CursorKey | None
     except (ValueError, binascii.Error, UnicodeError):
         raise invalid("cursor", "cursor is not one this list gave out") from None
     if not isinstance(values, list) or len(values) != len(types) or not all(
-        type(value) is kind for value, kind in zip(values, types, strict=True)
+        type(value) is kind and (not isinstance(value, int)
+                                 or CURSOR_INT_MIN <= value <= CURSOR_INT_MAX)
+        for value, kind in zip(values, types, strict=True)
     ):
         raise invalid("cursor", "cursor is not one this list gave out")
     return tuple(values)

@@ -30,6 +30,7 @@ from typing import Any
 from cardsvc import crypto, files
 from cardsvc.access import (
     ARGON2_PARAMS,
+    AccessGate,
     ApprovalPolicy,
     Approvals,
     Argon2Params,
@@ -54,7 +55,7 @@ from cardsvc.engine import (
 )
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.money import AgentMoney, ledger
-from cardsvc.redemption import Terminals
+from cardsvc.redemption import RedemptionHistory, Terminals
 from cardsvc.reports import (
     COOLDOWN_MS_DEFAULT,
     AgentReports,
@@ -152,6 +153,8 @@ class Runtime:
         self.keyring = keyring
         self.risk = risk
         self.keys = KeyAuthenticator(db)
+        self.gate = AccessGate(self.keys, risk, db, store.engine.now_ms)
+        """Authentication of API requests and the brute-force lockouts' administration."""
         self.credentials = Credentials(db, self.keys, store.engine.now_ms)
         policy = config.approvals if config is not None else ApprovalPolicy()
         self.approvals = Approvals(db, store.engine.now_ms, policy)
@@ -193,14 +196,15 @@ class Runtime:
         self.codes = CodeSearch(store, db, self.revealer, self.batches.suffix_key)
         """Support's code search (full code, last 4 + SKU, order, batch) and traces."""
         self.agent_reports = AgentReports(db)
+        """The agents' tree, dossiers, price lists and commissions for the console and portal."""
         self.reconciliations = Reconciliations(store, db, self.catalog, store.engine.now_ms)
         """Stored reconciliation runs (the console's money page shows the latest)."""
         self.alerts = Alerts(db, self.dashboards, store.engine.now_ms, cooldown_ms=(
             config.alert_cooldown_ms if config is not None else COOLDOWN_MS_DEFAULT))
         """Low stock, low balances, stuck imports, withdrawal requests; evaluated each readers'
         round, deduplicated with a cooldown."""
-        """The agents' tree, dossiers, price lists and commissions for the console and portal."""
         self._hourly_at_ms = 0
+        self.redemptions = RedemptionHistory(store, db, self.terminals)
         self.recovery: dict[str, Any] = {}
         self.jobs = ImportJobs(self.batches, store.config.data_dir / "uploads")
         """File imports run here, off the request path: a bounded queue with its own workers,

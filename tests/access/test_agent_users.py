@@ -96,7 +96,7 @@ def test_an_agent_creates_users_for_itself_and_its_direct_sub_agents_only(
                    agent_id="B", login="up.one", display_name="x") == ErrorCode.FORBIDDEN
     _, key_text = agents.create_key(database, role="agent", agent_id="A")
     watch.secret(key_text)
-    key = agents.create_key(database, role="agent", agent_id="B")[0]
+    key = agents.create_key(database, role="agent", agent_id="B")[0].principal()
     assert refused(agents.create_agent_user, database, key, agent_id="B", login="by.key",
                    display_name="x") == ErrorCode.FORBIDDEN
     assert refused(agents.create_agent_user, database, owner_of(database),

@@ -11,14 +11,18 @@ secrets planted in the request or the exception, never message text.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
+from sqlalchemy import text
 
-from api.errors import STATUS_OF
+from api.errors import STATUS_OF, log_unexpected
+from cardsvc import audit
+from cardsvc.db import Database
 from cardsvc.errors import ErrorCode, make_error
 
 pytestmark = pytest.mark.anyio
@@ -159,3 +163,24 @@ async def test_wrong_method_is_405_method_not_allowed_with_allow_header(
     assert response.status_code == 405
     assert _error(response)["code"] == ErrorCode.METHOD_NOT_ALLOWED.value
     assert "GET" in response.headers["allow"]
+
+
+def test_an_unexpected_error_is_logged_with_its_innermost_project_frames(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = Database.open(tmp_path, None)
+    try:
+        with db.write() as session:
+            session.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON audit_log "
+                                 "BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        with pytest.raises(Exception) as caught:
+            audit.record(db, actor="t", action=SECRET, object_type="x", object_id="y",
+                         details={}, at_ms=1)
+    finally:
+        db.close()
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="cardsvc.api"):
+        log_unexpected(caught.value)
+    [line] = [record.getMessage() for record in caplog.records if record.name == "cardsvc.api"]
+    assert "python/cardsvc/audit/chain.py" in line  # where the project called into the library
+    assert "sqlalchemy" in line  # and where it was raised
+    assert SECRET not in line and "refused" not in line  # never the message or the SQL

@@ -5,12 +5,33 @@ Runtime (tests/fixtures/runtime.py: T over A1, and A2), on SQLite and PostgreSQL
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from cardsvc.access import Principal
 from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.runtime import Runtime
-from tests.fixtures.runtime import FUNDS_MINOR, PRICE_MINOR, TOP_PRICE_MINOR
+from tests.fixtures.runtime import (
+    FUNDS_MINOR,
+    PRICE_MINOR,
+    TOP_PRICE_MINOR,
+    open_runtime,
+    stock_shop,
+)
+
+
+@pytest.fixture
+def shop(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
+    """The shop of tests/fixtures/runtime.py (T over A1, and A2), not tests/reports' own."""
+    opened = open_runtime(tmp_path / "data", database_url)
+    try:
+        stock_shop(opened)
+        yield opened
+    finally:
+        opened.close()
+
 
 STAFF = Principal("user:staff", "support", None, frozenset({"masked_views"}), None, {})
 

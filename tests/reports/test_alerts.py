@@ -6,9 +6,26 @@ subscription over the balance)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
 from cardsvc.access import Principal
 from cardsvc.runtime import Runtime
-from tests.fixtures.runtime import FUNDS_MINOR, SHOP_CODES
+from tests.fixtures.runtime import FUNDS_MINOR, SHOP_CODES, open_runtime, stock_shop
+
+
+@pytest.fixture
+def shop(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
+    """The shop of tests/fixtures/runtime.py (T over A1, and A2), not tests/reports' own."""
+    opened = open_runtime(tmp_path / "data", database_url)
+    try:
+        stock_shop(opened)
+        yield opened
+    finally:
+        opened.close()
+
 
 STAFF = Principal("user:staff", "owner", None, frozenset({"admin"}), None, {})
 HOUR_MS = 3_600_000

@@ -5,7 +5,7 @@ use super::convert::{texts, u32_arg, Int};
 use super::detach::{run, run_on};
 use super::error::{to_pyerr, to_pyobject};
 use super::results::*;
-use crate::engine::{Engine, Stock};
+use crate::engine::{Engine, RedemptionFilter, Stock};
 use crate::error::CoreError;
 use arc_swap::ArcSwap;
 use pyo3::prelude::*;
@@ -245,6 +245,30 @@ impl CoreEngine {
         let e = self.eng();
         let redemption_id = u64::try_from(redemption_id.0).map_err(|_| to_pyerr(py, CoreError::RedemptionNotFound { redemption_id: 0 }))?;
         run_on(py, &e, || e.get_redemption(redemption_id)).map(Redemption::from)
+    }
+
+    #[pyo3(
+        signature = (*, terminal=None, code_id=None, since_ms=Int(0), until_ms=None, before=None, limit=Int(50)),
+        text_signature = "(self, *, terminal=None, code_id=None, since_ms=0, until_ms=None, before=None, limit=50)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn list_redemptions(&self, py: Python<'_>, terminal: Option<&str>, code_id: Option<Int>, since_ms: Int, until_ms: Option<Int>, before: Option<(Int, Int)>, limit: Int) -> PyResult<Vec<Redemption>> {
+        let e = self.eng();
+        let prep = || -> Result<_, CoreError> {
+            let ms = |v: Int, field: &'static str| u64::try_from(v.0).map_err(|_| CoreError::InvalidArgument { field, reason: "must not be negative" });
+            let filter = RedemptionFilter {
+                terminal,
+                code: opt_u32(code_id, "code_id")?,
+                since_ms: ms(since_ms, "since_ms")?,
+                until_ms: until_ms.map(|u| ms(u, "until_ms")).transpose()?,
+                before: before.map(|(at, id)| Ok::<_, CoreError>((ms(at, "before")?, ms(id, "before")?))).transpose()?,
+            };
+            let limit = usize::try_from(limit.0).map_err(|_| CoreError::InvalidArgument { field: "limit", reason: "must not be negative" })?;
+            Ok((filter, limit))
+        };
+        let (filter, limit) = prep().map_err(|err| to_pyerr(py, err))?;
+        let found = run_on(py, &e, || e.list_redemptions(&filter, limit))?;
+        Ok(found.into_iter().map(Redemption::from).collect())
     }
 
     fn freeze(&self, py: Python<'_>, code_ids: Vec<Int>) -> PyResult<(usize, usize)> {

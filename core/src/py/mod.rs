@@ -44,6 +44,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ORDER_QTY_MAX", ORDER_QTY_MAX)?;
     m.add("HOLD_TTL_MS_MAX", HOLD_TTL_MS_MAX)?;
     m.add("REDEEM_BATCH_MAX", crate::engine::REDEEM_BATCH_MAX)?;
+    m.add("REDEMPTION_LIST_MAX", crate::engine::REDEMPTION_LIST_MAX)?;
     m.add("PIN_FAILURES_DEFAULT", crate::engine::PIN_FAILURES_DEFAULT)?;
     m.add("PIN_LOCKOUT_MS_DEFAULT", crate::engine::PIN_LOCKOUT_MS_DEFAULT)?;
     m.add("PIN_LOCKOUT_MAX_MS_DEFAULT", crate::engine::PIN_LOCKOUT_MAX_MS_DEFAULT)?;

@@ -7,14 +7,17 @@ sessions, logins and lockouts (``sessions.py``), and maker-checker approvals of 
 
 from cardsvc.access.apikeys import (
     DEFAULT_SCOPES,
+    HOST_PRINCIPAL,
     KEY_PREFIX,
     ROLES,
     SCOPES,
     SCOPES_OF_ROLE,
     KeyAuthenticator,
+    KeyInfo,
     Principal,
     check_key_request,
     issue_key,
+    key_info,
     list_keys,
     parse_key,
     principal_of,
@@ -33,7 +36,16 @@ from cardsvc.access.approvals import (
     count_checkers,
     roles_with_scope,
 )
-from cardsvc.access.risk import DAY_MS, RISK_ENV, Lockout, RiskGuard, RiskLimits
+from cardsvc.access.gate import ANONYMOUS_ACTOR, AccessGate, audit_lockouts, bearer_key
+from cardsvc.access.risk import (
+    DAY_MS,
+    RISK_ENV,
+    Lockout,
+    RiskGuard,
+    RiskLimits,
+    ip_subject,
+    key_subject,
+)
 from cardsvc.access.sessions import (
     EnrolmentResult,
     LockoutPolicy,
@@ -88,11 +100,13 @@ from cardsvc.access.users import (
 )
 
 __all__ = [
+    "ANONYMOUS_ACTOR",
     "APPROVAL_ACTIONS",
     "APPROVAL_TTL_MS",
     "ARGON2_PARAMS",
     "DAY_MS",
     "DEFAULT_SCOPES",
+    "HOST_PRINCIPAL",
     "INVITATION_TTL_MS",
     "KEY_PREFIX",
     "RISK_ENV",
@@ -103,6 +117,7 @@ __all__ = [
     "STAFF_ROLES",
     "TERMINAL_ROLE",
     "USER_ROLES",
+    "AccessGate",
     "ActionSetting",
     "ApiKey",
     "Approval",
@@ -115,6 +130,7 @@ __all__ = [
     "GuardedAction",
     "Invitation",
     "KeyAuthenticator",
+    "KeyInfo",
     "Lockout",
     "LockoutPolicy",
     "LoginResult",
@@ -133,6 +149,8 @@ __all__ = [
     "UserSession",
     "accept_invitation",
     "actor_names",
+    "audit_lockouts",
+    "bearer_key",
     "check_key_request",
     "check_password",
     "check_user_request",
@@ -142,8 +160,11 @@ __all__ = [
     "disable_user",
     "get_user",
     "invite_user",
+    "ip_subject",
     "issue_invitation",
     "issue_key",
+    "key_info",
+    "key_subject",
     "list_keys",
     "list_users",
     "normalise_login",

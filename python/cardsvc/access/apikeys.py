@@ -85,11 +85,16 @@ DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
     "agent": ("orders", "holds"),
     "terminal": ("verify", "redeem", "rollback"),
 }
+SKUS_PER_KEY_MAX = 1_000
+"""SKUs a terminal key may be limited to (a shop's whole range; the list is read per request)."""
 KEY_TEXT_LEN_MAX = 128
 """A well-formed key is 63 characters; longer input is rejected before any hashing."""
 CACHE_TTL_S = 10.0
 CACHE_ENTRIES_MAX = 100_000
-"""Keys (and unknown key ids) remembered; about 300 bytes each, so at most ~30 MB."""
+"""Valid keys remembered; about 300 bytes each, so at most ~30 MB."""
+UNKNOWN_ENTRIES_MAX = 10_000
+"""Unknown or revoked key ids remembered (about 100 bytes each, ~1 MB), apart from the valid
+keys: a flood of made-up key ids evicts only other made-up ids, never a valid key."""
 
 
 @dataclass(frozen=True)
@@ -124,10 +129,14 @@ class Principal:
     def is_admin(self) -> bool:
         return "admin" in self.scopes
 
+    def holds(self, scope: str) -> bool:
+        """Whether the caller holds ``scope`` (``admin`` holds every scope but ``export``, which
+        must be granted explicitly)."""
+        return scope in self.scopes or (self.is_admin and scope != "export")
+
     def require(self, scope: str) -> None:
-        """Raises FORBIDDEN unless the key holds ``scope`` (``admin`` holds every scope but
-        ``export``, which must be granted explicitly)."""
-        if scope in self.scopes or (self.is_admin and scope != "export"):
+        """Raises FORBIDDEN unless the key holds ``scope`` (:meth:`holds`)."""
+        if self.holds(scope):
             return
         raise make_error(
             ErrorCode.FORBIDDEN,
@@ -150,6 +159,54 @@ class Principal:
         }
 
 
+@dataclass(frozen=True)
+class KeyInfo:
+    """A key's public facts (never its secret or the secret's hash), as listed and as answered
+    when it is created."""
+
+    key_id: str
+    role: str
+    agent_id: str | None
+    scopes: tuple[str, ...]
+    skus: tuple[str, ...] | None
+    name: str
+    limits: dict[str, Any]
+    created_at_ms: int
+    created_by: str | None
+    revoked_at_ms: int | None
+
+    def principal(self) -> Principal:
+        """The caller this key authenticates as."""
+        return Principal(key_id=self.key_id, role=self.role, agent_id=self.agent_id,
+                         scopes=frozenset(self.scopes),
+                         skus=None if self.skus is None else frozenset(self.skus),
+                         limits=dict(self.limits), name=self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "role": self.role, "agent_id": self.agent_id,
+                "scopes": sorted(self.scopes),
+                "skus": None if self.skus is None else sorted(self.skus), "name": self.name,
+                "created_at_ms": self.created_at_ms, "created_by": self.created_by,
+                "revoked_at_ms": self.revoked_at_ms}
+
+
+def key_info(row: ApiKey) -> KeyInfo:
+    """The row's public facts. Pure."""
+    return KeyInfo(key_id=row.key_id, role=row.role, agent_id=row.agent_id,
+                   scopes=tuple(row.scopes), skus=None if row.skus is None else tuple(row.skus),
+                   name=row.name, limits=dict(row.limits or {}), created_at_ms=row.created_at_ms,
+                   created_by=row.created_by, revoked_at_ms=row.revoked_at_ms)
+
+
+HOST_PRINCIPAL = Principal(key_id="cli", role="admin", agent_id=None,
+                           scopes=frozenset({"admin", "users"}), skus=None, limits={},
+                           name="the host's command line")
+"""Whoever runs the command line on the data directory, directly or through the running
+server's control socket (which only the directory's owner can open): it already holds the
+database and the master key, so it acts as an admin, audited as ``cli``. Never ``export``: a
+plaintext export names its own actor and reads the database itself."""
+
+
 def _sha256(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("ascii")).digest()
 
@@ -164,7 +221,10 @@ def check_key_request(
 ) -> tuple[str, ...]:
     """The scopes a new key gets, after checking the request's shape. Raises INVALID_ARGUMENT
     (details: ``field``) for an unknown role, a scope the role may not hold, an agent key without
-    an agent, an agent id on another role, or SKUs on a key that is not a terminal's."""
+    an agent, an agent id on another role, SKUs on a key that is not a terminal's or an empty
+    list of SKUs (which would let the key reach nothing); LIMIT_EXCEEDED over
+    SKUS_PER_KEY_MAX SKUs. Whether the SKUs exist is checked where the catalog is known
+    (``cardsvc.agents.create_key``)."""
     if role not in ROLES:
         raise invalid("role", "role must be admin, agent or terminal")
     if role == "agent" and not agent_id:
@@ -173,6 +233,11 @@ def check_key_request(
         raise invalid("agent_id", "only agent keys belong to an agent")
     if skus is not None and role != "terminal":
         raise invalid("skus", "only terminal keys can be limited to SKUs")
+    if skus is not None and not skus:
+        raise invalid("skus", "a key limited to SKUs needs at least one (omit skus for all)")
+    if skus is not None and len(set(skus)) > SKUS_PER_KEY_MAX:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"at most {SKUS_PER_KEY_MAX} SKUs per key",
+                         {"field": "skus", "max": SKUS_PER_KEY_MAX})
     granted = tuple(DEFAULT_SCOPES[role]) if scopes is None else tuple(dict.fromkeys(scopes))
     allowed = SCOPES_OF_ROLE[role]
     for scope in granted:
@@ -194,9 +259,9 @@ def issue_key(
     limits: dict[str, Any] | None = None,
     created_by: str | None = None,
     now_ms: int | None = None,
-) -> tuple[Principal, str]:
-    """Creates a key in the caller's transaction and returns it with its text, which is shown
-    once and never stored. Precondition: ``agent_id``, when given, names an agent (the agents
+) -> tuple[KeyInfo, str]:
+    """Creates a key in the caller's transaction and returns its facts with its text, which is
+    shown once and never stored. Precondition: ``agent_id``, when given, names an agent (the agents
     package checks it: ``cardsvc.agents.create_key``).
 
     Effects: one ``api_keys`` row and one audit entry (``key.create``). Raises INVALID_ARGUMENT
@@ -231,36 +296,21 @@ def issue_key(
                  "granted_by": created_by or "cli"},
         at_ms=at_ms,
     )
-    return principal_of(row), f"{KEY_PREFIX}_{key_id}_{secret}"
+    return key_info(row), f"{KEY_PREFIX}_{key_id}_{secret}"
 
 
 def principal_of(row: ApiKey) -> Principal:
-    return Principal(
-        key_id=row.key_id,
-        role=row.role,
-        agent_id=row.agent_id,
-        scopes=frozenset(row.scopes),
-        skus=None if row.skus is None else frozenset(row.skus),
-        limits=dict(row.limits or {}),
-        name=row.name,
-    )
+    """The caller a key row authenticates as. Pure."""
+    return key_info(row).principal()
 
 
-def list_keys(db: Database, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+def list_keys(db: Database, *, include_revoked: bool = False) -> list[KeyInfo]:
     """Every key's public facts (never a secret or its hash), oldest first."""
     with db.read() as session:
         query = select(ApiKey).order_by(ApiKey.created_at_ms, ApiKey.key_id)
         if not include_revoked:
             query = query.where(ApiKey.revoked_at_ms.is_(None))
-        rows = session.scalars(query).all()
-        return [
-            {
-                **principal_of(row).to_dict(),
-                "created_at_ms": row.created_at_ms,
-                "revoked_at_ms": row.revoked_at_ms,
-            }
-            for row in rows
-        ]
+        return [key_info(row) for row in session.scalars(query)]
 
 
 def parse_key(text: str) -> tuple[str, str] | None:
@@ -286,8 +336,12 @@ class KeyAuthenticator:
     def __init__(self, db: Database, *, ttl_s: float = CACHE_TTL_S) -> None:
         self._db = db
         self._ttl_s = ttl_s
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()  # valid keys
+        self._unknown: OrderedDict[str, _Cached] = OrderedDict()  # unknown or revoked ids
         self._lock = threading.Lock()
+
+    def _cached(self, key_id: str) -> _Cached | None:
+        return self._cache.get(key_id) or self._unknown.get(key_id)
 
     def authenticate(self, text: str) -> Principal:
         """The principal of a valid, unrevoked key. Raises UNAUTHENTICATED otherwise (the same
@@ -297,7 +351,7 @@ class KeyAuthenticator:
             raise _unauthenticated()
         key_id, secret = parsed
         now = time.monotonic()
-        entry = self._cache.get(key_id)
+        entry = self._cached(key_id)
         if entry is None or now - entry.fetched_at > self._ttl_s:
             entry = self._fetch(key_id, now)
         if entry.secret_sha256 is None or entry.principal is None:
@@ -314,7 +368,7 @@ class KeyAuthenticator:
         if parsed is None:
             raise _unauthenticated()
         key_id, secret = parsed
-        entry = self._cache.get(key_id)
+        entry = self._cached(key_id)
         if entry is None or time.monotonic() - entry.fetched_at > self._ttl_s:
             return None
         if entry.secret_sha256 is None or entry.principal is None:
@@ -330,11 +384,15 @@ class KeyAuthenticator:
                 entry = _Cached(None, None, now)
             else:
                 entry = _Cached(row.secret_sha256, principal_of(row), now)
+        valid = entry.principal is not None
+        table, bound = (self._cache, CACHE_ENTRIES_MAX) if valid else (
+            self._unknown, UNKNOWN_ENTRIES_MAX)
         with self._lock:
-            self._cache[key_id] = entry
-            self._cache.move_to_end(key_id)
-            while len(self._cache) > CACHE_ENTRIES_MAX:
-                self._cache.popitem(last=False)
+            (self._unknown if valid else self._cache).pop(key_id, None)
+            table[key_id] = entry
+            table.move_to_end(key_id)
+            while len(table) > bound:
+                table.popitem(last=False)
         return entry
 
     def revoke(self, key_id: str, *, actor: str, now_ms: int | None = None) -> None:
@@ -342,13 +400,13 @@ class KeyAuthenticator:
         ``revoked_at_ms``, an audit entry ``key.revoke``, and this process forgets the key at
         once. Raises KEY_NOT_FOUND."""
         revoke_key(self._db, key_id, actor=actor, now_ms=now_ms)
-        with self._lock:
-            self._cache.pop(key_id, None)
+        self.forget([key_id])
 
     def forget(self, key_ids: Iterable[str]) -> None:
         with self._lock:
             for key_id in key_ids:
                 self._cache.pop(key_id, None)
+                self._unknown.pop(key_id, None)
 
 
 def revoke_key(db: Database, key_id: str, *, actor: str, now_ms: int | None = None) -> bool:

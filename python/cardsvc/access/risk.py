@@ -6,20 +6,33 @@ Every refusal is ``RATE_LIMITED`` with ``details.limit`` naming the limit, ``det
 ``details.retry_after_s`` (the HTTP layer turns that into ``Retry-After``); nothing is changed by
 a refused request.
 
-* **Rate limits** (token buckets, capacity = rate x ``burst_s``): per key and per client IP, for
-  verify and redeem. A batch call costs one token per item, so batching does not bypass them.
-* **Brute-force guard**: failed lookups (``CODE_NOT_FOUND``) and ``PIN_MISMATCH`` are counted per
-  key and per IP in a fixed window; reaching the maximum locks that key or IP out of verify and
-  redeem for ``lockout_s``. :meth:`RiskGuard.record_failures` returns each lockout it starts, so
-  the caller records it in the audit log.
+Two kinds of caller, two budgets that never mix (docs/security.md, Authentication and lockouts):
+
+* **A request with a valid key** is judged by its key alone: token buckets per key for verify and
+  redeem (capacity = rate x ``burst_s``; a batch costs one token per item), and its failed
+  lookups (``CODE_NOT_FOUND``, ``PIN_MISMATCH``) counted in a fixed window; reaching
+  ``failures_max_per_key`` locks that key out of verify and redeem for ``lockout_s``. Whatever
+  other callers at the same address do costs it nothing: a shop behind one NAT, or every client
+  behind a reverse proxy, shares an address but not a budget.
+* **A request without a valid key** (none, malformed, unknown or revoked) is judged by its
+  client address: a token bucket (``requests_per_s_per_ip``) and a failure window
+  (``failures_max_per_ip``); reaching the maximum makes every further request *without a valid
+  key* from that address ``RATE_LIMITED`` for ``lockout_s``, while valid keys from the same
+  address keep working.
+
+:meth:`RiskGuard.record_failures` and :meth:`RiskGuard.refuse_unauthenticated` return each
+lockout they start, and :func:`audit_lockouts` writes them to the audit log (``risk.lockout``);
+:meth:`RiskGuard.lockouts` lists the lockouts in force and :meth:`RiskGuard.lift` ends one
+(``cardsvc.access.gate.AccessGate`` audits that as ``risk.unlock``).
+
 * **Open holds**: units held by open holds, per agent and per buyer (the agent's customer), are
   capped, so nobody can lock up a flash sale's stock; capacity returns when holds are confirmed,
   released or expire.
 * **Order quotas**: orders per agent per UTC day.
 
 Defaults are sized for busy production callers (a platform aggregating many shop terminals
-behind one key); each key may carry overrides (``api_keys.limits``), and
-``CARDSVC_RISK_LIMITS=off`` disables everything (benchmarks only).
+behind one key); each key may carry overrides (``api_keys.limits``, each bounded by
+:data:`LIMITS_MAX`), and ``CARDSVC_RISK_LIMITS=off`` disables everything (benchmarks only).
 """
 
 from __future__ import annotations
@@ -43,17 +56,55 @@ dropped first when the bound is reached."""
 DAY_MS = 86_400_000
 
 
+LIMITS_MAX: dict[str, float] = {
+    "verify_per_s_per_key": 1_000_000.0,
+    "redeem_per_s_per_key": 1_000_000.0,
+    "requests_per_s_per_ip": 1_000_000.0,
+    "burst_s": 3_600.0,
+    "failures_max_per_key": 1_000_000,
+    "failures_max_per_ip": 1_000_000,
+    "failure_window_s": 86_400.0,
+    "lockout_s": 7 * 86_400.0,
+    "open_hold_units_per_agent_max": 100_000_000,
+    "open_hold_units_per_buyer_max": 100_000_000,
+    "orders_per_agent_per_day_max": 1_000_000_000,
+}
+"""The largest value each limit may take (default or a key's override): a million requests a
+second is beyond what one process serves, a lockout longer than a week or a window longer than
+a day is a mistake, and finite bounds keep every product of limits (a bucket's capacity is rate
+x ``burst_s``) far from float overflow. Over it is LIMIT_EXCEEDED."""
+
+
+def _check_limit(name: str, value: object, integral: bool) -> None:
+    """Raises INVALID_ARGUMENT unless ``value`` is a finite non-negative number (an int where
+    ``integral``), LIMIT_EXCEEDED above LIMITS_MAX."""
+    field = f"limits.{name}"
+    kinds = (int,) if integral else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) \
+            or value < 0:
+        kind = "a non-negative integer" if integral else "a finite non-negative number"
+        raise make_error(ErrorCode.INVALID_ARGUMENT, f"risk limit {name} must be {kind}",
+                         {"field": field})
+    if value > LIMITS_MAX[name]:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"risk limit {name} is too large",
+                         {"field": field, "max": LIMITS_MAX[name]})
+
+
 @dataclass(frozen=True)
 class RiskLimits:
-    """The limits in force for one caller. Every rate is per second; 0 disables that limit."""
+    """The limits in force for one caller. Every rate is per second; 0 disables that limit.
+
+    The ``*_per_key`` limits judge requests with a valid key; the ``*_per_ip`` ones judge only
+    requests without one (from the process's default limits, since such a request has no key
+    whose overrides could apply)."""
 
     enabled: bool = True
     verify_per_s_per_key: float = 2_000.0
     redeem_per_s_per_key: float = 1_000.0
-    requests_per_s_per_ip: float = 5_000.0
+    requests_per_s_per_ip: float = 5_000.0  # requests without a valid key, per client address
     burst_s: float = 2.0
-    failures_max_per_key: int = 30
-    failures_max_per_ip: int = 100
+    failures_max_per_key: int = 30  # failed lookups (unknown code, wrong PIN) by one key
+    failures_max_per_ip: int = 100  # requests without a valid key, per client address
     failure_window_s: float = 60.0
     lockout_s: float = 300.0
     open_hold_units_per_agent_max: int = 50_000
@@ -61,16 +112,12 @@ class RiskLimits:
     orders_per_agent_per_day_max: int = 500_000
 
     def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise make_error(ErrorCode.INVALID_ARGUMENT, "risk limit enabled must be a boolean",
+                             {"field": "limits.enabled"})
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name != "enabled" and (
-                not isinstance(value, int | float) or isinstance(value, bool) or value < 0
-            ):
-                raise make_error(
-                    ErrorCode.INVALID_ARGUMENT,
-                    f"risk limit {field.name} must be a non-negative number",
-                    {"field": f"limits.{field.name}"},
-                )
+            if field.name != "enabled":
+                _check_limit(field.name, getattr(self, field.name), field.type == "int")
         if self.burst_s <= 0 or self.failure_window_s <= 0:
             raise make_error(
                 ErrorCode.INVALID_ARGUMENT,
@@ -102,12 +149,33 @@ class RiskLimits:
 
 @dataclass(frozen=True)
 class Lockout:
-    """A lockout the brute-force guard just started (for the audit log)."""
+    """A brute-force lockout: just started (for the audit log), listed or lifted. Times are Unix
+    ms of the wall clock; ``subject`` is ``key:<key_id>`` (failed lookups by a valid key) or
+    ``ip:<address>`` (requests without a valid key from that address)."""
 
     subject: str  # "key:<key_id>" or "ip:<address>"
     failures: int
-    until_s: float
+    locked_at_ms: int
+    until_ms: int
     lockout_s: float
+
+
+SUBJECT_LEN_MAX = 4 + 128
+"""``key:`` or ``ip:`` and a key id (16 hex) or an address (at most 45 characters for IPv6 with
+a zone; a trusted proxy's forwarded value is cut to 128)."""
+LOCKOUT_CURSOR = (int, str)
+"""The sort key of the lockout list: (``locked_at_ms``, ``subject``), newest first."""
+
+
+def key_subject(key_id: str) -> str:
+    """The subject of a key's failed lookups. Pure."""
+    return f"key:{key_id}"
+
+
+def ip_subject(ip: str) -> str:
+    """The subject of the requests without a valid key from ``ip`` (cut to SUBJECT_LEN_MAX, so a
+    forwarded address of any length is still one bounded entry). Pure."""
+    return f"ip:{ip}"[:SUBJECT_LEN_MAX]
 
 
 def _refuse(limit: str, maximum: float, retry_after_s: float) -> Exception:
@@ -132,12 +200,14 @@ class _Bucket:
 
 
 class _Failures:
-    __slots__ = ("count", "locked_until", "window_start")
+    __slots__ = ("count", "locked_at_ms", "locked_until", "until_ms", "window_start")
 
     def __init__(self, window_start: float) -> None:
         self.window_start = window_start
         self.count = 0
-        self.locked_until = 0.0
+        self.locked_until = 0.0  # monotonic seconds: what enforcement reads
+        self.locked_at_ms = 0  # wall clock: what the lockout list shows and sorts by
+        self.until_ms = 0
 
 
 @dataclass
@@ -186,41 +256,36 @@ class RiskGuard:
         """The limits in force for ``caller``'s key (:meth:`limits_for`)."""
         return self.limits_for(caller.key_id, caller.limits)
 
-    # ----- rate limits and the brute-force guard -----
+    # ----- requests with a valid key -----
 
-    def admit(
-        self, action: str, key_id: str, ip: str, limits: RiskLimits, cost: int = 1
-    ) -> None:
-        """Admits ``cost`` verify or redeem operations from ``key_id`` at ``ip``, or raises
-        RATE_LIMITED (lockout first, then the key's and the IP's rate). Takes tokens only when
-        every check passes."""
+    def admit(self, action: str, key_id: str, limits: RiskLimits, cost: int = 1) -> None:
+        """Admits ``cost`` verify or redeem operations by ``key_id``, or raises RATE_LIMITED
+        (its lockout first, then its rate). Only the key's own budget counts: the address it
+        calls from is not consulted. Takes tokens only when every check passes."""
         if not limits.enabled:
             return
         now = self._clock()
         per_key = (
             limits.redeem_per_s_per_key if action == "redeem" else limits.verify_per_s_per_key
         )
-        key_subject = f"key:{key_id}"
-        ip_subject = f"ip:{ip}"
+        subject = key_subject(key_id)
         with self._lock:
-            for subject in (key_subject, ip_subject):
-                failures = self._failures.get(subject)
-                if failures is not None and failures.locked_until > now:
-                    raise _refuse("failed_attempts", self._failures_max(subject, limits),
-                                  failures.locked_until - now)
-            key_bucket = self._take_check(f"{action}:{key_subject}", per_key, limits, cost, now)
-            ip_bucket = self._take_check(
-                f"ip:{ip_subject}", limits.requests_per_s_per_ip, limits, cost, now
-            )
-            if key_bucket is not None and key_bucket.tokens < cost:
+            self._refuse_locked(subject, limits.failures_max_per_key, now)
+            bucket = self._take_check(f"{action}:{subject}", per_key, limits, cost, now)
+            if bucket is not None and bucket.tokens < cost:
                 raise _refuse(f"{action}_per_s_per_key", per_key,
-                              (cost - key_bucket.tokens) / per_key)
-            if ip_bucket is not None and ip_bucket.tokens < cost:
-                raise _refuse("requests_per_s_per_ip", limits.requests_per_s_per_ip,
-                              (cost - ip_bucket.tokens) / limits.requests_per_s_per_ip)
-            for bucket in (key_bucket, ip_bucket):
-                if bucket is not None:
-                    bucket.tokens -= cost
+                              (cost - bucket.tokens) / per_key)
+            if bucket is not None:
+                bucket.tokens -= cost
+
+    def record_failures(self, key_id: str, limits: RiskLimits, count: int = 1) -> list[Lockout]:
+        """Counts ``count`` failed lookups (unknown codes, PIN mismatches) by ``key_id``; returns
+        the lockout this starts (empty when none). A maximum of 0 disables the guard."""
+        if not limits.enabled or count <= 0:
+            return []
+        with self._lock:
+            return self._count(key_subject(key_id), limits.failures_max_per_key, limits, count,
+                               self._clock())
 
     def _take_check(
         self, name: str, rate: float, limits: RiskLimits, cost: int, now: float
@@ -242,52 +307,90 @@ class RiskGuard:
             bucket.tokens = float(cost)
         return bucket
 
-    @staticmethod
-    def _failures_max(subject: str, limits: RiskLimits) -> int:
-        return limits.failures_max_per_key if subject.startswith("key:") else (
-            limits.failures_max_per_ip
-        )
+    # ----- requests without a valid key -----
 
-    def admit_auth(self, ip: str, limits: RiskLimits) -> None:
-        """Raises RATE_LIMITED while ``ip`` is locked out (failed keys, lookups or PINs)."""
+    def refuse_unauthenticated(self, ip: str, limits: RiskLimits) -> list[Lockout]:
+        """A request from ``ip`` had no valid key. Raises RATE_LIMITED while the address is
+        locked out (``failed_attempts``) or over its bucket (``requests_per_s_per_ip``), counting
+        nothing; otherwise counts the failure and returns the lockout it starts (empty when
+        none), and the caller answers UNAUTHENTICATED. Requests with a valid key from the same
+        address never pass here, so this budget cannot lock them out."""
         if not limits.enabled:
-            return
-        now = self._clock()
-        failures = self._failures.get(f"ip:{ip}")
-        if failures is not None and failures.locked_until > now:
-            raise _refuse("failed_attempts", limits.failures_max_per_ip,
-                          failures.locked_until - now)
-
-    def record_failures(
-        self, key_id: str | None, ip: str, limits: RiskLimits, count: int = 1
-    ) -> list[Lockout]:
-        """Counts ``count`` failed attempts (unknown codes, PIN mismatches; with ``key_id``
-        None, invalid API keys) against the key and the IP; returns the lockouts this starts
-        (empty when none). A maximum of 0 disables that guard."""
-        if not limits.enabled or count <= 0:
             return []
         now = self._clock()
-        started: list[Lockout] = []
-        subjects = [f"ip:{ip}"] if key_id is None else [f"key:{key_id}", f"ip:{ip}"]
+        subject = ip_subject(ip)
         with self._lock:
-            for subject in subjects:
-                maximum = self._failures_max(subject, limits)
-                if maximum <= 0:
-                    continue
-                failures = self._failures.get(subject)
-                if failures is None or now - failures.window_start >= limits.failure_window_s:
-                    if failures is None:
-                        self._bound(self._failures)
-                    locked_until = 0.0 if failures is None else failures.locked_until
-                    failures = self._failures[subject] = _Failures(now)
-                    failures.locked_until = locked_until
-                failures.count += count
-                if failures.count >= maximum and failures.locked_until <= now:
-                    failures.locked_until = now + limits.lockout_s
-                    started.append(
-                        Lockout(subject, failures.count, failures.locked_until, limits.lockout_s)
-                    )
-        return started
+            self._refuse_locked(subject, limits.failures_max_per_ip, now)
+            rate = limits.requests_per_s_per_ip
+            bucket = self._take_check(f"unauthenticated:{subject}", rate, limits, 1, now)
+            if bucket is not None:
+                if bucket.tokens < 1:
+                    raise _refuse("requests_per_s_per_ip", rate, (1 - bucket.tokens) / rate)
+                bucket.tokens -= 1
+            return self._count(subject, limits.failures_max_per_ip, limits, 1, now)
+
+    # ----- lockouts -----
+
+    def lockouts(self, *, after: tuple[int, str] | None = None, limit: int) -> list[Lockout]:
+        """The lockouts in force, newest first by (``locked_at_ms``, ``subject``), after the
+        sort key ``after`` (None: from the newest); at most ``limit``."""
+        now = self._clock()
+        with self._lock:
+            found = [self._lockout(subject, entry)
+                     for subject, entry in self._failures.items() if entry.locked_until > now]
+        found.sort(key=lambda lockout: (lockout.locked_at_ms, lockout.subject), reverse=True)
+        if after is not None:
+            found = [lockout for lockout in found
+                     if (lockout.locked_at_ms, lockout.subject) < after]
+        return found[:limit]
+
+    def lift(self, subject: str) -> Lockout | None:
+        """Ends the lockout of ``subject`` now and forgets its failures; returns it, or None
+        when ``subject`` is not locked out (nothing changes then)."""
+        now = self._clock()
+        with self._lock:
+            entry = self._failures.get(subject)
+            if entry is None or entry.locked_until <= now:
+                return None
+            lifted = self._lockout(subject, entry)
+            del self._failures[subject]
+        return lifted
+
+    @staticmethod
+    def _lockout(subject: str, entry: _Failures) -> Lockout:
+        return Lockout(subject, entry.count, entry.locked_at_ms, entry.until_ms,
+                       (entry.until_ms - entry.locked_at_ms) / 1000)
+
+    def _refuse_locked(self, subject: str, maximum: int, now: float) -> None:
+        """Raises RATE_LIMITED (``failed_attempts``) while ``subject`` is locked out. Call with
+        the lock held."""
+        failures = self._failures.get(subject)
+        if failures is not None and failures.locked_until > now:
+            raise _refuse("failed_attempts", maximum, failures.locked_until - now)
+
+    def _count(self, subject: str, maximum: int, limits: RiskLimits, count: int,
+               now: float) -> list[Lockout]:
+        """Adds ``count`` failures to ``subject``'s window; starts its lockout on reaching
+        ``maximum`` (0: never). Call with the lock held."""
+        if maximum <= 0:
+            return []
+        failures = self._failures.get(subject)
+        if failures is None or now - failures.window_start >= limits.failure_window_s:
+            if failures is None:
+                self._bound(self._failures)
+            previous = failures
+            failures = self._failures[subject] = _Failures(now)
+            if previous is not None:  # a lockout outlives the window that started it
+                failures.locked_until = previous.locked_until
+                failures.locked_at_ms, failures.until_ms = previous.locked_at_ms, previous.until_ms
+        failures.count += count
+        if failures.count < maximum or failures.locked_until > now:
+            return []
+        failures.locked_until = now + limits.lockout_s
+        failures.locked_at_ms = self._wall_ms()
+        failures.until_ms = failures.locked_at_ms + int(limits.lockout_s * 1000)
+        return [Lockout(subject, failures.count, failures.locked_at_ms, failures.until_ms,
+                        limits.lockout_s)]
 
     def _bound(self, table: dict[str, Any]) -> None:
         """Keeps ``table`` under TRACKED_SUBJECTS_MAX by dropping its oldest half (insertion

@@ -12,11 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sqlalchemy import select
+
 from cardsvc.access import (
     DEFAULT_SCOPES,
     INVITATION_TTL_MS,
     Invitation,
     KeyAuthenticator,
+    KeyInfo,
     Principal,
     RiskLimits,
     check_key_request,
@@ -25,6 +28,7 @@ from cardsvc.access import (
     list_keys,
 )
 from cardsvc.agents.tree import may_manage, require_agent
+from cardsvc.catalog import Sku
 from cardsvc.db import Database
 from cardsvc.errors import ErrorCode, make_error
 
@@ -40,13 +44,14 @@ def create_key(
     limits: dict[str, Any] | None = None,
     created_by: str | None = None,
     now_ms: int | None = None,
-) -> tuple[Principal, str]:
-    """Creates a key and returns it with its text, which is shown once and never stored.
+) -> tuple[KeyInfo, str]:
+    """Creates a key and returns its facts with its text, which is shown once and never stored.
 
     Effects: one ``api_keys`` row and one audit entry (``key.create``), in one transaction.
-    Raises INVALID_ARGUMENT (a risk limit in ``limits`` that does not exist or is out of range,
-    then ``cardsvc.access.check_key_request``), then AGENT_NOT_FOUND when ``agent_id`` names no
-    agent.
+    Raises INVALID_ARGUMENT (a risk limit in ``limits`` that does not exist or is not a finite
+    non-negative number, then ``cardsvc.access.check_key_request``), LIMIT_EXCEEDED (a limit
+    over ``cardsvc.access.risk.LIMITS_MAX``, too many SKUs), then AGENT_NOT_FOUND when
+    ``agent_id`` names no agent, SKU_NOT_FOUND when a SKU of ``skus`` does not exist.
     """
     if limits:
         RiskLimits().with_overrides(limits)
@@ -55,6 +60,11 @@ def create_key(
     with db.write() as session:
         if agent_id is not None:
             require_agent(session, agent_id)
+        if skus:
+            known = set(session.scalars(select(Sku.sku).where(Sku.sku.in_(set(skus)))))
+            unknown = sorted(set(skus) - known)
+            if unknown:
+                raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": unknown[0]})
         return issue_key(session, role=role, agent_id=agent_id, name=name, scopes=scopes,
                          skus=skus, limits=limits, created_by=created_by, now_ms=at_ms)
 
@@ -77,7 +87,7 @@ class Credentials:
     def create_key(self, *, role: str, agent_id: str | None, name: str,
                    scopes: Sequence[str] | None, skus: Sequence[str] | None,
                    limits: dict[str, Any] | None, actor: str,
-                   granter: Principal | None = None) -> tuple[Principal, str]:
+                   granter: Principal | None = None) -> tuple[KeyInfo, str]:
         """:func:`create_key` by ``actor`` (whose credentials are ``granter``). Only a holder of
         ``export`` may grant ``export`` (plaintext of every code): an admin key without it
         cannot mint itself one (FORBIDDEN, details ``scope``). The command line, which works on
@@ -94,7 +104,7 @@ class Credentials:
                           skus=skus, limits=limits, created_by=actor, now_ms=self.clock())
 
     def create_agent_key(self, principal: Principal, *, agent_id: str, name: str,
-                         scopes: Sequence[str] | None = None) -> tuple[Principal, str]:
+                         scopes: Sequence[str] | None = None) -> tuple[KeyInfo, str]:
         """An agent's user issues an API key for its own agent or one of its direct
         sub-agents (``may_manage``), with scopes among an agent key's defaults (``orders``,
         ``holds``). Needs the ``sub_agents`` scope. The key's text is returned once. Raises
@@ -114,12 +124,14 @@ class Credentials:
         return create_key(self.db, role="agent", agent_id=agent_id, name=name, scopes=wanted,
                           created_by=principal.actor, now_ms=self.clock())
 
-    def list_keys(self, *, include_revoked: bool) -> list[dict[str, Any]]:
+    def list_keys(self, *, include_revoked: bool) -> list[KeyInfo]:
         return list_keys(self.db, include_revoked=include_revoked)
 
     def revoke(self, key_id: str, *, actor: str) -> None:
         """Revokes a key at once (idempotent). Raises KEY_NOT_FOUND."""
         self.authenticator.revoke(key_id, actor=actor, now_ms=self.clock())
+
+
 def create_agent_user(
     db: Database,
     actor: Principal,

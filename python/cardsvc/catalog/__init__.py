@@ -4,6 +4,7 @@
 tables."""
 
 from cardsvc.catalog.batches import (
+    BATCH_STATUSES,
     CHUNK_CODES,
     GENERATE_COUNT_MAX,
     GENERATE_RETRIES_MAX,
@@ -11,10 +12,12 @@ from cardsvc.catalog.batches import (
     REPORT_LINES_MAX,
     STAGING_POOL_BASE,
     Batches,
+    BatchInfo,
     BatchMeta,
     BatchResult,
     CodeInput,
     batch_dict,
+    batch_info,
 )
 from cardsvc.catalog.code_index import (
     suffix_digest,
@@ -37,6 +40,7 @@ from cardsvc.catalog.skus import (
     STAGING_POOL_MIN,
     STATES,
     Catalog,
+    PoolInfo,
     check_pool_free,
     check_sku_fields,
     insert_pool,
@@ -51,6 +55,7 @@ from cardsvc.catalog.tables import (
 )
 
 __all__ = [
+    "BATCH_STATUSES",
     "CHUNK_CODES",
     "EDITABLE",
     "GENERATE_COUNT_MAX",
@@ -64,6 +69,7 @@ __all__ = [
     "STAGING_POOL_MIN",
     "STATES",
     "Batch",
+    "BatchInfo",
     "BatchIssue",
     "BatchMeta",
     "BatchResult",
@@ -74,8 +80,10 @@ __all__ = [
     "CodePayload",
     "ImportJobs",
     "Pool",
+    "PoolInfo",
     "Sku",
     "batch_dict",
+    "batch_info",
     "check_pool_free",
     "check_sku_fields",
     "import_file",

@@ -26,11 +26,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit, crypto
@@ -47,6 +47,7 @@ from cardsvc.engine import Engine, load_lookup_key, normalise_code
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, Corruption, ErrorCode, invalid, make_error
 from cardsvc.masking import mask_code
+from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
 
 STAGING_POOL_BASE = STAGING_POOL_MIN
 """Batch ``b`` imports into core pool ``STAGING_POOL_BASE + b``, which no order draws from."""
@@ -62,6 +63,9 @@ REPORT_CSV_COLUMNS = ("line", "field", "reason", "code")
 """The batch report's CSV columns (``code`` masked)."""
 REPORT_LINES_MAX = 1_000_000
 """Report lines kept per batch (each about 100 bytes)."""
+BATCH_STATUSES = ("importing", "ready", "failed", "rejected")
+BATCH_CURSOR = (int, int)
+"""The sort key of the batch list: (``created_at_ms``, ``batch_id``), newest first."""
 
 
 
@@ -112,6 +116,34 @@ class BatchMeta:
                 date.fromisoformat(self.purchase_date)
             except ValueError:
                 raise invalid("purchase_date", "purchase_date must be YYYY-MM-DD") from None
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """A batch as admins see it: where its codes went, where they came from, how far its import
+    got (``status``: importing, ready, failed or rejected). No key material, no code."""
+
+    batch_id: int
+    sku: str
+    pool: str
+    status: str
+    source: str
+    submitted: int
+    processed: int
+    imported: int
+    duplicates: int
+    valid_from_ms: int | None
+    valid_until_ms: int | None
+    supplier: str | None
+    unit_cost_minor: int | None
+    currency: str | None
+    purchase_date: str | None
+    source_name: str | None
+    error_code: str | None
+    error_details: dict[str, Any] | None
+    error_message: str | None
+    created_at_ms: int
+    created_by: str | None
 
 
 @dataclass
@@ -429,6 +461,29 @@ class Batches:
         """Raises BATCH_NOT_FOUND."""
         return batch_dict(self._row(batch_id), self.catalog.pool_names())
 
+    def list_batches(self, *, sku: str | None = None, status: str | None = None,
+                     cursor: str | None = None, limit: int | None = None) -> Page[BatchInfo]:
+        """Batches newest first (``cardsvc.paging``), of ``sku`` and in ``status`` when given.
+        Reads only. Raises INVALID_ARGUMENT (an unknown status, a foreign cursor),
+        LIMIT_EXCEEDED (``limit``)."""
+        size = check_page_size(limit)
+        after = decode_cursor(cursor, BATCH_CURSOR)
+        if status is not None and status not in BATCH_STATUSES:
+            raise invalid("status", f"status must be one of {', '.join(BATCH_STATUSES)}")
+        query = select(Batch)
+        if sku is not None:
+            query = query.where(Batch.sku == sku)
+        if status is not None:
+            query = query.where(Batch.status == status)
+        if after is not None:
+            query = query.where(or_(Batch.created_at_ms < after[0], and_(
+                Batch.created_at_ms == after[0], Batch.batch_id < after[1])))
+        query = query.order_by(Batch.created_at_ms.desc(), Batch.batch_id.desc()).limit(size + 1)
+        names = self.catalog.pool_names()
+        with self.db.read() as session:
+            rows = [batch_info(row, names) for row in session.scalars(query)]
+        return page_of(rows, size, key=lambda info: (info.created_at_ms, info.batch_id))
+
     def report(self, batch_id: int) -> Iterator[BatchIssue]:
         """The batch's report lines in line order, the problems of one line in the order they
         were found (streamed). Raises BATCH_NOT_FOUND."""
@@ -573,27 +628,20 @@ def _by_validity(
     yield from groups.items()
 
 
+def batch_info(row: Batch, pool_names: dict[int, str]) -> BatchInfo:
+    """The batch's facts (``pool_names``: ``Catalog.pool_names``). Pure."""
+    return BatchInfo(
+        batch_id=row.batch_id, sku=row.sku, pool=pool_names.get(row.pool_id, str(row.pool_id)),
+        status=row.status, source=row.source, submitted=row.submitted, processed=row.processed,
+        imported=row.imported, duplicates=row.duplicates, valid_from_ms=row.valid_from_ms,
+        valid_until_ms=row.valid_until_ms, supplier=row.supplier,
+        unit_cost_minor=row.unit_cost_minor, currency=row.currency,
+        purchase_date=row.purchase_date, source_name=row.source_name,
+        error_code=row.error_code, error_details=row.error_details,
+        error_message=row.error_message, created_at_ms=row.created_at_ms,
+        created_by=row.created_by)
+
+
 def batch_dict(row: Batch, pool_names: dict[int, str]) -> dict[str, Any]:
-    return {
-        "batch_id": row.batch_id,
-        "sku": row.sku,
-        "pool": pool_names.get(row.pool_id, str(row.pool_id)),
-        "status": row.status,
-        "source": row.source,
-        "submitted": row.submitted,
-        "processed": row.processed,
-        "imported": row.imported,
-        "duplicates": row.duplicates,
-        "valid_from_ms": row.valid_from_ms,
-        "valid_until_ms": row.valid_until_ms,
-        "supplier": row.supplier,
-        "unit_cost_minor": row.unit_cost_minor,
-        "currency": row.currency,
-        "purchase_date": row.purchase_date,
-        "source_name": row.source_name,
-        "error_code": row.error_code,
-        "error_details": row.error_details,
-        "error_message": row.error_message,
-        "created_at_ms": row.created_at_ms,
-        "created_by": row.created_by,
-    }
+    """:func:`batch_info` as a dict (what ``Batches.get`` and the upload job answer)."""
+    return asdict(batch_info(row, pool_names))

@@ -12,9 +12,10 @@ Every mutation waits until the core's journal holds it before it returns (ack af
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
@@ -46,6 +47,23 @@ STATES = ("available", "held", "allocated", "redeemed", "frozen", "void", "withd
 """Stock counts by state (the core's states, plus ``expired``: unsold codes past their
 ``valid_until``, also counted in ``available``). ``withdrawn``: out of sale because an export
 put them in a file (still redeemable)."""
+POOL_CURSOR = (int, int)
+"""The sort key of the pool list: (``created_at_ms``, ``pool_id``), newest first; ``shared``
+(pool 0, which has no row) sorts last as (0, 0)."""
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A named stock pool: its name, the core's number for it, the agent whose channel it is
+    (None: the platform's), when it was named (0 for ``shared``, which always existed)."""
+
+    pool: str
+    pool_id: int
+    agent_id: str | None
+    created_at_ms: int
+
+
+SHARED_POOL_INFO = PoolInfo("shared", 0, None, 0)
 
 
 
@@ -195,6 +213,28 @@ class Catalog:
             raise make_error(ErrorCode.POOL_NOT_FOUND, "no such pool", {"pool": name})
         return pool_id
 
+    def list_pools(self, *, agent_id: str | None = None, cursor: str | None = None,
+                   limit: int | None = None) -> Page[PoolInfo]:
+        """Named pools newest first (``cardsvc.paging``), ``shared`` last; with ``agent_id``,
+        only that agent's channel pools. Reads only. Raises INVALID_ARGUMENT (a foreign
+        cursor), LIMIT_EXCEEDED (``limit``)."""
+        size = check_page_size(limit)
+        after = decode_cursor(cursor, POOL_CURSOR)
+        query = select(Pool)
+        if agent_id is not None:
+            query = query.where(Pool.agent_id == agent_id)
+        if after is not None:
+            query = query.where(or_(Pool.created_at_ms < after[0], and_(
+                Pool.created_at_ms == after[0], Pool.pool_id < after[1])))
+        query = query.order_by(Pool.created_at_ms.desc(), Pool.pool_id.desc()).limit(size + 1)
+        with self.db.read() as session:
+            rows = [PoolInfo(row.name, row.pool_id, row.agent_id, row.created_at_ms)
+                    for row in session.scalars(query)]
+        shared_key = (SHARED_POOL_INFO.created_at_ms, SHARED_POOL_INFO.pool_id)
+        if agent_id is None and len(rows) <= size and (after is None or shared_key < after):
+            rows.append(SHARED_POOL_INFO)
+        return page_of(rows, size, key=lambda info: (info.created_at_ms, info.pool_id))
+
     def pool_names(self) -> dict[int, str]:
         with self.db.read() as session:
             names = {row.pool_id: row.name for row in session.scalars(select(Pool))}
@@ -255,9 +295,11 @@ class Catalog:
         does), with an optional ``reason`` for the audit log. Voiding a batch is
         guarded by maker-checker (``approval_id``: an approved ``batch_void`` of it, checked
         before the core voids anything and consumed with the audit entry). Returns
-        ``{"changed", "unchanged"}``. Raises CODE_NOT_FOUND, ORDER_NOT_FOUND (no codes under
-        that order), BATCH_NOT_FOUND, INVALID_ARGUMENT, LIMIT_EXCEEDED (reason), and the
-        refusals of ``Approvals.authorize`` (APPROVAL_REQUIRED...)."""
+        ``{"changed", "unchanged"}``; audited (``code.<action>``, which a code's trace shows)
+        only when something changed or an approval was consumed. Raises CODE_NOT_FOUND,
+        ORDER_NOT_FOUND (no codes under that order), BATCH_NOT_FOUND, INVALID_ARGUMENT,
+        LIMIT_EXCEEDED (reason), and the refusals of ``Approvals.authorize``
+        (APPROVAL_REQUIRED...)."""
         targets = [name for name, value in
                    (("code", code), ("order_id", order_id), ("batch_id", batch_id),
                     ("code_id", code_id)) if value is not None]
@@ -300,16 +342,17 @@ class Catalog:
         details: dict[str, Any] = {"changed": changed, "codes": len(ids)}
         if reason is not None:
             details["reason"] = reason
-        with self.db.write() as session:
-            if guarded:
-                assert self.approvals is not None
-                self.approvals.authorize(session, action="batch_void", object_type="batch",
-                                         object_id=object_id, actor=actor,
-                                         approval_id=approval_id)
-            audit.append(session, actor=actor, action=f"code.{action}", object_type=object_type,
-                         object_id=object_id, details=details, at_ms=now_ms)
+        if changed or guarded:  # a request that changed nothing leaves no record
+            with self.db.write() as session:
+                if guarded:
+                    assert self.approvals is not None
+                    self.approvals.authorize(session, action="batch_void", object_type="batch",
+                                             object_id=object_id, actor=actor,
+                                             approval_id=approval_id)
+                audit.append(session, actor=actor, action=f"code.{action}",
+                             object_type=object_type, object_id=object_id, details=details,
+                             at_ms=now_ms)
         return {"changed": changed, "unchanged": unchanged}
-
 
     # ----- PIN lockouts -----
 

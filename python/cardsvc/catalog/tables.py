@@ -135,3 +135,11 @@ class CodePayload(Base):
     batch_id: Mapped[int] = mapped_column(Integer, ForeignKey("batches.batch_id"), index=True)
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     suffix_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
+
+
+Index("ix_batches_created", Batch.created_at_ms, Batch.batch_id)
+"""The batch list, newest first (``Batches.list_batches``)."""
+Index("ix_batches_sku_created", Batch.sku, Batch.created_at_ms, Batch.batch_id)
+"""One SKU's batches, newest first."""
+Index("ix_pools_created", Pool.created_at_ms, Pool.pool_id)
+"""The pool list, newest first (``Catalog.list_pools``)."""

@@ -1,16 +1,20 @@
 """``cardsvc import FILE --sku SKU``: import a CSV or XLSX file of codes as one batch, with a
 progress bar, memory flat (``cardsvc.catalog.file_import``).
 
-It opens the data directory as the service does (taking its lock), so it runs while the server
-is stopped; beside a running server it refuses with DATA_DIR_LOCKED, and the file should be
-uploaded through the API instead (``POST /v1/batches/upload``). It prints the batch id, the
-counts, and where the report of skipped rows and duplicates can be written (``--report``).
+When a server runs on the data directory, the file goes to it through its control socket
+(``cardsvc.cli.control``: the upload of ``POST /v1/batches/upload``, then the batch polled until
+it is done), so importing needs no downtime; otherwise the command opens the data directory as
+the service does (taking its lock). Either way it prints the batch id and the counts, writes the
+report of skipped rows and duplicates with ``--report``, and exits 0 when the batch is ready, 1
+when it was rejected or failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,9 +26,13 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from cardsvc.catalog import codefile
 from cardsvc.catalog.batches import BatchMeta
 from cardsvc.catalog.file_import import import_file
+from cardsvc.cli.control import ControlClient, connect
 from cardsvc.cli.store import add_store_arguments, store_config
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.runtime import Runtime, ServiceConfig
+
+POLL_INTERVAL_S = 0.2
+"""How often the batch is asked for while the running server imports it."""
 
 
 def _unix_seconds(text: str) -> int:
@@ -69,6 +77,10 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
 def run_import(args: argparse.Namespace, console: Console) -> int:
     if not args.file.is_file():
         raise make_error(ErrorCode.INVALID_ARGUMENT, "no such file", {"field": "file"})
+    server = connect(args.data_dir)
+    if server is not None:
+        with server:
+            return _import_through(server, args, console)
     meta = BatchMeta(sku=args.sku, pool=args.pool, valid_from=args.valid_from,
                      valid_until=args.valid_until, source="import", supplier=args.supplier,
                      unit_cost_minor=args.unit_cost, currency=args.currency,
@@ -99,19 +111,24 @@ def run_import(args: argparse.Namespace, console: Console) -> int:
             batch_id = int(failure.details["batch_id"])
             _print_error(failure.code.value, failure.details, failure.message,
                          services.batches.get(batch_id))
-            _write_report(services, batch_id, args.report, console)
+            if args.report is not None:
+                _write_report(args.report, services.batches.report_csv(batch_id))
+                console.print(f"report written to {args.report}", highlight=False)
             return 1
         batch = services.batches.get(result.batch_id)
         if batch["status"] != "ready":
-            _print_error(str(batch["error_code"]), batch["error_details"] or {},
-                         str(batch["error_message"]), batch)
-        console.print(f"batch {result.batch_id}: {batch['status']}; {batch['imported']:,} "
-                      f"imported, {batch['duplicates']:,} duplicates, "
-                      f"{batch['submitted']:,} rows", highlight=False)
-        _write_report(services, result.batch_id, args.report, console)
-        return 0 if batch["status"] == "ready" else 1
+            _print_batch_error(batch)
+        if args.report is not None:
+            _write_report(args.report, services.batches.report_csv(result.batch_id))
+        return _summary(batch, args, console)
     finally:
         services.close()
+
+
+def _print_batch_error(batch: dict[str, Any]) -> None:
+    """:func:`_print_error` of the error a batch ended with."""
+    _print_error(str(batch.get("error_code")), batch.get("error_details") or {},
+                 str(batch.get("error_message") or ""), batch)
 
 
 def _print_error(code: str, details: dict[str, Any], message: str,
@@ -131,10 +148,43 @@ def _print_error(code: str, details: dict[str, Any], message: str,
               f"batch {batch['batch_id']} {batch['status']}")
 
 
-def _write_report(services: Runtime, batch_id: int, target: Path | None,
-                  console: Console) -> None:
-    if target is None:
-        return
-    with target.open("w", encoding="utf-8", newline="") as out:
-        out.writelines(services.batches.report_csv(batch_id))
-    console.print(f"report written to {target}", highlight=False)
+def _import_through(server: ControlClient, args: argparse.Namespace, console: Console) -> int:
+    """The import as the running server does it: upload, then poll the batch until done."""
+    fields = {"sku": args.sku, "pool": args.pool, "mode": args.mode, "supplier": args.supplier,
+              "unit_cost_minor": args.unit_cost, "currency": args.currency,
+              "purchase_date": args.purchase_date, "valid_from": args.valid_from,
+              "valid_until": args.valid_until}
+    form = {name: str(value) for name, value in fields.items() if value is not None}
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("uploading", total=None)
+        with args.file.open("rb") as upload:
+            batch = server.json("POST", "/v1/batches/upload", data=form,
+                                files={"file": (args.file.name, upload)})
+        bar.update(task, description="importing")
+        while batch["status"] == "importing":
+            time.sleep(POLL_INTERVAL_S)
+            batch = server.json("GET", f"/v1/batches/{batch['batch_id']}")
+            bar.update(task, completed=batch["processed"])
+    if batch["status"] != "ready":
+        _print_batch_error(batch)
+    if args.report is not None:
+        report = server.call("GET", f"/v1/batches/{batch['batch_id']}/report")
+        _write_report(args.report, [report.text])
+    return _summary(batch, args, console)
+
+
+def _write_report(path: Path, chunks: Iterable[str]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as out:
+        for chunk in chunks:
+            out.write(chunk)
+
+
+def _summary(batch: dict[str, Any], args: argparse.Namespace, console: Console) -> int:
+    console.print(f"batch {batch['batch_id']}: {batch['status']}; {batch['imported']:,} "
+                  f"imported, {batch['duplicates']:,} duplicates, "
+                  f"{batch['submitted']:,} rows", highlight=False)
+    if args.report is not None:
+        console.print(f"report written to {args.report}", highlight=False)
+    return 0 if batch["status"] == "ready" else 1

@@ -70,9 +70,8 @@ def run_keys(args: argparse.Namespace, console: Console) -> int:
         elif args.action == "list":
             table = Table("key_id", "role", "agent", "scopes", "name", "revoked")
             for key in apikeys.list_keys(db, include_revoked=args.all):
-                table.add_row(key["key_id"], key["role"], key["agent_id"] or "",
-                              ",".join(key["scopes"]), key["name"],
-                              "yes" if key["revoked_at_ms"] else "")
+                table.add_row(key.key_id, key.role, key.agent_id or "", ",".join(key.scopes),
+                              key.name, "yes" if key.revoked_at_ms else "")
             console.print(table)
         elif args.action == "rotate-master":
             _print_rotation(master_keys.rotate_master_key(args.data_dir, db, actor="cli"),

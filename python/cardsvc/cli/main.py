@@ -11,7 +11,10 @@ Commands from outside the domain are found through the entry-point group ``cards
 explains why it is unavailable.
 
 Output goes through ``rich``. Codes are shown masked (:func:`cardsvc.masking.mask_code`), never in
-full, and an error is printed as its stable code and message, with exit status 1.
+full. Every failure is one line on stderr, ``error: CODE: message`` with a stable code, never a
+traceback (:func:`main` turns an operating-system error into ``IO_ERROR`` and anything else into
+``INTERNAL_ERROR``), with the command's failure status (1; ``reconcile``: 2, since its 1 means
+differences found) or 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -22,28 +25,42 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from rich.console import Console
-from rich.markup import escape
 
 import cardsvc
-from cardsvc.errors import CardsvcError
+from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.files import STATE_UMASK
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # a CardsvcError reached the command line
 EXIT_USAGE = 2  # argparse's own status for bad arguments
+EXIT_RECONCILE_FAILED = 2  # reconcile could not run (its 1 means differences were found)
+EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (128 + SIGINT)
 
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: ``run`` gets the parsed arguments and a console and returns an exit code."""
+    """One subcommand: ``run`` gets the parsed arguments and a console and returns an exit code;
+    an error it raises exits with ``failure_status``."""
 
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, Console], int]
+    failure_status: int = EXIT_ERROR
 
+
+def error_line(code: str, message: str) -> str:
+    """The one line a failure prints: ``error: CODE: message``, on one line whatever the
+    message holds. Pure."""
+    return f"error: {code}: {' '.join(message.split())}"
+
+
+def fail(code: str, message: str) -> None:
+    """Prints :func:`error_line` to stderr, unwrapped (rich would wrap it at the width)."""
+    print(error_line(code, message), file=sys.stderr, flush=True)
 
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
     del parser
@@ -124,10 +141,11 @@ def _records_commands() -> tuple[Command, ...]:
                 cli_exports.add_export_arguments, cli_exports.run_export),
         Command("audit", "verify the audit log's hash chain, or list entries",
                 cli_audit.add_audit_arguments, cli_audit.run_audit),
-        Command("import", "import a CSV or XLSX file of codes as one batch (server stopped)",
-                _lazy_import_arguments, _lazy_run_import),
-        Command("reconcile", "check that the ledger, orders and stock agree; exit 1 if not "
-                "(server stopped)", _lazy_reconcile_arguments, _lazy_run_reconcile),
+        Command("import", "import a CSV or XLSX file of codes as one batch (through the running "
+                "server, or on the data directory)", _lazy_import_arguments, _lazy_run_import),
+        Command("reconcile", "check that the ledger, orders and stock agree; exit 1 if not, 2 "
+                "if it could not run", _lazy_reconcile_arguments, _lazy_run_reconcile,
+                failure_status=EXIT_RECONCILE_FAILED),
     )
 
 
@@ -142,16 +160,22 @@ def _lazy_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 def _lazy_run_reconcile(args: argparse.Namespace, console: Console) -> int:
     import json
 
+    from cardsvc.cli.control import connect
     from cardsvc.cli.store import store_config
     from cardsvc.reports import reconciliation_report
     from cardsvc.runtime import Runtime, ServiceConfig
 
-    runtime = Runtime.open(ServiceConfig(store=store_config(args),
-                                         database_url=args.database_url))
-    try:
-        result = reconciliation_report(runtime.store, runtime.db, runtime.catalog)
-    finally:
-        runtime.close()
+    server = connect(args.data_dir)
+    if server is not None:  # the running server reports (its state is the live one)
+        with server:
+            result = server.json("GET", "/v1/reconciliation")
+    else:
+        runtime = Runtime.open(ServiceConfig(store=store_config(args),
+                                             database_url=args.database_url))
+        try:
+            result = reconciliation_report(runtime.store, runtime.db, runtime.catalog)
+        finally:
+            runtime.close()
     if args.json:
         console.print(json.dumps(result, indent=2, default=str), highlight=False, soft_wrap=True)
     if result["ok"]:
@@ -204,12 +228,9 @@ def _unavailable_command(name: str, target: str, error: ImportError) -> Command:
         parser.set_defaults(accepts_unknown_arguments=True)
 
     def run(args: argparse.Namespace, console: Console) -> int:
-        del args
-        err = Console(file=sys.stderr, highlight=False)
-        err.print(
-            f"[bold red]error:[/] {name} is unavailable: {target} cannot be imported "
-            f"({escape(reason)}); run scripts/setup.sh in the repository"
-        )
+        del args, console
+        fail(ErrorCode.INTERNAL_ERROR.value, f"{name} is unavailable: {target} cannot be "
+             f"imported ({reason}); run scripts/setup.sh in the repository")
         return EXIT_ERROR
 
     return Command(name, f"unavailable: {target} cannot be imported", add_arguments, run)
@@ -240,9 +261,18 @@ def all_commands() -> tuple[Command, ...]:
     return (*COMMANDS, *(command for command in plugin_commands() if command.name not in names))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its refusal as one line (``error: INVALID_ARGUMENT: ...``, status 2)
+    instead of the usage text and a second line."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(ErrorCode.INVALID_ARGUMENT.value, f"{message} (see {self.prog} --help)")
+        raise SystemExit(EXIT_USAGE)
+
+
 def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
     """The argument parser with one subparser per command (default :func:`all_commands`)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cardsvc",
         description="cardsvc: sell and redeem digital codes (card keys, vouchers, gift codes).",
     )
@@ -260,9 +290,11 @@ def main(
 ) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code.
 
-    ``commands`` defaults to :func:`all_commands`. Bad arguments exit with status 2 (argparse).
-    A ``CardsvcError`` is printed to stderr as ``error: CODE: message`` and gives status 1;
-    anything else propagates, since it is a bug.
+    ``commands`` defaults to :func:`all_commands`. Bad arguments exit with status 2 after one
+    line. A failure prints one line to stderr, ``error: CODE: message``, and gives the command's
+    ``failure_status``: a ``CardsvcError`` its code, an ``OSError`` IO_ERROR (its reason and
+    file), anything else INTERNAL_ERROR (its type only: a bug, whose message may hold data);
+    Ctrl-C gives status 130.
     """
     available = all_commands() if commands is None else tuple(commands)
     parser = build_parser(available)
@@ -277,8 +309,16 @@ def main(
     try:
         return command.run(args, out)
     except CardsvcError as error:
-        err = Console(file=sys.stderr, highlight=False)
-        err.print(f"[bold red]error:[/] {error.code.value}: {escape(error.message)}")
-        return EXIT_ERROR
+        fail(error.code.value, error.message)
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        fail(ErrorCode.IO_ERROR.value, f"{error.strerror or type(error).__name__}{where}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a bug: one line, never a traceback (its message may hold data)
+        fail(ErrorCode.INTERNAL_ERROR.value, f"unexpected {type(error).__name__}; please "
+             "report it")
     finally:
         os.umask(previous)
+    return command.failure_status

@@ -25,16 +25,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cardsvc import crypto
-from cardsvc.access import Passwords, Principal, create_owner, list_users, reset_totp
+from cardsvc.access import HOST_PRINCIPAL, Passwords, create_owner, list_users, reset_totp
 from cardsvc.access.users import normalise_login, user_by_login
 from cardsvc.db import Database
 from cardsvc.errors import ErrorCode, invalid, make_error
-
-HOST_PRINCIPAL = Principal(key_id="cli", role="admin", agent_id=None,
-                           scopes=frozenset({"admin", "users"}), skus=None, limits={},
-                           name="the host's command line")
-"""Whoever runs the command line on the data directory already holds the database and the
-master key; its user-management actions are audited as ``cli``."""
 
 
 def add_users_arguments(parser: argparse.ArgumentParser) -> None:

@@ -32,7 +32,13 @@ from cardsvc.engine.core import (
     normalise_code,
     scan_journal,
 )
-from cardsvc.engine.datadir import LOOKUP_KEY_ENV, DataDirLock, instance_id, load_lookup_key
+from cardsvc.engine.datadir import (
+    CONTROL_SOCKET_NAME,
+    LOOKUP_KEY_ENV,
+    DataDirLock,
+    instance_id,
+    load_lookup_key,
+)
 from cardsvc.engine.sinks import SNAPSHOTS_KEPT, FileSink, Guarantee, JournalSink, RedisSink
 from cardsvc.engine.store import (
     WAIT_TIMEOUT_S,
@@ -46,6 +52,7 @@ from cardsvc.engine.store import (
 __all__ = [
     "BATCH_ITEMS_MAX",
     "CODE_LEN_MAX",
+    "CONTROL_SOCKET_NAME",
     "LOOKUP_KEY_ENV",
     "LOOKUP_KEY_LEN",
     "ORDER_QTY_MAX",

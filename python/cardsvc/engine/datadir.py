@@ -6,6 +6,8 @@ Layout (file sink)::
     DIR/lookup.key      32 random bytes (mode 0600) keying the engine's code lookup hash
     DIR/journal/        journal segment files (see cardsvc.engine.sinks.FileSink)
     DIR/snapshots/      snapshot files
+    DIR/control.sock    the running server's control socket (mode 0600: only the directory's
+                        owner may connect), through which the command line reaches it
 
 The lookup key is separate from any encryption key: it only makes code lookup keys unguessable.
 Production may supply it through ``CARDSVC_LOOKUP_KEY_FILE`` instead of the data directory.
@@ -22,6 +24,8 @@ from cardsvc.errors import ErrorCode, make_error
 from cardsvc.files import make_private_dir, write_file_durably
 
 LOOKUP_KEY_ENV = "CARDSVC_LOOKUP_KEY_FILE"
+CONTROL_SOCKET_NAME = "control.sock"
+"""The running server's control socket in its data directory (docs/security.md)."""
 
 
 class DataDirLock:

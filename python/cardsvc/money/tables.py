@@ -118,3 +118,17 @@ Index("ix_commissions_due", Commission.status, Commission.release_at_ms)
 
 
 Index("ux_withdrawals_agent_reference", Withdrawal.agent_id, Withdrawal.reference, unique=True)
+
+
+Index("ix_withdrawals_created", Withdrawal.created_at_ms, Withdrawal.withdrawal_id)
+"""The withdrawal list, newest first (``AgentMoney.list_withdrawals``)."""
+
+
+Index("ix_withdrawals_status_created", Withdrawal.status, Withdrawal.created_at_ms,
+      Withdrawal.withdrawal_id)
+"""Finance's queue: the withdrawals awaiting approval (or payment), newest first."""
+
+
+Index("ix_withdrawals_agent_created", Withdrawal.agent_id, Withdrawal.created_at_ms,
+      Withdrawal.withdrawal_id)
+"""An agent's own withdrawals, newest first."""

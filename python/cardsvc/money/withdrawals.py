@@ -44,6 +44,9 @@ class WithdrawalInfo:
     updated_at_ms: int
 
 
+WITHDRAWAL_STATUSES = ("requested", "approved", "paid", "rejected")
+
+
 def withdrawal_reference(withdrawal_id: str, step: str) -> str:
     """The ledger reference of a withdrawal's ``request``, ``reject`` or ``pay``. Pure."""
     return f"withdrawal:{withdrawal_id}:{step}"
@@ -83,7 +86,7 @@ def request_withdrawal(
                 raise make_error(ErrorCode.IDEMPOTENCY_KEY_REUSED,
                                  "the reference was used for a different withdrawal",
                                  {"field": field, "reference": reference})
-        return _withdrawal_info(existing), False
+        return withdrawal_info(existing), False
     withdrawal_id = "wd_" + secrets.token_hex(10)
     post(session, reference=withdrawal_reference(withdrawal_id, "request"),
          kind="withdrawal_request", actor=actor, currency=currency, now_ms=now_ms,
@@ -96,7 +99,7 @@ def request_withdrawal(
     session.add(row)
     session.flush()
     _audit_withdrawal(session, row, "withdrawal.request", actor, now_ms)
-    return _withdrawal_info(row), True
+    return withdrawal_info(row), True
 
 
 def approve_withdrawal(
@@ -108,7 +111,7 @@ def approve_withdrawal(
     including approved: a second approval is refused), LIMIT_EXCEEDED (note over 200)."""
     row = _decide(session, withdrawal_id, ("requested",), "approved", actor, now_ms, note)
     _audit_withdrawal(session, row, "withdrawal.approve", actor, now_ms)
-    return _withdrawal_info(row)
+    return withdrawal_info(row)
 
 
 def reject_withdrawal(
@@ -126,7 +129,7 @@ def reject_withdrawal(
                Leg(agent_account(row.agent_id, "available"), row.amount_minor)],
          details={"withdrawal_id": withdrawal_id})
     _audit_withdrawal(session, row, "withdrawal.reject", actor, now_ms)
-    return _withdrawal_info(row)
+    return withdrawal_info(row)
 
 
 def mark_withdrawal_paid(
@@ -143,7 +146,7 @@ def mark_withdrawal_paid(
                Leg(platform_account("payouts", row.currency), row.amount_minor)],
          details={"withdrawal_id": withdrawal_id})
     _audit_withdrawal(session, row, "withdrawal.pay", actor, now_ms)
-    return _withdrawal_info(row)
+    return withdrawal_info(row)
 
 
 def get_withdrawal(session: Session, withdrawal_id: str) -> WithdrawalInfo:
@@ -151,7 +154,7 @@ def get_withdrawal(session: Session, withdrawal_id: str) -> WithdrawalInfo:
     row = session.get(Withdrawal, withdrawal_id)
     if row is None:
         raise _withdrawal_not_found(withdrawal_id)
-    return _withdrawal_info(row)
+    return withdrawal_info(row)
 
 
 def _decide(
@@ -187,7 +190,8 @@ def _audit_withdrawal(
                           "currency": row.currency, "status": row.status, "note": row.note})
 
 
-def _withdrawal_info(row: Withdrawal) -> WithdrawalInfo:
+def withdrawal_info(row: Withdrawal) -> WithdrawalInfo:
+    """The row's facts. Pure."""
     return WithdrawalInfo(row.withdrawal_id, row.agent_id, row.amount_minor, row.currency,
                           row.status, row.reference, row.requested_by, row.decided_by, row.note,
                           row.created_at_ms, row.updated_at_ms)

@@ -1,8 +1,10 @@
 """Redemption: what terminals do with codes (``terminals``: verify, redeem one or a batch, roll
-back), each call durable before it answers.
+back), each call durable before it answers, and the redemptions as a record (``history``: lists
+by terminal and time, a search by code).
 """
 
 from cardsvc.engine import Redemption, Verification
+from cardsvc.redemption.history import RedemptionHistory
 from cardsvc.redemption.terminals import (
     FAILED_LOOKUPS,
     RedeemItem,
@@ -12,7 +14,7 @@ from cardsvc.redemption.terminals import (
     Terminals,
 )
 
-__all__ = ["FAILED_LOOKUPS", "RedeemItem", "Redemption", "RedemptionCounts", "RedemptionView",
-           "RolledBack", "Terminals", "Verification"]
+__all__ = ["FAILED_LOOKUPS", "RedeemItem", "Redemption", "RedemptionCounts", "RedemptionHistory",
+           "RedemptionView", "RolledBack", "Terminals", "Verification"]
 """``Redemption`` and ``Verification`` are the core's result types, named here for the HTTP
 layer."""

@@ -3,9 +3,10 @@
 The hot path: no SQL, one core call, then *await the journal* (group commit) before returning,
 so nothing is acknowledged that a crash could undo. A refusal reports state too
 (``ALREADY_REDEEMED`` tells of a redemption), so refusals wait for what they observed as well.
-Every call passes the risk guard first (rate limits, lockouts); unknown codes and PIN mismatches
-count towards the brute-force guard of the key and the client IP, and each lockout that starts
-is written to the audit log. A terminal key limited to some SKUs sees codes of other SKUs as
+Every call passes the risk guard first (the key's rate limits and lockout); unknown codes and PIN
+mismatches count towards the brute-force guard of the key (never of the address it calls from:
+other keys there are not its accomplices), and each lockout that starts is written to the audit
+log with the address it came from. A terminal key limited to some SKUs sees codes of other SKUs as
 unknown (no status, no PIN check, nothing that tells it the code is real), and a mistyped
 generated code (its check character fails) is INVALID_CODE without a lookup.
 
@@ -34,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cardsvc import audit
-from cardsvc.access import Principal, RiskGuard, RiskLimits
+from cardsvc.access import Principal, RiskGuard, RiskLimits, audit_lockouts
 from cardsvc.catalog import codegen
 from cardsvc.catalog.codegen import CodeFormat
 from cardsvc.crypto import PublicIds
@@ -151,7 +152,7 @@ class Terminals:
         PIN_MISMATCH, CODE_LOCKED (details ``retry_after_s``), INVALID_CODE, INVALID_PIN,
         RATE_LIMITED."""
         limits = self.risk.limits_of(caller)
-        self.risk.admit("verify", caller.key_id, ip, limits)
+        self.risk.admit("verify", caller.key_id, limits)
         self._check_typed(code)
         try:
             self._check_sku(caller, code)
@@ -171,7 +172,7 @@ class Terminals:
         details ``redemption_id``, ``rolled_back_at_ms``; hand out nothing), EXPIRED,
         NOT_YET_VALID, FROZEN, VOID, NOT_SOLD, RATE_LIMITED."""
         limits = self.risk.limits_of(caller)
-        self.risk.admit("redeem", caller.key_id, ip, limits)
+        self.risk.admit("redeem", caller.key_id, limits)
         self._check_typed(code)
         try:
             self._check_sku(caller, code)
@@ -182,7 +183,7 @@ class Terminals:
         await self._settle(None, caller, ip, limits)
         if result.redeemed_at_ms >= self._recent_ms():
             self.counts.redeemed(result)
-        return self._view(result)
+        return self.view(result)
 
     async def redeem_batch(self, caller: Principal, ip: str,
                            items: Sequence[RedeemItem]) -> list[RedemptionView | CardsvcError]:
@@ -190,7 +191,7 @@ class Terminals:
         others); each item is idempotent on its ``request_id`` as in :meth:`redeem`. The batch
         costs one rate-limit token per item. Raises RATE_LIMITED for the whole batch."""
         limits = self.risk.limits_of(caller)
-        self.risk.admit("redeem", caller.key_id, ip, limits, cost=len(items))
+        self.risk.admit("redeem", caller.key_id, limits, cost=len(items))
         allowed = list(range(len(items)))
         refused: dict[int, CardsvcError] = {}
         if caller.skus is not None or self.prefixes:
@@ -216,7 +217,7 @@ class Terminals:
             else:
                 if one.redeemed_at_ms >= recent_ms:
                     self.counts.redeemed(one)
-                outcome[index] = self._view(one)
+                outcome[index] = self.view(one)
         results = [outcome[index] for index in range(len(items))]
         failed_lookups = sum(isinstance(done, CardsvcError) and done.code in FAILED_LOOKUPS
                              for done in results)
@@ -256,13 +257,19 @@ class Terminals:
                 details={"reason": reason, "code_id": result.code_id, "sku": result.sku,
                          "redemption_id": redemption_id},
                 at_ms=engine.now_ms())
-        return RolledBack(self._view(result), engine.code_info(result.code_id).uses_left)
+        return RolledBack(self.view(result), engine.code_info(result.code_id).uses_left)
+
+    def redemption_number(self, redemption_id: str) -> int | None:
+        """The core's number of the public id ``redemption_id``; None for an unknown or forged
+        one."""
+        return self.public_ids.decode(REDEMPTION_KIND, redemption_id)
 
     def public_id(self, number: int) -> str:
         """The public id of the core's redemption ``number``."""
         return self.public_ids.encode(REDEMPTION_KIND, number)
 
-    def _view(self, r: Redemption) -> RedemptionView:
+    def view(self, r: Redemption) -> RedemptionView:
+        """``r`` as callers see it: its public id, never the core's number."""
         return RedemptionView(self.public_id(r.redemption_id), r.request_id, r.code_id, r.sku,
                               r.terminal, r.uses_left, r.redeemed_at_ms, r.rolled_back_at_ms,
                               r.rollback_reason)
@@ -304,13 +311,11 @@ class Terminals:
 
     async def _count_failures(self, caller: Principal, ip: str, limits: RiskLimits,
                               count: int) -> None:
-        """Counts failed lookups; records each lockout it starts in the audit log."""
-        for lockout in self.risk.record_failures(caller.key_id, ip, limits, count):
-            await asyncio.to_thread(
-                audit.record, self.db, actor=caller.key_id, action="risk.lockout",
-                object_type="subject", object_id=lockout.subject,
-                details={"failures": lockout.failures, "lockout_s": lockout.lockout_s},
-                at_ms=self.engine.now_ms())
+        """Counts failed lookups of the key; records the lockout it starts in the audit log."""
+        started = self.risk.record_failures(caller.key_id, limits, count)
+        if started:
+            await asyncio.to_thread(audit_lockouts, self.db, started, actor=caller.key_id,
+                                    ip=ip, at_ms=self.engine.now_ms())
 
     def _recent_ms(self) -> int:
         """Redemptions made before this are replays of old request ids: not counted again."""

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
@@ -50,10 +50,11 @@ from cardsvc.catalog import Batch, Sku
 from cardsvc.checks import check_client_ref, check_money_product, check_quantity, check_text
 from cardsvc.db import Database, WriteBatcher
 from cardsvc.delivery import Revealer
-from cardsvc.engine import Engine, Store
+from cardsvc.engine import Engine, Hold, Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.masking import mask_code
 from cardsvc.money import settlement
+from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
 from cardsvc.sales.holds import Holds, hold_ref, take_hold
 from cardsvc.sales.tables import Order
 
@@ -84,6 +85,9 @@ REASON_LEN_MAX = 200
 """Characters of a support reveal's reason (kept in the audit log)."""
 COOLING_MS_DEFAULT = 7 * DAY_MS
 """Commissions stay pending a week (refunds reverse them) before they become available."""
+ORDER_STATUSES = ("pending", "fulfilled", "failed", "refunded")
+ORDER_CURSOR = (int, str)
+"""The sort key of the order list: (``created_at_ms``, ``order_id``), newest first."""
 
 
 @dataclass(frozen=True)
@@ -181,11 +185,17 @@ class Orders:
         self, agent_id: str, hold_id: str, client_order_id: str, *, actor: str,
         limits: RiskLimits,
     ) -> tuple[OrderView, bool]:
-        """Turns an open hold into an order through the same saga. Raises HOLD_NOT_FOUND (also
-        for another agent's hold), HOLD_EXPIRED, HOLD_RELEASED, HOLD_ALREADY_CONFIRMED, and as
-        :meth:`place`."""
+        """Turns an open hold into an order through the same saga. A hold that is no longer
+        open is refused before step 1, writing nothing (no order row, no ledger entry), unless
+        ``client_order_id`` already names its order (a retry, answered with the first result).
+        Raises HOLD_NOT_FOUND (also for another agent's hold), HOLD_EXPIRED, HOLD_RELEASED,
+        HOLD_ALREADY_CONFIRMED, and as :meth:`place`."""
         hold = self.holds.get(agent_id, hold_id)
         request = OrderRequest(agent_id, client_order_id, hold.sku, len(hold.code_ids), hold_id)
+        refusal = _closed_hold(hold, hold_id, self.engine.now_ms())
+        if refusal is not None and await asyncio.to_thread(
+                self._find_row, agent_id, client_order_id) is None:
+            raise refusal
         result = await self.place(request, actor=actor, limits=limits)
         self.holds.ended(agent_id, hold_id)
         return result
@@ -442,6 +452,49 @@ class Orders:
             return order_view(row)
         return self._result(await self._drive(row, actor), masked=True)
 
+    async def list_orders(self, *, actor_agent_id: str | None, agent_id: str | None = None,
+                          status: str | None = None, since_ms: int | None = None,
+                          until_ms: int | None = None, cursor: str | None = None,
+                          limit: int | None = None) -> Page[OrderView]:
+        """Orders newest first (``cardsvc.paging``), each without its codes: of ``agent_id``
+        (None: every agent's), in ``status``, created at ``since_ms <= at < until_ms``. An agent
+        (``actor_agent_id``) sees only its own orders: naming another agent gives an empty page.
+        Reads only (in a worker thread). Raises INVALID_ARGUMENT (an unknown status,
+        ``since_ms > until_ms``, a cursor this list did not give out), LIMIT_EXCEEDED
+        (``limit``)."""
+        size = check_page_size(limit)
+        after = decode_cursor(cursor, ORDER_CURSOR)
+        if status is not None and status not in ORDER_STATUSES:
+            raise make_error(ErrorCode.INVALID_ARGUMENT,
+                             f"status must be one of {', '.join(ORDER_STATUSES)}",
+                             {"field": "status"})
+        if since_ms is not None and until_ms is not None and since_ms > until_ms:
+            raise make_error(ErrorCode.INVALID_ARGUMENT, "since must not be after until",
+                             {"field": "since"})
+        if actor_agent_id is not None:
+            if agent_id not in (None, actor_agent_id):
+                return Page([], None)
+            agent_id = actor_agent_id
+        query = select(Order)
+        for wanted, column in ((agent_id, Order.agent_id), (status, Order.status)):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        if since_ms is not None:
+            query = query.where(Order.created_at_ms >= since_ms)
+        if until_ms is not None:
+            query = query.where(Order.created_at_ms < until_ms)
+        if after is not None:
+            query = query.where(or_(Order.created_at_ms < after[0], and_(
+                Order.created_at_ms == after[0], Order.order_id < after[1])))
+        query = query.order_by(Order.created_at_ms.desc(), Order.order_id.desc()).limit(size + 1)
+
+        def read() -> list[OrderView]:
+            with self.db.read() as session:
+                return [order_view(row) for row in session.scalars(query)]
+
+        rows = await asyncio.to_thread(read)
+        return page_of(rows, size, key=lambda view: (view.created_at_ms, view.order_id))
+
     async def find(self, agent_id: str, client_order_id: str, *, masked: bool = False,
                    actor: str = "system") -> OrderView:
         """The order ``agent_id`` placed under ``client_order_id`` (for a request that timed
@@ -518,6 +571,21 @@ class Orders:
             return current
 
         return order_view(await self.batcher.submit_async(unit))
+
+
+def _closed_hold(hold: Hold, hold_id: str, now_ms: int) -> CardsvcError | None:
+    """The refusal confirming ``hold`` would meet in the core (None while it is open and
+    unexpired), so that a hold that is no longer open fails before the saga writes anything."""
+    details: dict[str, Any] = {"hold_id": hold_id}
+    if hold.state == "confirmed":
+        return make_error(ErrorCode.HOLD_ALREADY_CONFIRMED, "the hold was confirmed already",
+                          details)
+    if hold.state == "released":
+        return make_error(ErrorCode.HOLD_RELEASED, "the hold was released", details)
+    if hold.state == "expired" or hold.expires_at_ms <= now_ms:
+        return make_error(ErrorCode.HOLD_EXPIRED, "the hold has expired",
+                          {**details, "expires_at_ms": hold.expires_at_ms})
+    return None
 
 
 def _same_request(existing: Order, request: OrderRequest) -> str:

@@ -89,3 +89,7 @@ class HoldRecord(Base):
 Index("ix_holds_status_expiry", HoldRecord.status, HoldRecord.expires_at_ms)
 Index("ix_holds_agent_created", HoldRecord.agent_id, HoldRecord.created_at_ms)
 Index("ix_holds_created", HoldRecord.created_at_ms, HoldRecord.hold_ref)
+Index("ix_orders_created", Order.created_at_ms, Order.order_id)
+"""The order list, newest first (``Orders.list``)."""
+Index("ix_orders_agent_created", Order.agent_id, Order.created_at_ms, Order.order_id)
+"""An agent's orders, newest first (its own list, an admin's filter by agent)."""

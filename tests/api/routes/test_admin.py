@@ -41,6 +41,25 @@ async def test_roles_only_reach_their_endpoints(catalog: Api, role: str, method:
     assert response.json()["error"]["code"] == "FORBIDDEN"
 
 
+async def test_a_new_key_shows_when_it_was_created(api: Api) -> None:
+    created = await api.admin("POST", "/v1/keys", {"role": "terminal", "name": "t"}, 201)
+    assert isinstance(created["created_at_ms"], int) and created["created_at_ms"] > 0
+    [listed] = [k for k in await api.admin("GET", "/v1/keys")
+                if k["key_id"] == created["key_id"]]
+    assert listed["created_at_ms"] == created["created_at_ms"]
+    assert created["revoked_at_ms"] is None
+
+
+@pytest.mark.parametrize("raw", ['{"role": "terminal", "limits": {"burst_s": NaN}}',
+                                 '{"role": "terminal", "limits": {"lockout_s": Infinity}}'])
+async def test_non_finite_limits_are_refused(api: Api, raw: str) -> None:
+    before = len(await api.admin("GET", "/v1/keys"))
+    response = await api.http.post("/v1/keys", content=raw, headers={
+        **api.auth(api.keys["admin"]), "content-type": "application/json"})
+    assert response.status_code in (400, 422)
+    assert len(await api.admin("GET", "/v1/keys")) == before
+
+
 async def test_revoked_key_stops_working_at_once(api: Api) -> None:
     created = await api.admin("POST", "/v1/keys", {"role": "terminal", "name": "t"}, 201)
     key = created["key"]
@@ -59,6 +78,11 @@ async def test_revoked_key_stops_working_at_once(api: Api) -> None:
     ({"role": "terminal", "scopes": ["admin"]}, "INVALID_ARGUMENT"),
     ({"role": "admin", "skus": ["VIP"]}, "INVALID_ARGUMENT"),
     ({"role": "terminal", "limits": {"no_such_limit": 1}}, "INVALID_ARGUMENT"),
+    ({"role": "terminal", "skus": []}, "INVALID_ARGUMENT"),
+    ({"role": "terminal", "skus": ["NO-SUCH-SKU"]}, "SKU_NOT_FOUND"),
+    ({"role": "terminal", "limits": {"verify_per_s_per_key": 1e308}}, "LIMIT_EXCEEDED"),
+    ({"role": "terminal", "limits": {"lockout_s": 10**12}}, "LIMIT_EXCEEDED"),
+    ({"role": "terminal", "limits": {"failures_max_per_key": 2.5}}, "INVALID_ARGUMENT"),
 ])
 async def test_bad_key_requests_are_refused(api: Api, body: object, code: str) -> None:
     before = len(await api.admin("GET", "/v1/keys"))
@@ -244,3 +268,97 @@ async def test_wrong_pins_lock_a_code_for_everyone_and_admins_unlock_it(catalog:
     ok = await api.call("POST", "/v1/redeem", api.keys["terminal"],
                         json={"code": sold["code"], "pin": sold["pin"], "request_id": "r"})
     assert ok.status_code == 200
+async def test_admins_list_lockouts_a_page_at_a_time_and_lift_them(catalog: Api) -> None:
+    api = catalog
+    api.runtime.risk.limits = RiskLimits(failures_max_per_key=1)
+    keys = [api.key("terminal", name=f"guesser {i}") for i in range(3)]
+    for key in keys:
+        assert (await api.call("POST", "/v1/verify", key, json={"code": "GUESS-0001"})
+                ).status_code == 404
+        assert (await api.call("POST", "/v1/verify", key, json={"code": "GUESS-0002"})
+                ).status_code == 429
+    first = await api.admin("GET", "/v1/lockouts?limit=2", expect=200)
+    assert len(first["items"]) == 2 and first["next"]
+    second = await api.admin("GET", f"/v1/lockouts?limit=2&cursor={first['next']}", expect=200)
+    assert len(second["items"]) == 1 and second["next"] is None
+    subjects = [item["subject"] for item in first["items"] + second["items"]]
+    assert sorted(subjects) == sorted(f"key:{key.split('_')[1]}" for key in keys)
+    forged = await api.call("GET", "/v1/lockouts?cursor=bm90LWEtY3Vyc29y", api.keys["admin"])
+    assert forged.status_code == 400
+    assert forged.json()["error"]["details"]["field"] == "cursor"
+    assert (await api.call("GET", "/v1/lockouts", api.keys["terminal"])).status_code == 403
+    assert (await api.call("DELETE", f"/v1/lockouts/{subjects[0]}", api.keys["terminal"])
+            ).status_code == 403
+    lifted = await api.admin("DELETE", f"/v1/lockouts/{subjects[0]}", expect=200)
+    assert lifted["subject"] == subjects[0] and lifted["failures"] == 1
+    freed = next(key for key in keys if subjects[0].endswith(key.split("_")[1]))
+    assert (await api.call("POST", "/v1/verify", freed, json={"code": "GUESS-0003"})
+            ).status_code == 404
+    again = await api.call("DELETE", f"/v1/lockouts/{subjects[1]}x", api.keys["admin"])
+    assert again.json()["error"]["code"] == "LOCKOUT_NOT_FOUND"
+    bad = await api.call("DELETE", "/v1/lockouts/nonsense", api.keys["admin"])
+    assert bad.json()["error"]["code"] == "INVALID_ARGUMENT"
+    with api.runtime.db.read() as session:
+        unlocks = audit.query(session, action="risk.unlock")
+    assert [(e.object_id, e.actor) for e in unlocks] == [
+        (subjects[0], api.keys["admin"].split("_")[1])]
+
+
+async def test_batches_are_listed_newest_first_by_sku_and_status(catalog: Api) -> None:
+    api = catalog
+    await api.admin("POST", "/v1/batches", {"sku": "VIP", "generate": {"count": 2}}, 201)
+    everything = await api.admin("GET", "/v1/batches", expect=200)
+    assert [(b["batch_id"], b["sku"]) for b in everything["items"]] == [
+        (3, "VIP"), (2, "GIFT"), (1, "VIP")]
+    assert not any(code in str(everything) for code in CODES)
+    vip = await api.admin("GET", "/v1/batches?sku=VIP&limit=1", expect=200)
+    more = await api.admin("GET", f"/v1/batches?sku=VIP&limit=1&cursor={vip['next']}",
+                           expect=200)
+    assert [b["batch_id"] for b in vip["items"] + more["items"]] == [3, 1]
+    assert more["next"] is None
+    assert (await api.admin("GET", "/v1/batches?status=failed", expect=200))["items"] == []
+    for query in ("status=lost", "cursor=WzEsImEiXQ", "limit=0"):
+        bad = await api.call("GET", f"/v1/batches?{query}", api.keys["admin"])
+        assert bad.status_code in (400, 422), query
+    assert (await api.call("GET", "/v1/batches", api.keys["agent"])).status_code == 403
+
+
+async def test_pools_are_listed_newest_first_with_shared_last(api: Api) -> None:
+    for name, agent in (("p-one", None), ("p-two", "A2"), ("p-three", "A1")):
+        body = {"pool": name} if agent is None else {"pool": name, "agent_id": agent}
+        await api.admin("POST", "/v1/pools", body, 201)
+    names = []
+    cursor = None
+    while True:
+        page = await api.admin("GET", "/v1/pools?limit=2" + (f"&cursor={cursor}" if cursor
+                                                             else ""), expect=200)
+        names += [p["pool"] for p in page["items"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert names == ["p-three", "p-two", "p-one", "shared"]
+    of_a1 = await api.admin("GET", "/v1/pools?agent_id=A1", expect=200)
+    assert [p["pool"] for p in of_a1["items"]] == ["p-three"]  # an agent has one channel pool
+    assert (await api.call("GET", "/v1/pools", api.keys["terminal"])).status_code == 403
+
+
+async def test_a_state_change_that_changes_nothing_writes_nothing(catalog: Api) -> None:
+    api = catalog
+    first = await api.admin("POST", "/v1/codes/freeze", {"code": CODES[0]}, 200)
+    assert first == {"changed": 1, "unchanged": 0}
+    await api.admin("POST", "/v1/codes/void", {"code": CODES[1]}, 200)
+    appended = api.runtime.engine.appended()
+    with api.runtime.db.read() as session:
+        before = len(audit.query(session, limit=1000))
+    again = await api.admin("POST", "/v1/codes/freeze", {"code": CODES[0]}, 200)
+    assert again == {"changed": 0, "unchanged": 1}
+    void = await api.admin("POST", "/v1/codes/unfreeze", {"code": CODES[1]}, 200)
+    assert void == {"changed": 0, "unchanged": 1}
+    batch = await api.admin("POST", "/v1/codes/void", {"batch_id": 1}, 200)
+    assert batch["changed"] == len(CODES) - 1  # the code voided already is not counted again
+    with api.runtime.db.read() as session:
+        after = audit.query(session, limit=1000)
+    assert [e.action for e in after[before:]] == ["code.void"]  # only the change that changed
+    assert api.runtime.engine.appended() > appended  # the batch void was journaled
+    story = await api.admin("POST", "/v1/codes/trace", {"code": CODES[0]}, 200)
+    assert [e["action"] for e in story["audit"]].count("code.freeze") == 1

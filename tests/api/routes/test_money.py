@@ -234,7 +234,7 @@ async def test_statement_opens_lists_and_closes(api: Api) -> None:
                                params={"since_ms": 0, "until_ms": now + 1})
     body = statement.json()
     assert (body["opening_minor"], body["closing_minor"]) == (0, 900)
-    assert [e["amount_minor"] for e in body["entries"]] == [1000, -100]
+    assert [e["amount_minor"] for e in body["items"]] == [1000, -100]
     as_csv = await api.call("GET", "/v1/agents/LEAF/statement", keys["LEAF"],
                             params={"since_ms": 0, "until_ms": now + 1, "format": "csv"})
     assert as_csv.headers["content-type"].startswith("text/csv")
@@ -242,6 +242,78 @@ async def test_statement_opens_lists_and_closes(api: Api) -> None:
     other = await api.call("GET", "/v1/agents/MID/statement", keys["LEAF"],
                            params={"since_ms": 0, "until_ms": now + 1})
     assert other.status_code == 403
+
+
+async def test_statements_default_to_this_month_take_iso_dates_and_come_in_pages(
+        api: Api) -> None:
+    keys = await tree(api)
+    for i in range(3):
+        await api.call("POST", "/v1/orders", keys["LEAF"], json={
+            "sku": "NF", "quantity": 1, "client_order_id": f"pg-{i}"})
+    now = api.runtime.engine.now_ms()
+    plain = await api.call("GET", "/v1/agents/LEAF/statement", keys["LEAF"])
+    assert plain.status_code == 200, plain.text  # no bounds: the current UTC month
+    body = plain.json()
+    assert body["since_ms"] <= now < body["until_ms"]
+    assert body["since"].endswith("-01T00:00:00.000Z")
+    assert [e["amount_minor"] for e in body["items"]] == [1000, -100, -100, -100]
+    today = body["since"][:10]
+    pages, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"since": today, "limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await api.call("GET", "/v1/agents/LEAF/statement", keys["LEAF"],
+                               params=params)).json()
+        pages.append([e["balance_after_minor"] for e in page["items"]])
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert pages == [[1000, 900, 800], [700]]
+    assert page["closing_minor"] == 700 and page["opening_minor"] == 0
+    as_csv = await api.call("GET", "/v1/agents/LEAF/statement", keys["LEAF"],
+                            params={"format": "csv"})
+    assert len(list(csv.reader(io.StringIO(as_csv.text)))) == 1 + 1 + 4 + 1
+    for params in ({"since": "2026-13-01"}, {"since": "yesterday-ish"},
+                   {"since": today, "since_ms": 0}, {"since": "2030-01-01", "until": today},
+                   {"cursor": "bm9wZQ"}):
+        bad = await api.call("GET", "/v1/agents/LEAF/statement", keys["LEAF"], params=params)
+        assert bad.status_code in (400, 422), params
+    other = await api.call("GET", "/v1/agents/MID/statement", keys["LEAF"])
+    assert other.status_code == 403
+
+
+async def test_withdrawals_are_listed_by_status_and_agents_see_only_their_own(
+        api: Api) -> None:
+    keys = await tree(api)
+    await api.admin("POST", "/v1/agents/MID/deposits",
+                    {"amount_minor": 500, "currency": "CNY", "reference": "mid-1"}, 201)
+    ids = []
+    for agent, reference in (("LEAF", "w-a"), ("MID", "w-b"), ("LEAF", "w-c")):
+        made = await api.call("POST", "/v1/withdrawals", keys[agent], json={
+            "amount_minor": 100, "currency": "CNY", "reference": reference})
+        assert made.status_code == 201
+        ids.append(made.json()["withdrawal_id"])
+    replay = await api.call("POST", "/v1/withdrawals", keys["LEAF"], json={
+        "amount_minor": 100, "currency": "CNY", "reference": "w-a"})
+    assert (replay.status_code, replay.json()["withdrawal_id"]) == (200, ids[0])
+    await api.admin("POST", f"/v1/withdrawals/{ids[0]}/approve", {}, 200)
+    queue = await api.admin("GET", "/v1/withdrawals?status=requested", expect=200)
+    assert [w["withdrawal_id"] for w in queue["items"]] == [ids[2], ids[1]]
+    first = await api.admin("GET", "/v1/withdrawals?limit=2", expect=200)
+    rest = await api.admin("GET", f"/v1/withdrawals?limit=2&cursor={first['next']}", expect=200)
+    assert [w["withdrawal_id"] for w in first["items"] + rest["items"]] == ids[::-1]
+    assert rest["next"] is None
+    own = (await api.call("GET", "/v1/withdrawals", keys["LEAF"])).json()
+    assert [w["withdrawal_id"] for w in own["items"]] == [ids[2], ids[0]]
+    spying = (await api.call("GET", "/v1/withdrawals?agent_id=MID", keys["LEAF"])).json()
+    assert spying == {"items": [], "next": None}
+    foreign = await api.call("GET", f"/v1/withdrawals/{ids[1]}", keys["LEAF"])
+    assert foreign.json()["error"]["code"] == "WITHDRAWAL_NOT_FOUND"
+    terminal = await api.call("GET", "/v1/withdrawals", api.keys["terminal"])
+    assert terminal.status_code == 403
+    bad = await api.call("GET", "/v1/withdrawals?status=lost", api.keys["admin"])
+    assert bad.status_code == 422
 
 
 async def test_orders_draw_from_the_agents_own_pool_first(api: Api) -> None:

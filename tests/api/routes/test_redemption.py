@@ -13,7 +13,10 @@ import asyncio
 
 import pytest
 
+from cardsvc import audit
 from cardsvc.catalog.batches import BatchMeta, CodeInput
+from cardsvc.paging import decode_cursor
+from cardsvc.times import iso
 from tests.fixtures.http import CODES, PINS, Api
 
 pytestmark = pytest.mark.anyio
@@ -189,8 +192,6 @@ async def test_rollback_restores_one_use_once_and_is_audited(catalog: Api) -> No
     verify = await api.call("POST", "/v1/verify", api.keys["terminal"],
                             json={"code": sold["code"], "pin": sold["pin"]})
     assert verify.json()["status"] == "valid"
-    from cardsvc import audit
-
     with api.runtime.db.read() as session:
         entries = audit.query(session, action="redemption.rollback")
     assert [e.details["redemption_id"] for e in entries] == [rid]
@@ -273,3 +274,64 @@ async def test_one_not_found_for_unknown_forged_and_another_terminals_redemption
         error = refused.json()["error"]
         bodies.add((error["code"], error["message"], tuple(sorted(error["details"]))))
     assert len(bodies) == 1
+async def test_redemptions_are_listed_by_terminal_and_time_a_page_at_a_time(
+        catalog: Api) -> None:
+    api = catalog
+    engine = api.runtime.engine
+    sold = await sell(api, 3)
+    till2 = api.key("terminal", name="till 2")
+    t0 = engine.now_ms()
+    made = []
+    for i, (item, key) in enumerate(zip(sold, (api.keys["terminal"], till2,
+                                               api.keys["terminal"]), strict=True)):
+        engine.set_clock_ms(t0 + i * 60_000)
+        response = await api.call("POST", "/v1/redeem", key, json={
+            "code": item["code"], "pin": item["pin"], "request_id": f"list-{i}"})
+        made.append(response.json()["redemption_id"])
+    await api.call("POST", f"/v1/redemptions/{made[0]}/rollback", api.keys["terminal"],
+                   json={"reason": "mistake"})
+    everything = await api.admin("GET", "/v1/redemptions", expect=200)
+    assert [r["redemption_id"] for r in everything["items"]] == made[::-1]
+    assert everything["items"][-1]["rolled_back_at"] and everything["next"] is None
+    assert not any(item["code"] in str(everything) for item in sold)
+    first = await api.admin("GET", "/v1/redemptions?limit=2", expect=200)
+    assert decode_cursor(first["next"], (int, str))[1].startswith("rdm_")  # counts nothing
+    rest = await api.admin("GET", f"/v1/redemptions?limit=2&cursor={first['next']}", expect=200)
+    assert [r["redemption_id"] for r in first["items"] + rest["items"]] == made[::-1]
+    till1_id = api.keys["terminal"].split("_")[1]
+    by_till = await api.admin("GET", f"/v1/redemptions?terminal={till1_id}", expect=200)
+    assert [r["redemption_id"] for r in by_till["items"]] == [made[2], made[0]]
+    window = await api.call("GET", "/v1/redemptions", api.keys["admin"], params={
+        "since": iso(t0 + 60_000), "until": iso(t0 + 120_000)})
+    assert [r["redemption_id"] for r in window.json()["items"]] == [made[1]]
+    own = (await api.call("GET", "/v1/redemptions", till2)).json()
+    assert [r["redemption_id"] for r in own["items"]] == [made[1]]
+    spying = (await api.call("GET", f"/v1/redemptions?terminal={till1_id}", till2)).json()
+    assert spying == {"items": [], "next": None}
+    assert (await api.call("GET", "/v1/redemptions", api.keys["agent"])).status_code == 403
+    for query in ("cursor=WyJ4IiwxXQ", "cursor=WzEsLTFd", "cursor=WzEsMTg0NDY3NDQwNzM3MDk1NTE2MTZd",
+                  "since=tomorrow", "limit=500"):
+        bad = await api.call("GET", f"/v1/redemptions?{query}", api.keys["admin"])
+        assert bad.status_code in (400, 422), query
+
+
+async def test_redemptions_of_a_code_are_found_from_the_body_and_audited(catalog: Api) -> None:
+    api = catalog
+    sold = (await sell(api, 1))[0]
+    redeemed = await api.call("POST", "/v1/redeem", api.keys["terminal"], json={
+        "code": sold["code"], "pin": sold["pin"], "request_id": "s-1"})
+    found = await api.admin("POST", "/v1/redemptions/search", {"code": sold["code"]}, 200)
+    assert [r["redemption_id"] for r in found["items"]] == [redeemed.json()["redemption_id"]]
+    unsold = await api.admin("POST", "/v1/redemptions/search", {"code": CODES[-1]}, 200)
+    assert unsold == {"items": [], "next": None}
+    missing = await api.call("POST", "/v1/redemptions/search", api.keys["admin"],
+                             json={"code": "NO-SUCH-CODE-0001"})
+    assert missing.json()["error"]["code"] == "CODE_NOT_FOUND"
+    for key in (api.keys["terminal"], api.keys["agent"]):
+        refused = await api.call("POST", "/v1/redemptions/search", key,
+                                 json={"code": sold["code"]})
+        assert refused.status_code == 403
+    with api.runtime.db.read() as session:
+        entries = audit.query(session, action="redemption.search")
+    assert len(entries) == 2
+    assert sold["code"] not in str([e.details for e in entries])
