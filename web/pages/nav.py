@@ -43,7 +43,7 @@ CONSOLE_MENU: tuple[MenuEntry, ...] = (
     MenuEntry("/console/approvals", N_("Approvals"),
               ("withdrawals", "ledger", "export", "stock")),
     MenuEntry("/console/alerts", N_("Alerts"), ("catalog", "ledger", "withdrawals", "stock")),
-    MenuEntry("/console/risk", N_("Risk"), ("freeze",)),
+    MenuEntry("/console/risk", N_("Risk"), ("admin",)),
     MenuEntry("/console/keys", N_("API keys"), ("admin",)),
     MenuEntry("/console/users", N_("Users"), ("users",)),
     MenuEntry("/console/audit", N_("Audit log"), ("audit",)),

@@ -124,3 +124,30 @@ def test_the_terminal_page_fits_a_phone(phone_page: Any,
     expect(phone_page.locator("#f-code")).to_be_visible()
     width = phone_page.evaluate("document.documentElement.scrollWidth")
     assert width <= phone_page.viewport_size["width"]
+
+
+def test_a_payout_is_approved_in_the_browser_by_a_second_person(
+        page: Any, served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    asked, _ = service.runtime.money.request_withdrawal("A2", 2_000, "CNY", "browser-w",
+                                                        actor="test")
+    log_in(page, base, service, "fiona")
+    page.goto(base + "/console/withdrawals")
+    row = page.locator(f"[data-withdrawal='{asked.withdrawal_id}']")
+    row.get_by_role("button", name=re.compile("^(Approve|批准)$")).click()
+    page.goto(base + "/console/withdrawals?status=approved")
+    row = page.locator(f"[data-withdrawal='{asked.withdrawal_id}']")
+    row.get_by_role("button", name=re.compile("Ask to pay it out|申请付款")).click()
+    page.wait_for_url(re.compile(r"/console/approvals/"), timeout=WAIT_MS)
+    approval = page.url
+    checker = page.context.browser.new_context().new_page()
+    try:
+        log_in(checker, base, service, "frank")
+        checker.goto(approval)
+        checker.get_by_role("button",
+                            name=re.compile("Approve and do it now|批准并立即执行")).click()
+        checker.wait_for_load_state()
+    finally:
+        checker.context.close()
+    paid = service.runtime.money.get_withdrawal(asked.withdrawal_id, actor_agent_id=None)
+    assert paid.status == "paid"

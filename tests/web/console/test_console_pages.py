@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.web.console.conftest import Service, error_of
+from cardsvc.sales import OrderRequest
+from tests.web.console.conftest import CODES, Service, error_of
 
 pytestmark = pytest.mark.anyio
 
@@ -254,3 +255,64 @@ async def test_the_owner_creates_a_key_shown_once_and_revokes_it(shop: Service,
     assert gone.status_code == 303 and key_id not in (await owner.get("/console/keys")).text
     operator = await visit("oscar")
     assert error_of((await operator.get("/console/keys")).text) == "FORBIDDEN"
+
+
+async def test_orders_list_filter_and_a_refund_asked_then_approved_by_someone_else(
+        shop: Service, visit: Any) -> None:
+    runtime = shop.runtime
+    order, _ = await runtime.orders.place(OrderRequest("A1", "o-refund", "VIP", 1),
+                                          actor="test", limits=runtime.risk.limits)
+    operator = await visit("oscar")
+    listed = await operator.get("/console/orders?agent_id=A1&status=fulfilled")
+    assert listed.status_code == 200 and order.order_id in listed.text
+    assert order.order_id not in (await operator.get("/console/orders?agent_id=A2")).text
+    page = await operator.get(f"/console/orders/{order.order_id}")
+    assert page.status_code == 200 and "code-masked" in page.text
+    assert not any(code in page.text for code in CODES)
+    fiona = await visit("fiona")
+    asked = await fiona.post(f"/console/orders/{order.order_id}/refund",
+                             {"reason": "customer changed their mind"},
+                             form_page=f"/console/orders/{order.order_id}")
+    assert asked.status_code == 303 and asked.headers["location"].startswith(
+        "/console/approvals/")
+    approval = asked.headers["location"]
+    own = await fiona.post(approval + "/approve-run", {}, form_page=approval)
+    assert (await runtime.orders.get(order.order_id, agent_id=None)).status == "fulfilled"
+    assert own.status_code == 303
+    frank = await visit("frank")
+    done = await frank.post(approval + "/approve-run", {}, form_page=approval)
+    assert done.status_code == 303
+    assert (await runtime.orders.get(order.order_id, agent_id=None)).status == "refunded"
+
+
+async def test_a_withdrawal_is_approved_then_paid_out_with_a_second_persons_approval(
+        shop: Service, visit: Any) -> None:
+    runtime = shop.runtime
+    asked, _ = runtime.money.request_withdrawal("A1", 5_000, "CNY", "w-1", actor="test")
+    fiona = await visit("fiona")
+    queue = await fiona.get("/console/withdrawals")
+    assert asked.withdrawal_id in queue.text
+    approved = await fiona.post(f"/console/withdrawals/{asked.withdrawal_id}/approve", {})
+    assert approved.status_code == 303
+    pay = await fiona.post(f"/console/withdrawals/{asked.withdrawal_id}/pay",
+                           {"reason": "monthly payout"}, form_page="/console/withdrawals")
+    approval = pay.headers["location"]
+    assert approval.startswith("/console/approvals/")
+    frank = await visit("frank")
+    ran = await frank.post(approval + "/approve-run", {}, form_page=approval)
+    assert ran.status_code == 303
+    paid = runtime.money.get_withdrawal(asked.withdrawal_id, actor_agent_id=None)
+    assert paid.status == "paid"
+    support = await visit("sue")
+    assert error_of((await support.get("/console/withdrawals")).text) == "FORBIDDEN"
+
+
+async def test_the_owner_lists_and_lifts_a_lockout(shop: Service, visit: Any) -> None:
+    owner = await visit("owner")
+    page = await owner.get("/console/risk")
+    assert page.status_code == 200
+    missing = await owner.post("/console/risk/lift", {"subject": "ip:10.9.9.9"},
+                               form_page="/console/risk")
+    assert missing.status_code == 303
+    operator = await visit("oscar")
+    assert error_of((await operator.get("/console/risk")).text) == "FORBIDDEN"

@@ -18,11 +18,15 @@ from web.pages.console import (
     holds,
     keys,
     money,
+    orders,
+    risk,
     terminal,
+    withdrawals,
 )
 
 ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES, *batches.ROUTES,
                           *approvals.ROUTES, *codes.ROUTES,
                           *terminal.ROUTES, *agents.ROUTES, *holds.ROUTES, *audit.ROUTES,
-                          *money.ROUTES, *keys.ROUTES, *alerts.ROUTES]
+                          *money.ROUTES, *keys.ROUTES, *alerts.ROUTES,
+                          *orders.ROUTES, *withdrawals.ROUTES, *risk.ROUTES]
 UPLOAD_PATHS: tuple[str, ...] = batches.UPLOAD_PATHS
