@@ -29,6 +29,7 @@ pytest_plugins = [
     "tests.fixtures.http",
     "tests.fixtures.serving",
     "tests.fixtures.runtime",
+    "tests.fixtures.shop",
 ]
 
 REDIS_START_TIMEOUT_S = 15.0

@@ -163,6 +163,16 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.LOCKOUT_NOT_FOUND: 404,
     # A file or socket the server itself could not use: its business, concealed like a 500.
     ErrorCode.IO_ERROR: 500,
+    # The storefront: payment channels, checkouts and retail orders.
+    ErrorCode.CHANNEL_NOT_FOUND: 404,
+    ErrorCode.CHANNEL_EXISTS: 409,
+    ErrorCode.CHANNEL_DISABLED: 409,
+    ErrorCode.SANDBOX_IN_PRODUCTION: 409,
+    # A missing or wrong proof of work is bad input: solve the challenge and send it again.
+    ErrorCode.CHALLENGE_FAILED: 400,
+    ErrorCode.QUANTITY_NOT_ALLOWED: 400,
+    ErrorCode.ORDER_NOT_PAYABLE: 409,
+    ErrorCode.ORDER_NOT_DELIVERED: 409,
     ErrorCode.APPROVAL_REQUIRED: 409,
     ErrorCode.APPROVAL_NOT_FOUND: 404,
     ErrorCode.APPROVAL_NOT_PENDING: 409,

@@ -1,4 +1,4 @@
-"""The XLSX reader comparison (issue 10) checks what it measures and reports it.
+"""The XLSX reader comparison checks what it measures and reports it.
 
 Goal: ``bench.xlsx_bench`` must read every row of a good workbook with each reader (a reader that
 lost rows fails the child's check), must record cardsvc's coded refusals of the hostile files,

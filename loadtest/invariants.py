@@ -104,6 +104,25 @@ def check_flash_sale(history: FlashSaleHistory, stock: Stock) -> list[Check]:
     ]
 
 
+def check_retail_flash_sale(history: FlashSaleHistory, stock: Stock,
+                            reconciliation: Mapping[str, object],
+                            callbacks_refused: int) -> list[Check]:
+    """The flash sale's checks for the shop: every hold paid and delivered (so the codes sold
+    are exactly the codes held: with more buyers than codes, the whole stock), no code twice,
+    every callback acknowledged, and the server's reconciliation clean."""
+    delivered = sum(len(codes) for _, codes in history.orders.values())
+    sold_out = any("OUT_OF_STOCK" in label for label in history.refused)
+    return [
+        *check_flash_sale(history, stock),
+        Check("codes sold == codes imported (demand exceeded stock)" if sold_out else
+              "codes held == codes sold", len(history.imported) if sold_out else delivered,
+              stock["allocated"]),
+        Check("codes still held at the end", 0, stock["held"]),
+        Check("callbacks not answered success (duplicates included)", 0, callbacks_refused),
+        Check("server reconciliation ok", True, reconciliation.get("ok")),
+    ]
+
+
 # ----- redemption ----------------------------------------------------------------------------
 
 

@@ -7,7 +7,9 @@
 #
 # What it does: starts `cardsvc serve` on a free port of 127.0.0.1 (never another interface)
 # with a fresh data directory in a temporary directory and CARDSVC_RISK_LIMITS=off (one client
-# IP hammering the server would otherwise be rate limited; the report says limits were off),
+# IP hammering the server would otherwise be rate limited; the report says limits were off;
+# the shop's buyer caps and its proof-of-work challenge are off too: CARDSVC_RETAIL_LIMITS=off,
+# CARDSVC_STORE_CHALLENGE=0),
 # waits until /readyz answers, creates an admin key with `cardsvc keys create`, runs locust
 # headless (all users started at once) with --host, CARDSVC_ADMIN_KEY and CARDSVC_DATA_DIR set,
 # then stops the server (SIGTERM: it flushes its journal) and deletes the temporary directory.
@@ -55,7 +57,7 @@ port=$("$bin/python" -c 'import socket
 s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 url=http://$host:$port
 
-CARDSVC_RISK_LIMITS=off "$bin/cardsvc" serve --data-dir "$work/data" --host "$host" \
+CARDSVC_RISK_LIMITS=off CARDSVC_RETAIL_LIMITS=off CARDSVC_STORE_CHALLENGE=0 "$bin/cardsvc" serve --data-dir "$work/data" --host "$host" \
     --port "$port" >"$work/server.log" 2>&1 &
 server_pid=$!
 

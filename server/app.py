@@ -28,15 +28,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import cardsvc
 from api.deps import CONTROL_SCOPE_KEY
 from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
-from api.routes import API_PREFIX, RESOURCE_ROUTERS, docs, health
+from api.routes import API_PREFIX, RESOURCE_ROUTERS, docs, health, notify
 from cardsvc.access import csrf_binding
 from cardsvc.engine import Store
 from cardsvc.runtime import Runtime
 from server.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
 from server.settings import Settings
-from web import WebHooks, create_web
+from web import WebHooks, WebSettings, create_web, mail_composer, store_routes
 from web.pages import site
-from web.settings import WebSettings
 
 log = logging.getLogger("cardsvc.api")
 
@@ -61,13 +60,17 @@ def create_app(settings: Settings, *, store: Store | None = None,
     process on SIGTERM before its caller's own clean-up could run.
     """
 
+    web = create_web(WebSettings.from_env(settings.data_dir, demo_pages=False),
+                     WebHooks(context=site.CONTEXT_HOOKS),
+                     routes=[*store_routes(), *site.ROUTES], session_binding=csrf_binding,
+                     upload_paths=site.UPLOAD_PATHS)
+    config = settings.service_config(composer=mail_composer(web))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Recovery reads the whole journal and closing joins threads: keep the loop free.
         try:
-            runtime = await asyncio.to_thread(
-                Runtime.open, settings.service_config(), store=store
-            )
+            runtime = await asyncio.to_thread(Runtime.open, config, store=store)
         except BaseException:
             if store is not None:
                 await asyncio.to_thread(store.close)
@@ -76,11 +79,13 @@ def create_app(settings: Settings, *, store: Store | None = None,
         app.state.web.state.runtime = runtime
         timer = asyncio.create_task(_recovery_timer(runtime, settings.recovery_interval_s))
         readers = asyncio.create_task(_reports_timer(runtime, settings.reports_interval_s))
+        mailer = asyncio.create_task(_mail_timer(runtime, settings.mail_interval_s))
         try:
             yield
         finally:
             timer.cancel()
             readers.cancel()
+            mailer.cancel()
             await asyncio.to_thread(runtime.close)
             if on_close is not None:
                 on_close()
@@ -105,17 +110,16 @@ def create_app(settings: Settings, *, store: Store | None = None,
     )
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(notify.router)
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    app.state.web = create_web(WebSettings.from_env(settings.data_dir),
-                               WebHooks(context=site.CONTEXT_HOOKS), routes=site.ROUTES,
-                               session_binding=csrf_binding, upload_paths=site.UPLOAD_PATHS)
-    """The web pages, served beside the API by :func:`create_asgi` (their runtime is set by the
-    lifespan)."""
+    app.state.web = web
+    """The web pages (the storefront, the login pages, the console and the portal), served
+    beside the API by :func:`create_asgi` (their runtime is set by the lifespan)."""
     return app
 
 
-API_PATHS = ("/v1", "/healthz", "/readyz", "/openapi.json", "/docs")
+API_PATHS = ("/v1", "/healthz", "/readyz", "/openapi.json", "/docs", "/pay/notify")
 """Paths (and the paths below them) that belong to the JSON application; the rest is the web's."""
 
 
@@ -180,6 +184,16 @@ async def _reports_timer(runtime: Runtime, interval_s: float) -> None:
             continue
         if any(counts.values()):
             log.debug("reports timer: %s", counts)
+
+
+async def _mail_timer(runtime: Runtime, interval_s: float) -> None:
+    """Sends the outbox's mails every few seconds (``Runtime.deliver_mail``)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await runtime.deliver_mail()
+        except Exception as error:  # logged and retried next round
+            log_unexpected(error)
 
 
 def create_app_from_env() -> Composed:

@@ -103,11 +103,17 @@ def print_banner(console: Console, settings: Settings, store: Store,
     cli = cli_command() if cli is None else cli
     guarantee = store.guarantee
     url = settings.base_url
+    payments = ("production channels only" if settings.production else
+                "the sandbox channel (simulated: nothing real is charged)")
+    mail = (f"SMTP {settings.smtp_host}:{settings.smtp_port}" if settings.smtp_host else
+            f"{(settings.data_dir / 'mail').resolve()}/*.eml")
     lines = [
         f"cardsvc starting on {url}",
         f"  data directory: {settings.data_dir.resolve()}",
         f"  journal: {guarantee.sink}, guarantee {guarantee.level}: {guarantee.description}",
         f"  recovered {store.recovery.codes} codes up to journal record {store.recovery.last_seq}",
+        f"  shop: {settings.shop_url}/   payments: {payments}",
+        f"  shop mail: {mail}",
         f"  health: {url}/healthz   readiness: {url}/readyz",
         f"  API docs: {url}/docs   OpenAPI: {url}/openapi.json",
         "  every /v1 request needs an API key (Authorization: Bearer <key>); create the first",

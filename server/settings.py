@@ -17,6 +17,7 @@ from typing import Any
 
 from cardsvc.access import ARGON2_PARAMS, ApprovalPolicy, Argon2Params, RiskLimits
 from cardsvc.db import DATABASE_URL_ENV
+from cardsvc.delivery import Composer
 from cardsvc.engine import (
     PIN_FAILURES_DEFAULT,
     PIN_LOCKOUT_MAX_MS_DEFAULT,
@@ -26,8 +27,15 @@ from cardsvc.engine import (
 from cardsvc.errors import invalid
 from cardsvc.money import COOLING_MS_MAX
 from cardsvc.reports import COOLDOWN_MS_DEFAULT as ALERT_COOLDOWN_MS_DEFAULT
-from cardsvc.runtime import ServiceConfig
-from cardsvc.sales import COOLING_MS_DEFAULT
+from cardsvc.runtime import MailConfig, ServiceConfig
+from cardsvc.sales import (
+    COOLING_MS_DEFAULT,
+    HOLD_TTL_S_DEFAULT,
+    HOLD_TTL_S_MAX,
+    HOLD_TTL_S_MIN,
+    RetailLimits,
+    StoreSettings,
+)
 
 JOURNAL_SINKS = ("file", "redis")
 PIN_FAILURES_MAX = 1000
@@ -70,6 +78,17 @@ Empty (the default): no proxy is trusted, ``X-Forwarded-For`` is ignored and the
 is the TCP peer's. Given: a request whose peer is one of them is attributed to the client its
 ``X-Forwarded-For`` names (the last address not itself a trusted proxy)."""
 TRUSTED_PROXIES_MAX = 64
+ENV_PUBLIC_URL = "CARDSVC_PUBLIC_URL"
+ENV_PRODUCTION = "CARDSVC_PRODUCTION"
+ENV_HOLD_TTL_S = "CARDSVC_STORE_HOLD_TTL_S"
+ENV_CHALLENGE = "CARDSVC_STORE_CHALLENGE"
+ENV_STORE_DEMO = "CARDSVC_STORE_DEMO"
+ENV_SMTP_HOST = "CARDSVC_SMTP_HOST"
+ENV_SMTP_PORT = "CARDSVC_SMTP_PORT"
+ENV_SMTP_STARTTLS = "CARDSVC_SMTP_STARTTLS"
+ENV_SMTP_USERNAME = "CARDSVC_SMTP_USERNAME"
+ENV_SMTP_PASSWORD = "CARDSVC_SMTP_PASSWORD"
+ENV_MAIL_FROM = "CARDSVC_MAIL_FROM"
 ENV_CRASH_AT = "CARDSVC_CRASH_AT"
 """Fault injection for the saga crash test only: the order saga kills the process at the named
 point (``cardsvc.sales.CRASH_POINTS``). Never set in production."""
@@ -112,6 +131,23 @@ class Settings:
     pin_lockout_s: int = PIN_LOCKOUT_MS_DEFAULT // 1000
     pin_lockout_max_s: int = PIN_LOCKOUT_MAX_MS_DEFAULT // 1000
     trusted_proxies: tuple[str, ...] = ()
+    public_url: str | None = None
+    """Where buyers and providers reach the shop (links in mail, notify URLs); default
+    ``base_url``. Behind a proxy: the public https origin."""
+    production: bool = False
+    """Production settings: sandbox payment channels are refused."""
+    store_hold_ttl_s: int = HOLD_TTL_S_DEFAULT
+    store_challenge: bool = True
+    """The checkout's proof-of-work challenge (off only for benchmarks and load tests)."""
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    mail_from: str = "shop@localhost"
+    mail_interval_s: float = 2.0
+    store_demo: bool = False
+    """Two demo products in an empty shop (``scripts/run.sh`` turns it on)."""
 
     def __post_init__(self) -> None:
         if self.journal not in JOURNAL_SINKS:
@@ -136,6 +172,12 @@ class Settings:
             raise invalid("pin_lockout_s", "need 1 <= pin_lockout_s <= pin_lockout_max_s <= "
                                            f"{PIN_LOCKOUT_MAX_S}")
         object.__setattr__(self, "trusted_proxies", trusted_networks(self.trusted_proxies))
+        if not HOLD_TTL_S_MIN <= self.store_hold_ttl_s <= HOLD_TTL_S_MAX:
+            raise invalid("store_hold_ttl_s", f"the hold TTL is {HOLD_TTL_S_MIN} to "
+                          f"{HOLD_TTL_S_MAX} seconds")
+        if self.public_url is not None and not self.public_url.startswith(("http://",
+                                                                           "https://")):
+            raise invalid("public_url", "the public URL is an http(s) origin")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -169,12 +211,31 @@ class Settings:
             "pin_lockout_max_s": _int_from(env, ENV_PIN_LOCKOUT_MAX_S, "pin_lockout_max_s",
                                            PIN_LOCKOUT_MAX_MS_DEFAULT // 1000),
             "trusted_proxies": tuple(env.get(ENV_TRUSTED_PROXIES, "").split(",")),
+            "public_url": env.get(ENV_PUBLIC_URL) or None,
+            "production": _flag(env, ENV_PRODUCTION, False),
+            "store_hold_ttl_s": _int_from(env, ENV_HOLD_TTL_S, "store_hold_ttl_s",
+                                          HOLD_TTL_S_DEFAULT),
+            "store_challenge": _flag(env, ENV_CHALLENGE, True),
+            "smtp_host": env.get(ENV_SMTP_HOST) or None,
+            "smtp_port": _int_from(env, ENV_SMTP_PORT, "smtp_port", 25),
+            "smtp_starttls": _flag(env, ENV_SMTP_STARTTLS, False),
+            "smtp_username": env.get(ENV_SMTP_USERNAME) or None,
+            "smtp_password": env.get(ENV_SMTP_PASSWORD) or None,
+            "mail_from": env.get(ENV_MAIL_FROM) or "shop@localhost",
+            "store_demo": _flag(env, ENV_STORE_DEMO, False),
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
 
-    def service_config(self) -> ServiceConfig:
-        """The configuration of the service's parts (store, database, risk limits)."""
+    def service_config(self, composer: Composer | None = None) -> ServiceConfig:
+        """The configuration of the service's parts (store, database, risk limits, the shop);
+        ``composer`` renders the shop's mail (the web layer's templates)."""
+        mail = MailConfig(from_address=self.mail_from, smtp_host=self.smtp_host,
+                          smtp_port=self.smtp_port, smtp_starttls=self.smtp_starttls,
+                          smtp_username=self.smtp_username, smtp_password=self.smtp_password,
+                          composer=composer)
+        store = StoreSettings(hold_ttl_s=self.store_hold_ttl_s, public_url=self.shop_url,
+                              production=self.production)
         return ServiceConfig(store=self.store_config(), database_url=self.database_url,
                              risk=self.risk, crash_at=self.crash_at, approvals=self.approvals,
                              argon2=self.argon2, timezone=self.timezone,
@@ -182,7 +243,15 @@ class Settings:
                              alert_cooldown_ms=self.alert_cooldown_s * 1000,
                              pin_failures_max=self.pin_failures_max,
                              pin_lockout_ms=self.pin_lockout_s * 1000,
-                             pin_lockout_max_ms=self.pin_lockout_max_s * 1000)
+                             pin_lockout_max_ms=self.pin_lockout_max_s * 1000,
+                             store_settings=store, challenge_enabled=self.store_challenge,
+                             mail=mail, retail=RetailLimits.from_env(),
+                             demo_shop=self.store_demo)
+
+    @property
+    def shop_url(self) -> str:
+        """The shop's public origin (``public_url``, else where it listens)."""
+        return (self.public_url or self.base_url).rstrip("/")
 
     def store_config(self) -> StoreConfig:
         """The configuration of the durable store these settings describe."""
@@ -212,6 +281,15 @@ def trusted_networks(entries: Sequence[str]) -> tuple[str, ...]:
     if len(networks) > TRUSTED_PROXIES_MAX:
         raise invalid("trusted_proxies", f"at most {TRUSTED_PROXIES_MAX} trusted proxies")
     return tuple(dict.fromkeys(networks))
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise invalid(name.lower(), f"{name} must be 1 or 0")
 
 
 def _int_from(env: Mapping[str, str], name: str, field: str, default: int) -> int:

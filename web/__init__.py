@@ -12,16 +12,21 @@ from __future__ import annotations
 
 from web.app import create_web
 from web.hooks import ContextHook, NavItem, WebHooks
+from web.mail import MailComposer, mail_composer
+from web.pages.store import store_routes
 from web.render import render_page, renderer_of
 from web.settings import WebSettings, load_secret_key
 
 __all__ = [
     "ContextHook",
+    "MailComposer",
     "NavItem",
     "WebHooks",
     "WebSettings",
     "create_web",
     "load_secret_key",
+    "mail_composer",
     "render_page",
     "renderer_of",
+    "store_routes",
 ]

@@ -13,16 +13,21 @@ from api.routes import (
     exports,
     health,
     money,
+    notify,
     orders,
     prices,
     redemption,
+    retail,
+    shop,
 )
 
 API_PREFIX = "/v1"
 RESOURCE_ROUTERS: tuple[APIRouter, ...] = (
-    redemption.router, orders.router, catalog.router, agents.router, prices.router,
-    money.router, admin.router, audit.router, exports.router, approvals.router,
+    shop.router, redemption.router, orders.router, catalog.router, agents.router,
+    prices.router, money.router, admin.router, audit.router, exports.router, retail.router,
+    approvals.router,
 )
-"""Every resource router, mounted under API_PREFIX by ``server.app``."""
+"""Every resource router, mounted under API_PREFIX by ``server.app``. FastAPI tries routes in
+order, so the hottest public paths (the shop's checkouts, then redemption) come first."""
 
-__all__ = ["API_PREFIX", "RESOURCE_ROUTERS", "docs", "health"]
+__all__ = ["API_PREFIX", "RESOURCE_ROUTERS", "docs", "health", "notify"]

@@ -50,6 +50,19 @@ class SkuEditable(Strict):
     purchase_limit_per_buyer: int | None = Field(default=None, ge=0, le=1_000_000)
     low_stock_threshold: int | None = Field(default=None, ge=0, le=1 << 31)
     on_sale: bool | None = None
+    category: Name | None = None
+    description: str | None = Field(default=None, max_length=4000)
+    usage_instructions: str | None = Field(default=None, max_length=4000)
+    validity_text: Name | None = None
+    retail_quantity_min: int | None = Field(default=None, ge=1, le=100)
+    retail_quantity_max: int | None = Field(default=None, ge=1, le=100)
+    show_exact_stock: bool | None = Field(
+        default=None, description="the shop shows the exact count (default: in stock / low / "
+        "sold out only)")
+    retail_pool: Id | None = Field(default=None, description="the pool retail draws from "
+                                   "(default: shared)")
+    codes_in_mail: bool | None = Field(default=None, description="the delivery mail carries the "
+                                       "codes (default: the claim link only)")
 
 
 class SkuCreate(SkuEditable):
@@ -78,6 +91,15 @@ class SkuOut(BaseModel):
     purchase_limit_per_buyer: int | None
     low_stock_threshold: int | None
     on_sale: bool
+    category: str | None = None
+    description: str | None = None
+    usage_instructions: str | None = None
+    validity_text: str | None = None
+    retail_quantity_min: int | None = None
+    retail_quantity_max: int | None = None
+    show_exact_stock: bool = False
+    retail_pool: str | None = None
+    codes_in_mail: bool = False
     created_at_ms: int
     updated_at_ms: int | None
 

@@ -137,6 +137,22 @@ class ErrorCode(StrEnum):
     # The operating system refused a file or socket operation (a file that exists or does not,
     # a permission, a port in use); the message names it. Reported by the command line.
     IO_ERROR = "IO_ERROR"
+    # The storefront: payment channels, checkouts and retail orders.
+    # No payment channel with that id (or notify token).
+    CHANNEL_NOT_FOUND = "CHANNEL_NOT_FOUND"
+    CHANNEL_EXISTS = "CHANNEL_EXISTS"
+    # The channel is switched off: no checkout may use it (callbacks of its attempts still count).
+    CHANNEL_DISABLED = "CHANNEL_DISABLED"
+    # A sandbox channel (anyone can "pay") while the production settings are on.
+    SANDBOX_IN_PRODUCTION = "SANDBOX_IN_PRODUCTION"
+    # The checkout's anti-bot challenge is missing, wrong, expired or used before.
+    CHALLENGE_FAILED = "CHALLENGE_FAILED"
+    # The quantity is outside the SKU's per-order limits (details: min, max).
+    QUANTITY_NOT_ALLOWED = "QUANTITY_NOT_ALLOWED"
+    # The order is not waiting for a payment (paid, expired, failed...): details.status.
+    ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE"
+    # The order's codes are not delivered (yet): nothing to reveal or resend.
+    ORDER_NOT_DELIVERED = "ORDER_NOT_DELIVERED"
     # Maker-checker approvals (cardsvc.access.approvals).
     # The action needs a second person's approval first (details: action, object_id).
     APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
@@ -296,6 +312,14 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.FILE_MODE_INSECURE: Corruption,
     ErrorCode.LOCKOUT_NOT_FOUND: NotFound,
     ErrorCode.IO_ERROR: InternalError,
+    ErrorCode.CHANNEL_NOT_FOUND: NotFound,
+    ErrorCode.CHANNEL_EXISTS: Conflict,
+    ErrorCode.CHANNEL_DISABLED: Conflict,
+    ErrorCode.SANDBOX_IN_PRODUCTION: Conflict,
+    ErrorCode.CHALLENGE_FAILED: BadInput,
+    ErrorCode.QUANTITY_NOT_ALLOWED: BadInput,
+    ErrorCode.ORDER_NOT_PAYABLE: Conflict,
+    ErrorCode.ORDER_NOT_DELIVERED: Conflict,
     ErrorCode.APPROVAL_REQUIRED: Conflict,
     ErrorCode.APPROVAL_NOT_FOUND: NotFound,
     ErrorCode.APPROVAL_NOT_PENDING: Conflict,

@@ -30,10 +30,12 @@ from typing import Any
 from cardsvc import crypto, files
 from cardsvc.access import (
     ARGON2_PARAMS,
+    DAY_MS,
     AccessGate,
     ApprovalPolicy,
     Approvals,
     Argon2Params,
+    Challenges,
     KeyAuthenticator,
     LockoutPolicy,
     Logins,
@@ -43,9 +45,18 @@ from cardsvc.access import (
     SessionSettings,
 )
 from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
-from cardsvc.catalog import Batches, Catalog, ImportJobs
+from cardsvc.catalog import Batches, BatchMeta, Catalog, CodeFormat, ImportJobs
 from cardsvc.db import Database, WriteBatcher
-from cardsvc.delivery import Exports, Revealer
+from cardsvc.delivery import (
+    Composer,
+    Exports,
+    FolderSender,
+    MailSender,
+    MailWorker,
+    RetailReveal,
+    Revealer,
+    SmtpSender,
+)
 from cardsvc.engine import (
     PIN_FAILURES_DEFAULT,
     PIN_LOCKOUT_MAX_MS_DEFAULT,
@@ -55,6 +66,7 @@ from cardsvc.engine import (
 )
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.money import AgentMoney, ledger
+from cardsvc.payments import Channels, HttpxTransport
 from cardsvc.redemption import RedemptionHistory, Terminals
 from cardsvc.reports import (
     COOLDOWN_MS_DEFAULT,
@@ -64,14 +76,21 @@ from cardsvc.reports import (
     Dashboards,
     Reconciliations,
     Rollups,
+    channel_reconciliation,
 )
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
     PENDING_ORDER_AGE_MS,
+    RETAIL_CRASH_POINTS,
     ApprovedActions,
+    BuyerGuard,
+    Checkout,
     Holds,
     Orders,
+    RetailLimits,
+    ShopCatalog,
+    StoreSettings,
     delivered_code_ids,
 )
 from cardsvc.sales import no_crash as _no_crash
@@ -82,6 +101,26 @@ FOLD_ROUNDS_MAX = 5
 """Fold pages per readers' round (each ~20,000 postings): a backlog drains over a few rounds
 without holding the database's write lock for long."""
 HOUR_MS = 3_600_000
+
+
+ORDER_PASSWORD_PARAMS = Argon2Params(time_cost=2, memory_kib=19 * 1024)
+"""argon2id for retail order passwords: RFC 9106's low-memory option (about 20 ms here), since a
+checkout must not cost a login's 140 ms; lookups are throttled per IP and per order anyway."""
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    """Where the storefront's mail goes: an SMTP server (``smtp_host``), else ``folder`` (the
+    embedded defaults: ``<data dir>/mail``); ``composer`` renders a mail (the server wires the
+    web layer's templates; without one, mails wait in the outbox)."""
+
+    from_address: str = "shop@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    composer: Composer | None = None
 
 
 @dataclass
@@ -109,6 +148,17 @@ class ServiceConfig:
     pin_lockout_ms: int = PIN_LOCKOUT_MS_DEFAULT
     """The first lockout; each further one lasts twice as long, up to pin_lockout_max_ms."""
     pin_lockout_max_ms: int = PIN_LOCKOUT_MAX_MS_DEFAULT
+    store_settings: StoreSettings = field(default_factory=StoreSettings)
+    retail: RetailLimits = field(default_factory=RetailLimits.from_env)
+    challenge_enabled: bool = True
+    challenge_max_number: int = 50_000
+    mail: MailConfig = field(default_factory=MailConfig)
+    sandbox_default: bool = True
+    """Create the sandbox channel on a data directory that has no channel (never in
+    production)."""
+    demo_shop: bool = False
+    """Put two demo products with generated codes in an empty shop (``scripts/run.sh``'s
+    embedded defaults, so the quick start shows a shop ready to pay in the sandbox)."""
 
 
 def check_modes(data_dir: Path) -> None:
@@ -130,8 +180,8 @@ def crash_hook(crash_at: str | None) -> Callable[[str], None]:
     ``crash_at`` (the saga crash test's fault injection), nothing when None."""
     if not crash_at:
         return _no_crash
-    if crash_at not in CRASH_POINTS:
-        raise ValueError(f"crash_at must be one of {CRASH_POINTS}")
+    if crash_at not in CRASH_POINTS + RETAIL_CRASH_POINTS:
+        raise ValueError(f"crash_at must be one of {CRASH_POINTS + RETAIL_CRASH_POINTS}")
 
     def crash(point: str) -> None:
         if point == crash_at:
@@ -209,6 +259,58 @@ class Runtime:
         self.jobs = ImportJobs(self.batches, store.config.data_dir / "uploads")
         """File imports run here, off the request path: a bounded queue with its own workers,
         each job cancellable (``cardsvc.catalog.import_jobs``)."""
+        self._open_storefront(config or ServiceConfig(store=store.config), crash)
+
+    def _open_storefront(self, config: ServiceConfig, crash: Callable[[str], None]) -> None:
+        """The storefront's parts: payment channels, the shop's catalog, buyers' limits, the
+        challenge, the checkout saga and the mail worker."""
+        data_dir = self.store.config.data_dir
+        settings = config.store_settings
+        self.link_key = crypto.load_link_key(data_dir)
+        self._reconciled_day: int | None = None
+        self.channels = Channels(self.db, self.keyring, public_url=settings.public_url,
+                                 clock_ms=self.engine.now_ms, transport=HttpxTransport(),
+                                 production=settings.production)
+        self.shop = ShopCatalog(self.db, self.engine)
+        self.buyers = BuyerGuard(config.retail)
+        self.challenges = Challenges(enabled=config.challenge_enabled,
+                                     max_number=config.challenge_max_number)
+        self.order_passwords = Passwords(ORDER_PASSWORD_PARAMS, hashes_at_once_max=2)
+        self.retail_reveal = RetailReveal(self.db, self.revealer, self.link_key,
+                                          self.engine.now_ms)
+        self.checkout = Checkout(
+            self.store, self.db, self.batcher, channels=self.channels, shop=self.shop,
+            guard=self.buyers, challenges=self.challenges, passwords=self.order_passwords,
+            reveal=self.retail_reveal, link_key=self.link_key, settings=settings, crash=crash)
+        mail = config.mail
+        sender: MailSender = (FolderSender(data_dir / "mail") if not mail.smtp_host else
+                              SmtpSender(mail.smtp_host, mail.smtp_port,
+                                         starttls=mail.smtp_starttls,
+                                         username=mail.smtp_username,
+                                         password=mail.smtp_password))
+        self.mail = MailWorker(self.db, self.revealer, sender, mail.composer,
+                               link_key=self.link_key, public_url=settings.public_url,
+                               from_address=mail.from_address, clock_ms=self.engine.now_ms)
+        if config.sandbox_default:
+            self.channels.ensure_sandbox()
+        if config.demo_shop and not settings.production:
+            self._seed_demo_shop()
+
+    def _seed_demo_shop(self) -> None:
+        """Two demo products with generated codes, when the catalog is empty."""
+        if self.catalog.list_skus():
+            return
+        demos = (("DEMO-GAME", "Demo game points 100", "Games", 990, 6),
+                 ("DEMO-VIDEO", "Demo video membership, 1 month", "Video", 1_500, 0))
+        for sku, name, category, price, pin_length in demos:
+            self.catalog.create_sku(
+                sku, name, actor="demo", retail_price_minor=price, cost_minor=price // 2,
+                category=category, validity_text="365 days",
+                description="A demo product of the sandbox shop: its codes are test codes.",
+                usage_instructions="Copy the code, open the app, choose Redeem and paste it.")
+            self.batches.generate(BatchMeta(sku, unit_cost_minor=price // 2, currency="CNY"),
+                                  CodeFormat(pin_length=pin_length), 50, actor="demo")
+        self.shop.invalidate()
 
     @classmethod
     def open(cls, config: ServiceConfig, *, store: Store | None = None) -> Runtime:
@@ -233,6 +335,7 @@ class Runtime:
             runtime.recovery = {
                 "batches": runtime.batches.recover(),
                 "orders": asyncio.run(runtime.orders.recover()),
+                "retail": asyncio.run(runtime.checkout.recover()),
             }
         except BaseException:
             db.close()
@@ -250,6 +353,9 @@ class Runtime:
         counts["holds_expired"] = await self.holds.expire_due()
         counts["commissions_released"] = await asyncio.to_thread(
             self.money.release_due_commissions)
+        retail = await self.checkout.recover(older_than_ms=PENDING_ORDER_AGE_MS)
+        counts.update({f"retail_{name}": count for name, count in retail.items()})
+        counts["channels_reconciled"] = await asyncio.to_thread(self._reconcile_channels_daily)
         if counts["commissions_released"]:
             await asyncio.to_thread(self.alerts.event, "commissions_released",
                                     {"count": counts["commissions_released"]})
@@ -281,6 +387,28 @@ class Runtime:
         released = self.holds.release_agents(agent_ids, actor=actor)
         if released:
             log.info("released %d holds of suspended agents", released)
+
+    def _reconcile_channels_daily(self) -> int:
+        """Once a UTC day, each payment channel's attempts of the day before against its
+        callbacks and postings (``reports.channel_reconciliation``); mismatches are logged as
+        warnings for staff. Returns how many channels were checked this round."""
+        day = self.engine.now_ms() // DAY_MS
+        if day == self._reconciled_day:
+            return 0
+        self._reconciled_day = day
+        checked = 0
+        for view in self.channels.all():
+            result = channel_reconciliation(self.db, view.channel_id, since_ms=(day - 1) * DAY_MS,
+                                            until_ms=day * DAY_MS, now_ms=self.engine.now_ms())
+            checked += 1
+            for problem in result["problems"]:
+                log.warning("channel %s reconciliation: %s %s", view.channel_id,
+                            problem["kind"], problem["subject"])
+        return checked
+
+    async def deliver_mail(self) -> dict[str, int]:
+        """One round of the mail worker (the server runs it every few seconds)."""
+        return await self.mail.run_once()
 
     def close(self) -> None:
         """Cancels the import jobs (their batches end ``cancelled``, what they imported voided)

@@ -43,7 +43,7 @@ def refused(call: object, code: ErrorCode = ErrorCode.RATE_LIMITED) -> dict[str,
 
 
 def capped(call: object) -> dict[str, object]:
-    """A cap (issue 10): LIMIT_EXCEEDED, with no retry-after that waiting could honour."""
+    """A cap: LIMIT_EXCEEDED, with no retry-after that waiting could honour."""
     details = refused(call, ErrorCode.LIMIT_EXCEEDED)
     assert "retry_after_s" not in details
     return details

@@ -1,7 +1,7 @@
 """Goal: the catalog's use cases on SKUs, stock and codes, tested as domain calls (they were
 tested only over HTTP): fields and their bounds (a unit price above PRICE_MINOR_MAX is
 LIMIT_EXCEEDED), stock counts by every state including ``withdrawn``, freezing by target,
-and the PIN lockouts' list and unlock (issue 10, items 4, 8, 13; issue 11).
+and the PIN lockouts' list and unlock.
 
 Method: ``Catalog`` on a Runtime (tests/fixtures/runtime.py), SQLite and PostgreSQL.
 """

@@ -45,7 +45,7 @@ def test_the_session_watch_is_collecting() -> None:
 
 
 def test_the_session_watch_sees_the_reveal_and_export_paths() -> None:
-    """Issue 10: what the Revealer opens is watched as a secret, and audit entries and errors
+    """What the Revealer opens is watched as a secret, and audit entries and errors
     raised out of the reveal and export paths are watched as text (the watch is installed on
     the classes, so these are the wrappers a Runtime's objects call)."""
     from cardsvc import audit

@@ -89,6 +89,18 @@ def test_locustfile_run_passes_every_invariant_it_prints(name: str,
     assert "Aggregated" in result.stdout + result.stderr  # locust's own summary was printed
 
 
+def test_retail_flash_sale_sells_exactly_the_stock_and_passes_every_invariant() -> None:
+    """The shop's flash sale, bounded: 50 codes, 400 guests (the full run: 1,000 and 20,000,
+    bench/RESULTS.md)."""
+    result = run_locustfile("retail_flash_sale", "--stock", "50", "--buyers", "400")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    rows = table_rows(result.stdout, "retail_flash_sale invariants")
+    assert {"codes sold == codes imported (demand exceeded stock)", "codes delivered to two orders",
+            "server reconciliation ok", "5xx answers"} <= set(rows), rows
+    assert set(rows.values()) == {"PASS"}, rows
+
+
 def test_locustfile_without_admin_key_or_data_dir_exits_non_zero() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDSVC_")}
     result = subprocess.run(

@@ -411,7 +411,7 @@ def test_deposit_is_idempotent_on_agent_and_reference_and_audited_once(
     ({"amount_minor": 2.5}, ErrorCode.INVALID_ARGUMENT, "amount_minor"),
     ({"amount_minor": 999}, ErrorCode.IDEMPOTENCY_KEY_REUSED, "amount_minor"),
     ({"currency": "USD"}, ErrorCode.IDEMPOTENCY_KEY_REUSED, "currency"),
-    # Issue 10: a currency the agent does not use (no platform account in it either) names the
+    # A currency the agent does not use (no platform account in it either) names the
     # agent's currency; it was ACCOUNT_NOT_FOUND for the never-opened platform account.
     ({"currency": "USD", "reference": "bank-2"}, ErrorCode.CURRENCY_MISMATCH, None),
     ({"reference": ""}, ErrorCode.INVALID_ARGUMENT, "reference"),
@@ -449,7 +449,7 @@ def test_deposit_in_another_currency_than_the_agent_is_currency_mismatch(
 def test_deposit_in_a_currency_no_account_uses_names_the_agents_currency(
     funded: Database,
 ) -> None:
-    """Issue 10: before any USD account exists, a USD deposit to a CNY agent is
+    """Before any USD account exists, a USD deposit to a CNY agent is
     CURRENCY_MISMATCH naming CNY (it was ACCOUNT_NOT_FOUND for platform:deposits:USD)."""
     def call() -> None:
         with funded.write() as session:

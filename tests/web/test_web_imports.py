@@ -1,8 +1,8 @@
 """Goal: the web layer imports only what ARCHITECTURE.md allows: never ``api``, ``server``,
-``cardsvc.engine`` or SQLAlchemy, and from ``cardsvc`` only package faces and top-level modules
-(``cardsvc.sales``, ``cardsvc.errors``, never ``cardsvc.sales.orders``), as the import-linter
-contract ``faces_only`` says too. Method: read every module of ``web/`` with ``ast``
-(function-level imports included)."""
+``cardsvc.engine`` or SQLAlchemy, and from ``cardsvc`` only package faces and top-level
+modules (``cardsvc.sales``, ``cardsvc.runtime``, never ``cardsvc.sales.checkout``), as the
+import-linter contract ``faces_only`` also checks. Method: read every module of ``web/`` with
+``ast`` (function-level imports included)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,6 @@ def test_web_imports_nothing_forbidden() -> None:
         for name in _imports(path):
             root = name.split(".")[0]
             if any(name == f or name.startswith(f + ".") for f in FORBIDDEN) or (
-                    root == "cardsvc" and name.count(".") != 1):
+                    root == "cardsvc" and name.count(".") > 1):
                 bad.append(f"{path.relative_to(WEB.parent)}: {name}")
     assert bad == []

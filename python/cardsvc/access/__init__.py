@@ -36,6 +36,7 @@ from cardsvc.access.approvals import (
     count_checkers,
     roles_with_scope,
 )
+from cardsvc.access.challenges import Challenges
 from cardsvc.access.gate import ANONYMOUS_ACTOR, AccessGate, audit_lockouts, bearer_key
 from cardsvc.access.risk import (
     DAY_MS,
@@ -126,6 +127,7 @@ __all__ = [
     "ApprovalSetting",
     "Approvals",
     "Argon2Params",
+    "Challenges",
     "EnrolmentResult",
     "GuardedAction",
     "Invitation",

@@ -21,7 +21,15 @@ from sqlalchemy.orm import Session
 from cardsvc import audit
 from cardsvc.access import Approvals
 from cardsvc.catalog.tables import Batch, Pool, Sku
-from cardsvc.checks import MONEY_MINOR_MAX, check_currency, check_name, check_price, check_text
+from cardsvc.checks import (
+    MONEY_MINOR_MAX,
+    check_currency,
+    check_id,
+    check_int,
+    check_name,
+    check_price,
+    check_text,
+)
 from cardsvc.db import Database
 from cardsvc.db.base import NAME_LEN_MAX
 from cardsvc.engine import Engine
@@ -37,10 +45,19 @@ never counted in stock."""
 KINDS = ("card_key", "voucher", "direct_recharge", "link")
 UNLOCK_IDS_MAX = 1000
 """Codes one unlock call names by id (one core call, one audit entry)."""
+RETAIL_FIELDS = ("category", "description", "usage_instructions", "validity_text",
+                 "retail_quantity_min", "retail_quantity_max", "show_exact_stock", "retail_pool",
+                 "codes_in_mail")
+"""The storefront's fields: what the shop shows and how retail sells the SKU."""
 EDITABLE = ("name", "kind", "currency", "face_value_minor", "cost_minor", "retail_price_minor",
-            "purchase_limit_per_buyer", "low_stock_threshold", "on_sale")
+            "purchase_limit_per_buyer", "low_stock_threshold", "on_sale", *RETAIL_FIELDS)
 """SKU fields an admin may change after creation (the others are the core's)."""
-NOT_NULL = ("name", "kind", "currency", "on_sale")
+NOT_NULL = ("name", "kind", "currency", "on_sale", "show_exact_stock", "codes_in_mail")
+TEXT_CHARS_MAX = 4000
+"""A description or usage instructions: a few paragraphs, shown on the product page and mail."""
+RETAIL_QUANTITY_MAX = 100
+"""The most codes one retail order may hold (a SKU may set less): a shop sells a few codes per
+buyer, and a hold of more would let one checkout lock up a flash sale."""
 """EDITABLE fields that always have a value (the others may be cleared with null)."""
 STATES = ("available", "held", "allocated", "redeemed", "frozen", "void", "withdrawn",
           "expired")
@@ -88,6 +105,23 @@ def check_sku_fields(fields: dict[str, Any]) -> None:
             raise invalid(name, f"{name} must not be negative")
         if name == "name":
             check_name(value)
+        _check_retail_field(name, value)
+
+
+def _check_retail_field(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if name in ("description", "usage_instructions") and (
+            not isinstance(value, str) or len(value) > TEXT_CHARS_MAX):
+        raise invalid(name, f"{name} must be text of at most {TEXT_CHARS_MAX} characters")
+    if name in ("category", "validity_text"):
+        check_name(value, name)
+    if name == "retail_pool":
+        check_id(name, value)
+    if name in ("show_exact_stock", "codes_in_mail") and not isinstance(value, bool):
+        raise invalid(name, f"{name} must be true or false")
+    if name in ("retail_quantity_min", "retail_quantity_max"):
+        check_int(name, value, 1, RETAIL_QUANTITY_MAX)
 
 
 class Catalog:
@@ -134,7 +168,8 @@ class Catalog:
         row = Sku(sku=sku, name=name, uses_per_code=uses_per_code,
                   redeem_requires_sale=redeem_requires_sale,
                   validity_days_after_sale=validity_days_after_sale, created_at_ms=now_ms,
-                  kind="card_key", currency="CNY", on_sale=True, updated_at_ms=now_ms)
+                  kind="card_key", currency="CNY", on_sale=True, updated_at_ms=now_ms,
+                  show_exact_stock=False, codes_in_mail=False)
         for name_, value in fields.items():
             setattr(row, name_, value)
         with self.db.write() as session:
@@ -438,6 +473,7 @@ def sku_dict(row: Sku) -> dict[str, Any]:
         "purchase_limit_per_buyer": row.purchase_limit_per_buyer,
         "low_stock_threshold": row.low_stock_threshold,
         "on_sale": row.on_sale,
+        **{name: getattr(row, name) for name in RETAIL_FIELDS},
         "created_at_ms": row.created_at_ms,
         "updated_at_ms": row.updated_at_ms,
     }

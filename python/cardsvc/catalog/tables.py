@@ -14,8 +14,10 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import false as sa_false
 from sqlalchemy.sql.expression import true as sa_true
 
 from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, Base
@@ -48,6 +50,20 @@ class Sku(Base):
     low_stock_threshold: Mapped[int | None] = mapped_column(Integer)
     on_sale: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     updated_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # The storefront: what the shop shows and how retail sells the SKU.
+    category: Mapped[str | None] = mapped_column(String(NAME_LEN_MAX))
+    description: Mapped[str | None] = mapped_column(Text)
+    usage_instructions: Mapped[str | None] = mapped_column(Text)
+    validity_text: Mapped[str | None] = mapped_column(String(NAME_LEN_MAX))
+    retail_quantity_min: Mapped[int | None] = mapped_column(Integer)
+    retail_quantity_max: Mapped[int | None] = mapped_column(Integer)
+    show_exact_stock: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=sa_false())
+    retail_pool: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    """The named pool retail draws from (None: the shared pool)."""
+    codes_in_mail: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                server_default=sa_false())
+    """Whether the delivery mail carries the codes themselves (default: the claim link only)."""
 
 
 class Pool(Base):

@@ -129,6 +129,14 @@ def _users_command() -> Command:
     )
 
 
+def _channels_command() -> Command:
+    from cardsvc.cli import channels as cli_channels
+
+    return Command("channels", "list, create, update, enable or disable payment channels "
+                   "(beside a server)", cli_channels.add_channels_arguments,
+                   cli_channels.run_channels)
+
+
 def _records_commands() -> tuple[Command, ...]:
     from cardsvc.cli import audit as cli_audit
     from cardsvc.cli import commissions as cli_commissions
@@ -213,6 +221,7 @@ COMMANDS: tuple[Command, ...] = (
     *_store_commands(),
     _keys_command(),
     _users_command(),
+    _channels_command(),
     *_records_commands(),
 )
 

@@ -26,6 +26,7 @@ from cardsvc.reports.dashboards import (
 )
 from cardsvc.reports.reconcile import Reconciliations
 from cardsvc.reports.reconcile import report as reconciliation_report
+from cardsvc.reports.retail import channel_reconciliation
 from cardsvc.reports.rollups import RETAIL, Rollups
 from cardsvc.reports.trace import trace_code, trace_code_id
 
@@ -52,6 +53,7 @@ __all__ = [
     "Rollups",
     "Slice",
     "StockRow",
+    "channel_reconciliation",
     "reconciliation_report",
     "trace_code",
     "trace_code_id",

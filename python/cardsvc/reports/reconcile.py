@@ -18,6 +18,8 @@ Checks (each difference is listed; ``ok`` is true only when there is none):
   for the hold's amount;
 * **escrow**: every agent's escrow equals the totals of its pending orders plus the
   reservations of its open holds.
+* **retail** (``cardsvc.reports.retail``): retail orders against the ledger and the core,
+  payment attempts against the orders, the money received for undelivered orders.
 
 ``cardsvc reconcile`` prints the report and exits 1 on any difference.
 """
@@ -38,6 +40,7 @@ from cardsvc.engine import Engine, Store
 from cardsvc.errors import CardsvcError
 from cardsvc.money import ledger, settlement
 from cardsvc.money.tables import Account, Commission, LedgerTransaction, Posting, Withdrawal
+from cardsvc.reports.retail import retail_differences
 from cardsvc.reports.tables import ReconciliationRun
 from cardsvc.sales import PENDING_ORDER_AGE_MS
 from cardsvc.sales.tables import HoldRecord, Order
@@ -64,6 +67,8 @@ def report(store: Store, db: Database, catalog: Catalog) -> dict[str, Any]:
         escrow = {row.agent_id: row.balance_minor for row in session.execute(
             select(Account.agent_id, Account.balance_minor).where(Account.kind == "escrow"))}
         figures = _figures(session)
+        retail, retail_checked = retail_differences(session, store.engine)
+    differences += retail
     differences += _orders_vs_ledger(orders, txns)
     differences += _orders_vs_core(store.engine, orders)
     differences += _holds_vs_ledger(holds, hold_txns)
@@ -71,7 +76,8 @@ def report(store: Store, db: Database, catalog: Catalog) -> dict[str, Any]:
     figures["stock"], stock_problems = _stock(db, catalog)
     differences += stock_problems
     return {"ok": not differences, "differences": differences[:DIFFERENCES_LISTED_MAX],
-            "difference_count": len(differences), "orders_checked": len(orders), **figures}
+            "difference_count": len(differences), "orders_checked": len(orders),
+            "retail_orders_checked": retail_checked, **figures}
 
 
 def _orders(session: Any) -> list[Any]:

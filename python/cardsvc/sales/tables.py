@@ -1,5 +1,5 @@
 """The sales tables: orders, the saga records that bind an agent's ``client_order_id`` to the
-core's allocation and to the ledger's debit and settlement."""
+core's allocation and to the ledger's debit and settlement; retail orders and their tokens."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -58,7 +59,7 @@ Index("ix_orders_status_pending", Order.status, Order.created_at_ms)
 
 
 class HoldRecord(Base):
-    """A hold's money (issue 10): what the holder reserved for its codes at hold time (its
+    """A hold's money: what the holder reserved for its codes at hold time (its
     price chain x quantity, in escrow through ``hold:<hold_ref>:reserve``), and how the hold
     ended. The core owns the hold's codes and deadline; this row owns its money, so a hold can
     never reserve more stock than its holder can pay for.
@@ -93,3 +94,59 @@ Index("ix_orders_created", Order.created_at_ms, Order.order_id)
 """The order list, newest first (``Orders.list``)."""
 Index("ix_orders_agent_created", Order.agent_id, Order.created_at_ms, Order.order_id)
 """An agent's orders, newest first (its own list, an admin's filter by agent)."""
+class RetailOrder(Base):
+    """A retail (storefront) order, the checkout saga's record: ``pending`` (a core hold under
+    ``hold_ref`` and a payment attempt) -> ``paid`` (a verified payment) -> ``delivered`` (the
+    hold confirmed into an allocation, the sale posted, the delivery records written); or
+    ``expired`` (the hold lapsed unpaid), ``failed`` (the payment failed), ``paid_unfulfillable``
+    (paid late with no stock left: refunded through the provider or flagged for an admin),
+    ``refunded``. The line snapshots the product name, unit price, unit cost and currency at
+    checkout. The buyer's order password is stored as an argon2id hash only."""
+
+    __tablename__ = "retail_orders"
+
+    order_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    status: Mapped[str] = mapped_column(String(24))
+    sku: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("skus.sku"))
+    product_name: Mapped[str] = mapped_column(String(200))
+    quantity: Mapped[int] = mapped_column(Integer)
+    pool_id: Mapped[int] = mapped_column(Integer)
+    unit_price_minor: Mapped[int] = mapped_column(BigInteger)
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    unit_cost_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    locale: Mapped[str] = mapped_column(String(8))
+    channel_id: Mapped[str] = mapped_column(String(ID_LEN_MAX))
+    attempt_id: Mapped[str] = mapped_column(String(32))
+    hold_ref: Mapped[str] = mapped_column(String(REF_LEN_MAX))
+    hold_expires_at_ms: Mapped[int] = mapped_column(BigInteger)
+    code_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    receipt_txn_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    sale_txn_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    refund_txn_id: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    refund_ref: Mapped[str | None] = mapped_column(String(REF_LEN_MAX))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+    paid_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    delivered_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class OrderToken(Base):
+    """A bearer token of a retail order (the guest's key to it), stored as its SHA-256 only:
+    the checkout's (cookie and mail link) and those an order lookup issues."""
+
+    __tablename__ = "retail_order_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), ForeignKey("retail_orders.order_id"),
+                                          index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+Index("ix_retail_orders_status", RetailOrder.status, RetailOrder.updated_at_ms)
+Index("ix_retail_orders_created", RetailOrder.created_at_ms, RetailOrder.order_id)

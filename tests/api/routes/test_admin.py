@@ -221,7 +221,7 @@ async def test_per_key_rate_limit_refuses_with_retry_after(catalog: Api) -> None
     assert statuses[-1].json()["error"]["details"]["limit"] == "verify_per_s_per_key"
 
 
-# ----- issue 10: who may grant export; PIN lockouts -------------------------------------------
+# ----- who may grant export; PIN lockouts ----------------------------------------------------
 
 
 async def test_only_a_holder_of_export_may_grant_it_and_the_grant_is_audited(api: Api) -> None:

@@ -174,7 +174,7 @@ async def test_buyer_cap_stops_one_buyer_locking_up_stock(catalog: Api) -> None:
     first = await api.call("POST", "/v1/holds", capped, json=body)
     assert first.status_code == 201
     more = await api.call("POST", "/v1/holds", capped, json={**body, "quantity": 1})
-    # Issue 10: a cap is LIMIT_EXCEEDED (400, no Retry-After: waiting alone never lifts it),
+    # A cap is LIMIT_EXCEEDED (400, no Retry-After: waiting alone never lifts it),
     # not RATE_LIMITED with a retry-after that cannot help.
     assert more.status_code == 400
     assert more.json()["error"]["code"] == "LIMIT_EXCEEDED"

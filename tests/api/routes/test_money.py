@@ -345,7 +345,7 @@ async def test_daily_order_quota_of_the_agent_is_enforced(api: Api) -> None:
     assert retry.status_code == 200  # a retry is not a new order
 
 
-# ----- issue 10: commissions visible and released; currencies ---------------------------------
+# ----- commissions visible and released; currencies ---------------------------------
 
 
 async def test_commissions_are_listed_with_their_release_date_and_released_when_due(

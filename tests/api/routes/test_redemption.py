@@ -225,7 +225,7 @@ async def test_terminal_limited_to_skus_cannot_see_other_skus(catalog: Api) -> N
     assert (await api.admin("GET", "/v1/skus/VIP/stock"))["redeemed"] == 0
 
 
-# ----- issue 10: replays after a rollback; one not-found; opaque ids --------------------------
+# ----- replays after a rollback; one not-found; opaque ids --------------------------
 
 
 async def test_replay_after_rollback_is_redemption_rolled_back_over_http(catalog: Api) -> None:

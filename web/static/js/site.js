@@ -137,6 +137,59 @@
     window.setTimeout(poll, delay);
   }
 
+  // <div data-pow-url="/v1/shop/challenge"> with a hidden input named "challenge": fetches a
+  // proof-of-work challenge, finds n with SHA-256(salt + n) == challenge (crypto.subtle, in
+  // chunks so the page stays responsive) and fills the input with the base64 payload the
+  // server verifies. The form's submit button waits until it is done.
+  function hex(buffer) {
+    var bytes = new Uint8Array(buffer);
+    var out = "";
+    for (var i = 0; i < bytes.length; i += 1) { out += (bytes[i] < 16 ? "0" : "") + bytes[i].toString(16); }
+    return out;
+  }
+
+  function setUpPow(element) {
+    var input = element.querySelector("input[name=challenge]");
+    var status = element.querySelector(".pow-status");
+    var form = element.closest("form");
+    var submit = form ? form.querySelector("button[type=submit]") : null;
+    if (!input || !window.crypto || !window.crypto.subtle) { return; }
+    if (submit) { submit.disabled = true; }
+    function finish(ok) {
+      if (status) {
+        status.textContent = element.getAttribute(ok ? "data-pow-done" : "data-pow-failed") || "";
+        status.classList.add(ok ? "is-done" : "is-failed");
+      }
+      if (submit) { submit.disabled = false; }
+    }
+    fetch(element.getAttribute("data-pow-url"), { credentials: "same-origin" })
+      .then(function (response) { return response.json(); })
+      .then(function (c) {
+        var encoder = new TextEncoder();
+        var chunk = 2000;
+        function search(start) {
+          if (start > c.maxnumber) { finish(false); return; }
+          var jobs = [];
+          for (var n = start; n < Math.min(start + chunk, c.maxnumber + 1); n += 1) {
+            jobs.push(window.crypto.subtle.digest("SHA-256", encoder.encode(c.salt + n)));
+          }
+          Promise.all(jobs).then(function (digests) {
+            for (var i = 0; i < digests.length; i += 1) {
+              if (hex(digests[i]) === c.challenge) {
+                input.value = window.btoa(JSON.stringify({ algorithm: c.algorithm,
+                  challenge: c.challenge, number: start + i, salt: c.salt, signature: c.signature }));
+                finish(true);
+                return;
+              }
+            }
+            window.setTimeout(function () { search(start + chunk); }, 0);
+          }, function () { finish(false); });
+        }
+        search(0);
+      })
+      .catch(function () { finish(false); });
+  }
+
   function each(selector, setUp) {
     var found = document.querySelectorAll(selector);
     for (var i = 0; i < found.length; i += 1) { setUp(found[i]); }
@@ -146,4 +199,5 @@
   each("[data-deadline-ms]", setUpCountdown);
   each("[data-poll-url]", setUpPoll);
   each("[data-progress-url]", setUpProgress);
+  each("[data-pow-url]", setUpPow);
 }());

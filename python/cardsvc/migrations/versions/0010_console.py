@@ -1,7 +1,7 @@
 """The console: approvals, roll-ups, reconciliation runs, alerts
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-06
 
 Tables of the staff console and the agents' portal (docs/console.md): ``approvals``
@@ -9,7 +9,7 @@ Tables of the staff console and the agents' portal (docs/console.md): ``approval
 unique index) and ``approval_settings`` (the owner's waivers); the readers' roll-ups folded from
 the ledger (``sales_daily``, ``sales_hourly``, ``redemptions_hourly``, ``rollup_state``), stored
 ``reconciliation_runs``, and alerts (``alert_subscriptions``, ``alert_states``,
-``alert_events``). ``down_revision`` is 0008 (main's list indexes) as merged into the console
+``alert_events``). ``down_revision`` is 0009 (main's storefront) as merged into the console
 branch."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0008"
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
