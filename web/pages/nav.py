@@ -44,6 +44,7 @@ CONSOLE_MENU: tuple[MenuEntry, ...] = (
               ("withdrawals", "ledger", "export", "stock")),
     MenuEntry("/console/alerts", N_("Alerts"), ("catalog", "ledger", "withdrawals", "stock")),
     MenuEntry("/console/risk", N_("Risk"), ("admin",)),
+    MenuEntry("/console/channels", N_("Payment channels"), ("admin",)),
     MenuEntry("/console/keys", N_("API keys"), ("admin",)),
     MenuEntry("/console/users", N_("Users"), ("users",)),
     MenuEntry("/console/audit", N_("Audit log"), ("audit",)),

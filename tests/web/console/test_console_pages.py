@@ -316,3 +316,41 @@ async def test_the_owner_lists_and_lifts_a_lockout(shop: Service, visit: Any) ->
     assert missing.status_code == 303
     operator = await visit("oscar")
     assert error_of((await operator.get("/console/risk")).text) == "FORBIDDEN"
+
+
+async def test_batches_are_listed_and_filtered(shop: Service, visit: Any) -> None:
+    operator = await visit("oscar")
+    page = await operator.get("/console/batches")
+    assert page.status_code == 200 and 'href="/console/batches/1"' in page.text
+    assert 'href="/console/batches/1"' not in (await operator.get(
+        "/console/batches?status=failed")).text
+    support = await visit("sue")
+    assert error_of((await support.get("/console/batches")).text) == "FORBIDDEN"
+
+
+async def test_the_owner_invites_a_staff_member_with_a_link_shown_once(
+        shop: Service, visit: Any) -> None:
+    owner = await visit("owner")
+    made = await owner.post("/console/users", {"login": "nina", "display_name": "Nina",
+                                               "role": "support"}, form_page="/console/users")
+    assert made.status_code == 200 and "data-invitation-link" in made.text
+    link = made.text.split("data-invitation-link>")[1].split("<")[0]
+    assert link.startswith("/auth/invitation/")
+    listed = await owner.get("/console/users")
+    assert "nina" in listed.text and link not in listed.text
+    finance = await visit("fiona")
+    assert error_of((await finance.get("/console/users")).text) == "FORBIDDEN"
+
+
+async def test_payment_channels_are_listed_and_switched_off_and_on(
+        shop: Service, visit: Any) -> None:
+    owner = await visit("owner")
+    page = await owner.get("/console/channels")
+    assert page.status_code == 200
+    for channel in shop.runtime.channels.all():
+        off = await owner.post(f"/console/channels/{channel.channel_id}/disable", {},
+                               form_page="/console/channels")
+        assert off.status_code == 303
+        assert not shop.runtime.channels.get(channel.channel_id).enabled
+    operator = await visit("oscar")
+    assert error_of((await operator.get("/console/channels")).text) == "FORBIDDEN"

@@ -13,6 +13,7 @@ from web.pages.console import (
     audit,
     batches,
     catalog,
+    channels,
     codes,
     dashboard,
     holds,
@@ -21,6 +22,7 @@ from web.pages.console import (
     orders,
     risk,
     terminal,
+    users,
     withdrawals,
 )
 
@@ -28,5 +30,6 @@ ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES, *batches.ROUTES,
                           *approvals.ROUTES, *codes.ROUTES,
                           *terminal.ROUTES, *agents.ROUTES, *holds.ROUTES, *audit.ROUTES,
                           *money.ROUTES, *keys.ROUTES, *alerts.ROUTES,
-                          *orders.ROUTES, *withdrawals.ROUTES, *risk.ROUTES]
+                          *orders.ROUTES, *withdrawals.ROUTES, *risk.ROUTES,
+                          *users.ROUTES, *channels.ROUTES]
 UPLOAD_PATHS: tuple[str, ...] = batches.UPLOAD_PATHS

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from cardsvc.catalog import BatchMeta, CodeFormat
+from cardsvc.catalog import BATCH_STATUSES, BatchMeta, CodeFormat
 from cardsvc.errors import CardsvcError
 from web.forms import FORM_FIELDS_MAX, TextField, check_text
 from web.i18n import gettext
@@ -30,6 +30,8 @@ from web.pages.common import (
     money_field,
     parse_date,
     path_int,
+    query_cursor,
+    query_text,
     redirect,
     sku_options,
 )
@@ -267,7 +269,23 @@ async def ask_export(request: Request, me: Visitor) -> Response:
     return await _ask(request, me, "code_export")
 
 
+@console_page("stock")
+async def batch_list(request: Request, me: Visitor) -> Response:
+    """Batches newest first (``Batches.list_batches``), ``?status=`` and ``?sku=`` filter."""
+    status = query_text(request, "status", 16)
+    if status not in BATCH_STATUSES:
+        status = None
+    runtime = runtime_of(request)
+    page = await asyncio.to_thread(runtime.batches.list_batches,
+                                   sku=query_text(request, "sku", 64), status=status,
+                                   cursor=query_cursor(request))
+    return await render_page(request, "console/batches.html", {
+        "items": page.items, "next_cursor": page.next, "status": status,
+        "statuses": BATCH_STATUSES, "first_page": query_cursor(request) is not None})
+
+
 ROUTES = [
+    Route("/console/batches", batch_list, methods=["GET"], name="console_batches"),
     Route("/console/batches/new", new_batch, methods=["GET"], name="console_batch_new"),
     Route("/console/batches/upload", upload, methods=["POST"], name="console_batch_upload"),
     Route("/console/batches/generate", generate, methods=["POST"],
