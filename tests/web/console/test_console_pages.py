@@ -354,3 +354,11 @@ async def test_payment_channels_are_listed_and_switched_off_and_on(
         assert not shop.runtime.channels.get(channel.channel_id).enabled
     operator = await visit("oscar")
     assert error_of((await operator.get("/console/channels")).text) == "FORBIDDEN"
+
+
+async def test_retail_orders_are_listed_for_staff(shop: Service, visit: Any) -> None:
+    support = await visit("sue")
+    page = await support.get("/console/retail-orders?status=delivered")
+    assert page.status_code == 200 and "<table" in page.text
+    agent = await visit("a1user")
+    assert error_of((await agent.get("/console/retail-orders")).text) == "FORBIDDEN"

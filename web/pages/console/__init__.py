@@ -20,6 +20,7 @@ from web.pages.console import (
     keys,
     money,
     orders,
+    retail,
     risk,
     terminal,
     users,
@@ -31,5 +32,5 @@ ROUTES: list[BaseRoute] = [*dashboard.ROUTES, *catalog.ROUTES, *batches.ROUTES,
                           *terminal.ROUTES, *agents.ROUTES, *holds.ROUTES, *audit.ROUTES,
                           *money.ROUTES, *keys.ROUTES, *alerts.ROUTES,
                           *orders.ROUTES, *withdrawals.ROUTES, *risk.ROUTES,
-                          *users.ROUTES, *channels.ROUTES]
+                          *users.ROUTES, *channels.ROUTES, *retail.ROUTES]
 UPLOAD_PATHS: tuple[str, ...] = batches.UPLOAD_PATHS
