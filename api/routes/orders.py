@@ -245,16 +245,22 @@ async def reveal_order(order_id: OrderId, body: RevealRequest, caller: CallerDep
     return order_json(await runtime.orders.reveal(order_id, caller, reason=body.reason))
 
 
-@router.post("/holds", response_model=HoldOut, status_code=status.HTTP_201_CREATED)
-async def create_hold(body: HoldCreate, caller: HoldsDep, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("/holds", response_model=HoldOut, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": HoldOut,
+                              "description": "a retry (same client_hold_id): the hold, unchanged"}})
+async def create_hold(body: HoldCreate, caller: HoldsDep, runtime: RuntimeDep,
+                      response: Response) -> dict[str, Any]:
     """Reserves codes for ``ttl_seconds`` and their price from the agent's balance + credit;
-    both return by themselves unless confirmed. Errors: OUT_OF_STOCK, SKU_NOT_FOUND,
+    both return by themselves unless confirmed: 201; a retry with the same ``client_hold_id``
+    returns the same hold with 200. Errors: OUT_OF_STOCK, SKU_NOT_FOUND,
     INSUFFICIENT_BALANCE (the hold's value beyond balance + credit), LIMIT_EXCEEDED (open-hold
     caps per agent and buyer), IDEMPOTENCY_KEY_REUSED (a ``client_hold_id`` reused for another
     hold)."""
     hold = await runtime.holds.hold(agent_of(caller), body.sku, body.quantity, body.ttl_seconds,
                                     buyer_id=body.buyer_id, client_hold_id=body.client_hold_id,
                                     limits=runtime.risk.limits_of(caller), actor=caller.key_id)
+    if hold.replayed:
+        response.status_code = status.HTTP_200_OK
     return hold_json(hold)
 
 

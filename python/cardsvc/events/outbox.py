@@ -49,9 +49,12 @@ def emit(session: Session, *, kind: str, subject: str, dedupe: str, payload: dic
            "next_attempt_at_ms": now_ms if due_at_ms is None else due_at_ms,
            "last_error": None, "created_at_ms": now_ms, "updated_at_ms": now_ms}
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    result = session.execute(dialect.insert(_EVENTS).values(row)
-                             .on_conflict_do_nothing(index_elements=["dedupe"]))
-    return bool(getattr(result, "rowcount", 0))
+    # RETURNING says whether the row was written on both dialects (psycopg's rowcount of an
+    # INSERT ... ON CONFLICT DO NOTHING is not 0 when nothing was inserted).
+    written = session.execute(dialect.insert(_EVENTS).values(row)
+                              .on_conflict_do_nothing(index_elements=["dedupe"])
+                              .returning(_EVENTS.c.event_id)).first()
+    return written is not None
 
 
 def due(session: Session, kind: str, now_ms: int, limit: int = DUE_BATCH_MAX) -> list[Event]:

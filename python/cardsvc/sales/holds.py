@@ -79,6 +79,9 @@ class HoldView:
     amount_minor: int | None = None
     currency: str | None = None
     created_at_ms: int | None = None
+    replayed: bool = False
+    """True when :meth:`Holds.hold` answered a retry of a hold made before (its
+    ``client_hold_id``) instead of making one."""
 
 
 class Holds:
@@ -122,7 +125,10 @@ class Holds:
                     ttl_seconds: int, buyer_id: str | None, limits: RiskLimits,
                     actor: str) -> HoldView:
         try:
-            return hold_view(hold_id, self._same_hold(self.engine.get_hold(ref), sku, quantity))
+            earlier = hold_view(hold_id,
+                                self._same_hold(self.engine.get_hold(ref), sku, quantity))
+            return dataclasses.replace(await asyncio.to_thread(self._with_money, earlier, ref),
+                                       replayed=True)
         except CardsvcError as error:
             if error.code != ErrorCode.HOLD_NOT_FOUND:
                 raise
@@ -136,7 +142,7 @@ class Holds:
                 actor, now_ms))
             if row.status != "open":  # a retry of a hold that was refused or has ended
                 self.risk.end_hold(ref)
-                return record_view(row)
+                return dataclasses.replace(record_view(row), replayed=True)
             ttl_ms = row.expires_at_ms - self.clock()
             if ttl_ms <= 0:
                 raise make_error(ErrorCode.HOLD_EXPIRED, "the hold expired before it was made",
@@ -177,10 +183,19 @@ class Holds:
         return self.engine.get_hold(hold_ref(agent_id, hold_id))
 
     async def view(self, agent_id: str, hold_id: str) -> HoldView:
-        """Raises HOLD_NOT_FOUND (also for another agent's hold)."""
+        """The hold with its money. Raises HOLD_NOT_FOUND (also for another agent's hold)."""
         held = hold_view(hold_id, self.get(agent_id, hold_id))
         await self.store.wait_async(Engine.last_ticket())
-        return held
+        return await asyncio.to_thread(self._with_money, held, hold_ref(agent_id, hold_id))
+
+    def _with_money(self, held: HoldView, ref: str) -> HoldView:
+        """``held`` (the core's view) with what its SQL row says: agent, amount, creation."""
+        with self.db.read() as session:
+            row = session.get(HoldRecord, ref)
+        if row is None:
+            return held
+        return dataclasses.replace(held, agent_id=row.agent_id, amount_minor=row.amount_minor,
+                                   currency=row.currency, created_at_ms=row.created_at_ms)
 
     def list(self, *, agent_id: str | None, status: str | None = None,
              limit: int | None = None, cursor: str | None = None) -> Page[HoldView]:

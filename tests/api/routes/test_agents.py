@@ -197,8 +197,12 @@ async def test_retried_hold_with_client_hold_id_is_the_same_hold(catalog: Api) -
     body = {"sku": "VIP", "quantity": 2, "ttl_seconds": 60, "client_hold_id": "h-1"}
     first = await api.call("POST", "/v1/holds", api.keys["agent"], json=body)
     again = await api.call("POST", "/v1/holds", api.keys["agent"], json=body)
-    assert first.json()["hold_id"] == again.json()["hold_id"]
+    assert (first.status_code, again.status_code) == (201, 200)  # a retry creates nothing
+    assert first.json() == again.json()
     assert (await api.admin("GET", "/v1/skus/VIP/stock"))["held"] == 2
+    await api.call("DELETE", f"/v1/holds/{first.json()['hold_id']}", api.keys["agent"])
+    ended = await api.call("POST", "/v1/holds", api.keys["agent"], json=body)
+    assert ended.status_code == 200 and ended.json()["state"] == "released"
 
 
 async def test_terminal_and_admin_keys_cannot_place_orders(catalog: Api) -> None:
