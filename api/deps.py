@@ -9,7 +9,10 @@
 * ``client_ip``: the client address, computed here only (the TCP peer; uvicorn replaces it with
   the ``X-Forwarded-For`` client only when the peer is one of ``CARDSVC_TRUSTED_PROXIES``).
 * ``require(scope)``: a dependency giving the caller when its key holds ``scope``, else
-  FORBIDDEN (403).
+  FORBIDDEN (403). ``admin`` holds every scope but ``export``; the finer scopes (``catalog``,
+  ``stock``, ``ledger``, ``withdrawals``...) are what an admin key limited to one job holds, and
+  what the console's staff roles hold (``cardsvc.access.SCOPES_OF_USER_ROLE``): each route
+  names the one scope its work needs, so the API and the console authorise alike.
 """
 
 from __future__ import annotations
@@ -77,6 +80,14 @@ def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
 
 
 AdminDep = Annotated[Principal, Depends(require("admin"))]
+CatalogDep = Annotated[Principal, Depends(require("catalog"))]
+StockDep = Annotated[Principal, Depends(require("stock"))]
+LedgerDep = Annotated[Principal, Depends(require("ledger"))]
+WithdrawalsDep = Annotated[Principal, Depends(require("withdrawals"))]
+ReconciliationDep = Annotated[Principal, Depends(require("reconciliation"))]
+AuditDep = Annotated[Principal, Depends(require("audit"))]
+TraceDep = Annotated[Principal, Depends(require("trace"))]
+FreezeDep = Annotated[Principal, Depends(require("freeze"))]
 VerifierDep = Annotated[Principal, Depends(require("verify"))]
 RedeemerDep = Annotated[Principal, Depends(require("redeem"))]
 RollbackDep = Annotated[Principal, Depends(require("rollback"))]
@@ -92,7 +103,16 @@ def agent_of(caller: Principal) -> str:
     return caller.agent_id
 
 
-def acting_agent(caller: Principal) -> str | None:
-    """Who a use case acts for: None for an admin key, the key's agent for an agent key
-    (FORBIDDEN for a terminal key)."""
-    return None if caller.is_admin else agent_of(caller)
+def is_platform(caller: Principal) -> bool:
+    """Whether the caller acts for the platform (an admin key or a staff user), not for an
+    agent or a terminal."""
+    return caller.agent_id is None and caller.role not in ("terminal", "agent")
+
+
+def acting_agent(caller: Principal, scope: str = "admin") -> str | None:
+    """Who a use case acts for: None for the platform (which then needs ``scope``), the
+    caller's agent for an agent's key or user (FORBIDDEN for a terminal)."""
+    if is_platform(caller):
+        caller.require(scope)
+        return None
+    return agent_of(caller)

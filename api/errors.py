@@ -173,6 +173,13 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.QUANTITY_NOT_ALLOWED: 400,
     ErrorCode.ORDER_NOT_PAYABLE: 409,
     ErrorCode.ORDER_NOT_DELIVERED: 409,
+    ErrorCode.APPROVAL_REQUIRED: 409,
+    ErrorCode.APPROVAL_NOT_FOUND: 404,
+    ErrorCode.APPROVAL_NOT_PENDING: 409,
+    ErrorCode.APPROVAL_SELF: 403,
+    ErrorCode.APPROVAL_MISMATCH: 409,
+    ErrorCode.APPROVAL_EXPIRED: 409,
+    ErrorCode.APPROVAL_WAIVER_REFUSED: 409,
 }
 
 CONCEALED_MESSAGE = "the server failed to handle this request; the failure has been logged"

@@ -31,11 +31,13 @@ from api import lean
 from api.deps import CONTROL_SCOPE_KEY
 from api.errors import EXCEPTION_HANDLERS, ErrorEnvelope, log_unexpected
 from api.routes import API_PREFIX, RESOURCE_ROUTERS, docs, health, notify
+from cardsvc.access import csrf_binding
 from cardsvc.engine import Store
 from cardsvc.runtime import Runtime
 from server.middleware import BodySizeLimitMiddleware, InternalErrorMiddleware
 from server.settings import Settings
-from web import WebSettings, create_web, mail_composer, store_routes
+from web import WebHooks, WebSettings, create_web, mail_composer, store_routes
+from web.pages import site
 
 log = logging.getLogger("cardsvc.api")
 
@@ -61,7 +63,9 @@ def create_app(settings: Settings, *, store: Store | None = None,
     """
 
     web = create_web(WebSettings.from_env(settings.data_dir, demo_pages=False),
-                     routes=store_routes())
+                     WebHooks(context=site.CONTEXT_HOOKS),
+                     routes=[*store_routes(), *site.ROUTES], session_binding=csrf_binding,
+                     upload_paths=site.UPLOAD_PATHS)
     config = settings.service_config(composer=mail_composer(web))
 
     @asynccontextmanager
@@ -78,11 +82,13 @@ def create_app(settings: Settings, *, store: Store | None = None,
         if settings.gc_tuning:
             tune_collector()
         timer = asyncio.create_task(_recovery_timer(runtime, settings.recovery_interval_s))
+        readers = asyncio.create_task(_reports_timer(runtime, settings.reports_interval_s))
         mailer = asyncio.create_task(_mail_timer(runtime, settings.mail_interval_s))
         try:
             yield
         finally:
             timer.cancel()
+            readers.cancel()
             mailer.cancel()
             await asyncio.to_thread(runtime.close)
             if on_close is not None:
@@ -114,8 +120,8 @@ def create_app(settings: Settings, *, store: Store | None = None,
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.state.web = web
-    """The web pages (the storefront), served beside the API by :func:`create_asgi` (their
-    runtime is set by the lifespan)."""
+    """The web pages (the storefront, the login pages, the console and the portal), served
+    beside the API by :func:`create_asgi` (their runtime is set by the lifespan)."""
     return app
 
 
@@ -191,6 +197,19 @@ async def _recovery_timer(runtime: Runtime, interval_s: float) -> None:
             continue
         if any(counts.values()):
             log.info("recovery timer: %s", counts)
+
+
+async def _reports_timer(runtime: Runtime, interval_s: float) -> None:
+    """The readers' round (``Runtime.reports_round``): roll-ups, approvals' expiry, alerts."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            counts = await asyncio.to_thread(runtime.reports_round)
+        except Exception as error:  # logged and retried next round; never fatal to serving
+            log_unexpected(error)
+            continue
+        if any(counts.values()):
+            log.debug("reports timer: %s", counts)
 
 
 async def _mail_timer(runtime: Runtime, interval_s: float) -> None:

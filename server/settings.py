@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cardsvc.access import RiskLimits
+from cardsvc.access import ARGON2_PARAMS, ApprovalPolicy, Argon2Params, RiskLimits
 from cardsvc.db import DATABASE_URL_ENV
 from cardsvc.delivery import Composer
 from cardsvc.engine import (
@@ -26,6 +26,7 @@ from cardsvc.engine import (
 )
 from cardsvc.errors import invalid
 from cardsvc.money import COOLING_MS_MAX
+from cardsvc.reports import COOLDOWN_MS_DEFAULT as ALERT_COOLDOWN_MS_DEFAULT
 from cardsvc.runtime import MailConfig, ServiceConfig
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
@@ -58,6 +59,12 @@ ENV_REDIS_URL = "CARDSVC_REDIS_URL"
 ENV_HOST = "CARDSVC_HOST"
 ENV_PORT = "CARDSVC_PORT"
 ENV_REQUEST_BODY_BYTES_MAX = "CARDSVC_REQUEST_BODY_BYTES_MAX"
+ENV_TIMEZONE = "CARDSVC_WEB_TIMEZONE"
+ENV_APPROVAL_ACTIONS = "CARDSVC_APPROVAL_ACTIONS"
+"""Guarded actions that need a second person's approval, comma separated (``withdrawal_payout``,
+``refund``, ``code_export``, ``batch_void``); ``all`` (the default) or ``none``."""
+ENV_ALERT_COOLDOWN_S = "CARDSVC_ALERT_COOLDOWN_S"
+"""How often an alert whose condition is still true is noticed again (default 6 hours)."""
 ENV_COMMISSION_COOLING_MS = "CARDSVC_COMMISSION_COOLING_MS"
 """How long a commission stays pending (refunds reverse it) before its earner may spend it."""
 ENV_PIN_FAILURES_MAX = "CARDSVC_PIN_FAILURES_MAX"
@@ -116,8 +123,16 @@ class Settings:
     database_url: str | None = None
     risk: RiskLimits = field(default_factory=RiskLimits)
     recovery_interval_s: float = 30.0
+    reports_interval_s: float = 10.0
+    """How often roll-ups fold the ledger and alerts are evaluated."""
+    timezone: str = "Asia/Shanghai"
+    """The business's days (dashboards, daily roll-ups): ``CARDSVC_WEB_TIMEZONE``, which the web
+    pages show dates in too."""
     crash_at: str | None = None
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    argon2: Argon2Params = ARGON2_PARAMS
     commission_cooling_ms: int = COOLING_MS_DEFAULT
+    alert_cooldown_s: int = ALERT_COOLDOWN_MS_DEFAULT // 1000
     pin_failures_max: int = PIN_FAILURES_DEFAULT
     pin_lockout_s: int = PIN_LOCKOUT_MS_DEFAULT // 1000
     pin_lockout_max_s: int = PIN_LOCKOUT_MAX_MS_DEFAULT // 1000
@@ -153,6 +168,8 @@ class Settings:
             raise invalid("redis_url", "the redis journal needs a Redis URL")
         if not self.host:
             raise invalid("host", "host must not be empty")
+        if not 0 <= self.alert_cooldown_s <= 30 * 86_400:
+            raise invalid("alert_cooldown_s", "the alert cooldown is 0 to 30 days in seconds")
         if not 0 <= self.port <= 65535:
             raise invalid("port", "port must be between 0 and 65535")
         if self.request_body_bytes_max < 1:
@@ -193,8 +210,12 @@ class Settings:
             "database_url": env.get(DATABASE_URL_ENV) or None,
             "risk": RiskLimits.from_env(env),
             "crash_at": env.get(ENV_CRASH_AT) or None,
+            "approvals": ApprovalPolicy.from_text(env.get(ENV_APPROVAL_ACTIONS)),
+            "timezone": env.get(ENV_TIMEZONE) or "Asia/Shanghai",
             "commission_cooling_ms": _int_from(env, ENV_COMMISSION_COOLING_MS,
                                                "commission_cooling_ms", COOLING_MS_DEFAULT),
+            "alert_cooldown_s": _int_from(env, ENV_ALERT_COOLDOWN_S, "alert_cooldown_s",
+                                          ALERT_COOLDOWN_MS_DEFAULT // 1000),
             "pin_failures_max": _int_from(env, ENV_PIN_FAILURES_MAX, "pin_failures_max",
                                           PIN_FAILURES_DEFAULT),
             "pin_lockout_s": _int_from(env, ENV_PIN_LOCKOUT_S, "pin_lockout_s",
@@ -230,8 +251,10 @@ class Settings:
         store = StoreSettings(hold_ttl_s=self.store_hold_ttl_s, public_url=self.shop_url,
                               production=self.production)
         return ServiceConfig(store=self.store_config(), database_url=self.database_url,
-                             risk=self.risk, crash_at=self.crash_at,
+                             risk=self.risk, crash_at=self.crash_at, approvals=self.approvals,
+                             argon2=self.argon2, timezone=self.timezone,
                              commission_cooling_ms=self.commission_cooling_ms,
+                             alert_cooldown_ms=self.alert_cooldown_s * 1000,
                              pin_failures_max=self.pin_failures_max,
                              pin_lockout_ms=self.pin_lockout_s * 1000,
                              pin_lockout_max_ms=self.pin_lockout_max_s * 1000,

@@ -29,7 +29,7 @@ from web.i18n import LocaleMiddleware, load_catalogs
 from web.pages import demo
 from web.render import Renderer, create_environment
 from web.security.cookies import CookiePolicy
-from web.security.csrf import CsrfMiddleware
+from web.security.csrf import CsrfMiddleware, SessionBinding
 from web.security.headers import SecurityHeadersMiddleware
 from web.security.signing import Signer
 from web.settings import WebSettings
@@ -37,9 +37,15 @@ from web.static import StaticAssets
 
 
 def create_web(settings: WebSettings, hooks: WebHooks | None = None, *,
-               routes: Sequence[BaseRoute] = ()) -> Starlette:
+               routes: Sequence[BaseRoute] = (),
+               session_binding: SessionBinding | None = None,
+               upload_paths: Sequence[str] = ()) -> Starlette:
     """The HTML application: ``routes`` (the pages of later issues), the demo pages when
-    ``settings.demo_pages``, and ``/static``; ``hooks`` add template variables to every page.
+    ``settings.demo_pages``, and ``/static``; ``hooks`` add template variables to every page;
+    ``session_binding`` ties CSRF tokens to the login session's CSRF secret
+    (``cardsvc.access.csrf_binding``; without it, to a hash of the session cookie);
+    ``upload_paths`` are the exact paths of file uploads, whose bodies may reach
+    ``settings.upload_bytes_max`` instead of ``request_bytes_max``.
 
     ``app.state`` holds ``settings``, ``renderer``, ``signer``, ``cookies``, ``assets`` and
     ``error_pages`` for pages and tests. Raises FileNotFoundError when a catalog is missing and
@@ -63,11 +69,13 @@ def create_web(settings: WebSettings, hooks: WebHooks | None = None, *,
         Middleware(LocaleMiddleware, catalogs=load_catalogs(), cookies=cookies,
                    default_locale=settings.default_locale),
         Middleware(InternalErrorMiddleware, pages=pages),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.request_bytes_max, pages=pages),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.request_bytes_max, pages=pages,
+                   path_limits={path: settings.upload_bytes_max for path in upload_paths}),
         Middleware(CsrfMiddleware, signer=signer, cookies=cookies,
                    trusted_origins=settings.trusted_origins,
                    tls_terminated=settings.tls_terminated,
-                   form_bytes_max=settings.form_bytes_max, reject=pages.asgi),
+                   form_bytes_max=settings.form_bytes_max, reject=pages.asgi,
+                   session_binding=session_binding),
     ]
     app = Starlette(
         routes=all_routes,

@@ -205,19 +205,26 @@ class _BodyTooLarge(Exception):
 
 class BodyLimitMiddleware:
     """Refuses request bodies over ``max_bytes`` with the ``LIMIT_EXCEEDED`` page: at once for a
-    declared ``Content-Length`` over the bound, else as soon as the counted body crosses it."""
+    declared ``Content-Length`` over the bound, else as soon as the counted body crosses it.
+    ``path_limits`` gives some exact paths (file uploads, spooled to disk) their own bound."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, pages: ErrorPages) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, pages: ErrorPages,
+                 path_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.pages = pages
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(str(scope.get("path", "")), self.max_bytes)
+        await self._bounded(scope, receive, send, limit)
+
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         declared = dict(scope.get("headers", ())).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > limit:
             await self._refuse(scope, receive, send)
             return
         received, started = 0, False
@@ -226,7 +233,7 @@ class BodyLimitMiddleware:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > limit:
                 raise _BodyTooLarge
             return message
 

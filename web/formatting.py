@@ -53,6 +53,15 @@ def money(amount_minor: int, currency: str) -> str:
     return format_currency(amount, currency, locale=locale)
 
 
+def major_units(amount_minor: int | None, currency: str) -> str:
+    """``amount_minor`` as the plain decimal a form field holds (``1250`` CNY -> ``12.50``), no
+    symbol and no grouping; "" for None."""
+    if amount_minor is None:
+        return ""
+    digits = get_currency_precision(currency)
+    return str(Decimal(int(amount_minor)).scaleb(-digits).quantize(Decimal(1).scaleb(-digits)))
+
+
 def number(value: int) -> str:
     """An integer with the active locale's digit grouping (``12,345``)."""
     return format_decimal(value, locale=active().locale)

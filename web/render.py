@@ -33,6 +33,7 @@ from web import formatting
 from web.flash import FLASH_COOKIE, take_flashes
 from web.hooks import DEFAULT_CONTEXT, WebHooks
 from web.i18n import LANG_PARAM, LANGUAGE_NAMES, LANGUAGE_TAGS, active, gettext, ngettext
+from web.labels import TEMPLATE_GLOBALS
 from web.security.cookies import CookiePolicy
 from web.security.csrf import csrf_token
 from web.security.signing import Signer
@@ -73,6 +74,11 @@ def page_href(**changes: str | None) -> str:
     return request.url.path + ("?" + query if query else "")
 
 
+def request_path() -> str:
+    """The current page's path (without its query), for a form that posts back to it."""
+    return _current_request().url.path
+
+
 def lang_href(tag: str) -> str:
     """The current page in the language ``tag`` (the ``?lang=`` switch)."""
     return page_href(**{LANG_PARAM: tag})
@@ -102,6 +108,7 @@ def create_environment(assets: StaticAssets, timezone: str,
     env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(
         money=formatting.money,
+        major=formatting.major_units,
         number=formatting.number,
         datetime=lambda ms, style="medium": formatting.datetime_ms(ms, timezone, style),
         iso=formatting.iso_ms,
@@ -115,6 +122,8 @@ def create_environment(assets: StaticAssets, timezone: str,
         lang_href=lang_href,
         languages=language_choices,
         html_lang=lambda: active().tag,
+        request_path=request_path,
+        **TEMPLATE_GLOBALS,
     )
     return env
 

@@ -28,6 +28,9 @@ an urlencoded body into memory to find its token, so this also bounds that buffe
 REQUEST_BYTES_MAX = 1 << 20
 """1 MiB for any request body the web layer accepts (multipart included); uploads of code files
 go through the JSON API, which has its own larger, disk-spooled bound."""
+UPLOAD_BYTES_MAX = 1 << 30
+"""1 GiB for a code file uploaded through the console (about 20 million codes of CSV), the same
+bound as the API's upload; Starlette spools file parts to disk, so it bounds disk, not memory."""
 STATIC_MAX_AGE_S = 365 * 24 * 3600
 """One year: hashed static URLs never change content, so browsers may keep them that long."""
 SUPPORTED_LOCALES = ("zh_CN", "en")
@@ -69,6 +72,7 @@ class WebSettings:
     timezone: str = "Asia/Shanghai"
     form_bytes_max: int = FORM_BYTES_MAX
     request_bytes_max: int = REQUEST_BYTES_MAX
+    upload_bytes_max: int = UPLOAD_BYTES_MAX
     static_max_age_s: int = STATIC_MAX_AGE_S
     demo_pages: bool = True
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from api.routes import (
     admin,
     agents,
+    approvals,
     audit,
     catalog,
     docs,
@@ -24,6 +25,7 @@ API_PREFIX = "/v1"
 RESOURCE_ROUTERS: tuple[APIRouter, ...] = (
     shop.router, redemption.router, orders.router, catalog.router, agents.router,
     prices.router, money.router, admin.router, audit.router, exports.router, retail.router,
+    approvals.router,
 )
 """Every resource router, mounted under API_PREFIX by ``server.app``. FastAPI tries routes in
 order, so the hottest public paths (the shop's checkouts, then redemption) come first."""

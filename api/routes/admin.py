@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
-from api.deps import AdminDep, RuntimeDep
+from api.deps import AdminDep, FreezeDep, RuntimeDep, StockDep
 from api.models import DEFAULT_LIMIT, CursorQuery, Id, LimitQuery, PageOut, Strict
 from cardsvc.access import Lockout, Principal
 from cardsvc.paging import CURSOR_LEN_MAX, PAGE_SIZE_MAX
@@ -53,6 +53,11 @@ class CodeTarget(Strict):
     code: str | None = Field(default=None, min_length=1, max_length=256)
     order_id: str | None = Field(default=None, min_length=1, max_length=64)
     batch_id: int | None = Field(default=None, ge=1, le=(1 << 31) - 1)
+    reason: str | None = Field(default=None, min_length=1, max_length=200,
+                               description="why (kept in the audit log)")
+    approval_id: str | None = Field(
+        default=None, max_length=64,
+        description="voiding a batch: an approved batch_void request for it")
 
 
 class StateChange(BaseModel):
@@ -126,25 +131,29 @@ def lift_lockout(subject: Annotated[str, Path(min_length=1, max_length=132)], ca
 def _change(action: str, body: CodeTarget, caller: Principal, runtime: Runtime,
             ) -> dict[str, Any]:
     return runtime.catalog.set_state(action, code=body.code, order_id=body.order_id,
-                                      batch_id=body.batch_id, actor=caller.key_id)
+                                      batch_id=body.batch_id, actor=caller.key_id,
+                                      reason=body.reason, approval_id=body.approval_id)
 
 
 @router.post("/codes/freeze", response_model=StateChange)
-def freeze(body: CodeTarget, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def freeze(body: CodeTarget, caller: FreezeDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Freezes one code, an order's codes or a batch's codes (give exactly one of ``code``,
     ``order_id``, ``batch_id``): they cannot be sold or redeemed until unfrozen."""
     return _change("freeze", body, caller, runtime)
 
 
 @router.post("/codes/unfreeze", response_model=StateChange)
-def unfreeze(body: CodeTarget, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def unfreeze(body: CodeTarget, caller: FreezeDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Returns frozen codes to the state they were frozen from."""
     return _change("unfreeze", body, caller, runtime)
 
 
 @router.post("/codes/void", response_model=StateChange)
-def void(body: CodeTarget, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """Voids codes for good (a void code is never sold or redeemed)."""
+def void(body: CodeTarget, caller: StockDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Voids codes for good (a void code is never sold or redeemed). Voiding a whole batch is
+    maker-checker: give the ``approval_id`` of an approved ``batch_void`` request. Errors:
+    CODE_NOT_FOUND, ORDER_NOT_FOUND, BATCH_NOT_FOUND, APPROVAL_REQUIRED and the other
+    APPROVAL_* codes."""
     return _change("void", body, caller, runtime)
 
 

@@ -68,7 +68,6 @@ def create_agent(body: AgentCreate, caller: CallerDep, runtime: RuntimeDep) -> d
                                          actor_agent_id=acting_agent(caller))
 
 
-
 @router.get("/agents", response_model=list[AgentOut])
 def list_agents(caller: CallerDep, runtime: RuntimeDep) -> list[dict[str, Any]]:
     """Admins: every agent; an agent: its direct sub-agents."""

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import AdminDep, RuntimeDep
+from api.deps import AuditDep, RuntimeDep, TraceDep
 from api.models import Strict
 from cardsvc import audit
 from cardsvc.reports import trace_code
@@ -49,7 +49,7 @@ Ms = Annotated[int | None, Query(ge=0, le=(1 << 63) - 1)]
 
 
 @router.get("/audit", response_model=AuditPage)
-def audit_log(caller: AdminDep, runtime: RuntimeDep,
+def audit_log(caller: AuditDep, runtime: RuntimeDep,
               actor: Annotated[str | None, Query(max_length=64)] = None,
               action: Annotated[str | None, Query(max_length=64)] = None,
               object_type: Annotated[str | None, Query(max_length=32)] = None,
@@ -68,13 +68,13 @@ def audit_log(caller: AdminDep, runtime: RuntimeDep,
 
 
 @router.get("/audit/verify", response_model=ChainCheckOut)
-def audit_verify(caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def audit_verify(caller: AuditDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Checks the whole hash chain; names the first broken entry."""
     return audit.verify_log(runtime.db).to_dict()
 
 
 @router.post("/codes/trace")
-def trace(body: TraceRequest, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def trace(body: TraceRequest, caller: TraceDep, runtime: RuntimeDep) -> dict[str, Any]:
     """A code's whole story: batch, supplier, import, order, agent, delivery, redemptions,
     rollbacks, freezes, exports, and a timeline (the code is in the body, not the URL, so it
     never reaches an access log; it comes back masked). Errors: CODE_NOT_FOUND."""

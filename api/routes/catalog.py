@@ -16,7 +16,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
-from api.deps import AdminDep, RuntimeDep
+from api.deps import AdminDep, CatalogDep, RuntimeDep, StockDep
 from api.models import (
     CURRENCY_RE,
     DEFAULT_LIMIT,
@@ -216,7 +216,7 @@ BatchId = Annotated[int, PathParam(ge=1, le=(1 << 31) - 1)]
 
 
 @router.post("/skus", response_model=SkuOut, status_code=status.HTTP_201_CREATED)
-def create_sku(body: SkuCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def create_sku(body: SkuCreate, caller: CatalogDep, runtime: RuntimeDep) -> dict[str, Any]:
     """A new SKU. Errors: SKU_EXISTS."""
     extra = body.model_dump(include=set(SkuEditable.model_fields), exclude_none=True)
     return runtime.catalog.create_sku(
@@ -226,7 +226,7 @@ def create_sku(body: SkuCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[s
 
 
 @router.patch("/skus/{sku}", response_model=SkuOut)
-def update_sku(sku: SkuPath, body: SkuUpdate, caller: AdminDep,
+def update_sku(sku: SkuPath, body: SkuUpdate, caller: CatalogDep,
                runtime: RuntimeDep) -> dict[str, Any]:
     """Changes the given catalog fields (audited with old and new values). Fields the core
     enforces (uses per code, sale before redemption, validity) cannot change. Errors:
@@ -236,25 +236,25 @@ def update_sku(sku: SkuPath, body: SkuUpdate, caller: AdminDep,
 
 
 @router.get("/skus", response_model=list[SkuOut])
-def list_skus(caller: AdminDep, runtime: RuntimeDep) -> list[dict[str, Any]]:
+def list_skus(caller: CatalogDep, runtime: RuntimeDep) -> list[dict[str, Any]]:
     return runtime.catalog.list_skus()
 
 
 @router.get("/skus/{sku}", response_model=SkuOut)
-def get_sku(sku: SkuPath, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def get_sku(sku: SkuPath, caller: CatalogDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Errors: SKU_NOT_FOUND."""
     return runtime.catalog.get_sku(sku)
 
 
 @router.get("/skus/{sku}/stock", response_model=StockOut)
-def get_stock(sku: SkuPath, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def get_stock(sku: SkuPath, caller: CatalogDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Codes by state, in total and per pool (``expired`` counts unsold codes past their
     ``valid_until``, which are also in ``available``). Errors: SKU_NOT_FOUND."""
     return runtime.catalog.stock(sku)
 
 
 @router.post("/pools", response_model=PoolOut, status_code=status.HTTP_201_CREATED)
-def create_pool(body: PoolCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def create_pool(body: PoolCreate, caller: CatalogDep, runtime: RuntimeDep) -> dict[str, Any]:
     """A named stock pool (``shared`` always exists). Errors: POOL_EXISTS, AGENT_NOT_FOUND."""
     return runtime.agent_updates.create_pool(body.pool, agent_id=body.agent_id,
                                               actor=caller.key_id)
@@ -287,7 +287,7 @@ def list_batches(caller: AdminDep, runtime: RuntimeDep,
 
 
 @router.post("/batches", response_model=BatchCreated, status_code=status.HTTP_201_CREATED)
-def create_batch(body: BatchCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def create_batch(body: BatchCreate, caller: StockDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Imports ``codes`` (or generates ``generate.count`` new ones) as one batch. Duplicates of
     any earlier code are skipped and listed, masked. Errors: SKU_NOT_FOUND, POOL_NOT_FOUND,
     INVALID_CODE / INVALID_PIN (details: ``index``; nothing imported), INVALID_ARGUMENT."""
@@ -308,7 +308,7 @@ def create_batch(body: BatchCreate, caller: AdminDep, runtime: RuntimeDep) -> di
 @router.post("/batches/upload", response_model=BatchOut,
              status_code=status.HTTP_202_ACCEPTED)
 async def upload_batch(
-    caller: AdminDep, runtime: RuntimeDep, file: UploadFile,
+    caller: StockDep, runtime: RuntimeDep, file: UploadFile,
     sku: Annotated[str, Form(min_length=1, max_length=64)],
     pool: Annotated[str | None, Form(max_length=64)] = None,
     mode: Annotated[str, Form(pattern="^(all_or_nothing|per_row)$")] = "all_or_nothing",
@@ -339,7 +339,7 @@ async def upload_batch(
 
 @router.post("/batches/{batch_id}/cancel", response_model=BatchOut,
              status_code=status.HTTP_202_ACCEPTED)
-def cancel_batch(batch_id: BatchId, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def cancel_batch(batch_id: BatchId, caller: StockDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Asks the import of an uploaded batch to stop (audited). Answers 202 with the batch as it
     is: still ``importing`` until its job reaches the next chunk, then ``cancelled``, everything
     it had imported voided; a batch already ``cancelled`` is returned as is. Errors:
@@ -349,14 +349,14 @@ def cancel_batch(batch_id: BatchId, caller: AdminDep, runtime: RuntimeDep) -> di
 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut)
-def get_batch(batch_id: BatchId, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def get_batch(batch_id: BatchId, caller: StockDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Errors: BATCH_NOT_FOUND."""
     return runtime.batches.get(batch_id)
 
 
 @router.get("/batches/{batch_id}/report", response_class=StreamingResponse,
             responses={200: {"content": {"text/csv": {}}}})
-def batch_report(batch_id: BatchId, caller: AdminDep, runtime: RuntimeDep) -> StreamingResponse:
+def batch_report(batch_id: BatchId, caller: StockDep, runtime: RuntimeDep) -> StreamingResponse:
     """The batch's report as CSV (``line,field,reason,code``): rejected rows and duplicates,
     codes masked. Errors: BATCH_NOT_FOUND."""
     return StreamingResponse(

@@ -28,6 +28,9 @@ ExporterDep = Annotated[Principal, Depends(require("export"))]
 class ExportRequest(Strict):
     batch_id: int | None = Field(default=None, ge=1, le=(1 << 31) - 1)
     order_id: str | None = Field(default=None, min_length=1, max_length=64)
+    approval_id: str | None = Field(
+        default=None, max_length=64,
+        description="an approved code_export request for this batch or order (maker-checker)")
 
     @model_validator(mode="after")
     def one_target(self) -> ExportRequest:
@@ -41,13 +44,16 @@ class ExportRequest(Strict):
              responses={200: {"content": {"text/csv": {}}}})
 def export(body: ExportRequest, caller: ExporterDep, runtime: RuntimeDep) -> StreamingResponse:
     """The plaintext codes of a batch or an order as watermarked CSV (needs the ``export``
-    scope). A batch's export first withdraws its unsold codes from sale (they are never sold
-    again, still redeemable) and holds exactly the codes withdrawn; codes held by an open hold,
-    sold, redeemed, frozen or void are left out and counted (``x-export-refused``). Text cells
-    that a spreadsheet would run as a formula carry a leading ``'`` (the file's second line
-    names the rule). Errors: BATCH_NOT_FOUND, ORDER_NOT_FOUND, FORBIDDEN, JOURNAL_UNAVAILABLE."""
+    scope and, maker-checker, an approved ``code_export`` request: one file per approval). A
+    batch's export first withdraws its unsold codes from sale (they are never sold again, still
+    redeemable) and holds exactly the codes withdrawn; codes held by an open hold, sold,
+    redeemed, frozen or void are left out and counted (``x-export-refused``). Text cells that a
+    spreadsheet would run as a formula carry a leading ``'`` (the file's second line names the
+    rule). Errors: BATCH_NOT_FOUND, ORDER_NOT_FOUND, FORBIDDEN, JOURNAL_UNAVAILABLE,
+    APPROVAL_REQUIRED and the other APPROVAL_* codes."""
     result, chunks = runtime.exports.export_stream(actor=caller.key_id, batch_id=body.batch_id,
-                                                   order_id=body.order_id)
+                                                   order_id=body.order_id,
+                                                   approval_id=body.approval_id)
     refused = ",".join(f"{state}={count}" for state, count in sorted(result.refused.items()))
     return StreamingResponse((text for text, _ in chunks), media_type="text/csv", headers={
         "content-disposition": f'attachment; filename="{result.export_id}.csv"',

@@ -14,7 +14,16 @@ from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from api.deps import AdminDep, CallerDep, RuntimeDep, acting_agent, agent_of
+from api.deps import (
+    CallerDep,
+    LedgerDep,
+    ReconciliationDep,
+    RuntimeDep,
+    StockDep,
+    WithdrawalsDep,
+    acting_agent,
+    agent_of,
+)
 from api.models import (
     DEFAULT_LIMIT,
     MONEY_MINOR_MAX,
@@ -54,12 +63,19 @@ class WithdrawalRequest(Strict):
     reference: Reference
 
 
+ApprovalId = Annotated[str | None, Field(
+    default=None, max_length=64,
+    description="an approved maker-checker request for this action (POST /v1/approvals)")]
+
+
 class Decision(Strict):
     note: str | None = Field(default=None, max_length=200)
+    approval_id: ApprovalId = None
 
 
 class Refund(Strict):
     reason: str = Field(min_length=1, max_length=200)
+    approval_id: ApprovalId = None
 
 
 class WithdrawalOut(BaseModel):
@@ -108,7 +124,7 @@ class StockMove(Strict):
 
 @router.post("/agents/{agent_id}/deposits", status_code=status.HTTP_201_CREATED,
              responses={200: {"description": "a retry with the same reference: the first"}})
-def deposit(agent_id: AgentPath, body: Deposit, caller: AdminDep, runtime: RuntimeDep,
+def deposit(agent_id: AgentPath, body: Deposit, caller: LedgerDep, runtime: RuntimeDep,
             response: Response) -> dict[str, Any]:
     """Finance records money received from an agent (idempotent on ``reference``: a retry
     returns the first deposit with 200). Errors: AGENT_NOT_FOUND, CURRENCY_MISMATCH,
@@ -125,7 +141,7 @@ def deposit(agent_id: AgentPath, body: Deposit, caller: AdminDep, runtime: Runti
 def balance(agent_id: AgentPath, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """The agent's balances by account (``available``, ``escrow``, ``pending``,
     ``withdrawing``) and its credit limit."""
-    return runtime.money.balance(agent_id, actor_agent_id=acting_agent(caller))
+    return runtime.money.balance(agent_id, actor_agent_id=acting_agent(caller, "ledger"))
 
 
 @router.get("/agents/{agent_id}/statement", response_model=StatementOut,
@@ -143,7 +159,7 @@ def statement(agent_id: AgentPath, caller: CallerDep, runtime: RuntimeDep,
     balance, postings oldest first with the balance after each, closing balance. JSON comes a
     page at a time (``items``, ``next``); ``format=csv`` is the whole period as a file. An
     agent's key reads only its own. Errors: ACCOUNT_NOT_FOUND, FORBIDDEN, INVALID_ARGUMENT."""
-    actor_agent_id = acting_agent(caller)
+    actor_agent_id = acting_agent(caller, "ledger")
     since_at = _one_bound("since", since, since_ms)
     until_at = _one_bound("until", until, until_ms)
     if format == "csv":
@@ -204,19 +220,24 @@ def list_withdrawals(caller: CallerDep, runtime: RuntimeDep,
 @router.get("/withdrawals/{withdrawal_id}")
 def get_withdrawal(withdrawal_id: Annotated[str, Path(max_length=64)], caller: CallerDep,
                    runtime: RuntimeDep) -> dict[str, Any]:
-    # A key of neither an admin nor an agent sees no withdrawal: it acts for no agent ("").
-    viewer = None if caller.is_admin else caller.agent_id or ""
+    # A key of neither the platform nor an agent sees no withdrawal: it acts for no agent ("").
+    viewer = acting_agent(caller, "withdrawals") if caller.role != "terminal" else ""
     return _withdrawal(runtime.money.get_withdrawal(withdrawal_id, actor_agent_id=viewer))
 
 
 @router.post("/withdrawals/{withdrawal_id}/{decision}")
 def decide_withdrawal(withdrawal_id: Annotated[str, Path(max_length=64)],
                       decision: Annotated[str, Path(pattern="^(approve|reject|paid)$")],
-                      body: Decision, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """Finance approves or rejects a requested withdrawal, then marks an approved one paid.
-    Errors: WITHDRAWAL_NOT_FOUND, WITHDRAWAL_NOT_PENDING (not in a state that allows it)."""
+                      body: Decision, caller: WithdrawalsDep,
+                      runtime: RuntimeDep) -> dict[str, Any]:
+    """Finance approves or rejects a requested withdrawal, then marks an approved one paid. The
+    payout (``paid``) is maker-checker: give the ``approval_id`` of an approved
+    ``withdrawal_payout`` request for this withdrawal. Errors: WITHDRAWAL_NOT_FOUND,
+    WITHDRAWAL_NOT_PENDING (not in a state that allows it), APPROVAL_REQUIRED,
+    APPROVAL_NOT_PENDING, APPROVAL_MISMATCH, APPROVAL_EXPIRED, APPROVAL_SELF."""
     return _withdrawal(runtime.money.decide_withdrawal(withdrawal_id, decision,
-                                                       actor=caller.key_id, note=body.note))
+                                                       actor=caller.key_id, note=body.note,
+                                                       approval_id=body.approval_id))
 
 
 def _withdrawal(info: WithdrawalInfo) -> dict[str, Any]:
@@ -227,17 +248,19 @@ def _withdrawal(info: WithdrawalInfo) -> dict[str, Any]:
 
 
 @router.post("/orders/{order_id}/refund")
-async def refund(order_id: Annotated[str, Path(max_length=64)], body: Refund, caller: AdminDep,
-                 runtime: RuntimeDep) -> dict[str, Any]:
+async def refund(order_id: Annotated[str, Path(max_length=64)], body: Refund,
+                 caller: LedgerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Refunds a fulfilled order none of whose codes was redeemed: the codes are voided, the
-    buyer is credited, commissions and revenue are reversed. Idempotent. Errors:
-    ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE."""
+    buyer is credited, commissions and revenue are reversed. Idempotent. Maker-checker: give
+    the ``approval_id`` of an approved ``refund`` request for this order. Errors:
+    ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE, APPROVAL_REQUIRED and the other APPROVAL_* codes."""
     return order_json(await runtime.orders.refund(order_id, actor=caller.key_id,
-                                                  reason=body.reason))
+                                                  reason=body.reason,
+                                                  approval_id=body.approval_id))
 
 
 @router.post("/pools/{pool}/stock")
-def move_stock(pool: AgentPath, body: StockMove, caller: AdminDep,
+def move_stock(pool: AgentPath, body: StockMove, caller: StockDep,
                runtime: RuntimeDep) -> dict[str, Any]:
     """Moves ``quantity`` available codes of a SKU from ``from_pool`` (default ``shared``)
     into ``pool`` (e.g. an agent's channel pool, or back to ``shared``). Errors:
@@ -247,7 +270,7 @@ def move_stock(pool: AgentPath, body: StockMove, caller: AdminDep,
 
 
 @router.get("/reconciliation")
-def reconciliation(caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def reconciliation(caller: ReconciliationDep, runtime: RuntimeDep) -> dict[str, Any]:
     """The platform report: stock by state and cost, sales, commissions, withdrawals, and the
     checks that the ledger, the orders and the core's stock agree (``ok`` false lists every
     difference)."""
@@ -296,7 +319,7 @@ def list_commissions(caller: CallerDep, runtime: RuntimeDep,
 
 
 @router.post("/commissions/release-due", response_model=Released)
-def release_due_commissions(caller: AdminDep, runtime: RuntimeDep) -> Released:
+def release_due_commissions(caller: LedgerDep, runtime: RuntimeDep) -> Released:
     """Releases now every commission whose cooling period has ended (what the timer does every
     30 s), up to 10,000 a call in bounded batches."""
     return Released(released=runtime.money.release_due_commissions(actor=caller.key_id))

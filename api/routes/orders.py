@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import CallerDep, HoldsDep, OrdersDep, RuntimeDep, acting_agent, agent_of
+from api.deps import CallerDep, HoldsDep, OrdersDep, RuntimeDep, acting_agent, agent_of, is_platform
 from api.models import CursorQuery, PageOut, Strict, TimeQuery, time_ms
 from cardsvc.checks import ORDER_QTY_MAX, REF_LEN_MAX
 from cardsvc.errors import ErrorCode, make_error
@@ -204,7 +204,7 @@ async def find_or_list_orders(
     ``client_order_id``, a bad time or cursor)."""
     if client_order_id is None:
         page = await runtime.orders.list_orders(
-            actor_agent_id=acting_agent(caller), agent_id=agent_id, status=status,
+            actor_agent_id=acting_agent(caller, "orders"), agent_id=agent_id, status=status,
             since_ms=time_ms("since", since), until_ms=time_ms("until", until), cursor=cursor,
             limit=limit)
         return PageOut[OrderSummary](items=[order_summary(v) for v in page.items],
@@ -216,7 +216,7 @@ async def find_or_list_orders(
             raise make_error(ErrorCode.INVALID_ARGUMENT,
                              f"{name} lists orders; it cannot be given with client_order_id",
                              {"field": name})
-    if caller.is_admin and caller.agent_id is None:
+    if is_platform(caller):
         if agent_id is None:
             raise make_error(ErrorCode.INVALID_ARGUMENT, "admins must give agent_id",
                              {"field": "agent_id"})
@@ -229,10 +229,9 @@ async def find_or_list_orders(
 @router.get("/orders/{order_id}", response_model=OrderOut)
 async def get_order(order_id: OrderId, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """An order and its codes: in plaintext for its agent's key (a re-delivery, audited
-    ``order.redeliver``), masked for an admin's. Errors: ORDER_NOT_FOUND."""
-    if not caller.is_admin:
-        caller.require("orders")
-    agent_id = None if caller.is_admin else agent_of(caller)
+    ``order.redeliver``), masked for the platform's. Errors: ORDER_NOT_FOUND."""
+    caller.require("orders")
+    agent_id = None if is_platform(caller) else agent_of(caller)
     return order_json(await runtime.orders.get(order_id, agent_id=agent_id,
                                                actor=caller.key_id))
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from pydantic import Field, model_validator
 
-from api.deps import AdminDep, CallerDep, RuntimeDep, acting_agent, agent_of
+from api.deps import CallerDep, CatalogDep, RuntimeDep, acting_agent, agent_of
 from api.models import Currency, Id, Money, Strict
 from cardsvc.errors import ErrorCode, make_error
 
@@ -59,11 +59,11 @@ def set_price(body: PriceSet, caller: CallerDep, runtime: RuntimeDep) -> dict[st
     return runtime.price_lists.set_price(
         sku=body.sku, price_minor=body.price_minor, currency=body.currency, grade=body.grade,
         agent_id=body.agent_id, visible=body.visible, actor=caller.key_id,
-        actor_agent_id=acting_agent(caller))
+        actor_agent_id=acting_agent(caller, "catalog"))
 
 
 @router.get("/prices")
-def list_prices(caller: AdminDep, runtime: RuntimeDep,
+def list_prices(caller: CatalogDep, runtime: RuntimeDep,
                 sku: Annotated[str | None, Query(max_length=64)] = None,
                 grade: Annotated[str | None, Query(max_length=64)] = None,
                 agent_id: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
@@ -71,11 +71,11 @@ def list_prices(caller: AdminDep, runtime: RuntimeDep,
 
 
 @router.post("/grades", status_code=status.HTTP_201_CREATED)
-def create_grade(body: GradeCreate, caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def create_grade(body: GradeCreate, caller: CatalogDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Errors: GRADE_EXISTS."""
     return runtime.price_lists.create_grade(body.grade, body.name, actor=caller.key_id)
 
 
 @router.get("/grades")
-def list_grades(caller: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+def list_grades(caller: CatalogDep, runtime: RuntimeDep) -> dict[str, Any]:
     return {"grades": runtime.price_lists.list_grades()}

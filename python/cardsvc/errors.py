@@ -153,6 +153,19 @@ class ErrorCode(StrEnum):
     ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE"
     # The order's codes are not delivered (yet): nothing to reveal or resend.
     ORDER_NOT_DELIVERED = "ORDER_NOT_DELIVERED"
+    # Maker-checker approvals (cardsvc.access.approvals).
+    # The action needs a second person's approval first (details: action, object_id).
+    APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
+    APPROVAL_NOT_FOUND = "APPROVAL_NOT_FOUND"
+    # The approval is not in a state that allows this (details: status, expected).
+    APPROVAL_NOT_PENDING = "APPROVAL_NOT_PENDING"
+    # The maker cannot be its own checker, and only maker or checker execute (details: reason).
+    APPROVAL_SELF = "APPROVAL_SELF"
+    # The approval is for another action or object than the one being executed.
+    APPROVAL_MISMATCH = "APPROVAL_MISMATCH"
+    APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
+    # A waiver of maker-checker while a second person could check (details: checkers).
+    APPROVAL_WAIVER_REFUSED = "APPROVAL_WAIVER_REFUSED"
 
 
 class CardsvcError(Exception):
@@ -307,6 +320,13 @@ _CLASS_OF: dict[ErrorCode, type[CardsvcError]] = {
     ErrorCode.QUANTITY_NOT_ALLOWED: BadInput,
     ErrorCode.ORDER_NOT_PAYABLE: Conflict,
     ErrorCode.ORDER_NOT_DELIVERED: Conflict,
+    ErrorCode.APPROVAL_REQUIRED: Conflict,
+    ErrorCode.APPROVAL_NOT_FOUND: NotFound,
+    ErrorCode.APPROVAL_NOT_PENDING: Conflict,
+    ErrorCode.APPROVAL_SELF: Forbidden,
+    ErrorCode.APPROVAL_MISMATCH: Conflict,
+    ErrorCode.APPROVAL_EXPIRED: Conflict,
+    ErrorCode.APPROVAL_WAIVER_REFUSED: Conflict,
 }
 
 

@@ -29,14 +29,20 @@ from typing import Any
 
 from cardsvc import crypto, files
 from cardsvc.access import (
+    ARGON2_PARAMS,
     DAY_MS,
     AccessGate,
+    ApprovalPolicy,
+    Approvals,
     Argon2Params,
     Challenges,
     KeyAuthenticator,
+    LockoutPolicy,
+    Logins,
     Passwords,
     RiskGuard,
     RiskLimits,
+    SessionSettings,
 )
 from cardsvc.agents import AgentDirectory, AgentUpdates, Credentials, PriceCache, PriceLists
 from cardsvc.catalog import Batches, BatchMeta, Catalog, CodeFormat, ImportJobs
@@ -62,12 +68,22 @@ from cardsvc.errors import ErrorCode, make_error
 from cardsvc.money import AgentMoney, ledger
 from cardsvc.payments import Channels, HttpxTransport
 from cardsvc.redemption import RedemptionHistory, Terminals
-from cardsvc.reports import channel_reconciliation
+from cardsvc.reports import (
+    COOLDOWN_MS_DEFAULT,
+    AgentReports,
+    Alerts,
+    CodeSearch,
+    Dashboards,
+    Reconciliations,
+    Rollups,
+    channel_reconciliation,
+)
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
     CRASH_POINTS,
     PENDING_ORDER_AGE_MS,
     RETAIL_CRASH_POINTS,
+    ApprovedActions,
     BuyerGuard,
     Checkout,
     Holds,
@@ -80,6 +96,12 @@ from cardsvc.sales import (
 from cardsvc.sales import no_crash as _no_crash
 
 log = logging.getLogger("cardsvc.services")
+
+FOLD_ROUNDS_MAX = 5
+"""Fold pages per readers' round (each ~20,000 postings): a backlog drains over a few rounds
+without holding the database's write lock for long."""
+HOUR_MS = 3_600_000
+
 
 ORDER_PASSWORD_PARAMS = Argon2Params(time_cost=2, memory_kib=19 * 1024)
 """argon2id for retail order passwords: RFC 9106's low-memory option (about 20 ms here), since a
@@ -111,6 +133,16 @@ class ServiceConfig:
     risk: RiskLimits = field(default_factory=RiskLimits.from_env)
     commission_cooling_ms: int = COOLING_MS_DEFAULT
     crash_at: str | None = None
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    """Which guarded actions need a second person's approval (every one by default)."""
+    argon2: Argon2Params = ARGON2_PARAMS
+    """Password hashing of console users (tests pass cheaper parameters)."""
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    timezone: str = "Asia/Shanghai"
+    """The IANA zone of the business's days (dashboards' "today", daily roll-ups)."""
+    alert_cooldown_ms: int = COOLDOWN_MS_DEFAULT
+    """How often a condition still true is noticed again."""
     pin_failures_max: int = PIN_FAILURES_DEFAULT
     """Wrong PINs per code before the engine locks it (docs/engine.md, PIN lockout)."""
     pin_lockout_ms: int = PIN_LOCKOUT_MS_DEFAULT
@@ -174,7 +206,16 @@ class Runtime:
         self.gate = AccessGate(self.keys, risk, db, store.engine.now_ms)
         """Authentication of API requests and the brute-force lockouts' administration."""
         self.credentials = Credentials(db, self.keys, store.engine.now_ms)
-        self.catalog = Catalog(store, db)
+        policy = config.approvals if config is not None else ApprovalPolicy()
+        self.approvals = Approvals(db, store.engine.now_ms, policy)
+        """Maker-checker: payouts, refunds, exports and batch voids run only once approved."""
+        self.logins = Logins(
+            db, keyring,
+            passwords=Passwords(config.argon2 if config is not None else ARGON2_PARAMS),
+            settings=config.sessions if config is not None else None,
+            policy=config.lockout if config is not None else None)
+        """Console users' logins and sessions (one per process: it holds the throttles)."""
+        self.catalog = Catalog(store, db, self.approvals)
         self.price_cache = PriceCache()
         self.price_cache.attach(db)
         self.agent_updates = AgentUpdates(db, self.catalog, ledger, store.engine.now_ms,
@@ -183,18 +224,36 @@ class Runtime:
         suspension releases the subtree's holds through ``sales.Holds``)."""
         self.agent_directory = AgentDirectory(db, store.engine)
         self.price_lists = PriceLists(db, store.engine.now_ms)
-        self.money = AgentMoney(db, store.engine.now_ms)
+        self.money = AgentMoney(db, store.engine.now_ms, self.approvals)
         self.batches = Batches(store, db, keyring, self.catalog)
         self.revealer = Revealer(db, keyring)
         self.exports = Exports(db, self.revealer, delivered_code_ids, store,
-                               store.engine.now_ms)
+                               store.engine.now_ms, self.approvals)
         self.batcher = WriteBatcher(db).start()
         """SQL group commit for the order path (``cardsvc.db.batcher``)."""
         self.holds = Holds(store, db, risk, self.batcher)
         self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
-                             cooling_ms=cooling_ms, crash=crash)
+                             cooling_ms=cooling_ms, crash=crash, approvals=self.approvals)
+        self.approved = ApprovedActions(self.approvals, self.money, self.orders, self.catalog,
+                                        self.exports)
+        """Runs approved maker-checker requests through their guarded use cases."""
         self.terminals = Terminals(store, db, risk, self.batches.prefixes,
                                    crypto.load_public_ids(store.config.data_dir))
+        self.timezone = config.timezone if config is not None else "Asia/Shanghai"
+        self.rollups = Rollups(db, store.engine.now_ms, self.timezone, self.terminals.counts)
+        """Sales folded from the ledger and redemptions counted, for the dashboards."""
+        self.dashboards = Dashboards(db, store, self.rollups, store.engine.now_ms)
+        self.codes = CodeSearch(store, db, self.revealer, self.batches.suffix_key)
+        """Support's code search (full code, last 4 + SKU, order, batch) and traces."""
+        self.agent_reports = AgentReports(db)
+        """The agents' tree, dossiers, price lists and commissions for the console and portal."""
+        self.reconciliations = Reconciliations(store, db, self.catalog, store.engine.now_ms)
+        """Stored reconciliation runs (the console's money page shows the latest)."""
+        self.alerts = Alerts(db, self.dashboards, store.engine.now_ms, cooldown_ms=(
+            config.alert_cooldown_ms if config is not None else COOLDOWN_MS_DEFAULT))
+        """Low stock, low balances, stuck imports, withdrawal requests; evaluated each readers'
+        round, deduplicated with a cooldown."""
+        self._hourly_at_ms = 0
         self.redemptions = RedemptionHistory(store, db, self.terminals)
         self.recovery: dict[str, Any] = {}
         self.jobs = ImportJobs(self.batches, store.config.data_dir / "uploads")
@@ -297,6 +356,31 @@ class Runtime:
         retail = await self.checkout.recover(older_than_ms=PENDING_ORDER_AGE_MS)
         counts.update({f"retail_{name}": count for name, count in retail.items()})
         counts["channels_reconciled"] = await asyncio.to_thread(self._reconcile_channels_daily)
+        if counts["commissions_released"]:
+            await asyncio.to_thread(self.alerts.event, "commissions_released",
+                                    {"count": counts["commissions_released"]})
+        return counts
+
+    def reports_round(self) -> dict[str, int]:
+        """The readers' timer round (blocking; run it in a worker thread): folds new ledger
+        postings and redemption counts into the roll-ups, expires old approvals, evaluates the
+        alerts; once an hour also checks the roll-ups against the ledger (rebuilding them on a
+        difference) and purges old sessions and invitations."""
+        counts = {"postings_folded": 0, "approvals_expired": self.approvals.expire_due()}
+        for _ in range(FOLD_ROUNDS_MAX):
+            folded = self.rollups.refresh()
+            counts["postings_folded"] += folded
+            if folded == 0:
+                break
+        now_ms = self.engine.now_ms()
+        if now_ms - self._hourly_at_ms >= HOUR_MS:
+            self._hourly_at_ms = now_ms
+            if self.rollups.check():
+                log.warning("roll-ups disagree with the ledger; rebuilding them")
+                counts["postings_refolded"] = self.rollups.rebuild()
+            counts["logins_purged"] = self.logins.purge()
+        counts.update({f"alerts_{notice}": count
+                       for notice, count in self.alerts.evaluate().items()})
         return counts
 
     def _release_holds_of(self, agent_ids: list[str], actor: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
+from cardsvc import audit
 from cardsvc.money.tables import Account
 from cardsvc.reports import reconciliation_report
 from cardsvc.runtime import Runtime
@@ -68,3 +69,17 @@ def test_a_cached_balance_that_disagrees_with_its_postings_is_named(services: Ru
                         .values(balance_minor=Account.balance_minor + 1))
     result = report(services)
     assert result["ok"] is False and result["difference_count"] >= 1
+
+
+def test_a_run_is_stored_audited_and_read_back_as_the_latest(services: Runtime) -> None:
+    """``Reconciliations``: a run is computed on request and stored, so the console reads the
+    latest without re-reading every order per page view."""
+    assert services.reconciliations.latest() is None
+    first = services.reconciliations.run(actor="user:fin")
+    second = services.reconciliations.run(actor="user:fin")
+    assert first["ok"] and first["differences"] == 0
+    latest = services.reconciliations.latest()
+    assert latest is not None and latest["run_id"] == second["run_id"] > first["run_id"]
+    assert latest["report"]["ok"] is True
+    runs = audit.list_entries(services.db, action="reconciliation.run")
+    assert [entry.object_id for entry in runs] == [str(first["run_id"]), str(second["run_id"])]

@@ -12,8 +12,11 @@ Two independent checks must both pass:
    secret in the ``csrf`` cookie (``__Host-``, HttpOnly, SameSite=Strict). Each form carries
    ``nonce.mac`` where ``mac = HMAC(key, secret, binding, nonce)``: a fresh nonce per render, so
    the token never repeats in a page (no BREACH-style guessing through compression), and a
-   ``binding`` (a hash of the login session cookie, when there is one), so logging in or out
-   voids every token issued before. The token comes from the ``X-CSRF-Token`` header (scripts),
+   ``binding``: the login session's own CSRF secret when the deployment gives one
+   (``session_binding``: ``cardsvc.access.csrf_binding`` derives it from the session token, as
+   ``SessionInfo.csrf_token``), else a hash of the session cookie; so a token issued under one
+   session never verifies under another, and logging in or out voids every token issued
+   before. The token comes from the ``X-CSRF-Token`` header (scripts),
    the ``csrf_token`` field of an urlencoded form (read whole, at most ``form_bytes_max``), or
    the *first* part of a multipart form (the ``forms.form`` macro puts it first), so an upload
    is checked without buffering it.
@@ -59,6 +62,13 @@ REASONS = (
 but ``form_too_large``, which is ``LIMIT_EXCEEDED``."""
 
 Reject = Callable[[Scope, Receive, Send, ErrorCode, dict[str, Any]], Awaitable[None]]
+SessionBinding = Callable[[str], bytes]
+"""The CSRF binding of a login session cookie's value (the session's CSRF secret)."""
+
+
+def default_binding(session: str) -> bytes:
+    """A hash of the session cookie: the binding when the deployment gives none."""
+    return hashlib.sha256(session.encode()).digest()
 """Answers a refused request: (scope, receive, send, code, details); a styled error page."""
 
 
@@ -183,8 +193,9 @@ class CsrfMiddleware:
 
     def __init__(self, app: ASGIApp, *, signer: Signer, cookies: CookiePolicy,
                  trusted_origins: Iterable[str], tls_terminated: bool, form_bytes_max: int,
-                 reject: Reject) -> None:
+                 reject: Reject, session_binding: SessionBinding | None = None) -> None:
         self.app = app
+        self.session_binding = session_binding or default_binding
         self.signer = signer
         self.cookies = cookies
         self.trusted_origins = tuple(trusted_origins)
@@ -195,7 +206,7 @@ class CsrfMiddleware:
     def _state(self, scope: Scope) -> CsrfState:
         stored = b64decode(self.cookies.read(scope, CSRF_COOKIE) or "")
         session = self.cookies.read(scope, SESSION_COOKIE)
-        binding = hashlib.sha256(session.encode()).digest() if session else b""
+        binding = self.session_binding(session) if session else b""
         if stored is not None and len(stored) == SECRET_BYTES:
             return CsrfState(self.signer, stored, binding, new=False)
         return CsrfState(self.signer, secrets.token_bytes(SECRET_BYTES), binding, new=True)

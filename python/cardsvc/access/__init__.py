@@ -1,7 +1,8 @@
 """Who is calling, and how much they may do: API keys (``apikeys.py``), the risk guard's rate
 limits, lockouts, hold caps and quotas (``risk.py``), console users (``users.py``) and their
-sessions, logins and lockouts (``sessions.py``). Keys and users are both a :class:`Principal`,
-authorised in one vocabulary (``SCOPES``).
+sessions, logins and lockouts (``sessions.py``), and maker-checker approvals of guarded actions
+(``approvals.py``). Keys and users are both a :class:`Principal`, authorised in one vocabulary
+(``SCOPES``).
 """
 
 from cardsvc.access.apikeys import (
@@ -22,6 +23,19 @@ from cardsvc.access.apikeys import (
     principal_of,
     revoke_key,
 )
+from cardsvc.access.approvals import (
+    ACTIONS as APPROVAL_ACTIONS,
+)
+from cardsvc.access.approvals import (
+    APPROVAL_TTL_MS,
+    ActionSetting,
+    ApprovalInfo,
+    ApprovalPolicy,
+    Approvals,
+    GuardedAction,
+    count_checkers,
+    roles_with_scope,
+)
 from cardsvc.access.challenges import Challenges
 from cardsvc.access.gate import ANONYMOUS_ACTOR, AccessGate, audit_lockouts, bearer_key
 from cardsvc.access.risk import (
@@ -40,13 +54,23 @@ from cardsvc.access.sessions import (
     Logins,
     SessionInfo,
     SessionSettings,
+    csrf_binding,
 )
-from cardsvc.access.tables import ApiKey, RecoveryCode, User, UserInvitation, UserSession
+from cardsvc.access.tables import (
+    ApiKey,
+    Approval,
+    ApprovalSetting,
+    RecoveryCode,
+    User,
+    UserInvitation,
+    UserSession,
+)
 from cardsvc.access.users import (
     ARGON2_PARAMS,
     INVITATION_TTL_MS,
     SCOPES_OF_USER_ROLE,
     STAFF_ROLES,
+    TERMINAL_ROLE,
     USER_ROLES,
     Argon2Params,
     Invitation,
@@ -54,6 +78,7 @@ from cardsvc.access.users import (
     Passwords,
     TotpEnrolment,
     accept_invitation,
+    actor_names,
     check_password,
     check_user_request,
     create_owner,
@@ -77,6 +102,8 @@ from cardsvc.access.users import (
 
 __all__ = [
     "ANONYMOUS_ACTOR",
+    "APPROVAL_ACTIONS",
+    "APPROVAL_TTL_MS",
     "ARGON2_PARAMS",
     "DAY_MS",
     "DEFAULT_SCOPES",
@@ -89,12 +116,20 @@ __all__ = [
     "SCOPES_OF_ROLE",
     "SCOPES_OF_USER_ROLE",
     "STAFF_ROLES",
+    "TERMINAL_ROLE",
     "USER_ROLES",
     "AccessGate",
+    "ActionSetting",
     "ApiKey",
+    "Approval",
+    "ApprovalInfo",
+    "ApprovalPolicy",
+    "ApprovalSetting",
+    "Approvals",
     "Argon2Params",
     "Challenges",
     "EnrolmentResult",
+    "GuardedAction",
     "Invitation",
     "KeyAuthenticator",
     "KeyInfo",
@@ -115,12 +150,15 @@ __all__ = [
     "UserInvitation",
     "UserSession",
     "accept_invitation",
+    "actor_names",
     "audit_lockouts",
     "bearer_key",
     "check_key_request",
     "check_password",
     "check_user_request",
+    "count_checkers",
     "create_owner",
+    "csrf_binding",
     "disable_user",
     "get_user",
     "invite_user",
@@ -140,6 +178,7 @@ __all__ = [
     "reset_totp",
     "revoke_key",
     "rewrap_totp_keys",
+    "roles_with_scope",
     "set_user_role",
     "set_user_status",
     "totp_code",

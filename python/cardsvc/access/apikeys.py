@@ -10,7 +10,8 @@ Every key has a role and scopes:
 ======== ================================ =============================================
 role     default scopes                   may also hold
 ======== ================================ =============================================
-admin    ``admin``                        ``export``
+admin    ``admin``                        ``export``, or only some finer platform
+                                          scopes (``PLATFORM_SCOPES``)
 agent    ``orders``, ``holds``            (bound to one agent: sees only its own orders)
 terminal ``verify``, ``redeem``,          optionally limited to listed SKUs
          ``rollback``
@@ -69,8 +70,12 @@ SCOPES: dict[str, str] = {
 get theirs from :data:`SCOPES_OF_ROLE`, users from ``cardsvc.access.users.SCOPES_OF_USER_ROLE``;
 both are checked with :meth:`Principal.require`."""
 ROLES = ("admin", "agent", "terminal")
+PLATFORM_SCOPES = ("users", "catalog", "stock", "orders", "holds", "ledger", "withdrawals",
+                   "reconciliation", "trace", "freeze", "resend", "masked_views", "audit")
+"""The finer scopes of platform work that ``admin`` implies; an admin key may be limited to
+some of them (a finance script: ``ledger``, ``withdrawals``)."""
 SCOPES_OF_ROLE: dict[str, tuple[str, ...]] = {
-    "admin": ("admin", "export"),
+    "admin": ("admin", "export", *PLATFORM_SCOPES),
     "agent": ("orders", "holds"),
     "terminal": ("verify", "redeem", "rollback"),
 }

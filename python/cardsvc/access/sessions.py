@@ -287,6 +287,15 @@ def _csrf_token(token: str) -> str:
     return hmac.new(token.encode("ascii"), b"cardsvc:csrf:v1", hashlib.sha256).hexdigest()
 
 
+def csrf_binding(token: str) -> bytes:
+    """The CSRF secret of the session whose token is ``token`` (what ``SessionInfo.csrf_token``
+    holds), as bytes for the web layer's form tokens: a token issued under one session never
+    verifies under another, and a new login voids every form issued before it. Pure; any text
+    is accepted (a forged cookie yields a binding no real session has)."""
+    text = token if token.isascii() else token.encode("utf-8", "replace").hex()
+    return _csrf_token(text[:TOKEN_TEXT_LEN_MAX]).encode("ascii")
+
+
 def _login_failed() -> CardsvcError:
     return make_error(ErrorCode.LOGIN_FAILED,
                       "the login, password or authentication code is not right")

@@ -148,3 +148,54 @@ class UserSession(Base):
 
 
 Index("ix_user_sessions_user_created", UserSession.user_id, UserSession.created_at_ms)
+
+
+# ----- maker-checker approvals (cardsvc.access.approvals) -------------------------------------
+
+APPROVAL_OPEN_STATUSES = ("pending", "approved")
+"""An approval in one of these states still awaits its checker or its execution; at most one
+per (action, object) at a time (a partial unique index)."""
+
+
+class Approval(Base):
+    """A request by one person (the maker) to do a guarded action (a withdrawal payout, a
+    refund, an export of codes, a batch void), decided by another (the checker), executed at
+    most once, expiring: ``pending`` -> ``approved`` -> ``executed``, or ``rejected``,
+    ``cancelled`` (by the maker), ``expired``."""
+
+    __tablename__ = "approvals"
+
+    approval_id: Mapped[str] = mapped_column(String(ID_LEN_MAX), primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(NAME_LEN_MAX))
+    status: Mapped[str] = mapped_column(String(16))
+    requested_by: Mapped[str] = mapped_column(String(ID_LEN_MAX))
+    requested_at_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
+    decided_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    decided_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    decision_note: Mapped[str | None] = mapped_column(String(NAME_LEN_MAX))
+    executed_by: Mapped[str | None] = mapped_column(String(ID_LEN_MAX))
+    executed_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ApprovalSetting(Base):
+    """The owner's waiver of maker-checker for one action on a shop where no second person
+    could check it (``waived``); who set it and when. No row: the deployment's policy."""
+
+    __tablename__ = "approval_settings"
+
+    action: Mapped[str] = mapped_column(String(32), primary_key=True)
+    waived: Mapped[bool] = mapped_column(Boolean)
+    updated_by: Mapped[str] = mapped_column(String(ID_LEN_MAX))
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+Index("ix_approvals_status_requested", Approval.status, Approval.requested_at_ms,
+      Approval.approval_id)
+Index("ux_approvals_open_object", Approval.action, Approval.object_type, Approval.object_id,
+      unique=True,
+      sqlite_where=Approval.status.in_(APPROVAL_OPEN_STATUSES),
+      postgresql_where=Approval.status.in_(APPROVAL_OPEN_STATUSES))

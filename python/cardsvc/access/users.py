@@ -9,9 +9,10 @@ name, a **role** and a **status** (``invited`` until a password is set, ``active
 
 ========= ====================================================================================
 owner     every scope, ``export`` and ``users`` included (``admin`` implies all but export)
-operator  catalog, stock, orders, holds, trace, masked views
+operator  catalog, stock, orders, holds, trace, masked views, verify, redeem
 finance   ledger, withdrawals, reconciliation, masked views, audit
-support   trace, freeze, resend, masked views
+support   trace, freeze, resend, masked views, verify
+terminal  verify, redeem (the console's terminal page only; TOTP optional)
 agent     orders, holds, its own sub-agents (bound to one agent; see agents.credentials)
 ========= ====================================================================================
 
@@ -76,15 +77,21 @@ from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 # ----- roles and scopes ----------------------------------------------------------------------
 
 STAFF_ROLES = ("owner", "operator", "finance", "support")
-USER_ROLES = (*STAFF_ROLES, "agent")
+TERMINAL_ROLE = "terminal"
+"""A person at a redemption counter: verifies and redeems codes on the console's terminal page
+and nothing else (no TOTP required, the idle timeout of agents' users: a till stays open all
+day)."""
+USER_ROLES = (*STAFF_ROLES, TERMINAL_ROLE, "agent")
 USER_STATUSES = ("invited", "active", "disabled")
 SCOPES_OF_USER_ROLE: dict[str, tuple[str, ...]] = {
     "owner": ("admin", "export", "users", "catalog", "stock", "orders", "holds", "ledger",
               "withdrawals", "reconciliation", "trace", "freeze", "resend", "masked_views",
               "audit"),
-    "operator": ("catalog", "stock", "orders", "holds", "trace", "masked_views"),
+    "operator": ("catalog", "stock", "orders", "holds", "trace", "masked_views", "verify",
+                 "redeem"),
     "finance": ("ledger", "withdrawals", "reconciliation", "masked_views", "audit"),
-    "support": ("trace", "freeze", "resend", "masked_views"),
+    "support": ("trace", "freeze", "resend", "masked_views", "verify"),
+    "terminal": ("verify", "redeem"),
     "agent": ("orders", "holds", "sub_agents"),
 }
 """The scopes each user role holds: the one table (every name is in ``apikeys.SCOPES``)."""
@@ -566,6 +573,19 @@ def get_user(db: Database, user_id: str) -> dict[str, Any]:
         return user_dict(require_user(session, user_id))
 
 
+def actor_names(db: Database, actors: Sequence[str]) -> dict[str, str]:
+    """The display names of the users among ``actors`` (audit-log actor names such as
+    ``user:<id>``); other actors (keys, ``cli``) are left out. One query; at most 1,000."""
+    ids = {actor[len(USER_ACTOR_PREFIX):] for actor in list(actors)[:1000]
+           if actor.startswith(USER_ACTOR_PREFIX)}
+    if not ids:
+        return {}
+    with db.read() as session:
+        rows = session.execute(select(User.user_id, User.display_name)
+                               .where(User.user_id.in_(ids))).all()
+    return {user_actor(user_id): name for user_id, name in rows}
+
+
 def list_users(db: Database, *, agent_id: str | None = None,
                staff: bool | None = None) -> list[dict[str, Any]]:
     """Every user (of one agent, or only staff / only agent users), oldest first."""
@@ -607,7 +627,8 @@ def check_user_request(role: str, agent_id: str | None) -> None:
     """Raises INVALID_ARGUMENT (details ``field``) for an unknown role, an agent user without an
     agent, or an agent id on a staff role."""
     if role not in USER_ROLES:
-        raise invalid("role", "role must be owner, operator, finance, support or agent")
+        raise invalid("role", "role must be owner, operator, finance, support, terminal or "
+                              "agent")
     if role == "agent" and not agent_id:
         raise invalid("agent_id", "an agent's user needs agent_id")
     if role != "agent" and agent_id:
@@ -820,13 +841,14 @@ def _active_owners(session: Session) -> int:
 
 def set_user_role(db: Database, actor: Principal, user_id: str, role: str, *,
                   now_ms: int | None = None) -> dict[str, Any]:
-    """Changes a staff user's role (agent users keep theirs). Every session of the user ends,
-    so the new scopes apply from its next login (a new token). Effects: the row, an audit entry
-    ``user.role_change``. Raises FORBIDDEN without ``users``, USER_NOT_FOUND, INVALID_ARGUMENT
-    (not a staff role, or an agent user), LAST_OWNER (demoting the last active owner)."""
+    """Changes a staff or terminal user's role (agent users keep theirs). Every session of the
+    user ends, so the new scopes apply from its next login (a new token). Effects: the row, an
+    audit entry ``user.role_change``. Raises FORBIDDEN without ``users``, USER_NOT_FOUND,
+    INVALID_ARGUMENT (not a staff or terminal role, or an agent user), LAST_OWNER (demoting the
+    last active owner)."""
     actor.require("users")
-    if role not in STAFF_ROLES:
-        raise invalid("role", "role must be owner, operator, finance or support")
+    if role not in (*STAFF_ROLES, TERMINAL_ROLE):
+        raise invalid("role", "role must be owner, operator, finance, support or terminal")
     at_ms = _now_ms(now_ms)
     with db.write() as session:
         row = require_user(session, user_id, for_update=True)

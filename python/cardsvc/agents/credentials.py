@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 from cardsvc.access import (
+    DEFAULT_SCOPES,
     INVITATION_TTL_MS,
     Invitation,
     KeyAuthenticator,
@@ -101,6 +102,27 @@ class Credentials:
                                      {"scope": scope, "role": granter.role})
         return create_key(self.db, role=role, agent_id=agent_id, name=name, scopes=scopes,
                           skus=skus, limits=limits, created_by=actor, now_ms=self.clock())
+
+    def create_agent_key(self, principal: Principal, *, agent_id: str, name: str,
+                         scopes: Sequence[str] | None = None) -> tuple[KeyInfo, str]:
+        """An agent's user issues an API key for its own agent or one of its direct
+        sub-agents (``may_manage``), with scopes among an agent key's defaults (``orders``,
+        ``holds``). Needs the ``sub_agents`` scope. The key's text is returned once. Raises
+        FORBIDDEN (no scope, an agent outside the caller's reach, known or not, or a scope an
+        agent key may not hold), INVALID_ARGUMENT."""
+        principal.require("sub_agents")
+        own = principal.agent_id
+        allowed = set(DEFAULT_SCOPES["agent"])
+        wanted = list(scopes) if scopes else sorted(allowed)
+        if own is None or set(wanted) - allowed:
+            raise make_error(ErrorCode.FORBIDDEN, "an agent's key holds only agent scopes",
+                             {"scopes": sorted(set(wanted) - allowed)})
+        with self.db.read() as session:
+            if agent_id != own and not may_manage(session, own, agent_id):
+                raise make_error(ErrorCode.FORBIDDEN, "not an agent you may manage",
+                                 {"agent_id": agent_id})
+        return create_key(self.db, role="agent", agent_id=agent_id, name=name, scopes=wanted,
+                          created_by=principal.actor, now_ms=self.clock())
 
     def list_keys(self, *, include_revoked: bool) -> list[KeyInfo]:
         return list_keys(self.db, include_revoked=include_revoked)

@@ -19,6 +19,12 @@ from cardsvc.catalog.batches import (
     batch_dict,
     batch_info,
 )
+from cardsvc.catalog.code_index import (
+    suffix_digest,
+    suffix_key,
+    suffix_of,
+    typed_suffix,
+)
 from cardsvc.catalog.codegen import (
     CodeFormat,
 )
@@ -87,4 +93,8 @@ __all__ = [
     "import_file",
     "insert_pool",
     "sku_dict",
+    "suffix_digest",
+    "suffix_key",
+    "suffix_of",
+    "typed_suffix",
 ]

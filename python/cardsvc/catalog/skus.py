@@ -19,6 +19,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
+from cardsvc.access import Approvals
 from cardsvc.catalog.tables import Batch, Pool, Sku
 from cardsvc.checks import (
     MONEY_MINOR_MAX,
@@ -27,8 +28,10 @@ from cardsvc.checks import (
     check_int,
     check_name,
     check_price,
+    check_text,
 )
 from cardsvc.db import Database
+from cardsvc.db.base import NAME_LEN_MAX
 from cardsvc.engine import Engine
 from cardsvc.engine.store import Store
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
@@ -122,12 +125,15 @@ def _check_retail_field(name: str, value: Any) -> None:
 
 
 class Catalog:
-    """SKUs, pools, batches and stock over the store (core) and the SQL database."""
+    """SKUs, pools, batches and stock over the store (core) and the SQL database. With
+    ``approvals``, voiding a whole batch runs only under an approved maker-checker request
+    (``batch_void``)."""
 
-    def __init__(self, store: Store, db: Database) -> None:
+    def __init__(self, store: Store, db: Database, approvals: Approvals | None = None) -> None:
         self.store = store
         self.engine: Engine = store.engine
         self.db = db
+        self.approvals = approvals
 
     # ----- SKUs -----
 
@@ -205,6 +211,23 @@ class Catalog:
     def list_skus(self) -> list[dict[str, Any]]:
         with self.db.read() as session:
             return [sku_dict(row) for row in session.scalars(select(Sku).order_by(Sku.sku))]
+
+    def list_with_stock(self) -> list[dict[str, Any]]:
+        """Every SKU with its stock counts summed over its named pools (``available``,
+        ``allocated``, ``redeemed``...) and ``low_stock``: the catalog page in one read of SQL
+        and one counter read per SKU."""
+        self.store.wait_visible()
+        out = []
+        for item in self.list_skus():
+            totals = dict.fromkeys(STATES, 0)
+            for pool_id, counts in self.engine.stock_by_pool(item["sku"]).items():
+                if pool_id < STAGING_POOL_MIN:
+                    for state, count in counts.items():
+                        totals[state] = totals.get(state, 0) + count
+            threshold = item["low_stock_threshold"]
+            low = threshold is not None and totals["available"] <= threshold
+            out.append({**item, "stock": totals, "low_stock": low})
+        return out
 
     # ----- pools -----
 
@@ -299,22 +322,36 @@ class Catalog:
 
     def set_state(
         self, action: str, *, code: str | None = None, order_id: str | None = None,
-        batch_id: int | None = None, actor: str,
+        batch_id: int | None = None, actor: str, reason: str | None = None,
+        approval_id: str | None = None, code_id: int | None = None,
     ) -> dict[str, Any]:
         """``freeze``, ``unfreeze`` or ``void`` one code, an order's codes or a batch's codes
-        (exactly one target). Returns ``{"changed", "unchanged"}``; audited (``code.<action>``,
-        which a code's trace shows) only when something changed. Raises CODE_NOT_FOUND,
-        ORDER_NOT_FOUND (no codes under that order), BATCH_NOT_FOUND, INVALID_ARGUMENT."""
+        (exactly one target; ``code_id`` names one code by its id, as the console's trace page
+        does), with an optional ``reason`` for the audit log. Voiding a batch is
+        guarded by maker-checker (``approval_id``: an approved ``batch_void`` of it, checked
+        before the core voids anything and consumed with the audit entry). Returns
+        ``{"changed", "unchanged"}``; audited (``code.<action>``, which a code's trace shows)
+        only when something changed or an approval was consumed. Raises CODE_NOT_FOUND,
+        ORDER_NOT_FOUND (no codes under that order), BATCH_NOT_FOUND, INVALID_ARGUMENT,
+        LIMIT_EXCEEDED (reason), and the refusals of ``Approvals.authorize``
+        (APPROVAL_REQUIRED...)."""
         targets = [name for name, value in
-                   (("code", code), ("order_id", order_id), ("batch_id", batch_id))
-                   if value is not None]
+                   (("code", code), ("order_id", order_id), ("batch_id", batch_id),
+                    ("code_id", code_id)) if value is not None]
         if len(targets) != 1:
             raise invalid("code", "give exactly one of code, order_id, batch_id")
+        if action not in ("freeze", "unfreeze", "void"):
+            raise invalid("action", "action must be freeze, unfreeze or void")
+        if reason is not None:
+            check_text("reason", reason, NAME_LEN_MAX)
+        guarded = action == "void" and batch_id is not None and self.approvals is not None
         engine = self.engine
-        if code is not None:
-            code_id = engine.lookup(code)
-            ids = [code_id]
-            object_type, object_id = "code", str(code_id)
+        if code is not None or code_id is not None:
+            found = engine.lookup(code) if code is not None else code_id
+            assert found is not None
+            engine.code_info(found)  # CODE_NOT_FOUND for an id no code has
+            ids = [found]
+            object_type, object_id = "code", str(found)
         elif order_id is not None:
             ids = engine.order_code_ids(order_id)
             if not ids:
@@ -329,17 +366,28 @@ class Catalog:
                                      {"batch_id": batch_id})
             ids = engine.batch_code_ids(batch_id)
             object_type, object_id = "batch", str(batch_id)
+        if guarded:
+            assert self.approvals is not None
+            self.approvals.check(action="batch_void", object_type="batch", object_id=object_id,
+                                 actor=actor, approval_id=approval_id)
         method = {"freeze": engine.freeze, "unfreeze": engine.unfreeze, "void": engine.void}[action]
         changed, unchanged = method(ids)
         self.store.wait_last()
-        if changed:  # a request that changed nothing (freezing a frozen code) leaves no record
+        now_ms = engine.now_ms()
+        details: dict[str, Any] = {"changed": changed, "codes": len(ids)}
+        if reason is not None:
+            details["reason"] = reason
+        if changed or guarded:  # a request that changed nothing leaves no record
             with self.db.write() as session:
+                if guarded:
+                    assert self.approvals is not None
+                    self.approvals.authorize(session, action="batch_void", object_type="batch",
+                                             object_id=object_id, actor=actor,
+                                             approval_id=approval_id)
                 audit.append(session, actor=actor, action=f"code.{action}",
-                             object_type=object_type, object_id=object_id,
-                             details={"changed": changed, "codes": len(ids)},
-                             at_ms=engine.now_ms())
+                             object_type=object_type, object_id=object_id, details=details,
+                             at_ms=now_ms)
         return {"changed": changed, "unchanged": unchanged}
-
 
     # ----- PIN lockouts -----
 

@@ -139,13 +139,18 @@ class BatchIssue(Base):
 
 class CodePayload(Base):
     """A code's text and PIN, sealed with its batch's data key (AES-256-GCM, the code id as
-    associated data, so a payload copied onto another code's row fails to open)."""
+    associated data, so a payload copied onto another code's row fails to open).
+
+    ``suffix_digest`` is a keyed hash of the SKU and the code's last four characters
+    (``cardsvc.catalog.code_index``), for support's "last 4 + SKU" search without plaintext in
+    SQL; None for codes imported before it existed."""
 
     __tablename__ = "code_payloads"
 
     code_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     batch_id: Mapped[int] = mapped_column(Integer, ForeignKey("batches.batch_id"), index=True)
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    suffix_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
 
 
 Index("ix_batches_created", Batch.created_at_ms, Batch.batch_id)

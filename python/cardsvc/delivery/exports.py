@@ -39,6 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
+from cardsvc.access import Approvals
 from cardsvc.catalog import Batch, CodePayload
 from cardsvc.csv_safe import RULE_COMMENT, safe_row
 from cardsvc.db import Database
@@ -86,24 +87,30 @@ class Restored:
 
 class Exports:
     """Recorded, watermarked exports of a batch's or an order's codes. ``store`` (the engine)
-    is needed for batch exports and restores; without it they are refused."""
+    is needed for batch exports and restores; without it they are refused. With ``approvals``,
+    an export runs only under an approved maker-checker request (``code_export``), consumed
+    when the export is recorded: the file can be fetched once per approval."""
 
     def __init__(self, db: Database, revealer: Revealer, order_codes: OrderCodes,
-                 store: Store | None = None, clock: Callable[[], int] | None = None) -> None:
+                 store: Store | None = None, clock: Callable[[], int] | None = None,
+                 approvals: Approvals | None = None) -> None:
         self.db = db
         self.revealer = revealer
         self.order_codes = order_codes
         self.store = store
         self.clock = clock if clock is not None else _wall_ms
+        self.approvals = approvals
 
     def export_codes(self, out: TextIO, *, actor: str, batch_id: int | None = None,
                      order_id: str | None = None,
-                     progress: Callable[[int], None] | None = None) -> ExportResult:
+                     progress: Callable[[int], None] | None = None,
+                     approval_id: str | None = None) -> ExportResult:
         """Writes the codes of one batch or one order to ``out`` as watermarked CSV, after
         recording the export (and, for a batch, withdrawing its codes from sale). Raises
         BATCH_NOT_FOUND, ORDER_NOT_FOUND, INVALID_ARGUMENT, PAYLOAD_CORRUPT,
-        JOURNAL_UNAVAILABLE."""
-        result, chunks = self.export_stream(actor=actor, batch_id=batch_id, order_id=order_id)
+        JOURNAL_UNAVAILABLE, and the APPROVAL_* refusals when exports are guarded."""
+        result, chunks = self.export_stream(actor=actor, batch_id=batch_id, order_id=order_id,
+                                            approval_id=approval_id)
         written = 0
         for text, count in chunks:
             out.write(text)
@@ -113,11 +120,12 @@ class Exports:
         return result
 
     def export_stream(self, *, actor: str, batch_id: int | None = None,
-                      order_id: str | None = None,
+                      order_id: str | None = None, approval_id: str | None = None,
                       ) -> tuple[ExportResult, Iterator[tuple[str, int]]]:
         """Records the export (and withdraws a batch's codes, durably) now and returns it with
         its CSV as ``(text, codes in it)`` chunks, decrypted lazily (memory stays flat). Raises
-        as :meth:`export_codes` (PAYLOAD_CORRUPT while iterating)."""
+        as :meth:`export_codes` (PAYLOAD_CORRUPT while iterating), and the refusals of
+        ``Approvals.authorize`` (APPROVAL_REQUIRED...) when exports are guarded."""
         object_type, object_id, ids = self._code_ids(batch_id, order_id)
         if object_type == "batch" and self.store is None:
             raise invalid("batch_id", "a batch export withdraws its codes from sale, which "
@@ -125,6 +133,10 @@ class Exports:
         export_id = "exp_" + secrets.token_hex(8)
         now_ms = self.clock()
         with self.db.write() as session:
+            if self.approvals is not None:
+                self.approvals.authorize(session, action="code_export", object_type=object_type,
+                                         object_id=object_id, actor=actor,
+                                         approval_id=approval_id)
             session.add(Export(export_id=export_id, actor=actor, object_type=object_type,
                                object_id=object_id, codes=len(ids), created_at_ms=now_ms,
                                status="withdrawing" if object_type == "batch" else "written"))

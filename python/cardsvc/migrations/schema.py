@@ -29,11 +29,12 @@ from cardsvc.delivery import tables as delivery_tables
 from cardsvc.events import tables as events_tables
 from cardsvc.money import tables as money_tables
 from cardsvc.payments import tables as payments_tables
+from cardsvc.reports import tables as reports_tables
 from cardsvc.sales import tables as sales_tables
 
 TABLE_MODULES: tuple[ModuleType, ...] = (
     access_tables, agents_tables, audit_tables, catalog_tables, delivery_tables, events_tables,
-    money_tables, payments_tables, sales_tables,
+    money_tables, payments_tables, reports_tables, sales_tables,
 )
 """The modules that define tables, one per package."""
 metadata = Base.metadata

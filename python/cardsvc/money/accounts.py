@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
+from cardsvc.access import Approvals
 from cardsvc.agents import require_agent
 from cardsvc.checks import month_of
 from cardsvc.db import Database
@@ -68,11 +69,14 @@ class Deposited:
 
 
 class AgentMoney:
-    """Deposits, balances, statements and withdrawals."""
+    """Deposits, balances, statements and withdrawals. With ``approvals``, a payout (``paid``)
+    runs only under an approved maker-checker request (``cardsvc.access.approvals``)."""
 
-    def __init__(self, db: Database, clock: Callable[[], int]) -> None:
+    def __init__(self, db: Database, clock: Callable[[], int],
+                 approvals: Approvals | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.approvals = approvals
 
     def deposit(self, agent_id: str, amount_minor: int, currency: str, reference: str, *,
                 actor: str) -> Deposited:
@@ -229,14 +233,23 @@ class AgentMoney:
         return page_of(rows, size, key=lambda info: (info.created_at_ms, info.withdrawal_id))
 
     def decide_withdrawal(self, withdrawal_id: str, decision: str, *, actor: str,
-                          note: str | None) -> WithdrawalInfo:
-        """Finance approves, rejects or marks paid (WITHDRAWAL_DECISIONS). Raises
-        WITHDRAWAL_NOT_FOUND, WITHDRAWAL_NOT_PENDING, INVALID_ARGUMENT (another decision)."""
+                          note: str | None, approval_id: str | None = None) -> WithdrawalInfo:
+        """Finance approves, rejects or marks paid (WITHDRAWAL_DECISIONS). Marking paid is a
+        payout, guarded by maker-checker: it needs ``approval_id``, an approved
+        ``withdrawal_payout`` of this withdrawal, consumed in the same transaction (unless the
+        policy or a waiver says otherwise). Raises WITHDRAWAL_NOT_FOUND,
+        WITHDRAWAL_NOT_PENDING, INVALID_ARGUMENT (another decision), and for ``paid`` the
+        refusals of ``Approvals.authorize`` (APPROVAL_REQUIRED...)."""
         step = WITHDRAWAL_DECISIONS.get(decision)
         if step is None:
             raise make_error(ErrorCode.INVALID_ARGUMENT, "unknown decision",
                              {"field": "decision"})
         with self.db.write() as session:
+            if decision == "paid" and self.approvals is not None:
+                withdrawals.get_withdrawal(session, withdrawal_id)
+                self.approvals.authorize(session, action="withdrawal_payout",
+                                         object_type="withdrawal", object_id=withdrawal_id,
+                                         actor=actor, approval_id=approval_id)
             return step(session, withdrawal_id, actor, self.clock(), note)
 
 

@@ -8,13 +8,13 @@ from cardsvc.redemption.history import RedemptionHistory
 from cardsvc.redemption.terminals import (
     FAILED_LOOKUPS,
     RedeemItem,
+    RedemptionCounts,
     RedemptionView,
     RolledBack,
     Terminals,
 )
 
-__all__ = ["FAILED_LOOKUPS", "RedeemItem", "Redemption", "RedemptionHistory", "RedemptionView",
-           "RolledBack",
-           "Terminals", "Verification"]
+__all__ = ["FAILED_LOOKUPS", "RedeemItem", "Redemption", "RedemptionCounts", "RedemptionHistory",
+           "RedemptionView", "RolledBack", "Terminals", "Verification"]
 """``Redemption`` and ``Verification`` are the core's result types, named here for the HTTP
 layer."""

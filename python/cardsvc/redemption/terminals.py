@@ -29,6 +29,8 @@ HTTP layer renders them.
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -45,6 +47,54 @@ from cardsvc.masking import mask_code
 
 FAILED_LOOKUPS = frozenset({ErrorCode.CODE_NOT_FOUND, ErrorCode.PIN_MISMATCH})
 """Refusals that count towards the brute-force guard."""
+HOUR_MS = 3_600_000
+COUNTED_KEYS_MAX = 100_000
+"""(hour, SKU) pairs counted between two drains (~100 bytes each): far more than a timer round
+sees; beyond it new pairs are not counted until the next drain (a statistic, never money)."""
+RECENT_IDS_MAX = 100_000
+"""Redemption ids remembered (~80 bytes each), so a retried request id is not counted twice."""
+
+
+class RedemptionCounts:
+    """Redemptions and rollbacks per (UTC hour, SKU), counted in memory on the hot path (a dict
+    increment under a lock) and drained by the reports' timer into their hourly table.
+    Thread-safe and bounded."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[int, str], list[int]] = {}
+        self._recent: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def redeemed(self, redemption: Redemption) -> None:
+        """Counts a redemption once, however often its request is retried."""
+        with self._lock:
+            if redemption.redemption_id in self._recent:
+                return
+            self._recent[redemption.redemption_id] = None
+            if len(self._recent) > RECENT_IDS_MAX:
+                self._recent.popitem(last=False)
+        self.count(redemption.sku, redemption.redeemed_at_ms, redeemed=1)
+
+    def count(self, sku: str, at_ms: int, *, redeemed: int = 0, rolled_back: int = 0) -> None:
+        key = (at_ms // HOUR_MS * HOUR_MS, sku)
+        with self._lock:
+            current = self._counts.get(key)
+            if current is None:
+                if len(self._counts) >= COUNTED_KEYS_MAX:
+                    return
+                current = self._counts[key] = [0, 0]
+            current[0] += redeemed
+            current[1] += rolled_back
+
+    def drain(self) -> dict[tuple[int, str], tuple[int, int]]:
+        """The counts so far, forgotten here (``restore`` them if storing them failed)."""
+        with self._lock:
+            drained, self._counts = self._counts, {}
+        return {key: (value[0], value[1]) for key, value in drained.items()}
+
+    def restore(self, drained: Mapping[tuple[int, str], tuple[int, int]]) -> None:
+        for (hour_ms, sku), (done, undone) in drained.items():
+            self.count(sku, hour_ms, redeemed=done, rolled_back=undone)
 REDEMPTION_KIND = "rdm"
 
 
@@ -95,6 +145,8 @@ class Terminals:
         self.prefixes = prefixes
         """Prefixes of generated codes with their formats (the live registry of the catalog's
         batches): terminals' typos in such codes are refused without a lookup."""
+        self.counts = RedemptionCounts()
+        """Redemptions per hour and SKU, for the dashboards (``cardsvc.reports.rollups``)."""
 
     async def verify(self, caller: Principal, ip: str, code: str,
                      pin: str | None) -> Verification:
@@ -131,6 +183,8 @@ class Terminals:
             await self._settle(error, caller, ip, limits, code)
             raise self._public_error(error) from None
         await self._settle(None, caller, ip, limits)
+        if result.redeemed_at_ms >= self._recent_ms():
+            self.counts.redeemed(result)
         return self.view(result)
 
     async def redeem_batch(self, caller: Principal, ip: str,
@@ -158,6 +212,7 @@ class Terminals:
         for index, refusal in refused.items():
             results[index] = refusal
         done: list[tuple[int, Redemption]] = []
+        recent_ms = self._recent_ms()
         for position, index in enumerate(allowed):
             one = batch[position]
             if isinstance(one, CardsvcError):
@@ -165,6 +220,8 @@ class Terminals:
                     await self._audit_lockout(caller, items[index].code, one)
                 results[index] = self._public_error(one)
             else:
+                if one.redeemed_at_ms >= recent_ms:
+                    self.counts.redeemed(one)
                 done.append((index, one))
         public = self.public_ids.encode_many(REDEMPTION_KIND, [r.redemption_id for _, r in done])
         for (index, r), public_id in zip(done, public, strict=True):
@@ -203,6 +260,7 @@ class Terminals:
             raise
         await self.store.wait_async(Engine.last_ticket())
         if first:
+            self.counts.count(result.sku, engine.now_ms(), rolled_back=1)
             await asyncio.to_thread(
                 audit.record, self.db, actor=caller.key_id, action="redemption.rollback",
                 object_type="redemption", object_id=str(number),
@@ -268,6 +326,10 @@ class Terminals:
         if started:
             await asyncio.to_thread(audit_lockouts, self.db, started, actor=caller.key_id,
                                     ip=ip, at_ms=self.engine.now_ms())
+
+    def _recent_ms(self) -> int:
+        """Redemptions made before this are replays of old request ids: not counted again."""
+        return self.engine.now_ms() - 60_000
 
     def _check_typed(self, code: str) -> None:
         """A mistyped generated code (its check character fails) is INVALID_CODE without a

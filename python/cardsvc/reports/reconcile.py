@@ -27,10 +27,12 @@ Checks (each difference is listed; ``ok`` is true only when there is none):
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
 
+from cardsvc import audit
 from cardsvc.catalog import STATES, Catalog
 from cardsvc.catalog.tables import Batch, Sku
 from cardsvc.db import Database
@@ -39,6 +41,7 @@ from cardsvc.errors import CardsvcError
 from cardsvc.money import ledger, settlement
 from cardsvc.money.tables import Account, Commission, LedgerTransaction, Posting, Withdrawal
 from cardsvc.reports.retail import retail_differences
+from cardsvc.reports.tables import ReconciliationRun
 from cardsvc.sales import PENDING_ORDER_AGE_MS
 from cardsvc.sales.tables import HoldRecord, Order
 
@@ -239,3 +242,48 @@ def _stock(db: Database, catalog: Catalog) -> tuple[dict[str, Any], list[dict[st
         if cost is not None:
             out[sku]["available_cost_minor"] = (counts["available"] - counts["expired"]) * cost
     return out, problems
+
+
+class Reconciliations:
+    """Stored reconciliation runs, so the console shows the latest report without re-reading
+    every order on each page view: :meth:`run` computes one (a person's button) and keeps it in
+    ``reconciliation_runs``; :meth:`latest` reads the newest. Times from ``clock`` (Unix ms)."""
+
+    def __init__(self, store: Store, db: Database, catalog: Catalog,
+                 clock: Callable[[], int]) -> None:
+        self.store = store
+        self.db = db
+        self.catalog = catalog
+        self.clock = clock
+
+    def run(self, *, actor: str) -> dict[str, Any]:
+        """Computes the report now, stores it (audited ``reconciliation.run``) and returns the
+        stored run (``run_id``, times, ``ok``, ``differences``, ``report``). Reads everything
+        (up to ORDERS_CHECKED_MAX orders): a button, never a page view."""
+        started_ms = self.clock()
+        result = report(self.store, self.db, self.catalog)
+        finished_ms = self.clock()
+        with self.db.write() as session:
+            row = ReconciliationRun(started_at_ms=started_ms, finished_at_ms=finished_ms,
+                                    requested_by=actor, ok=bool(result["ok"]),
+                                    differences=int(result["difference_count"]), report=result)
+            session.add(row)
+            session.flush()
+            audit.append(session, actor=actor, action="reconciliation.run",
+                         object_type="reconciliation", object_id=str(row.run_id),
+                         details={"ok": row.ok, "differences": row.differences},
+                         at_ms=finished_ms)
+            return _run_dict(row)
+
+    def latest(self) -> dict[str, Any] | None:
+        """The newest stored run, or None before the first."""
+        with self.db.read() as session:
+            row = session.scalars(select(ReconciliationRun).order_by(
+                ReconciliationRun.run_id.desc()).limit(1)).first()
+            return None if row is None else _run_dict(row)
+
+
+def _run_dict(row: ReconciliationRun) -> dict[str, Any]:
+    return {"run_id": row.run_id, "started_at_ms": row.started_at_ms,
+            "finished_at_ms": row.finished_at_ms, "requested_by": row.requested_by,
+            "ok": row.ok, "differences": row.differences, "report": row.report}

@@ -36,8 +36,15 @@ def trace_code(store: Store, db: Database, code: str, *, actor: str,
     ``public_id`` gives each redemption's public id (``Terminals.public_id``: what terminals
     see and a rollback takes) beside the core's number. Audited as ``code.trace``. Raises
     CODE_NOT_FOUND, INVALID_CODE."""
+    code_id = store.engine.lookup(code)
+    return trace_code_id(store, db, code_id, mask_code(code), actor=actor, public_id=public_id)
+
+
+def trace_code_id(store: Store, db: Database, code_id: int, masked: str, *, actor: str,
+                  public_id: Callable[[int], str] | None = None) -> dict[str, Any]:
+    """:func:`trace_code` of the code with id ``code_id``, shown as ``masked`` (the caller's
+    masked form of it). Raises CODE_NOT_FOUND."""
     engine = store.engine
-    code_id = engine.lookup(code)
     info = engine.code_info(code_id)
     store.wait_visible()
     timeline: list[dict[str, Any]] = []
@@ -72,7 +79,7 @@ def trace_code(store: Store, db: Database, code: str, *, actor: str,
         entries = session.scalars(
             select(AuditEntry).where(or_(*(a & b for a, b in related)))
             .order_by(AuditEntry.seq).limit(AUDIT_ENTRIES_MAX)).all()
-        story = _story(code, code_id, info, batch, order, redemptions)
+        story = _story(masked, code_id, info, batch, order, redemptions)
         exports = session.scalars(
             select(Export).where(((Export.object_type == "batch")
                                   & (Export.object_id == str(info.batch)))
@@ -95,17 +102,17 @@ def trace_code(store: Store, db: Database, code: str, *, actor: str,
                 timeline.append({"at_ms": order.updated_at_ms, "event": "delivered",
                                  "order_id": order.order_id})
         audit.append(session, actor=actor, action="code.trace", object_type="code",
-                     object_id=str(code_id), details={"code": mask_code(code)},
+                     object_id=str(code_id), details={"code": masked},
                      at_ms=engine.now_ms())
     timeline.sort(key=lambda event: (event["at_ms"], event.get("seq", 0)))
     story["timeline"] = [{**event, "at": iso(event["at_ms"])} for event in timeline]
     return story
 
 
-def _story(code: str, code_id: int, info: Any, batch: Batch | None, order: Order | None,
+def _story(masked: str, code_id: int, info: Any, batch: Batch | None, order: Order | None,
            redemptions: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "code": mask_code(code),
+        "code": masked,
         "code_id": code_id,
         "sku": info.sku,
         "state": info.state,

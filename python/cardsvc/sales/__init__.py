@@ -3,6 +3,7 @@ flash-sale holds in the core (``holds``), the storefront's checkout saga (``chec
 catalog (``shop``) and buyers' limits (``buyers``), and their tables.
 """
 
+from cardsvc.sales.approved import ApprovedActions, Ran
 from cardsvc.sales.buyers import RETAIL_LIMITS_ENV, BuyerGuard, RetailLimits
 from cardsvc.sales.checkout import (
     HOLD_TTL_S_DEFAULT,
@@ -56,6 +57,7 @@ __all__ = [
     "REASON_LEN_MAX",
     "RETAIL_CRASH_POINTS",
     "RETAIL_LIMITS_ENV",
+    "ApprovedActions",
     "BuyerGuard",
     "Checkout",
     "CheckoutRequest",
@@ -71,6 +73,7 @@ __all__ = [
     "OrderView",
     "Orders",
     "PaymentView",
+    "Ran",
     "RetailLimits",
     "RetailOrder",
     "RetailOrderView",

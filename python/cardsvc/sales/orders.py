@@ -44,7 +44,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
-from cardsvc.access import DAY_MS, Principal, RiskGuard, RiskLimits
+from cardsvc.access import DAY_MS, Approvals, Principal, RiskGuard, RiskLimits
 from cardsvc.agents import Agent, pricing
 from cardsvc.catalog import Batch, Sku
 from cardsvc.checks import check_client_ref, check_money_product, check_quantity, check_text
@@ -146,7 +146,8 @@ class Orders:
     def __init__(self, store: Store, db: Database, revealer: Revealer, holds: Holds,
                  risk: RiskGuard, batcher: WriteBatcher, *,
                  cooling_ms: int = COOLING_MS_DEFAULT,
-                 crash: Callable[[str], None] = no_crash) -> None:
+                 crash: Callable[[str], None] = no_crash,
+                 approvals: Approvals | None = None) -> None:
         self.store = store
         self.engine: Engine = store.engine
         self.db = db
@@ -157,6 +158,8 @@ class Orders:
         self.cooling_ms = cooling_ms
         self.crash = crash
         """Called with each CRASH_POINTS name as the saga passes it (fault injection)."""
+        self.approvals = approvals
+        """Maker-checker for refunds (None: refunds are not guarded, as for the CLI)."""
 
     # ----- placing -----
 
@@ -471,6 +474,19 @@ class Orders:
                 at_ms=self.engine.now_ms())
         return view
 
+    async def masked_for(self, order_id: str, agent_id: str, *,
+                         actor: str = "system") -> OrderView:
+        """An order of ``agent_id`` with its codes masked (the portal's order page: the
+        plaintext leaves only through :meth:`get`, audited). Re-drives a pending order.
+        Another agent's order is ORDER_NOT_FOUND."""
+        row = await asyncio.to_thread(self._row, order_id)
+        if row.agent_id != agent_id:
+            raise make_error(ErrorCode.ORDER_NOT_FOUND, "no such order", {"order_id": order_id})
+        if row.status == "failed":
+            return order_view(row)
+        row, _ = await self._drive(row, actor)
+        return self._result(row, masked=True)
+
     async def list_orders(self, *, actor_agent_id: str | None, agent_id: str | None = None,
                           status: str | None = None, since_ms: int | None = None,
                           until_ms: int | None = None, cursor: str | None = None,
@@ -546,14 +562,22 @@ class Orders:
             return list(session.scalars(select(Order.order_id).where(
                 Order.status == "pending", Order.created_at_ms <= cutoff_ms)))
 
-    async def refund(self, order_id: str, *, actor: str, reason: str) -> OrderView:
+    async def refund(self, order_id: str, *, actor: str, reason: str,
+                     approval_id: str | None = None) -> OrderView:
         """Refunds a fulfilled order whose codes were never redeemed: its codes are voided in
         the core (they were delivered, so they can never be sold again), then the settlement is
         reversed (``settlement.refund_order``) and the order is ``refunded``. Idempotent.
-        Raises ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE (not fulfilled, or a code redeemed)."""
+        Guarded by maker-checker when ``approvals`` are wired: ``approval_id`` names an
+        approved ``refund`` of this order, checked before the codes are voided and consumed in
+        the refund's transaction. Raises ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE (not fulfilled,
+        or a code redeemed), the refusals of ``Approvals.authorize`` (APPROVAL_REQUIRED...)."""
         row = await asyncio.to_thread(self._row, order_id)
         if row.status == "refunded":
             return order_view(row)
+        approvals = self.approvals
+        if approvals is not None:
+            await asyncio.to_thread(approvals.check, action="refund", object_type="order",
+                                    object_id=order_id, actor=actor, approval_id=approval_id)
         if row.status != "fulfilled":
             raise make_error(ErrorCode.ORDER_NOT_REFUNDABLE, "only a fulfilled order is refunded",
                              {"order_id": order_id, "status": row.status})
@@ -572,6 +596,10 @@ class Orders:
             if current is None:
                 raise AssertionError(f"order {order_id} vanished")
             if current.status == "fulfilled":
+                if approvals is not None:
+                    approvals.authorize(session, action="refund", object_type="order",
+                                        object_id=order_id, actor=actor,
+                                        approval_id=approval_id)
                 settlement.refund_order(session, order_id, actor, now_ms, reason)
                 current.status = "refunded"
                 current.updated_at_ms = now_ms

@@ -6,6 +6,10 @@
 //   <div data-poll-url="/orders/1/state" data-poll-state="pending">
 //        asks the URL (JSON {"state": "..."}) every few seconds and reloads the page once the
 //        state differs; it backs off on errors and gives up after data-poll-max tries
+//   <section data-progress-url="/console/batches/7/progress" data-progress-state="importing">
+//        with a <progress> and a [data-progress-text] element inside: asks the URL each second
+//        (JSON {"state", "processed", "total"}), moves the bar and the text, and reloads the
+//        page once the state is no longer the given one
 //
 // It writes text with textContent only: the CSP's Trusted Types rule makes innerHTML fail.
 "use strict";
@@ -94,6 +98,45 @@
     window.setTimeout(poll, delay);
   }
 
+  function setUpProgress(section) {
+    var url = section.getAttribute("data-progress-url");
+    var state = section.getAttribute("data-progress-state");
+    var bar = section.querySelector("progress");
+    var text = section.querySelector("[data-progress-text]");
+    var pattern = text ? text.getAttribute("data-progress-text") : null;
+    var delay = 1000;
+    var left = 3600;
+    function grouped(n) { return Number(n).toLocaleString(); }
+    function poll() {
+      if (left <= 0) { return; }
+      if (document.hidden) { window.setTimeout(poll, delay); return; }
+      left -= 1;
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (response) {
+          if (!response.ok) { throw new Error(String(response.status)); }
+          return response.json();
+        })
+        .then(function (body) {
+          if (body.state !== state) { window.location.reload(); return; }
+          if (bar) {
+            bar.max = Math.max(1, Number(body.total) || 1);
+            bar.value = Number(body.processed) || 0;
+          }
+          if (text && pattern) {
+            text.textContent = pattern.replace("%(done)s", grouped(body.processed))
+              .replace("%(total)s", body.total ? grouped(body.total) : "?");
+          }
+          delay = 1000;
+          window.setTimeout(poll, delay);
+        })
+        .catch(function () {
+          delay = Math.min(delay * 2, 30000);
+          window.setTimeout(poll, delay);
+        });
+    }
+    window.setTimeout(poll, delay);
+  }
+
   // <div data-pow-url="/v1/shop/challenge"> with a hidden input named "challenge": fetches a
   // proof-of-work challenge, finds n with SHA-256(salt + n) == challenge (crypto.subtle, in
   // chunks so the page stays responsive) and fills the input with the base64 payload the
@@ -155,5 +198,6 @@
   each("[data-copy-target]", setUpCopy);
   each("[data-deadline-ms]", setUpCountdown);
   each("[data-poll-url]", setUpPoll);
+  each("[data-progress-url]", setUpProgress);
   each("[data-pow-url]", setUpPow);
 }());

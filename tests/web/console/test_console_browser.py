@@ -1,0 +1,153 @@
+"""Goal: in a real browser (Debian's chromium), the console's and portal's main flows work end to
+end: log in with TOTP (keyboard only), import a file and watch its progress, trace a code, the
+terminal page redeeming a code twice (the second time it names who redeemed it), an agent
+placing an order and creating a key for a new sub-agent, and the terminal page on a phone
+without sideways scrolling. Method: the whole service with the test shop under uvicorn on
+127.0.0.1 (``served_shop``), driven by Playwright; each test leaves a screenshot in
+tests/artifacts/screenshots/. Bounded: no sleeps, Playwright's waits with short timeouts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import expect
+
+from tests.web.conftest import tab_to
+from tests.web.console.conftest import CODES, PASSES, PASSWORD, Service
+
+WAIT_MS = 10_000
+
+
+def log_in(page: Any, base: str, service: Service, login: str) -> None:
+    person = service.people[login]
+    page.goto(base + "/auth/login")
+    page.fill("#f-login", login)
+    page.fill("#f-password", PASSWORD)
+    if person.secret is not None:
+        page.fill("#f-code", service.code_for(person))
+    page.locator("form button[type=submit]").first.click()
+    page.wait_for_load_state()
+
+
+def test_owner_logs_in_with_totp_by_keyboard_alone(
+        page: Any, served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    page.goto(base + "/auth/login")
+    tab_to(page, "#f-login")
+    page.keyboard.type("owner")
+    tab_to(page, "#f-password")
+    page.keyboard.type(PASSWORD)
+    tab_to(page, "#f-code")
+    page.keyboard.type(service.code_for(service.people["owner"]))
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/console$"), timeout=WAIT_MS)
+    expect(page.locator("#money-title")).to_be_visible()
+    tab_to(page, "a[href='/console/agents']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/console/agents$"), timeout=WAIT_MS)
+    expect(page.locator("a[href='/console/agents/A1']")).to_be_visible()
+
+
+def test_an_import_shows_its_progress_and_ends_imported(
+        page: Any, served_shop: tuple[str, Service], tmp_path: Path) -> None:
+    base, service = served_shop
+    log_in(page, base, service, "oscar")
+    upload = tmp_path / "codes.csv"
+    upload.write_text("code\n" + "".join(f"BROWSER-{i:05d}-QQ\n" for i in range(300)))
+    page.goto(base + "/console/batches/new")
+    page.set_input_files("#f-file", str(upload))
+    page.select_option("#f-u-sku", "VIP")
+    page.get_by_role("button", name=re.compile("Upload|上传")).click()
+    page.wait_for_url(re.compile(r"/console/batches/\d+$"), timeout=WAIT_MS)
+    expect(page.locator("[data-progress-state]")).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator("body")).to_contain_text("300")
+
+
+def test_support_traces_a_code_typed_in_full(page: Any, served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    log_in(page, base, service, "sue")
+    page.goto(base + "/console/codes")
+    page.fill("#f-full-code", CODES[3].lower())
+    page.locator("#f-full-code").press("Enter")
+    page.wait_for_url(re.compile(r"/console/codes/\d+$"), timeout=WAIT_MS)
+    assert CODES[3] not in page.content()
+    expect(page.locator("body")).to_contain_text("Acme Cards")
+
+
+def test_the_terminal_redeems_once_and_the_second_try_names_who_and_when(
+        page: Any, served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    log_in(page, base, service, "till")
+    page.wait_for_url(re.compile(r"/console/terminal$"), timeout=WAIT_MS)
+    other = page.context.new_page()
+    for tab in (page, other):
+        tab.goto(base + "/console/terminal")
+        tab.fill("#f-code", PASSES[2])
+        tab.locator("#f-code").press("Enter")
+        expect(tab.locator("[data-status=valid]")).to_be_visible(timeout=WAIT_MS)
+    page.get_by_role("button", name=re.compile("Redeem one use|核销一次")).click()
+    expect(page.locator("[data-result=redeemed]")).to_be_visible(timeout=WAIT_MS)
+    other.get_by_role("button", name=re.compile("Redeem one use|核销一次")).click()
+    refused = other.locator("[data-result=refused]")
+    expect(refused).to_have_attribute("data-error-code", "ALREADY_REDEEMED", timeout=WAIT_MS)
+    expect(refused).to_contain_text("Till")
+    other.close()
+
+
+def test_an_agent_orders_and_keys_a_new_sub_agent(
+        page: Any, served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    log_in(page, base, service, "a2user")
+    page.goto(base + "/portal/buy")
+    page.fill("#f-quantity", "1")
+    page.get_by_role("button", name=re.compile("Place the order|提交订单")).click()
+    page.wait_for_url(re.compile(r"/portal/orders/"), timeout=WAIT_MS)
+    expect(page.locator(".code-masked").first).to_be_visible()
+    page.goto(base + "/portal/agents")
+    page.fill("#f-agent_id", "A2-SHOP")
+    page.fill("#f-name", "Corner shop")
+    page.get_by_role("button", name=re.compile("^(Create|创建)$")).click()
+    expect(page.locator("body")).to_contain_text("A2-SHOP", timeout=WAIT_MS)
+    page.goto(base + "/portal/keys")
+    page.fill("#f-agent_id", "A2-SHOP")
+    page.get_by_role("button", name=re.compile("Create the key|创建密钥")).click()
+    expect(page.locator("[data-key-text]")).to_be_visible(timeout=WAIT_MS)
+
+
+def test_the_terminal_page_fits_a_phone(phone_page: Any,
+                                        served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    log_in(phone_page, base, service, "till")
+    phone_page.goto(base + "/console/terminal")
+    expect(phone_page.locator("#f-code")).to_be_visible()
+    width = phone_page.evaluate("document.documentElement.scrollWidth")
+    assert width <= phone_page.viewport_size["width"]
+
+
+def test_a_payout_is_approved_in_the_browser_by_a_second_person(
+        page: Any, served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    asked, _ = service.runtime.money.request_withdrawal("A2", 2_000, "CNY", "browser-w",
+                                                        actor="test")
+    log_in(page, base, service, "fiona")
+    page.goto(base + "/console/withdrawals")
+    row = page.locator(f"[data-withdrawal='{asked.withdrawal_id}']")
+    row.get_by_role("button", name=re.compile("^(Approve|批准)$")).click()
+    page.goto(base + "/console/withdrawals?status=approved")
+    row = page.locator(f"[data-withdrawal='{asked.withdrawal_id}']")
+    row.get_by_role("button", name=re.compile("Ask to pay it out|申请付款")).click()
+    page.wait_for_url(re.compile(r"/console/approvals/"), timeout=WAIT_MS)
+    approval = page.url
+    checker = page.context.browser.new_context().new_page()
+    try:
+        log_in(checker, base, service, "frank")
+        checker.goto(approval)
+        checker.get_by_role("button",
+                            name=re.compile("Approve and do it now|批准并立即执行")).click()
+        checker.wait_for_load_state()
+    finally:
+        checker.context.close()
+    paid = service.runtime.money.get_withdrawal(asked.withdrawal_id, actor_agent_id=None)
+    assert paid.status == "paid"

@@ -1,0 +1,276 @@
+"""The agents' portal pages, always of the logged-in user's own agent (``portal_page``): the
+overview (balances and credit) with the statement as CSV, the price list (own price beside the
+sub-agents'), buying (an order placed through the order saga, its codes shown masked; the
+plaintext only through an audited reveal), holds, sub-agents (create), commissions (status and
+release date), withdrawal requests and API keys for itself or a direct sub-agent (the key shown
+once). Each page is one domain call; the domain checks the agent may do it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, timedelta
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cardsvc.errors import CardsvcError
+from cardsvc.money import COMMISSION_STATES
+from cardsvc.sales import OrderRequest
+from web.forms import TextField, read_form
+from web.i18n import gettext
+from web.pages.common import (
+    day_range_ms,
+    error_text,
+    form_token,
+    int_field,
+    money_field,
+    parse_date,
+    query_cursor,
+    query_text,
+    redirect,
+)
+from web.render import render_page
+from web.sessions import Visitor, portal_page, runtime_of
+
+ACCOUNTS = ("available", "pending", "withdrawing")
+BUY_FIELDS = (TextField("sku", 64), TextField("quantity", 6), TextField("client_order_id", 64))
+REVEAL_FIELDS: tuple[TextField, ...] = ()
+SUB_AGENT_FIELDS = (TextField("agent_id", 64), TextField("name", 128))
+KEY_FIELDS = (TextField("agent_id", 64), TextField("name", 128, required=False))
+WITHDRAW_FIELDS = (TextField("amount", 24), TextField("reference", 64))
+STATEMENT_DAYS_DEFAULT = 30
+
+
+def _own(me: Visitor) -> str:
+    agent_id = me.agent_id
+    assert agent_id is not None  # portal_page refuses users without an agent
+    return agent_id
+
+
+@portal_page()
+async def overview(request: Request, me: Visitor) -> Response:
+    runtime = runtime_of(request)
+    balance = await asyncio.to_thread(runtime.money.balance, _own(me),
+                                      actor_agent_id=_own(me))
+    today = date.today()
+    return await render_page(request, "portal/overview.html", {
+        "balance": balance, "accounts": ACCOUNTS,
+        "since": (today - timedelta(days=STATEMENT_DAYS_DEFAULT)).isoformat(),
+        "until": today.isoformat(), "withdraw_reference": form_token()})
+
+
+@portal_page()
+async def statement_csv(request: Request, me: Visitor) -> Response:
+    """The statement of one account for a day range (``?account=&since=&until=``) as CSV."""
+    runtime = runtime_of(request)
+    account = query_text(request, "account", 16) or "available"
+    today = date.today()
+    since = parse_date(query_text(request, "since", 10)) or today - timedelta(
+        days=STATEMENT_DAYS_DEFAULT)
+    until = parse_date(query_text(request, "until", 10)) or today
+    since_ms, until_ms = day_range_ms(since, until, runtime.timezone)
+    text = await asyncio.to_thread(runtime.money.statement_csv, _own(me), account, since_ms,
+                                   until_ms, actor_agent_id=_own(me))
+    name = f"statement-{_own(me)}-{account}-{since}-{until}.csv"
+    return Response(text.encode("utf-8"), media_type="text/csv; charset=utf-8", headers={
+        "content-disposition": f'attachment; filename="{name}"', "cache-control": "no-store"})
+
+
+@portal_page("orders")
+async def prices(request: Request, me: Visitor) -> Response:
+    runtime = runtime_of(request)
+    lines = await asyncio.to_thread(runtime.agent_reports.price_list, me.principal, _own(me))
+    return await render_page(request, "portal/prices.html", {
+        "prices": lines, "sub_ids": sorted({sub for line in lines for sub in line.sub_prices})})
+
+
+@portal_page("orders")
+async def buy_form(request: Request, me: Visitor) -> Response:
+    runtime = runtime_of(request)
+    lines = await asyncio.to_thread(runtime.agent_reports.price_list, me.principal, _own(me))
+    return await render_page(request, "portal/buy.html", {
+        "prices": lines, "client_order_id": form_token(), "problem": None})
+
+
+@portal_page("orders")
+async def buy(request: Request, me: Visitor) -> Response:
+    form = await read_form(request, BUY_FIELDS)
+    quantity = int_field(form.value("quantity"), minimum=1, maximum=100_000)
+    if not form.ok or quantity is None:
+        return redirect(request, "/portal/buy", flash=gettext("Check this value."),
+                        level="error")
+    runtime = runtime_of(request)
+    try:
+        order, _ = await runtime.orders.place(
+            OrderRequest(_own(me), form.value("client_order_id"), form.value("sku"), quantity),
+            actor=me.actor, limits=runtime.risk.limits_for(me.actor, {}))
+    except CardsvcError as error:
+        return redirect(request, "/portal/buy", flash=error_text(error), level="error")
+    return redirect(request, f"/portal/orders/{order.order_id}",
+                    flash=gettext("Order placed."))
+
+
+@portal_page("orders")
+async def order(request: Request, me: Visitor) -> Response:
+    """The order with its codes masked."""
+    runtime = runtime_of(request)
+    shown = await runtime.orders.masked_for(request.path_params["order_id"], _own(me),
+                                            actor=me.actor)
+    return await render_page(request, "portal/order.html", {"order": shown, "revealed": False})
+
+
+@portal_page("orders")
+async def reveal(request: Request, me: Visitor) -> Response:
+    """The order's codes in plaintext for its own agent (audited ``order.redeliver``); POST
+    only, so the codes never sit in a URL or a cached page."""
+    await read_form(request, REVEAL_FIELDS)
+    runtime = runtime_of(request)
+    shown = await runtime.orders.get(request.path_params["order_id"], agent_id=_own(me),
+                                     actor=me.actor)
+    return await render_page(request, "portal/order.html", {"order": shown, "revealed": True})
+
+
+@portal_page("holds")
+async def holds(request: Request, me: Visitor) -> Response:
+    runtime = runtime_of(request)
+    page = await asyncio.to_thread(runtime.holds.list, agent_id=_own(me),
+                                   cursor=query_cursor(request))
+    return await render_page(request, "portal/holds.html", {
+        "items": page.items, "next_cursor": page.next,
+        "first_page": query_cursor(request) is not None})
+
+
+@portal_page("sub_agents")
+async def sub_agents(request: Request, me: Visitor) -> Response:
+    runtime = runtime_of(request)
+    page = await asyncio.to_thread(runtime.agent_reports.children, me.principal, _own(me),
+                                   cursor=query_cursor(request))
+    return await render_page(request, "portal/agents.html", {
+        "items": page.items, "next_cursor": page.next,
+        "first_page": query_cursor(request) is not None})
+
+
+@portal_page("sub_agents")
+async def create_sub_agent(request: Request, me: Visitor) -> Response:
+    form = await read_form(request, SUB_AGENT_FIELDS)
+    if not form.ok:
+        return redirect(request, "/portal/agents", flash=gettext("Check this value."),
+                        level="error")
+    runtime = runtime_of(request)
+    try:
+        await asyncio.to_thread(runtime.agent_updates.create, form.value("agent_id"),
+                                form.value("name"), {}, actor=me.actor,
+                                actor_agent_id=_own(me))
+    except CardsvcError as error:
+        return redirect(request, "/portal/agents", flash=error_text(error), level="error")
+    return redirect(request, "/portal/agents", flash=gettext("Sub-agent created."))
+
+
+@portal_page()
+async def commissions(request: Request, me: Visitor) -> Response:
+    status = query_text(request, "status", 16)
+    if status not in COMMISSION_STATES:
+        status = None
+    runtime = runtime_of(request)
+    page = await asyncio.to_thread(runtime.agent_reports.commissions, me.principal, _own(me),
+                                   status=status, cursor=query_cursor(request))
+    return await render_page(request, "portal/commissions.html", {
+        "items": page.items, "next_cursor": page.next, "status": status,
+        "statuses": COMMISSION_STATES, "first_page": query_cursor(request) is not None})
+
+
+@portal_page()
+async def request_withdrawal(request: Request, me: Visitor) -> Response:
+    form = await read_form(request, WITHDRAW_FIELDS)
+    amount = money_field(form.value("amount"))
+    if not form.ok or not amount:
+        return redirect(request, "/portal", flash=gettext("Check this value."), level="error")
+    runtime = runtime_of(request)
+    try:
+        balance = await asyncio.to_thread(runtime.money.balance, _own(me),
+                                          actor_agent_id=_own(me))
+        await asyncio.to_thread(runtime.money.request_withdrawal, _own(me), amount,
+                                str(balance["currency"]), form.value("reference"),
+                                actor=me.actor)
+    except CardsvcError as error:
+        return redirect(request, "/portal", flash=error_text(error), level="error")
+    return redirect(request, "/portal", flash=gettext("Withdrawal requested."))
+
+
+@portal_page("sub_agents")
+async def keys(request: Request, me: Visitor) -> Response:
+    return await render_page(request, "portal/keys.html", {"created": None, "own": _own(me)})
+
+
+@portal_page("sub_agents")
+async def create_key(request: Request, me: Visitor) -> Response:
+    """Issues a key and shows its text on this response only (never stored, never again)."""
+    form = await read_form(request, KEY_FIELDS)
+    if not form.ok:
+        return redirect(request, "/portal/keys", flash=gettext("Check this value."),
+                        level="error")
+    runtime = runtime_of(request)
+    try:
+        principal, text = await asyncio.to_thread(
+            runtime.credentials.create_agent_key, me.principal,
+            agent_id=form.value("agent_id"), name=form.value("name"))
+    except CardsvcError as error:
+        return redirect(request, "/portal/keys", flash=error_text(error), level="error")
+    return await render_page(request, "portal/keys.html", {
+        "created": {"key_id": principal.key_id, "agent_id": principal.agent_id, "text": text},
+        "own": _own(me)})
+
+
+ALERT_FIELDS = (TextField("threshold", 24),)
+
+
+@portal_page()
+async def alerts(request: Request, me: Visitor) -> Response:
+    runtime = runtime_of(request)
+    shown = await asyncio.to_thread(runtime.alerts.page, me.principal, user_id=me.user_id,
+                                    cursor=query_cursor(request))
+    return await render_page(request, "console/alerts.html", {
+        "firing": shown.firing, "events": shown.events.items, "next_cursor": shown.events.next,
+        "first_page": query_cursor(request) is not None, "area": "portal",
+        "subscriptions": shown.subscriptions, "currency": shown.currency or ""})
+
+
+@portal_page()
+async def subscribe(request: Request, me: Visitor) -> Response:
+    """A low-balance alert below the amount typed."""
+    form = await read_form(request, ALERT_FIELDS)
+    threshold = money_field(form.value("threshold"))
+    if not form.ok or not threshold:
+        return redirect(request, "/portal/alerts", flash=gettext("Check this value."),
+                        level="error")
+    runtime = runtime_of(request)
+    try:
+        await asyncio.to_thread(runtime.alerts.subscribe, me.principal, user_id=me.user_id,
+                                kind="low_balance", threshold_minor=threshold)
+    except CardsvcError as error:
+        return redirect(request, "/portal/alerts", flash=error_text(error), level="error")
+    return redirect(request, "/portal/alerts", flash=gettext("Saved."))
+
+
+ROUTES = [
+    Route("/portal/alerts", alerts, methods=["GET"], name="portal_alerts"),
+    Route("/portal/alerts", subscribe, methods=["POST"], name="portal_subscribe"),
+    Route("/portal", overview, methods=["GET"], name="portal"),
+    Route("/portal/statement.csv", statement_csv, methods=["GET"], name="portal_statement"),
+    Route("/portal/prices", prices, methods=["GET"], name="portal_prices"),
+    Route("/portal/buy", buy_form, methods=["GET"], name="portal_buy_form"),
+    Route("/portal/buy", buy, methods=["POST"], name="portal_buy"),
+    Route("/portal/orders/{order_id}", order, methods=["GET"], name="portal_order"),
+    Route("/portal/orders/{order_id}/reveal", reveal, methods=["POST"],
+          name="portal_order_reveal"),
+    Route("/portal/holds", holds, methods=["GET"], name="portal_holds"),
+    Route("/portal/agents", sub_agents, methods=["GET"], name="portal_agents"),
+    Route("/portal/agents", create_sub_agent, methods=["POST"], name="portal_agent_create"),
+    Route("/portal/commissions", commissions, methods=["GET"], name="portal_commissions"),
+    Route("/portal/withdrawals", request_withdrawal, methods=["POST"],
+          name="portal_withdraw"),
+    Route("/portal/keys", keys, methods=["GET"], name="portal_keys"),
+    Route("/portal/keys", create_key, methods=["POST"], name="portal_key_create"),
+]
