@@ -104,7 +104,9 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     if high < low:
         low, high = high, low
     if high == low:
-        low, high = (low - 1, high + 1) if low == 0 else sorted((0.0, low * 2))
+        # A flat series sits on a baseline from zero: all zeros (a quiet day's counts) on 0..1,
+        # never a negative axis no value can reach.
+        low, high = (0.0, 1.0) if low == 0 else sorted((0.0, low * 2))
     raw = (high - low) / max(count, 1)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
