@@ -130,3 +130,17 @@ def test_a_loosened_key_file_refuses_the_start_and_other_files_warn(
         open_runtime(data)
     assert refused.value.code is ErrorCode.FILE_MODE_INSECURE
     assert refused.value.details["path"].endswith("lookup.key")
+
+
+@pytest.mark.parametrize("name", ["link-secret.key", "public-ids.key", "master.key"])
+def test_every_key_file_refuses_the_start_when_loosened(tmp_path: Path, name: str) -> None:
+    """The link key derives every order and claim link (whoever reads it can open orders), so
+    it is a key file like the others: a readable copy refuses the start, not just a warning."""
+    data = tmp_path / "data"
+    open_runtime(data).close()
+    assert (data / name).exists()
+    os.chmod(data / name, 0o644)
+    with pytest.raises(CardsvcError) as refused:
+        open_runtime(data)
+    assert refused.value.code is ErrorCode.FILE_MODE_INSECURE
+    assert refused.value.details["path"].endswith(name)

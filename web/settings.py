@@ -9,13 +9,13 @@ directory, and hands it to :func:`web.create_web`.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cardsvc import files
 from cardsvc.errors import invalid
 
 SECRET_KEY_BYTES_MIN = 32
@@ -135,23 +135,8 @@ def load_secret_key(data_dir: Path) -> bytes:
     deployment shares it. The file is written aside and hard-linked into place, so a racing
     process sees either no file or a whole one, and both racers end with the winner's bytes.
     Raises INVALID_ARGUMENT when the file exists but is too short (a truncated copy)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / SECRET_FILE_NAME
-    if not path.exists():
-        aside = data_dir / f".{SECRET_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(SECRET_KEY_BYTES_MIN))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(aside, path)
-        except FileExistsError:
-            pass
-        finally:
-            aside.unlink()
-    key = path.read_bytes()
-    if len(key) < SECRET_KEY_BYTES_MIN:
-        raise invalid("secret_key", f"{path.name} holds fewer than {SECRET_KEY_BYTES_MIN} bytes")
-    return key
+    try:
+        return files.load_random_key(data_dir, SECRET_FILE_NAME, SECRET_KEY_BYTES_MIN)
+    except ValueError:
+        raise invalid("secret_key", f"{SECRET_FILE_NAME} holds fewer than "
+                      f"{SECRET_KEY_BYTES_MIN} bytes") from None

@@ -7,6 +7,7 @@ file, and the start-up check of the data directory's modes use it.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ line set it at start): files are created 0600 and directories 0700 from the firs
 those that third-party code creates (SQLite's WAL and SHM files, uploads)."""
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-KEY_FILE_NAMES = ("lookup.key", "public-ids.key")
+KEY_FILE_NAMES = ("lookup.key", "public-ids.key", "link-secret.key", "web-secret.key")
 """Files of the data directory that hold keys (with every ``master.key*``): loosened modes
 refuse the start (FILE_MODE_INSECURE)."""
 MODE_CHECK_DIRS = ("journal", "snapshots", "uploads")
@@ -80,6 +81,34 @@ def create_private_file(path: Path) -> None:
     later, such as SQLite, keeps that mode and gives its WAL/SHM files the same)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
     os.close(fd)
+
+
+def load_random_key(data_dir: Path, name: str, size: int) -> bytes:
+    """The key kept in ``data_dir/name``, created when missing: ``size`` random bytes, mode
+    0600, fsynced. It is written aside and hard-linked into place, so a racing process sees
+    either no file or a whole one, and both racers end with the winner's bytes. Raises
+    ValueError when the file holds fewer than ``size`` bytes (a truncated copy)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / name
+    if not path.exists():
+        aside = data_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            os.write(fd, secrets.token_bytes(size))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+        finally:
+            aside.unlink()
+        fsync_dir(data_dir)
+    key = path.read_bytes()
+    if len(key) < size:
+        raise ValueError(f"{name} holds fewer than {size} bytes")
+    return key
 
 
 def is_key_file(path: Path) -> bool:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
-import secrets
 from pathlib import Path
+
+from cardsvc import files
 
 LINK_KEY_FILE = "link-secret.key"
 LINK_KEY_BYTES = 32
@@ -21,26 +21,7 @@ TOKEN_BYTES = 16
 
 def load_link_key(data_dir: Path) -> bytes:
     """The link key of ``data_dir`` (created on first use: 32 random bytes, mode 0600)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / LINK_KEY_FILE
-    if not path.exists():
-        aside = data_dir / f".{LINK_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(LINK_KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(aside, path)
-        except FileExistsError:
-            pass
-        finally:
-            aside.unlink()
-    key = path.read_bytes()
-    if len(key) < LINK_KEY_BYTES:
-        raise ValueError(f"{path} holds fewer than {LINK_KEY_BYTES} bytes")
-    return key
+    return files.load_random_key(data_dir, LINK_KEY_FILE, LINK_KEY_BYTES)
 
 
 def derive_token(key: bytes, purpose: str, subject: str) -> str:
