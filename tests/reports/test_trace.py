@@ -18,7 +18,9 @@ from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.masking import mask_code
 from cardsvc.reports import trace_code
 from cardsvc.runtime import Runtime
+from tests.fixtures.shop import request, run
 from tests.reports.conftest import CODES, TERMINAL, order_one
+from tests.sales.test_checkout import notify, notify_body
 
 
 def test_the_story_joins_batch_order_redemptions_and_freezes_in_time_order(
@@ -57,3 +59,18 @@ def test_an_unsold_code_has_no_order_and_an_unknown_code_is_refused_unaudited(
     assert caught.value.code == ErrorCode.CODE_NOT_FOUND
     with services.db.read() as session:
         assert len(audit.query(session, action="code.trace")) == 1
+
+
+def test_a_retail_codes_trace_shows_its_reveal_to_the_buyer(shop_runtime: Runtime) -> None:
+    """A code sold in the shop goes to an order with no ``orders`` row (``ro_...``): its
+    trace still shows what happened on that order, here the buyer's audited re-reveal."""
+    result = run(shop_runtime.checkout.start(request(1)))
+    run(notify(shop_runtime, *notify_body(shop_runtime, result)))
+    order_id = result.order.order_id
+    _, codes, _ = run(shop_runtime.checkout.codes(order_id, result.token, full=False,
+                                                  channel="page", ip="198.51.100.7"))
+    run(shop_runtime.checkout.codes(order_id, result.token, full=True, channel="page",
+                                    ip="198.51.100.7"))
+    story = trace_code(shop_runtime.store, shop_runtime.db, codes[0].code, actor="support")
+    actions = [(e["action"], e["object_id"]) for e in story["audit"]]
+    assert ("code.reveal", order_id) in actions, actions

@@ -71,9 +71,11 @@ def trace_code_id(store: Store, db: Database, code_id: int, masked: str, *, acto
         if batch is not None:
             related.append([AuditEntry.object_type == "batch",
                             AuditEntry.object_id == str(batch.batch_id)])
-        if order is not None:
+        if info.order_ref:
+            # The order the code went to, an agent's or the shop's (``ro_...``, no ``orders``
+            # row): its deliveries, re-deliveries, reveals and claims are audited on it.
             related.append([AuditEntry.object_type == "order",
-                            AuditEntry.object_id == order.order_id])
+                            AuditEntry.object_id == info.order_ref])
         related += [[AuditEntry.object_type == "redemption",
                      AuditEntry.object_id == str(r["redemption_id"])] for r in redemptions]
         entries = session.scalars(
