@@ -88,7 +88,7 @@ def load_random_key(data_dir: Path, name: str, size: int) -> bytes:
     0600, fsynced. It is written aside and hard-linked into place, so a racing process sees
     either no file or a whole one, and both racers end with the winner's bytes. Raises
     ValueError when the file holds fewer than ``size`` bytes (a truncated copy)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / name
     if not path.exists():
         aside = data_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from cardsvc.errors import ErrorCode, make_error
-from cardsvc.files import write_file_durably
+from cardsvc.files import load_random_key
 
 PUBLIC_ID_KEY_FILE = "public-ids.key"
 PUBLIC_ID_KEY_LEN = 32
@@ -121,10 +120,10 @@ def load_public_ids(data_dir: Path) -> PublicIds:
     """The data directory's public-id key (``DIR/public-ids.key``, created with 32 random bytes
     and mode 0600 on first use). Raises INVALID_ARGUMENT when the file holds another length."""
     path = data_dir / PUBLIC_ID_KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_file_durably(path, os.urandom(PUBLIC_ID_KEY_LEN), 0o600)
-    key = path.read_bytes()
+    try:
+        key = load_random_key(data_dir, PUBLIC_ID_KEY_FILE, PUBLIC_ID_KEY_LEN)
+    except ValueError:
+        key = b""  # too short: refused below like any other wrong length
     if len(key) != PUBLIC_ID_KEY_LEN:
         raise make_error(ErrorCode.INVALID_ARGUMENT,
                          f"the public id key must hold exactly {PUBLIC_ID_KEY_LEN} bytes",
