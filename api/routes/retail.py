@@ -66,6 +66,9 @@ class RetailOrderPage(BaseModel):
 
 class RefundIn(Strict):
     reason: str = Field(min_length=1, max_length=200)
+    approval_id: str | None = Field(
+        default=None, max_length=64,
+        description="maker-checker: an approved refund request for this retail order")
 
 
 class EmailIn(Strict):
@@ -146,10 +149,12 @@ async def get_order(order_id: OrderPath, caller: AdminDep, runtime: RuntimeDep) 
 @router.post("/retail-orders/{order_id}/refund", response_model=RetailOrderOut)
 async def refund(order_id: OrderPath, body: RefundIn, caller: AdminDep,
                  runtime: RuntimeDep) -> dict[str, Any]:
-    """Refunds through the provider and reverses the money (idempotent). Errors:
-    ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE, PAYMENT_PROVIDER_*, PAYMENT_OPERATION_UNSUPPORTED."""
-    return retail_order_json(await runtime.checkout.refund(order_id, actor=caller.key_id,
-                                                           reason=body.reason))
+    """Refunds through the provider and reverses the money (idempotent). Under maker-checker
+    give the ``approval_id`` of an approved ``refund`` request for this retail order (object
+    type ``retail_order``). Errors: ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE, APPROVAL_REQUIRED
+    (and the other approval refusals), PAYMENT_PROVIDER_*, PAYMENT_OPERATION_UNSUPPORTED."""
+    return retail_order_json(await runtime.checkout.refund(
+        order_id, actor=caller.key_id, reason=body.reason, approval_id=body.approval_id))
 
 
 @router.post("/retail-orders/{order_id}/email", response_model=RetailOrderOut)

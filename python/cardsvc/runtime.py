@@ -234,9 +234,6 @@ class Runtime:
         self.holds = Holds(store, db, risk, self.batcher)
         self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
                              cooling_ms=cooling_ms, crash=crash, approvals=self.approvals)
-        self.approved = ApprovedActions(self.approvals, self.money, self.orders, self.catalog,
-                                        self.exports)
-        """Runs approved maker-checker requests through their guarded use cases."""
         self.terminals = Terminals(store, db, risk, self.batches.prefixes,
                                    crypto.load_public_ids(store.config.data_dir))
         self.timezone = config.timezone if config is not None else "Asia/Shanghai"
@@ -260,6 +257,9 @@ class Runtime:
         """File imports run here, off the request path: a bounded queue with its own workers,
         each job cancellable (``cardsvc.catalog.import_jobs``)."""
         self._open_storefront(config or ServiceConfig(store=store.config), crash)
+        self.approved = ApprovedActions(self.approvals, self.money, self.orders, self.checkout,
+                                        self.catalog, self.exports)
+        """Runs approved maker-checker requests through their guarded use cases."""
 
     def _open_storefront(self, config: ServiceConfig, crash: Callable[[str], None]) -> None:
         """The storefront's parts: payment channels, the shop's catalog, buyers' limits, the
@@ -281,7 +281,8 @@ class Runtime:
         self.checkout = Checkout(
             self.store, self.db, self.batcher, channels=self.channels, shop=self.shop,
             guard=self.buyers, challenges=self.challenges, passwords=self.order_passwords,
-            reveal=self.retail_reveal, link_key=self.link_key, settings=settings, crash=crash)
+            reveal=self.retail_reveal, link_key=self.link_key, settings=settings, crash=crash,
+            approvals=self.approvals)
         mail = config.mail
         sender: MailSender = (FolderSender(data_dir / "mail") if not mail.smtp_host else
                               SmtpSender(mail.smtp_host, mail.smtp_port,

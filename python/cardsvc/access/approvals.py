@@ -59,7 +59,7 @@ class GuardedAction:
 
 ACTIONS: dict[str, GuardedAction] = {
     "withdrawal_payout": GuardedAction("withdrawals", ("withdrawal",)),
-    "refund": GuardedAction("ledger", ("order",)),
+    "refund": GuardedAction("ledger", ("order", "retail_order")),
     "code_export": GuardedAction("export", ("batch", "order")),
     "batch_void": GuardedAction("stock", ("batch",)),
 }

@@ -20,6 +20,7 @@ from cardsvc.catalog import Catalog
 from cardsvc.delivery import ExportResult, Exports
 from cardsvc.errors import ErrorCode, make_error
 from cardsvc.money import AgentMoney
+from cardsvc.sales.checkout import Checkout
 from cardsvc.sales.orders import Orders
 
 
@@ -35,10 +36,11 @@ class ApprovedActions:
     """Approves and runs maker-checker requests through their guarded use cases."""
 
     def __init__(self, approvals: Approvals, money: AgentMoney, orders: Orders,
-                 catalog: Catalog, exports: Exports) -> None:
+                 checkout: Checkout, catalog: Catalog, exports: Exports) -> None:
         self.approvals = approvals
         self.money = money
         self.orders = orders
+        self.checkout = checkout
         self.catalog = catalog
         self.exports = exports
 
@@ -54,6 +56,10 @@ class ApprovedActions:
                                            "paid", actor=actor, note=approval.reason,
                                            approval_id=approval_id)
             result: dict[str, Any] = {"withdrawal_id": info.withdrawal_id, "status": info.status}
+        elif approval.action == "refund" and approval.object_type == "retail_order":
+            retail = await self.checkout.refund(approval.object_id, actor=actor,
+                                                reason=approval.reason, approval_id=approval_id)
+            result = {"order_id": retail.order_id, "status": retail.status}
         elif approval.action == "refund":
             order = await self.orders.refund(approval.object_id, actor=actor,
                                              reason=approval.reason, approval_id=approval_id)

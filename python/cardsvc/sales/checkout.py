@@ -56,7 +56,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
-from cardsvc.access import Challenges, Passwords
+from cardsvc.access import Approvals, Challenges, Passwords
 from cardsvc.catalog import Sku
 from cardsvc.crypto import token_hash
 from cardsvc.db import Database, WriteBatcher
@@ -222,7 +222,8 @@ class Checkout:
                  channels: Channels, shop: ShopCatalog, guard: BuyerGuard,
                  challenges: Challenges, passwords: Passwords, reveal: RetailReveal,
                  link_key: bytes, settings: StoreSettings,
-                 crash: Callable[[str], None] = no_crash) -> None:
+                 crash: Callable[[str], None] = no_crash,
+                 approvals: Approvals | None = None) -> None:
         self.store = store
         self.engine: Engine = store.engine
         self.db = db
@@ -236,6 +237,8 @@ class Checkout:
         self.link_key = link_key
         self.settings = settings
         self.crash = crash
+        self.approvals = approvals
+        """Maker-checker for staff refunds (None: not guarded, as for the CLI)."""
         self._starts: OrderedDict[str, PaymentStart] = OrderedDict()
         self._accounts_ready: set[tuple[str, str]] = set()
         """(channel, currency) whose ledger accounts are known to exist (made by a committed
@@ -588,10 +591,14 @@ class Checkout:
                                             .limit(limit + 1)))
         return [self._view(row, admin=True) for row in await asyncio.to_thread(read)]
 
-    async def refund(self, order_id: str, *, actor: str, reason: str) -> RetailOrderView:
+    async def refund(self, order_id: str, *, actor: str, reason: str,
+                     approval_id: str | None = None) -> RetailOrderView:
         """Refunds a delivered order whose codes were never redeemed (its codes voided in the
         core, the money sent back through the provider, the sale reversed), or a
-        ``paid_unfulfillable`` one. Idempotent. Raises ORDER_NOT_FOUND, ORDER_NOT_REFUNDABLE,
+        ``paid_unfulfillable`` one. Idempotent. Guarded by maker-checker when ``approvals`` are
+        wired (action ``refund``, object type ``retail_order``): the approval is checked before
+        the provider is asked and consumed in the refund's transaction. Raises ORDER_NOT_FOUND,
+        ORDER_NOT_REFUNDABLE, the refusals of ``Approvals.authorize`` (APPROVAL_REQUIRED...),
         PAYMENT_* (the provider refused or cannot refund: nothing changed)."""
         row = await asyncio.to_thread(self._row, order_id)
         if row.status == "refunded":
@@ -606,11 +613,16 @@ class Checkout:
                 raise make_error(ErrorCode.ORDER_NOT_REFUNDABLE,
                                  "a code of this order was redeemed",
                                  {"order_id": order_id, "redeemed": len(redeemed)})
+        approvals = self.approvals
+        if approvals is not None:
+            await asyncio.to_thread(approvals.check, action="refund", object_type="retail_order",
+                                    object_id=order_id, actor=actor, approval_id=approval_id)
         await self._provider_refund(row, reason)
         if row.status == "delivered":
             self.engine.void(list(row.code_ids or []))
             await self.store.wait_async(Engine.last_ticket())
-        return self._view(await self._refunded(order_id, actor, reason), admin=True)
+        return self._view(await self._refunded(order_id, actor, reason, approved=(
+            approvals, approval_id)), admin=True)
 
     async def _provider_refund(self, row: RetailOrder, reason: str) -> None:
         live = self.channels.live(row.channel_id)
@@ -619,13 +631,23 @@ class Checkout:
                                 row.total_minor, reason[:80] or "refund",
                                 provider_ref=None if attempt is None else attempt.provider_ref)
 
-    async def _refunded(self, order_id: str, actor: str, reason: str) -> RetailOrder:
+    async def _refunded(self, order_id: str, actor: str, reason: str, *,
+                        approved: tuple[Approvals | None, str | None] = (None, None),
+                        ) -> RetailOrder:
+        """The refund's SQL unit: the sale reversed, the order ``refunded``, the buyer mailed;
+        ``approved``: the maker-checker guard of a staff refund and its approval, consumed here
+        (the automatic refund of an unfulfillable order has none)."""
         now_ms = self.engine.now_ms()
+        approvals, approval_id = approved
 
         def unit(session: Session) -> RetailOrder:
             row = session.get(RetailOrder, order_id)
             assert row is not None
             if row.status in ("delivered", "paid_unfulfillable"):
+                if approvals is not None:
+                    approvals.authorize(session, action="refund", object_type="retail_order",
+                                        object_id=order_id, actor=actor,
+                                        approval_id=approval_id)
                 row.refund_txn_id = money.post_refund(
                     session, order_id=order_id, channel_id=row.channel_id,
                     total_minor=row.total_minor, unit_cost_minor=row.unit_cost_minor,

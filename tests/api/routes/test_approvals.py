@@ -26,6 +26,7 @@ from cardsvc.access import (
 from cardsvc.access.tables import User
 from server.settings import Settings
 from tests.fixtures.http import Api
+from tests.fixtures.shop import stock_shop
 
 pytestmark = pytest.mark.anyio
 FAST = Argon2Params(time_cost=1, memory_kib=8, parallelism=1)
@@ -108,6 +109,43 @@ async def test_refund_export_and_batch_void_are_refused_without_approval(catalog
     export_key = api.key("admin", scopes=["admin", "export"])
     export = await api.call("POST", "/v1/exports", export_key, json={"batch_id": 1})
     assert export.json()["error"]["code"] == "APPROVAL_REQUIRED"
+
+
+async def test_a_retail_refund_needs_an_approval_and_runs_once(catalog: Api) -> None:
+    api = catalog
+    fin = checker(api)
+    runtime = api.runtime
+    stock_shop(runtime)
+    runtime.challenges.enabled = False
+    started = await api.http.post("/v1/shop/checkouts", json={
+        "sku": "GAME100", "quantity": 1, "email": "buyer@example.com", "channel_id": "sandbox"})
+    order_id = started.json()["order"]["order_id"]
+    attempt = (await runtime.checkout.admin_order(order_id)).attempt_id
+    await runtime.checkout.simulate_sandbox(attempt, scenario="paid")
+    refused = await api.call("POST", f"/v1/retail-orders/{order_id}/refund", api.keys["admin"],
+                             json={"reason": "customer"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "APPROVAL_REQUIRED")
+    assert (await runtime.checkout.admin_order(order_id)).status == "delivered"
+    agents_kind = await api.call("POST", "/v1/approvals", api.keys["admin"], json={
+        "action": "refund", "object_type": "order", "object_id": order_id, "reason": "x"})
+    runtime.approvals.approve(fin, agents_kind.json()["approval_id"])
+    mismatched = await api.call("POST", f"/v1/retail-orders/{order_id}/refund",
+                                api.keys["admin"], json={
+                                    "reason": "customer",
+                                    "approval_id": agents_kind.json()["approval_id"]})
+    assert mismatched.json()["error"]["code"].startswith("APPROVAL_")
+    assert (await runtime.checkout.admin_order(order_id)).status == "delivered"
+    asked = await api.admin("POST", "/v1/approvals", {
+        "action": "refund", "object_type": "retail_order", "object_id": order_id,
+        "reason": "customer"}, 201)
+    runtime.approvals.approve(fin, asked["approval_id"])
+    done = await api.admin("POST", f"/v1/retail-orders/{order_id}/refund",
+                           {"reason": "customer", "approval_id": asked["approval_id"]}, 200)
+    assert done["status"] == "refunded"
+    shown = await api.admin("GET", f"/v1/approvals/{asked['approval_id']}", None, 200)
+    assert shown["status"] == "executed"
+    report = await api.admin("GET", "/v1/reconciliation", None, 200)
+    assert report["ok"], report["differences"]
 
 
 async def test_admin_keys_limited_to_finer_scopes_reach_only_their_work(catalog: Api) -> None:
