@@ -93,5 +93,5 @@ class RedemptionHistory:
         rows = self.engine.list_redemptions(terminal=terminal, code_id=code_id,
                                             since_ms=since_ms, until_ms=until_ms,
                                             before=before, limit=size + 1)
-        views = [self.terminals.view(r) for r in rows]
+        views = self.terminals.views(rows)
         return page_of(views, size, key=lambda r: (r.redeemed_at_ms, r.redemption_id))

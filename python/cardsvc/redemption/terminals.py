@@ -223,11 +223,8 @@ class Terminals:
                 if one.redeemed_at_ms >= recent_ms:
                     self.counts.redeemed(one)
                 done.append((index, one))
-        public = self.public_ids.encode_many(REDEMPTION_KIND, [r.redemption_id for _, r in done])
-        for (index, r), public_id in zip(done, public, strict=True):
-            results[index] = RedemptionView(public_id, r.request_id, r.code_id, r.sku, r.terminal,
-                                            r.uses_left, r.redeemed_at_ms, r.rolled_back_at_ms,
-                                            r.rollback_reason)
+        for (index, _), view in zip(done, self.views([r for _, r in done]), strict=True):
+            results[index] = view
         failed_lookups = sum(isinstance(result, CardsvcError) and result.code in FAILED_LOOKUPS
                              for result in results)
         if failed_lookups:
@@ -280,9 +277,12 @@ class Terminals:
 
     def view(self, r: Redemption) -> RedemptionView:
         """``r`` as callers see it: its public id, never the core's number."""
-        return RedemptionView(self.public_id(r.redemption_id), r.request_id, r.code_id, r.sku,
-                              r.terminal, r.uses_left, r.redeemed_at_ms, r.rolled_back_at_ms,
-                              r.rollback_reason)
+        return _view(r, self.public_id(r.redemption_id))
+
+    def views(self, rs: Sequence[Redemption]) -> list[RedemptionView]:
+        """:meth:`view` of each of ``rs``, their public ids made in one call."""
+        public = self.public_ids.encode_many(REDEMPTION_KIND, [r.redemption_id for r in rs])
+        return [_view(r, public_id) for r, public_id in zip(rs, public, strict=True)]
 
     def _public_error(self, error: CardsvcError) -> CardsvcError:
         """``error`` with any core redemption number in its details replaced by the public id
@@ -352,3 +352,8 @@ def _no_redemption(redemption_id: str) -> CardsvcError:
     is not echoed: a caller may put anything in the path, a code included."""
     del redemption_id
     return make_error(ErrorCode.REDEMPTION_NOT_FOUND, "no such redemption", {})
+
+
+def _view(r: Redemption, public_id: str) -> RedemptionView:
+    return RedemptionView(public_id, r.request_id, r.code_id, r.sku, r.terminal, r.uses_left,
+                          r.redeemed_at_ms, r.rolled_back_at_ms, r.rollback_reason)

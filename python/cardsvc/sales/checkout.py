@@ -388,6 +388,12 @@ class Checkout:
         with contextlib.suppress(CardsvcError):
             self.engine.release_hold(ref)
 
+    async def _release_durably(self, ref: str) -> None:
+        """Releases the hold ``ref`` and returns once the journal holds the release: its codes
+        are on sale again before the caller reports the order ended."""
+        self._release(ref)
+        await self.store.wait_async(Engine.last_ticket())
+
     # ----- reading an order (its token) -----
 
     async def order(self, order_id: str, token: str | None) -> RetailOrderView:
@@ -691,8 +697,7 @@ class Checkout:
         verdict, ok, to_fulfil, to_release = await self.batcher.submit_async(
             lambda session: self._notify_unit(session, live, parsed, now_ms))
         if to_release is not None:
-            self._release(to_release)
-            await self.store.wait_async(Engine.last_ticket())
+            await self._release_durably(to_release)
         if to_fulfil is not None:
             self.crash("after_paid")
             try:
@@ -935,8 +940,7 @@ class Checkout:
 
         paid, release = await self.batcher.submit_async(unit)
         if release is not None:
-            self._release(release)
-            await self.store.wait_async(Engine.last_ticket())
+            await self._release_durably(release)
         if paid is not None:
             await self.fulfil(paid)
         return status
@@ -967,8 +971,7 @@ class Checkout:
                     self._apply(session, locked, "expired", stamp)
 
             await self.batcher.submit_async(unit)
-            self._release(f"retail/{order_id}")
-            await self.store.wait_async(Engine.last_ticket())
+            await self._release_durably(f"retail/{order_id}")
             expired += 1
         return expired
 
