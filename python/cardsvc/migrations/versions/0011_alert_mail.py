@@ -1,4 +1,4 @@
-"""Alert mail: users' addresses, the stuck-payment and stuck-delivery reads, a batch's code list
+"""Alert mail: users' addresses, the stuck-payment and stuck-delivery reads, page indexes
 
 Revision ID: 0011
 Revises: 0010
@@ -12,7 +12,8 @@ by the alerts' stuck-payment condition without a scan. ``ix_deliveries_channel_s
 mails that failed for good (the stuck-delivery condition). ``ix_code_payloads_batch_code``
 (batch, code id) replaces ``ix_code_payloads_batch_id``: a batch's code list is a keyset page
 read from it instead of sorting the batch's ids per request; its prefix serves every lookup the
-old index served."""
+old index served. ``ix_retail_orders_status_created``: the console's retail orders of one state,
+newest first, as a keyset page (they were sorted per request: 0.8 s at 1M orders)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,14 @@ def upgrade() -> None:
     op.create_index("ix_deliveries_channel_state", "deliveries",
                     ["channel", "state", "updated_at_ms"])
     op.create_index("ix_code_payloads_batch_code", "code_payloads", ["batch_id", "code_id"])
+    op.create_index("ix_retail_orders_status_created", "retail_orders",
+                    ["status", "created_at_ms", "order_id"])
     op.drop_index("ix_code_payloads_batch_id", "code_payloads")
 
 
 def downgrade() -> None:
     op.create_index("ix_code_payloads_batch_id", "code_payloads", ["batch_id"])
+    op.drop_index("ix_retail_orders_status_created", "retail_orders")
     op.drop_index("ix_code_payloads_batch_code", "code_payloads")
     op.drop_index("ix_deliveries_channel_state", "deliveries")
     op.drop_index("ix_payment_attempts_state_expires", "payment_attempts")
