@@ -216,7 +216,7 @@ def test_an_alert_mail_goes_to_its_recipient_once_without_a_code(
         english, chinese = (text_of(by_address[a]) for a in ("boss@example.com",
                                                              "chef@example.com"))
         assert "Low stock" in english and "https://shop.test/console/alerts" in english
-        assert "以下告警需要您处理" in chinese
+        assert "以下预警需要您处理" in chinese
         for message in collector.messages:
             assert message["Message-ID"].startswith("<alert.")
             whole = message.as_string()
