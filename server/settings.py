@@ -27,6 +27,7 @@ from cardsvc.engine import (
 from cardsvc.errors import invalid
 from cardsvc.money import COOLING_MS_MAX
 from cardsvc.reports import COOLDOWN_MS_DEFAULT as ALERT_COOLDOWN_MS_DEFAULT
+from cardsvc.reports import STUCK_PAYMENT_MS_DEFAULT
 from cardsvc.runtime import MailConfig, ServiceConfig
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
@@ -65,6 +66,12 @@ ENV_APPROVAL_ACTIONS = "CARDSVC_APPROVAL_ACTIONS"
 ``refund``, ``code_export``, ``batch_void``); ``all`` (the default) or ``none``."""
 ENV_ALERT_COOLDOWN_S = "CARDSVC_ALERT_COOLDOWN_S"
 """How often an alert whose condition is still true is noticed again (default 6 hours)."""
+ENV_ALERT_STUCK_PAYMENT_S = "CARDSVC_ALERT_STUCK_PAYMENT_S"
+"""How long after its deadline an unconfirmed payment (or after its last change a paid,
+undelivered retail order) is a stuck-payment alert (default 30 minutes)."""
+ENV_ALERT_MAIL = "CARDSVC_ALERT_MAIL"
+"""``0`` keeps alerts off the mail (they are still shown); default on: mailed through the
+outbox to the users with an alert address (docs/console.md, Alerts)."""
 ENV_COMMISSION_COOLING_MS = "CARDSVC_COMMISSION_COOLING_MS"
 """How long a commission stays pending (refunds reverse it) before its earner may spend it."""
 ENV_PIN_FAILURES_MAX = "CARDSVC_PIN_FAILURES_MAX"
@@ -133,6 +140,8 @@ class Settings:
     argon2: Argon2Params = ARGON2_PARAMS
     commission_cooling_ms: int = COOLING_MS_DEFAULT
     alert_cooldown_s: int = ALERT_COOLDOWN_MS_DEFAULT // 1000
+    alert_stuck_payment_s: int = STUCK_PAYMENT_MS_DEFAULT // 1000
+    alert_mail: bool = True
     pin_failures_max: int = PIN_FAILURES_DEFAULT
     pin_lockout_s: int = PIN_LOCKOUT_MS_DEFAULT // 1000
     pin_lockout_max_s: int = PIN_LOCKOUT_MAX_MS_DEFAULT // 1000
@@ -170,6 +179,9 @@ class Settings:
             raise invalid("host", "host must not be empty")
         if not 0 <= self.alert_cooldown_s <= 30 * 86_400:
             raise invalid("alert_cooldown_s", "the alert cooldown is 0 to 30 days in seconds")
+        if not 60 <= self.alert_stuck_payment_s <= 30 * 86_400:
+            raise invalid("alert_stuck_payment_s",
+                          "the stuck-payment delay is 1 minute to 30 days in seconds")
         if not 0 <= self.port <= 65535:
             raise invalid("port", "port must be between 0 and 65535")
         if self.request_body_bytes_max < 1:
@@ -216,6 +228,10 @@ class Settings:
                                                "commission_cooling_ms", COOLING_MS_DEFAULT),
             "alert_cooldown_s": _int_from(env, ENV_ALERT_COOLDOWN_S, "alert_cooldown_s",
                                           ALERT_COOLDOWN_MS_DEFAULT // 1000),
+            "alert_stuck_payment_s": _int_from(env, ENV_ALERT_STUCK_PAYMENT_S,
+                                               "alert_stuck_payment_s",
+                                               STUCK_PAYMENT_MS_DEFAULT // 1000),
+            "alert_mail": _flag(env, ENV_ALERT_MAIL, True),
             "pin_failures_max": _int_from(env, ENV_PIN_FAILURES_MAX, "pin_failures_max",
                                           PIN_FAILURES_DEFAULT),
             "pin_lockout_s": _int_from(env, ENV_PIN_LOCKOUT_S, "pin_lockout_s",
@@ -255,6 +271,8 @@ class Settings:
                              argon2=self.argon2, timezone=self.timezone,
                              commission_cooling_ms=self.commission_cooling_ms,
                              alert_cooldown_ms=self.alert_cooldown_s * 1000,
+                             alert_stuck_payment_ms=self.alert_stuck_payment_s * 1000,
+                             alert_mail=self.alert_mail,
                              pin_failures_max=self.pin_failures_max,
                              pin_lockout_ms=self.pin_lockout_s * 1000,
                              pin_lockout_max_ms=self.pin_lockout_max_s * 1000,

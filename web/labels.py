@@ -43,7 +43,7 @@ ALERTS: Mapping[str, str] = {
     "low_stock": N_("Low stock"), "low_balance": N_("Low balance"),
     "stuck_import": N_("Import stuck"), "stuck_payment": N_("Payment stuck"),
     "commissions_released": N_("Commissions released"),
-    "withdrawal": N_("Withdrawal requested"),
+    "withdrawal": N_("Withdrawal requested"), "stuck_delivery": N_("Mail to a buyer failed"),
 }
 NOTICES: Mapping[str, str] = {
     "fired": N_("started"), "repeated": N_("still true"), "resolved": N_("cleared"),
@@ -104,7 +104,8 @@ def alert_subject(alert: Mapping[str, object]) -> str:
 
 SUBJECT_FIELDS = ("sku", "pool", "available", "threshold", "days_of_cover", "agent_id",
                   "available_minor", "threshold_minor", "batch_id", "processed", "submitted",
-                  "withdrawal_id", "amount_minor", "count")
+                  "withdrawal_id", "amount_minor", "count", "order_id", "status",
+                  "delivery_id", "template")
 
 
 def event_name(event: object) -> str:

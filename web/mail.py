@@ -1,6 +1,8 @@
 """The storefront's mail bodies, rendered with the pages' templates (``templates/mail/``): for
-each event (``delivered``, ``failed``, ``refunded``) a subject, a plain-text and an HTML body, in
-the order's language (zh-CN or en), autoescaped like every template. The server hands
+each event (``delivered``, ``failed``, ``refunded``; ``alert``, a digest of alert notices for
+a staff or agent's user: names, subjects and a link, never a code) a subject, a plain-text and
+an HTML body, in the order's (or user's) language (zh-CN or en), autoescaped like every
+template. The server hands
 :func:`mail_composer` to the delivery worker (``cardsvc.delivery.MailWorker``)."""
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from web.render import Renderer
 from web.settings import SUPPORTED_LOCALES
 
 MailComposer = Callable[[str, str, Mapping[str, Any]], tuple[str, str, str]]
-TEMPLATES = ("delivered", "failed", "refunded")
+TEMPLATES = ("delivered", "failed", "refunded", "alert")
 
 
 def mail_composer(app: Starlette) -> MailComposer:

@@ -162,6 +162,21 @@ def check_name(value: object, field: str = "name") -> str:
     return value
 
 
+EMAIL_CHARS_MAX = 254
+EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+"""A mail address: RFC 5322's dot-atom characters before the ``@`` (no quoted local parts,
+which carry markup), a dotted domain after it (the storefront's rule for buyers too)."""
+
+
+def check_email(value: object, field: str = "email") -> str:
+    """``value`` trimmed and lower-cased if it is a mail address of at most EMAIL_CHARS_MAX
+    characters. Raises INVALID_ARGUMENT."""
+    address = value.strip().lower() if isinstance(value, str) else ""
+    if len(address) > EMAIL_CHARS_MAX or not EMAIL.fullmatch(address):
+        raise invalid(field, "give a valid email address")
+    return address
+
+
 def check_amount(field: str, amount: object, *, positive: bool = True) -> int:
     """``amount`` if it is an int (not a bool) of at most MONEY_MINOR_MAX in magnitude and, with
     ``positive``, above zero (else at least zero). Raises AMOUNT_MUST_BE_POSITIVE (or

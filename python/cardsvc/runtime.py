@@ -70,6 +70,7 @@ from cardsvc.payments import Channels, HttpxTransport
 from cardsvc.redemption import RedemptionHistory, Terminals
 from cardsvc.reports import (
     COOLDOWN_MS_DEFAULT,
+    STUCK_PAYMENT_MS_DEFAULT,
     AgentReports,
     Alerts,
     CodeSearch,
@@ -77,6 +78,7 @@ from cardsvc.reports import (
     Reconciliations,
     Rollups,
     channel_reconciliation,
+    mark_mailed,
 )
 from cardsvc.sales import (
     COOLING_MS_DEFAULT,
@@ -143,6 +145,10 @@ class ServiceConfig:
     """The IANA zone of the business's days (dashboards' "today", daily roll-ups)."""
     alert_cooldown_ms: int = COOLDOWN_MS_DEFAULT
     """How often a condition still true is noticed again."""
+    alert_stuck_payment_ms: int = STUCK_PAYMENT_MS_DEFAULT
+    """How long after its deadline an unconfirmed retail payment is a stuck-payment alert."""
+    alert_mail: bool = True
+    """Queue alert mail through the outbox (sent when a composer is wired)."""
     pin_failures_max: int = PIN_FAILURES_DEFAULT
     """Wrong PINs per code before the engine locks it (docs/engine.md, PIN lockout)."""
     pin_lockout_ms: int = PIN_LOCKOUT_MS_DEFAULT
@@ -246,10 +252,15 @@ class Runtime:
         """The agents' tree, dossiers, price lists and commissions for the console and portal."""
         self.reconciliations = Reconciliations(store, db, self.catalog, store.engine.now_ms)
         """Stored reconciliation runs (the console's money page shows the latest)."""
-        self.alerts = Alerts(db, self.dashboards, store.engine.now_ms, cooldown_ms=(
-            config.alert_cooldown_ms if config is not None else COOLDOWN_MS_DEFAULT))
-        """Low stock, low balances, stuck imports, withdrawal requests; evaluated each readers'
-        round, deduplicated with a cooldown."""
+        self.alerts = Alerts(
+            db, self.dashboards, store.engine.now_ms,
+            cooldown_ms=config.alert_cooldown_ms if config is not None else COOLDOWN_MS_DEFAULT,
+            stuck_payment_ms=(config.alert_stuck_payment_ms if config is not None
+                              else STUCK_PAYMENT_MS_DEFAULT),
+            mail=config.alert_mail if config is not None else True)
+        """Low stock, low balances, stuck imports, payments and mails, withdrawal requests;
+        evaluated each readers' round, deduplicated with a cooldown, mailed through the
+        outbox."""
         self._hourly_at_ms = 0
         self.redemptions = RedemptionHistory(store, db, self.terminals)
         self.recovery: dict[str, Any] = {}
@@ -291,7 +302,8 @@ class Runtime:
                                          password=mail.smtp_password))
         self.mail = MailWorker(self.db, self.revealer, sender, mail.composer,
                                link_key=self.link_key, public_url=settings.public_url,
-                               from_address=mail.from_address, clock_ms=self.engine.now_ms)
+                               from_address=mail.from_address, clock_ms=self.engine.now_ms,
+                               on_alert_mailed=mark_mailed)
         if config.sandbox_default:
             self.channels.ensure_sandbox()
         if config.demo_shop and not settings.production:

@@ -25,19 +25,29 @@ from cardsvc.access import (
     Argon2Params,
     Logins,
     Passwords,
+    Principal,
     accept_invitation,
     check_password,
     create_owner,
     disable_user,
     invite_user,
+    issue_invitation,
     normalise_login,
+    own_email,
     principal_of_user,
     reissue_invitation,
     reset_totp,
+    set_own_email,
     set_user_role,
 )
 from cardsvc.access.tables import RecoveryCode, User, UserInvitation
-from cardsvc.access.users import consume_totp_step, match_totp, totp_secret, totp_step
+from cardsvc.access.users import (
+    consume_totp_step,
+    match_totp,
+    totp_secret,
+    totp_step,
+    user_by_login,
+)
 from cardsvc.crypto import MasterKeyring
 from cardsvc.db import Database
 from cardsvc.errors import CardsvcError, ErrorCode
@@ -385,3 +395,25 @@ def test_a_totp_step_is_consumed_once_even_by_racing_logins(
         assert not consume_totp_step(session, user_id, 100)
         assert not consume_totp_step(session, user_id, 99)
         assert consume_totp_step(session, user_id, 101)
+
+
+def test_a_user_sets_and_removes_its_own_alert_address(database: Database) -> None:
+    with database.write() as session:
+        issue_invitation(session, login="mia", display_name="Mia", role="finance",
+                         agent_id=None, created_by="test", now_ms=1)
+    with database.read() as session:
+        row = user_by_login(session, "mia")
+        assert row is not None
+        mia = principal_of_user(row)
+    assert set_own_email(database, mia, " Mia@Example.COM ", locale="en")["email"] == (
+        "mia@example.com")
+    assert own_email(database, mia.user_id or "") == "mia@example.com"
+    with pytest.raises(CardsvcError) as bad:
+        set_own_email(database, mia, "mia@", locale="en")
+    assert bad.value.code == ErrorCode.INVALID_ARGUMENT
+    with pytest.raises(CardsvcError) as key:
+        set_own_email(database, Principal("k1", "admin", None, frozenset({"admin"}), None, {}),
+                      "a@example.com")
+    assert key.value.code == ErrorCode.FORBIDDEN
+    set_own_email(database, mia, None)
+    assert own_email(database, mia.user_id or "") is None

@@ -1,7 +1,9 @@
 """Goal: the delivery mail leaves from the outbox through a real SMTP server, once per
 (order, template), in the order's language, carrying the claim link and not the code (unless
 the SKU asks for codes in the mail); a server that is down gets the mail later (back-off), and
-the embedded default writes ``.eml`` files into the data directory's ``mail/`` folder.
+the embedded default writes ``.eml`` files into the data directory's ``mail/`` folder. Alert
+mail leaves the same way, once per recipient, in the recipient's language, with no code, a
+stable Message-ID over a resend, and is counted on its notices once sent.
 
 Method: ``aiosmtpd`` on a free loopback port collects what it is sent; the runtime's mail
 worker uses the web layer's composer (the same templates the server wires).
@@ -23,10 +25,12 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from cardsvc import audit
+from cardsvc.access import User, principal_of_user, set_own_email
 from cardsvc.delivery import Delivery
 from cardsvc.events import OutboxEvent
+from cardsvc.reports.tables import AlertEvent
 from cardsvc.runtime import MailConfig, Runtime
-from tests.fixtures.shop import SKU, request, run, shop_config, stock_shop
+from tests.fixtures.shop import CODES, SKU, request, run, shop_config, stock_shop
 from tests.web.conftest import TEST_SECRET
 from web import WebSettings, create_web, mail_composer
 
@@ -165,5 +169,95 @@ def test_resend_is_rate_limited_and_audited(tmp_path: Path) -> None:
         assert len(list((tmp_path / "data" / "mail").glob("*.eml"))) == 4
         entries = [e for e in audit.list_entries(runtime.db) if e.action == "mail.resend"]
         assert len(entries) == 3
+    finally:
+        runtime.close()
+
+
+# ----- alert mail ----------------------------------------------------------------------------
+
+
+def staff_with_address(runtime: Runtime, login: str, role: str, email_address: str,
+                       locale: str = "en") -> None:
+    """An active staff user whose alert address is set through the domain call."""
+    with runtime.db.write() as session:
+        row = User(user_id=f"u-{login}", login=login, display_name=login, role=role,
+                   agent_id=None, status="active", failed_logins=0, lockouts=0,
+                   created_at_ms=0, updated_at_ms=0)
+        session.add(row)
+        session.flush()
+        principal = principal_of_user(row)
+    set_own_email(runtime.db, principal, email_address, locale=locale)
+
+
+def fire_low_stock(runtime: Runtime) -> dict[str, int]:
+    runtime.catalog.update_sku(SKU, {"low_stock_threshold": 100}, actor="test")
+    return runtime.alerts.evaluate()
+
+
+def alert_rows(runtime: Runtime) -> list[tuple[str, int, int]]:
+    """(notice, mails queued, mails sent) of every alert notice, oldest first."""
+    with runtime.db.read() as session:
+        return [(row.notice, row.mails_queued, row.mailed) for row in session.scalars(
+            select(AlertEvent).order_by(AlertEvent.event_id))]
+
+
+def test_an_alert_mail_goes_to_its_recipient_once_without_a_code(
+        tmp_path: Path, smtp: tuple[Collector, int]) -> None:
+    collector, port = smtp
+    runtime = mail_runtime(tmp_path / "data", port)
+    try:
+        staff_with_address(runtime, "boss", "owner", "boss@example.com")
+        staff_with_address(runtime, "chef", "operator", "chef@example.com", locale="zh_CN")
+        assert fire_low_stock(runtime)["mails"] == 2
+        assert run(runtime.deliver_mail()) == {"sent": 2, "retry": 0, "failed": 0}
+        assert run(runtime.deliver_mail())["sent"] == 0
+        by_address = {message["To"]: message for message in collector.messages}
+        assert sorted(by_address) == ["boss@example.com", "chef@example.com"]
+        english, chinese = (text_of(by_address[a]) for a in ("boss@example.com",
+                                                             "chef@example.com"))
+        assert "Low stock" in english and "https://shop.test/console/alerts" in english
+        assert "以下预警需要您处理" in chinese
+        for message in collector.messages:
+            assert message["Message-ID"].startswith("<alert.")
+            whole = message.as_string()
+            assert not any(code in whole for code in [*CODES, "MAILED-0001-CODE"])
+        assert alert_rows(runtime) == [("fired", 2, 2)]
+    finally:
+        runtime.close()
+
+
+def test_an_alert_mail_sent_again_after_a_crash_keeps_its_message_id(
+        tmp_path: Path, smtp: tuple[Collector, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """At least once: a crash after the send and before its record sends the mail again on the
+    next round, with the same Message-ID, and counts it once."""
+    collector, port = smtp
+    runtime = mail_runtime(tmp_path / "data", port)
+    try:
+        staff_with_address(runtime, "boss", "owner", "boss@example.com")
+        fire_low_stock(runtime)
+        record = runtime.mail._record_alert
+
+        def crash(*args: object) -> None:
+            raise RuntimeError("crash before the record")
+
+        monkeypatch.setattr(runtime.mail, "_record_alert", crash)
+        with pytest.raises(RuntimeError):
+            run(runtime.deliver_mail())
+        monkeypatch.setattr(runtime.mail, "_record_alert", record)
+        assert run(runtime.deliver_mail())["sent"] == 1
+        first, again = collector.messages
+        assert first["Message-ID"] == again["Message-ID"]
+        assert alert_rows(runtime) == [("fired", 1, 1)]
+    finally:
+        runtime.close()
+
+
+def test_alert_mail_waits_while_the_server_is_down(tmp_path: Path) -> None:
+    runtime = mail_runtime(tmp_path / "data", free_port())
+    try:
+        staff_with_address(runtime, "boss", "owner", "boss@example.com")
+        fire_low_stock(runtime)
+        assert run(runtime.deliver_mail()) == {"sent": 0, "retry": 1, "failed": 0}
+        assert alert_rows(runtime) == [("fired", 1, 0)]
     finally:
         runtime.close()

@@ -75,6 +75,10 @@ class User(Base):
         String(ID_LEN_MAX), ForeignKey("agents.agent_id"), index=True
     )
     status: Mapped[str] = mapped_column(String(16))  # invited | active | disabled
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    """Where the user's alert mail goes (set on the account page); None: no alert mail."""
+    email_locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    """The language of that mail (``zh_CN`` or ``en``: the page's when the address was set)."""
     password_hash: Mapped[str | None] = mapped_column(String(PASSWORD_HASH_LEN_MAX))
     password_changed_at_ms: Mapped[int | None] = mapped_column(BigInteger)
     totp_key_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary(SEALED_SECRET_LEN_MAX))

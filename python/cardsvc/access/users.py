@@ -68,7 +68,7 @@ from cardsvc.access.tables import (
     UserInvitation,
     UserSession,
 )
-from cardsvc.checks import check_name
+from cardsvc.checks import check_email, check_name
 from cardsvc.crypto import MasterKeyring, new_data_key, wrap_data_key
 from cardsvc.crypto.envelope import NONCE_LEN, unwrap_data_key
 from cardsvc.db import Database
@@ -935,6 +935,38 @@ def reset_totp(db: Database, actor: Principal, user_id: str, *,
         audit.append(session, actor=actor.actor, action="user.totp_reset", object_type="user",
                      object_id=user_id, details={"sessions_revoked": ended}, at_ms=at_ms)
         return user_dict(row)
+
+
+MAIL_LOCALES = ("zh_CN", "en")
+"""The languages of a user's alert mail (the web layer's catalogs)."""
+
+
+def set_own_email(db: Database, actor: Principal, email: str | None, *, locale: str = "zh_CN",
+                  now_ms: int | None = None) -> dict[str, Any]:
+    """The caller's own alert address (``email`` None or empty: no alert mail) and its
+    language. Effects: the row, an audit entry ``user.email`` (the address masked). Raises
+    FORBIDDEN for a caller that is not a user, INVALID_ARGUMENT (email, locale),
+    USER_NOT_FOUND."""
+    if actor.user_id is None:
+        raise make_error(ErrorCode.FORBIDDEN, "only a user has an alert address", {})
+    address = check_email(email) if email else None
+    if locale not in MAIL_LOCALES:
+        raise invalid("locale", f"locale is one of {', '.join(MAIL_LOCALES)}")
+    at_ms = _now_ms(now_ms)
+    with db.write() as session:
+        row = require_user(session, actor.user_id, for_update=True)
+        row.email, row.email_locale, row.updated_at_ms = address, locale, at_ms
+        audit.append(session, actor=actor.actor, action="user.email", object_type="user",
+                     object_id=row.user_id, details={"set": address is not None,
+                                                     "domain": (address or "@").split("@")[1]},
+                     at_ms=at_ms)
+        return {"email": address, "locale": locale}
+
+
+def own_email(db: Database, user_id: str) -> str | None:
+    """The user's alert address (its own account page shows it)."""
+    with db.read() as session:
+        return session.scalar(select(User.email).where(User.user_id == user_id))
 
 
 def owners(db: Database) -> Sequence[str]:

@@ -148,11 +148,13 @@ class CodePayload(Base):
     __tablename__ = "code_payloads"
 
     code_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    batch_id: Mapped[int] = mapped_column(Integer, ForeignKey("batches.batch_id"), index=True)
+    batch_id: Mapped[int] = mapped_column(Integer, ForeignKey("batches.batch_id"))
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     suffix_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
 
 
+Index("ix_code_payloads_batch_code", CodePayload.batch_id, CodePayload.code_id)
+"""A batch's codes in id order: its code list is a keyset page (``reports.CodeSearch``)."""
 Index("ix_batches_created", Batch.created_at_ms, Batch.batch_id)
 """The batch list, newest first (``Batches.list_batches``)."""
 Index("ix_batches_sku_created", Batch.sku, Batch.created_at_ms, Batch.batch_id)

@@ -4,7 +4,14 @@
 its codes; ``email.py`` is the worker that sends the outbox's mails through ``senders/``.
 """
 
-from cardsvc.delivery.email import Composer, MailWorker, masked_address, order_link_token
+from cardsvc.delivery.email import (
+    ALERT_MAIL_KIND,
+    AlertMailed,
+    Composer,
+    MailWorker,
+    masked_address,
+    order_link_token,
+)
 from cardsvc.delivery.exports import COLUMNS, ExportResult, Exports, OrderCodes
 from cardsvc.delivery.retail import (
     CLAIM_TTL_MS_DEFAULT,
@@ -22,9 +29,36 @@ from cardsvc.delivery.reveal import RevealedCode, Revealer
 from cardsvc.delivery.senders import FolderSender, Mail, MailFailure, MailSender, SmtpSender
 from cardsvc.delivery.tables import ClaimLink, Delivery, DeliveryAttempt, Export
 
-__all__ = ["CLAIM_TTL_MS_DEFAULT", "COLUMNS", "MAIL_KIND", "MAIL_TEMPLATES", "ClaimLink",
-           "ClaimState", "Composer", "Delivery", "DeliveryAttempt", "Export", "ExportResult",
-           "Exports", "FolderSender", "Mail", "MailFailure", "MailSender", "MailWorker",
-           "OrderCodes", "RetailReveal", "RevealedCode", "Revealer", "ShownCode", "SmtpSender",
-           "claim_token", "mails_sent", "masked_address", "order_link_token", "queue_mail",
-           "record_deliveries"]
+__all__ = [
+    "ALERT_MAIL_KIND",
+    "CLAIM_TTL_MS_DEFAULT",
+    "COLUMNS",
+    "MAIL_KIND",
+    "MAIL_TEMPLATES",
+    "AlertMailed",
+    "ClaimLink",
+    "ClaimState",
+    "Composer",
+    "Delivery",
+    "DeliveryAttempt",
+    "Export",
+    "ExportResult",
+    "Exports",
+    "FolderSender",
+    "Mail",
+    "MailFailure",
+    "MailSender",
+    "MailWorker",
+    "OrderCodes",
+    "RetailReveal",
+    "RevealedCode",
+    "Revealer",
+    "ShownCode",
+    "SmtpSender",
+    "claim_token",
+    "mails_sent",
+    "masked_address",
+    "order_link_token",
+    "queue_mail",
+    "record_deliveries",
+]

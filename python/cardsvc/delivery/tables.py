@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -97,3 +98,7 @@ class ClaimLink(Base):
     claimed_at_ms: Mapped[int | None] = mapped_column(BigInteger)
     claimed_ip: Mapped[str | None] = mapped_column(String(64))
     claimed_ua: Mapped[str | None] = mapped_column(String(200))
+
+
+Index("ix_deliveries_channel_state", Delivery.channel, Delivery.state, Delivery.updated_at_ms)
+"""Mails by state, latest first (the alerts' stuck-delivery condition: mails failed for good)."""

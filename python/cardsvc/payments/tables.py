@@ -118,3 +118,5 @@ class NotifyRefusal(Base):
 
 
 Index("ix_payment_attempts_due", PaymentAttempt.state, PaymentAttempt.next_query_at_ms)
+Index("ix_payment_attempts_state_expires", PaymentAttempt.state, PaymentAttempt.expires_at_ms)
+"""Attempts still pending after their deadline (the alerts' stuck-payment condition)."""

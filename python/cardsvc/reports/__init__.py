@@ -9,9 +9,12 @@ from cardsvc.reports.agents import AgentPage, AgentReports, AgentRow, PriceLine
 from cardsvc.reports.alerts import (
     ALERT_KINDS,
     COOLDOWN_MS_DEFAULT,
+    STAFF_ROLES_OF_KIND,
+    STUCK_PAYMENT_MS_DEFAULT,
     SUBSCRIBABLE,
     Alerts,
     AlertsPage,
+    mark_mailed,
 )
 from cardsvc.reports.codes import CodeRow, CodeSearch
 from cardsvc.reports.dashboards import (
@@ -36,6 +39,8 @@ __all__ = [
     "COVER_DAYS",
     "RANGE_DAYS_MAX",
     "RETAIL",
+    "STAFF_ROLES_OF_KIND",
+    "STUCK_PAYMENT_MS_DEFAULT",
     "SUBSCRIBABLE",
     "AgentPage",
     "AgentReports",
@@ -54,6 +59,7 @@ __all__ = [
     "Slice",
     "StockRow",
     "channel_reconciliation",
+    "mark_mailed",
     "reconciliation_report",
     "trace_code",
     "trace_code_id",

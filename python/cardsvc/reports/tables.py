@@ -134,7 +134,7 @@ class AlertState(Base):
 class AlertEvent(Base):
     """The alert history: each notice (``fired``, ``repeated`` after the cooldown, ``resolved``
     when the condition cleared, or an ``event`` such as commissions released), shown in the
-    console and portal and handed to the mail hook."""
+    console and portal and mailed through the outbox (``reports.alerts``)."""
 
     __tablename__ = "alert_events"
 
@@ -147,6 +147,10 @@ class AlertEvent(Base):
     at_ms: Mapped[int] = mapped_column(BigInteger)
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     mailed: Mapped[int] = mapped_column(Integer, default=0)
+    """Alert mails sent that listed this notice (the delivery worker counts them)."""
+    mails_queued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Alert mails queued for it in the outbox (one per recipient, in the notice's
+    transaction): ``mailed`` below it means some are still on their way or failed."""
 
 
 Index("ix_sales_daily_day_sku", SalesDaily.day, SalesDaily.sku)

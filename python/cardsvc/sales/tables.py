@@ -150,3 +150,7 @@ class OrderToken(Base):
 
 Index("ix_retail_orders_status", RetailOrder.status, RetailOrder.updated_at_ms)
 Index("ix_retail_orders_created", RetailOrder.created_at_ms, RetailOrder.order_id)
+Index("ix_retail_orders_status_created", RetailOrder.status, RetailOrder.created_at_ms,
+      RetailOrder.order_id)
+"""One state's retail orders newest first (the console's list by state: a keyset page, not a
+sort of every order in that state)."""

@@ -362,3 +362,20 @@ async def test_retail_orders_are_listed_for_staff(shop: Service, visit: Any) -> 
     assert page.status_code == 200 and "<table" in page.text
     agent = await visit("a1user")
     assert error_of((await agent.get("/console/retail-orders")).text) == "FORBIDDEN"
+
+
+async def test_an_alert_address_set_on_the_account_page_gets_mail_the_alerts_page_shows(
+        shop: Service, visit: Any) -> None:
+    owner = await visit("owner")
+    bad = await owner.post("/auth/account/email", {"email": "not an address"},
+                           form_page="/auth/account")
+    assert bad.status_code == 303 and shop.runtime.alerts.evaluate()["mails"] == 0
+    saved = await owner.post("/auth/account/email", {"email": "Olivia@Example.com"},
+                             form_page="/auth/account")
+    assert saved.status_code == 303
+    assert 'value="olivia@example.com"' in (await owner.get("/auth/account")).text
+    shop.runtime.catalog.update_sku("VIP", {"low_stock_threshold": 100}, actor="test")
+    assert shop.runtime.alerts.evaluate()["mails"] == 1
+    page = await owner.get("/console/alerts")
+    assert page.status_code == 200 and 'data-mails-queued="1"' in page.text
+    assert 'data-mailed="0"' in page.text

@@ -11,7 +11,8 @@ a worker thread: argon2 takes ~140 ms) and renders or redirects.
   ten recovery codes once.
 * ``/auth/invitation/{token}``: an invited user sets its password.
 * ``/auth/account``: change the password (a new session), list and end one's sessions, make new
-  recovery codes.
+  recovery codes, set or remove one's alert address (alert mail goes there, in the page's
+  language).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cardsvc.access import TotpEnrolment
+from cardsvc.access import TotpEnrolment, own_email, set_own_email
 from cardsvc.errors import CardsvcError, ErrorCode
 from web.forms import FormResult, TextField, read_form
-from web.i18n import gettext
+from web.i18n import active, gettext
 from web.pages.common import error_text, redirect, safe_next
 from web.render import render_page, renderer_of
 from web.security.csrf import SESSION_COOKIE
@@ -54,6 +55,7 @@ CODE_FIELDS = (TextField("code", max_chars=64),
 PASSWORD_FIELDS = (TextField("password", max_chars=1024), TextField("confirm", max_chars=1024))
 CHANGE_FIELDS = (TextField("current", max_chars=1024), *PASSWORD_FIELDS)
 SESSION_FIELDS = (TextField("session_id", max_chars=64),)
+EMAIL_FIELDS = (TextField("email", max_chars=254, required=False),)
 TOTP_PATTERN = re.compile(r"\d{6}")
 ROLE_HOMES = {"owner": "/console", "operator": "/console", "finance": "/console",
               "support": "/console", "terminal": "/console/terminal", "agent": "/portal"}
@@ -245,9 +247,27 @@ async def account(request: Request, me: Visitor) -> Response:
     """Profile, password form, live sessions (this one marked), recovery codes."""
     runtime = runtime_of(request)
     sessions = await asyncio.to_thread(runtime.logins.list_sessions, me.principal, me.user_id)
+    email = await asyncio.to_thread(own_email, runtime.db, me.user_id)
     return await render_page(request, "auth/account.html", {
         "me": me.info.user, "sessions": sessions, "current": me.info.session_id,
-        "form": None, "home": home_of(me.role)})
+        "form": None, "home": home_of(me.role), "email": email})
+
+
+@person_page
+async def set_email(request: Request, me: Visitor) -> Response:
+    """One's alert address (empty: none), in the page's language."""
+    form = await read_form(request, EMAIL_FIELDS)
+    if not form.ok:
+        return redirect(request, "/auth/account", flash=gettext("Check this value."),
+                        level="error")
+    try:
+        await asyncio.to_thread(set_own_email, runtime_of(request).db, me.principal,
+                                form.value("email") or None, locale=active().locale)
+    except CardsvcError as error:
+        if error.code != ErrorCode.INVALID_ARGUMENT:
+            raise
+        return redirect(request, "/auth/account", flash=error_text(error), level="error")
+    return redirect(request, "/auth/account", flash=gettext("Your alert address is saved."))
 
 
 @person_page
@@ -279,7 +299,8 @@ async def change_password(request: Request, me: Visitor) -> Response:
     sessions = await asyncio.to_thread(runtime.logins.list_sessions, me.principal, me.user_id)
     return await render_page(request, "auth/account.html", {
         "me": me.info.user, "sessions": sessions, "current": me.info.session_id,
-        "form": form, "home": home_of(me.role)}, status=422)
+        "form": form, "home": home_of(me.role),
+        "email": await asyncio.to_thread(own_email, runtime.db, me.user_id)}, status=422)
 
 
 @person_page
@@ -326,6 +347,7 @@ ROUTES = [
           name="auth_invitation_accept"),
     Route("/auth/account", account, methods=["GET"], name="auth_account"),
     Route("/auth/account/password", change_password, methods=["POST"], name="auth_password"),
+    Route("/auth/account/email", set_email, methods=["POST"], name="auth_email"),
     Route("/auth/account/sessions/revoke", revoke_session, methods=["POST"],
           name="auth_revoke_session"),
     Route("/auth/account/sessions/revoke-others", revoke_others, methods=["POST"],
