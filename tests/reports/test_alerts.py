@@ -245,6 +245,26 @@ def test_a_flood_of_notices_is_one_bounded_mail_per_recipient_per_round(
     assert alerts_module.CONDITIONS_MAX >= 5
 
 
+def test_a_condition_a_capped_round_did_not_read_is_not_resolved(
+        shop: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alerts_module, "CONDITIONS_MAX", 3)
+    for index in range(2):
+        shop.money.request_withdrawal("A1", 10 + index, "CNY", f"w-{index}", actor="test")
+    assert shop.alerts.evaluate()["fired"] == 2
+    for agent_id in ("A1", "A2"):  # read before the withdrawals: the cap cuts one of those
+        shop.alerts.subscribe(agent_user(agent_id), user_id=f"u-{agent_id}",
+                              kind="low_balance", threshold_minor=FUNDS_MINOR * 10)
+    counts = shop.alerts.evaluate()
+    assert (counts["fired"], counts["resolved"]) == (2, 0)
+    assert len([s for s in shop.alerts.firing(STAFF)
+                if s["key"].startswith("withdrawal:")]) == 2
+    monkeypatch.setattr(alerts_module, "CONDITIONS_MAX", 100)
+    assert shop.alerts.evaluate()["fired"] == 0  # nothing resolved, so nothing fires again
+    decided = shop.money.list_withdrawals(status="requested", actor_agent_id=None).items
+    shop.money.decide_withdrawal(decided[0].withdrawal_id, "reject", actor="test", note="no")
+    assert shop.alerts.evaluate()["resolved"] == 1  # a complete round still resolves
+
+
 def retail_order(order_id: str, status: str, now_ms: int) -> RetailOrder:
     return RetailOrder(order_id=order_id, status=status, sku="VIP", product_name="vip",
                        quantity=1, pool_id=0, unit_price_minor=100, total_minor=100,

@@ -37,7 +37,9 @@ repeats rare): active users with an alert address (``users.email``) who may see 
   agent buys that SKU (it has a price for it). No other agent's user ever gets an agent's
   notice. Mails never carry a code or PIN: the details are counts, ids and amounts.
 
-Bounded: at most CONDITIONS_MAX conditions per round.
+Bounded: at most CONDITIONS_MAX conditions per round; a kind whose conditions a round did not
+all read (its read was full, or the round's cap cut it) resolves nothing that round, so an
+unread condition is not taken for a cleared one.
 """
 
 from __future__ import annotations
@@ -227,23 +229,34 @@ class Alerts:
         notices of each kind (``fired``, ``repeated``, ``resolved``) it wrote and how many
         alert mails it queued (``mails``), in one transaction."""
         now_ms = self.clock()
-        conditions = {c.key: c for c in self._stock_conditions()}
+        stock = self._stock_conditions()
+        conditions = {c.key: c for c in stock[:CONDITIONS_MAX]}
+        unsure = {"low_stock"} if len(stock) >= CONDITIONS_MAX else set()
         with self.db.write() as session:
-            for condition in (*self._balance_conditions(session),
-                              *self._import_conditions(session, now_ms),
-                              *self._withdrawal_conditions(session),
-                              *self._payment_conditions(session, now_ms),
-                              *self._delivery_conditions(session, now_ms)):
-                if len(conditions) >= CONDITIONS_MAX:
-                    break
-                conditions.setdefault(condition.key, condition)
+            balances, balances_full = self._balance_conditions(session)
+            if balances_full:
+                unsure.add("low_balance")
+            for kind, found in (("low_balance", balances),
+                                ("stuck_import", self._import_conditions(session, now_ms)),
+                                ("withdrawal", self._withdrawal_conditions(session)),
+                                ("stuck_payment", self._payment_conditions(session, now_ms)),
+                                ("stuck_delivery", self._delivery_conditions(session, now_ms))):
+                # A source that filled its read, or that the round's cap cut, may have more
+                # conditions than it gave: its unread ones must not count as cleared.
+                if len(found) >= CONDITIONS_MAX or len(conditions) + len(found) > CONDITIONS_MAX:
+                    unsure.add(kind)
+                for condition in found[:max(0, CONDITIONS_MAX - len(conditions))]:
+                    conditions.setdefault(condition.key, condition)
             notices: list[AlertEvent] = []
-            counts = self._settle(session, conditions, now_ms, notices)
+            counts = self._settle(session, conditions, now_ms, notices, unsure)
             counts["mails"] = self._queue_mail(session, notices, now_ms)
             return counts
 
     def _settle(self, session: Session, conditions: dict[str, Condition], now_ms: int,
-                notices: list[AlertEvent]) -> dict[str, int]:
+                notices: list[AlertEvent], unsure: set[str]) -> dict[str, int]:
+        """Writes the round's notices: fired, repeated, and resolved for a firing state whose
+        condition is gone, unless its kind is in ``unsure`` (the round did not read all of
+        that kind's conditions)."""
         counts = {"fired": 0, "repeated": 0, "resolved": 0}
         states = {row.key: row for row in session.scalars(
             select(AlertState).where(AlertState.firing.is_(True)).limit(CONDITIONS_MAX * 2))}
@@ -271,7 +284,7 @@ class Alerts:
                                            notice, condition.details, now_ms))
             counts[notice] += 1
         for key, state in states.items():
-            if state.firing and key not in conditions:
+            if state.firing and key not in conditions and state.kind not in unsure:
                 state.firing, state.updated_at_ms = False, now_ms
                 notices.append(self._add_event(session, key, state.kind, state.agent_id,
                                                "resolved", state.details, now_ms))
@@ -288,16 +301,18 @@ class Alerts:
                     {"sku": row.sku, "pool": row.pool, "available": row.available,
                      "threshold": row.threshold, "days_of_cover": None
                      if row.days_of_cover is None else str(row.days_of_cover)}))
-        return found[:CONDITIONS_MAX]
+        return found
 
-    def _balance_conditions(self, session: Session) -> list[Condition]:
+    def _balance_conditions(self, session: Session) -> tuple[list[Condition], bool]:
+        """Agents below their subscribed threshold, and whether the read of subscribed agents
+        was full (CONDITIONS_MAX: there may be more)."""
         lines = session.execute(
             select(AlertSubscription.agent_id, func.max(AlertSubscription.threshold_minor))
             .where(AlertSubscription.kind == "low_balance",
                    AlertSubscription.agent_id.is_not(None))
             .group_by(AlertSubscription.agent_id).limit(CONDITIONS_MAX)).all()
         if not lines:
-            return []
+            return [], False
         balances = dict(session.execute(
             select(Account.agent_id, Account.balance_minor)
             .where(Account.agent_id.in_([agent for agent, _ in lines]),
@@ -307,7 +322,7 @@ class Alerts:
                            "threshold_minor": threshold})
                 for agent, threshold in lines
                 if agent is not None and threshold is not None
-                and balances.get(agent, 0) < threshold]
+                and balances.get(agent, 0) < threshold], len(lines) >= CONDITIONS_MAX
 
     def _import_conditions(self, session: Session, now_ms: int) -> list[Condition]:
         rows = session.scalars(select(Batch).where(
