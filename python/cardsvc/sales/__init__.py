@@ -15,7 +15,6 @@ from cardsvc.sales.checkout import (
     PaymentView,
     RetailOrderView,
     StoreSettings,
-    normalise_email,
 )
 from cardsvc.sales.holds import (
     HOLD_STATES,
@@ -84,6 +83,5 @@ __all__ = [
     "delivered_code_ids",
     "hold_ref",
     "no_crash",
-    "normalise_email",
     "order_view",
 ]

@@ -58,6 +58,7 @@ from sqlalchemy.orm import Session
 from cardsvc import audit
 from cardsvc.access import Approvals, Challenges, Passwords
 from cardsvc.catalog import Sku
+from cardsvc.checks import check_email
 from cardsvc.crypto import token_hash
 from cardsvc.db import Database, WriteBatcher
 from cardsvc.delivery import (
@@ -104,8 +105,6 @@ HOLD_TTL_S_DEFAULT = 900
 """A checkout's hold lasts 15 minutes (``CARDSVC_STORE_HOLD_TTL_S``)."""
 PASSWORD_CHARS_MIN = 12
 PASSWORD_CHARS_MAX = 256
-EMAIL_CHARS_MAX = 254
-EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 """An address: RFC 5322's dot-atom characters before the ``@`` (no quoted local parts, which
 no shop needs and which carry markup), a dotted domain after it."""
 LOCALES = ("zh_CN", "en")
@@ -286,7 +285,7 @@ class Checkout:
                              "the quantity is outside this product's limits per order",
                              {"field": "quantity", "min": item.quantity_min,
                               "max": item.quantity_max})
-        email = normalise_email(request.email)
+        email = check_email(request.email)
         if request.password is not None and not (
                 PASSWORD_CHARS_MIN <= len(request.password) <= PASSWORD_CHARS_MAX):
             raise invalid("password", f"an order password has {PASSWORD_CHARS_MIN} to "
@@ -475,7 +474,7 @@ class Checkout:
         every miss (no such email, no password, a wrong one). Raises RATE_LIMITED."""
         self.guard.admit_lookup(ip, None)
         try:
-            address = normalise_email(email)
+            address = check_email(email)
         except CardsvcError:
             address = ""
         rows = await asyncio.to_thread(self._lookup_candidates, address)
@@ -560,7 +559,7 @@ class Checkout:
     async def change_email(self, order_id: str, email: str, *, actor: str) -> RetailOrderView:
         """An admin changes the order's address (audited, both addresses masked). Raises
         ORDER_NOT_FOUND, INVALID_ARGUMENT."""
-        address = normalise_email(email)
+        address = check_email(email)
         now_ms = self.engine.now_ms()
 
         def unit(session: Session) -> RetailOrder:
@@ -1073,14 +1072,6 @@ class Checkout:
                 "code_ids": list(row.code_ids or [])}
 
 
-def normalise_email(email: str) -> str:
-    """The address as stored and compared: trimmed and lower-cased. Raises INVALID_ARGUMENT."""
-    address = (email or "").strip().lower()
-    if len(address) > EMAIL_CHARS_MAX or not EMAIL.fullmatch(address):
-        raise invalid("email", "give a valid email address")
-    return address
-
-
 def _mask_email(email: str) -> str:
     """``g***@example.com``: enough for the buyer to recognise the address, not to learn it."""
     local, _, domain = email.partition("@")
@@ -1116,5 +1107,4 @@ def _not_found() -> CardsvcError:
 
 
 __all__ = ["HOLD_TTL_S_DEFAULT", "RETAIL_CRASH_POINTS", "Checkout", "CheckoutRequest",
-           "CheckoutResult", "NotifyResult", "PaymentView", "RetailOrderView", "StoreSettings",
-           "normalise_email"]
+           "CheckoutResult", "NotifyResult", "PaymentView", "RetailOrderView", "StoreSettings"]
