@@ -2,7 +2,8 @@
 out (the proof-of-work challenge solved by the page's script), pay in the sandbox, see the code
 large with its instructions, reload (masked), show it again (audited), claim it once through
 the claim link, find the order again with its password; in zh-CN on a desktop and in English on
-a phone, the sandbox banner on every page, no console error (CSP violations included).
+a phone, and by keyboard alone (Tab and Enter); the sandbox banner on every page, no console
+error (CSP violations included).
 
 Method: the whole service (``server.app.create_asgi``: API, notify route and pages, lifespan
 on, so the runtime, the recovery timer and the mail worker run) under uvicorn on 127.0.0.1,
@@ -26,7 +27,7 @@ from playwright.sync_api import expect
 from server.app import create_asgi
 from server.settings import Settings
 from tests.fixtures.shop import SKU, stock_shop
-from tests.web.conftest import ARTIFACTS, _free_port
+from tests.web.conftest import ARTIFACTS, _free_port, tab_to
 
 START_TIMEOUT_S = 30.0
 PASSWORD = "correct horse battery"
@@ -158,3 +159,30 @@ def test_failed_payment_shows_failed(page: Any, shop_server: str) -> None:
          prefix="en_failed")
     expect(page.locator("[data-order-status=failed]")).to_be_visible()
     _shot(page, "en_failed_order")
+
+
+def test_a_guest_buys_by_keyboard_alone(page: Any, shop_server: str) -> None:
+    """Tab and Enter only, from the home page to the delivered code: every step of the buying
+    flow is reachable and operable without a pointer (focus order follows the page)."""
+    errors = _errors(page)
+    page.goto(f"{shop_server}/?lang=en")
+    tab_to(page, f"a[href='/p/{SKU}']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/p/{SKU}$"))
+    tab_to(page, "#f-email")
+    page.keyboard.type("keys@example.com")
+    expect(page.locator(".pow-status.is-done")).to_be_visible(timeout=20_000)
+    tab_to(page, "form[action='/checkout'] button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/pay/ro_"))
+    order_id = page.url.rsplit("/", 1)[1]
+    tab_to(page, "a.button-primary")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/store/sandbox/pay"))
+    tab_to(page, "button[name=scenario][value=paid]")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/orders/{order_id}$"))
+    expect(page.locator("[data-order-status=delivered]")).to_be_visible()
+    expect(page.locator(".code-item[data-masked=no]").first).to_be_visible()
+    _shot(page, "en_keyboard_order")
+    assert errors == []
