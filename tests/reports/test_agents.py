@@ -67,3 +67,15 @@ def test_an_agent_user_sees_its_own_and_its_sub_agents_only(shop: Runtime) -> No
     with pytest.raises(CardsvcError) as top:
         shop.agent_reports.children(agent_user("T"), None)
     assert top.value.code == ErrorCode.FORBIDDEN
+
+
+def test_a_suspended_agents_page_opens_with_an_empty_price_list(shop: Runtime) -> None:
+    shop.agent_updates.change("A1", {"status": "suspended"}, actor="test", actor_agent_id=None)
+    with pytest.raises(CardsvcError) as refused:
+        shop.agent_reports.price_list(STAFF, "A1")
+    assert refused.value.code == ErrorCode.AGENT_SUSPENDED
+    page = shop.agent_reports.agent_page(STAFF, "A1")
+    assert page.dossier["agent"]["status"] == "suspended" and page.prices == []
+    with pytest.raises(CardsvcError) as hidden:
+        shop.agent_reports.agent_page(agent_user("A2"), "A1")
+    assert hidden.value.code == ErrorCode.FORBIDDEN

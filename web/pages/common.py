@@ -94,6 +94,14 @@ def error_text(error: CardsvcError) -> str:
     return gettext(text)
 
 
+def refusal_text(error: CardsvcError) -> str:
+    """:func:`error_text` with the stable code after it, for a refusal the visitor may quote
+    to support (the code reads the same in every language)."""
+    if error.code not in ERROR_TEXTS or error.code == ErrorCode.PASSWORD_REJECTED:
+        return error_text(error)
+    return f"{error_text(error)} ({error.code.value})"
+
+
 def redirect(request: Request, path: str, *, flash: str | None = None,
              level: Level = "success") -> Response:
     """A 303 to ``path`` (under the app's mount point), with an optional flash message."""

@@ -53,10 +53,12 @@ CONSOLE_MENU: tuple[MenuEntry, ...] = (
 PORTAL_MENU: tuple[MenuEntry, ...] = (
     MenuEntry("/portal", N_("Overview")),
     MenuEntry("/portal/buy", N_("Buy"), ("orders",)),
+    MenuEntry("/portal/orders", N_("Orders"), ("orders",)),
     MenuEntry("/portal/holds", N_("Holds"), ("holds",)),
     MenuEntry("/portal/prices", N_("Prices"), ("orders",)),
     MenuEntry("/portal/agents", N_("Sub-agents"), ("sub_agents",)),
     MenuEntry("/portal/commissions", N_("Commissions")),
+    MenuEntry("/portal/withdrawals", N_("Withdrawals")),
     MenuEntry("/portal/keys", N_("API keys"), ("sub_agents",)),
     MenuEntry("/portal/alerts", N_("Alerts")),
 )

@@ -136,9 +136,17 @@ class AgentReports:
     def agent_page(self, principal: Principal, agent_id: str, *, status: str | None = None,
                    cursor: str | None = None) -> AgentPage:
         """:meth:`dossier`, :meth:`price_list` and a page of :meth:`commissions` of one agent
-        (``status`` filters the commissions). Raises as those."""
-        return AgentPage(self.dossier(principal, agent_id),
-                         self.price_list(principal, agent_id),
+        (``status`` filters the commissions). A suspended agent (or one under a suspended agent)
+        can buy nothing, so its price list is empty rather than the page refused: staff open it
+        to reactivate the agent. Raises as those."""
+        dossier = self.dossier(principal, agent_id)
+        try:
+            prices = self.price_list(principal, agent_id)
+        except CardsvcError as error:
+            if error.code != ErrorCode.AGENT_SUSPENDED:
+                raise
+            prices = []
+        return AgentPage(dossier, prices,
                          self.commissions(principal, agent_id, status=status, cursor=cursor))
 
     def price_list(self, principal: Principal, agent_id: str, *,

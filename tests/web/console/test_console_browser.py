@@ -1,8 +1,9 @@
 """Goal: in a real browser (Debian's chromium), the console's and portal's main flows work end to
 end: log in with TOTP (keyboard only), import a file and watch its progress, trace a code, the
 terminal page redeeming a code twice (the second time it names who redeemed it), an agent
-placing an order and creating a key for a new sub-agent, and the terminal page on a phone
-without sideways scrolling. Method: the whole service with the test shop under uvicorn on
+placing an order and creating a key for a new sub-agent, an agent requesting a withdrawal,
+listing its orders and suspending a sub-agent by keyboard alone, and the terminal page on a
+phone without sideways scrolling. Method: the whole service with the test shop under uvicorn on
 127.0.0.1 (``served_shop``), driven by Playwright; each test leaves a screenshot in
 tests/artifacts/screenshots/. Bounded: no sleeps, Playwright's waits with short timeouts."""
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.web.conftest import tab_to
+from tests.web.conftest import ARTIFACTS, tab_to
 from tests.web.console.conftest import CODES, PASSES, PASSWORD, Service
 
 WAIT_MS = 10_000
@@ -151,3 +152,47 @@ def test_a_payout_is_approved_in_the_browser_by_a_second_person(
         checker.context.close()
     paid = service.runtime.money.get_withdrawal(asked.withdrawal_id, actor_agent_id=None)
     assert paid.status == "paid"
+
+
+def test_an_agent_withdraws_lists_its_orders_and_suspends_a_sub_agent_by_keyboard(
+        page: Any, served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    service.runtime.agent_updates.create("A1-KEYS", "Keyboard shop", {}, actor="test",
+                                         actor_agent_id="A1")
+    page.goto(base + "/auth/login")
+    tab_to(page, "#f-login")
+    page.keyboard.type("a1user")
+    tab_to(page, "#f-password")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/portal$"), timeout=WAIT_MS)
+    tab_to(page, "nav a[href='/portal/withdrawals']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/portal/withdrawals$"), timeout=WAIT_MS)
+    tab_to(page, "#f-amount")
+    page.keyboard.type("5.00")
+    page.keyboard.press("Enter")
+    expect(page.locator("[data-withdrawal]")).to_have_count(1, timeout=WAIT_MS)
+    page.screenshot(path=str(ARTIFACTS / "portal-withdrawals.png"), full_page=True)
+    tab_to(page, "nav a[href='/portal/buy']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/portal/buy$"), timeout=WAIT_MS)
+    tab_to(page, "#f-quantity")
+    page.keyboard.type("1")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/portal/orders/"), timeout=WAIT_MS)
+    order_id = page.url.rsplit("/", 1)[1]
+    tab_to(page, "nav a[href='/portal/orders']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/portal/orders$"), timeout=WAIT_MS)
+    expect(page.locator(f"a[href='/portal/orders/{order_id}']")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "portal-orders.png"), full_page=True)
+    tab_to(page, "nav a[href='/portal/agents']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/portal/agents$"), timeout=WAIT_MS)
+    tab_to(page, "[data-sub-agent='A1-KEYS'] button")
+    page.keyboard.press("Enter")
+    expect(page.locator("[data-sub-agent='A1-KEYS'] input[value='active']")).to_have_count(
+        1, timeout=WAIT_MS)
+    page.screenshot(path=str(ARTIFACTS / "portal-sub-agents.png"), full_page=True)
+    assert service.runtime.agent_directory.get_for("A1-KEYS", None)["status"] == "suspended"

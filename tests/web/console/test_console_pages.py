@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cardsvc import audit
 from cardsvc.sales import OrderRequest
 from tests.web.console.conftest import CODES, Service, error_of
 
@@ -379,3 +380,70 @@ async def test_an_alert_address_set_on_the_account_page_gets_mail_the_alerts_pag
     page = await owner.get("/console/alerts")
     assert page.status_code == 200 and 'data-mails-queued="1"' in page.text
     assert 'data-mailed="0"' in page.text
+
+
+async def test_operators_suspend_and_reprice_an_agent_and_owners_set_its_credit(
+        shop: Service, visit: Any) -> None:
+    runtime = shop.runtime
+    held = await runtime.holds.hold("A1", "VIP", 1, 600, buyer_id=None, client_hold_id="h-c",
+                                    limits=runtime.risk.limits, actor="test")
+    operator = await visit("oscar")
+    page = await operator.get("/console/agents/A1")
+    assert 'data-agent-status="active"' in page.text and 'name="credit"' not in page.text
+    done = await operator.post("/console/agents/A1/status", {"status": "suspended"})
+    assert done.status_code == 303
+    assert runtime.agent_directory.get_for("A1", None)["status"] == "suspended"
+    assert (await runtime.holds.view("A1", held.hold_id)).state == "released"
+    suspended = await operator.get("/console/agents/A1")
+    assert suspended.status_code == 200 and 'data-agent-status="suspended"' in suspended.text
+    back = await operator.post("/console/agents/A1/status", {"status": "active"})
+    assert back.status_code == 303
+    assert runtime.agent_directory.get_for("A1", None)["status"] == "active"
+    priced = await operator.post("/console/agents/A1/prices", {"sku": "VIP", "price": "11.00",
+                                                               "currency": "CNY"},
+                                 form_page="/console/agents/A1")
+    assert priced.status_code == 303
+    rows = runtime.price_lists.list_prices(sku="VIP", grade=None, agent_id="A1")
+    assert [row["price_minor"] for row in rows] == [1100]
+    refused = await operator.post("/console/agents/A1/credit", {"credit": "500.00"},
+                                  form_page="/console/agents/A1")
+    assert refused.status_code == 403
+    owner = await visit("owner")
+    credit = await owner.post("/console/agents/A1/credit", {"credit": "500.00"},
+                              form_page="/console/agents/A1")
+    assert credit.status_code == 303
+    assert runtime.agent_directory.get_for("A1", None)["credit_limit_minor"] == 50_000
+    owner_actor = f"user:{shop.people['owner'].user_id}"
+    changes = audit.list_entries(runtime.db, object_id="A1", actor=owner_actor)
+    assert [entry.action for entry in changes][-1:] == ["agent.credit_limit"]
+    operated = audit.list_entries(runtime.db, object_id="A1", action="agent.status")
+    assert len(operated) == 2 and operated[-1].actor == f"user:{shop.people['oscar'].user_id}"
+    assert audit.list_entries(runtime.db, action="price.set")[-1].actor.startswith("user:")
+    no_token = await owner.post("/console/agents/A1/status", {"status": "suspended"},
+                                token=False)
+    assert no_token.status_code == 403
+    assert runtime.agent_directory.get_for("A1", None)["status"] == "active"
+    for login in ("sue", "fiona"):
+        staff = await visit(login)
+        for path in ("/console/agents/A1/status", "/console/agents/A1/prices",
+                     "/console/agents/A1/credit"):
+            response = await staff.post(path, {"status": "suspended", "sku": "VIP",
+                                               "price": "1.00", "currency": "CNY",
+                                               "credit": "9.00"},
+                                        form_page="/console/agents/A1")
+            assert error_of(response.text) == "FORBIDDEN", (login, path)
+    assert runtime.agent_directory.get_for("A1", None)["status"] == "active"
+
+
+async def test_an_agent_price_below_its_parents_is_refused_in_the_console(
+        shop: Service, visit: Any) -> None:
+    runtime = shop.runtime
+    runtime.agent_updates.create("A1-KID", "Kid", {}, actor="test", actor_agent_id="A1")
+    operator = await visit("oscar")
+    low = await operator.post("/console/agents/A1-KID/prices",
+                              {"sku": "VIP", "price": "1.00", "currency": "CNY"},
+                              form_page="/console/agents/A1-KID")
+    assert low.status_code == 303
+    shown = await operator.get("/console/agents/A1-KID", headers={"accept-language": "en"})
+    assert "(PRICE_BELOW_PARENT)" in shown.text
+    assert runtime.price_lists.list_prices(sku="VIP", grade=None, agent_id="A1-KID") == []

@@ -1,9 +1,11 @@
 """The agents' portal pages, always of the logged-in user's own agent (``portal_page``): the
 overview (balances and credit) with the statement as CSV, the price list (own price beside the
-sub-agents'), buying (an order placed through the order saga, its codes shown masked; the
-plaintext only through an audited reveal), holds, sub-agents (create), commissions (status and
-release date), withdrawal requests and API keys for itself or a direct sub-agent (the key shown
-once). Each page is one domain call; the domain checks the agent may do it.
+sub-agents') and setting a direct sub-agent's price, buying (an order placed through the order
+saga, its codes shown masked; the plaintext only through an audited reveal), its orders
+(filtered by state and day range), holds, sub-agents (create, suspend, reactivate), commissions
+(status and release date), withdrawals (request, list with state) and API keys for itself or a
+direct sub-agent (the key shown once). Each page is one domain call; the domain checks the agent
+may do it (a sub-agent is a direct one, a price is not below the agent's own).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cardsvc.errors import CardsvcError
-from cardsvc.money import COMMISSION_STATES
-from cardsvc.sales import OrderRequest
+from cardsvc.money import COMMISSION_STATES, WITHDRAWAL_STATUSES
+from cardsvc.sales import ORDER_STATUSES, OrderRequest
 from web.forms import TextField, read_form
 from web.i18n import gettext
 from web.pages.common import (
@@ -30,6 +32,7 @@ from web.pages.common import (
     query_cursor,
     query_text,
     redirect,
+    refusal_text,
 )
 from web.render import render_page
 from web.sessions import Visitor, portal_page, runtime_of
@@ -40,6 +43,10 @@ REVEAL_FIELDS: tuple[TextField, ...] = ()
 SUB_AGENT_FIELDS = (TextField("agent_id", 64), TextField("name", 128))
 KEY_FIELDS = (TextField("agent_id", 64), TextField("name", 128, required=False))
 WITHDRAW_FIELDS = (TextField("amount", 24), TextField("reference", 64))
+STATUS_FIELDS = (TextField("status", 16),)
+SUB_AGENT_STATES = ("active", "suspended")
+PRICE_FIELDS = (TextField("agent_id", 64), TextField("sku", 64), TextField("price", 24),
+                TextField("currency", 3))
 STATEMENT_DAYS_DEFAULT = 30
 
 
@@ -83,7 +90,28 @@ async def prices(request: Request, me: Visitor) -> Response:
     runtime = runtime_of(request)
     lines = await asyncio.to_thread(runtime.agent_reports.price_list, me.principal, _own(me))
     return await render_page(request, "portal/prices.html", {
-        "prices": lines, "sub_ids": sorted({sub for line in lines for sub in line.sub_prices})})
+        "prices": lines, "sub_ids": sorted({sub for line in lines for sub in line.sub_prices}),
+        "may_set": me.may("sub_agents")})
+
+
+@portal_page("sub_agents")
+async def set_sub_price(request: Request, me: Visitor) -> Response:
+    """A direct sub-agent's price of a SKU (``agents.PriceLists.set_price`` as the agent: a
+    direct sub-agent only, never below the agent's own price; audited ``price.set``)."""
+    form = await read_form(request, PRICE_FIELDS)
+    price = money_field(form.value("price"))
+    if not form.ok or price is None:
+        return redirect(request, "/portal/prices", flash=gettext("Check this value."),
+                        level="error")
+    runtime = runtime_of(request)
+    try:
+        await asyncio.to_thread(
+            runtime.price_lists.set_price, sku=form.value("sku"), price_minor=price,
+            currency=form.value("currency"), grade=None, agent_id=form.value("agent_id"),
+            visible=True, actor=me.actor, actor_agent_id=_own(me))
+    except CardsvcError as error:
+        return redirect(request, "/portal/prices", flash=refusal_text(error), level="error")
+    return redirect(request, "/portal/prices", flash=gettext("Saved."))
 
 
 @portal_page("orders")
@@ -119,6 +147,31 @@ async def order(request: Request, me: Visitor) -> Response:
     shown = await runtime.orders.masked_for(request.path_params["order_id"], _own(me),
                                             actor=me.actor)
     return await render_page(request, "portal/order.html", {"order": shown, "revealed": False})
+
+
+@portal_page("orders")
+async def order_list(request: Request, me: Visitor) -> Response:
+    """The agent's own orders newest first (``?status=``, ``?since=``, ``?until=`` filter),
+    each linking to its page; the domain never lists another agent's."""
+    runtime = runtime_of(request)
+    status = query_text(request, "status", 16)
+    if status not in ORDER_STATUSES:
+        status = None
+    since, until = parse_date(query_text(request, "since", 10)), parse_date(
+        query_text(request, "until", 10))
+    since_ms = None if since is None else day_range_ms(since, since, runtime.timezone)[0]
+    until_ms = None if until is None else day_range_ms(until, until, runtime.timezone)[1]
+    try:
+        page = await runtime.orders.list_orders(
+            actor_agent_id=_own(me), status=status, since_ms=since_ms, until_ms=until_ms,
+            cursor=query_cursor(request))
+    except CardsvcError as error:
+        return redirect(request, "/portal/orders", flash=error_text(error), level="error")
+    return await render_page(request, "portal/orders.html", {
+        "items": page.items, "next_cursor": page.next, "statuses": ORDER_STATUSES,
+        "query": {"status": status or "", "since": since.isoformat() if since else "",
+                  "until": until.isoformat() if until else ""},
+        "first_page": query_cursor(request) is not None})
 
 
 @portal_page("orders")
@@ -168,6 +221,26 @@ async def create_sub_agent(request: Request, me: Visitor) -> Response:
     return redirect(request, "/portal/agents", flash=gettext("Sub-agent created."))
 
 
+@portal_page("sub_agents")
+async def set_sub_agent_status(request: Request, me: Visitor) -> Response:
+    """Suspends or reactivates a direct sub-agent (``agents.AgentUpdates.change`` as the agent:
+    a direct sub-agent only; a suspension releases the holds of its whole subtree)."""
+    form = await read_form(request, STATUS_FIELDS)
+    if not form.ok or form.value("status") not in SUB_AGENT_STATES:
+        return redirect(request, "/portal/agents", flash=gettext("Check this value."),
+                        level="error")
+    runtime = runtime_of(request)
+    try:
+        await asyncio.to_thread(runtime.agent_updates.change, request.path_params["agent_id"],
+                                {"status": form.value("status")}, actor=me.actor,
+                                actor_agent_id=_own(me))
+    except CardsvcError as error:
+        return redirect(request, "/portal/agents", flash=refusal_text(error), level="error")
+    done = (gettext("Sub-agent suspended; its holds are released.")
+            if form.value("status") == "suspended" else gettext("Sub-agent reactivated."))
+    return redirect(request, "/portal/agents", flash=done)
+
+
 @portal_page()
 async def commissions(request: Request, me: Visitor) -> Response:
     status = query_text(request, "status", 16)
@@ -182,11 +255,28 @@ async def commissions(request: Request, me: Visitor) -> Response:
 
 
 @portal_page()
+async def withdrawals(request: Request, me: Visitor) -> Response:
+    """The agent's own withdrawals newest first with their state (``?status=`` filters), and
+    the request form."""
+    status = query_text(request, "status", 16)
+    if status not in WITHDRAWAL_STATUSES:
+        status = None
+    runtime = runtime_of(request)
+    page = await asyncio.to_thread(runtime.money.list_withdrawals, actor_agent_id=_own(me),
+                                   status=status, cursor=query_cursor(request))
+    return await render_page(request, "portal/withdrawals.html", {
+        "items": page.items, "next_cursor": page.next, "status": status,
+        "statuses": WITHDRAWAL_STATUSES, "withdraw_reference": form_token(),
+        "first_page": query_cursor(request) is not None})
+
+
+@portal_page()
 async def request_withdrawal(request: Request, me: Visitor) -> Response:
     form = await read_form(request, WITHDRAW_FIELDS)
     amount = money_field(form.value("amount"))
     if not form.ok or not amount:
-        return redirect(request, "/portal", flash=gettext("Check this value."), level="error")
+        return redirect(request, "/portal/withdrawals", flash=gettext("Check this value."),
+                        level="error")
     runtime = runtime_of(request)
     try:
         balance = await asyncio.to_thread(runtime.money.balance, _own(me),
@@ -195,8 +285,9 @@ async def request_withdrawal(request: Request, me: Visitor) -> Response:
                                 str(balance["currency"]), form.value("reference"),
                                 actor=me.actor)
     except CardsvcError as error:
-        return redirect(request, "/portal", flash=error_text(error), level="error")
-    return redirect(request, "/portal", flash=gettext("Withdrawal requested."))
+        return redirect(request, "/portal/withdrawals", flash=error_text(error),
+                        level="error")
+    return redirect(request, "/portal/withdrawals", flash=gettext("Withdrawal requested."))
 
 
 @portal_page("sub_agents")
@@ -260,15 +351,20 @@ ROUTES = [
     Route("/portal", overview, methods=["GET"], name="portal"),
     Route("/portal/statement.csv", statement_csv, methods=["GET"], name="portal_statement"),
     Route("/portal/prices", prices, methods=["GET"], name="portal_prices"),
+    Route("/portal/prices", set_sub_price, methods=["POST"], name="portal_price_set"),
     Route("/portal/buy", buy_form, methods=["GET"], name="portal_buy_form"),
     Route("/portal/buy", buy, methods=["POST"], name="portal_buy"),
+    Route("/portal/orders", order_list, methods=["GET"], name="portal_orders"),
     Route("/portal/orders/{order_id}", order, methods=["GET"], name="portal_order"),
     Route("/portal/orders/{order_id}/reveal", reveal, methods=["POST"],
           name="portal_order_reveal"),
     Route("/portal/holds", holds, methods=["GET"], name="portal_holds"),
     Route("/portal/agents", sub_agents, methods=["GET"], name="portal_agents"),
     Route("/portal/agents", create_sub_agent, methods=["POST"], name="portal_agent_create"),
+    Route("/portal/agents/{agent_id}/status", set_sub_agent_status, methods=["POST"],
+          name="portal_agent_status"),
     Route("/portal/commissions", commissions, methods=["GET"], name="portal_commissions"),
+    Route("/portal/withdrawals", withdrawals, methods=["GET"], name="portal_withdrawals"),
     Route("/portal/withdrawals", request_withdrawal, methods=["POST"],
           name="portal_withdraw"),
     Route("/portal/keys", keys, methods=["GET"], name="portal_keys"),
