@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cardsvc import audit
 from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.payments import PaymentInbox, SandboxScenario, sandbox_script
 from cardsvc.payments.tables import NotifyRefusal
@@ -260,3 +261,58 @@ def test_a_failed_payment_gives_its_codes_back_at_once_and_a_late_payment_still_
     assert row.status == "delivered" and row.late and len(row.code_ids or []) == 2
     report = reconciliation_report(shop_runtime.store, shop_runtime.db, shop_runtime.catalog)
     assert report["ok"], report["differences"]
+
+
+def test_a_refund_made_at_the_provider_voids_the_unredeemed_codes_and_reverses_the_sale(
+        shop_runtime: Runtime) -> None:
+    runtime = shop_runtime
+    result = run(runtime.checkout.start(request(2)))
+    order_id = result.order.order_id
+    run(notify(runtime, *notify_body(runtime, result)))
+    _view, codes, _ = run(runtime.checkout.codes(order_id, result.token, full=True,
+                                                 channel="page", ip="1.2.3.4"))
+    runtime.engine.redeem(codes[0].code, "r-1", "till", codes[0].pin)
+    refund = notify_body(runtime, result, "refunded")
+    first = run(notify(runtime, *refund))
+    assert (first.verdict, first.answer.body) == ("applied", b"success")
+    row = order_row(runtime, order_id)
+    assert row.status == "refunded" and row.refund_txn_id is not None
+    states = sorted(runtime.engine.code_info(code_id).state for code_id in row.code_ids or [])
+    assert states == ["redeemed", "void"]
+    entry = next(e for e in audit.list_entries(runtime.db)
+                 if e.action == "order.refund" and e.object_id == order_id)
+    assert (entry.actor, entry.details["redeemed"]) == ("payments", 1)
+    again = run(notify(runtime, *refund))
+    assert (again.verdict, again.answer.body) == ("duplicate", b"success")
+    money = balances(runtime)
+    assert money["clearing:sandbox:CNY"] == 0 and money["platform:revenue:CNY"] == 0
+    report = reconciliation_report(runtime.store, runtime.db, runtime.catalog)
+    assert report["ok"], report["differences"]
+
+
+def test_a_provider_refund_is_not_applied_while_a_code_of_the_order_is_usable(
+        shop_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The codes are voided before the sale is reversed; should that step not have happened
+    (a crash, or a delivery racing the callback), the callback writes nothing and is not
+    acknowledged, and the provider's retry completes it."""
+    runtime = shop_runtime
+    result = run(runtime.checkout.start(request(1)))
+    run(notify(runtime, *notify_body(runtime, result)))
+    refund = notify_body(runtime, result, "refunded")
+
+    async def skipped(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(runtime.checkout, "_void_for_provider_refund", skipped)
+    waiting = run(notify(runtime, *refund))
+    assert (waiting.verdict, waiting.answer.body) == ("retry", b"fail")
+    row = order_row(runtime, result.order.order_id)
+    assert row.status == "delivered"
+    assert runtime.engine.code_info((row.code_ids or [])[0]).state == "allocated"
+    with runtime.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(PaymentInbox).where(
+            PaymentInbox.status == "refunded")) == 0
+    monkeypatch.undo()
+    done = run(notify(runtime, *refund))
+    assert done.verdict == "applied"
+    assert order_row(runtime, result.order.order_id).status == "refunded"

@@ -24,6 +24,8 @@ A retail order (``cardsvc.sales.tables.RetailOrder``) moves::
    and refused), ``payments.state.transition``; when it *became paid*: the order ``paid`` and
    the receipt posted (clearing -> retail received) in the same transaction. At most one
    transition of an attempt ever becomes paid, so at most one fulfilment is ever started.
+   A full refund the provider reports reverses the sale too (its unredeemed codes voided first;
+   see :meth:`Checkout._void_for_provider_refund`).
 3. **Fulfil** (:meth:`Checkout.fulfil`, driven inline after the callback and by recovery):
    the core confirms the hold into an allocation under the order id (idempotent); a hold that
    lapsed (a late payment) allocates from stock now instead; then, once the journal holds it,
@@ -693,6 +695,8 @@ class Checkout:
             return NotifyResult(provider.ack(False), "refused_verification")
         if isinstance(parsed, IgnoredEvent):
             return NotifyResult(provider.ack(True), "ignored")
+        if parsed.status == "refunded":
+            await self._void_for_provider_refund(live.view.channel_id, parsed)
         verdict, ok, to_fulfil, to_release = await self.batcher.submit_async(
             lambda session: self._notify_unit(session, live, parsed, now_ms))
         if to_release is not None:
@@ -709,6 +713,10 @@ class Checkout:
                      now_ms: int) -> tuple[str, bool, str | None, str | None]:
         """(inbox verdict, acknowledge?, the order this made paid, the hold to release)."""
         channel_id = live.view.channel_id
+        if notify.status == "refunded" and self._refund_not_ready(session, channel_id, notify):
+            # Written nothing (no inbox row): the provider sends it again, and by then the
+            # order's codes are voided (or it is delivered, and they are voided first).
+            return "retry", False, None, None
         inbox_id = attempts.record_inbox(session, channel_id, notify, now_ms)
         if inbox_id is None:
             return "duplicate", True, None, None
@@ -725,13 +733,94 @@ class Checkout:
             attempts.set_verdict(session, inbox_id, "mismatch", str(error.details.get("field")))
             return "mismatch", False, None, None
         if notify.status == "refunded":
-            attempts.set_verdict(session, inbox_id, "refused", "refund_noted")
-            return "refused", True, None, None
+            refund_verdict, reason = self._provider_refund_unit(session, attempt, notify,
+                                                                now_ms)
+            attempts.set_verdict(session, inbox_id, refund_verdict, reason)
+            return refund_verdict, True, None, None
         verdict, paid, release = self._apply(
             session, attempt, notify.status, now_ms, fee_minor=notify.fee_minor,
             paid_at_ms=notify.paid_at_ms, provider_trade_no=notify.provider_trade_no)
         attempts.set_verdict(session, inbox_id, verdict[0], verdict[1])
         return verdict[0], True, paid, release
+
+    # A refund the provider reports (the merchant refunded in the provider's own dashboard, or
+    # a chargeback): the money has gone back to the buyer whatever we think, so the order is
+    # refunded here too. A delivered order's codes are voided first, outside SQL (the core),
+    # then the callback's unit reverses the sale; the unit refuses to run (writing nothing, not
+    # acknowledging) while a code of the order is neither voided nor redeemed, so a crash
+    # between the two steps, or a delivery racing the callback, ends with the provider's retry.
+    # Codes redeemed before the refund stay redeemed (counted in the audit entry). A partial
+    # refund is recorded and left to staff.
+
+    async def _void_for_provider_refund(self, channel_id: str, notify: Notify) -> None:
+        """Step one of a provider's full refund of a delivered order: its unredeemed codes
+        voided, durably. Nothing for anything else (the unit decides)."""
+        attempt = await asyncio.to_thread(self._attempt, notify.out_trade_no)
+        if attempt is None or attempt.channel_id != channel_id or not _full_refund(notify):
+            return
+        try:
+            check_binding(notify, attempt.out_trade_no, attempt.amount_minor, attempt.currency)
+        except CardsvcError:
+            return  # the unit records the mismatch
+        order = await asyncio.to_thread(self._row, attempt.order_id)
+        if order.status != "delivered":
+            return
+        live = self._live_codes(order)
+        if live:
+            self.engine.void(live)
+            await self.store.wait_async(Engine.last_ticket())
+
+    def _live_codes(self, order: RetailOrder) -> list[int]:
+        """The order's codes that are neither voided nor redeemed (still usable)."""
+        return [code_id for code_id in order.code_ids or []
+                if (info := self.engine.code_info(code_id)).state != "void"
+                and not info.redemption_ids]
+
+    def _refund_not_ready(self, session: Session, channel_id: str, notify: Notify) -> bool:
+        """Whether a provider's full refund must wait for the provider's retry: its order is
+        being fulfilled (``paid``) or delivered with usable codes."""
+        if not _full_refund(notify):
+            return False
+        attempt = attempts.lock_attempt(session, notify.out_trade_no, channel_id)
+        if attempt is None:
+            return False
+        order = session.get(RetailOrder, attempt.order_id)
+        if order is None or attempt.amount_minor != notify.amount_minor:
+            return False
+        return order.status == "paid" or (order.status == "delivered"
+                                           and bool(self._live_codes(order)))
+
+    def _provider_refund_unit(self, session: Session, attempt: PaymentAttempt, notify: Notify,
+                              now_ms: int) -> tuple[str, str | None]:
+        """The provider's refund on the locked, bound attempt: (inbox verdict, reason)."""
+        if attempt.state != "paid":
+            return "refused", "refund_before_paid"
+        if not _full_refund(notify):
+            log.warning("a partial refund of attempt %s was reported: left to staff",
+                        attempt.out_trade_no)
+            return "refused", "partial_refund_noted"
+        order = session.get(RetailOrder, attempt.order_id)
+        if order is None:
+            raise AssertionError(f"attempt {attempt.out_trade_no} has no order")
+        if order.status not in ("delivered", "paid_unfulfillable"):
+            return "refused", "already_refunded"
+        redeemed = sum(bool(self.engine.code_info(code_id).redemption_ids)
+                       for code_id in order.code_ids or []) if order.status == "delivered" else 0
+        order.refund_txn_id = money.post_refund(
+            session, order_id=order.order_id, channel_id=order.channel_id,
+            total_minor=order.total_minor, unit_cost_minor=order.unit_cost_minor,
+            quantity=order.quantity, currency=order.currency,
+            delivered=order.status == "delivered", actor="payments", now_ms=now_ms)
+        order.status = "refunded"
+        order.updated_at_ms = now_ms
+        queue_mail(session, order_id=order.order_id, template="refunded", seq=0,
+                   email=order.email, locale=order.locale,
+                   payload=self._mail_payload(session, order), now_ms=now_ms)
+        audit.append(session, actor="payments", action="order.refund", object_type="order",
+                     object_id=order.order_id, at_ms=now_ms,
+                     details={"reason": "refunded at the payment provider",
+                              "total_minor": order.total_minor, "redeemed": redeemed})
+        return "applied", "refunded_at_provider"
 
     def _apply(self, session: Session, attempt: PaymentAttempt, status: Any, now_ms: int, *,
                fee_minor: int | None = None, paid_at_ms: int | None = None,
@@ -1070,6 +1159,12 @@ class Checkout:
                 "total_minor": row.total_minor, "currency": row.currency,
                 "usage_instructions": instructions, "codes_in_mail": in_mail,
                 "code_ids": list(row.code_ids or [])}
+
+
+def _full_refund(notify: Notify) -> bool:
+    """Whether a refund callback gives back the whole amount (providers that do not say how
+    much refund in full)."""
+    return notify.refunded_minor is None or notify.refunded_minor >= notify.amount_minor
 
 
 def _mask_email(email: str) -> str:
