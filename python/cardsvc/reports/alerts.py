@@ -494,6 +494,12 @@ class Alerts:
             raise invalid("threshold_minor", "a low-balance alert needs an agent and a "
                                              "positive threshold")
         with self.db.write() as session:
+            if kind == "low_stock":  # one per user: a second asks for what the first gives
+                existing = session.scalar(select(AlertSubscription).where(
+                    AlertSubscription.user_id == user_id, AlertSubscription.kind == kind))
+                if existing is not None:
+                    return {"subscription_id": existing.subscription_id, "kind": kind,
+                            "threshold_minor": None}
             count = session.scalar(select(func.count()).select_from(AlertSubscription)
                                    .where(AlertSubscription.user_id == user_id)) or 0
             if count >= SUBSCRIPTIONS_PER_USER_MAX:
@@ -506,6 +512,15 @@ class Alerts:
             session.flush()
             return {"subscription_id": row.subscription_id, "kind": kind,
                     "threshold_minor": threshold_minor}
+
+    def unsubscribe(self, *, user_id: str, subscription_id: int) -> None:
+        """Ends one of the user's own subscriptions. Raises INVALID_ARGUMENT (field
+        ``subscription_id``) for one that is not the user's (another user's says the same)."""
+        with self.db.write() as session:
+            row = session.get(AlertSubscription, subscription_id)
+            if row is None or row.user_id != user_id:
+                raise invalid("subscription_id", "no such subscription of yours")
+            session.delete(row)
 
     def subscriptions(self, user_id: str) -> list[dict[str, Any]]:
         with self.db.read() as session:

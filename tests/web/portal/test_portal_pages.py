@@ -116,6 +116,31 @@ async def test_alerts_show_in_the_console_and_the_agents_own_in_the_portal(
     assert error_of((await terminal.get("/console/alerts")).text) == "FORBIDDEN"
 
 
+async def test_an_agent_subscribes_to_low_stock_once_and_removes_only_its_own(
+        shop: Service, visit: Any) -> None:
+    runtime = shop.runtime
+    agent = await visit("a1user")
+    for _ in range(2):  # a second click asks for what the first gives
+        made = await agent.post("/portal/alerts/low-stock", {}, form_page="/portal/alerts")
+        assert made.status_code == 303
+    mine = runtime.alerts.subscriptions(shop.people["a1user"].user_id)
+    assert [sub["kind"] for sub in mine] == ["low_stock"]
+    page = await agent.get("/portal/alerts")
+    assert f'data-subscription="{mine[0]["subscription_id"]}"' in page.text
+    other = await visit("a2user")
+    taken = await other.post(f"/portal/alerts/{mine[0]['subscription_id']}/remove", {},
+                             form_page="/portal/alerts")
+    assert taken.status_code == 303
+    assert runtime.alerts.subscriptions(shop.people["a1user"].user_id) == mine
+    for bogus in ("0", "99999999999999999999", "x"):
+        assert (await agent.post(f"/portal/alerts/{bogus}/remove", {},
+                                 form_page="/portal/alerts")).status_code == 303
+    gone = await agent.post(f"/portal/alerts/{mine[0]['subscription_id']}/remove", {},
+                            form_page="/portal/alerts")
+    assert gone.status_code == 303
+    assert runtime.alerts.subscriptions(shop.people["a1user"].user_id) == []
+
+
 # ----- orders, withdrawals and sub-agents: only the agent's own, whatever URL it types ---------
 
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cardsvc.errors import CardsvcError
+from cardsvc.errors import CardsvcError, invalid
 from cardsvc.money import COMMISSION_STATES, WITHDRAWAL_STATUSES
 from cardsvc.sales import ORDER_STATUSES, OrderRequest
 from web.forms import TextField, read_form
@@ -345,9 +345,42 @@ async def subscribe(request: Request, me: Visitor) -> Response:
     return redirect(request, "/portal/alerts", flash=gettext("Saved."))
 
 
+@portal_page()
+async def subscribe_low_stock(request: Request, me: Visitor) -> Response:
+    """An alert when the stock of a SKU this agent buys runs low (one per user)."""
+    await read_form(request, ())
+    runtime = runtime_of(request)
+    try:
+        await asyncio.to_thread(runtime.alerts.subscribe, me.principal, user_id=me.user_id,
+                                kind="low_stock")
+    except CardsvcError as error:
+        return redirect(request, "/portal/alerts", flash=error_text(error), level="error")
+    return redirect(request, "/portal/alerts", flash=gettext("Saved."))
+
+
+@portal_page()
+async def unsubscribe(request: Request, me: Visitor) -> Response:
+    await read_form(request, ())
+    number = int_field(str(request.path_params["subscription_id"]), minimum=1,
+                       maximum=(1 << 31) - 1)
+    runtime = runtime_of(request)
+    try:
+        if number is None:
+            raise invalid("subscription_id", "no such subscription of yours")
+        await asyncio.to_thread(runtime.alerts.unsubscribe, user_id=me.user_id,
+                                subscription_id=number)
+    except CardsvcError as error:
+        return redirect(request, "/portal/alerts", flash=error_text(error), level="error")
+    return redirect(request, "/portal/alerts", flash=gettext("Removed."))
+
+
 ROUTES = [
     Route("/portal/alerts", alerts, methods=["GET"], name="portal_alerts"),
     Route("/portal/alerts", subscribe, methods=["POST"], name="portal_subscribe"),
+    Route("/portal/alerts/low-stock", subscribe_low_stock, methods=["POST"],
+          name="portal_subscribe_low_stock"),
+    Route("/portal/alerts/{subscription_id}/remove", unsubscribe, methods=["POST"],
+          name="portal_unsubscribe"),
     Route("/portal", overview, methods=["GET"], name="portal"),
     Route("/portal/statement.csv", statement_csv, methods=["GET"], name="portal_statement"),
     Route("/portal/prices", prices, methods=["GET"], name="portal_prices"),
