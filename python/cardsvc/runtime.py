@@ -159,6 +159,9 @@ class ServiceConfig:
     demo_shop: bool = False
     """Put two demo products with generated codes in an empty shop (``scripts/run.sh``'s
     embedded defaults, so the quick start shows a shop ready to pay in the sandbox)."""
+    sql_batching: bool = True
+    """The order saga's commit groups processed as batches (``cardsvc.db.batcher``); False runs
+    every order as a one-order unit (the reference path the batches must equal)."""
 
 
 def check_modes(data_dir: Path) -> None:
@@ -229,7 +232,8 @@ class Runtime:
         self.revealer = Revealer(db, keyring)
         self.exports = Exports(db, self.revealer, delivered_code_ids, store,
                                store.engine.now_ms, self.approvals)
-        self.batcher = WriteBatcher(db).start()
+        self.batcher = WriteBatcher(
+            db, batching=config.sql_batching if config is not None else True).start()
         """SQL group commit for the order path (``cardsvc.db.batcher``)."""
         self.holds = Holds(store, db, risk, self.batcher)
         self.orders = Orders(store, db, self.revealer, self.holds, risk, self.batcher,
