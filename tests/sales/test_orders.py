@@ -211,8 +211,9 @@ def test_batched_groups_equal_the_one_order_units(services: Runtime) -> None:
             finishing: list[_Finish] = []
             for row in rows + rows[:1]:  # the first order driven twice
                 codes = orders._allocate(row)
-                finishing.append(_Finish(row.order_id, tuple(codes), orders._batches_of(codes),
-                                         "test", services.engine.now_ms()))
+                finishing.append(_Finish(row, row.order_id, tuple(codes),
+                                         orders._batches_of(codes), "test",
+                                         services.engine.now_ms()))
             services.store.wait_last()
             with services.db.write() as session:
                 finished[world] = (list(orders.finish_kind.run_batch(session, finishing))

@@ -105,6 +105,8 @@ ORDER_CURSOR = (int, str)
 _ORDERS = cast(Table, Order.__table__)
 _AGENTS = cast(Table, Agent.__table__)
 _INSERT_ORDERS = insert(_ORDERS)
+_ORDER_STATES = select(_ORDERS.c.order_id, _ORDERS.c.status).where(
+    _ORDERS.c.order_id.in_(bindparam("b_order_ids", expanding=True)))
 _FULFIL_ORDERS = (
     update(_ORDERS)
     .where(_ORDERS.c.order_id == bindparam("b_order_id"))
@@ -136,8 +138,10 @@ class _Begin:
 
 @dataclass(frozen=True, slots=True)
 class _Finish:
-    """Step 3 of one allocated order, as a batch item: what ``_finish_unit`` takes."""
+    """Step 3 of one allocated order, as a batch item: what ``_finish_unit`` takes, and the
+    driver's row of the order (its step-1 facts)."""
 
+    row: Order
     order_id: str
     ids: tuple[int, ...]
     batches: dict[int, int]
@@ -400,23 +404,27 @@ class Orders:
                       ) -> list[tuple[Order, Revealed | None] | CardsvcError]:
         """Step 3 of a commit group's allocated orders in one call: each outcome is what
         ``_finish_unit`` gives that order (fulfilled and settled, or as it was when no longer
-        pending), with the orders read once, the settlements made by
+        pending), with the orders' states read once, the settlements made by
         ``settlement.settle_orders``, the orders updated with one statement and every code
-        revealed in one read."""
-        wanted = sorted({item.order_id for item in items})
-        rows = {row.order_id: Order(**row._mapping) for row in session.connection().execute(
-            select(_ORDERS).where(_ORDERS.c.order_id.in_(wanted)))}
-        todo: list[tuple[int, _Finish, Order]] = []
+        revealed in one read. The order's facts fixed at step 1 (chain, quantity, currency)
+        come from the driver's row (``_Finish.row``), its state from the database; the row is
+        updated in place once the writes are made."""
+        states = dict(session.connection().execute(
+            _ORDER_STATES, {"b_order_ids": sorted({item.order_id for item in items})}).all())
+        ended = sorted(order_id for order_id, state in states.items() if state != "pending")
+        current = {row.order_id: row for row in session.scalars(
+            select(Order).where(Order.order_id.in_(ended)))} if ended else {}
+        todo: list[tuple[int, _Finish]] = []
         requests: list[settlement.SettleRequest] = []
         outcomes: list[tuple[Order, Revealed | None] | CardsvcError] = []
         first: dict[str, int] = {}
         again: list[tuple[int, int]] = []
         for index, item in enumerate(items):
-            row = rows.get(item.order_id)
-            if row is None:
+            if item.order_id not in states:
                 raise AssertionError(f"order {item.order_id} vanished")
+            row = current.get(item.order_id, item.row)
             outcomes.append((row, None))
-            if row.status != "pending":
+            if item.order_id in current:
                 continue
             if item.order_id in first:  # a second driver of the order: the first's result
                 again.append((index, first[item.order_id]))
@@ -426,54 +434,55 @@ class Orders:
             cost = self._cost(session, item.batches)
             # As _finish_unit: a cost that does not split evenly over the codes is unknown.
             unit_cost = None if cost is None or cost % row.quantity else cost // row.quantity
-            todo.append((index, item, row))
+            todo.append((index, item))
             requests.append(settlement.SettleRequest(
                 item.order_id, chain, row.quantity, unit_cost, row.currency or "",
                 self.cooling_ms, item.actor, item.now_ms))
-        fulfilled: list[tuple[int, Order]] = []
-        updates: list[dict[str, Any]] = []
-        for (index, item, row), settled in zip(
+        fulfilled: list[tuple[int, _Finish, str]] = []
+        for (index, item), settled in zip(
                 todo, settlement.settle_orders(session, requests), strict=True):
             if isinstance(settled, CardsvcError):
                 outcomes[index] = settled
-                continue
+            else:
+                fulfilled.append((index, item, settled.txn_id))
+        if fulfilled:
+            session.connection().execute(_FULFIL_ORDERS, [
+                {"b_order_id": item.order_id, "b_code_ids": list(item.ids),
+                 "b_settle_txn_id": txn_id, "b_now_ms": item.now_ms}
+                for _, item, txn_id in fulfilled])
+            _forget(session, [item.order_id for _, item, _ in fulfilled])
+        texts = self._reveal_many(session, [item.ids for _, item, _ in fulfilled])
+        for (index, item, txn_id), revealed in zip(fulfilled, texts, strict=True):
+            row = item.row
             row.status, row.code_ids = "fulfilled", list(item.ids)
-            row.settle_txn_id, row.updated_at_ms = settled.txn_id, item.now_ms
-            updates.append({"b_order_id": item.order_id, "b_code_ids": row.code_ids,
-                            "b_settle_txn_id": settled.txn_id, "b_now_ms": item.now_ms})
-            fulfilled.append((index, row))
-        if updates:
-            session.connection().execute(_FULFIL_ORDERS, updates)
-            _forget(session, [update_["b_order_id"] for update_ in updates])
-        for (index, row), texts in zip(fulfilled, self._reveal_many(session, fulfilled),
-                                       strict=True):
-            outcomes[index] = (row, texts)
+            row.settle_txn_id, row.updated_at_ms = txn_id, item.now_ms
+            outcomes[index] = (row, revealed)
         for index, earlier in again:
             outcome = outcomes[earlier]
             outcomes[index] = outcome if isinstance(outcome, CardsvcError) else (outcome[0], None)
         return outcomes
 
     def _reveal_many(self, session: Session,
-                     fulfilled: Sequence[tuple[int, Order]]) -> list[Revealed | None]:
-        """Each order's codes in plaintext, read in one go (``_finish_unit``'s delivery from
-        inside the unit); an order whose codes cannot be revealed gets None, as alone."""
-        every = [code_id for _, row in fulfilled for code_id in row.code_ids or []]
+                     orders: Sequence[Sequence[int]]) -> list[Revealed | None]:
+        """Each order's codes (``orders``: their ids) in plaintext, read in one go
+        (``_finish_unit``'s delivery from inside the unit); an order whose codes cannot be
+        revealed gets None, as alone."""
+        every = [code_id for ids in orders for code_id in ids]
         try:
             texts = self.revealer.reveal(every, session=session) if every else []
         except CardsvcError:
             out: list[Revealed | None] = []
-            for _, row in fulfilled:
+            for ids in orders:
                 try:
-                    out.append(self.revealer.reveal(row.code_ids or [], session=session))
+                    out.append(self.revealer.reveal(ids, session=session))
                 except CardsvcError:
                     out.append(None)
             return out
         split: list[Revealed | None] = []
         start = 0
-        for _, row in fulfilled:
-            count = len(row.code_ids or [])
-            split.append(texts[start:start + count])
-            start += count
+        for ids in orders:
+            split.append(texts[start:start + len(ids)])
+            start += len(ids)
         return split
 
     # ----- driving -----
@@ -495,8 +504,8 @@ class Orders:
         await self.store.wait_async(Engine.last_ticket())
         self.crash("after_durable")
         row, texts = await self.batcher.submit_batch_async(
-            self.finish_kind, _Finish(row.order_id, tuple(ids), self._batches_of(ids), actor,
-                                      self.engine.now_ms()))
+            self.finish_kind, _Finish(row, row.order_id, tuple(ids), self._batches_of(ids),
+                                      actor, self.engine.now_ms()))
         self.crash("after_settle")
         return row, texts
 
