@@ -263,7 +263,7 @@ def lock_accounts(session: Session, account_ids: Iterable[str]) -> dict[str, Acc
     if not ids:
         return {}
     if len(ids) > LEGS_MAX:  # a batch: one expanding IN, rendered per call
-        rows = session.connection().execute(_lock_statement(None), {"b_ids": ids})
+        rows = session.connection().execute(_LOCK_MANY, {"b_ids": ids})
     else:
         statement = _LOCK_ACCOUNTS.get(len(ids))
         if statement is None:
@@ -282,6 +282,9 @@ def _lock_statement(count: int | None) -> Select[Any]:
             .where(a.account_id.in_(ids))
             .order_by(a.account_id)
             .with_for_update())
+
+
+_LOCK_MANY = _lock_statement(None)
 
 
 # ----- posting -------------------------------------------------------------------------------

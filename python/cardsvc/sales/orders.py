@@ -105,6 +105,15 @@ ORDER_CURSOR = (int, str)
 _ORDERS = cast(Table, Order.__table__)
 _AGENTS = cast(Table, Agent.__table__)
 _INSERT_ORDERS = insert(_ORDERS)
+_TAKEN_CLIENT_IDS = select(_ORDERS.c.order_id).where(
+    tuple_(_ORDERS.c.agent_id, _ORDERS.c.client_order_id).in_(
+        bindparam("b_pairs", expanding=True)))
+_BUYERS = select(_AGENTS.c.agent_id, _AGENTS.c.daily_order_quota, _AGENTS.c.pool_id,
+                 _AGENTS.c.pool_policy).where(
+    _AGENTS.c.agent_id.in_(bindparam("b_agent_ids", expanding=True)))
+_SKUS_FOUND = select(Sku.sku).where(Sku.sku.in_(bindparam("b_skus", expanding=True)))
+"""Step 1's reads of a commit group, built once (building a statement costs more than
+running it)."""
 _ORDER_STATES = select(_ORDERS.c.order_id, _ORDERS.c.status).where(
     _ORDERS.c.order_id.in_(bindparam("b_order_ids", expanding=True)))
 _FULFIL_ORDERS = (
@@ -320,15 +329,15 @@ class Orders:
         writes nothing), with the orders, agents, SKUs, accounts and debit references read
         once and the new orders and their debits written with one statement per table."""
         requests = [item.request for item in items]
+        connection = session.connection()
+        taken = list(connection.execute(_TAKEN_CLIENT_IDS, {"b_pairs": sorted(
+            {(r.agent_id, r.client_order_id) for r in requests})}).scalars())
         existing = {(row.agent_id, row.client_order_id): row for row in session.scalars(
-            select(Order).where(tuple_(Order.agent_id, Order.client_order_id).in_(
-                sorted({(r.agent_id, r.client_order_id) for r in requests}))))}
-        agents = {row.agent_id: row for row in session.execute(
-            select(_AGENTS.c.agent_id, _AGENTS.c.daily_order_quota, _AGENTS.c.pool_id,
-                   _AGENTS.c.pool_policy)
-            .where(_AGENTS.c.agent_id.in_(sorted({r.agent_id for r in requests}))))}
-        skus = set(session.scalars(select(Sku.sku).where(
-            Sku.sku.in_(sorted({r.sku for r in requests})))))
+            select(Order).where(Order.order_id.in_(taken)))} if taken else {}
+        agents = {row.agent_id: row for row in connection.execute(
+            _BUYERS, {"b_agent_ids": sorted({r.agent_id for r in requests})})}
+        skus = set(connection.execute(
+            _SKUS_FOUND, {"b_skus": sorted({r.sku for r in requests})}).scalars())
         order_ids = ["ord_" + secrets.token_hex(10) for _ in items]
         postings = ledger.PostingBatch(
             session, (ledger.agent_account(agent_id, kind) for agent_id in agents
