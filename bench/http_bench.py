@@ -10,7 +10,9 @@ is shared and noisy, the figures that mean something are the ratios within one r
 
 Issue 6 adds end-to-end agent orders (``POST /v1/orders``, quantity 1 and 10) on SQLite (the
 default database) and on PostgreSQL, with the target of at least 1,500 orders/s on SQLite on this
-machine; ``cardsvc_order_*`` targets, ``_pg`` for PostgreSQL.
+machine; ``cardsvc_order_*`` targets, ``_pg`` for PostgreSQL. Their ``_unbatched`` twins run the
+same server with ``CARDSVC_SQL_BATCHING=off`` (each order a one-order unit of the SQL group
+commit instead of a batched commit group): the "before" of the batched groups in the same run.
 
 Method: targets are measured one at a time, interleaved per repeat (repeat 1: every target, then
 repeat 2: every target, ...), each sample on a fresh server:
@@ -184,12 +186,13 @@ HOLD_RATE_CAP = 8_000
 HOLD_TTL_S = 3_600
 """Holds outlive the sample: the held count after the run is every hold made."""
 RISK_KEY_LIMITS: dict[str, float] = {
-    "verify_per_s_per_key": 10_000_000, "redeem_per_s_per_key": 100_000_000,
-    "requests_per_s_per_ip": 100_000_000, "open_hold_units_per_agent_max": 100_000_000,
+    "verify_per_s_per_key": 1_000_000, "redeem_per_s_per_key": 1_000_000,
+    "requests_per_s_per_ip": 1_000_000, "open_hold_units_per_agent_max": 100_000_000,
     "orders_per_agent_per_day_max": 100_000_000,
 }
 """A risk-on target's key: every limit checked on every call, each set above what the load
-generator sends (the defaults would refuse a benchmark at 1,000 redeems/s per key)."""
+generator sends (the defaults would refuse a benchmark at 1,000 redeems/s per key) and within
+``cardsvc.access.risk.LIMITS_MAX`` (a key asking for more is refused with LIMIT_EXCEEDED)."""
 ORDER_SETTLE_POLLS = 3
 """Polls 0.2 s apart that must see the same ``allocated`` count (and no order pending) before
 the orders of a run count as finished."""
