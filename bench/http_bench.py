@@ -221,7 +221,7 @@ class Target:
     """The server without issue 12's lean routes and collector tuning
     (``CARDSVC_LEAN_ROUTES=off``, ``CARDSVC_GC_TUNING=off``): the "before" in the same run."""
     unbatched: bool = False
-    """The server with the order saga's commit groups run as one-order units
+    """The server with the SQL commit groups' batch kinds (orders, holds) run as one-item units
     (``CARDSVC_SQL_BATCHING=off``): the "before" of the batched groups in the same run."""
 
     @property
@@ -289,6 +289,8 @@ TARGETS = (
     order_target(1, "sqlite", unbatched=True),
     order_target(1, "postgresql", unbatched=True),
     order_target(1, "postgresql", risk=True),
+    Target("cardsvc_holds_unbatched", "cardsvc POST /v1/holds qty 1 (unbatched)", "cardsvc",
+           "/v1/holds", "hold", 1, unbatched=True),
 )
 TARGET_KEYS = tuple(t.key for t in TARGETS)
 

@@ -472,17 +472,18 @@ def hold_reference(hold_ref: str, step: str) -> str:
 
 def reserve_hold(
     session: Session, hold_ref: str, agent_id: str, amount_minor: int, currency: str,
-    actor: str, now_ms: int,
+    actor: str, now_ms: int, *, batch: PostingBatch | None = None,
 ) -> PostResult:
     """A hold reserves what its codes cost the holder: ``agent:<id>:available`` -amount,
     ``agent:<id>:escrow`` +amount, within balance + credit, like an order's debit. Idempotent
-    on the hold. Raises as :func:`debit_order` (INSUFFICIENT_BALANCE beyond balance + credit)."""
+    on the hold. Raises as :func:`debit_order` (INSUFFICIENT_BALANCE beyond balance + credit).
+    ``batch``: decided and queued there, as :func:`debit_order`'s."""
     check_amount("amount_minor", amount_minor)
     return _post(session, hold_reference(hold_ref, "reserve"), "hold_reserve", actor, currency,
                  [Leg(agent_account(agent_id, "available"), -amount_minor),
                   Leg(agent_account(agent_id, "escrow"), amount_minor)],
                  {"hold_ref": hold_ref, "agent_id": agent_id, "amount_minor": amount_minor},
-                 now_ms, legs_field="amount_minor")
+                 now_ms, legs_field="amount_minor", batch=batch)
 
 
 def release_hold(session: Session, hold_ref: str, actor: str, now_ms: int) -> PostResult | None:
