@@ -1,10 +1,11 @@
-"""The lean path of the hot routes: ``POST /v1/verify``, ``/v1/redeem``, ``/v1/redeem/batch``
-and ``/v1/holds``, the calls terminals and flash sales make thousands of times a second.
+"""The lean path of the hot routes: ``POST /v1/verify``, ``/v1/redeem``, ``/v1/redeem/batch``,
+``/v1/holds`` and ``/v1/orders``, the calls terminals, flash sales and agents' systems make
+thousands of times a second.
 
 FastAPI's own handling of a request (dependency solving, the body read through ``json.loads``
 and validated as Python objects, the response model validating values the code just built,
 ``jsonable_encoder``, the exit stacks) costs several times the work of the call itself (issue
-12's profile). These four routes stay declared in their routers exactly as before, so the
+12's profile). These routes stay declared in their routers exactly as before, so the
 OpenAPI schema and the service's middleware are unchanged; :class:`LeanRoutes`, the innermost
 middleware of the FastAPI app, answers a POST to one of them itself, per request:
 
@@ -42,7 +43,7 @@ from typing_extensions import TypedDict
 from api.deps import agent_of, authenticate
 from api.errors import cardsvc_error_response
 from api.routes import API_PREFIX
-from api.routes.orders import HoldCreate, hold_json
+from api.routes.orders import HoldCreate, OrderCreate, OrderOut, hold_json, order_json
 from api.routes.redemption import (
     CODE_TEXT_LEN_MAX,
     PIN_TEXT_LEN_MAX,
@@ -55,6 +56,7 @@ from cardsvc.access import Principal
 from cardsvc.errors import CardsvcError
 from cardsvc.redemption import RedeemItem, RedemptionView
 from cardsvc.runtime import Runtime
+from cardsvc.sales import OrderRequest
 from cardsvc.times import iso, iso_s
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -225,6 +227,20 @@ async def _hold(runtime: Runtime, caller: Principal, ip: str, body: Any) -> tupl
     return (200 if hold.replayed else 201), hold_json(hold)
 
 
+_ORDER_FIELDS = tuple((name, field.default) for name, field in OrderOut.model_fields.items())
+"""The response model's fields in its order, with their defaults (what pydantic writes)."""
+
+
+async def _order(runtime: Runtime, caller: Principal, ip: str, body: Any) -> tuple[int, Any]:
+    del ip
+    request = OrderRequest(agent_of(caller), body.client_order_id, body.sku, body.quantity)
+    order, created = await runtime.orders.place(request, actor=caller.key_id,
+                                                limits=runtime.risk.limits_of(caller))
+    out = order_json(order)
+    return (201 if created else 200), {name: out.get(name, default)
+                                       for name, default in _ORDER_FIELDS}
+
+
 @dataclass(frozen=True, slots=True)
 class LeanRoute:
     """One lean route: the validator of its body, the scope its caller needs, its work."""
@@ -243,6 +259,7 @@ LEAN_ROUTES: dict[str, LeanRoute] = {
     f"{API_PREFIX}/redeem": _route(RedeemRequest, "redeem", _redeem),
     f"{API_PREFIX}/redeem/batch": _route(BatchBody, "redeem", _redeem_batch),
     f"{API_PREFIX}/holds": _route(HoldCreate, "holds", _hold),
+    f"{API_PREFIX}/orders": _route(OrderCreate, "orders", _order),
 }
 """Path (POST) -> its lean route. Each path is a POST route of the API (``tests/api/test_lean.py``
 checks it against the app's OpenAPI paths)."""

@@ -84,6 +84,9 @@ ENV_LEAN_ROUTES = "CARDSVC_LEAN_ROUTES"
 ENV_GC_TUNING = "CARDSVC_GC_TUNING"
 """``off`` leaves the garbage collector as Python sets it; default on for ``cardsvc serve``
 (``server.app.tune_collector``)."""
+ENV_SQL_BATCHING = "CARDSVC_SQL_BATCHING"
+"""``off`` runs the order saga's SQL steps as one-order units of the group commit instead of
+batches (``cardsvc.db.batcher``: the reference path, for benchmarks); default on."""
 SWITCH_VALUES = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
 ENV_TRUSTED_PROXIES = "CARDSVC_TRUSTED_PROXIES"
 """Comma-separated addresses or CIDR networks of the reverse proxies in front of the service.
@@ -147,6 +150,8 @@ class Settings:
     pin_lockout_max_s: int = PIN_LOCKOUT_MAX_MS_DEFAULT // 1000
     lean_routes: bool = True
     """The lean handlers of the hot routes (``api.lean``); False keeps FastAPI's."""
+    sql_batching: bool = True
+    """The order saga's commit groups processed as batches (``cardsvc.db.batcher``)."""
     gc_tuning: bool = False
     """Freeze what start-up allocated and raise the collector's thresholds once the service is
     open (``server.app.tune_collector``). Off by default so that apps built inside a test
@@ -240,6 +245,7 @@ class Settings:
                                            PIN_LOCKOUT_MAX_MS_DEFAULT // 1000),
             "lean_routes": _switch_from(env, ENV_LEAN_ROUTES, "lean_routes", True),
             "gc_tuning": _switch_from(env, ENV_GC_TUNING, "gc_tuning", True),
+            "sql_batching": _switch_from(env, ENV_SQL_BATCHING, "sql_batching", True),
             "trusted_proxies": tuple(env.get(ENV_TRUSTED_PROXIES, "").split(",")),
             "public_url": env.get(ENV_PUBLIC_URL) or None,
             "production": _flag(env, ENV_PRODUCTION, False),
@@ -278,7 +284,7 @@ class Settings:
                              pin_lockout_max_ms=self.pin_lockout_max_s * 1000,
                              store_settings=store, challenge_enabled=self.store_challenge,
                              mail=mail, retail=RetailLimits.from_env(),
-                             demo_shop=self.store_demo)
+                             demo_shop=self.store_demo, sql_batching=self.sql_batching)
 
     @property
     def shop_url(self) -> str:

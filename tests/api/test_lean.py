@@ -156,3 +156,31 @@ async def test_batch_and_holds_answer_as_fastapi(catalog: Api,
                      (agent, {**hold, "quantity": "1"}), (agent, {**hold, "sku": "NOPE"}),
                      (None, hold)):
         await both(api, classic, "/v1/holds", key, body(bad))
+
+
+async def test_orders_answer_as_fastapi(catalog: Api, classic: httpx.AsyncClient) -> None:
+    api = catalog
+    terminal, agent = api.keys["terminal"], api.keys["agent"]
+    order = {"sku": "VIP", "quantity": 2, "client_order_id": "o-lean"}
+    # Two new orders: the same bytes but for the order's id, time and codes.
+    lean = await api.call("POST", "/v1/orders", agent, json=order)
+    plain = await classic.post("/v1/orders", headers=api.auth(agent),
+                               json={**order, "client_order_id": "o-classic"})
+    assert (lean.status_code, plain.status_code) == (201, 201)
+    assert lean.headers["content-type"] == plain.headers["content-type"]
+    assert list(lean.json()) == list(plain.json())
+    moving = ("order_id", "client_order_id", "created_at", "codes")
+    assert {k: v for k, v in lean.json().items() if k not in moving} == {
+        k: v for k, v in plain.json().items() if k not in moving}
+    assert [list(c) for c in lean.json()["codes"]] == [list(c) for c in plain.json()["codes"]]
+    assert len(lean.json()["codes"]) == 2
+    # a retry: 200 with the order as first made (its codes again), on both paths
+    retry, _ = await both(api, classic, "/v1/orders", agent, body(order))
+    assert retry.status_code == 200 and retry.json() == lean.json()
+    for key, bad in ((terminal, order), (agent, {**order, "quantity": 0}),
+                     (agent, {**order, "quantity": "1"}), (agent, {**order, "sku": "NOPE",
+                                                                   "client_order_id": "o-x"}),
+                     (agent, {**order, "quantity": 1}), (agent, {**order, "extra": 1}),
+                     (None, order)):
+        await both(api, classic, "/v1/orders", key, body(bad))
+    await both(api, classic, "/v1/orders", agent, b"{not json")

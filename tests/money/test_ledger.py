@@ -339,6 +339,48 @@ def test_credit_to_an_account_below_its_floor_is_always_allowed(database: Databa
 # ----- concurrency ---------------------------------------------------------------------------
 
 
+def test_posts_in_a_batch_are_decided_as_one_by_one_and_written_together(
+    database: Database,
+) -> None:
+    # The same posts into a PostingBatch and alone, over two agents with equal funds: the same
+    # results in the same order (a floor reached mid-batch, a reference repeated inside the
+    # batch and one reused for other legs), then the same balances; refusals wrote nothing.
+    _agents(database, {"P": 0, "Q": 0})
+    _fund(database, "P", 500, "seed-P")
+    _fund(database, "Q", 500, "seed-Q")
+
+    def posts(agent_id: str) -> list[tuple[str, list[Leg]]]:
+        out = [(f"{agent_id}-{n}", [Leg(_available(agent_id), -150),
+                                    Leg(ledger.agent_account(agent_id, "escrow"), 150)])
+               for n in range(4)]
+        out.insert(2, out[0])  # the first again: a retry inside the batch
+        out.insert(3, (out[0][0], [Leg(_available(agent_id), -1),
+                                   Leg(ledger.agent_account(agent_id, "escrow"), 1)]))
+        return out
+
+    def outcome(call: Callable[[], ledger.PostResult]) -> object:
+        try:
+            return call().created
+        except CardsvcError as error:
+            return error.code
+
+    with database.write() as session:
+        batch = ledger.PostingBatch(session, [_available("P"), ledger.agent_account("P", "escrow")])
+        batched = [outcome(lambda ref=ref, legs=legs: ledger.post(
+            session, reference=ref, kind="test", actor="tester", currency="CNY", legs=legs,
+            details={}, now_ms=T0_MS, batch=batch)) for ref, legs in posts("P")]
+        batch.write()
+    alone = [outcome(lambda ref=ref, legs=legs: _post(database, ref, legs))
+             for ref, legs in posts("Q")]
+    assert batched == alone == [True, True, False, ErrorCode.IDEMPOTENCY_KEY_REUSED, True,
+                                ErrorCode.INSUFFICIENT_BALANCE]
+    balances = _balances(database)
+    assert balances[_available("P")] == balances[_available("Q")] == 50
+    assert balances[ledger.agent_account("P", "escrow")] == 450
+    with database.read() as session:
+        assert ledger.check_ledger(session) == []
+
+
 def _race(count: int, work: Callable[[int], None]) -> list[BaseException | None]:
     """Runs ``work(i)`` on ``count`` threads released together; returns each one's exception."""
     barrier = threading.Barrier(count)

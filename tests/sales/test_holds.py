@@ -22,6 +22,8 @@ from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.reports import reconciliation_report
 from cardsvc.runtime import Runtime
 from cardsvc.sales import OrderRequest
+from cardsvc.sales.holds import RESERVE_KIND, _Reserve, hold_ref
+from cardsvc.sales.tables import HoldRecord
 from tests.fixtures.runtime import FUNDS_MINOR, PRICE_MINOR, SHOP_CODES, balances
 
 OFF = RiskLimits(enabled=False)
@@ -169,3 +171,41 @@ def test_holds_racing_orders_never_overspend(shop: Runtime, seed: int) -> None:
     assert money["available"] == FUNDS_MINOR - sold_value - held_value
     assert money["escrow"] == held_value
     reconciled(shop)
+
+
+def test_a_group_of_hold_reservations_equals_one_hold_units(shop: Runtime) -> None:
+    # The SQL step of eight holds as one batch for A1 and as one-hold units (a savepoint each)
+    # for A2, funded alike: a retry and a clashing reuse of one client_hold_id inside the group,
+    # a missing SKU, and the money running out before the last but one.
+    asks = [("r0", "VIP", 2), ("r1", "VIP", 2), ("r1", "VIP", 2), ("r1", "VIP", 3),
+            ("r2", "NOPE", 1), ("r3", "VIP", 4), ("r4", "VIP", 3), ("r5", "VIP", 2)]
+    now_ms = shop.engine.now_ms()
+
+    def items(agent_id: str) -> list[_Reserve]:
+        return [_Reserve(hold_ref(agent_id, f"hld_{name}"), f"hld_{name}", agent_id, sku,
+                         quantity, None, now_ms + 60_000, "test", now_ms)
+                for name, sku, quantity in asks]
+
+    def described(outcome: object) -> object:
+        if isinstance(outcome, CardsvcError):
+            return outcome.code, {k: v for k, v in outcome.details.items()
+                                  if k not in ("account_id", "agent_id")}
+        assert isinstance(outcome, HoldRecord)
+        return outcome.hold_id, outcome.quantity, outcome.amount_minor, outcome.status
+
+    with shop.db.write() as session:
+        batched = RESERVE_KIND.run_batch(session, items("A1"))
+    alone: list[object] = []
+    with shop.db.write() as session:
+        for item in items("A2"):
+            try:
+                with session.begin_nested():
+                    alone.append(RESERVE_KIND.run_one(session, item))
+            except CardsvcError as error:
+                alone.append(error)
+    assert [described(o) for o in batched] == [described(o) for o in alone]
+    assert [o.code if isinstance(o, CardsvcError) else "ok" for o in batched] == [
+        "ok", "ok", "ok", ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.SKU_NOT_FOUND, "ok",
+        ErrorCode.INSUFFICIENT_BALANCE, "ok"]
+    assert balances(shop, "A1") == balances(shop, "A2") == {
+        "available": 0, "escrow": FUNDS_MINOR, "pending": 0, "withdrawing": 0}

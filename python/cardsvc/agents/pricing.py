@@ -307,11 +307,16 @@ def order_pools(session: Session, agent_id: str) -> list[int]:
     [own, 0], ``own_only`` -> [own], ``shared_only`` -> [0]; an agent without a pool -> [0].
     Reads only. Raises AGENT_NOT_FOUND."""
     row = tree.require_agent(session, agent_id)
-    if row.pool_id is None or row.pool_policy == "shared_only":
+    return pools_of(row.pool_id, row.pool_policy)
+
+
+def pools_of(pool_id: int | None, pool_policy: str) -> list[int]:
+    """:func:`order_pools` from the agent's pool and policy. Pure."""
+    if pool_id is None or pool_policy == "shared_only":
         return [tree.SHARED_POOL_ID]
-    if row.pool_policy == "own_only":
-        return [row.pool_id]
-    return [row.pool_id, tree.SHARED_POOL_ID]
+    if pool_policy == "own_only":
+        return [pool_id]
+    return [pool_id, tree.SHARED_POOL_ID]
 
 
 def _check_limit(limit: int) -> None:

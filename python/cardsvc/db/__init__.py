@@ -7,7 +7,7 @@ in the core.
 """
 
 from cardsvc.db.base import Base
-from cardsvc.db.batcher import WriteBatcher
+from cardsvc.db.batcher import BatchKind, WriteBatcher
 from cardsvc.db.database import DATABASE_URL_ENV, Database
 
-__all__ = ["DATABASE_URL_ENV", "Base", "Database", "WriteBatcher"]
+__all__ = ["DATABASE_URL_ENV", "Base", "BatchKind", "Database", "WriteBatcher"]

@@ -86,6 +86,14 @@ _FIND_TRANSACTION = (
     .where(TXNS.c.reference == bindparam("b_reference"))
     .order_by(POSTINGS.c.account_id)
 )
+_FIND_TRANSACTIONS = (
+    select(TXNS.c.reference, TXNS.c.txn_id, TXNS.c.kind, TXNS.c.actor, TXNS.c.details,
+           TXNS.c.created_at_ms, POSTINGS.c.account_id, POSTINGS.c.amount_minor,
+           POSTINGS.c.currency)
+    .select_from(TXNS.outerjoin(POSTINGS, POSTINGS.c.txn_id == TXNS.c.txn_id))
+    .where(TXNS.c.reference.in_(bindparam("b_references", expanding=True)))
+    .order_by(TXNS.c.reference, POSTINGS.c.account_id)
+)
 _INSERT_TRANSACTION = insert(TXNS)
 _INSERT_POSTINGS = insert(POSTINGS)
 
@@ -255,7 +263,7 @@ def lock_accounts(session: Session, account_ids: Iterable[str]) -> dict[str, Acc
     if not ids:
         return {}
     if len(ids) > LEGS_MAX:  # a batch: one expanding IN, rendered per call
-        rows = session.connection().execute(_lock_statement(None), {"b_ids": ids})
+        rows = session.connection().execute(_LOCK_MANY, {"b_ids": ids})
     else:
         statement = _LOCK_ACCOUNTS.get(len(ids))
         if statement is None:
@@ -276,7 +284,81 @@ def _lock_statement(count: int | None) -> Select[Any]:
             .with_for_update())
 
 
+_LOCK_MANY = _lock_statement(None)
+
+
 # ----- posting -------------------------------------------------------------------------------
+
+
+class PostingBatch:
+    """Several transactions of one SQL transaction, decided one by one against balances read
+    once and written together: :func:`post` with ``batch=`` plans each transaction here (the
+    same checks and floors as alone, against the balances the transactions before it in the
+    batch left) and queues its rows; :meth:`write` inserts every transaction and posting and
+    updates every touched balance with one statement each (executemany). A refused post queues
+    nothing, so the others still write.
+
+    Opening the batch locks ``account_ids`` (one ``lock_accounts`` call, in id order) and looks
+    up ``references`` in one query; accounts and references named later are locked or looked up
+    when first posted to. Until :meth:`write`, the queued rows are only here: call it before
+    the transaction reads balances, transactions or postings in any other way."""
+
+    def __init__(self, session: Session, account_ids: Iterable[str],
+                 references: Iterable[str] = ()) -> None:
+        self.session = session
+        self.accounts: dict[str, AccountInfo] = lock_accounts(session, account_ids)
+        """The locked accounts, their balances including what the batch has queued."""
+        self._known: dict[str, TransactionInfo | None] = find_transactions(session, references)
+        self._txns: list[dict[str, Any]] = []
+        self._postings: list[dict[str, Any]] = []
+        self._deltas: dict[str, int] = {}
+
+    def lock(self, account_ids: Iterable[str]) -> None:
+        """Locks the named accounts the batch has not locked yet (their balances read now)."""
+        missing = [account_id for account_id in account_ids if account_id not in self.accounts]
+        if missing:
+            for account_id, info in lock_accounts(self.session, missing).items():
+                self.accounts.setdefault(account_id, info)
+
+    def existing(self, reference: str) -> TransactionInfo | None:
+        """The transaction ``reference`` names: stored, or queued in this batch."""
+        if reference not in self._known:
+            self._known[reference] = find_transaction(self.session, reference)
+        return self._known[reference]
+
+    def add(self, reference: str, kind: str, actor: str, currency: str, legs: Sequence[Leg],
+            details: dict[str, Any], now_ms: int) -> str:
+        """Queues a checked transaction and applies its legs to the balances; its id."""
+        txn_id = "txn_" + secrets.token_hex(12)
+        self._txns.append({"txn_id": txn_id, "reference": reference, "kind": kind,
+                           "actor": actor, "details": details, "created_at_ms": now_ms})
+        for leg in legs:
+            self._postings.append({"txn_id": txn_id, "account_id": leg.account_id,
+                                   "amount_minor": leg.amount_minor, "currency": currency,
+                                   "created_at_ms": now_ms})
+            self._deltas[leg.account_id] = self._deltas.get(leg.account_id, 0) + leg.amount_minor
+            info = self.accounts[leg.account_id]
+            self.accounts[leg.account_id] = AccountInfo(
+                info.account_id, info.kind, info.agent_id, info.currency, info.floor_minor,
+                info.balance_minor + leg.amount_minor)
+        self._known[reference] = TransactionInfo(
+            txn_id=txn_id, reference=reference, kind=kind, actor=actor, currency=currency,
+            created_at_ms=now_ms, details=dict(details),
+            legs=tuple(sorted((leg.account_id, leg.amount_minor) for leg in legs)))
+        return txn_id
+
+    def write(self) -> None:
+        """Writes what is queued: the transactions, their postings, the balances (each touched
+        account once). Nothing queued: no statement."""
+        if not self._txns:
+            return
+        connection = self.session.connection()
+        connection.execute(_INSERT_TRANSACTION, self._txns)
+        connection.execute(_INSERT_POSTINGS, self._postings)
+        connection.execute(_UPDATE_BALANCE, [
+            {"b_account_id": account_id, "b_delta": delta}
+            for account_id, delta in sorted(self._deltas.items()) if delta])
+        self._txns, self._postings, self._deltas = [], [], {}
 
 
 def post(
@@ -290,6 +372,7 @@ def post(
     details: dict[str, Any],
     now_ms: int,
     under_lock: Callable[[], None] | None = None,
+    batch: PostingBatch | None = None,
 ) -> PostResult:
     """Records one immutable transaction, or finds the one ``reference`` already names.
 
@@ -311,30 +394,26 @@ def post(
     adds each amount to its account's cached balance. An error changes nothing. On PostgreSQL, a
     concurrent transaction committing the same reference over other accounts makes this insert
     fail with IntegrityError (the whole transaction rolls back; a retry then finds it).
+
+    ``batch``: decided against the batch's balances and queued there instead of written now
+    (:class:`PostingBatch`; the same checks, in the same order).
     """
     _check_post_args(reference, kind, actor, currency, legs, now_ms)
-    accounts = lock_accounts(session, (leg.account_id for leg in legs))
+    alone = batch is None
+    if batch is None:
+        batch = PostingBatch(session, (leg.account_id for leg in legs))
+    else:
+        batch.lock(leg.account_id for leg in legs)
     if under_lock is not None:
         under_lock()
-    existing = find_transaction(session, reference)
+    existing = batch.existing(reference)
     if existing is not None:
         _require_same(existing, kind, currency, legs)
         return PostResult(existing.txn_id, created=False)
-    _check_accounts(accounts, legs, currency)
-    txn_id = "txn_" + secrets.token_hex(12)
-    connection = session.connection()
-    connection.execute(_INSERT_TRANSACTION, {
-        "txn_id": txn_id, "reference": reference, "kind": kind, "actor": actor,
-        "details": details, "created_at_ms": now_ms,
-    })
-    connection.execute(_INSERT_POSTINGS, [
-        {"txn_id": txn_id, "account_id": leg.account_id, "amount_minor": leg.amount_minor,
-         "currency": currency, "created_at_ms": now_ms}
-        for leg in legs
-    ])
-    connection.execute(_UPDATE_BALANCE, [
-        {"b_account_id": leg.account_id, "b_delta": leg.amount_minor} for leg in legs
-    ])
+    _check_accounts(batch.accounts, legs, currency)
+    txn_id = batch.add(reference, kind, actor, currency, legs, details, now_ms)
+    if alone:
+        batch.write()
     return PostResult(txn_id, created=True)
 
 
@@ -342,8 +421,26 @@ def find_transaction(session: Session, reference: str) -> TransactionInfo | None
     """The transaction recorded under ``reference``, with its postings; None if there is none.
     Reads only."""
     rows = session.connection().execute(_FIND_TRANSACTION, {"b_reference": reference}).all()
-    if not rows:
-        return None
+    return _transaction_info(reference, rows) if rows else None
+
+
+def find_transactions(session: Session,
+                      references: Iterable[str]) -> dict[str, TransactionInfo | None]:
+    """:func:`find_transaction` of each reference, in one query. Reads only."""
+    wanted = sorted(set(references))
+    found: dict[str, TransactionInfo | None] = dict.fromkeys(wanted)
+    if not wanted:
+        return found
+    rows: dict[str, list[Any]] = {}
+    for row in session.connection().execute(_FIND_TRANSACTIONS, {"b_references": wanted}):
+        rows.setdefault(row.reference, []).append(row)
+    for reference, its_rows in rows.items():
+        found[reference] = _transaction_info(reference, its_rows)
+    return found
+
+
+def _transaction_info(reference: str, rows: Sequence[Any]) -> TransactionInfo:
+    """A transaction from its rows of the transaction-postings join (in account order)."""
     first = rows[0]
     legs = tuple((row.account_id, row.amount_minor) for row in rows if row.account_id is not None)
     return TransactionInfo(

@@ -50,6 +50,7 @@ from cardsvc.db.base import ID_LEN_MAX, NAME_LEN_MAX, REF_LEN_MAX
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
 from cardsvc.money.ledger import (
     Leg,
+    PostingBatch,
     PostResult,
     Problem,
     agent_account,
@@ -81,6 +82,13 @@ _ORDER_TXNS = (
            Posting.amount_minor, Posting.currency)
     .join(Posting, Posting.txn_id == LedgerTransaction.txn_id)
     .where(LedgerTransaction.reference.in_([bindparam(f"b_{step}") for step in ORDER_STEPS]))
+    .order_by(Posting.posting_id)
+)
+_ORDER_TXNS_OF = (
+    select(LedgerTransaction.reference, LedgerTransaction.txn_id, Posting.account_id,
+           Posting.amount_minor, Posting.currency)
+    .join(Posting, Posting.txn_id == LedgerTransaction.txn_id)
+    .where(LedgerTransaction.reference.in_(bindparam("b_references", expanding=True)))
     .order_by(Posting.posting_id)
 )
 _INSERT_COMMISSIONS = insert(_COMMISSIONS)
@@ -172,7 +180,7 @@ def deposit(
 
 def debit_order(
     session: Session, order_id: str, agent_id: str, total_minor: int, currency: str,
-    actor: str, now_ms: int, *, reserved: bool = False,
+    actor: str, now_ms: int, *, reserved: bool = False, batch: PostingBatch | None = None,
 ) -> PostResult:
     """Saga step 1: the order's total leaves the buyer's available balance for its escrow
     (``agent:<id>:available`` -total, ``agent:<id>:escrow`` +total), within balance + credit.
@@ -186,13 +194,22 @@ def debit_order(
     ``reserved``: the money was reserved by a hold whose reservation this same transaction has
     just given back (:func:`consume_hold`), so the debit is not checked against the floor again
     (a credit cut since the hold does not undo what the hold had reserved).
+
+    ``batch``: the debit is decided against the batch's balances and queued there
+    (``ledger.PostingBatch``; the order saga's commit groups), written by its ``write``.
     """
     check_amount("total_minor", total_minor)
     return _post(session, order_reference(order_id, "debit"), "order_debit", actor, currency,
-                 [Leg(agent_account(agent_id, "available"), -total_minor, force=reserved),
-                  Leg(agent_account(agent_id, "escrow"), total_minor)],
+                 debit_legs(agent_id, total_minor, reserved=reserved),
                  {"order_id": order_id, "agent_id": agent_id, "total_minor": total_minor},
-                 now_ms, legs_field="total_minor")
+                 now_ms, legs_field="total_minor", batch=batch)
+
+
+def debit_legs(agent_id: str, total_minor: int, *, reserved: bool = False) -> list[Leg]:
+    """An order's debit: available -total (unchecked when ``reserved``), escrow +total. Pure
+    (the saga's commit groups lock these accounts up front)."""
+    return [Leg(agent_account(agent_id, "available"), -total_minor, force=reserved),
+            Leg(agent_account(agent_id, "escrow"), total_minor)]
 
 
 def settle_order(
@@ -217,35 +234,121 @@ def settle_order(
     IDEMPOTENCY_KEY_REUSED, ACCOUNT_NOT_FOUND/AGENT_NOT_FOUND, CURRENCY_MISMATCH. A settlement
     after the order's release is a saga bug: AssertionError.
     """
-    checked = _check_chain(chain)
-    _check_count("quantity", quantity, ErrorCode.QUANTITY_MUST_BE_POSITIVE)
-    if unit_cost_minor is not None:
-        check_amount("unit_cost_minor", unit_cost_minor, positive=False)
-    _check_cooling(cooling_ms)
-    legs, shares, revenue, cost = _settlement_plan(checked, quantity, unit_cost_minor, currency)
+    plan = plan_settlement(SettleRequest(order_id, tuple(chain), quantity, unit_cost_minor,
+                                         currency, cooling_ms, actor, now_ms))
+    return _settle(session, plan, None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class SettleRequest:
+    """The arguments of one :func:`settle_order`, for :func:`settle_orders`."""
+
+    order_id: str
+    chain: tuple[tuple[str, int], ...]
+    quantity: int
+    unit_cost_minor: int | None
+    currency: str
+    cooling_ms: int
+    actor: str
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SettlePlan:
+    request: SettleRequest
+    chain: list[tuple[str, int]]
+    legs: list[Leg]
+    shares: list[tuple[str, int]]
+    revenue_minor: int
+    cost_minor: int
+
+
+def plan_settlement(request: SettleRequest) -> _SettlePlan:
+    """The settlement's arguments checked and its legs planned; raises as
+    :func:`settle_order`'s argument checks. Pure."""
+    checked = _check_chain(request.chain)
+    _check_count("quantity", request.quantity, ErrorCode.QUANTITY_MUST_BE_POSITIVE)
+    if request.unit_cost_minor is not None:
+        check_amount("unit_cost_minor", request.unit_cost_minor, positive=False)
+    _check_cooling(request.cooling_ms)
+    legs, shares, revenue, cost = _settlement_plan(checked, request.quantity,
+                                                   request.unit_cost_minor, request.currency)
+    return _SettlePlan(request, checked, legs, shares, revenue, cost)
+
+
+def settle_orders(session: Session,
+                  requests: Sequence[SettleRequest]) -> list[SettleResult | CardsvcError]:
+    """:func:`settle_order` for many orders in one transaction, with one outcome per request
+    (its result, or the error :func:`settle_order` would raise; a refused settlement writes
+    nothing): every touched account locked and every order's ledger transactions read in one
+    query each, each settlement decided in order against the balances the ones before it left
+    (``ledger.PostingBatch``), then the transactions, postings, balances and commissions
+    written with one statement each. Preconditions as :func:`settle_order`."""
+    plans: list[_SettlePlan | CardsvcError] = []
+    for request in requests:
+        try:
+            plans.append(plan_settlement(request))
+        except CardsvcError as error:
+            plans.append(error)
+    planned = [plan for plan in plans if not isinstance(plan, CardsvcError)]
+    batch = PostingBatch(
+        session, (leg.account_id for plan in planned for leg in plan.legs),
+        [order_reference(plan.request.order_id, "settle") for plan in planned])
+    txns = _order_txns_of(session, [plan.request.order_id for plan in planned])
+    commissions: list[dict[str, Any]] = []
+    outcomes: list[SettleResult | CardsvcError] = []
+    for plan in plans:
+        if isinstance(plan, CardsvcError):
+            outcomes.append(plan)
+            continue
+        try:
+            outcomes.append(_settle(session, plan, batch, txns, commissions))
+        except CardsvcError as error:
+            outcomes.append(error)
+    batch.write()
+    if commissions:
+        session.connection().execute(_INSERT_COMMISSIONS, commissions)
+    return outcomes
+
+
+def _settle(
+    session: Session, plan: _SettlePlan, batch: PostingBatch | None,
+    txns: dict[str, dict[str, tuple[str, str, tuple[tuple[str, int], ...]]]] | None,
+    commissions: list[dict[str, Any]] | None,
+) -> SettleResult:
+    """One planned settlement: posted alone (``batch`` None: its commissions inserted now), or
+    into ``batch`` with the order's transactions read beforehand (``txns``) and its
+    commission rows appended to ``commissions`` for the caller to insert."""
+    request = plan.request
+    order_id = request.order_id
 
     def order_is_debited_and_not_released() -> None:
         # Under the accounts' locks: a concurrent release locks the same escrow, so it either
         # committed before this read or waits until this transaction ends.
-        txns = _order_txns(session, order_id)
-        if "release" in txns:
+        found = _order_txns(session, order_id) if txns is None else txns.get(order_id, {})
+        if "release" in found:
             raise AssertionError(f"order {order_id} was released; it cannot be settled")
-        _require_debit_matches(txns, order_id, legs[0])
+        _require_debit_matches(found, order_id, plan.legs[0])
 
-    details = {"order_id": order_id, "quantity": quantity, "unit_cost_minor": unit_cost_minor,
-               "chain": [list(link) for link in checked]}
-    result = _post(session, order_reference(order_id, "settle"), "order_settle", actor,
-                   currency, legs, details, now_ms, legs_field="chain", accounts_field="chain",
-                   under_lock=order_is_debited_and_not_released)
-    if result.created and shares:
-        session.flush()  # the caller's pending order row, which the commissions refer to
-        session.connection().execute(_INSERT_COMMISSIONS, [
-            {"order_id": order_id, "agent_id": agent_id, "amount_minor": amount,
-             "currency": currency, "status": "pending", "release_at_ms": now_ms + cooling_ms,
-             "txn_id": result.txn_id}
-            for agent_id, amount in shares
-        ])
-    return SettleResult(result.txn_id, result.created, tuple(shares), revenue, cost)
+    details = {"order_id": order_id, "quantity": request.quantity,
+               "unit_cost_minor": request.unit_cost_minor,
+               "chain": [list(link) for link in plan.chain]}
+    result = _post(session, order_reference(order_id, "settle"), "order_settle", request.actor,
+                   request.currency, plan.legs, details, request.now_ms, legs_field="chain",
+                   accounts_field="chain", under_lock=order_is_debited_and_not_released,
+                   batch=batch)
+    if result.created and plan.shares:
+        rows = [{"order_id": order_id, "agent_id": agent_id, "amount_minor": amount,
+                 "currency": request.currency, "status": "pending",
+                 "release_at_ms": request.now_ms + request.cooling_ms, "txn_id": result.txn_id}
+                for agent_id, amount in plan.shares]
+        if commissions is not None:
+            commissions.extend(rows)
+        else:
+            session.flush()  # the caller's pending order row, which the commissions refer to
+            session.connection().execute(_INSERT_COMMISSIONS, rows)
+    return SettleResult(result.txn_id, result.created, tuple(plan.shares), plan.revenue_minor,
+                        plan.cost_minor)
 
 
 def release_order(session: Session, order_id: str, actor: str, now_ms: int) -> PostResult:
@@ -369,17 +472,18 @@ def hold_reference(hold_ref: str, step: str) -> str:
 
 def reserve_hold(
     session: Session, hold_ref: str, agent_id: str, amount_minor: int, currency: str,
-    actor: str, now_ms: int,
+    actor: str, now_ms: int, *, batch: PostingBatch | None = None,
 ) -> PostResult:
     """A hold reserves what its codes cost the holder: ``agent:<id>:available`` -amount,
     ``agent:<id>:escrow`` +amount, within balance + credit, like an order's debit. Idempotent
-    on the hold. Raises as :func:`debit_order` (INSUFFICIENT_BALANCE beyond balance + credit)."""
+    on the hold. Raises as :func:`debit_order` (INSUFFICIENT_BALANCE beyond balance + credit).
+    ``batch``: decided and queued there, as :func:`debit_order`'s."""
     check_amount("amount_minor", amount_minor)
     return _post(session, hold_reference(hold_ref, "reserve"), "hold_reserve", actor, currency,
                  [Leg(agent_account(agent_id, "available"), -amount_minor),
                   Leg(agent_account(agent_id, "escrow"), amount_minor)],
                  {"hold_ref": hold_ref, "agent_id": agent_id, "amount_minor": amount_minor},
-                 now_ms, legs_field="amount_minor")
+                 now_ms, legs_field="amount_minor", batch=batch)
 
 
 def release_hold(session: Session, hold_ref: str, actor: str, now_ms: int) -> PostResult | None:
@@ -559,17 +663,19 @@ def _subledger_problems(
 def _post(
     session: Session, reference: str, kind: str, actor: str, currency: str, legs: list[Leg],
     details: dict[str, Any], now_ms: int, *, legs_field: str, accounts_field: str = "agent_id",
-    under_lock: Callable[[], None] | None = None,
+    under_lock: Callable[[], None] | None = None, batch: PostingBatch | None = None,
 ) -> PostResult:
     """``ledger.post``, naming the business field in IDEMPOTENCY_KEY_REUSED (``legs_field`` when
     only amounts differ, ``accounts_field`` when the accounts do) and answering AGENT_NOT_FOUND
     for an unknown agent's account (both looked up only on the error path)."""
     try:
         return post(session, reference=reference, kind=kind, actor=actor, currency=currency,
-                    legs=legs, details=details, now_ms=now_ms, under_lock=under_lock)
+                    legs=legs, details=details, now_ms=now_ms, under_lock=under_lock,
+                    batch=batch)
     except CardsvcError as error:
         if error.code is ErrorCode.IDEMPOTENCY_KEY_REUSED and error.details["field"] == "legs":
-            existing = find_transaction(session, reference)
+            existing = (find_transaction(session, reference) if batch is None
+                        else batch.existing(reference))
             same_accounts = existing is not None and (
                 {account_id for account_id, _ in existing.legs}
                 == {leg.account_id for leg in legs})
@@ -638,14 +744,35 @@ def _order_txns(
     session: Session, order_id: str
 ) -> dict[str, tuple[str, str, tuple[tuple[str, int], ...]]]:
     """The order's ledger transactions by step: (txn id, currency, postings), one query."""
-    references = {order_reference(order_id, step): step for step in ORDER_STEPS}
+    references = {order_reference(order_id, step): (order_id, step) for step in ORDER_STEPS}
     rows = session.connection().execute(
-        _ORDER_TXNS, {f"b_{step}": reference for reference, step in references.items()}).all()
-    found: dict[str, tuple[str, str, tuple[tuple[str, int], ...]]] = {}
+        _ORDER_TXNS, {f"b_{step}": reference for reference, (_, step) in references.items()})
+    return _fold_order_txns(references, rows).get(order_id, {})
+
+
+def _order_txns_of(
+    session: Session, order_ids: Sequence[str]
+) -> dict[str, dict[str, tuple[str, str, tuple[tuple[str, int], ...]]]]:
+    """:func:`_order_txns` of each order, by order id, in one query."""
+    references = {order_reference(order_id, step): (order_id, step)
+                  for order_id in order_ids for step in ORDER_STEPS}
+    if not references:
+        return {}
+    rows = session.connection().execute(_ORDER_TXNS_OF, {"b_references": sorted(references)})
+    return _fold_order_txns(references, rows)
+
+
+def _fold_order_txns(
+    references: dict[str, tuple[str, str]], rows: Any
+) -> dict[str, dict[str, tuple[str, str, tuple[tuple[str, int], ...]]]]:
+    """Rows of (reference, txn id, account, amount, currency) by order and step, postings in
+    row order."""
+    found: dict[str, dict[str, tuple[str, str, tuple[tuple[str, int], ...]]]] = {}
     for row in rows:
-        step = references[row.reference]
-        txn_id, currency, legs = found.get(step, (row.txn_id, row.currency, ()))
-        found[step] = (txn_id, currency, (*legs, (row.account_id, row.amount_minor)))
+        order_id, step = references[row.reference]
+        steps = found.setdefault(order_id, {})
+        txn_id, currency, legs = steps.get(step, (row.txn_id, row.currency, ()))
+        steps[step] = (txn_id, currency, (*legs, (row.account_id, row.amount_minor)))
     return found
 
 

@@ -59,9 +59,11 @@ from cardsvc.reports.tables import (
 from cardsvc.sales.tables import Order
 
 HOUR_MS = 3_600_000
-FOLD_POSTINGS_MAX = 20_000
-"""Postings folded per round (one SQL page, a few MB): the timer's round stays well under a
-second, and a backlog drains at about this many postings per round."""
+FOLD_POSTINGS_MAX = 2_000
+"""Postings folded per round (one SQL page and one write transaction, a few hundred KB): on
+SQLite a round holds the one write lock, which the order path's group commit waits for, so a
+round stays at tens of milliseconds; the timer runs several rounds per tick
+(``runtime.FOLD_ROUNDS_MAX``)."""
 FOLD_LAG_MS = 2_000
 SALES = "sales"
 RETAIL = "retail"
@@ -151,7 +153,7 @@ class Rollups:
                 state = RollupState(name=SALES, watermark=0, folded_until_ms=0,
                                     updated_at_ms=now_ms)
                 session.add(state)
-            rows = session.execute(
+            rows = session.connection().execute(  # Core rows: no ORM loading per row
                 select(Posting.posting_id, Posting.account_id, Posting.amount_minor,
                        Posting.currency, Posting.created_at_ms, LedgerTransaction.kind,
                        LedgerTransaction.details)
@@ -187,7 +189,7 @@ class Rollups:
     def _fold(self, session: Session, page: list[Any]) -> None:
         order_ids = {str(row.details.get("order_id")) for row in page
                      if row.kind in SALE_KINDS and isinstance(row.details, dict)}
-        orders = {order.order_id: order for order in session.execute(
+        orders = {order.order_id: order for order in session.connection().execute(
             select(Order.order_id, Order.agent_id, Order.sku, Order.pool_id, Order.quantity,
                    Order.price_chain).where(Order.order_id.in_(order_ids)))} if order_ids else {}
         buckets = _Buckets()

@@ -32,8 +32,9 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
@@ -41,10 +42,10 @@ from cardsvc.access import RiskGuard, RiskLimits
 from cardsvc.agents import pricing
 from cardsvc.catalog import Sku
 from cardsvc.checks import check_client_ref, check_money_product, check_quantity
-from cardsvc.db import Database, WriteBatcher
+from cardsvc.db import BatchKind, Database, WriteBatcher
 from cardsvc.engine import Engine, Hold, Store
 from cardsvc.errors import CardsvcError, ErrorCode, invalid, make_error
-from cardsvc.money import settlement
+from cardsvc.money import ledger, settlement
 from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
 from cardsvc.sales.tables import HoldRecord
 
@@ -137,9 +138,8 @@ class Holds:
         expires_at_ms = now_ms + ttl_seconds * 1000
         self.risk.reserve_hold(ref, agent_id, buyer_id, quantity, expires_at_ms, limits)
         try:
-            row = await self.batcher.submit_async(lambda session: _reserve(
-                session, ref, hold_id, agent_id, sku, quantity, buyer_id, expires_at_ms,
-                actor, now_ms))
+            row = await self.batcher.submit_batch_async(RESERVE_KIND, _Reserve(
+                ref, hold_id, agent_id, sku, quantity, buyer_id, expires_at_ms, actor, now_ms))
             if row.status != "open":  # a retry of a hold that was refused or has ended
                 self.risk.end_hold(ref)
                 return dataclasses.replace(record_view(row), replayed=True)
@@ -343,32 +343,116 @@ class Holds:
         self.risk.end_hold(hold_ref(agent_id, hold_id))
 
 
-def _reserve(session: Session, ref: str, hold_id: str, agent_id: str, sku: str, quantity: int,
-             buyer_id: str | None, expires_at_ms: int, actor: str, now_ms: int) -> HoldRecord:
+@dataclass(frozen=True, slots=True)
+class _Reserve:
+    """The SQL step of one hold, as a batch item of the group commit."""
+
+    ref: str
+    hold_id: str
+    agent_id: str
+    sku: str
+    quantity: int
+    buyer_id: str | None
+    expires_at_ms: int
+    actor: str
+    now_ms: int
+
+
+_HOLDS = cast(Table, HoldRecord.__table__)
+_INSERT_HOLDS = insert(_HOLDS)
+_HOLDS_FOUND = select(_HOLDS.c.hold_ref).where(
+    _HOLDS.c.hold_ref.in_(bindparam("b_refs", expanding=True)))
+_SKUS_FOUND = select(Sku.sku).where(Sku.sku.in_(bindparam("b_skus", expanding=True)))
+
+
+def _reserve(session: Session, item: _Reserve) -> HoldRecord:
     """The SQL step of a hold (a group-commit unit): the existing row of this hold (a retry),
     or a new ``open`` row with the holder's price chain and its reservation."""
-    existing = session.get(HoldRecord, ref)
+    existing = session.get(HoldRecord, item.ref)
     if existing is not None:
-        for field, old, new in (("sku", existing.sku, sku),
-                                ("quantity", existing.quantity, quantity)):
-            if old != new:
-                raise make_error(ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                                 "client_hold_id was used for a different hold", {"field": field})
-        return existing
-    if session.get(Sku, sku) is None:
-        raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": sku})
-    chain = pricing.price_chain(session, agent_id, sku)
-    _, currency = pricing.effective_price(session, agent_id, sku)
-    amount = check_money_product("total_minor", chain[0][1], quantity)
-    row = HoldRecord(hold_ref=ref, hold_id=hold_id, agent_id=agent_id, sku=sku,
-                     quantity=quantity, buyer_id=buyer_id, amount_minor=amount,
-                     currency=currency, price_chain=[list(link) for link in chain],
-                     status="open", order_id=None, expires_at_ms=expires_at_ms,
-                     created_at_ms=now_ms, updated_at_ms=now_ms, created_by=actor)
+        return _same_record(existing, item)
+    if session.get(Sku, item.sku) is None:
+        raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": item.sku})
+    row = HoldRecord(**_planned(session, item, None))
     session.add(row)
     session.flush()
-    settlement.reserve_hold(session, ref, agent_id, amount, currency, actor, now_ms)
+    settlement.reserve_hold(session, item.ref, item.agent_id, row.amount_minor, row.currency,
+                            item.actor, item.now_ms)
     return row
+
+
+def _reserve_batch(session: Session,
+                   items: Sequence[_Reserve]) -> list[HoldRecord | CardsvcError]:
+    """The SQL step of a commit group's holds in one call: each outcome is what ``_reserve``
+    gives that hold run after the ones before it (a refused hold writes nothing), with the
+    holds, SKUs, accounts and references read once and the new rows and reservations written
+    with one statement per table."""
+    connection = session.connection()
+    taken = list(connection.execute(
+        _HOLDS_FOUND, {"b_refs": sorted({item.ref for item in items})}).scalars())
+    existing = {row.hold_ref: row for row in session.scalars(
+        select(HoldRecord).where(HoldRecord.hold_ref.in_(taken)))} if taken else {}
+    skus = set(connection.execute(
+        _SKUS_FOUND, {"b_skus": sorted({item.sku for item in items})}).scalars())
+    postings = ledger.PostingBatch(
+        session, (ledger.agent_account(item.agent_id, kind) for item in items
+                  for kind in ("available", "escrow")),
+        [settlement.hold_reference(item.ref, "reserve") for item in items])
+    rows: list[dict[str, object]] = []
+    outcomes: list[HoldRecord | CardsvcError] = []
+    for item in items:
+        try:
+            found = existing.get(item.ref)
+            if found is not None:
+                outcomes.append(_same_record(found, item))
+                continue
+            if item.sku not in skus:
+                raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": item.sku})
+            values = _planned(session, item, postings)
+        except CardsvcError as error:
+            outcomes.append(error)
+            continue
+        rows.append(values)
+        existing[item.ref] = row = HoldRecord(**values)
+        outcomes.append(row)
+    if rows:
+        connection.execute(_INSERT_HOLDS, rows)
+    postings.write()
+    return outcomes
+
+
+def _same_record(existing: HoldRecord, item: _Reserve) -> HoldRecord:
+    """The hold's row for a retry; IDEMPOTENCY_KEY_REUSED when it asks for another hold."""
+    for field, old, new in (("sku", existing.sku, item.sku),
+                            ("quantity", existing.quantity, item.quantity)):
+        if old != new:
+            raise make_error(ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                             "client_hold_id was used for a different hold", {"field": field})
+    return existing
+
+
+def _planned(session: Session, item: _Reserve,
+             postings: ledger.PostingBatch | None) -> dict[str, object]:
+    """A new hold's row values (price chain, amount) and, with ``postings``, its reservation
+    decided and queued there. Raises the price chain's refusals, LIMIT_EXCEEDED, and the
+    reservation's (INSUFFICIENT_BALANCE...)."""
+    chain = pricing.price_chain(session, item.agent_id, item.sku)
+    _, currency = pricing.effective_price(session, item.agent_id, item.sku)
+    amount = check_money_product("total_minor", chain[0][1], item.quantity)
+    if postings is not None:
+        settlement.reserve_hold(session, item.ref, item.agent_id, amount, currency, item.actor,
+                                item.now_ms, batch=postings)
+    return {"hold_ref": item.ref, "hold_id": item.hold_id, "agent_id": item.agent_id,
+            "sku": item.sku, "quantity": item.quantity, "buyer_id": item.buyer_id,
+            "amount_minor": amount, "currency": currency,
+            "price_chain": [list(link) for link in chain], "status": "open", "order_id": None,
+            "expires_at_ms": item.expires_at_ms, "created_at_ms": item.now_ms,
+            "updated_at_ms": item.now_ms, "created_by": item.actor}
+
+
+RESERVE_KIND: BatchKind[_Reserve, HoldRecord] = BatchKind("hold.reserve", _reserve_batch,
+                                                          _reserve)
+"""A hold's SQL step as a batch kind of the group commit (``cardsvc.db.batcher``)."""
 
 
 def _end_record(session: Session, ref: str, status: str, actor: str, now_ms: int, *,

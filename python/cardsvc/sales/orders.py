@@ -20,8 +20,16 @@ at start-up and on a timer, and a retry by the agent re-drives it too. Re-drivin
 2, which returns the same codes when the allocation had been made.
 
 Steps 1 and 3 go through the SQL group commit (``cardsvc.db.batcher``): concurrent orders share
-transactions and fsyncs, each in its own savepoint. A refund (``refund``) voids the order's codes
-in the core, then reverses the settlement.
+transactions and fsyncs. Each is a batch kind (:data:`Orders.begin_kind`,
+:data:`Orders.finish_kind`): the orders of one commit group are processed by one call, which
+reads every order, agent, SKU and account they touch once, decides each order in arrival order
+in Python exactly as the one-order unit (``_begin``, ``_finish_unit``) would (the same
+idempotency, risk quota, price chain and ledger rules, ``ledger.post`` planning each debit and
+settlement against the balances the orders before it left), and writes orders, ledger
+transactions, postings, balances and commissions with one statement each. A refused order
+writes nothing; the batcher falls back to the one-order units if the batch call fails. Orders
+that confirm a hold, and step 3's failures, run as one-order units. A refund (``refund``) voids
+the order's codes in the core, then reverses the settlement.
 
 There is one driver of steps 2 and 3 (:meth:`Orders._drive`), a coroutine: the group commit and
 the journal are awaited, never waited for on a thread, so concurrent orders cost no thread
@@ -40,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
@@ -48,12 +56,12 @@ from cardsvc.access import DAY_MS, Approvals, Principal, RiskGuard, RiskLimits
 from cardsvc.agents import Agent, pricing
 from cardsvc.catalog import Batch, Sku
 from cardsvc.checks import check_client_ref, check_money_product, check_quantity, check_text
-from cardsvc.db import Database, WriteBatcher
+from cardsvc.db import BatchKind, Database, WriteBatcher
 from cardsvc.delivery import Revealer
 from cardsvc.engine import Engine, Hold, Store
 from cardsvc.errors import CardsvcError, ErrorCode, make_error
 from cardsvc.masking import mask_code
-from cardsvc.money import settlement
+from cardsvc.money import ledger, settlement
 from cardsvc.paging import Page, check_page_size, decode_cursor, page_of
 from cardsvc.sales.holds import Holds, hold_ref, take_hold
 from cardsvc.sales.tables import Order
@@ -94,6 +102,26 @@ COOLING_MS_DEFAULT = 7 * DAY_MS
 ORDER_STATUSES = ("pending", "fulfilled", "failed", "refunded")
 ORDER_CURSOR = (int, str)
 """The sort key of the order list: (``created_at_ms``, ``order_id``), newest first."""
+_ORDERS = cast(Table, Order.__table__)
+_AGENTS = cast(Table, Agent.__table__)
+_INSERT_ORDERS = insert(_ORDERS)
+_TAKEN_CLIENT_IDS = select(_ORDERS.c.order_id).where(
+    tuple_(_ORDERS.c.agent_id, _ORDERS.c.client_order_id).in_(
+        bindparam("b_pairs", expanding=True)))
+_BUYERS = select(_AGENTS.c.agent_id, _AGENTS.c.daily_order_quota, _AGENTS.c.pool_id,
+                 _AGENTS.c.pool_policy).where(
+    _AGENTS.c.agent_id.in_(bindparam("b_agent_ids", expanding=True)))
+_SKUS_FOUND = select(Sku.sku).where(Sku.sku.in_(bindparam("b_skus", expanding=True)))
+"""Step 1's reads of a commit group, built once (building a statement costs more than
+running it)."""
+_ORDER_STATES = select(_ORDERS.c.order_id, _ORDERS.c.status).where(
+    _ORDERS.c.order_id.in_(bindparam("b_order_ids", expanding=True)))
+_FULFIL_ORDERS = (
+    update(_ORDERS)
+    .where(_ORDERS.c.order_id == bindparam("b_order_id"))
+    .values(status="fulfilled", code_ids=bindparam("b_code_ids"),
+            settle_txn_id=bindparam("b_settle_txn_id"), updated_at_ms=bindparam("b_now_ms"))
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,29 @@ class OrderRequest:
     sku: str
     quantity: int
     hold_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Begin:
+    """Step 1 of one order, as a batch item: what ``_begin`` takes."""
+
+    request: OrderRequest
+    actor: str
+    now_ms: int
+    limits: RiskLimits
+
+
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    """Step 3 of one allocated order, as a batch item: what ``_finish_unit`` takes, and the
+    driver's row of the order (its step-1 facts)."""
+
+    row: Order
+    order_id: str
+    ids: tuple[int, ...]
+    batches: dict[int, int]
+    actor: str
+    now_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +211,17 @@ class Orders:
         """Called with each CRASH_POINTS name as the saga passes it (fault injection)."""
         self.approvals = approvals
         """Maker-checker for refunds (None: refunds are not guarded, as for the CLI)."""
+        self.begin_kind: BatchKind[_Begin, tuple[Order, bool]] = BatchKind(
+            "order.begin", self._begin_batch,
+            lambda session, item: self._begin(session, item.request, item.actor, item.now_ms,
+                                              item.limits))
+        """Step 1 as a batch kind of the group commit (module doc)."""
+        self.finish_kind: BatchKind[_Finish, tuple[Order, Revealed | None]] = BatchKind(
+            "order.finish", self._finish_batch,
+            lambda session, item: self._finish_unit(session, item.order_id, item.ids,
+                                                    item.batches, None, item.actor,
+                                                    item.now_ms))
+        """Step 3 of an allocated order as a batch kind of the group commit (module doc)."""
 
     # ----- placing -----
 
@@ -175,8 +237,12 @@ class Orders:
         if request.hold_id is None:
             check_quantity(request.quantity)
         now_ms = self.engine.now_ms()
-        row, created = await self.batcher.submit_async(
-            lambda session: self._begin(session, request, actor, now_ms, limits))
+        if request.hold_id is None:
+            row, created = await self.batcher.submit_batch_async(
+                self.begin_kind, _Begin(request, actor, now_ms, limits))
+        else:
+            row, created = await self.batcher.submit_async(
+                lambda session: self._begin(session, request, actor, now_ms, limits))
         self.crash("after_debit")
         row, texts = await self._drive(row, actor)
         view = self._result(row, texts=texts)
@@ -256,6 +322,178 @@ class Orders:
         row.debit_txn_id = debit.txn_id
         return row, True
 
+    def _begin_batch(self, session: Session,
+                     items: Sequence[_Begin]) -> list[tuple[Order, bool] | CardsvcError]:
+        """Step 1 of a commit group's orders (no hold confirmations) in one call: each outcome
+        is what ``_begin`` gives that order run after the ones before it (an order refused
+        writes nothing), with the orders, agents, SKUs, accounts and debit references read
+        once and the new orders and their debits written with one statement per table."""
+        requests = [item.request for item in items]
+        connection = session.connection()
+        taken = list(connection.execute(_TAKEN_CLIENT_IDS, {"b_pairs": sorted(
+            {(r.agent_id, r.client_order_id) for r in requests})}).scalars())
+        existing = {(row.agent_id, row.client_order_id): row for row in session.scalars(
+            select(Order).where(Order.order_id.in_(taken)))} if taken else {}
+        agents = {row.agent_id: row for row in connection.execute(
+            _BUYERS, {"b_agent_ids": sorted({r.agent_id for r in requests})})}
+        skus = set(connection.execute(
+            _SKUS_FOUND, {"b_skus": sorted({r.sku for r in requests})}).scalars())
+        order_ids = ["ord_" + secrets.token_hex(10) for _ in items]
+        postings = ledger.PostingBatch(
+            session, (ledger.agent_account(agent_id, kind) for agent_id in agents
+                      for kind in ("available", "escrow")),
+            [settlement.order_reference(order_id, "debit") for order_id in order_ids])
+        created: dict[tuple[str, str], Order] = {}
+        rows: list[dict[str, Any]] = []
+        outcomes: list[tuple[Order, bool] | CardsvcError] = []
+        for item, order_id in zip(items, order_ids, strict=True):
+            request = item.request
+            key = (request.agent_id, request.client_order_id)
+            try:
+                found = created.get(key) or existing.get(key)
+                if found is not None:
+                    _same_request(found, request)
+                    outcomes.append((found, False))
+                    continue
+                values = self._begin_planned(session, item, order_id, agents, skus, rows,
+                                             postings)
+            except CardsvcError as error:
+                outcomes.append(error)
+                continue
+            rows.append(values)
+            created[key] = row = Order(**values)
+            outcomes.append((row, True))
+        if rows:
+            session.connection().execute(_INSERT_ORDERS, rows)
+        postings.write()
+        return outcomes
+
+    def _begin_planned(self, session: Session, item: _Begin, order_id: str,
+                       agents: dict[str, Any], skus: set[str], earlier: list[dict[str, Any]],
+                       postings: ledger.PostingBatch) -> dict[str, Any]:
+        """One new order of ``_begin_batch``, checked in ``_begin``'s order (AGENT_NOT_FOUND,
+        the quota counting the batch's ``earlier`` orders, SKU_NOT_FOUND, the price chain's
+        refusals, the debit's), its debit queued in ``postings``: the order row's values."""
+        request, now_ms = item.request, item.now_ms
+        agent = agents.get(request.agent_id)
+        if agent is None:
+            raise make_error(ErrorCode.AGENT_NOT_FOUND, "no such agent",
+                             {"agent_id": request.agent_id})
+        limits = item.limits
+        if agent.daily_order_quota is not None:
+            limits = dataclasses.replace(limits,
+                                         orders_per_agent_per_day_max=agent.daily_order_quota)
+
+        def orders_today() -> int:
+            start = self.engine.now_ms() // DAY_MS * DAY_MS
+            return self._orders_today(session, request.agent_id) + sum(
+                1 for row in earlier
+                if row["agent_id"] == request.agent_id and row["created_at_ms"] >= start)
+
+        self.risk.admit_order(request.agent_id, limits, orders_today)
+        if request.sku not in skus:
+            raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": request.sku})
+        chain = pricing.price_chain(session, request.agent_id, request.sku)
+        _, currency = pricing.effective_price(session, request.agent_id, request.sku)
+        total = check_money_product("total_minor", chain[0][1], request.quantity)
+        pools = pricing.pools_of(agent.pool_id, agent.pool_policy)
+        debit = settlement.debit_order(session, order_id, request.agent_id, total, currency,
+                                       item.actor, now_ms, batch=postings)
+        return {
+            "order_id": order_id, "agent_id": request.agent_id,
+            "client_order_id": request.client_order_id, "sku": request.sku,
+            "quantity": request.quantity, "pool_id": pools[0], "hold_id": None,
+            "status": "pending", "error_code": None, "error_details": None, "code_ids": None,
+            "created_at_ms": now_ms, "updated_at_ms": now_ms, "created_by": item.actor,
+            "unit_price_minor": chain[0][1], "total_minor": total, "currency": currency,
+            "debit_txn_id": debit.txn_id, "settle_txn_id": None, "pools": pools,
+            "price_chain": [list(link) for link in chain]}
+
+    def _finish_batch(self, session: Session, items: Sequence[_Finish]
+                      ) -> list[tuple[Order, Revealed | None] | CardsvcError]:
+        """Step 3 of a commit group's allocated orders in one call: each outcome is what
+        ``_finish_unit`` gives that order (fulfilled and settled, or as it was when no longer
+        pending), with the orders' states read once, the settlements made by
+        ``settlement.settle_orders``, the orders updated with one statement and every code
+        revealed in one read. The order's facts fixed at step 1 (chain, quantity, currency)
+        come from the driver's row (``_Finish.row``), its state from the database; the row is
+        updated in place once the writes are made."""
+        states = dict(session.connection().execute(
+            _ORDER_STATES, {"b_order_ids": sorted({item.order_id for item in items})}).all())
+        ended = sorted(order_id for order_id, state in states.items() if state != "pending")
+        current = {row.order_id: row for row in session.scalars(
+            select(Order).where(Order.order_id.in_(ended)))} if ended else {}
+        todo: list[tuple[int, _Finish]] = []
+        requests: list[settlement.SettleRequest] = []
+        outcomes: list[tuple[Order, Revealed | None] | CardsvcError] = []
+        first: dict[str, int] = {}
+        again: list[tuple[int, int]] = []
+        for index, item in enumerate(items):
+            if item.order_id not in states:
+                raise AssertionError(f"order {item.order_id} vanished")
+            row = current.get(item.order_id, item.row)
+            outcomes.append((row, None))
+            if item.order_id in current:
+                continue
+            if item.order_id in first:  # a second driver of the order: the first's result
+                again.append((index, first[item.order_id]))
+                continue
+            first[item.order_id] = index
+            chain = tuple((str(agent), int(price)) for agent, price in row.price_chain or [])
+            cost = self._cost(session, item.batches)
+            # As _finish_unit: a cost that does not split evenly over the codes is unknown.
+            unit_cost = None if cost is None or cost % row.quantity else cost // row.quantity
+            todo.append((index, item))
+            requests.append(settlement.SettleRequest(
+                item.order_id, chain, row.quantity, unit_cost, row.currency or "",
+                self.cooling_ms, item.actor, item.now_ms))
+        fulfilled: list[tuple[int, _Finish, str]] = []
+        for (index, item), settled in zip(
+                todo, settlement.settle_orders(session, requests), strict=True):
+            if isinstance(settled, CardsvcError):
+                outcomes[index] = settled
+            else:
+                fulfilled.append((index, item, settled.txn_id))
+        if fulfilled:
+            session.connection().execute(_FULFIL_ORDERS, [
+                {"b_order_id": item.order_id, "b_code_ids": list(item.ids),
+                 "b_settle_txn_id": txn_id, "b_now_ms": item.now_ms}
+                for _, item, txn_id in fulfilled])
+            _forget(session, [item.order_id for _, item, _ in fulfilled])
+        texts = self._reveal_many(session, [item.ids for _, item, _ in fulfilled])
+        for (index, item, txn_id), revealed in zip(fulfilled, texts, strict=True):
+            row = item.row
+            row.status, row.code_ids = "fulfilled", list(item.ids)
+            row.settle_txn_id, row.updated_at_ms = txn_id, item.now_ms
+            outcomes[index] = (row, revealed)
+        for index, earlier in again:
+            outcome = outcomes[earlier]
+            outcomes[index] = outcome if isinstance(outcome, CardsvcError) else (outcome[0], None)
+        return outcomes
+
+    def _reveal_many(self, session: Session,
+                     orders: Sequence[Sequence[int]]) -> list[Revealed | None]:
+        """Each order's codes (``orders``: their ids) in plaintext, read in one go
+        (``_finish_unit``'s delivery from inside the unit); an order whose codes cannot be
+        revealed gets None, as alone."""
+        every = [code_id for ids in orders for code_id in ids]
+        try:
+            texts = self.revealer.reveal(every, session=session) if every else []
+        except CardsvcError:
+            out: list[Revealed | None] = []
+            for ids in orders:
+                try:
+                    out.append(self.revealer.reveal(ids, session=session))
+                except CardsvcError:
+                    out.append(None)
+            return out
+        split: list[Revealed | None] = []
+        start = 0
+        for ids in orders:
+            split.append(texts[start:start + len(ids)])
+            start += len(ids)
+        return split
+
     # ----- driving -----
 
     async def _drive(self, row: Order, actor: str) -> tuple[Order, Revealed | None]:
@@ -274,8 +512,9 @@ class Orders:
         self.crash("after_allocate")
         await self.store.wait_async(Engine.last_ticket())
         self.crash("after_durable")
-        row, texts = await self.batcher.submit_async(
-            self._finish_work(row.order_id, ids, None, actor))
+        row, texts = await self.batcher.submit_batch_async(
+            self.finish_kind, _Finish(row, row.order_id, tuple(ids), self._batches_of(ids),
+                                      actor, self.engine.now_ms()))
         self.crash("after_settle")
         return row, texts
 
@@ -621,6 +860,15 @@ def _closed_hold(hold: Hold, hold_id: str, now_ms: int) -> CardsvcError | None:
         return make_error(ErrorCode.HOLD_EXPIRED, "the hold has expired",
                           {**details, "expires_at_ms": hold.expires_at_ms})
     return None
+
+
+def _forget(session: Session, order_ids: Sequence[str]) -> None:
+    """Expires the session's ORM copies of orders a batch updated through Core statements, so
+    that a later unit of the same transaction reads them again."""
+    for order_id in order_ids:
+        known = session.identity_map.get(session.identity_key(Order, order_id))
+        if known is not None:
+            session.expire(known)
 
 
 def _same_request(existing: Order, request: OrderRequest) -> str:
