@@ -60,6 +60,7 @@ PORTAL_MENU: tuple[MenuEntry, ...] = (
     MenuEntry("/portal/commissions", N_("Commissions")),
     MenuEntry("/portal/withdrawals", N_("Withdrawals")),
     MenuEntry("/portal/keys", N_("API keys"), ("sub_agents",)),
+    MenuEntry("/portal/users", N_("People"), ("sub_agents",)),
     MenuEntry("/portal/alerts", N_("Alerts")),
 )
 
