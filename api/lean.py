@@ -1,6 +1,6 @@
 """The lean path of the hot routes: ``POST /v1/verify``, ``/v1/redeem``, ``/v1/redeem/batch``,
-``/v1/holds`` and ``/v1/orders``, the calls terminals, flash sales and agents' systems make
-thousands of times a second.
+``/v1/holds``, ``/v1/orders`` and the storefront's ``/v1/shop/checkouts``, the calls terminals,
+flash sales, agents' systems and buyers make thousands of times a second.
 
 FastAPI's own handling of a request (dependency solving, the body read through ``json.loads``
 and validated as Python objects, the response model validating values the code just built,
@@ -18,8 +18,9 @@ middleware of the FastAPI app, answers a POST to one of them itself, per request
    is not JSON is refused before authentication, a well-formed but invalid one after it) is
    FastAPI's, byte for byte;
 3. one call for authentication and the scope check (``api.deps.authenticate``, the same as the
-   ``CallerDep``/``require`` dependencies), then the same single domain call as the route, which
-   applies the risk limits and waits for the journal before it returns;
+   ``CallerDep``/``require`` dependencies; none for the shop's public checkout, whose route has
+   no caller), then the same single domain call as the route, which applies the risk limits
+   (the buyers' caps for a checkout) and waits for the journal before it returns;
 4. the response body serialised by orjson from a dict in the response model's field order (the
    same bytes pydantic would write; the tests compare both paths), and a ``CardsvcError``
    rendered by ``api.errors.cardsvc_error_response``, as the exception handler does.
@@ -52,11 +53,12 @@ from api.routes.redemption import (
     RedeemRequest,
     VerifyRequest,
 )
+from api.routes.shop import CheckoutIn, payment_json, retail_order_json
 from cardsvc.access import Principal
 from cardsvc.errors import CardsvcError
 from cardsvc.redemption import RedeemItem, RedemptionView
 from cardsvc.runtime import Runtime
-from cardsvc.sales import OrderRequest
+from cardsvc.sales import CheckoutRequest, OrderRequest
 from cardsvc.times import iso, iso_s
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -79,8 +81,9 @@ class BatchBody(TypedDict):
     items: Annotated[list[BatchItem], Field(min_length=1, max_length=REDEEM_BATCH_ITEMS_MAX)]
 
 
-Handler = Callable[[Runtime, Principal, str, Any], Awaitable[tuple[int, Any]]]
-"""A lean route's work: ``(runtime, caller, client ip, decoded body)`` to ``(status, json)``."""
+Handler = Callable[[Runtime, Principal | None, Scope, str, Any], Awaitable[tuple[int, Any]]]
+"""A lean route's work: ``(runtime, caller (None on a public route), the request's scope,
+client ip, decoded body)`` to ``(status, json)``."""
 
 
 class LeanRoutes:
@@ -127,9 +130,11 @@ class LeanRoutes:
         client = scope.get("client")
         ip = client[0] if client else "unknown"
         try:
-            caller = await authenticate(runtime, scope, authorization, ip)
-            caller.require(route.scope_name)
-            status, payload = await route.handler(runtime, caller, ip, data)
+            caller = None
+            if route.scope_name is not None:
+                caller = await authenticate(runtime, scope, authorization, ip)
+                caller.require(route.scope_name)
+            status, payload = await route.handler(runtime, caller, scope, ip, data)
         except CardsvcError as error:
             await cardsvc_error_response(error)(scope, receive, send)
             return
@@ -151,6 +156,14 @@ def _headers(scope: Scope) -> tuple[str, str | None]:
         elif name == b"content-type" and content_type is None:
             content_type = value.decode("latin-1")
     return authorization or "", content_type
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    """The first value of header ``wanted`` (lower case), as Starlette's ``Headers.get``."""
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return cast(bytes, value).decode("latin-1")
+    return None
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -179,8 +192,14 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 # ----- the routes' work (each is its route's one domain call and its rendering) -------------------
 
 
-async def _verify(runtime: Runtime, caller: Principal, ip: str, body: Any) -> tuple[int, Any]:
-    result = await runtime.terminals.verify(caller, ip, body.code, body.pin)
+def _caller(caller: Principal | None) -> Principal:
+    assert caller is not None  # every route but the shop's checkout authenticates
+    return caller
+
+
+async def _verify(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
+                  body: Any) -> tuple[int, Any]:
+    result = await runtime.terminals.verify(_caller(caller), ip, body.code, body.pin)
     return 200, {"status": result.status, "sku": result.sku, "uses_left": result.uses_left,
                  "valid_from": iso_s(result.valid_from),
                  "valid_until": iso_s(result.valid_until)}
@@ -191,16 +210,18 @@ def _redemption_json(r: RedemptionView, redeemed_at: str) -> dict[str, Any]:
             "redeemed_at": redeemed_at, "request_id": r.request_id}
 
 
-async def _redeem(runtime: Runtime, caller: Principal, ip: str, body: Any) -> tuple[int, Any]:
-    result = await runtime.terminals.redeem(caller, ip, body.code, body.pin, body.request_id)
+async def _redeem(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
+                  body: Any) -> tuple[int, Any]:
+    result = await runtime.terminals.redeem(_caller(caller), ip, body.code, body.pin,
+                                            body.request_id)
     return 200, _redemption_json(result, iso(result.redeemed_at_ms) or "")
 
 
-async def _redeem_batch(runtime: Runtime, caller: Principal, ip: str,
+async def _redeem_batch(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
                         body: Any) -> tuple[int, Any]:
     items = [RedeemItem(item["code"], item.get("pin"), item["request_id"])
              for item in body["items"]]
-    outcomes = await runtime.terminals.redeem_batch(caller, ip, items)
+    outcomes = await runtime.terminals.redeem_batch(_caller(caller), ip, items)
     times: dict[int, str] = {}  # a batch's redemptions mostly share their millisecond
     results: list[dict[str, Any]] = []
     redeemed = 0
@@ -219,8 +240,9 @@ async def _redeem_batch(runtime: Runtime, caller: Principal, ip: str,
     return 200, {"redeemed": redeemed, "failed": len(items) - redeemed, "results": results}
 
 
-async def _hold(runtime: Runtime, caller: Principal, ip: str, body: Any) -> tuple[int, Any]:
-    del ip
+async def _hold(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
+                body: Any) -> tuple[int, Any]:
+    caller = _caller(caller)
     hold = await runtime.holds.hold(agent_of(caller), body.sku, body.quantity, body.ttl_seconds,
                                     buyer_id=body.buyer_id, client_hold_id=body.client_hold_id,
                                     limits=runtime.risk.limits_of(caller), actor=caller.key_id)
@@ -231,8 +253,9 @@ _ORDER_FIELDS = tuple((name, field.default) for name, field in OrderOut.model_fi
 """The response model's fields in its order, with their defaults (what pydantic writes)."""
 
 
-async def _order(runtime: Runtime, caller: Principal, ip: str, body: Any) -> tuple[int, Any]:
-    del ip
+async def _order(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
+                 body: Any) -> tuple[int, Any]:
+    caller = _caller(caller)
     request = OrderRequest(agent_of(caller), body.client_order_id, body.sku, body.quantity)
     order, created = await runtime.orders.place(request, actor=caller.key_id,
                                                 limits=runtime.risk.limits_of(caller))
@@ -241,16 +264,27 @@ async def _order(runtime: Runtime, caller: Principal, ip: str, body: Any) -> tup
                                        for name, default in _ORDER_FIELDS}
 
 
+async def _checkout(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
+                    body: Any) -> tuple[int, Any]:
+    result = await runtime.checkout.start(CheckoutRequest(
+        sku=body.sku, quantity=body.quantity, email=body.email, channel_id=body.channel_id,
+        ip=ip, password=body.password, challenge=body.challenge,
+        buyer_token=_header(scope, b"x-order-token"), locale=body.locale))
+    return 201, {"order": retail_order_json(result.order), "token": result.token,
+                 "payment": payment_json(result.payment)}
+
+
 @dataclass(frozen=True, slots=True)
 class LeanRoute:
-    """One lean route: the validator of its body, the scope its caller needs, its work."""
+    """One lean route: the validator of its body, the scope its caller needs (None: a public
+    route, no caller), its work."""
 
     validate_json: Callable[[bytes], Any]
-    scope_name: str
+    scope_name: str | None
     handler: Handler
 
 
-def _route(shape: Any, scope_name: str, handler: Handler) -> LeanRoute:
+def _route(shape: Any, scope_name: str | None, handler: Handler) -> LeanRoute:
     return LeanRoute(TypeAdapter(shape).validate_json, scope_name, handler)
 
 
@@ -260,6 +294,7 @@ LEAN_ROUTES: dict[str, LeanRoute] = {
     f"{API_PREFIX}/redeem/batch": _route(BatchBody, "redeem", _redeem_batch),
     f"{API_PREFIX}/holds": _route(HoldCreate, "holds", _hold),
     f"{API_PREFIX}/orders": _route(OrderCreate, "orders", _order),
+    f"{API_PREFIX}/shop/checkouts": _route(CheckoutIn, None, _checkout),
 }
 """Path (POST) -> its lean route. Each path is a POST route of the API (``tests/api/test_lean.py``
 checks it against the app's OpenAPI paths)."""

@@ -21,6 +21,7 @@ from api.routes.redemption import RedeemBatchRequest, RedeemRequest
 from server.app import create_app
 from server.settings import Settings
 from tests.fixtures.http import CODES, PINS, Api
+from tests.fixtures.shop import SKU, stock_shop
 
 pytestmark = pytest.mark.anyio
 
@@ -184,3 +185,44 @@ async def test_orders_answer_as_fastapi(catalog: Api, classic: httpx.AsyncClient
                      (None, order)):
         await both(api, classic, "/v1/orders", key, body(bad))
     await both(api, classic, "/v1/orders", agent, b"{not json")
+
+
+async def test_shop_checkouts_answer_as_fastapi(api: Api, classic: httpx.AsyncClient) -> None:
+    """The public checkout: no key, the buyer's token header read as FastAPI reads it, new
+    checkouts alike but for their ids, times and tokens, and every refusal byte for byte."""
+    runtime = api.runtime
+    stock_shop(runtime)
+    runtime.catalog.create_sku("GONE", "Sold out", actor="test", retail_price_minor=100)
+    runtime.challenges.enabled = False
+    buy = {"sku": SKU, "quantity": 1, "email": "lean@example.com", "channel_id": "sandbox"}
+    lean = await api.http.post("/v1/shop/checkouts", json=buy)
+    plain = await classic.post("/v1/shop/checkouts", json={**buy, "email": "plain@example.com"})
+    assert (lean.status_code, plain.status_code) == (201, 201), lean.text
+    assert lean.headers["content-type"] == plain.headers["content-type"]
+
+    def shape(value: Any) -> Any:
+        if isinstance(value, dict):
+            return [(k, shape(v)) for k, v in value.items()]
+        return type(value).__name__
+
+    assert shape(lean.json()) == shape(plain.json())
+    moving = ("order_id", "email", "created_at", "expires_at")
+    assert {k: v for k, v in lean.json()["order"].items() if k not in moving} == {
+        k: v for k, v in plain.json()["order"].items() if k not in moving}
+    token = lean.json()["token"]
+    for bad in ({**buy, "sku": "GONE"}, {**buy, "sku": "NOPE"}, {**buy, "quantity": 0},
+                {**buy, "quantity": "1"}, {**buy, "email": "not an address"},
+                {**buy, "channel_id": "nope"}, {**buy, "locale": "fr"}, {**buy, "extra": 1},
+                {**buy, "password": "short"}):
+        refused, _ = await both(api, classic, "/v1/shop/checkouts", None, body(bad))
+        assert refused.status_code >= 400
+        if bad["sku"] == "GONE":
+            assert refused.json()["error"]["code"] == "OUT_OF_STOCK"
+    for headers in ({"x-order-token": token}, {"x-order-token": "forged"}):
+        lean = await api.http.post("/v1/shop/checkouts", json={**buy, "sku": "GONE"},
+                                   headers=headers)
+        plain = await classic.post("/v1/shop/checkouts", json={**buy, "sku": "GONE"},
+                                   headers=headers)
+        assert (lean.status_code, lean.content) == (plain.status_code, plain.content)
+    await both(api, classic, "/v1/shop/checkouts", None, b"{not json")
+    await both(api, classic, "/v1/shop/checkouts", None, body(buy), content_type="text/plain")
