@@ -230,7 +230,9 @@ def test_issue_12_targets_exist_with_their_sizes() -> None:
         "cardsvc_batch_1000", "cardsvc_order_1"}
     risky = {key for key, t in targets.items() if t.risk}
     assert risky == {"cardsvc_verify_risk", "cardsvc_redeem_risk", "cardsvc_holds_risk",
-                     "cardsvc_batch_1000_risk", "cardsvc_order_1_risk"}
+                     "cardsvc_batch_1000_risk", "cardsvc_order_1_risk", "cardsvc_order_1_pg_risk"}
+    assert {key for key, t in targets.items() if t.unbatched} == {
+        "cardsvc_order_1_unbatched", "cardsvc_order_1_pg_unbatched", "cardsvc_holds_unbatched"}
     line = next(x for x in WRK_REDEEM_OK.splitlines() if x.startswith("http_bench:"))
     failing = hb.parse_wrk(WRK_REDEEM_OK.replace(line, line + " failed=3"))
     assert failing.failed == 3 and hb.parse_wrk(WRK_REDEEM_OK).failed is None
@@ -245,6 +247,9 @@ def test_order_targets_cover_both_quantities_on_both_databases() -> None:
         "cardsvc_order_10_pg": (10, "postgresql"),
         "cardsvc_order_1_risk": (1, "sqlite"),
         "cardsvc_order_1_classic": (1, "sqlite"),
+        "cardsvc_order_1_unbatched": (1, "sqlite"),
+        "cardsvc_order_1_pg_unbatched": (1, "postgresql"),
+        "cardsvc_order_1_pg_risk": (1, "postgresql"),
     }
     assert hb.parse_args([]).targets is None  # the default: every target (see main)
     assert hb.parse_args(["--targets", "cardsvc_order_10,raw"]).targets == [
