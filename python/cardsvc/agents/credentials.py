@@ -12,16 +12,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from cardsvc.access import (
     DEFAULT_SCOPES,
     INVITATION_TTL_MS,
+    ApiKey,
     Invitation,
     KeyAuthenticator,
     KeyInfo,
     Principal,
     RiskLimits,
+    User,
     check_key_request,
     issue_invitation,
     issue_key,
@@ -44,8 +47,11 @@ def create_key(
     limits: dict[str, Any] | None = None,
     created_by: str | None = None,
     now_ms: int | None = None,
+    bounded: bool = False,
 ) -> tuple[KeyInfo, str]:
     """Creates a key and returns its facts with its text, which is shown once and never stored.
+    ``bounded``: refuse with LIMIT_EXCEEDED when the agent has AGENT_KEYS_MAX live keys (an
+    agent's user issuing keys).
 
     Effects: one ``api_keys`` row and one audit entry (``key.create``), in one transaction.
     Raises INVALID_ARGUMENT (a risk limit in ``limits`` that does not exist or is not a finite
@@ -60,6 +66,8 @@ def create_key(
     with db.write() as session:
         if agent_id is not None:
             require_agent(session, agent_id)
+            if bounded:
+                _check_room(session, agent_id, "keys")
         if skus:
             known = set(session.scalars(select(Sku.sku).where(Sku.sku.in_(set(skus)))))
             unknown = sorted(set(skus) - known)
@@ -67,6 +75,31 @@ def create_key(
                 raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": unknown[0]})
         return issue_key(session, role=role, agent_id=agent_id, name=name, scopes=scopes,
                          skus=skus, limits=limits, created_by=created_by, now_ms=at_ms)
+
+
+AGENT_KEYS_MAX = 50
+"""Keys not revoked that an agent's user may have issued for one agent (its own or a direct
+sub-agent's): a bound on what one login can make, not a business rule; platform callers are
+not bound."""
+AGENT_USERS_MAX = 50
+"""Users (invited or active) an agent's user may have made for one agent, likewise."""
+
+
+def _check_room(session: Session, agent_id: str, what: str) -> None:
+    """LIMIT_EXCEEDED when ``agent_id`` already has AGENT_KEYS_MAX live keys (``what`` is
+    ``keys``) or AGENT_USERS_MAX users who are not disabled (``users``); counted inside the
+    caller's write transaction, so two requests at once cannot both pass the last place."""
+    if what == "keys":
+        count = session.scalar(select(func.count()).select_from(ApiKey).where(
+            ApiKey.agent_id == agent_id, ApiKey.revoked_at_ms.is_(None))) or 0
+        limit = AGENT_KEYS_MAX
+    else:
+        count = session.scalar(select(func.count()).select_from(User).where(
+            User.agent_id == agent_id, User.status != "disabled")) or 0
+        limit = AGENT_USERS_MAX
+    if count >= limit:
+        raise make_error(ErrorCode.LIMIT_EXCEEDED, f"this agent has {limit} {what} already: "
+                         "revoke or disable one first", {"field": what, "max": limit})
 
 
 GRANTED_ONLY_BY_HOLDERS = frozenset({"export"})
@@ -109,7 +142,8 @@ class Credentials:
         sub-agents (``may_manage``), with scopes among an agent key's defaults (``orders``,
         ``holds``). Needs the ``sub_agents`` scope. The key's text is returned once. Raises
         FORBIDDEN (no scope, an agent outside the caller's reach, known or not, or a scope an
-        agent key may not hold), INVALID_ARGUMENT."""
+        agent key may not hold), INVALID_ARGUMENT, LIMIT_EXCEEDED (AGENT_KEYS_MAX live keys for
+        that agent already)."""
         principal.require("sub_agents")
         own = principal.agent_id
         allowed = set(DEFAULT_SCOPES["agent"])
@@ -122,7 +156,7 @@ class Credentials:
                 raise make_error(ErrorCode.FORBIDDEN, "not an agent you may manage",
                                  {"agent_id": agent_id})
         return create_key(self.db, role="agent", agent_id=agent_id, name=name, scopes=wanted,
-                          created_by=principal.actor, now_ms=self.clock())
+                          created_by=principal.actor, now_ms=self.clock(), bounded=True)
 
     def list_keys(self, *, include_revoked: bool) -> list[KeyInfo]:
         return list_keys(self.db, include_revoked=include_revoked)
@@ -152,7 +186,8 @@ def create_agent_user(
 
     Effects: the user and invitation rows and an audit entry ``user.create``, in one
     transaction. Raises FORBIDDEN (also for an agent outside the caller's reach, known or not,
-    so nothing can be probed), AGENT_NOT_FOUND (platform callers), then as
+    so nothing can be probed), AGENT_NOT_FOUND (platform callers), LIMIT_EXCEEDED (an agent's
+    user, for an agent with AGENT_USERS_MAX users who are not disabled), then as
     ``cardsvc.access.issue_invitation`` (INVALID_ARGUMENT, LIMIT_EXCEEDED, USER_EXISTS).
     """
     at_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -166,6 +201,7 @@ def create_agent_user(
                 raise make_error(ErrorCode.FORBIDDEN,
                                  "an agent may create users only for itself and its direct "
                                  "sub-agents", {"agent_id": agent_id})
+            _check_room(session, agent_id, "users")
         return issue_invitation(session, login=login, display_name=display_name, role="agent",
                                 agent_id=agent_id, created_by=actor.actor, now_ms=at_ms,
                                 ttl_ms=ttl_ms)
