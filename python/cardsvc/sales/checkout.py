@@ -747,14 +747,15 @@ class Checkout:
     # a chargeback): the money has gone back to the buyer whatever we think, so the order is
     # refunded here too. A delivered order's codes are voided first, outside SQL (the core),
     # then the callback's unit reverses the sale; the unit refuses to run (writing nothing, not
-    # acknowledging) while a code of the order is neither voided nor redeemed, so a crash
+    # acknowledging) while a code of the order is neither voided nor used up, so a crash
     # between the two steps, or a delivery racing the callback, ends with the provider's retry.
-    # Codes redeemed before the refund stay redeemed (counted in the audit entry). A partial
+    # Codes used up before the refund stay redeemed (codes with any redemption are counted in
+    # the audit entry). A partial
     # refund is recorded and left to staff.
 
     async def _void_for_provider_refund(self, channel_id: str, notify: Notify) -> None:
-        """Step one of a provider's full refund of a delivered order: its unredeemed codes
-        voided, durably. Nothing for anything else (the unit decides)."""
+        """Step one of a provider's full refund of a delivered order: its codes that can still
+        be used voided, durably. Nothing for anything else (the unit decides)."""
         attempt = await asyncio.to_thread(self._attempt, notify.out_trade_no)
         if attempt is None or attempt.channel_id != channel_id or not _full_refund(notify):
             return
@@ -771,10 +772,10 @@ class Checkout:
             await self.store.wait_async(Engine.last_ticket())
 
     def _live_codes(self, order: RetailOrder) -> list[int]:
-        """The order's codes that are neither voided nor redeemed (still usable)."""
+        """The order's codes that can still be used: neither voided nor used up (a code with
+        uses left is voided too, whatever it was used for already)."""
         return [code_id for code_id in order.code_ids or []
-                if (info := self.engine.code_info(code_id)).state != "void"
-                and not info.redemption_ids]
+                if self.engine.code_info(code_id).state not in ("void", "redeemed")]
 
     def _refund_not_ready(self, session: Session, channel_id: str, notify: Notify) -> bool:
         """Whether a provider's full refund must wait for the provider's retry: its order is
