@@ -56,7 +56,7 @@ from api.routes.redemption import (
 from api.routes.shop import CheckoutIn, payment_json, retail_order_json
 from cardsvc.access import Principal
 from cardsvc.errors import CardsvcError
-from cardsvc.redemption import RedeemItem, RedemptionView
+from cardsvc.redemption import RedemptionView
 from cardsvc.runtime import Runtime
 from cardsvc.sales import CheckoutRequest, OrderRequest
 from cardsvc.times import iso, iso_s
@@ -219,9 +219,10 @@ async def _redeem(runtime: Runtime, caller: Principal | None, scope: Scope, ip: 
 
 async def _redeem_batch(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
                         body: Any) -> tuple[int, Any]:
-    items = [RedeemItem(item["code"], item.get("pin"), item["request_id"])
-             for item in body["items"]]
-    batch = await runtime.terminals.redeem_batch(_caller(caller), ip, items)
+    items = body["items"]
+    batch = await runtime.terminals.redeem_columns(
+        _caller(caller), ip, [item["code"] for item in items],
+        [item.get("pin") for item in items], [item["request_id"] for item in items])
     errors = batch.errors
     times: dict[int, str] = {}  # a batch's redemptions mostly share their millisecond
     results: list[dict[str, Any]] = []

@@ -212,6 +212,9 @@ def test_a_batch_gives_the_outcomes_of_the_same_items_redeemed_one_by_one(
             with services.db.read() as session:
                 assert len(audit.query(session, action="code.locked")) == 1
         assert batched.terminals.counts.drain() == single.terminals.counts.drain()
+        [refused] = asyncio.run(batched.terminals.redeem_batch(LIMITED, "ip", [
+            RedeemItem("GAMECODE-0001-WXYZ", None, "b-x")]))  # nothing reaches the core
+        assert isinstance(refused, CardsvcError) and refused.code is ErrorCode.CODE_NOT_FOUND
     finally:
         batched.close()
         single.close()

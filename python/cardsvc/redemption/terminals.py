@@ -75,14 +75,15 @@ class RedemptionCounts:
                 self._recent.popitem(last=False)
         self.count(redemption.sku, redemption.redeemed_at_ms, redeemed=1)
 
-    def redeemed_many(self, numbers: Sequence[int], skus: Sequence[str],
-                      at_ms: Sequence[int]) -> None:
-        """:meth:`redeemed` of each redemption given as columns (core number, SKU, time), in
-        order, under one lock acquisition."""
+    def redeemed_many(self, ok: bytes, numbers: Sequence[int], skus: Sequence[str],
+                      at_ms: Sequence[int], since_ms: int) -> None:
+        """:meth:`redeemed` of each redemption given as columns (an ``ok`` mask over core
+        numbers, SKUs and times), in order, under one lock acquisition; items not ok or made
+        before ``since_ms`` are skipped."""
         recent = self._recent
         with self._lock:
-            for number, sku, at in zip(numbers, skus, at_ms, strict=True):
-                if number in recent:
+            for flag, number, sku, at in zip(ok, numbers, skus, at_ms, strict=True):
+                if not flag or at < since_ms or number in recent:
                     continue
                 recent[number] = None
                 if len(recent) > RECENT_IDS_MAX:
@@ -247,27 +248,39 @@ class Terminals:
 
     async def redeem_batch(self, caller: Principal, ip: str,
                            items: Sequence[RedeemItem]) -> BatchRedemptions:
-        """Independent redemptions, one result each in order (one failing does not stop the
+        """:meth:`redeem_columns` of ``items``."""
+        return await self.redeem_columns(caller, ip, [item.code for item in items],
+                                         [item.pin for item in items],
+                                         [item.request_id for item in items])
+
+    async def redeem_columns(self, caller: Principal, ip: str, codes: list[str],
+                             pins: list[str | None], request_ids: list[str]) -> BatchRedemptions:
+        """Independent redemptions of item ``i`` = ``(codes[i], pins[i], request_ids[i])``
+        (lists of one length), one result each in order (one failing does not stop the
         others); each item is idempotent on its ``request_id`` as in :meth:`redeem`. The batch
         costs one rate-limit token per item. Results come as columns (:class:`BatchRedemptions`),
         built from the core's result columns with one call for all the public ids. Raises
         RATE_LIMITED for the whole batch."""
+        assert len(codes) == len(pins) == len(request_ids)
+        size = len(codes)
         limits = self.risk.limits_of(caller)
-        self.risk.admit("redeem", caller.key_id, limits, cost=len(items))
-        allowed: Sequence[int] = range(len(items))
+        self.risk.admit("redeem", caller.key_id, limits, cost=size)
+        allowed: Sequence[int] = range(size)
         refused: dict[int, CardsvcError] = {}
         if caller.skus is not None or self.prefixes:
-            for index, item in enumerate(items):
+            for index, code in enumerate(codes):
                 try:
-                    self._check_typed(item.code)
-                    self._check_sku(caller, item.code)
+                    self._check_typed(code)
+                    self._check_sku(caller, code)
                 except CardsvcError as error:
                     refused[index] = error
-            if refused:
-                allowed = [index for index in allowed if index not in refused]
-        batch = self.engine.redeem_many([items[i].code for i in allowed],
-                                        [items[i].request_id for i in allowed], caller.key_id,
-                                        [items[i].pin for i in allowed])
+        if refused:
+            allowed = [index for index in allowed if index not in refused]
+            batch = self.engine.redeem_many([codes[i] for i in allowed],
+                                            [request_ids[i] for i in allowed], caller.key_id,
+                                            [pins[i] for i in allowed])
+        else:
+            batch = self.engine.redeem_many(codes, request_ids, caller.key_id, pins)
         await self.store.wait_async(Engine.last_ticket())
         ok, _, numbers, code_ids, uses_left, at_ms, skus = batch.columns()
         errors = dict(refused)
@@ -275,21 +288,22 @@ class Terminals:
             one = batch[position]
             assert isinstance(one, CardsvcError)  # the columns say this item failed
             if one.code == ErrorCode.CODE_LOCKED and one.details.get("locked"):
-                await self._audit_lockout(caller, items[allowed[position]].code, one)
+                await self._audit_lockout(caller, codes[allowed[position]], one)
             errors[allowed[position]] = self._public_error(one)
-        done = [p for p, flag in enumerate(ok) if flag]
-        recent_ms = self._recent_ms()
-        recent = [p for p in done if at_ms[p] >= recent_ms]
-        self.counts.redeemed_many([numbers[p] for p in recent], [skus[p] for p in recent],
-                                  [at_ms[p] for p in recent])
-        public = self.public_ids.encode_many(REDEMPTION_KIND, [numbers[p] for p in done])
-        public_ids: list[str | None] = [None] * len(ok)
-        for p, public_id in zip(done, public, strict=True):
-            public_ids[p] = public_id
-        result = BatchRedemptions(caller.key_id, [item.request_id for item in items], public_ids,
-                                  code_ids, skus, uses_left, at_ms, errors)
+        self.counts.redeemed_many(ok, numbers, skus, at_ms, self._recent_ms())
+        public_ids: list[str | None]
+        if len(errors) == len(refused):  # every item given to the core redeemed
+            public_ids = list(self.public_ids.encode_many(REDEMPTION_KIND, numbers))
+        else:
+            done = [p for p, flag in enumerate(ok) if flag]
+            public = self.public_ids.encode_many(REDEMPTION_KIND, [numbers[p] for p in done])
+            public_ids = [None] * len(ok)
+            for p, public_id in zip(done, public, strict=True):
+                public_ids[p] = public_id
+        result = BatchRedemptions(caller.key_id, request_ids, public_ids, code_ids, skus,
+                                  uses_left, at_ms, errors)
         if refused:
-            result = _spread(result, allowed, len(items))
+            result = _spread(result, allowed, size)
         failed_lookups = sum(error.code in FAILED_LOOKUPS for error in errors.values())
         if failed_lookups:
             await self._count_failures(caller, ip, limits, failed_lookups)
