@@ -56,7 +56,7 @@ from api.routes.redemption import (
 from api.routes.shop import CheckoutIn, payment_json, retail_order_json
 from cardsvc.access import Principal
 from cardsvc.errors import CardsvcError
-from cardsvc.redemption import RedeemItem, RedemptionView
+from cardsvc.redemption import RedemptionView
 from cardsvc.runtime import Runtime
 from cardsvc.sales import CheckoutRequest, OrderRequest
 from cardsvc.times import iso, iso_s
@@ -219,25 +219,29 @@ async def _redeem(runtime: Runtime, caller: Principal | None, scope: Scope, ip: 
 
 async def _redeem_batch(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
                         body: Any) -> tuple[int, Any]:
-    items = [RedeemItem(item["code"], item.get("pin"), item["request_id"])
-             for item in body["items"]]
-    outcomes = await runtime.terminals.redeem_batch(_caller(caller), ip, items)
+    items = body["items"]
+    batch = await runtime.terminals.redeem_columns(
+        _caller(caller), ip, [item["code"] for item in items],
+        [item.get("pin") for item in items], [item["request_id"] for item in items])
+    errors = batch.errors
     times: dict[int, str] = {}  # a batch's redemptions mostly share their millisecond
     results: list[dict[str, Any]] = []
-    redeemed = 0
-    for index, result in enumerate(outcomes):
-        if isinstance(result, CardsvcError):
-            results.append({"index": index, "ok": False, "redemption": None, "error": {
-                "code": result.code.value, "message": result.message,
-                "details": result.details}})
+    append = results.append
+    for index, (public_id, sku, uses_left, at_ms, request_id) in enumerate(zip(
+            batch.redemption_ids, batch.skus, batch.uses_left, batch.redeemed_at_ms,
+            batch.request_ids, strict=True)):
+        if public_id is None:
+            error = errors[index]
+            append({"index": index, "ok": False, "redemption": None, "error": {
+                "code": error.code.value, "message": error.message, "details": error.details}})
             continue
-        redeemed += 1
-        at = times.get(result.redeemed_at_ms)
+        at = times.get(at_ms)
         if at is None:
-            at = times[result.redeemed_at_ms] = iso(result.redeemed_at_ms) or ""
-        results.append({"index": index, "ok": True,
-                        "redemption": _redemption_json(result, at), "error": None})
-    return 200, {"redeemed": redeemed, "failed": len(items) - redeemed, "results": results}
+            at = times[at_ms] = iso(at_ms) or ""
+        append({"index": index, "ok": True, "redemption": {
+            "redemption_id": public_id, "sku": sku, "uses_left": uses_left, "redeemed_at": at,
+            "request_id": request_id}, "error": None})
+    return 200, {"redeemed": batch.redeemed, "failed": len(errors), "results": results}
 
 
 async def _hold(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,

@@ -165,6 +165,27 @@ pub struct RedeemOutcome {
     pub redeemed_at_ms: u64,
 }
 
+/// `redeem_many`'s (or `redeem_batch`'s) results as columns, one entry per item in input
+/// order, for a caller that renders many results without building one object per item. A
+/// failed item has `ok` 0, its error's code in `error_codes`, and 0 in every number column.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedeemColumns {
+    /// 1 where the item redeemed a use (or replayed a redemption), 0 where it failed.
+    pub ok: Vec<u8>,
+    /// The error code of a failed item; `""` for a success.
+    pub error_codes: Vec<&'static str>,
+    /// The core's redemption number of a success.
+    pub redemption_ids: Vec<u64>,
+    pub code_ids: Vec<u32>,
+    /// The code's uses left as the call reported them.
+    pub uses_left: Vec<u16>,
+    pub redeemed_at_ms: Vec<u64>,
+    /// A success's SKU as a position in `skus`.
+    pub sku_index: Vec<u32>,
+    /// The distinct SKUs of the successes, in order of first appearance.
+    pub skus: Vec<Arc<str>>,
+}
+
 /// Everything the engine knows about one code (no secrets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeInfo {
@@ -1200,6 +1221,59 @@ impl Engine {
             rolled_back_at_ms: r.rollback.as_ref().map(|b| b.0),
             rollback_reason: r.rollback.as_ref().map(|b| b.1.to_string()),
         }
+    }
+
+    /// `results` (of `redeem_many` or `redeem_batch` on this engine) as columns. Reads the SKU
+    /// table only (no shard lock): a redemption number names its shard. Errors:
+    /// REDEMPTION_NOT_FOUND (details `redemption_id`) for a success whose shard this engine
+    /// does not have (results of another engine).
+    pub fn redeem_columns(&self, results: &[CoreResult<RedeemOutcome>]) -> CoreResult<RedeemColumns> {
+        let n = results.len();
+        let table = self.skus.load();
+        let mut c = RedeemColumns {
+            ok: Vec::with_capacity(n),
+            error_codes: Vec::with_capacity(n),
+            redemption_ids: Vec::with_capacity(n),
+            code_ids: Vec::with_capacity(n),
+            uses_left: Vec::with_capacity(n),
+            redeemed_at_ms: Vec::with_capacity(n),
+            sku_index: Vec::with_capacity(n),
+            skus: Vec::new(),
+        };
+        // Shard index -> position in `c.skus` (u32::MAX: not seen yet).
+        let mut position: Vec<u32> = vec![u32::MAX; table.shards.len()];
+        for r in results {
+            match r {
+                Ok(o) => {
+                    let shard_ix = (o.redemption_id >> 32) as u32;
+                    let missing = CoreError::RedemptionNotFound { redemption_id: o.redemption_id };
+                    let slot = position.get_mut(shard_ix as usize).ok_or(missing)?;
+                    if *slot == u32::MAX {
+                        let shard = &table.shards[shard_ix as usize];
+                        *slot = c.skus.len() as u32;
+                        c.skus.push(Arc::clone(&shard.name));
+                    }
+                    c.ok.push(1);
+                    c.error_codes.push("");
+                    c.redemption_ids.push(o.redemption_id);
+                    c.code_ids.push(o.code_id);
+                    c.uses_left.push(o.uses_left);
+                    c.redeemed_at_ms.push(o.redeemed_at_ms);
+                    c.sku_index.push(*slot);
+                }
+                Err(e) => {
+                    c.ok.push(0);
+                    c.error_codes.push(e.code());
+                    c.redemption_ids.push(0);
+                    c.code_ids.push(0);
+                    c.uses_left.push(0);
+                    c.redeemed_at_ms.push(0);
+                    c.sku_index.push(0);
+                }
+            }
+        }
+        debug_assert_eq!(c.ok.len(), n);
+        Ok(c)
     }
 
     /// Redeems many codes for one terminal; one result per item in input order, items

@@ -663,3 +663,85 @@ fn replay_and_snapshot_reproduce_batches_withdrawals_and_lockouts() {
     assert_eq!(restored.redeem_batch("mixed", &texts(&items), Some(&pins), "t").unwrap(), e.redeem_batch("mixed", &texts(&items), Some(&pins), "t").unwrap());
     assert_eq!(restored.code_info(2).unwrap().locked_until_ms, e.code_info(2).unwrap().locked_until_ms);
 }
+
+/// Checks `redeem_columns(results)` item by item against the results themselves and the stored
+/// redemption records (SKU, time).
+fn assert_columns_match(e: &Engine, results: &[Result<crate::engine::RedeemOutcome, CoreError>]) -> crate::engine::RedeemColumns {
+    let c = e.redeem_columns(results).unwrap();
+    assert_eq!(c.ok.len(), results.len());
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(o) => {
+                assert_eq!((c.ok[i], c.error_codes[i]), (1, ""));
+                assert_eq!((c.redemption_ids[i], c.code_ids[i], c.uses_left[i], c.redeemed_at_ms[i]), (o.redemption_id, o.code_id, o.uses_left, o.redeemed_at_ms));
+                let stored = e.get_redemption(o.redemption_id).unwrap();
+                assert_eq!(&*c.skus[c.sku_index[i] as usize], &*stored.sku);
+                assert_eq!(c.redeemed_at_ms[i], stored.redeemed_at_ms);
+            }
+            Err(err) => {
+                assert_eq!((c.ok[i], c.error_codes[i]), (0, err.code()));
+                assert_eq!((c.redemption_ids[i], c.uses_left[i], c.redeemed_at_ms[i]), (0, 0, 0));
+            }
+        }
+    }
+    c
+}
+
+#[test]
+fn redeem_columns_give_every_outcome_of_redeem_many_item_by_item() {
+    let e = engine();
+    e.set_pin_policy(2, 60_000, 120_000).unwrap();
+    let list = sold(&e, 2, 6, 2);
+    e.create_sku("B", 1, true, None).unwrap();
+    let other = codes("b", 3);
+    import(&e, "B", &other[..2], 0, None);
+    e.allocate("B", 2, "o-b", 0).unwrap();
+    import(&e, "B", &other[2..], 0, None);
+    e.freeze(&[u64::from(e.lookup(&list[5]).unwrap().0)]).unwrap();
+    // c-000001 has a PIN: one wrong PIN now, so the batch's wrong PIN starts its lockout.
+    assert_eq!(code_of(e.redeem(&list[1], "w0", "t", Some("0000"))), "PIN_MISMATCH");
+    let first = e.redeem_many(&texts(&[list[2].clone()]), &texts(&["r-replayed".to_string()]), "t", None).unwrap();
+    assert!(first[0].is_ok());
+    e.set_clock_ms(Some(T0 + 5));
+    let items = vec![
+        list[0].clone(),     // pinned, right PIN: redeemed
+        list[1].clone(),     // pinned, wrong PIN: CODE_LOCKED (locked)
+        list[2].clone(),     // replay of r-replayed
+        "NOSUCH".to_string(), // CODE_NOT_FOUND
+        list[3].clone(),     // redeemed, uses left 1
+        list[3].clone(),     // again under another id: uses left 0
+        list[3].clone(),     // ALREADY_REDEEMED
+        list[5].clone(),     // FROZEN
+        other[0].clone(),    // SKU B: redeemed
+        other[2].clone(),    // SKU B, never sold: NOT_SOLD
+        "".to_string(),      // INVALID_CODE
+        list[4].clone(),     // IDEMPOTENCY_KEY_REUSED (r-replayed names another code)
+    ];
+    let rids: Vec<String> = ["r0", "r1", "r-replayed", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r-replayed"].iter().map(|s| s.to_string()).collect();
+    let pins = pins_of(&[Some("1234"), Some("0000"), None, None, None, None, None, None, None, None, None, None]);
+    let results = e.redeem_many(&texts(&items), &texts(&rids), "t", Some(&pins)).unwrap();
+    let got: Vec<&str> = results.iter().map(|r| r.as_ref().err().map_or("OK", |err| err.code())).collect();
+    assert_eq!(got, ["OK", "CODE_LOCKED", "OK", "CODE_NOT_FOUND", "OK", "OK", "ALREADY_REDEEMED", "FROZEN", "OK", "NOT_SOLD", "INVALID_CODE", "IDEMPOTENCY_KEY_REUSED"]);
+    let c = assert_columns_match(&e, &results);
+    assert_eq!(c.skus.iter().map(|s| &**s).collect::<Vec<_>>(), ["A", "B"], "distinct SKUs in order of first appearance");
+    assert_eq!((c.uses_left[4], c.uses_left[5]), (1, 0));
+    assert_eq!(c.redeemed_at_ms[2], T0, "a replay reports the first redemption's time");
+    assert_eq!(c.redeemed_at_ms[0], T0 + 5);
+    // A retry of the whole call replays every success with the uses left now.
+    let again = e.redeem_many(&texts(&items), &texts(&rids), "t", Some(&pins)).unwrap();
+    let c2 = assert_columns_match(&e, &again);
+    assert_eq!((c2.redemption_ids[0], c2.redemption_ids[4]), (c.redemption_ids[0], c.redemption_ids[4]));
+    assert_eq!(c2.uses_left[4], 0, "the replay of item 4 reports the uses left now");
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn redeem_columns_of_an_empty_batch_are_empty_and_another_engines_results_are_refused() {
+    let e = engine();
+    assert_eq!(e.redeem_columns(&[]).unwrap(), crate::engine::RedeemColumns::default());
+    let list = sold(&e, 1, 1, 0);
+    let results = e.redeem_batch("k1", &texts(&list), None, "t").unwrap();
+    assert_columns_match(&e, &results);
+    let empty = engine();
+    assert_eq!(code_of(empty.redeem_columns(&results)), "REDEMPTION_NOT_FOUND");
+}

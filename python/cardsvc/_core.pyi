@@ -146,6 +146,14 @@ class RedeemBatch:
     def error_codes(self) -> list[str]: ...
     def redemption_ids(self) -> list[int | None]: ...
     def uses_left(self) -> list[int | None]: ...
+    def columns(
+        self,
+    ) -> tuple[bytes, list[str], list[int], list[int], list[int], list[int], list[str]]:
+        """Every item's result as columns, gathered with the GIL released: ``(ok, error_codes,
+        redemption_ids, code_ids, uses_left, redeemed_at_ms, skus)``. ``ok[i]`` is 1 for a
+        redemption (new or replayed); a failed item has its error code, 0 in the number
+        columns and ``""`` as its SKU (index the batch for the error itself). Raises
+        REDEMPTION_NOT_FOUND only for results of another engine."""
 
 @final
 class VerifyBatch:

@@ -1,11 +1,14 @@
 """Goal: terminals see opaque redemption ids and one refusal for every redemption that is not
 theirs; a replay after a rollback is REDEMPTION_ROLLED_BACK, single and batch; the PIN lockout
 starts after the configured failures and is audited once, naming only the code's id and masked
-text (issue 10, items 9, 13 and 14).
+text (issue 10, items 9, 13 and 14); a batch, built from the core's result columns, gives every
+outcome (successes, replays, refusals with their details, lockouts, counts) that the same items
+redeemed one by one give.
 
 Method: domain calls of ``Terminals`` on a Runtime (tests/fixtures/runtime.py) with a terminal
 principal, on SQLite and PostgreSQL; the lockout policy comes from ServiceConfig as the server
-sets it.
+sets it. The batch is compared with its twin: a second runtime with the same catalog, where
+the same items are redeemed one request at a time.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import pytest
 
 from cardsvc import audit
 from cardsvc.access import Principal, RiskLimits
+from cardsvc.catalog import BatchMeta, CodeInput
 from cardsvc.errors import CardsvcError, ErrorCode
 from cardsvc.masking import mask_code
-from cardsvc.redemption import RedeemItem
+from cardsvc.redemption import RedeemItem, RedemptionView
 from cardsvc.runtime import Runtime
 from cardsvc.sales import OrderRequest
 from tests.fixtures.runtime import open_runtime, stock_shop
@@ -128,3 +132,89 @@ def test_pin_lockout_follows_the_settings_and_is_audited_once(
             assert len(audit.query(session, action="code.unlock")) == 1
     finally:
         services.close()
+
+
+LIMITED = Principal(key_id="till-1", role="terminal", agent_id=None,
+                    scopes=frozenset({"verify", "redeem", "rollback"}), skus=frozenset({"VIP"}),
+                    limits={})
+
+
+def _twin(path: Path) -> tuple[Runtime, list[RedeemItem]]:
+    """A shop (its own SQLite database in ``path``) with a second SKU outside LIMITED's scope,
+    six sold VIP codes (one used by a request ``pre-2``, one used up by ``pre-3``), and the
+    batch of the test below."""
+    services = open_runtime(path, None, pin_failures_max=2, pin_lockout_ms=60_000,
+                            pin_lockout_max_ms=120_000)
+    stock_shop(services)
+    services.catalog.create_sku("GAME", "game", actor="test")
+    services.batches.import_codes(BatchMeta("GAME"), [CodeInput("GAMECODE-0001-WXYZ", None)],
+                                  actor="test")
+    codes = sold(services, 6)
+    for index, request_id in ((2, "pre-2"), (3, "pre-3")):
+        code, pin = codes[index]
+        asyncio.run(services.terminals.redeem(LIMITED, "ip", code, pin, request_id))
+    (c0, p0), (c1, p1), (c2, p2), (c3, p3), (c4, p4), (c5, p5) = codes
+    items = [
+        RedeemItem(c0, p0, "b-0"),                  # redeemed
+        RedeemItem(c1, "WRONG-1", "b-1"),           # PIN_MISMATCH
+        RedeemItem(c1, "WRONG-2", "b-2"),           # CODE_LOCKED, the lockout starts (audited)
+        RedeemItem(c1, p1, "b-3"),                  # CODE_LOCKED during the lockout
+        RedeemItem(c2, p2, "pre-2"),                # a replay of the first redemption
+        RedeemItem("NOSUCH-0000-WXYZ", None, "b-5"),  # CODE_NOT_FOUND
+        RedeemItem(c3, p3, "b-6"),                  # ALREADY_REDEEMED (used up before)
+        RedeemItem("GAMECODE-0001-WXYZ", None, "b-7"),  # another SKU: CODE_NOT_FOUND
+        RedeemItem(c0, p0, "b-8"),                  # ALREADY_REDEEMED by item 0
+        RedeemItem(c4, p4, "pre-3"),                # IDEMPOTENCY_KEY_REUSED (another code's id)
+        RedeemItem(c5, p5, "b-10"),                 # redeemed
+    ]
+    return services, items
+
+
+def _outcome(services: Runtime, result: RedemptionView | CardsvcError) -> tuple[object, ...]:
+    """``result`` with public redemption ids turned into the core's numbers (each runtime has
+    its own key for public ids)."""
+    terminals = services.terminals
+    if isinstance(result, CardsvcError):
+        details = dict(result.details)
+        if "redemption_id" in details:
+            details["redemption_id"] = terminals.redemption_number(details["redemption_id"])
+        return (result.code, result.message, details)
+    return (terminals.redemption_number(result.redemption_id), *result[1:])
+
+
+def test_a_batch_gives_the_outcomes_of_the_same_items_redeemed_one_by_one(
+    tmp_path: Path,
+) -> None:
+    batched, items = _twin(tmp_path / "batched")
+    single, same_items = _twin(tmp_path / "single")
+    try:
+        batch = asyncio.run(batched.terminals.redeem_batch(LIMITED, "ip", items))
+        one_by_one: list[RedemptionView | CardsvcError] = []
+        for item in same_items:
+            try:
+                one_by_one.append(asyncio.run(single.terminals.redeem(
+                    LIMITED, "ip", item.code, item.pin, item.request_id)))
+            except CardsvcError as error:
+                one_by_one.append(error)
+        got = [_outcome(batched, result) for result in batch]
+        want = [_outcome(single, result) for result in one_by_one]
+        assert got == want
+        assert [row[0] for row in got if isinstance(row[0], ErrorCode)] == [
+            ErrorCode.PIN_MISMATCH, ErrorCode.CODE_LOCKED, ErrorCode.CODE_LOCKED,
+            ErrorCode.CODE_NOT_FOUND, ErrorCode.ALREADY_REDEEMED, ErrorCode.CODE_NOT_FOUND,
+            ErrorCode.ALREADY_REDEEMED, ErrorCode.IDEMPOTENCY_KEY_REUSED]
+        assert batch.redeemed == 3 and len(batch.errors) == 8
+        for position, result in enumerate(batch):
+            public_id = batch.redemption_ids[position]
+            assert (public_id is None) == isinstance(result, CardsvcError)
+            assert public_id is None or public_id.startswith("rdm_")
+        for services in (batched, single):
+            with services.db.read() as session:
+                assert len(audit.query(session, action="code.locked")) == 1
+        assert batched.terminals.counts.drain() == single.terminals.counts.drain()
+        [refused] = asyncio.run(batched.terminals.redeem_batch(LIMITED, "ip", [
+            RedeemItem("GAMECODE-0001-WXYZ", None, "b-x")]))  # nothing reaches the core
+        assert isinstance(refused, CardsvcError) and refused.code is ErrorCode.CODE_NOT_FOUND
+    finally:
+        batched.close()
+        single.close()

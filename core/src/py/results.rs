@@ -4,8 +4,10 @@
 use super::error::to_pyobject;
 use crate::engine::{CodeInfo as CoreCodeInfo, HoldView, RedeemOutcome, RedemptionView, Verification as CoreVerification};
 use crate::error::CoreResult;
+use super::detach::run;
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString};
 
 #[pyclass(frozen, get_all, module = "cardsvc._core")]
 pub struct Hold {
@@ -257,7 +259,56 @@ impl RedeemBatch {
     fn uses_left(&self) -> Vec<Option<u16>> {
         self.results.iter().map(|r| r.as_ref().ok().map(|v| v.uses_left)).collect()
     }
+    /// Every item's result as columns (`Engine::redeem_columns`), gathered with the GIL
+    /// released: `(ok, error_codes, redemption_ids, code_ids, uses_left, redeemed_at_ms, skus)`.
+    /// `ok` is bytes (1 = redeemed or replayed); a failed item has its error code, 0 in the
+    /// number columns and `""` as its SKU. Each SKU name and error code is one string object
+    /// shared by the items that have it.
+    fn columns<'py>(&self, py: Python<'py>) -> PyResult<RedeemColumnsTuple<'py>> {
+        let (engine, results) = (&self.engine, &self.results);
+        let c = run(py, || engine.redeem_columns(results))?;
+        let names: Vec<Bound<'py, PyString>> = c.skus.iter().map(|s| PyString::new(py, s)).collect();
+        let empty = PyString::new(py, "");
+        let skus = c.ok.iter().zip(&c.sku_index).map(|(&ok, &ix)| match names.get(ix as usize) {
+            Some(name) if ok == 1 => name.clone(),
+            _ => empty.clone(),
+        });
+        let mut interned: Vec<(&'static str, Bound<'py, PyString>)> = Vec::new();
+        let mut codes = Vec::with_capacity(c.error_codes.len());
+        for &code in &c.error_codes {
+            let text = match interned.iter().find(|(k, _)| *k == code) {
+                Some((_, text)) => text.clone(),
+                None => {
+                    let text = PyString::new(py, code);
+                    interned.push((code, text.clone()));
+                    text
+                }
+            };
+            codes.push(text);
+        }
+        Ok((
+            PyBytes::new(py, &c.ok),
+            PyList::new(py, codes)?,
+            PyList::new(py, &c.redemption_ids)?,
+            PyList::new(py, &c.code_ids)?,
+            PyList::new(py, &c.uses_left)?,
+            PyList::new(py, &c.redeemed_at_ms)?,
+            PyList::new(py, skus)?,
+        ))
+    }
 }
+
+/// `RedeemBatch.columns()`: ok mask, error codes, redemption numbers, code ids, uses left,
+/// redemption times, SKU names.
+type RedeemColumnsTuple<'py> = (
+    Bound<'py, PyBytes>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+);
 
 #[pyclass(frozen, module = "cardsvc._core")]
 pub struct VerifyBatch {

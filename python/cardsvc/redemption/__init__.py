@@ -7,6 +7,7 @@ from cardsvc.engine import Redemption, Verification
 from cardsvc.redemption.history import RedemptionHistory
 from cardsvc.redemption.terminals import (
     FAILED_LOOKUPS,
+    BatchRedemptions,
     RedeemItem,
     RedemptionCounts,
     RedemptionView,
@@ -14,7 +15,7 @@ from cardsvc.redemption.terminals import (
     Terminals,
 )
 
-__all__ = ["FAILED_LOOKUPS", "RedeemItem", "Redemption", "RedemptionCounts", "RedemptionHistory",
-           "RedemptionView", "RolledBack", "Terminals", "Verification"]
+__all__ = ["FAILED_LOOKUPS", "BatchRedemptions", "RedeemItem", "Redemption", "RedemptionCounts",
+           "RedemptionHistory", "RedemptionView", "RolledBack", "Terminals", "Verification"]
 """``Redemption`` and ``Verification`` are the core's result types, named here for the HTTP
 layer."""

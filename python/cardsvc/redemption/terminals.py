@@ -31,9 +31,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from cardsvc import audit
 from cardsvc.access import Principal, RiskGuard, RiskLimits, audit_lockouts
@@ -75,16 +75,34 @@ class RedemptionCounts:
                 self._recent.popitem(last=False)
         self.count(redemption.sku, redemption.redeemed_at_ms, redeemed=1)
 
-    def count(self, sku: str, at_ms: int, *, redeemed: int = 0, rolled_back: int = 0) -> None:
-        key = (at_ms // HOUR_MS * HOUR_MS, sku)
+    def redeemed_many(self, ok: bytes, numbers: Sequence[int], skus: Sequence[str],
+                      at_ms: Sequence[int], since_ms: int) -> None:
+        """:meth:`redeemed` of each redemption given as columns (an ``ok`` mask over core
+        numbers, SKUs and times), in order, under one lock acquisition; items not ok or made
+        before ``since_ms`` are skipped."""
+        recent = self._recent
         with self._lock:
-            current = self._counts.get(key)
-            if current is None:
-                if len(self._counts) >= COUNTED_KEYS_MAX:
-                    return
-                current = self._counts[key] = [0, 0]
-            current[0] += redeemed
-            current[1] += rolled_back
+            for flag, number, sku, at in zip(ok, numbers, skus, at_ms, strict=True):
+                if not flag or at < since_ms or number in recent:
+                    continue
+                recent[number] = None
+                if len(recent) > RECENT_IDS_MAX:
+                    recent.popitem(last=False)
+                self._count_locked(sku, at, 1, 0)
+
+    def count(self, sku: str, at_ms: int, *, redeemed: int = 0, rolled_back: int = 0) -> None:
+        with self._lock:
+            self._count_locked(sku, at_ms, redeemed, rolled_back)
+
+    def _count_locked(self, sku: str, at_ms: int, redeemed: int, rolled_back: int) -> None:
+        key = (at_ms // HOUR_MS * HOUR_MS, sku)
+        current = self._counts.get(key)
+        if current is None:
+            if len(self._counts) >= COUNTED_KEYS_MAX:
+                return
+            current = self._counts[key] = [0, 0]
+        current[0] += redeemed
+        current[1] += rolled_back
 
     def drain(self) -> dict[tuple[int, str], tuple[int, int]]:
         """The counts so far, forgotten here (``restore`` them if storing them failed)."""
@@ -96,6 +114,7 @@ class RedemptionCounts:
         for (hour_ms, sku), (done, undone) in drained.items():
             self.count(sku, hour_ms, redeemed=done, rolled_back=undone)
 REDEMPTION_KIND = "rdm"
+_T = TypeVar("_T")
 
 
 class RedemptionView(NamedTuple):
@@ -121,6 +140,46 @@ class RedeemItem(NamedTuple):
     code: str
     pin: str | None
     request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRedemptions:
+    """The results of :meth:`Terminals.redeem_batch` as columns, one entry per item in input
+    order, so that a large batch is rendered without one result object per item. Item ``i``
+    succeeded when ``redemption_ids[i]`` is a public id (then ``skus``, ``uses_left``,
+    ``redeemed_at_ms`` and ``code_ids`` describe the redemption, with ``request_ids[i]`` and
+    ``terminal``); otherwise ``errors[i]`` is its refusal (public ids in its details) and the
+    other columns hold placeholders. Iterating gives each item as a :class:`RedemptionView` or
+    a ``CardsvcError``, as a list of them would."""
+
+    terminal: str
+    request_ids: list[str]
+    redemption_ids: list[str | None]
+    code_ids: list[int]
+    skus: list[str]
+    uses_left: list[int]
+    redeemed_at_ms: list[int]
+    errors: dict[int, CardsvcError]
+
+    @property
+    def redeemed(self) -> int:
+        """How many items redeemed a use (new or replayed)."""
+        return len(self.request_ids) - len(self.errors)
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+    def __iter__(self) -> Iterator[RedemptionView | CardsvcError]:
+        return (self.item(index) for index in range(len(self.request_ids)))
+
+    def item(self, index: int) -> RedemptionView | CardsvcError:
+        """Item ``index`` as one object: its refusal, or its redemption as a view."""
+        public_id = self.redemption_ids[index]
+        if public_id is None:
+            return self.errors[index]
+        return RedemptionView(public_id, self.request_ids[index], self.code_ids[index],
+                              self.skus[index], self.terminal, self.uses_left[index],
+                              self.redeemed_at_ms[index], None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,48 +247,67 @@ class Terminals:
         return self.view(result)
 
     async def redeem_batch(self, caller: Principal, ip: str,
-                           items: Sequence[RedeemItem]) -> list[RedemptionView | CardsvcError]:
-        """Independent redemptions, one result each in order (one failing does not stop the
+                           items: Sequence[RedeemItem]) -> BatchRedemptions:
+        """:meth:`redeem_columns` of ``items``."""
+        return await self.redeem_columns(caller, ip, [item.code for item in items],
+                                         [item.pin for item in items],
+                                         [item.request_id for item in items])
+
+    async def redeem_columns(self, caller: Principal, ip: str, codes: list[str],
+                             pins: list[str | None], request_ids: list[str]) -> BatchRedemptions:
+        """Independent redemptions of item ``i`` = ``(codes[i], pins[i], request_ids[i])``
+        (lists of one length), one result each in order (one failing does not stop the
         others); each item is idempotent on its ``request_id`` as in :meth:`redeem`. The batch
-        costs one rate-limit token per item. Raises RATE_LIMITED for the whole batch."""
+        costs one rate-limit token per item. Results come as columns (:class:`BatchRedemptions`),
+        built from the core's result columns with one call for all the public ids. Raises
+        RATE_LIMITED for the whole batch."""
+        assert len(codes) == len(pins) == len(request_ids)
+        size = len(codes)
         limits = self.risk.limits_of(caller)
-        self.risk.admit("redeem", caller.key_id, limits, cost=len(items))
-        allowed = list(range(len(items)))
+        self.risk.admit("redeem", caller.key_id, limits, cost=size)
+        allowed: Sequence[int] = range(size)
         refused: dict[int, CardsvcError] = {}
         if caller.skus is not None or self.prefixes:
-            for index, item in enumerate(items):
+            for index, code in enumerate(codes):
                 try:
-                    self._check_typed(item.code)
-                    self._check_sku(caller, item.code)
+                    self._check_typed(code)
+                    self._check_sku(caller, code)
                 except CardsvcError as error:
                     refused[index] = error
+        if refused:
             allowed = [index for index in allowed if index not in refused]
-        batch = self.engine.redeem_many([items[i].code for i in allowed],
-                                        [items[i].request_id for i in allowed], caller.key_id,
-                                        [items[i].pin for i in allowed])
+            batch = self.engine.redeem_many([codes[i] for i in allowed],
+                                            [request_ids[i] for i in allowed], caller.key_id,
+                                            [pins[i] for i in allowed])
+        else:
+            batch = self.engine.redeem_many(codes, request_ids, caller.key_id, pins)
         await self.store.wait_async(Engine.last_ticket())
-        results: list[RedemptionView | CardsvcError | None] = [None] * len(items)
-        for index, refusal in refused.items():
-            results[index] = refusal
-        done: list[tuple[int, Redemption]] = []
-        recent_ms = self._recent_ms()
-        for position, index in enumerate(allowed):
+        ok, _, numbers, code_ids, uses_left, at_ms, skus = batch.columns()
+        errors = dict(refused)
+        for position in [p for p, flag in enumerate(ok) if not flag]:
             one = batch[position]
-            if isinstance(one, CardsvcError):
-                if one.code == ErrorCode.CODE_LOCKED and one.details.get("locked"):
-                    await self._audit_lockout(caller, items[index].code, one)
-                results[index] = self._public_error(one)
-            else:
-                if one.redeemed_at_ms >= recent_ms:
-                    self.counts.redeemed(one)
-                done.append((index, one))
-        for (index, _), view in zip(done, self.views([r for _, r in done]), strict=True):
-            results[index] = view
-        failed_lookups = sum(isinstance(result, CardsvcError) and result.code in FAILED_LOOKUPS
-                             for result in results)
+            assert isinstance(one, CardsvcError)  # the columns say this item failed
+            if one.code == ErrorCode.CODE_LOCKED and one.details.get("locked"):
+                await self._audit_lockout(caller, codes[allowed[position]], one)
+            errors[allowed[position]] = self._public_error(one)
+        self.counts.redeemed_many(ok, numbers, skus, at_ms, self._recent_ms())
+        public_ids: list[str | None]
+        if len(errors) == len(refused):  # every item given to the core redeemed
+            public_ids = list(self.public_ids.encode_many(REDEMPTION_KIND, numbers))
+        else:
+            done = [p for p, flag in enumerate(ok) if flag]
+            public = self.public_ids.encode_many(REDEMPTION_KIND, [numbers[p] for p in done])
+            public_ids = [None] * len(ok)
+            for p, public_id in zip(done, public, strict=True):
+                public_ids[p] = public_id
+        result = BatchRedemptions(caller.key_id, request_ids, public_ids, code_ids, skus,
+                                  uses_left, at_ms, errors)
+        if refused:
+            result = _spread(result, allowed, size)
+        failed_lookups = sum(error.code in FAILED_LOOKUPS for error in errors.values())
         if failed_lookups:
             await self._count_failures(caller, ip, limits, failed_lookups)
-        return [result for result in results if result is not None]
+        return result
 
     async def rollback(self, caller: Principal, redemption_id: str,
                        reason: str) -> RolledBack:
@@ -352,6 +430,21 @@ def _no_redemption(redemption_id: str) -> CardsvcError:
     is not echoed: a caller may put anything in the path, a code included."""
     del redemption_id
     return make_error(ErrorCode.REDEMPTION_NOT_FOUND, "no such redemption", {})
+
+
+def _spread(columns: BatchRedemptions, positions: Sequence[int],
+            size: int) -> BatchRedemptions:
+    """``columns`` of the items at ``positions`` of a batch of ``size`` items, laid out over
+    the whole batch (the items in between are refused: their errors are already there)."""
+    def spread(values: list[_T], blank: _T) -> list[_T]:
+        out = [blank] * size
+        for position, value in zip(positions, values, strict=True):
+            out[position] = value
+        return out
+    return BatchRedemptions(columns.terminal, columns.request_ids,
+                            spread(columns.redemption_ids, None), spread(columns.code_ids, 0),
+                            spread(columns.skus, ""), spread(columns.uses_left, 0),
+                            spread(columns.redeemed_at_ms, 0), columns.errors)
 
 
 def _view(r: Redemption, public_id: str) -> RedemptionView:
