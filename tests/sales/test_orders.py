@@ -211,7 +211,7 @@ def test_batched_groups_equal_the_one_order_units(services: Runtime) -> None:
             finishing: list[_Finish] = []
             for row in rows + rows[:1]:  # the first order driven twice
                 codes = orders._allocate(row)
-                finishing.append(_Finish(row, row.order_id, tuple(codes),
+                finishing.append(_Finish(row, tuple(codes),
                                          orders._batches_of(codes), "test",
                                          services.engine.now_ms()))
             services.store.wait_last()

@@ -151,11 +151,14 @@ class _Finish:
     driver's row of the order (its step-1 facts)."""
 
     row: Order
-    order_id: str
     ids: tuple[int, ...]
     batches: dict[int, int]
     actor: str
     now_ms: int
+
+    @property
+    def order_id(self) -> str:
+        return self.row.order_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,14 +509,13 @@ class Orders:
             ids = self._allocate(row)
         except CardsvcError as error:
             if error.code in FINAL_ERRORS:
-                await self.batcher.submit_async(self._finish_work(row.order_id, None, error,
-                                                                  actor))
+                await self.batcher.submit_async(self._fail_work(row.order_id, error, actor))
             raise
         self.crash("after_allocate")
         await self.store.wait_async(Engine.last_ticket())
         self.crash("after_durable")
         row, texts = await self.batcher.submit_batch_async(
-            self.finish_kind, _Finish(row, row.order_id, tuple(ids), self._batches_of(ids),
+            self.finish_kind, _Finish(row, tuple(ids), self._batches_of(ids),
                                       actor, self.engine.now_ms()))
         self.crash("after_settle")
         return row, texts
@@ -554,14 +556,12 @@ class Orders:
         raise make_error(ErrorCode.OUT_OF_STOCK, "not enough codes in stock for this order",
                          {**refused.details, "available": available})
 
-    def _finish_work(self, order_id: str, ids: Sequence[int] | None,
-                     error: CardsvcError | None,
-                     actor: str) -> Callable[[Session], tuple[Order, Revealed | None]]:
-        """Step 3 as a group-commit unit: fulfilled and settled, or failed with its escrow
-        released."""
+    def _fail_work(self, order_id: str, error: CardsvcError,
+                   actor: str) -> Callable[[Session], tuple[Order, Revealed | None]]:
+        """Step 3 of a definitive refusal as a group-commit unit: the order failed, its escrow
+        released (a fulfilment is the batch kind :attr:`finish_kind`)."""
         now_ms = self.engine.now_ms()
-        batches = None if ids is None else self._batches_of(ids)
-        return lambda session: self._finish_unit(session, order_id, ids, batches, error, actor,
+        return lambda session: self._finish_unit(session, order_id, None, None, error, actor,
                                                  now_ms)
 
     def _finish_unit(self, session: Session, order_id: str, ids: Sequence[int] | None,
