@@ -31,7 +31,7 @@ from cardsvc.access import (
     list_keys,
 )
 from cardsvc.agents.tree import may_manage, require_agent
-from cardsvc.catalog import Sku
+from cardsvc.catalog import skus_found
 from cardsvc.db import Database
 from cardsvc.errors import ErrorCode, make_error
 
@@ -69,7 +69,7 @@ def create_key(
             if bounded:
                 _check_room(session, agent_id, "keys")
         if skus:
-            known = set(session.scalars(select(Sku.sku).where(Sku.sku.in_(set(skus)))))
+            known = skus_found(session, skus)
             unknown = sorted(set(skus) - known)
             if unknown:
                 raise make_error(ErrorCode.SKU_NOT_FOUND, "no such SKU", {"sku": unknown[0]})

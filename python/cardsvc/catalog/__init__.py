@@ -47,6 +47,7 @@ from cardsvc.catalog.skus import (
     check_sku_fields,
     insert_pool,
     sku_dict,
+    skus_found,
 )
 from cardsvc.catalog.tables import (
     Batch,
@@ -93,6 +94,7 @@ __all__ = [
     "import_file",
     "insert_pool",
     "sku_dict",
+    "skus_found",
     "suffix_digest",
     "suffix_key",
     "suffix_of",

@@ -12,10 +12,11 @@ Every mutation waits until the core's journal holds it before it returns (ack af
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc import audit
@@ -477,3 +478,15 @@ def sku_dict(row: Sku) -> dict[str, Any]:
         "created_at_ms": row.created_at_ms,
         "updated_at_ms": row.updated_at_ms,
     }
+
+
+_SKUS_FOUND = select(Sku.sku).where(Sku.sku.in_(bindparam("b_skus", expanding=True)))
+"""Built once: the commit groups of the order and hold paths ask it per group."""
+
+
+def skus_found(session: Session, skus: Iterable[str]) -> set[str]:
+    """Which of ``skus`` exist, in one query. Reads only."""
+    wanted = sorted(set(skus))
+    if not wanted:
+        return set()
+    return set(session.connection().execute(_SKUS_FOUND, {"b_skus": wanted}).scalars())

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from cardsvc import audit
 from cardsvc.access import RiskGuard, RiskLimits
 from cardsvc.agents import pricing
-from cardsvc.catalog import Sku
+from cardsvc.catalog import Sku, skus_found
 from cardsvc.checks import check_client_ref, check_money_product, check_quantity
 from cardsvc.db import BatchKind, Database, WriteBatcher
 from cardsvc.engine import Engine, Hold, Store
@@ -362,7 +362,6 @@ _HOLDS = cast(Table, HoldRecord.__table__)
 _INSERT_HOLDS = insert(_HOLDS)
 _HOLDS_FOUND = select(_HOLDS.c.hold_ref).where(
     _HOLDS.c.hold_ref.in_(bindparam("b_refs", expanding=True)))
-_SKUS_FOUND = select(Sku.sku).where(Sku.sku.in_(bindparam("b_skus", expanding=True)))
 
 
 def _reserve(session: Session, item: _Reserve) -> HoldRecord:
@@ -392,8 +391,7 @@ def _reserve_batch(session: Session,
         _HOLDS_FOUND, {"b_refs": sorted({item.ref for item in items})}).scalars())
     existing = {row.hold_ref: row for row in session.scalars(
         select(HoldRecord).where(HoldRecord.hold_ref.in_(taken)))} if taken else {}
-    skus = set(connection.execute(
-        _SKUS_FOUND, {"b_skus": sorted({item.sku for item in items})}).scalars())
+    skus = skus_found(session, {item.sku for item in items})
     postings = ledger.PostingBatch(
         session, (ledger.agent_account(item.agent_id, kind) for item in items
                   for kind in ("available", "escrow")),

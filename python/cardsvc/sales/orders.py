@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 from cardsvc import audit
 from cardsvc.access import DAY_MS, Approvals, Principal, RiskGuard, RiskLimits
 from cardsvc.agents import Agent, pricing
-from cardsvc.catalog import Batch, Sku
+from cardsvc.catalog import Batch, Sku, skus_found
 from cardsvc.checks import check_client_ref, check_money_product, check_quantity, check_text
 from cardsvc.db import BatchKind, Database, WriteBatcher
 from cardsvc.delivery import Revealer
@@ -111,7 +111,6 @@ _TAKEN_CLIENT_IDS = select(_ORDERS.c.order_id).where(
 _BUYERS = select(_AGENTS.c.agent_id, _AGENTS.c.daily_order_quota, _AGENTS.c.pool_id,
                  _AGENTS.c.pool_policy).where(
     _AGENTS.c.agent_id.in_(bindparam("b_agent_ids", expanding=True)))
-_SKUS_FOUND = select(Sku.sku).where(Sku.sku.in_(bindparam("b_skus", expanding=True)))
 """Step 1's reads of a commit group, built once (building a statement costs more than
 running it)."""
 _ORDER_STATES = select(_ORDERS.c.order_id, _ORDERS.c.status).where(
@@ -339,8 +338,7 @@ class Orders:
             select(Order).where(Order.order_id.in_(taken)))} if taken else {}
         agents = {row.agent_id: row for row in connection.execute(
             _BUYERS, {"b_agent_ids": sorted({r.agent_id for r in requests})})}
-        skus = set(connection.execute(
-            _SKUS_FOUND, {"b_skus": sorted({r.sku for r in requests})}).scalars())
+        skus = skus_found(session, {r.sku for r in requests})
         order_ids = ["ord_" + secrets.token_hex(10) for _ in items]
         postings = ledger.PostingBatch(
             session, (ledger.agent_account(agent_id, kind) for agent_id in agents
