@@ -68,27 +68,28 @@ class RedemptionCounts:
     def redeemed(self, redemption: Redemption) -> None:
         """Counts a redemption once, however often its request is retried."""
         with self._lock:
-            if redemption.redemption_id in self._recent:
-                return
-            self._recent[redemption.redemption_id] = None
-            if len(self._recent) > RECENT_IDS_MAX:
-                self._recent.popitem(last=False)
-        self.count(redemption.sku, redemption.redeemed_at_ms, redeemed=1)
+            self._redeemed_locked(redemption.redemption_id, redemption.sku,
+                                  redemption.redeemed_at_ms)
 
     def redeemed_many(self, ok: bytes, numbers: Sequence[int], skus: Sequence[str],
                       at_ms: Sequence[int], since_ms: int) -> None:
         """:meth:`redeemed` of each redemption given as columns (an ``ok`` mask over core
         numbers, SKUs and times), in order, under one lock acquisition; items not ok or made
         before ``since_ms`` are skipped."""
-        recent = self._recent
         with self._lock:
             for flag, number, sku, at in zip(ok, numbers, skus, at_ms, strict=True):
-                if not flag or at < since_ms or number in recent:
-                    continue
-                recent[number] = None
-                if len(recent) > RECENT_IDS_MAX:
-                    recent.popitem(last=False)
-                self._count_locked(sku, at, 1, 0)
+                if flag and at >= since_ms:
+                    self._redeemed_locked(number, sku, at)
+
+    def _redeemed_locked(self, number: int, sku: str, at_ms: int) -> None:
+        """Counts redemption ``number`` unless it was counted already (the lock is held)."""
+        recent = self._recent
+        if number in recent:
+            return
+        recent[number] = None
+        if len(recent) > RECENT_IDS_MAX:
+            recent.popitem(last=False)
+        self._count_locked(sku, at_ms, 1, 0)
 
     def count(self, sku: str, at_ms: int, *, redeemed: int = 0, rolled_back: int = 0) -> None:
         with self._lock:
