@@ -56,7 +56,6 @@ from api.routes.redemption import (
 from api.routes.shop import CheckoutIn, payment_json, retail_order_json
 from cardsvc.access import Principal
 from cardsvc.errors import CardsvcError
-from cardsvc.redemption import RedemptionView
 from cardsvc.runtime import Runtime
 from cardsvc.sales import CheckoutRequest, OrderRequest
 from cardsvc.times import iso, iso_s
@@ -205,16 +204,19 @@ async def _verify(runtime: Runtime, caller: Principal | None, scope: Scope, ip: 
                  "valid_until": iso_s(result.valid_until)}
 
 
-def _redemption_json(r: RedemptionView, redeemed_at: str) -> dict[str, Any]:
-    return {"redemption_id": r.redemption_id, "sku": r.sku, "uses_left": r.uses_left,
-            "redeemed_at": redeemed_at, "request_id": r.request_id}
+def _redemption_json(redemption_id: str, sku: str, uses_left: int, redeemed_at: str,
+                     request_id: str) -> dict[str, Any]:
+    """A redemption in ``RedemptionOut``'s field order (single and batch answers alike)."""
+    return {"redemption_id": redemption_id, "sku": sku, "uses_left": uses_left,
+            "redeemed_at": redeemed_at, "request_id": request_id}
 
 
 async def _redeem(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
                   body: Any) -> tuple[int, Any]:
     result = await runtime.terminals.redeem(_caller(caller), ip, body.code, body.pin,
                                             body.request_id)
-    return 200, _redemption_json(result, iso(result.redeemed_at_ms) or "")
+    return 200, _redemption_json(result.redemption_id, result.sku, result.uses_left,
+                                 iso(result.redeemed_at_ms) or "", result.request_id)
 
 
 async def _redeem_batch(runtime: Runtime, caller: Principal | None, scope: Scope, ip: str,
@@ -238,9 +240,8 @@ async def _redeem_batch(runtime: Runtime, caller: Principal | None, scope: Scope
         at = times.get(at_ms)
         if at is None:
             at = times[at_ms] = iso(at_ms) or ""
-        append({"index": index, "ok": True, "redemption": {
-            "redemption_id": public_id, "sku": sku, "uses_left": uses_left, "redeemed_at": at,
-            "request_id": request_id}, "error": None})
+        append({"index": index, "ok": True, "redemption": _redemption_json(
+            public_id, sku, uses_left, at, request_id), "error": None})
     return 200, {"redeemed": batch.redeemed, "failed": len(errors), "results": results}
 
 
