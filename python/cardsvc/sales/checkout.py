@@ -24,8 +24,8 @@ A retail order (``cardsvc.sales.tables.RetailOrder``) moves::
    and refused), ``payments.state.transition``; when it *became paid*: the order ``paid`` and
    the receipt posted (clearing -> retail received) in the same transaction. At most one
    transition of an attempt ever becomes paid, so at most one fulfilment is ever started.
-   A full refund the provider reports reverses the sale too (its unredeemed codes voided first;
-   see :meth:`Checkout._void_for_provider_refund`).
+   A full refund the provider reports reverses the sale too (its codes that can still be used
+   voided first; see :meth:`Checkout._void_for_provider_refund`).
 3. **Fulfil** (:meth:`Checkout.fulfil`, driven inline after the callback and by recovery):
    the core confirms the hold into an allocation under the order id (idempotent); a hold that
    lapsed (a late payment) allocates from stock now instead; then, once the journal holds it,
@@ -628,8 +628,8 @@ class Checkout:
         if row.status == "delivered":
             self.engine.void(list(row.code_ids or []))
             await self.store.wait_async(Engine.last_ticket())
-        return self._view(await self._refunded(order_id, actor, reason, approved=(
-            approvals, approval_id)), admin=True)
+        return self._view(await self._refunded(order_id, actor, reason, guarded=True,
+                                               approval_id=approval_id), admin=True)
 
     async def _provider_refund(self, row: RetailOrder, reason: str) -> None:
         live = self.channels.live(row.channel_id)
@@ -639,13 +639,12 @@ class Checkout:
                                 provider_ref=None if attempt is None else attempt.provider_ref)
 
     async def _refunded(self, order_id: str, actor: str, reason: str, *,
-                        approved: tuple[Approvals | None, str | None] = (None, None),
-                        ) -> RetailOrder:
-        """The refund's SQL unit: the sale reversed, the order ``refunded``, the buyer mailed;
-        ``approved``: the maker-checker guard of a staff refund and its approval, consumed here
-        (the automatic refund of an unfulfillable order has none)."""
+                        guarded: bool = False, approval_id: str | None = None) -> RetailOrder:
+        """The refund's SQL unit (:meth:`_mark_refunded` on a refundable order); ``guarded``:
+        a staff refund, whose approval (maker-checker, when ``approvals`` are wired) is
+        consumed here; the automatic refund of an unfulfillable order is not guarded."""
         now_ms = self.engine.now_ms()
-        approvals, approval_id = approved
+        approvals = self.approvals if guarded else None
 
         def unit(session: Session) -> RetailOrder:
             row = session.get(RetailOrder, order_id)
@@ -655,22 +654,29 @@ class Checkout:
                     approvals.authorize(session, action="refund", object_type="retail_order",
                                         object_id=order_id, actor=actor,
                                         approval_id=approval_id)
-                row.refund_txn_id = money.post_refund(
-                    session, order_id=order_id, channel_id=row.channel_id,
-                    total_minor=row.total_minor, unit_cost_minor=row.unit_cost_minor,
-                    quantity=row.quantity, currency=row.currency,
-                    delivered=row.status == "delivered", actor=actor, now_ms=now_ms)
-                row.status = "refunded"
-                row.updated_at_ms = now_ms
-                queue_mail(session, order_id=order_id, template="refunded", seq=0,
-                           email=row.email, locale=row.locale,
-                           payload=self._mail_payload(session, row), now_ms=now_ms)
-                audit.append(session, actor=actor, action="order.refund", object_type="order",
-                             object_id=order_id, at_ms=now_ms,
-                             details={"reason": reason[:200], "total_minor": row.total_minor})
+                self._mark_refunded(session, row, actor, now_ms, {"reason": reason[:200]})
             return row
 
         return await self.batcher.submit_async(unit)
+
+    def _mark_refunded(self, session: Session, row: RetailOrder, actor: str, now_ms: int,
+                       details: dict[str, Any]) -> None:
+        """A delivered or unfulfillable order refunded, in the caller's unit: the sale (or the
+        receipt) reversed, the order ``refunded``, the buyer's mail queued and the audit entry
+        ``order.refund`` (``details`` and the total)."""
+        row.refund_txn_id = money.post_refund(
+            session, order_id=row.order_id, channel_id=row.channel_id,
+            total_minor=row.total_minor, unit_cost_minor=row.unit_cost_minor,
+            quantity=row.quantity, currency=row.currency,
+            delivered=row.status == "delivered", actor=actor, now_ms=now_ms)
+        row.status = "refunded"
+        row.updated_at_ms = now_ms
+        queue_mail(session, order_id=row.order_id, template="refunded", seq=0,
+                   email=row.email, locale=row.locale,
+                   payload=self._mail_payload(session, row), now_ms=now_ms)
+        audit.append(session, actor=actor, action="order.refund", object_type="order",
+                     object_id=row.order_id, at_ms=now_ms,
+                     details={**details, "total_minor": row.total_minor})
 
     # ----- 2. callbacks -----
 
@@ -750,8 +756,7 @@ class Checkout:
     # acknowledging) while a code of the order is neither voided nor used up, so a crash
     # between the two steps, or a delivery racing the callback, ends with the provider's retry.
     # Codes used up before the refund stay redeemed (codes with any redemption are counted in
-    # the audit entry). A partial
-    # refund is recorded and left to staff.
+    # the audit entry). A partial refund is recorded and left to staff.
 
     async def _void_for_provider_refund(self, channel_id: str, notify: Notify) -> None:
         """Step one of a provider's full refund of a delivered order: its codes that can still
@@ -807,20 +812,8 @@ class Checkout:
             return "refused", "already_refunded"
         redeemed = sum(bool(self.engine.code_info(code_id).redemption_ids)
                        for code_id in order.code_ids or []) if order.status == "delivered" else 0
-        order.refund_txn_id = money.post_refund(
-            session, order_id=order.order_id, channel_id=order.channel_id,
-            total_minor=order.total_minor, unit_cost_minor=order.unit_cost_minor,
-            quantity=order.quantity, currency=order.currency,
-            delivered=order.status == "delivered", actor="payments", now_ms=now_ms)
-        order.status = "refunded"
-        order.updated_at_ms = now_ms
-        queue_mail(session, order_id=order.order_id, template="refunded", seq=0,
-                   email=order.email, locale=order.locale,
-                   payload=self._mail_payload(session, order), now_ms=now_ms)
-        audit.append(session, actor="payments", action="order.refund", object_type="order",
-                     object_id=order.order_id, at_ms=now_ms,
-                     details={"reason": "refunded at the payment provider",
-                              "total_minor": order.total_minor, "redeemed": redeemed})
+        self._mark_refunded(session, order, "payments", now_ms,
+                            {"reason": "refunded at the payment provider", "redeemed": redeemed})
         return "applied", "refunded_at_provider"
 
     def _apply(self, session: Session, attempt: PaymentAttempt, status: Any, now_ms: int, *,
