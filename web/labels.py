@@ -21,6 +21,7 @@ STATES: Mapping[str, str] = {
     "expired": N_("expired"), "withdrawn": N_("withdrawn"),
     # orders, holds, batches
     "pending": N_("pending"), "fulfilled": N_("fulfilled"), "failed": N_("failed"),
+    "delivered": N_("delivered"), "paid_unfulfillable": N_("paid, out of stock"),
     "refunded": N_("refunded"), "open": N_("open"), "confirmed": N_("confirmed"),
     "released": N_("released"), "importing": N_("importing"), "ready": N_("ready"),
     "rejected": N_("rejected"), "cancelled": N_("cancelled"),
@@ -60,8 +61,8 @@ KINDS: Mapping[str, str] = {
     "card_key": N_("Card key"), "voucher": N_("Voucher"),
     "direct_recharge": N_("Direct recharge"), "link": N_("Link"),
 }
-GOOD_STATES = frozenset({"available", "fulfilled", "ready", "paid", "executed", "active",
-                         "valid", "approved", "released", "resolved", "confirmed"})
+GOOD_STATES = frozenset({"available", "fulfilled", "delivered", "ready", "paid", "executed",
+                         "active", "valid", "approved", "released", "resolved", "confirmed"})
 BAD_STATES = frozenset({"failed", "void", "frozen", "rejected", "disabled", "suspended",
                         "expired", "firing", "reversed", "refunded", "cancelled"})
 

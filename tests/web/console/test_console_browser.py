@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from playwright.sync_api import expect
 
+from tests.fixtures.shop import stock_shop
 from tests.web.conftest import ARTIFACTS, tab_to
 from tests.web.console.conftest import CODES, PASSES, PASSWORD, Service
 
@@ -196,3 +198,67 @@ def test_an_agent_withdraws_lists_its_orders_and_suspends_a_sub_agent_by_keyboar
         1, timeout=WAIT_MS)
     page.screenshot(path=str(ARTIFACTS / "portal-sub-agents.png"), full_page=True)
     assert service.runtime.agent_directory.get_for("A1-KEYS", None)["status"] == "suspended"
+
+
+def test_staff_open_a_shop_order_and_ask_for_its_refund(
+        page: Any, served_shop: tuple[str, Service]) -> None:
+    """A guest's order bought and paid through the shop's own API and sandbox page, then the
+    retail order page as finance sees it (no code on it) and the refund asked for."""
+    base, service = served_shop
+    stock_shop(service.runtime, sku="BROWSERSHOP")
+    service.runtime.challenges.enabled = False
+    started = page.request.post(base + "/v1/shop/checkouts", data={
+        "sku": "BROWSERSHOP", "quantity": 1, "email": "guest@example.com",
+        "channel_id": "sandbox"})
+    assert started.status == 201, started.text()
+    order_id = started.json()["order"]["order_id"]
+    pay = urlsplit(started.json()["payment"]["url"])  # the service's public URL: its path
+    page.goto(f"{base}{pay.path}?{pay.query}")
+    with page.expect_response(lambda r: r.request.method == "POST"
+                              and "/store/sandbox/pay" in r.url) as paid:
+        page.locator("button[name=scenario][value=paid]").click()
+    assert paid.value.status == 303  # answered once the paid callback has delivered the order
+    assert service.runtime.engine.order_code_ids(order_id)
+    page.context.clear_cookies()
+    log_in(page, base, service, "fiona")
+    page.goto(base + "/console/retail-orders")
+    page.locator(f"a[href='/console/retail-orders/{order_id}']").click()
+    expect(page.locator(f"[data-retail-order='{order_id}']")).to_be_visible(timeout=WAIT_MS)
+    assert "SHOP-" not in page.locator("main").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "console-retail-order.png"), full_page=True)
+    page.fill("#f-reason", "charged twice")
+    page.get_by_role("button", name=re.compile("Ask for a refund|申请退款")).click()
+    page.wait_for_url(re.compile(r"/console/approvals/"), timeout=WAIT_MS)
+    expect(page.locator(f"a[href='/console/retail-orders/{order_id}']")).to_be_visible()
+
+
+def test_the_owner_creates_a_payment_channel_whose_secret_is_not_shown(
+        page: Any, served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    secret = "browser-typed-secret-once"
+    log_in(page, base, service, "owner")
+    page.goto(base + "/console/channels")
+    page.fill("#f-channel_id", "ep-browser")
+    page.select_option("#f-provider", "epay")
+    page.fill("#f-display_name", "EPay (browser)")
+    page.fill("#f-merchant_id", "1001")
+    page.fill("#f-secret_1_name", "key")
+    page.fill("#f-secret_1_value", secret)
+    page.fill("#f-options", "gateway=https://pay.example.com/")
+    page.get_by_role("button", name=re.compile("Create the channel|创建渠道")).click()
+    expect(page.locator("[data-channel='ep-browser']")).to_be_visible(timeout=WAIT_MS)
+    assert secret not in page.content()
+    page.screenshot(path=str(ARTIFACTS / "console-channels.png"), full_page=True)
+
+
+def test_an_agent_invites_a_colleague_on_the_people_page(
+        page: Any, served_shop: tuple[str, Service]) -> None:
+    base, service = served_shop
+    log_in(page, base, service, "a1user")
+    page.goto(base + "/portal/users")
+    page.fill("#f-login", "a1colleague")
+    page.fill("#f-display_name", "Colleague")
+    page.get_by_role("button", name=re.compile("^(Invite|邀请)$")).click()
+    expect(page.locator("[data-invitation-link]")).to_contain_text("/auth/invitation/",
+                                                                    timeout=WAIT_MS)
+    page.screenshot(path=str(ARTIFACTS / "portal-people.png"), full_page=True)
