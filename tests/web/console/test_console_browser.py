@@ -4,9 +4,10 @@ terminal page redeeming a code twice (the second time it names who redeemed it),
 placing an order and creating a key for a new sub-agent, an agent requesting a withdrawal,
 listing its orders and suspending a sub-agent by keyboard alone, the terminal page on a
 phone without sideways scrolling, a shop order's page and its refund request, creating a
-payment channel, and inviting a colleague from the portal. Method: the whole service with the test shop under uvicorn on
-127.0.0.1 (``served_shop``), driven by Playwright; each test leaves a screenshot in
-tests/artifacts/screenshots/. Bounded: no sleeps, Playwright's waits with short timeouts."""
+payment channel, and inviting a colleague from the portal. Method: the whole service with the
+test shop under uvicorn on 127.0.0.1 (``served_shop``), driven by Playwright; each test leaves
+a screenshot in tests/artifacts/screenshots/. Bounded: no sleeps, Playwright's waits with short
+timeouts."""
 
 from __future__ import annotations
 
